@@ -1,0 +1,680 @@
+//! The base archive cache: the part of a test's initramfs that does not change
+//! between tests (test binary, libraries, schedulers, fixed files) is written
+//! once per content and reused.
+//!
+//! Layout of the cache directory (`${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}/initramfs/`):
+//! - `<request>.manifest`: for one [`BaseSpec`], the archive that holds it and
+//!   each packed host file's identity (device, inode, size, mtime, mode) and
+//!   where its bytes sit in the archive;
+//! - `base-<content>.cpio`: the archive, named by a key over the request and
+//!   the identities of every host file in it, so two processes building the
+//!   same content write the same name;
+//! - `run/`: single-file initrds handed to QEMU, removed when dropped.
+//!
+//! A lookup stats the files the manifest lists. When all match, the archive
+//! is reused without reading anything. When one differs (a rebuilt binary
+//! with the same bytes, a `touch`), its bytes are compared with the copy in
+//! the archive: equal means reuse (and the manifest is refreshed), different
+//! means rebuild. Every file is written to a temporary name and renamed into
+//! place, so concurrent test processes (nextest runs one per test) only ever
+//! see complete files; a lost race costs a rebuild, never a wrong archive.
+
+use std::fs::{self, File};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::closure::{Found, LoaderConfig, closure, merge};
+use crate::cpio::{Archive, Extent};
+use crate::error::{InitramfsError, Result, io};
+
+/// Bump when the archive layout or the manifest format changes.
+const FORMAT: &str = "ktstr-initramfs-manifest 1";
+/// Temporary files older than this are left-overs of a crashed process.
+const STALE: Duration = Duration::from_secs(3600);
+
+/// What goes into a base archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct BaseSpec {
+    /// ELF binaries packed with their shared-library closure: (host path, guest path).
+    pub binaries: Vec<(PathBuf, String)>,
+    /// Further entries packed as they are (an init script, busybox, symlinks).
+    pub extra: Archive,
+    /// Where the loader looks for libraries.
+    pub loader: LoaderConfig,
+}
+
+impl Hash for LoaderConfig {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.ld_cache.hash(state);
+        self.default_dirs.hash(state);
+    }
+}
+
+impl BaseSpec {
+    /// A spec with the host's loader configuration and nothing in it yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a binary (with its libraries) at `guest`.
+    pub fn binary(mut self, host: impl Into<PathBuf>, guest: &str) -> Self {
+        self.binaries.push((host.into(), guest.to_owned()));
+        self
+    }
+
+    /// The archive this spec stands for, not yet written.
+    pub fn archive(&self) -> Result<Archive> {
+        let closures = self
+            .binaries
+            .iter()
+            .map(|(host, guest)| closure(host, guest, &self.loader))
+            .collect::<Result<Vec<_>>>()?;
+        let mut archive = self.extra.clone();
+        for file in merge(&closures)? {
+            let mode = if file.found == Found::CacheFile {
+                0o644
+            } else {
+                0o755
+            };
+            archive.add_file(&file.guest, mode, &file.host)?;
+        }
+        Ok(archive)
+    }
+}
+
+/// The identity of a host file, checked before trusting a cached copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_ns: i64,
+    mode: u32,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let m = fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+            mode: m.mode(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ManifestFile {
+    stamp: Stamp,
+    offset: u64,
+    host: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Manifest {
+    archive: String,
+    len: u64,
+    files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    fn encode(&self) -> String {
+        let mut out = format!("{FORMAT}\narchive {}\nlength {}\n", self.archive, self.len);
+        for f in &self.files {
+            let s = f.stamp;
+            out += &format!(
+                "file {} {} {} {} {} {} {} {}\n",
+                s.dev,
+                s.ino,
+                s.size,
+                s.mtime,
+                s.mtime_ns,
+                s.mode,
+                f.offset,
+                hex(f.host.as_os_str().as_encoded_bytes())
+            );
+        }
+        out
+    }
+
+    /// `None` for anything unexpected: a bad manifest is a cache miss.
+    fn decode(text: &str) -> Option<Manifest> {
+        let mut lines = text.lines();
+        if lines.next()? != FORMAT {
+            return None;
+        }
+        let archive = lines.next()?.strip_prefix("archive ")?.to_owned();
+        let len = lines.next()?.strip_prefix("length ")?.parse().ok()?;
+        let mut files = Vec::new();
+        for line in lines {
+            let mut w = line.strip_prefix("file ")?.split(' ');
+            let mut num = || w.next()?.parse::<i64>().ok();
+            let (dev, ino, size, mtime, mtime_ns, mode, offset) =
+                (num()?, num()?, num()?, num()?, num()?, num()?, num()?);
+            let host = unhex(w.next()?)?;
+            let stamp = Stamp {
+                dev: dev as u64,
+                ino: ino as u64,
+                size: size as u64,
+                mtime,
+                mtime_ns,
+                mode: mode as u32,
+            };
+            let host = PathBuf::from(String::from_utf8(host).ok()?);
+            files.push(ManifestFile {
+                stamp,
+                offset: offset as u64,
+                host,
+            });
+        }
+        Some(Manifest {
+            archive,
+            len,
+            files,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A 128-bit key over `value` (two SipHash runs with distinct prefixes). A
+/// cache key, not a security boundary: the cache directory is the user's own.
+fn key(value: &impl Hash) -> String {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        FORMAT.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// A unique name for a temporary file of this process.
+fn temp_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(temp_name(".tmp-"));
+    fs::write(&tmp, bytes).map_err(io(&tmp, "write"))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(path, "rename")(e)
+    })
+}
+
+/// The on-disk cache of base archives.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}/initramfs`.
+    pub fn default_dir() -> PathBuf {
+        let root = match std::env::var_os("KTSTR_CACHE_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => match std::env::var_os("HOME") {
+                Some(h) if !h.is_empty() => PathBuf::from(h).join(".cache/ktstr"),
+                _ => std::env::temp_dir().join("ktstr-cache"),
+            },
+        };
+        root.join("initramfs")
+    }
+
+    /// The cache in [`Cache::default_dir`].
+    pub fn open_default() -> Result<Self> {
+        Self::open(Self::default_dir())
+    }
+
+    /// The cache in `dir`, created if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join("run")).map_err(io(&dir, "create directory"))?;
+        Ok(Self { dir })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The base archive for `spec`: reused when the cache holds it, built otherwise.
+    pub fn base(&self, spec: &BaseSpec) -> Result<Base> {
+        let request = key(spec);
+        let manifest_path = self.dir.join(format!("{request}.manifest"));
+        let old = fs::read_to_string(&manifest_path)
+            .ok()
+            .and_then(|t| Manifest::decode(&t));
+        if let Some(m) = &old
+            && let Some(base) = self.reuse(m, &manifest_path)?
+        {
+            return Ok(base);
+        }
+        let base = self.build(spec, &request, &manifest_path)?;
+        // The archive the old manifest named is superseded (best effort: a
+        // process that read the old manifest just now will fall back to a build).
+        if let Some(m) = old
+            && m.archive != base.file_name()
+        {
+            let _ = fs::remove_file(self.dir.join(&m.archive));
+        }
+        self.sweep();
+        Ok(base)
+    }
+
+    /// Check a manifest against the host files; `Some` when its archive is valid.
+    fn reuse(&self, m: &Manifest, manifest_path: &Path) -> Result<Option<Base>> {
+        let path = self.dir.join(&m.archive);
+        if fs::metadata(&path).map(|md| md.len()).ok() != Some(m.len) {
+            return Ok(None);
+        }
+        let mut changed = Vec::new();
+        for (i, f) in m.files.iter().enumerate() {
+            match Stamp::of(&f.host) {
+                Some(s) if s == f.stamp => {}
+                Some(s) if s.size == f.stamp.size && s.mode == f.stamp.mode => changed.push((i, s)),
+                _ => return Ok(None),
+            }
+        }
+        if !changed.is_empty() {
+            let mut archive = File::open(&path).map_err(io(&path, "open"))?;
+            for &(i, _) in &changed {
+                let f = &m.files[i];
+                if !same_bytes(&f.host, &mut archive, f.offset, f.stamp.size)? {
+                    return Ok(None);
+                }
+            }
+            let mut fresh = m.clone();
+            for (i, s) in changed {
+                fresh.files[i].stamp = s;
+            }
+            write_atomic(&self.dir, manifest_path, fresh.encode().as_bytes())?;
+        }
+        Ok(Some(Base {
+            path,
+            len: m.len,
+            reused: true,
+        }))
+    }
+
+    fn build(&self, spec: &BaseSpec, request: &str, manifest_path: &Path) -> Result<Base> {
+        let archive = spec.archive()?;
+        let stamps_before: Vec<(PathBuf, Option<Stamp>)> = archive
+            .host_files()
+            .map(|(_, p)| (p.to_owned(), Stamp::of(p)))
+            .collect();
+        let name = format!("base-{}.cpio", key(&(request, &stamps_before)));
+        let tmp = self.dir.join(temp_name(".tmp-"));
+        let written = (|| {
+            let file = File::create(&tmp).map_err(io(&tmp, "create"))?;
+            let mut w = BufWriter::with_capacity(1 << 16, file);
+            let layout = archive.write_layout(&mut w)?;
+            w.flush().map_err(io(&tmp, "write"))?;
+            Ok(layout)
+        })();
+        let (len, extents) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let manifest = manifest_for(&name, len, &extents, &stamps_before);
+        let path = self.dir.join(&name);
+        fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
+        // A file that changed while it was copied is packed, but not trusted for reuse.
+        if let Some(manifest) = manifest {
+            write_atomic(&self.dir, manifest_path, manifest.encode().as_bytes())?;
+        }
+        Ok(Base {
+            path,
+            len,
+            reused: false,
+        })
+    }
+
+    /// Remove what crashed processes left behind: temporary files older than
+    /// an hour and initrds of processes that no longer exist.
+    fn sweep(&self) {
+        let now = SystemTime::now();
+        let old = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE))
+        };
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") && old(&e.path()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(self.dir.join("run")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix("initrd-")
+                    .and_then(|r| r.split('-').next());
+                if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The manifest of a freshly written archive; `None` when a host file changed
+/// between the stat before writing and now.
+fn manifest_for(
+    name: &str,
+    len: u64,
+    extents: &[Extent],
+    before: &[(PathBuf, Option<Stamp>)],
+) -> Option<Manifest> {
+    let mut files = Vec::new();
+    for (extent, (host, stamp)) in extents.iter().zip(before) {
+        let stamp = (*stamp)?;
+        if extent.host != *host || Stamp::of(host) != Some(stamp) || stamp.size != extent.len {
+            return None;
+        }
+        files.push(ManifestFile {
+            stamp,
+            offset: extent.offset,
+            host: host.clone(),
+        });
+    }
+    Some(Manifest {
+        archive: name.to_owned(),
+        len,
+        files,
+    })
+}
+
+/// Compare the host file with `len` bytes of `archive` at `offset`.
+fn same_bytes(host: &Path, archive: &mut File, offset: u64, len: u64) -> Result<bool> {
+    let mut file = File::open(host).map_err(io(host, "open"))?;
+    archive
+        .seek(SeekFrom::Start(offset))
+        .map_err(io(host, "seek"))?;
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(a.len() as u64) as usize;
+        file.read_exact(&mut a[..n]).map_err(io(host, "read"))?;
+        if archive.read_exact(&mut b[..n]).is_err() || a[..n] != b[..n] {
+            return Ok(false);
+        }
+        left -= n as u64;
+    }
+    Ok(true)
+}
+
+/// A base archive in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    path: PathBuf,
+    len: u64,
+    reused: bool,
+}
+
+impl Base {
+    /// The archive file (a complete cpio archive; its length is a multiple of 4).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty archive (never, in practice: the trailer is there).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when the cache already held it.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// One file holding this base followed by `overlay` (a per-test archive):
+    /// what QEMU's `-initrd` takes. It is created in the cache's `run/`
+    /// directory (same file system as the base, so `copy_file_range` can share
+    /// extents on btrfs or XFS) and removed when the returned value is dropped.
+    pub fn with_overlay(&self, overlay: &[u8]) -> Result<InitrdFile> {
+        let run = self
+            .path
+            .parent()
+            .map(|d| d.join("run"))
+            .unwrap_or_else(|| PathBuf::from("run"));
+        self.with_overlay_in(overlay, &run)
+    }
+
+    /// As [`Base::with_overlay`], in the directory `dir`.
+    pub fn with_overlay_in(&self, overlay: &[u8], dir: &Path) -> Result<InitrdFile> {
+        let path = dir.join(temp_name("initrd-"));
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path, "create"))?;
+        // From here on the guard removes the file on every early return.
+        let file = InitrdFile {
+            path,
+            len: self.len + overlay.len() as u64,
+        };
+        let mut base = File::open(&self.path).map_err(io(&self.path, "open"))?;
+        let copied = std::io::copy(&mut base, &mut out).map_err(io(&file.path, "copy"))?;
+        if copied != self.len {
+            return Err(InitramfsError::Changed {
+                path: self.path.clone(),
+                expected: self.len,
+            });
+        }
+        out.write_all(overlay).map_err(io(&file.path, "write"))?;
+        Ok(file)
+    }
+}
+
+/// A complete initrd file, deleted when dropped.
+#[derive(Debug)]
+pub struct InitrdFile {
+    path: PathBuf,
+    len: u64,
+}
+
+impl InitrdFile {
+    /// Its path, for `-initrd`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for InitrdFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpio::parse;
+
+    fn spec_with(dir: &Path, contents: &[u8]) -> BaseSpec {
+        let bin = dir.join("tool");
+        if fs::read(&bin).ok().as_deref() != Some(contents) {
+            fs::write(&bin, contents).expect("write");
+        }
+        let mut extra = Archive::new();
+        extra.add_file("/bin/tool", 0o755, &bin).expect("add");
+        extra
+            .add_bytes("/init", 0o755, b"#!/bin/sh\n".to_vec())
+            .expect("add");
+        BaseSpec {
+            extra,
+            ..BaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = Manifest {
+            archive: "base-x.cpio".into(),
+            len: 124,
+            files: vec![ManifestFile {
+                stamp: Stamp {
+                    dev: 1,
+                    ino: 2,
+                    size: 3,
+                    mtime: -4,
+                    mtime_ns: 5,
+                    mode: 0o100755,
+                },
+                offset: 112,
+                host: PathBuf::from("/a b/c\nd"),
+            }],
+        };
+        assert_eq!(Manifest::decode(&m.encode()), Some(m));
+        assert_eq!(Manifest::decode("garbage"), None);
+    }
+
+    #[test]
+    fn second_lookup_reuses_and_a_change_rebuilds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(tmp.path().join("cache")).expect("open");
+        let spec = spec_with(tmp.path(), b"one");
+        let first = cache.base(&spec).expect("build");
+        assert!(!first.reused());
+        let again = cache.base(&spec).expect("lookup");
+        assert!(again.reused());
+        assert_eq!(
+            again,
+            Base {
+                reused: true,
+                ..first.clone()
+            }
+        );
+
+        // Same bytes, new inode: reused after a content check.
+        let bin = tmp.path().join("tool");
+        fs::remove_file(&bin).expect("rm");
+        fs::write(&bin, b"one").expect("write");
+        assert!(cache.base(&spec).expect("lookup").reused());
+
+        // Same size, other bytes: rebuilt, and the old archive is gone.
+        fs::write(&bin, b"two").expect("write");
+        let third = cache.base(&spec).expect("rebuild");
+        assert!(!third.reused());
+        assert_ne!(third.path(), first.path());
+        assert!(!first.path().exists());
+        let bytes = fs::read(third.path()).expect("read");
+        assert!(
+            parse(&bytes)
+                .expect("parse")
+                .iter()
+                .any(|e| e.data == b"two")
+        );
+    }
+
+    #[test]
+    fn overlay_file_is_base_then_overlay_and_is_removed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(tmp.path().join("cache")).expect("open");
+        let base = cache.base(&spec_with(tmp.path(), b"bin")).expect("build");
+        let mut per_test = Archive::new();
+        per_test
+            .add_bytes("/ktstr/test", 0o644, b"name".to_vec())
+            .expect("add");
+        let overlay = per_test.to_vec().expect("write");
+        let initrd = base.with_overlay(&overlay).expect("initrd");
+        let bytes = fs::read(initrd.path()).expect("read");
+        assert_eq!(bytes.len() as u64, initrd.len());
+        let names: Vec<_> = parse(&bytes)
+            .expect("parse")
+            .iter()
+            .map(|e| e.name.to_vec())
+            .collect();
+        assert!(names.contains(&b"bin/tool".to_vec()) && names.contains(&b"ktstr/test".to_vec()));
+        let path = initrd.path().to_owned();
+        drop(initrd);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn concurrent_builders_agree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("cache");
+        let spec = spec_with(tmp.path(), b"shared");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, spec) = (dir.clone(), spec.clone());
+                std::thread::spawn(move || {
+                    let base = Cache::open(&dir).expect("open").base(&spec).expect("base");
+                    fs::read(base.path()).expect("read")
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert!(results.windows(2).all(|w| w[0] == w[1]));
+        let leftovers = fs::read_dir(&dir)
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+}
