@@ -31,6 +31,8 @@ mod apic;
 mod error;
 mod presets;
 mod topology;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
 
 pub use apic::{ApicIds, ApicLayout};
 pub use error::TopologyError;
@@ -39,3 +41,5 @@ pub use topology::{
     CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, MAX_CPUS, MAX_NUMA_NODES, MIN_NODE_MEMORY_MIB,
     REMOTE_DISTANCE, Topology,
 };
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::cpuid;
