@@ -7,6 +7,12 @@
 //! SLIT and to the CPUID synthesis here. The numbering, the APIC ids and the CPUID
 //! encoding are QEMU's, so the guest sees the same CPUs under either backend.
 //!
+//! - [`Topology`]: validation, the compact form, CPU numbering and locations,
+//!   APIC ids ([`ApicLayout`]), memory per node and NUMA distances;
+//! - [`PRESETS`]: the gauntlet, each with the [`Backend`]s it boots on;
+//! - `cpuid` (x86_64): the topology leaves of the own VMM ([`cpuid::apply_topology`])
+//!   and Linux's reading of them ([`cpuid::linux_view`]).
+//!
 //! ```
 //! use ktstr_topology::{Topology, preset};
 //!

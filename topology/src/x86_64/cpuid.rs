@@ -222,6 +222,11 @@ const fn field(value: u32, bits: u32) -> u32 {
 /// Rewrites the topology-bearing leaves of `entries` (the host's supported CPUID)
 /// for vCPU `cpu` of `topo`. Leaves not listed in the module docs are kept.
 ///
+/// One host family defeats the LLC encoding: on AMD family 17h models 00h-1Fh
+/// (Zen 1) and on Hygon, Linux takes the LLC id from APIC id bits 3 and up
+/// whatever the leaves say, so the guest's LLC groups match the declared ones
+/// only when an LLC spans 8 APIC ids.
+///
 /// ```
 /// use ktstr_topology::{Topology, cpuid::{CpuidEntry, apply_topology}};
 ///
