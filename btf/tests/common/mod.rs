@@ -146,6 +146,41 @@ fn named_members<'a>(btf: &Btf<'a>, id: ktstr_btf::TypeId, out: &mut Vec<&'a str
     }
 }
 
+/// Dotted member paths of struct `name`: named members, members of anonymous members under
+/// their plain name, and members of embedded structs and unions as `outer.inner`, down to
+/// `depth` levels.
+pub fn member_paths(btf: &Btf<'_>, name: &str, depth: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let id = btf.composite(name).unwrap();
+    walk_paths(btf, id, "", depth, &mut out);
+    out
+}
+
+fn walk_paths(
+    btf: &Btf<'_>,
+    id: ktstr_btf::TypeId,
+    prefix: &str,
+    depth: u32,
+    out: &mut Vec<String>,
+) {
+    let t = btf.resolve(id).unwrap();
+    for m in t.members() {
+        let inner = btf.resolve(m.ty).unwrap();
+        let composite = matches!(inner.kind(), Kind::Struct | Kind::Union);
+        if m.name.is_empty() {
+            if composite {
+                walk_paths(btf, m.ty, prefix, depth, out);
+            }
+            continue;
+        }
+        let path = format!("{prefix}{}", m.name);
+        out.push(path.clone());
+        if composite && depth > 1 {
+            walk_paths(btf, m.ty, &format!("{path}."), depth - 1, out);
+        }
+    }
+}
+
 /// Compile `source` with clang-19 for BPF next to `header` (as `vmlinux.h`); panics with
 /// clang's output on failure.
 pub fn compile_bpf(header: &str, source: &str) {
