@@ -261,13 +261,13 @@ fn parse_raw(text: &str) -> RawDump {
             }
             types.insert(id, t);
             cur = Some(id);
-        } else if let (Some(id), Some(rest)) = (cur, line.strip_prefix('\t')) {
-            if let (Some(ty), Some(off)) = (field(rest, "type_id="), field(rest, "bits_offset=")) {
-                let name = rest.split('\'').nth(1).unwrap_or("");
-                let name = if name == "(anon)" { "" } else { name }.to_string();
-                let m = (name, ty.parse().unwrap(), off.parse().unwrap());
-                types.get_mut(&id).unwrap().members.push(m);
-            }
+        } else if let (Some(id), Some(rest)) = (cur, line.strip_prefix('\t'))
+            && let (Some(ty), Some(off)) = (field(rest, "type_id="), field(rest, "bits_offset="))
+        {
+            let name = rest.split('\'').nth(1).unwrap_or("");
+            let name = if name == "(anon)" { "" } else { name }.to_string();
+            let m = (name, ty.parse().unwrap(), off.parse().unwrap());
+            types.get_mut(&id).unwrap().members.push(m);
         }
     }
     RawDump { types, by_name }
