@@ -122,7 +122,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("warm_private_copy", |b| {
         b.iter(|| {
             let base = warm.base(&spec).expect("lookup");
-            base.copy_with_overlay(&per_test(), &private).expect("initrd")
+            base.copy_with_overlay(&per_test(), &private)
+                .expect("initrd")
         })
     });
     group.bench_function("warm_parts", |b| {

@@ -35,6 +35,22 @@ use crate::error::{InitramfsError, Result, io};
 const FORMAT: &str = "ktstr-initramfs-manifest 1";
 /// Temporary files older than this are left-overs of a crashed process.
 const STALE: Duration = Duration::from_secs(3600);
+/// The manifest's offset for files whose bytes are not stored plainly.
+const NO_OFFSET: u64 = u64::MAX;
+
+/// How the archives are compressed. The kernel must have the matching
+/// `CONFIG_RD_*` (Debian's cloud kernels have `RD_LZ4` and `RD_ZSTD`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Plain cpio: the default, and what PVH boot with QEMU is known to take.
+    #[default]
+    None,
+    /// The kernel's legacy LZ4 format (cargo feature `lz4`). The base and the
+    /// overlay are two streams; the kernel reads them as one.
+    #[cfg(feature = "lz4")]
+    Lz4,
+}
 
 /// What goes into a base archive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -45,6 +61,8 @@ pub struct BaseSpec {
     pub extra: Archive,
     /// Where the loader looks for libraries.
     pub loader: LoaderConfig,
+    /// Compression of the base (and of overlays added to it).
+    pub compression: Compression,
 }
 
 impl Hash for LoaderConfig {
@@ -156,22 +174,22 @@ impl Manifest {
         let mut files = Vec::new();
         for line in lines {
             let mut w = line.strip_prefix("file ")?.split(' ');
-            let mut num = || w.next()?.parse::<i64>().ok();
+            let mut num = || w.next()?.parse::<i128>().ok();
             let (dev, ino, size, mtime, mtime_ns, mode, offset) =
                 (num()?, num()?, num()?, num()?, num()?, num()?, num()?);
             let host = unhex(w.next()?)?;
             let stamp = Stamp {
-                dev: dev as u64,
-                ino: ino as u64,
-                size: size as u64,
-                mtime,
-                mtime_ns,
-                mode: mode as u32,
+                dev: u64::try_from(dev).ok()?,
+                ino: u64::try_from(ino).ok()?,
+                size: u64::try_from(size).ok()?,
+                mtime: i64::try_from(mtime).ok()?,
+                mtime_ns: i64::try_from(mtime_ns).ok()?,
+                mode: u32::try_from(mode).ok()?,
             };
             let host = PathBuf::from(String::from_utf8(host).ok()?);
             files.push(ManifestFile {
                 stamp,
-                offset: offset as u64,
+                offset: u64::try_from(offset).ok()?,
                 host,
             });
         }
@@ -277,7 +295,7 @@ impl Cache {
             .ok()
             .and_then(|t| Manifest::decode(&t));
         if let Some(m) = &old
-            && let Some(base) = self.reuse(m, &manifest_path)?
+            && let Some(base) = self.reuse(m, &manifest_path, spec.compression)?
         {
             return Ok(base);
         }
@@ -295,7 +313,12 @@ impl Cache {
     }
 
     /// Check a manifest against the host files; `Some` when its archive is valid.
-    fn reuse(&self, m: &Manifest, manifest_path: &Path) -> Result<Option<Base>> {
+    fn reuse(
+        &self,
+        m: &Manifest,
+        manifest_path: &Path,
+        compression: Compression,
+    ) -> Result<Option<Base>> {
         let path = self.dir.join(&m.archive);
         if fs::metadata(&path).map(|md| md.len()).ok() != Some(m.len) {
             return Ok(None);
@@ -304,7 +327,14 @@ impl Cache {
         for (i, f) in m.files.iter().enumerate() {
             match Stamp::of(&f.host) {
                 Some(s) if s == f.stamp => {}
-                Some(s) if s.size == f.stamp.size && s.mode == f.stamp.mode => changed.push((i, s)),
+                // A compressed archive has no plain copy to compare with.
+                Some(s)
+                    if s.size == f.stamp.size
+                        && s.mode == f.stamp.mode
+                        && f.offset != NO_OFFSET =>
+                {
+                    changed.push((i, s))
+                }
                 _ => return Ok(None),
             }
         }
@@ -326,6 +356,7 @@ impl Cache {
             path,
             len: m.len,
             reused: true,
+            compression,
         }))
     }
 
@@ -340,9 +371,22 @@ impl Cache {
         let written = (|| {
             let file = File::create(&tmp).map_err(io(&tmp, "create"))?;
             let mut w = BufWriter::with_capacity(1 << 16, file);
-            let layout = archive.write_layout(&mut w)?;
-            w.flush().map_err(io(&tmp, "write"))?;
-            Ok(layout)
+            match spec.compression {
+                Compression::None => {
+                    let layout = archive.write_layout(&mut w)?;
+                    w.flush().map_err(io(&tmp, "write"))?;
+                    Ok(layout)
+                }
+                #[cfg(feature = "lz4")]
+                Compression::Lz4 => {
+                    let mut z = crate::compress::Lz4Legacy::new(w).map_err(io(&tmp, "write"))?;
+                    let (_, mut extents) = archive.write_layout(&mut z)?;
+                    let w = z.finish().map_err(io(&tmp, "write"))?;
+                    let len = w.get_ref().metadata().map_err(io(&tmp, "stat"))?.len();
+                    extents.iter_mut().for_each(|e| e.offset = NO_OFFSET);
+                    Ok((len, extents))
+                }
+            }
         })();
         let (len, extents) = match written {
             Ok(x) => x,
@@ -362,6 +406,7 @@ impl Cache {
             path,
             len,
             reused: false,
+            compression: spec.compression,
         })
     }
 
@@ -460,6 +505,7 @@ pub struct Base {
     path: PathBuf,
     len: u64,
     reused: bool,
+    compression: Compression,
 }
 
 impl Base {
@@ -476,6 +522,24 @@ impl Base {
     /// True for an empty archive (never, in practice: the trailer is there).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How it is compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// `overlay` (a plain cpio archive) as it must follow this base: as is, or
+    /// compressed the same way. [`Base::with_overlay`] does this itself; an
+    /// own VMM placing the parts in guest memory calls it.
+    pub fn overlay_bytes<'a>(&self, overlay: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+        match self.compression {
+            Compression::None => Ok(std::borrow::Cow::Borrowed(overlay)),
+            #[cfg(feature = "lz4")]
+            Compression::Lz4 => crate::compress::lz4_legacy(overlay)
+                .map(std::borrow::Cow::Owned)
+                .map_err(io("<overlay>", "compress")),
+        }
     }
 
     /// True when the cache already held it.
@@ -507,6 +571,7 @@ impl Base {
     /// there are as many slots as tests ran at once. Keep the value alive
     /// until QEMU has read the file (simplest: for the VM's lifetime).
     pub fn with_overlay(&self, overlay: &[u8]) -> Result<InitrdFile> {
+        let overlay = &*self.overlay_bytes(overlay)?;
         let run = self.run_dir();
         fs::create_dir_all(&run).map_err(io(&run, "create directory"))?;
         for n in 0.. {
@@ -569,6 +634,7 @@ impl Base {
     /// tmpfs), removed when the returned value is dropped. Costs a full copy
     /// of the base every time.
     pub fn copy_with_overlay(&self, overlay: &[u8], dir: &Path) -> Result<InitrdFile> {
+        let overlay = &*self.overlay_bytes(overlay)?;
         let path = dir.join(temp_name("initrd-"));
         let mut out = fs::OpenOptions::new()
             .write(true)
@@ -666,7 +732,7 @@ mod tests {
                     mtime_ns: 5,
                     mode: 0o100755,
                 },
-                offset: 112,
+                offset: NO_OFFSET,
                 host: PathBuf::from("/a b/c\nd"),
             }],
         };
@@ -752,6 +818,29 @@ mod tests {
         let bytes = fs::read(third.path()).expect("read");
         assert_eq!(bytes.len() as u64, base.len() + short.len() as u64);
         assert!(!names(&bytes).contains(&"ktstr/test".to_owned()));
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn lz4_base_and_overlay_decode_as_one_stream() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(tmp.path().join("cache")).expect("open");
+        let spec = BaseSpec {
+            compression: Compression::Lz4,
+            ..spec_with(tmp.path(), b"bin")
+        };
+        let base = cache.base(&spec).expect("build");
+        let initrd = base.with_overlay(&overlay("/t", b"1")).expect("initrd");
+        let plain = crate::compress::tests::unlz4(&fs::read(initrd.path()).expect("read"));
+        let names = names(&plain);
+        assert!(names.contains(&"bin/tool".to_owned()) && names.contains(&"t".to_owned()));
+        drop(initrd);
+        // A touched file cannot be compared with a compressed copy: rebuilt.
+        let bin = tmp.path().join("tool");
+        fs::remove_file(&bin).expect("rm");
+        fs::write(&bin, b"bin").expect("write");
+        assert!(!cache.base(&spec).expect("rebuild").reused());
+        assert!(cache.base(&spec).expect("lookup").reused());
     }
 
     #[test]

@@ -22,13 +22,15 @@
 
 mod cache;
 mod closure;
+#[cfg(feature = "lz4")]
+mod compress;
 mod cpio;
 mod elf;
 mod error;
 mod ldcache;
 mod pack;
 
-pub use cache::{Base, BaseSpec, Cache, InitrdFile};
+pub use cache::{Base, BaseSpec, Cache, Compression, InitrdFile};
 pub use closure::{Closure, ClosureFile, Found, LoaderConfig, closure, merge};
 pub use cpio::{Archive, Contents, Entry, EntryKind, parse};
 pub use error::{InitramfsError, Result};
