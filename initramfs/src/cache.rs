@@ -22,7 +22,7 @@
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -288,6 +288,7 @@ impl Cache {
             && m.archive != base.file_name()
         {
             let _ = fs::remove_file(self.dir.join(&m.archive));
+            remove_slots(&self.dir.join("run"), &m.archive);
         }
         self.sweep();
         Ok(base)
@@ -394,6 +395,19 @@ impl Cache {
     }
 }
 
+/// Unlink the slots of a superseded base. A process using one keeps its
+/// inode; `try_slot` notices the unlink and moves on.
+fn remove_slots(run: &Path, archive: &str) {
+    let prefix = format!("{archive}.slot");
+    if let Ok(entries) = fs::read_dir(run) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// The manifest of a freshly written archive; `None` when a host file changed
 /// between the stat before writing and now.
 fn manifest_for(
@@ -476,21 +490,85 @@ impl Base {
             .unwrap_or_default()
     }
 
-    /// One file holding this base followed by `overlay` (a per-test archive):
-    /// what QEMU's `-initrd` takes. It is created in the cache's `run/`
-    /// directory (same file system as the base, so `copy_file_range` can share
-    /// extents on btrfs or XFS) and removed when the returned value is dropped.
-    pub fn with_overlay(&self, overlay: &[u8]) -> Result<InitrdFile> {
-        let run = self
-            .path
+    fn run_dir(&self) -> PathBuf {
+        self.path
             .parent()
             .map(|d| d.join("run"))
-            .unwrap_or_else(|| PathBuf::from("run"));
-        self.with_overlay_in(overlay, &run)
+            .unwrap_or_else(|| PathBuf::from("run"))
     }
 
-    /// As [`Base::with_overlay`], in the directory `dir`.
-    pub fn with_overlay_in(&self, overlay: &[u8], dir: &Path) -> Result<InitrdFile> {
+    /// One file holding this base followed by `overlay` (a per-test archive):
+    /// what QEMU's `-initrd` takes.
+    ///
+    /// The file is a *slot*: a copy of the base in the cache's `run/`
+    /// directory, locked (`flock`) by this process for as long as the returned
+    /// value lives, with the overlay written after the base. Slots are reused
+    /// by later tests, so the 50 MB copy happens once per slot, not per test;
+    /// there are as many slots as tests ran at once. Keep the value alive
+    /// until QEMU has read the file (simplest: for the VM's lifetime).
+    pub fn with_overlay(&self, overlay: &[u8]) -> Result<InitrdFile> {
+        let run = self.run_dir();
+        fs::create_dir_all(&run).map_err(io(&run, "create directory"))?;
+        for n in 0.. {
+            let path = run.join(format!("{}.slot{n}", self.file_name()));
+            if let Some(file) = self.try_slot(&path, overlay)? {
+                return Ok(file);
+            }
+        }
+        unreachable!("the slot search only ends by returning")
+    }
+
+    /// Take slot `path` if no other process holds it; `None` when busy.
+    fn try_slot(&self, path: &Path, overlay: &[u8]) -> Result<Option<InitrdFile>> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path, "open"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(path, "lock")(e)),
+        }
+        // The path must still name the file we locked (a sweep may have
+        // unlinked it between open and lock): otherwise try the next slot.
+        let ours = file.metadata().map_err(io(path, "stat"))?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
+            _ => return Ok(None),
+        }
+        // A slot is filled front to back, so a length of at least the base's
+        // means the base is all there (a crash mid-copy leaves it shorter).
+        if ours.len() < self.len {
+            let mut out = &file;
+            out.set_len(0).map_err(io(path, "truncate"))?;
+            let mut base = File::open(&self.path).map_err(io(&self.path, "open"))?;
+            let copied = std::io::copy(&mut base, &mut out).map_err(io(path, "copy"))?;
+            if copied != self.len {
+                return Err(InitramfsError::Changed {
+                    path: self.path.clone(),
+                    expected: self.len,
+                });
+            }
+        }
+        let len = self.len + overlay.len() as u64;
+        file.write_all_at(overlay, self.len)
+            .map_err(io(path, "write"))?;
+        file.set_len(len).map_err(io(path, "truncate"))?;
+        Ok(Some(InitrdFile {
+            path: path.to_owned(),
+            len,
+            slot: Some(file),
+        }))
+    }
+
+    /// As [`Base::with_overlay`], but a private copy in `dir` (for example a
+    /// tmpfs), removed when the returned value is dropped. Costs a full copy
+    /// of the base every time.
+    pub fn copy_with_overlay(&self, overlay: &[u8], dir: &Path) -> Result<InitrdFile> {
         let path = dir.join(temp_name("initrd-"));
         let mut out = fs::OpenOptions::new()
             .write(true)
@@ -502,6 +580,7 @@ impl Base {
         let file = InitrdFile {
             path,
             len: self.len + overlay.len() as u64,
+            slot: None,
         };
         let mut base = File::open(&self.path).map_err(io(&self.path, "open"))?;
         let copied = std::io::copy(&mut base, &mut out).map_err(io(&file.path, "copy"))?;
@@ -516,11 +595,14 @@ impl Base {
     }
 }
 
-/// A complete initrd file, deleted when dropped.
+/// A complete initrd file (base + overlay). A slot is unlocked when this is
+/// dropped; a private copy is deleted.
 #[derive(Debug)]
 pub struct InitrdFile {
     path: PathBuf,
     len: u64,
+    /// The locked slot, or `None` for a private copy.
+    slot: Option<File>,
 }
 
 impl InitrdFile {
@@ -542,7 +624,10 @@ impl InitrdFile {
 
 impl Drop for InitrdFile {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        // Closing the slot's file releases its lock.
+        if self.slot.take().is_none() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -627,25 +712,57 @@ mod tests {
         );
     }
 
+    fn names(bytes: &[u8]) -> Vec<String> {
+        parse(bytes)
+            .expect("parse")
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.name).into_owned())
+            .collect()
+    }
+
+    fn overlay(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut a = Archive::new();
+        a.add_bytes(name, 0o644, body.to_vec()).expect("add");
+        a.to_vec().expect("write")
+    }
+
     #[test]
-    fn overlay_file_is_base_then_overlay_and_is_removed() {
+    fn slots_hold_base_then_overlay_and_are_reused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let cache = Cache::open(tmp.path().join("cache")).expect("open");
         let base = cache.base(&spec_with(tmp.path(), b"bin")).expect("build");
-        let mut per_test = Archive::new();
-        per_test
-            .add_bytes("/ktstr/test", 0o644, b"name".to_vec())
-            .expect("add");
-        let overlay = per_test.to_vec().expect("write");
-        let initrd = base.with_overlay(&overlay).expect("initrd");
-        let bytes = fs::read(initrd.path()).expect("read");
-        assert_eq!(bytes.len() as u64, initrd.len());
-        let names: Vec<_> = parse(&bytes)
-            .expect("parse")
-            .iter()
-            .map(|e| e.name.to_vec())
-            .collect();
-        assert!(names.contains(&b"bin/tool".to_vec()) && names.contains(&b"ktstr/test".to_vec()));
+        let long = overlay("/ktstr/test", &[b'x'; 300]);
+        let short = overlay("/ktstr/other", b"y");
+
+        let first = base.with_overlay(&long).expect("initrd");
+        // A second user while the first holds its slot gets another slot.
+        let second = base.with_overlay(&short).expect("initrd");
+        assert_ne!(first.path(), second.path());
+        let bytes = fs::read(first.path()).expect("read");
+        assert_eq!(bytes.len() as u64, first.len());
+        assert!(names(&bytes).contains(&"bin/tool".to_owned()));
+        assert!(names(&bytes).contains(&"ktstr/test".to_owned()));
+        assert!(names(&fs::read(second.path()).expect("read")).contains(&"ktstr/other".to_owned()));
+
+        // Released slots are reused, and a shorter overlay leaves no tail.
+        let path = first.path().to_owned();
+        drop(first);
+        let third = base.with_overlay(&short).expect("initrd");
+        assert_eq!(third.path(), path);
+        let bytes = fs::read(third.path()).expect("read");
+        assert_eq!(bytes.len() as u64, base.len() + short.len() as u64);
+        assert!(!names(&bytes).contains(&"ktstr/test".to_owned()));
+    }
+
+    #[test]
+    fn private_copy_is_removed_on_drop() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(tmp.path().join("cache")).expect("open");
+        let base = cache.base(&spec_with(tmp.path(), b"bin")).expect("build");
+        let initrd = base
+            .copy_with_overlay(&overlay("/t", b"1"), tmp.path())
+            .expect("initrd");
+        assert!(names(&fs::read(initrd.path()).expect("read")).contains(&"t".to_owned()));
         let path = initrd.path().to_owned();
         drop(initrd);
         assert!(!path.exists());

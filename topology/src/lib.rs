@@ -7,6 +7,12 @@
 //! SLIT and to the CPUID synthesis here. The numbering, the APIC ids and the CPUID
 //! encoding are QEMU's, so the guest sees the same CPUs under either backend.
 //!
+//! - [`Topology`]: validation, the compact form, CPU numbering and locations,
+//!   APIC ids ([`ApicLayout`]), memory per node and NUMA distances;
+//! - [`PRESETS`]: the gauntlet, each with the [`Backend`]s it boots on;
+//! - `cpuid` (x86_64): the topology leaves of the own VMM ([`cpuid::apply_topology`])
+//!   and Linux's reading of them ([`cpuid::linux_view`]).
+//!
 //! ```
 //! use ktstr_topology::{Topology, preset};
 //!
@@ -31,6 +37,8 @@ mod apic;
 mod error;
 mod presets;
 mod topology;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
 
 pub use apic::{ApicIds, ApicLayout};
 pub use error::TopologyError;
@@ -39,3 +47,5 @@ pub use topology::{
     CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, MAX_CPUS, MAX_NUMA_NODES, MIN_NODE_MEMORY_MIB,
     REMOTE_DISTANCE, Topology,
 };
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::cpuid;
