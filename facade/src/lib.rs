@@ -13,3 +13,11 @@
 //! ```
 
 pub mod kernel;
+pub mod shell;
+
+/// The guest root builder (cpio archives, ELF closures, the base cache).
+pub use ktstr_initramfs as initramfs;
+/// Declared topologies and presets.
+pub use ktstr_topology as topology;
+/// The VM backends.
+pub use ktstr_vmm as vmm;

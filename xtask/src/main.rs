@@ -3,6 +3,7 @@
 //! Set-up of a fresh machine, kernel fetch, the whole test suite and the demo
 //! live here so that the README's two commands do everything.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -24,6 +25,7 @@ enum Cmd {
     Kernel(KernelCmd),
     Test(test::TestCmd),
     Demo(test::DemoCmd),
+    Bench(bench::BenchCmd),
 }
 
 /// Install every system package the project needs (idempotent; Debian, root).
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         }
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
+        Cmd::Bench(b) => bench::run(&b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,51 +90,20 @@ fn main() -> ExitCode {
 
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
 pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr::kernel::CachedKernel, String> {
-    use ktstr::kernel::{FetchOptions, FetchOutcome, fetch};
+    use ktstr::kernel::{FetchOptions, describe_fetch, fetch};
     let opts = FetchOptions {
         offline,
         ..Default::default()
     };
     let outcome =
         fetch(&opts, &mut |line| println!("kernel: {line}")).map_err(|e| e.to_string())?;
-    let k = outcome.kernel().clone();
-    let verb = match outcome {
-        FetchOutcome::Fetched(_) => "fetched",
-        FetchOutcome::AlreadyCached(_) => "cached",
-    };
-    println!(
-        "kernel: {verb} {} ({} MiB vmlinux, {} KiB BTF) at {}",
-        k.metadata.release,
-        k.metadata.vmlinux_bytes >> 20,
-        k.metadata.btf_bytes >> 10,
-        k.dir.display()
-    );
-    Ok(k)
+    println!("kernel: {}", describe_fetch(&outcome));
+    Ok(outcome.kernel().clone())
 }
 
 fn kernel_list() {
-    let cache = ktstr::kernel::KernelCache::default();
-    let list = cache.list();
-    if list.is_empty() {
-        println!(
-            "no cached kernels in {} (run `cargo xtask kernel fetch`)",
-            cache.dir().display()
-        );
-        return;
-    }
-    println!(
-        "{:<28} {:>8} {:>8}  {:<21} SOURCE",
-        "RELEASE", "VMLINUX", "BTF", "FETCHED"
+    print!(
+        "{}",
+        ktstr::kernel::list_table(&ktstr::kernel::KernelCache::default())
     );
-    for k in list {
-        let m = &k.metadata;
-        println!(
-            "{:<28} {:>6}Mi {:>6}Ki  {:<21} {}",
-            m.release,
-            m.vmlinux_bytes >> 20,
-            m.btf_bytes >> 10,
-            m.fetched_at,
-            m.source
-        );
-    }
 }

@@ -476,6 +476,48 @@ pub fn fetch(
     })
 }
 
+/// One line saying what a fetch did, for the CLI and the xtask.
+pub fn describe_fetch(outcome: &FetchOutcome) -> String {
+    let (verb, k) = match outcome {
+        FetchOutcome::Fetched(k) => ("fetched", k),
+        FetchOutcome::AlreadyCached(k) => ("cached", k),
+    };
+    format!(
+        "{verb} {} ({} MiB vmlinux, {} KiB BTF) at {}",
+        k.metadata.release,
+        k.metadata.vmlinux_bytes >> 20,
+        k.metadata.btf_bytes >> 10,
+        k.dir.display()
+    )
+}
+
+/// The cached kernels as a table, newest first.
+pub fn list_table(cache: &KernelCache) -> String {
+    let list = cache.list();
+    if list.is_empty() {
+        return format!(
+            "no cached kernels in {} (run `cargo xtask kernel fetch`)\n",
+            cache.dir().display()
+        );
+    }
+    let mut s = format!(
+        "{:<28} {:>8} {:>8}  {:<21} SOURCE\n",
+        "RELEASE", "VMLINUX", "BTF", "FETCHED"
+    );
+    for k in list {
+        let m = &k.metadata;
+        s.push_str(&format!(
+            "{:<28} {:>6}Mi {:>6}Ki  {:<21} {}\n",
+            m.release,
+            m.vmlinux_bytes >> 20,
+            m.btf_bytes >> 10,
+            m.fetched_at,
+            m.source
+        ));
+    }
+    s
+}
+
 /// How a kernel was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelOrigin {

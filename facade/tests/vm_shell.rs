@@ -1,0 +1,374 @@
+//! End-to-end tests of the QEMU backend through `ktstr shell` and the
+//! library it stands on. Every test here boots a real kernel (the one
+//! `cargo xtask kernel fetch` cached) and fails — never skips — when it cannot.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ktstr::shell::{ShellOptions, ShellVm};
+use ktstr_topology::Topology;
+use ktstr_vmm::{ConsoleEvent, EndReason};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// VMs in this binary run one at a time: the machine has two cores.
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+fn one_vm() -> std::sync::MutexGuard<'static, ()> {
+    ONE_VM.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ktstr(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ktstr"))
+        .args(args)
+        .output()
+        .expect("run ktstr")
+}
+
+#[test]
+fn vm_exec_exit_status_is_the_commands() {
+    let _g = one_vm();
+    let out = ktstr(&[
+        "shell",
+        "--timeout-s",
+        "120",
+        "--exec",
+        "echo hello; exit 3",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "hello\n");
+}
+
+#[test]
+fn vm_kernel_panic_is_named_with_its_lines() {
+    let _g = one_vm();
+    let t0 = Instant::now();
+    let out = ktstr(&[
+        "shell",
+        "--timeout-s",
+        "120",
+        "--exec",
+        "echo c > /proc/sysrq-trigger",
+    ]);
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(ktstr::shell::GUEST_DIED_STATUS),
+        "{stderr}"
+    );
+    assert!(stderr.contains("guest kernel panic: "), "{stderr}");
+    assert!(
+        stderr.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Call Trace"),
+        "the panic's lines are printed: {stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "panic took {took:?} to surface"
+    );
+}
+
+/// What the guest's sysfs says about each CPU and node.
+#[derive(Debug, Default)]
+struct GuestView {
+    cpus: BTreeMap<u32, BTreeMap<String, String>>,
+    nodes: BTreeMap<u32, (String, Vec<u8>)>,
+}
+
+const SYSFS_SCRIPT: &str = r#"cd /sys/devices/system/cpu
+for c in cpu[0-9]*; do
+  t=$c/topology
+  echo "cpu ${c#cpu} pkg=$(cat $t/physical_package_id) die=$(cat $t/die_id) core=$(cat $t/core_id) sib=$(cat $t/thread_siblings_list) l3=$(cat $c/cache/index3/shared_cpu_list)"
+done
+for n in /sys/devices/system/node/node[0-9]*; do
+  echo "node ${n##*node} cpus=$(cat $n/cpulist) dist=$(cat $n/distance | tr ' ' ,)"
+done
+"#;
+
+fn guest_view(topology: &str, memory: &str) -> GuestView {
+    let out = ktstr(&[
+        "shell",
+        "--topology",
+        topology,
+        "--memory-mib",
+        memory,
+        "--timeout-s",
+        "180",
+        "--exec",
+        SYSFS_SCRIPT,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{topology}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v = GuestView::default();
+    for line in stdout.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next().and_then(|n| n.parse::<u32>().ok())) {
+            (Some("cpu"), Some(cpu)) => {
+                let kv = w
+                    .filter_map(|f| f.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                v.cpus.insert(cpu, kv);
+            }
+            (Some("node"), Some(node)) => {
+                let kv: BTreeMap<&str, &str> = w.filter_map(|f| f.split_once('=')).collect();
+                let dist = kv["dist"]
+                    .split(',')
+                    .map(|d| d.parse().expect("distance"))
+                    .collect();
+                v.nodes.insert(node, (kv["cpus"].to_string(), dist));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Linux's list format for a contiguous range.
+fn range_list(r: std::ops::Range<u32>) -> String {
+    if r.len() == 1 {
+        r.start.to_string()
+    } else {
+        format!("{}-{}", r.start, r.end - 1)
+    }
+}
+
+fn check_topology(spec: &str, memory: &str) {
+    let _g = one_vm();
+    let t: Topology = spec.parse().expect("topology");
+    let view = guest_view(spec, memory);
+    assert_eq!(view.cpus.len() as u32, t.nr_cpus(), "{spec}: CPU count");
+    let layout = t.apic_layout();
+    for c in t.cpus() {
+        let g = &view.cpus[&c.cpu];
+        let field = |k: &str| g.get(k).map(String::as_str).unwrap_or("?");
+        // Linux: die_id is the APIC id above the die shift (unique across
+        // packages); core_id is the APIC id within the package above SMT.
+        let die_id = c.apic_id >> layout.die_shift();
+        let core_id = (c.apic_id & ((1 << layout.package_shift()) - 1)) >> layout.thread_bits();
+        let first_thread = c.cpu - c.thread;
+        let siblings = range_list(first_thread..first_thread + t.threads_per_core());
+        assert_eq!(
+            field("pkg"),
+            c.package.to_string(),
+            "{spec} cpu{}: package",
+            c.cpu
+        );
+        assert_eq!(field("die"), die_id.to_string(), "{spec} cpu{}: die", c.cpu);
+        assert_eq!(
+            field("core"),
+            core_id.to_string(),
+            "{spec} cpu{}: core",
+            c.cpu
+        );
+        assert_eq!(
+            field("sib"),
+            siblings,
+            "{spec} cpu{}: thread siblings",
+            c.cpu
+        );
+        assert_eq!(
+            field("l3"),
+            range_list(t.llc_cpus(c.llc)),
+            "{spec} cpu{}: L3 sharing",
+            c.cpu
+        );
+    }
+    if t.numa_nodes() > 1 {
+        assert_eq!(view.nodes.len() as u32, t.numa_nodes(), "{spec}: nodes");
+        for (node, (cpus, dist)) in &view.nodes {
+            assert_eq!(
+                cpus,
+                &range_list(t.node_cpus(*node)),
+                "{spec} node{node}: cpulist"
+            );
+            let want: Vec<u8> = (0..t.numa_nodes())
+                .map(|o| t.distance(*node, o).expect("distance"))
+                .collect();
+            assert_eq!(dist, &want, "{spec} node{node}: distances");
+        }
+    }
+}
+
+#[test]
+fn vm_topology_two_llcs_in_one_socket_with_smt() {
+    check_topology("1n2l2c2t", "512");
+}
+
+#[test]
+fn vm_topology_two_numa_nodes_with_two_llcs_each() {
+    check_topology("2n4l2c1t", "1024");
+}
+
+#[test]
+fn vm_topology_three_llcs() {
+    check_topology("1n3l2c1t", "512");
+}
+
+fn qemu_processes_named(name: &str) -> Vec<u32> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("qemu-system") && cmdline.contains(name) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn shm_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn vm_sigkill_of_the_harness_leaves_nothing_behind() {
+    let _g = one_vm();
+    let shm_before = shm_entries();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ktstr"))
+        .args(["shell", "--exec", "sleep 60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ktstr");
+    let name = format!("ktstr-{},", child.id());
+    // Kill it mid-boot, once QEMU is up.
+    let t0 = Instant::now();
+    while qemu_processes_named(&name).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "QEMU never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let t0 = Instant::now();
+    while !qemu_processes_named(&name).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "QEMU outlived the killed harness"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(shm_entries(), shm_before, "/dev/shm changed");
+}
+
+fn shell_vm(exec: &str) -> ShellVm {
+    ShellVm::boot(&ShellOptions {
+        topology: "1n1l2c1t".parse().expect("topology"),
+        kernel: None,
+        exec: Some(exec.to_string()),
+        timeout: None,
+        verbose: false,
+    })
+    .expect("boot")
+}
+
+#[test]
+fn vm_host_reads_the_kernel_banner_from_guest_memory() {
+    let _g = one_vm();
+    let mut vm = shell_vm("sleep 30");
+    let console = vm.take_console().expect("console");
+    let begin = vm.begin_marker();
+    while console
+        .next_line(Duration::from_secs(60))
+        .expect("guest reached init")
+        != begin
+    {}
+    // The guest is running its command: search RAM for the version banner.
+    let mem = vm.machine().memory();
+    let needle = b"Linux version 7.";
+    let mut found = None;
+    'regions: for region in mem.iter() {
+        let base = region.start_addr().0;
+        let len = region.len();
+        let mut off = 0u64;
+        let mut chunk = vec![0u8; 16 << 20];
+        while off < len {
+            let n = chunk.len().min((len - off) as usize);
+            mem.read_slice(&mut chunk[..n], GuestAddress(base + off))
+                .expect("read guest RAM");
+            if let Some(i) = chunk[..n].windows(needle.len()).position(|w| w == needle) {
+                found = Some((base + off + i as u64, chunk[i..i + 64.min(n - i)].to_vec()));
+                break 'regions;
+            }
+            off += n as u64 - needle.len() as u64;
+        }
+    }
+    let (gpa, bytes) = found.expect("banner in guest memory");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("+deb13-cloud-amd64"),
+        "banner at {gpa:#x}: {text}"
+    );
+    vm.machine().kill();
+}
+
+#[test]
+fn vm_pause_stops_the_guest_and_resume_continues_it() {
+    let _g = one_vm();
+    let mut vm = shell_vm("i=0; while true; do echo tick $i; i=$((i+1)); usleep 100000; done");
+    let console = vm.take_console().expect("console");
+    let mut ticks = 0;
+    let t0 = Instant::now();
+    while ticks < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no ticks");
+        if let ConsoleEvent::Line(l) = console.recv(Duration::from_secs(1)) {
+            ticks += usize::from(l.starts_with("tick "));
+        }
+    }
+    vm.machine().pause().expect("pause");
+    let paused = Instant::now();
+    let mut during = vec![];
+    while paused.elapsed() < Duration::from_secs(1) {
+        if let ConsoleEvent::Line(l) = console.recv(Duration::from_millis(50)) {
+            // Lines already on their way when the pause landed may still arrive.
+            if paused.elapsed() > Duration::from_millis(200) {
+                during.push(l);
+            }
+        }
+    }
+    assert!(during.is_empty(), "guest printed while paused: {during:?}");
+    vm.machine().resume().expect("resume");
+    let resumed = Instant::now();
+    let mut after = 0;
+    while after < 3 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "no ticks after resume"
+        );
+        if let ConsoleEvent::Line(l) = console.recv(Duration::from_millis(100)) {
+            after += usize::from(l.starts_with("tick "));
+        }
+    }
+    vm.machine().kill();
+    assert_eq!(vm.machine().wait(None).expect("wait"), EndReason::Killed);
+}

@@ -1,0 +1,92 @@
+//! The interface every VM backend implements.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::{Console, GuestMemoryMmap, VmSpec, VmmError};
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The guest powered off (`reboot(RB_POWER_OFF)`).
+    PowerOff,
+    /// The guest kernel panicked; the console lines around the panic.
+    Panic {
+        /// The panic message and the lines after it.
+        lines: Vec<String>,
+    },
+    /// The guest reset itself (a triple fault, or `reboot` without power-off).
+    Reset,
+    /// The deadline passed before the guest ended; the VM was killed.
+    Timeout,
+    /// The harness killed the VM.
+    Killed,
+    /// The VM process died on its own.
+    Crashed {
+        /// What is known: exit status and the backend's last words.
+        detail: String,
+    },
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::PowerOff => f.write_str("guest powered off"),
+            EndReason::Panic { lines } => {
+                let headline = lines
+                    .iter()
+                    .find(|l| l.contains("Kernel panic"))
+                    .or(lines.first())
+                    .map(String::as_str)
+                    .unwrap_or("(no console output)");
+                write!(f, "guest kernel panic: {}", headline.trim())
+            }
+            EndReason::Reset => f.write_str("guest reset (triple fault or reboot)"),
+            EndReason::Timeout => f.write_str("guest did not finish before the deadline"),
+            EndReason::Killed => f.write_str("VM killed by the harness"),
+            EndReason::Crashed { detail } => write!(f, "VM process crashed: {detail}"),
+        }
+    }
+}
+
+/// A running VM.
+pub trait Machine: Send {
+    /// The guest's physical RAM, mapped in the host.
+    fn memory(&self) -> &GuestMemoryMmap;
+    /// Stops every vCPU; guest memory stays readable and unchanged.
+    fn pause(&mut self) -> Result<(), VmmError>;
+    /// Resumes the vCPUs stopped by [`Machine::pause`].
+    fn resume(&mut self) -> Result<(), VmmError>;
+    /// Takes the console stream (once; `None` afterwards or when inherited).
+    fn take_console(&mut self) -> Option<Console>;
+    /// Waits until the guest ends or `deadline` passes (then kills it).
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<EndReason, VmmError>;
+    /// Kills the VM now. Idempotent.
+    fn kill(&mut self);
+}
+
+/// Something that boots a [`VmSpec`].
+pub trait Backend {
+    /// A short name for reports (`qemu-tcg`, `qemu-kvm`, `kvm`).
+    fn name(&self) -> String;
+    /// Boots the VM; returns once it runs.
+    fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError>;
+}
+
+/// Whether the host has hardware virtualization, judged by the CPU flags
+/// (`vmx`/`svm`) and a usable `/dev/kvm` — a `/dev/kvm` alone can be a
+/// software hypervisor that cannot boot Linux in reasonable time.
+pub fn hardware_virtualization() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_flag = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    has_flag
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}

@@ -1,0 +1,346 @@
+//! The QEMU backend: runs a [`VmSpec`] with `qemu-system-x86_64`, under KVM
+//! where the host has hardware virtualization and TCG elsewhere.
+//!
+//! Guest RAM is one memfd per NUMA node, created and mapped by the harness and
+//! handed to QEMU as `/proc/self/fd/N`; QEMU dies with the harness
+//! (`PR_SET_PDEATHSIG`), so a killed harness leaves no process and nothing in
+//! /dev/shm. Control is QMP over a socketpair; the console is QEMU's stdout.
+
+mod args;
+mod qmp;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use args::Accel;
+
+use crate::console::{Tail, spawn_reader};
+use crate::{
+    Backend, Console, ConsoleMode, EndReason, GuestMemoryMmap, GuestRam, Machine, VmSpec, VmmError,
+};
+
+/// The QEMU version whose `smp-cache` property places one L3 per die.
+const MIN_QEMU_MAJOR: u32 = 10;
+
+/// Boots VMs with QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuBackend {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+impl QemuBackend {
+    /// Finds `qemu-system-x86_64` (`KTSTR_QEMU` overrides the path), checks
+    /// its version, and picks KVM when the host has hardware virtualization.
+    pub fn detect() -> Result<Self, VmmError> {
+        static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            let binary = std::env::var_os("KTSTR_QEMU")
+                .map(PathBuf::from)
+                .or_else(|| find_in_path("qemu-system-x86_64"))
+                .ok_or_else(|| "not in PATH".to_string())?;
+            let out = Command::new(&binary)
+                .arg("--version")
+                .output()
+                .map_err(|e| format!("{} does not run: {e}", binary.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let major = text
+                .split("version ")
+                .nth(1)
+                .and_then(|v| v.split('.').next())
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0);
+            if major < MIN_QEMU_MAJOR {
+                return Err(format!(
+                    "{} is version {major}; ktstr needs QEMU {MIN_QEMU_MAJOR} or newer",
+                    binary.display()
+                ));
+            }
+            Ok(binary)
+        });
+        let binary = found.clone().map_err(|why| VmmError::MissingProgram {
+            program: "qemu-system-x86_64".into(),
+            hint: format!(
+                "{why}; run `cargo xtask setup` (Debian: qemu-system-x86 from bookworm-backports)"
+            ),
+        })?;
+        let accel = if crate::hardware_virtualization() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        Ok(QemuBackend { binary, accel })
+    }
+
+    /// Forces an accelerator.
+    pub fn with_accel(mut self, accel: Accel) -> Self {
+        self.accel = accel;
+        self
+    }
+
+    /// The accelerator in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+fn check_file(what: &'static str, path: &Path, hint: &'static str) -> Result<(), VmmError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(VmmError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+            hint,
+        })
+    }
+}
+
+impl Backend for QemuBackend {
+    fn name(&self) -> String {
+        match self.accel {
+            Accel::Kvm => "qemu-kvm".into(),
+            Accel::Tcg => "qemu-tcg".into(),
+        }
+    }
+
+    fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
+        check_file(
+            "kernel",
+            &spec.kernel,
+            ": run `cargo xtask kernel fetch` or pass --kernel",
+        )?;
+        if let Some(i) = &spec.initrd {
+            check_file("initramfs", i, "")?;
+        }
+        let ram = GuestRam::new(&spec.node_memory_bytes())?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| VmmError::Os {
+            what: "socketpair for QMP",
+            source: e,
+        })?;
+        let theirs: OwnedFd = theirs.into();
+        let fds = args::PassedFds {
+            node_memory: ram.node_fds(),
+            qmp: theirs.as_raw_fd(),
+        };
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args::qemu_args(spec, self.accel, &fds));
+        match spec.console {
+            ConsoleMode::Capture => {
+                cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            }
+            ConsoleMode::Inherit => {
+                cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+            }
+        }
+        cmd.stderr(Stdio::piped());
+        let mut inherit: Vec<i32> = fds.node_memory.clone();
+        inherit.push(fds.qmp);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls async-signal-safe functions (fcntl, prctl, getppid, _exit) on
+        // descriptors that are open in the child; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &inherit {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // QEMU dies with the thread that started it, even on SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1); // the harness died before prctl took effect
+                }
+                Ok(())
+            })
+        };
+        let mut child = cmd.spawn().map_err(|e| VmmError::Spawn {
+            program: self.binary.display().to_string(),
+            source: e,
+        })?;
+        drop(theirs);
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            std::thread::Builder::new()
+                .name("ktstr-qemu-stderr".into())
+                .spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                        let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        if s.len() > 64 << 10 {
+                            let cut = s.len() - (32 << 10);
+                            let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                            s.drain(..cut);
+                        }
+                    }
+                })
+                .map_err(|e| VmmError::Os {
+                    what: "starting the QEMU stderr reader",
+                    source: e,
+                })?;
+        }
+        let tail = Tail::default();
+        let console = child
+            .stdout
+            .take()
+            .map(|out| spawn_reader(out, tail.clone()));
+        let mut machine = QemuMachine {
+            child,
+            ram,
+            qmp: None,
+            tail,
+            console,
+            stderr,
+            ended: None,
+        };
+        match qmp::Qmp::connect(ours) {
+            Ok(q) => machine.qmp = Some(q),
+            Err(e) => {
+                // QEMU refused to start (bad option, missing file): its own words matter most.
+                std::thread::sleep(Duration::from_millis(100));
+                machine.kill();
+                let words = machine.stderr_text();
+                return Err(if words.trim().is_empty() {
+                    e
+                } else {
+                    VmmError::Control(format!("QEMU failed to start: {}", words.trim()))
+                });
+            }
+        }
+        Ok(Box::new(machine))
+    }
+}
+
+/// A VM run by QEMU.
+#[derive(Debug)]
+struct QemuMachine {
+    child: Child,
+    ram: GuestRam,
+    qmp: Option<qmp::Qmp>,
+    tail: Tail,
+    console: Option<Console>,
+    stderr: Arc<Mutex<String>>,
+    ended: Option<EndReason>,
+}
+
+impl QemuMachine {
+    fn qmp(&self) -> Result<&qmp::Qmp, VmmError> {
+        self.qmp
+            .as_ref()
+            .ok_or_else(|| VmmError::Control("QMP is not connected".into()))
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Names the end of a QEMU process that exited on its own.
+    fn classify(&mut self, status: std::process::ExitStatus) -> EndReason {
+        // Let the console reader drain what QEMU wrote last.
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(lines) = self.tail.crash_report() {
+            return EndReason::Panic { lines };
+        }
+        let reason = self.qmp.as_ref().and_then(qmp::Qmp::shutdown_reason);
+        match reason.as_deref() {
+            Some("guest-shutdown") => EndReason::PowerOff,
+            Some("guest-reset") => EndReason::Reset,
+            Some("guest-panic") => EndReason::Panic {
+                lines: self.tail.last(40),
+            },
+            Some("host-qmp-quit" | "host-signal" | "host-qmp-system-reset") => EndReason::Killed,
+            other => EndReason::Crashed {
+                detail: format!(
+                    "QEMU exited with {status} (shutdown reason: {}); stderr: {}; last console lines: {}",
+                    other.unwrap_or("none"),
+                    self.stderr_text().trim(),
+                    self.tail.last(10).join(" | ")
+                ),
+            },
+        }
+    }
+}
+
+impl Machine for QemuMachine {
+    fn memory(&self) -> &GuestMemoryMmap {
+        self.ram.memory()
+    }
+
+    fn pause(&mut self) -> Result<(), VmmError> {
+        self.qmp()?.execute("stop").map(drop)
+    }
+
+    fn resume(&mut self) -> Result<(), VmmError> {
+        self.qmp()?.execute("cont").map(drop)
+    }
+
+    fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<EndReason, VmmError> {
+        if let Some(r) = &self.ended {
+            return Ok(r.clone());
+        }
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    let r = self.classify(status);
+                    self.ended = Some(r.clone());
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(VmmError::Os {
+                        what: "waiting for QEMU",
+                        source: e,
+                    });
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.kill();
+                self.ended = Some(EndReason::Timeout);
+                return Ok(EndReason::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.ended.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.ended = Some(EndReason::Killed);
+        }
+    }
+}
+
+impl Drop for QemuMachine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

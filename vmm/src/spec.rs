@@ -1,0 +1,74 @@
+//! The description of a VM, shared by every backend.
+
+use std::path::PathBuf;
+
+use ktstr_topology::Topology;
+
+/// A range of guest physical RAM the guest kernel must leave alone (the
+/// host-guest channel lives in one). QEMU gets it as `memmap=SIZE$ADDR`; the
+/// own VMM marks it reserved in the e820 map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedRegion {
+    /// Guest physical address (page aligned).
+    pub gpa: u64,
+    /// Size in bytes (page aligned).
+    pub size: u64,
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleMode {
+    /// The harness reads it line by line ([`crate::Machine::take_console`]).
+    #[default]
+    Capture,
+    /// The VM uses the harness's own terminal (interactive shells).
+    Inherit,
+}
+
+/// Everything a backend needs to boot a VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The kernel: an ELF vmlinux with a PVH note (preferred) or a bzImage.
+    pub kernel: PathBuf,
+    /// The initramfs (uncompressed cpio, possibly several concatenated).
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line. [`VmSpec::new`] fills in the console and
+    /// panic settings every ktstr VM wants.
+    pub cmdline: String,
+    /// CPUs, LLCs, NUMA nodes, memory per node and distances.
+    pub topology: Topology,
+    /// RAM ranges kept from the guest kernel.
+    pub reserved: Vec<ReservedRegion>,
+    /// Where the console goes.
+    pub console: ConsoleMode,
+    /// A name for the VM (process titles, diagnostics).
+    pub name: String,
+}
+
+impl VmSpec {
+    /// A spec with the command line every ktstr VM starts from: serial console,
+    /// a panic ends the VM at once, no KASLR (the monitor reads kernel symbols).
+    pub fn new(kernel: impl Into<PathBuf>, topology: Topology) -> Self {
+        VmSpec {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: "console=ttyS0 panic=-1 nokaslr quiet".to_string(),
+            topology,
+            reserved: Vec::new(),
+            console: ConsoleMode::Capture,
+            name: format!("ktstr-{}", std::process::id()),
+        }
+    }
+
+    /// Total guest RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.topology.memory_mib() << 20
+    }
+
+    /// RAM of each NUMA node in bytes, in node order.
+    pub fn node_memory_bytes(&self) -> Vec<u64> {
+        (0..self.topology.numa_nodes())
+            .map(|n| u64::from(self.topology.node_memory_mib(n).unwrap_or(0)) << 20)
+            .collect()
+    }
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask bench`: speed goals measured against a named competitor,
+//! reported as medians and ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use ktstr::initramfs::Archive;
+
+/// Benchmarks with medians and ratios against the named competitor.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+pub struct BenchCmd {
+    #[argh(subcommand)]
+    which: Which,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Which {
+    Shell(ShellBench),
+}
+
+/// `ktstr shell --topology 1n1l2c1t --exec true` against bare qemu-system-x86_64
+/// booting the same kernel with a busybox initramfs that powers off.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "shell")]
+struct ShellBench {
+    /// timed runs of each side (after one warm-up run each)
+    #[argh(option, default = "7")]
+    runs: usize,
+}
+
+pub fn run(cmd: &BenchCmd) -> Result<(), String> {
+    match &cmd.which {
+        Which::Shell(b) => shell(b),
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+fn time(cmd: &mut Command) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let st = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let took = t0.elapsed();
+    if !st.success() {
+        return Err(format!("{cmd:?} exited with {st}"));
+    }
+    Ok(took)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn shell(b: &ShellBench) -> Result<(), String> {
+    let kernel = ktstr::kernel::resolve(None).map_err(|e| e.to_string())?;
+    let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(workspace())
+        .args(["build", "-q", "-p", "ktstr", "--bin", "ktstr"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("building the ktstr binary failed".into());
+    }
+    let ktstr_bin = target_dir().join("debug/ktstr");
+
+    // The competitor: busybox as /init that powers off at once.
+    let mut a = Archive::new();
+    a.add_file("/bin/busybox", 0o755, "/bin/busybox")
+        .map_err(|e| e.to_string())?;
+    a.add_bytes(
+        "/init",
+        0o755,
+        b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec(),
+    )
+    .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("ktstr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let initrd = dir.join("bare.cpio");
+    std::fs::write(&initrd, a.to_vec().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+
+    let ours = || {
+        let mut c = Command::new(&ktstr_bin);
+        c.args(["shell", "--topology", "1n1l2c1t", "--exec", "true"]);
+        c
+    };
+    let bare = || {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "Nehalem,level=0x20",
+        ])
+        .args(["-smp", "2", "-m", "512M", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinux)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 nokaslr quiet rdinit=/init",
+        ]);
+        c
+    };
+    println!("bench shell: warm-up (initramfs cache, page cache)");
+    time(&mut ours())?;
+    time(&mut bare())?;
+    let (mut o, mut q) = (vec![], vec![]);
+    for i in 0..b.runs {
+        // Alternate so drifting machine load hits both sides alike.
+        o.push(time(&mut ours())?);
+        q.push(time(&mut bare())?);
+        println!(
+            "bench shell: run {}: ktstr {:.2}s, bare qemu {:.2}s",
+            i + 1,
+            o[i].as_secs_f64(),
+            q[i].as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mo, mq) = (median(o), median(q));
+    println!(
+        "bench shell: median ktstr shell {:.2}s, bare qemu {:.2}s, ratio {:.3} (goal <= 1.10)",
+        mo.as_secs_f64(),
+        mq.as_secs_f64(),
+        mo.as_secs_f64() / mq.as_secs_f64()
+    );
+    Ok(())
+}
