@@ -78,6 +78,8 @@ pub struct ShellOptions {
     pub timeout: Option<Duration>,
     /// Print the guest's boot messages too.
     pub verbose: bool,
+    /// Host binaries to pack at `/bin/<file name>` with their shared libraries.
+    pub include: Vec<PathBuf>,
 }
 
 fn busybox() -> Result<PathBuf, ShellError> {
@@ -91,11 +93,18 @@ fn busybox() -> Result<PathBuf, ShellError> {
     }
 }
 
-/// The cached base archive: busybox and the init script.
-fn base_initramfs(cache: &Cache) -> Result<ktstr_initramfs::Base, ShellError> {
+/// The cached base archive: busybox, the init script and the included binaries.
+fn base_initramfs(cache: &Cache, include: &[PathBuf]) -> Result<ktstr_initramfs::Base, ShellError> {
     let mut extra = Archive::new();
     extra.add_bytes("/init", 0o755, INIT.as_bytes().to_vec())?;
     let mut spec = BaseSpec::new().binary(busybox()?, "/bin/busybox");
+    for bin in include {
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| ShellError::NoBusybox(bin.clone()))?;
+        spec = spec.binary(bin.clone(), &format!("/bin/{name}"));
+    }
     spec.extra = extra;
     Ok(cache.base(&spec)?)
 }
@@ -131,7 +140,7 @@ impl ShellVm {
     pub fn boot(opts: &ShellOptions) -> Result<Self, ShellError> {
         let kernel = kernel::resolve(opts.kernel.as_deref())?;
         let cache = Cache::open_default()?;
-        let base = base_initramfs(&cache)?;
+        let base = base_initramfs(&cache, &opts.include)?;
         let nonce = nonce();
         let mut overlay = Archive::new();
         if let Some(cmd) = &opts.exec {

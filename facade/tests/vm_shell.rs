@@ -288,6 +288,7 @@ fn shell_vm(exec: &str) -> ShellVm {
         exec: Some(exec.to_string()),
         timeout: None,
         verbose: false,
+        include: vec![],
     })
     .expect("boot")
 }

@@ -1,5 +1,9 @@
-//! Everything ktstr runs inside the guest: the init runtime, cgroups, workers,
-//! scenario ops and the checks that judge a scheduler.
+//! Everything ktstr runs inside the guest: verdicts, the init runtime, the
+//! channel writer, cgroups, workers, scenario ops and the checks that judge a
+//! scheduler.
 //!
-//! The facade's guest entry hands over to this crate once the guest's init is
-//! up. Work on it has not started yet.
+//! The facade's guest entry hands over to this crate once the test binary
+//! runs as the guest's PID 1; the facade's host side reads what this crate
+//! writes through the same channel code.
+
+pub mod assert;

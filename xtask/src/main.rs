@@ -26,6 +26,19 @@ enum Cmd {
     Test(test::TestCmd),
     Demo(test::DemoCmd),
     Bench(bench::BenchCmd),
+    Initramfs(InitramfsCmd),
+}
+
+/// Pack binaries with their shared libraries into a cpio archive, for inspection.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "initramfs")]
+struct InitramfsCmd {
+    /// a binary to pack at /bin/NAME (repeatable)
+    #[argh(option)]
+    bin: Vec<std::path::PathBuf>,
+    /// the archive to write
+    #[argh(option, short = 'o')]
+    out: std::path::PathBuf,
 }
 
 /// Install every system package the project needs (idempotent; Debian, root).
@@ -78,6 +91,14 @@ fn main() -> ExitCode {
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Bench(b) => bench::run(&b),
+        Cmd::Initramfs(i) => ktstr::initramfs::pack_binaries(&i.bin, &i.out)
+            .map(|r| {
+                for f in &r.files {
+                    println!("{} <- {}", f.guest, f.host.display());
+                }
+                println!("{}: {} bytes", i.out.display(), r.bytes);
+            })
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,9 @@ struct ShellCmd {
     /// also print the guest's boot messages (to stderr)
     #[argh(switch, short = 'v')]
     verbose: bool,
+    /// a host binary to pack at /bin/NAME with its shared libraries (repeatable)
+    #[argh(option)]
+    include: Vec<PathBuf>,
 }
 
 /// Print the CPU map of a topology or preset: cpu -> node, LLC, core, thread, APIC id.
@@ -151,6 +154,7 @@ fn shell(cmd: ShellCmd) -> Result<ExitCode, String> {
         exec: cmd.exec,
         timeout: cmd.timeout_s.map(Duration::from_secs),
         verbose: cmd.verbose,
+        include: cmd.include,
     };
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
