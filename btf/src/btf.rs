@@ -158,6 +158,7 @@ impl<'a> Btf<'a> {
     /// assert_eq!(btf.ty(id)?.name(), "task_struct");
     /// # Ok::<(), ktstr_btf::BtfError>(())
     /// ```
+    #[inline]
     pub fn ty(&self, id: TypeId) -> Result<Type<'a>, BtfError> {
         if id.0 == 0 {
             return Ok(Type::void(self.strings));
@@ -175,7 +176,7 @@ impl<'a> Btf<'a> {
         record_at(self.types, off as usize, id, self.strings).ok_or_else(|| self.id_error(id))
     }
 
-    fn id_error(&self, id: TypeId) -> BtfError {
+    pub(crate) fn id_error(&self, id: TypeId) -> BtfError {
         BtfError::TypeIdRange {
             id: 0,
             target: id.0,
@@ -294,6 +295,54 @@ fn tail_len(kind: Kind, vlen: usize) -> usize {
         Kind::Struct | Kind::Union | Kind::Enum64 | Kind::Datasec => vlen * 12,
         Kind::Enum | Kind::FuncProto => vlen * 8,
         _ => 0,
+    }
+}
+
+/// A type record's raw fields, lighter than [`Type`] for the hot query paths.
+#[derive(Clone, Copy)]
+pub(crate) struct Rec<'a> {
+    pub id: u32,
+    pub info: u32,
+    pub st: u32,
+    pub tail: &'a [u8],
+}
+
+impl Rec<'_> {
+    #[inline]
+    pub fn kind(&self) -> u32 {
+        (self.info >> 24) & 0x1f
+    }
+    #[inline]
+    pub fn kind_flag(&self) -> bool {
+        self.info >> 31 == 1
+    }
+}
+
+impl<'a> Btf<'a> {
+    /// The raw record of `id` (kind 0 for void); `None` if out of range.
+    #[inline]
+    pub(crate) fn rec(&self, id: u32) -> Option<Rec<'a>> {
+        if id == 0 {
+            return Some(Rec {
+                id,
+                info: 0,
+                st: 0,
+                tail: &[],
+            });
+        }
+        if id < self.start_id {
+            return self.base?.rec(id);
+        }
+        let off = *self.offsets.get((id - self.start_id) as usize)? as usize;
+        let (h, rest) = TypeHeader::ref_from_prefix(self.types.get(off..)?).ok()?;
+        let info = h.info.get();
+        let kind = Kind::from_raw(((info >> 24) & 0x1f) as u8)?;
+        Some(Rec {
+            id,
+            info,
+            st: h.size_or_type.get(),
+            tail: rest.get(..tail_len(kind, (info & 0xffff) as usize))?,
+        })
     }
 }
 

@@ -8,8 +8,23 @@ use alloc::string::{String, ToString};
 
 use crate::btf::Btf;
 use crate::error::BtfError;
-use crate::raw::RawMember;
+use zerocopy::FromBytes;
+
+use crate::btf::Rec;
+use crate::raw::{RawArray, RawMember, RawU32};
 use crate::types::{Kind, Member, Type, TypeId, member_offset};
+
+// Raw kind numbers (`BTF_KIND_*`) for the paths that work on raw records.
+const INT: u32 = Kind::Int as u32;
+const PTR: u32 = Kind::Ptr as u32;
+const ARRAY: u32 = Kind::Array as u32;
+const STRUCT: u32 = Kind::Struct as u32;
+const UNION: u32 = Kind::Union as u32;
+const TYPEDEF: u32 = Kind::Typedef as u32;
+const VOLATILE: u32 = Kind::Volatile as u32;
+const CONST: u32 = Kind::Const as u32;
+const RESTRICT: u32 = Kind::Restrict as u32;
+const TYPE_TAG: u32 = Kind::TypeTag as u32;
 
 /// Longest chain of typedefs, qualifiers, arrays or anonymous members followed.
 pub(crate) const MAX_DEPTH: u32 = 64;
@@ -61,6 +76,7 @@ impl<'a> Btf<'a> {
     /// assert_eq!(btf.resolve(u64_id)?.kind(), Kind::Int);
     /// # Ok::<(), ktstr_btf::BtfError>(())
     /// ```
+    #[inline]
     pub fn resolve(&self, id: TypeId) -> Result<Type<'a>, BtfError> {
         let mut cur = id;
         for _ in 0..MAX_DEPTH {
@@ -185,7 +201,7 @@ impl<'a> Btf<'a> {
         for m in t.members() {
             *budget = budget
                 .checked_sub(1)
-                .ok_or(BtfError::TooDeep { id: t.id().0 })?;
+                .ok_or_else(|| BtfError::TooDeep { id: t.id().0 })?;
             let a = self.align_inner(m.ty, depth + 1, budget)?;
             max = max.max(a);
             if m.bitfield_size == 0
@@ -238,14 +254,14 @@ impl<'a> Btf<'a> {
     pub fn composite(&self, name: &str) -> Result<TypeId, BtfError> {
         let mut fallback = None;
         for id in self.find_all(name) {
-            let t = self.ty(id)?;
+            let t = self.rec(id.0).ok_or_else(|| self.id_error(id))?;
             match t.kind() {
-                Kind::Struct | Kind::Union => return Ok(id),
-                Kind::Typedef
+                STRUCT | UNION => return Ok(id),
+                TYPEDEF
                     if fallback.is_none()
                         && self
-                            .resolve(id)
-                            .is_ok_and(|r| matches!(r.kind(), Kind::Struct | Kind::Union)) =>
+                            .resolve_rec(id.0)
+                            .is_some_and(|r| matches!(r.kind(), STRUCT | UNION)) =>
                 {
                     fallback = Some(id);
                 }
@@ -268,7 +284,9 @@ impl<'a> Btf<'a> {
             return Err(bad("the path is empty"));
         }
         let mut budget = BUDGET;
-        let mut cur = self.resolve(id)?;
+        let mut cur = self
+            .resolve_rec(id.0)
+            .ok_or_else(|| self.resolve_error(id))?;
         let mut info = MemberInfo {
             ty: id,
             bit_offset: 0,
@@ -276,31 +294,54 @@ impl<'a> Btf<'a> {
         };
         for comp in path.split('.') {
             let (name, indices) = split_indices(comp).ok_or_else(|| bad("bad component"))?;
-            if !matches!(cur.kind(), Kind::Struct | Kind::Union) {
-                return Err(match cur.kind() {
-                    Kind::Ptr => bad("it steps through a pointer, which offsets cannot follow"),
-                    _ => bad("it steps into a type that is not a struct or union"),
-                });
+            match cur.kind() {
+                STRUCT | UNION => {}
+                PTR => {
+                    return Err(bad(
+                        "it steps through a pointer, which offsets cannot follow",
+                    ));
+                }
+                _ => return Err(bad("it steps into a type that is not a struct or union")),
             }
-            let (off, bf, ty) = self
+            let (mut off, mut bf, ty, kf) = self
                 .find_member(cur, name.as_bytes(), 0, &mut budget)?
                 .ok_or_else(|| BtfError::NoSuchMember {
-                    ty: self.describe(cur),
+                    ty: self
+                        .ty(TypeId(cur.id))
+                        .map(|t| self.describe(t))
+                        .unwrap_or_default(),
                     member: name.to_string(),
                 })?;
+            cur = self
+                .resolve_rec(ty.0)
+                .ok_or_else(|| self.resolve_error(ty))?;
+            // Old encoding (no kind_flag): a bitfield is an INT narrower than its storage.
+            if !kf
+                && bf == 0
+                && cur.kind() == INT
+                && let Ok((enc, _)) = RawU32::ref_from_prefix(cur.tail)
+            {
+                let enc = enc.val.get();
+                let (bits, bit_off) = (enc & 0xff, (enc >> 16) & 0xff);
+                if bit_off != 0 || bits != cur.st.saturating_mul(8) {
+                    off += u64::from(bit_off);
+                    bf = bits;
+                }
+            }
             info.bit_offset = info
                 .bit_offset
                 .checked_add(off)
                 .ok_or_else(|| bad("the offset overflows"))?;
             info.bitfield_size = bf;
             info.ty = ty;
-            cur = self.resolve(ty)?;
             for idx in indices {
                 let idx = idx.ok_or_else(|| bad("bad array index"))?;
-                let a = cur
-                    .array()
-                    .ok_or_else(|| bad("it indexes a member that is not an array"))?;
-                let elem_bits = self.size_of(a.elem)?.saturating_mul(8);
+                let a = match RawArray::ref_from_prefix(cur.tail) {
+                    Ok((a, _)) if cur.kind() == ARRAY => a,
+                    _ => return Err(bad("it indexes a member that is not an array")),
+                };
+                let elem = TypeId(a.elem.get());
+                let elem_bits = self.size_of(elem)?.saturating_mul(8);
                 let add = elem_bits
                     .checked_mul(idx)
                     .ok_or_else(|| bad("the offset overflows"))?;
@@ -308,58 +349,76 @@ impl<'a> Btf<'a> {
                     .bit_offset
                     .checked_add(add)
                     .ok_or_else(|| bad("the offset overflows"))?;
-                info.ty = a.elem;
+                info.ty = elem;
                 info.bitfield_size = 0;
-                cur = self.resolve(a.elem)?;
+                cur = self
+                    .resolve_rec(elem.0)
+                    .ok_or_else(|| self.resolve_error(elem))?;
             }
         }
         Ok(info)
     }
 
+    /// [`Btf::resolve`] on raw records: `None` on a bad id or a chain too long.
+    #[inline]
+    fn resolve_rec(&self, id: u32) -> Option<Rec<'a>> {
+        let mut cur = id;
+        for _ in 0..MAX_DEPTH {
+            let r = self.rec(cur)?;
+            match r.kind() {
+                TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG => cur = r.st,
+                _ => return Some(r),
+            }
+        }
+        None
+    }
+
+    /// The error [`Btf::resolve`] gives for `id`.
+    fn resolve_error(&self, id: TypeId) -> BtfError {
+        match self.resolve(id) {
+            Err(e) => e,
+            Ok(_) => BtfError::TooDeep { id: id.0 },
+        }
+    }
+
     /// Search `t`'s members for `name`, descending into anonymous struct/union members.
-    /// Returns (bit offset, bitfield size, type).
+    /// Returns (bit offset, bitfield size, type, kind_flag of the struct holding it).
     fn find_member(
         &self,
-        t: Type<'a>,
+        t: Rec<'a>,
         name: &[u8],
         depth: u32,
         budget: &mut u32,
-    ) -> Result<Option<(u64, u32, TypeId)>, BtfError> {
+    ) -> Result<Option<(u64, u32, TypeId, bool)>, BtfError> {
         if depth > MAX_DEPTH {
-            return Err(BtfError::TooDeep { id: t.id().0 });
+            return Err(BtfError::TooDeep { id: t.id });
         }
         let kf = t.kind_flag();
-        let strings = t.strings;
-        for m in t.raw_members() {
+        let members = <[RawMember]>::ref_from_bytes(t.tail).unwrap_or(&[]);
+        let strings = self.strings();
+        for m in members {
             *budget = budget
                 .checked_sub(1)
-                .ok_or(BtfError::TooDeep { id: t.id().0 })?;
+                .ok_or(BtfError::TooDeep { id: t.id })?;
             let name_off = m.name_off.get();
             if name_off == 0 {
-                let inner = self.resolve(TypeId(m.ty.get()))?;
-                if matches!(inner.kind(), Kind::Struct | Kind::Union)
-                    && let Some((off, bf, ty)) = self.find_member(inner, name, depth + 1, budget)?
+                let ty = TypeId(m.ty.get());
+                let inner = self
+                    .resolve_rec(ty.0)
+                    .ok_or_else(|| self.resolve_error(ty))?;
+                if matches!(inner.kind(), STRUCT | UNION)
+                    && let Some((off, bf, ty, inner_kf)) =
+                        self.find_member(inner, name, depth + 1, budget)?
                 {
                     let (base, _) = member_offset(kf, m.offset.get());
-                    return Ok(Some((off + u64::from(base), bf, ty)));
+                    return Ok(Some((off + u64::from(base), bf, ty, inner_kf)));
                 }
             } else if strings.eq(name_off, name) {
-                return Ok(Some(self.member_place(kf, m)));
+                let (off, bf) = member_offset(kf, m.offset.get());
+                return Ok(Some((u64::from(off), bf, TypeId(m.ty.get()), kf)));
             }
         }
         Ok(None)
-    }
-
-    fn member_place(&self, kf: bool, m: &RawMember) -> (u64, u32, TypeId) {
-        let ty = TypeId(m.ty.get());
-        let (off, bf) = member_offset(kf, m.offset.get());
-        if bf == 0
-            && !kf
-            && let Some((bit_off, bits)) = self.legacy_bitfield(ty)
-        {
-            return (u64::from(off) + u64::from(bit_off), bits, ty);
-        }
-        (u64::from(off), bf, ty)
     }
 
     /// (bit offset, bitfield size) of a member, reading old-style INT bitfields too.

@@ -159,8 +159,9 @@ impl<'a> Strings<'a> {
         } else {
             self.own.get(off - self.base.len()..)
         };
+        // The terminator first: it rules out most candidates without comparing bytes.
         match tail {
-            Some(t) => t.get(..s.len()) == Some(s) && t.get(s.len()) == Some(&0),
+            Some(t) => t.get(s.len()) == Some(&0) && t.get(..s.len()) == Some(s),
             None => false,
         }
     }
@@ -355,14 +356,6 @@ impl<'a> Type<'a> {
             raw: raw.iter(),
             kind_flag: self.kind_flag(),
             strings: self.strings,
-        }
-    }
-
-    pub(crate) fn raw_members(&self) -> &'a [RawMember] {
-        if matches!(self.kind, Kind::Struct | Kind::Union) {
-            <[RawMember]>::ref_from_bytes(self.tail).unwrap_or(&[])
-        } else {
-            &[]
         }
     }
 
