@@ -11,22 +11,9 @@ mod common;
 
 use std::hint::black_box;
 
-use btf_rs::{Btf as BtfRs, BtfType, Type};
+use btf_rs::{Btf as BtfRs, Type};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ktstr_btf::Btf;
-
-const STRUCTS: [&str; 10] = [
-    "rq",
-    "scx_rq",
-    "task_struct",
-    "sched_ext_entity",
-    "scx_dispatch_q",
-    "scx_sched",
-    "bpf_map",
-    "bpf_array",
-    "btf",
-    "cgroup",
-];
 
 /// Follow typedefs and qualifiers, the way a btf-rs user writes it.
 fn btf_rs_resolve(btf: &BtfRs, mut t: Type) -> Option<Type> {
@@ -94,7 +81,7 @@ fn bench(c: &mut Criterion) {
 
     // >= 100 distinct pairs over the scheduler structs, cross-checked between both parsers.
     let mut pairs: Vec<(&str, String)> = Vec::new();
-    for s in STRUCTS {
+    for s in common::STRUCTS {
         for p in common::member_paths(&ours, s, 2).into_iter().take(20) {
             if ours.member(s, &p).unwrap().is_bitfield() {
                 continue;

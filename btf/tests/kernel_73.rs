@@ -9,20 +9,6 @@ use std::process::Command;
 
 use ktstr_btf::{Btf, c_dump, elf};
 
-/// The structs the acceptance check spans.
-const STRUCTS: [&str; 10] = [
-    "rq",
-    "scx_rq",
-    "task_struct",
-    "sched_ext_entity",
-    "scx_dispatch_q",
-    "scx_sched",
-    "bpf_map",
-    "bpf_array",
-    "btf",
-    "cgroup",
-];
-
 fn kernel() -> (std::path::PathBuf, Vec<u8>) {
     let path = common::kernel_vmlinux();
     let bytes = std::fs::read(&path).unwrap();
@@ -149,7 +135,7 @@ fn member_offsets_and_sizes_match_pahole() {
     let pahole = common::require_tool("pahole", "dwarves");
     let mut checked = 0;
     let mut per_struct = Vec::new();
-    for name in STRUCTS {
+    for name in common::STRUCTS {
         let out = Command::new(&pahole)
             .arg("-C")
             .arg(name)
@@ -340,7 +326,7 @@ fn nested_member_paths_match_bpftool() {
     );
     let raw = parse_raw(&String::from_utf8(out.stdout).unwrap());
     let mut checked = 0;
-    for name in STRUCTS {
+    for name in common::STRUCTS {
         for p in common::member_paths(&btf, name, 3) {
             let ours = btf.member(name, &p).unwrap();
             if ours.is_bitfield() {

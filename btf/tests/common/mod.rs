@@ -8,6 +8,20 @@ use std::process::Command;
 
 use ktstr_btf::{Btf, Kind};
 
+/// The structs the acceptance checks and the benchmark span.
+pub const STRUCTS: [&str; 10] = [
+    "rq",
+    "scx_rq",
+    "task_struct",
+    "sched_ext_entity",
+    "scx_dispatch_q",
+    "scx_sched",
+    "bpf_map",
+    "bpf_array",
+    "btf",
+    "cgroup",
+];
+
 /// The vmlinux ELF to test against: `$KTSTR_KERNEL` if it is a vmlinux ELF file, else the
 /// newest `kernels/*/vmlinux` in `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}`.
 pub fn kernel_vmlinux() -> PathBuf {
