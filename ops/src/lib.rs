@@ -7,3 +7,7 @@
 //! writes through the same channel code.
 
 pub mod assert;
+pub mod cgroup;
+pub mod checks;
+pub mod scenario;
+pub mod workload;
