@@ -427,6 +427,15 @@ impl Workload {
         let header = self.shared.header();
         header.stop_ns.store(stop, Ordering::Relaxed);
         header.stop.store(1, Ordering::Release);
+        // Workers never released (no `start`) get an empty window and exit.
+        for i in 0..self.workers.len() {
+            let slot = self.shared.slot(i);
+            if slot.go.load(Ordering::Acquire) == 0 {
+                slot.go_ns.store(stop, Ordering::Relaxed);
+                slot.go.store(1, Ordering::Release);
+                shared::futex_wake(&slot.go);
+            }
+        }
         let deadline = Instant::now() + SETTLE;
         while self.reap(false) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
