@@ -9,7 +9,7 @@
  *   stall   - ktstr_dispatch stops pulling, so runnable tasks wait until the
  *             kernel's watchdog ejects us with SCX_EXIT_ERROR_STALL;
  *   crash   - the next callback calls scx_bpf_error() (SCX_EXIT_ERROR_BPF);
- *   slow_ns - ktstr_dispatch spins this long before pulling a task.
+ *   slow_ns - ktstr_dispatch spins this long before pulling a queued task.
  * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
  * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
  * by name through BTF, by the host-side monitor.
@@ -35,6 +35,7 @@ extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
 extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice,
 			       u64 enq_flags) __ksym;
 extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym;
+extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags, bool *is_idle) __ksym;
 extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
@@ -123,7 +124,8 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 	maybe_crash();
 	if (ktstr_ctl.stall)
 		return;
-	if (slow_ns) {
+	/* Slow down handing out tasks, not idle CPUs looking for none. */
+	if (slow_ns && scx_bpf_dsq_nr_queued(KTSTR_DSQ) > 0) {
 		struct spin_ctx ctx;
 
 		if (slow_ns > KTSTR_SLOW_MAX_NS)

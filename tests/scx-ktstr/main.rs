@@ -57,8 +57,8 @@ struct Args {
     #[argh(switch)]
     slow: bool,
 
-    /// dispatch latency of --slow in microseconds (default 500, at most 10000)
-    #[argh(option, arg_name = "US", default = "500")]
+    /// dispatch latency of --slow in microseconds (default 1000, at most 10000)
+    #[argh(option, arg_name = "US", default = "1000")]
     slow_us: u64,
 
     /// sched_ext watchdog timeout of the ops in milliseconds (default 3000,
