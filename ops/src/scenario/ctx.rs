@@ -128,10 +128,10 @@ impl Ctx {
 
     /// Runs a test body between [`Ctx::setup`] and [`Ctx::teardown`]. A teardown
     /// failure is added to the verdict as a note; the body's result wins.
-    pub fn run(
-        &self,
-        body: fn(&Ctx) -> anyhow::Result<AssertResult>,
-    ) -> anyhow::Result<AssertResult> {
+    pub fn run<F>(&self, body: F) -> anyhow::Result<AssertResult>
+    where
+        F: FnOnce(&Ctx) -> anyhow::Result<AssertResult>,
+    {
         self.setup()?;
         let result = body(self);
         match (result, self.teardown()) {
