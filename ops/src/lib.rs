@@ -7,3 +7,6 @@
 //! writes through the same channel code.
 
 pub mod assert;
+pub mod channel;
+pub mod runtime;
+pub mod scenario;
