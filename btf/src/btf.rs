@@ -489,3 +489,170 @@ fn walk_types(types: &[u8], strings: Strings<'_>, start_id: u32) -> Result<Vec<u
     }
     Ok(offsets)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests state their expectations with unwrap.
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::builder::BtfBuilder;
+    use crate::testdata::tiny;
+
+    fn set_u32(data: &mut [u8], at: usize, v: u32) {
+        data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn header_checks_name_what_failed() {
+        let good = tiny();
+        assert!(Btf::parse(&good).is_ok());
+        assert_eq!(
+            Btf::parse(&good[..10]).unwrap_err(),
+            BtfError::TooShort { len: 10 }
+        );
+
+        let mut be = good.clone();
+        be.swap(0, 1);
+        let e = Btf::parse(&be).unwrap_err();
+        assert_eq!(e, BtfError::BigEndian);
+        assert_eq!(alloc::format!("{e}"), "big-endian BTF is not supported");
+
+        let mut bad = good.clone();
+        bad[0] = 0;
+        assert!(matches!(Btf::parse(&bad), Err(BtfError::BadMagic { .. })));
+        let mut bad = good.clone();
+        bad[2] = 2;
+        assert_eq!(Btf::parse(&bad).unwrap_err(), BtfError::Version(2));
+        let mut bad = good.clone();
+        bad[3] = 1;
+        assert_eq!(Btf::parse(&bad).unwrap_err(), BtfError::Flags(1));
+        let mut bad = good.clone();
+        set_u32(&mut bad, 4, 8);
+        assert!(matches!(
+            Btf::parse(&bad),
+            Err(BtfError::HeaderLen { hdr_len: 8, .. })
+        ));
+        let mut bad = good.clone();
+        set_u32(&mut bad, 4, u32::MAX);
+        assert!(matches!(Btf::parse(&bad), Err(BtfError::HeaderLen { .. })));
+    }
+
+    #[test]
+    fn section_bounds_do_not_overflow() {
+        let good = tiny();
+        for (field, v) in [
+            (8, u32::MAX),
+            (12, u32::MAX),
+            (16, u32::MAX - 3),
+            (20, u32::MAX),
+        ] {
+            let mut bad = good.clone();
+            set_u32(&mut bad, field, v);
+            assert!(Btf::parse(&bad).is_err(), "field at {field} = {v:#x}");
+        }
+        let mut bad = good.clone();
+        set_u32(&mut bad, 8, 2);
+        assert!(matches!(
+            Btf::parse(&bad),
+            Err(BtfError::Layout(_)) | Err(BtfError::SectionBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn longer_header_is_honoured() {
+        // A newer kernel's header with 8 more bytes: sections stay relative to its end.
+        let good = tiny();
+        let mut longer = good[..24].to_vec();
+        set_u32(&mut longer, 4, 32);
+        longer.extend_from_slice(&[0xaa; 8]);
+        longer.extend_from_slice(&good[24..]);
+        let btf = Btf::parse(&longer).unwrap();
+        assert!(btf.find("rq").is_some());
+    }
+
+    #[test]
+    fn strings_must_be_terminated_and_start_empty() {
+        let mut good = tiny();
+        let last = good.len() - 1;
+        good[last] = b'x';
+        assert_eq!(
+            Btf::parse(&good).unwrap_err(),
+            BtfError::Strings("the last string is not NUL-terminated")
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_a_clear_error() {
+        let mut b = BtfBuilder::new();
+        b.int("int", 4, true);
+        b.raw_header("future", 20, false, 0, 0);
+        let e = Btf::parse(&b.finish()).unwrap_err();
+        assert_eq!(e, BtfError::UnknownKind { id: 2, kind: 20 });
+        assert!(alloc::format!("{e}").contains("unknown kind 20"));
+    }
+
+    #[test]
+    fn type_ids_and_name_offsets_are_checked() {
+        let mut b = BtfBuilder::new();
+        b.typedef("dangling", TypeId(7));
+        assert_eq!(
+            Btf::parse(&b.finish()).unwrap_err(),
+            BtfError::TypeIdRange {
+                id: 1,
+                target: 7,
+                last: 1
+            }
+        );
+        let mut b = BtfBuilder::new();
+        b.raw_header("", 1, false, 0, 4);
+        b.raw_u32(32);
+        let mut data = b.finish();
+        set_u32(&mut data, 24, 999);
+        assert_eq!(
+            Btf::parse(&data).unwrap_err(),
+            BtfError::NameOffset { id: 1, off: 999 }
+        );
+    }
+
+    #[test]
+    fn truncated_records_are_rejected() {
+        let mut b = BtfBuilder::new();
+        let int = b.int("int", 4, true);
+        b.struct_type("s", 4, &[("a", int, 0, 0)]);
+        let data = b.finish();
+        let types_len = data.len() - 24 - 9; // strings: "\0int\0s\0a\0"
+        let mut cut: Vec<u8> = data[..24].to_vec();
+        let keep = types_len - 4;
+        cut.extend_from_slice(&data[24..24 + keep]);
+        cut.extend_from_slice(&data[24 + types_len..]);
+        set_u32(&mut cut, 12, keep as u32);
+        set_u32(&mut cut, 16, keep as u32);
+        assert!(matches!(
+            Btf::parse(&cut),
+            Err(BtfError::Truncated { id: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn split_btf_continues_ids_and_strings() {
+        let (base_bytes, split_bytes) = crate::testdata::tiny_split();
+        let base = Btf::parse(&base_bytes).unwrap();
+        let split = Btf::parse_split(&split_bytes, &base).unwrap();
+        assert_eq!(split.first_own_id().0, base.type_count());
+        let st = split.find("mod_state").unwrap();
+        assert_eq!(split.member_of(st, "count").unwrap().byte_offset(), 8);
+        // Base types are reachable, by id and by name, through the split view.
+        let rq = split.find("rq").unwrap();
+        assert_eq!(split.ty(rq).unwrap().name(), "rq");
+        assert_eq!(
+            split
+                .member("rq", "scx.local_dsq.nr")
+                .unwrap()
+                .byte_offset(),
+            24
+        );
+        assert!(Btf::parse_split(&split_bytes, &split).is_err());
+        assert!(base.find("mod_state").is_none());
+    }
+}

@@ -24,7 +24,7 @@ use core::fmt::Write;
 
 use crate::btf::Btf;
 use crate::error::BtfError;
-use crate::layout::PTR_SIZE;
+use crate::layout::{PTR_SIZE, scalar_align};
 use crate::types::{Kind, Type, TypeId};
 
 /// clang's own type: redefining it is an error, and BPF's is 8 bytes where x86-64's is 24.
@@ -91,8 +91,11 @@ struct Dumper<'b, 'a> {
     referenced: Vec<bool>,
     /// Enumerator and typedef names used so far, with their counts.
     idents: BTreeMap<String, u32>,
-    /// Memoised alignment of each type (0: not computed).
+    /// Memoised alignment of each type (0: not computed) and whether it is packed.
     aligns: Vec<u64>,
+    packed: Vec<bool>,
+    /// Work left before the dump gives up.
+    steps: u64,
 }
 
 impl<'b, 'a> Dumper<'b, 'a> {
@@ -106,6 +109,8 @@ impl<'b, 'a> Dumper<'b, 'a> {
             referenced: vec![false; n],
             idents: BTreeMap::new(),
             aligns: vec![0; n],
+            packed: vec![false; n],
+            steps: u64::from(btf.type_count()) * 64 + (1 << 20),
         };
         if full {
             d.assign_names();
@@ -283,6 +288,7 @@ impl<'b, 'a> Dumper<'b, 'a> {
         if depth > MAX_NESTING {
             return Err(BtfError::TooDeep { id: id.0 });
         }
+        self.step(id)?;
         let t = self.btf.ty(id)?;
         match t.kind() {
             Kind::Struct | Kind::Union => {
@@ -331,17 +337,71 @@ impl<'b, 'a> Dumper<'b, 'a> {
         }
     }
 
-    fn align(&mut self, id: TypeId) -> u64 {
-        if let Some(&a) = self.aligns.get(id.0 as usize)
+    /// Count one unit of work; BTF that would make the header explode (anonymous types
+    /// nested inside each other many times over) stops with an error instead.
+    fn step(&mut self, id: TypeId) -> Result<(), BtfError> {
+        self.steps = self
+            .steps
+            .checked_sub(1)
+            .ok_or(BtfError::TooDeep { id: id.0 })?;
+        Ok(())
+    }
+
+    /// (alignment, packed) of a type as clang will see it in the header, memoised so each
+    /// struct is measured once. Same rules as [`Btf::align_of`].
+    fn layout_of(&mut self, id: TypeId, depth: u32) -> (u64, bool) {
+        let i = id.0 as usize;
+        if let Some(&a) = self.aligns.get(i)
             && a != 0
         {
-            return a;
+            return (a, self.packed.get(i).copied().unwrap_or(false));
         }
-        let a = self.btf.align_of(id).unwrap_or(1);
-        if let Some(slot) = self.aligns.get_mut(id.0 as usize) {
-            *slot = a;
+        let Ok(t) = self.btf.resolve(id) else {
+            return (1, false);
+        };
+        if depth > MAX_NESTING {
+            return (1, false);
         }
-        a
+        let r = match t.kind() {
+            Kind::Int | Kind::Float | Kind::Enum | Kind::Enum64 => {
+                (scalar_align(u64::from(t.size_or_type)), false)
+            }
+            Kind::Ptr => (PTR_SIZE, false),
+            Kind::Array => {
+                let elem = t.array().map_or(TypeId::VOID, |a| a.elem);
+                (self.layout_of(elem, depth + 1).0, false)
+            }
+            Kind::Struct | Kind::Union => {
+                // Provisional value: a (malformed) cycle back to this struct sees alignment 1.
+                if let Some(slot) = self.aligns.get_mut(t.id().0 as usize) {
+                    *slot = 1;
+                }
+                let mut max = 1u64;
+                let mut packed = false;
+                for m in t.members() {
+                    let a = self.layout_of(m.ty, depth + 1).0;
+                    max = max.max(a);
+                    let (off, bf) = self.btf.member_bits(t.kind_flag(), m);
+                    if bf == 0 && off % (a * 8) != 0 {
+                        packed = true;
+                    }
+                }
+                if u64::from(t.size_or_type) % max != 0 {
+                    packed = true;
+                }
+                (if packed { 1 } else { max }, packed)
+            }
+            _ => (1, false),
+        };
+        for j in [i, t.id().0 as usize] {
+            if let Some(slot) = self.aligns.get_mut(j) {
+                *slot = r.0;
+            }
+            if let Some(slot) = self.packed.get_mut(j) {
+                *slot = r.1;
+            }
+        }
+        r
     }
 
     /// `struct name {...}` / `union {...}` text, with members indented one level below `indent`.
@@ -371,7 +431,7 @@ impl<'b, 'a> Dumper<'b, 'a> {
         }
         s.push_str(" {\n");
         let is_struct = t.kind() == Kind::Struct;
-        let packed = self.btf.is_packed(t.id()).unwrap_or(false);
+        let packed = self.layout_of(t.id(), 0).1;
         let size_bits = u64::from(t.size_or_type) * 8;
         let mut cur: u64 = 0;
         let inner_indent = indent + 1;
@@ -386,7 +446,11 @@ impl<'b, 'a> Dumper<'b, 'a> {
                         align_up(cur, m_size)
                     }
                 } else {
-                    let a = if packed { 8 } else { self.align(m.ty) * 8 };
+                    let a = if packed {
+                        8
+                    } else {
+                        self.layout_of(m.ty, 0).0 * 8
+                    };
                     align_up(cur, a)
                 };
                 if natural != m_off && m_off > cur {
@@ -407,7 +471,11 @@ impl<'b, 'a> Dumper<'b, 'a> {
             }
         }
         if is_struct && size_bits > cur {
-            let a = if packed { 8 } else { self.align(t.id()) * 8 };
+            let a = if packed {
+                8
+            } else {
+                self.layout_of(t.id(), 0).0 * 8
+            };
             if align_up(cur, a) != size_bits {
                 pad(&mut s, inner_indent, cur, size_bits);
             }
@@ -477,6 +545,7 @@ impl<'b, 'a> Dumper<'b, 'a> {
         if depth > MAX_NESTING {
             return Err(BtfError::TooDeep { id: id.0 });
         }
+        self.step(id)?;
         let t = self.btf.ty(id)?;
         let with = |base: String, inner: &str| {
             if inner.is_empty() {
@@ -623,11 +692,22 @@ fn push_indent(s: &mut String, n: usize) {
     }
 }
 
+/// Gaps up to this many bits are padded with unnamed bitfields, as bpftool does.
+const BIG_GAP_BITS: u64 = 64 * 64;
+
 /// Unnamed bitfields from bit `cur` to bit `to`: each chunk is aligned to its own width, so C
 /// places it exactly where it stands (and unnamed bitfields do not change the alignment).
+/// A gap of more than [`BIG_GAP_BITS`] becomes one `char` array (named for its offset) instead,
+/// so a huge gap in malformed BTF cannot blow the header up.
 fn pad(s: &mut String, indent: usize, mut cur: u64, to: u64) {
     while cur < to {
         let gap = to - cur;
+        if cur.is_multiple_of(8) && gap >= BIG_GAP_BITS {
+            push_indent(s, indent);
+            s.push_str(&format!("char __pad_{}[{}];\n", cur / 8, gap / 8));
+            cur += gap / 8 * 8;
+            continue;
+        }
         let (ty, bits) = if !cur.is_multiple_of(8) {
             ("char", gap.min(8 - cur % 8))
         } else if cur.is_multiple_of(64) && gap >= 64 {
@@ -646,3 +726,63 @@ fn pad(s: &mut String, indent: usize, mut cur: u64, to: u64) {
 }
 
 const _: () = assert!(PTR_SIZE == 8);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests state their expectations with unwrap.
+mod tests {
+    use super::*;
+    use crate::builder::BtfBuilder;
+
+    fn dump(data: &[u8]) -> String {
+        let btf = Btf::parse(data).unwrap();
+        let mut s = String::new();
+        write_header(&btf, &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn tiny_header_has_definitions_in_dependency_order() {
+        let h = dump(&crate::testdata::tiny());
+        let dsq = h.find("struct scx_dispatch_q {").unwrap();
+        let scx_rq = h.find("struct scx_rq {").unwrap();
+        let rq = h.find("struct rq {").unwrap();
+        assert!(dsq < scx_rq && scx_rq < rq);
+        assert!(h.contains("\tunsigned int flags_bits: 3;"));
+        assert!(h.contains("SCX_DSQ_GLOBAL = 9223372036854775809ULL,"));
+        assert!(h.contains("\tunion {\n\t\tu64 clock;\n\t\tu64 clock_alt;\n\t};"));
+        assert!(h.contains("\tchar comm[16];"));
+        assert!(h.contains("\tvolatile long int __state;"));
+        assert!(h.contains("typedef long long unsigned int u64;"));
+    }
+
+    #[test]
+    fn gaps_are_padded_and_misaligned_structs_packed() {
+        let mut b = BtfBuilder::new();
+        let ch = b.int("char", 1, true);
+        let int = b.int("int", 4, true);
+        b.struct_type("gap", 24, &[("c", ch, 0, 0), ("i", int, 128, 0)]);
+        b.struct_type("pk", 5, &[("c", ch, 0, 0), ("i", int, 8, 0)]);
+        b.struct_type("big", 1 << 20, &[("c", ch, 0, 0)]);
+        let h = dump(&b.finish());
+        assert!(h.contains("struct gap {\n\tchar c;\n\tchar: 8;\n\tshort: 16;\n\tint: 32;\n\tlong: 64;\n\tint i;\n\tint: 32;\n};"), "{h}");
+        assert!(h.contains("} __attribute__((packed));"));
+        assert!(h.contains("char __pad_1[1048575];"));
+    }
+
+    #[test]
+    fn duplicate_names_get_suffixes_and_function_pointers_parenthesise() {
+        let mut b = BtfBuilder::new();
+        let int = b.int("int", 4, true);
+        b.struct_type("dup", 4, &[("a", int, 0, 0)]);
+        b.struct_type("dup", 8, &[("a", int, 0, 0), ("b", int, 32, 0)]);
+        let proto = b.func_proto(int, &[("", int), ("", TypeId::VOID)]);
+        let fp = b.ptr(proto);
+        let arr = b.array(int, int, 4);
+        let pa = b.ptr(arr);
+        b.struct_type("fns", 16, &[("cb", fp, 0, 0), ("pa", pa, 64, 0)]);
+        let h = dump(&b.finish());
+        assert!(h.contains("struct dup___2 {"));
+        assert!(h.contains("\tint (*cb)(int, ...);"), "{h}");
+        assert!(h.contains("\tint (*pa)[4];"), "{h}");
+    }
+}

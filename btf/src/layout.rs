@@ -29,7 +29,7 @@ const TYPE_TAG: u32 = Kind::TypeTag as u32;
 /// Longest chain of typedefs, qualifiers, arrays or anonymous members followed.
 pub(crate) const MAX_DEPTH: u32 = 64;
 /// Most members one query visits.
-pub(crate) const BUDGET: u32 = 1 << 20;
+pub(crate) const BUDGET: u32 = 1 << 18;
 /// Pointer size: the BTF this crate reads is 64-bit kernels' and BPF programs'.
 pub(crate) const PTR_SIZE: u64 = 8;
 
@@ -464,4 +464,139 @@ fn split_indices(comp: &str) -> Option<(&str, impl Iterator<Item = Option<u64>> 
         .flat_map(|s| s.split("]["))
         .map(|p| p.parse::<u64>().ok());
     Some((name, parts))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests state their expectations with unwrap.
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::builder::BtfBuilder;
+    use crate::testdata::tiny;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_through_anonymous_members_arrays_and_typedefs() {
+        let data = tiny();
+        let btf = Btf::parse(&data).unwrap();
+        assert_eq!(btf.member("rq", "clock_alt").unwrap().byte_offset(), 40);
+        assert_eq!(btf.member("rq", "scx.flags").unwrap().byte_offset(), 8 + 24);
+        assert_eq!(
+            btf.member("task_struct", "comm[3]").unwrap().byte_offset(),
+            16 + 3
+        );
+        assert_eq!(
+            btf.member("task_struct", "scx.dsq_vtime")
+                .unwrap()
+                .byte_offset(),
+            40
+        );
+        let e = btf.member("task_struct", "scx.dsq.nr").unwrap_err();
+        assert!(matches!(e, BtfError::BadPath { .. }), "{e}");
+        assert!(matches!(
+            btf.member("rq", "nope"),
+            Err(BtfError::NoSuchMember { .. })
+        ));
+        assert!(matches!(
+            btf.member("nope", "x"),
+            Err(BtfError::NoSuchType { .. })
+        ));
+        assert!(matches!(
+            btf.member("rq", "nr_running[1]"),
+            Err(BtfError::BadPath { .. })
+        ));
+        assert!(matches!(
+            btf.member("rq", "scx..x"),
+            Err(BtfError::BadPath { .. })
+        ));
+    }
+
+    #[test]
+    fn legacy_int_bitfields() {
+        let mut b = BtfBuilder::new();
+        let bits3 = b.int_encoded("unsigned int", 4, 0, 2, 3);
+        b.struct_type("s", 4, &[("f", bits3, 8, 0)]);
+        let data = b.finish();
+        let btf = Btf::parse(&data).unwrap();
+        let m = btf.member("s", "f").unwrap();
+        assert_eq!((m.bit_offset, m.bitfield_size), (10, 3));
+    }
+
+    #[test]
+    fn cycles_end_in_errors_not_hangs() {
+        let mut b = BtfBuilder::new();
+        b.typedef("a", TypeId(2));
+        b.typedef("b", TypeId(1));
+        let s = b.next_id();
+        b.struct_type("s", 8, &[("", s, 0, 0)]);
+        let data = b.finish();
+        let btf = Btf::parse(&data).unwrap();
+        assert!(matches!(
+            btf.size_of(TypeId(1)),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            btf.align_of(TypeId(1)),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            btf.member("s", "x"),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(btf.align_of(s).is_err());
+    }
+
+    #[test]
+    fn packed_and_aligned() {
+        let mut b = BtfBuilder::new();
+        let ch = b.int("char", 1, true);
+        let long = b.int("long", 8, true);
+        let p = b.struct_type("p", 9, &[("c", ch, 0, 0), ("l", long, 8, 0)]);
+        let n = b.struct_type("n", 16, &[("c", ch, 0, 0), ("l", long, 64, 0)]);
+        let data = b.finish();
+        let btf = Btf::parse(&data).unwrap();
+        assert!(btf.is_packed(p).unwrap());
+        assert_eq!(btf.align_of(p).unwrap(), 1);
+        assert!(!btf.is_packed(n).unwrap());
+        assert_eq!(btf.align_of(n).unwrap(), 8);
+    }
+
+    proptest! {
+        /// Offsets written by the builder come back from `member`, in structs nested one level
+        /// through a named member and an anonymous one.
+        #[test]
+        fn member_offsets_round_trip(
+            offsets in proptest::collection::vec(0u32..1 << 20, 1..20),
+            outer_off in 0u32..1 << 20,
+            bitfield in 0u32..32,
+        ) {
+            let mut b = BtfBuilder::new();
+            let int = b.int("int", 4, true);
+            let names: Vec<String> = (0..offsets.len()).map(|i| alloc::format!("m{i}")).collect();
+            let members: Vec<(&str, TypeId, u32, u32)> = names
+                .iter()
+                .zip(&offsets)
+                .map(|(n, &o)| (n.as_str(), int, o, bitfield))
+                .collect();
+            let inner = b.struct_type("inner", 1 << 20, &members);
+            let anon = b.union_type("", 1 << 20, &[("", inner, 0, 0)]);
+            b.struct_type("outer", 1 << 21, &[("in", inner, outer_off, 0), ("", anon, 64, 0)]);
+            let data = b.finish();
+            let btf = Btf::parse(&data).unwrap();
+            for (n, &o) in names.iter().zip(&offsets) {
+                let m = btf.member("outer", &alloc::format!("in.{n}")).unwrap();
+                prop_assert_eq!(m.bit_offset, u64::from(outer_off) + u64::from(o));
+                prop_assert_eq!(m.bitfield_size, bitfield);
+                let m = btf.member("outer", n).unwrap();
+                prop_assert_eq!(m.bit_offset, 64 + u64::from(o));
+            }
+        }
+
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Btf::parse(&data);
+        }
+    }
 }

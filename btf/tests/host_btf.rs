@@ -25,6 +25,13 @@ fn host_raw_btf_parses_and_finds_scheduler_types() {
     }
     let m = btf.member("task_struct", "se.sum_exec_runtime").unwrap();
     assert_eq!(btf.size_of(m.ty).unwrap(), 8);
+    // Every size and alignment query answers on real data (within the work budget).
+    for t in btf.types() {
+        if matches!(t.kind(), ktstr_btf::Kind::Struct | ktstr_btf::Kind::Union) {
+            btf.size_of(t.id()).unwrap();
+            btf.align_of(t.id()).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * scx-ktstr: ktstr's fixture sched_ext scheduler.
+ *
+ * A global FIFO in FULL mode (no SCX_OPS_SWITCH_PARTIAL: every fair task is
+ * scheduled here). Tasks are queued on one shared DSQ and every CPU pulls
+ * from it in ktstr_dispatch. The loader (main.rs) steers failure modes
+ * through the `ktstr_ctl` record in .bss while the scheduler runs:
+ *   stall   - ktstr_dispatch stops pulling, so runnable tasks wait until the
+ *             kernel's watchdog ejects us with SCX_EXIT_ERROR_STALL;
+ *   crash   - the next callback calls scx_bpf_error() (SCX_EXIT_ERROR_BPF);
+ *   slow_ns - ktstr_dispatch spins this long before pulling a task.
+ * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
+ * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
+ * by name through BTF, by the host-side monitor.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+/* The sched_ext kfuncs are GPL-only: the license must say so. */
+char _license[] SEC("license") = "GPL";
+
+/* The shared DSQ. Custom DSQ ids are any value without SCX_DSQ_FLAG_BUILTIN. */
+#define KTSTR_DSQ 0
+
+/* Longest spin of --slow, whatever the loader asks: keep a CPU usable. */
+#define KTSTR_SLOW_MAX_NS (10ULL * 1000 * 1000)
+
+/*
+ * The kfuncs used, as 7.3 declares them in its BTF (`bpftool btf dump file
+ * vmlinux | grep "FUNC 'scx_bpf_"`). No scx_bpf_dispatch in 7.x.
+ */
+extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
+extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice,
+			       u64 enq_flags) __ksym;
+extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym;
+extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu,
+				  u64 wake_flags, bool *is_idle) __ksym;
+extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
+			       u32 data__sz) __ksym;
+
+/* One struct_ops callback; sleepable ones go to "struct_ops.s/". */
+#define KTSTR_OP(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
+#define KTSTR_OP_SLEEPABLE(name, args...) \
+	SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
+
+/* Counters: plain globals so the monitor finds them by name in .bss. */
+u64 nr_enqueued;
+u64 nr_dispatched;
+
+/* Written by the loader through the mmapped .bss while we run. */
+struct ktstr_ctl {
+	u32 stall;
+	u32 crash;
+	u64 slow_ns;
+};
+struct ktstr_ctl ktstr_ctl;
+
+/* Sizes as the kernel's (SCX_EXIT_REASON_LEN is a string, msg is 1024). */
+#define KTSTR_EXIT_REASON_LEN 128
+#define KTSTR_EXIT_MSG_LEN 1024
+
+/* Filled by ktstr_exit; `done` is written last. Mirrored in main.rs. */
+struct ktstr_exit_rec {
+	s32 kind;
+	u32 done;
+	s64 exit_code;
+	char reason[KTSTR_EXIT_REASON_LEN];
+	char msg[KTSTR_EXIT_MSG_LEN];
+};
+struct ktstr_exit_rec ktstr_exit_rec;
+
+/* The fixed message of --crash-after, recognizable in the exit info. */
+static char crash_fmt[] = "scx-ktstr: crash requested (nr_dispatched=%llu)";
+
+static void maybe_crash(void)
+{
+	unsigned long long data[1];
+
+	if (!ktstr_ctl.crash)
+		return;
+	data[0] = nr_dispatched;
+	scx_bpf_error_bstr(crash_fmt, data, sizeof(data));
+}
+
+struct spin_ctx {
+	u64 until;
+};
+
+static long spin_step(u64 index, void *arg)
+{
+	struct spin_ctx *ctx = arg;
+
+	/* 1 stops bpf_loop. */
+	return bpf_ktime_get_ns() >= ctx->until;
+}
+
+s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
+	     u64 wake_flags)
+{
+	bool is_idle = false;
+
+	/*
+	 * Wake the task on an idle CPU if there is one, but do not insert it
+	 * there directly: every task must go through ktstr_enqueue and the
+	 * shared DSQ, so the counters and the failure modes see all of them.
+	 */
+	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+}
+
+void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	__sync_fetch_and_add(&nr_enqueued, 1);
+	scx_bpf_dsq_insert(p, KTSTR_DSQ, SCX_SLICE_DFL, enq_flags);
+	maybe_crash();
+}
+
+void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
+{
+	u64 slow_ns = ktstr_ctl.slow_ns;
+
+	maybe_crash();
+	if (ktstr_ctl.stall)
+		return;
+	if (slow_ns) {
+		struct spin_ctx ctx;
+
+		if (slow_ns > KTSTR_SLOW_MAX_NS)
+			slow_ns = KTSTR_SLOW_MAX_NS;
+		ctx.until = bpf_ktime_get_ns() + slow_ns;
+		/* The iteration bound is a backstop; the deadline ends it. */
+		bpf_loop(1 << 20, spin_step, &ctx, 0);
+	}
+	if (scx_bpf_dsq_move_to_local(KTSTR_DSQ))
+		__sync_fetch_and_add(&nr_dispatched, 1);
+}
+
+s32 KTSTR_OP_SLEEPABLE(ktstr_init)
+{
+	return scx_bpf_create_dsq(KTSTR_DSQ, -1);
+}
+
+void KTSTR_OP(ktstr_exit, struct scx_exit_info *ei)
+{
+	ktstr_exit_rec.kind = ei->kind;
+	ktstr_exit_rec.exit_code = ei->exit_code;
+	bpf_probe_read_kernel_str(ktstr_exit_rec.reason,
+				  sizeof(ktstr_exit_rec.reason), ei->reason);
+	bpf_probe_read_kernel_str(ktstr_exit_rec.msg,
+				  sizeof(ktstr_exit_rec.msg), ei->msg);
+	ktstr_exit_rec.done = 1;
+}
+
+/* The loader overwrites timeout_ms (--timeout-ms) before loading. */
+SEC(".struct_ops.link")
+struct sched_ext_ops ktstr = {
+	.select_cpu = (void *)ktstr_select_cpu,
+	.enqueue = (void *)ktstr_enqueue,
+	.dispatch = (void *)ktstr_dispatch,
+	.init = (void *)ktstr_init,
+	.exit = (void *)ktstr_exit,
+	.timeout_ms = 3000,
+	.name = "ktstr",
+};

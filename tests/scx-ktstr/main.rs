@@ -1,0 +1,368 @@
+//! scx-ktstr: the loader of ktstr's fixture sched_ext scheduler.
+//!
+//! Attaches the BPF scheduler of `ktstr.bpf.c` (a global FIFO in FULL mode),
+//! prints its counters periodically, injects the failure a test asks for
+//! (stall, crash, slow dispatch), and on exit prints the kernel's exit info.
+//!
+//! Output on stdout, one line each, for the harness to parse:
+//! ```text
+//! scx-ktstr: attached ops=ktstr timeout_ms=3000 pid=123
+//! scx-ktstr: nr_enqueued=1042 nr_dispatched=1040
+//! scx-ktstr: stall requested
+//! scx-ktstr: crash requested
+//! scx-ktstr: exit kind=SCX_EXIT_ERROR_STALL code=1026 exit_code=0
+//! scx-ktstr: exit reason=runnable task stall
+//! scx-ktstr: exit msg=kworker/0:1[12] failed to run for 3.104s
+//! ```
+//! Exit status: 0 after a clean detach (SIGTERM/SIGINT) or a non-error exit
+//! kind, 1 when the kernel ejected the scheduler with an error kind
+//! (`SCX_EXIT_ERROR*`), 2 when it could not be loaded or attached.
+
+mod bpf;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use argh::FromArgs;
+
+use crate::bpf::{ExitInfo, Loaded};
+
+/// How often the loader looks at signals, timers and the exit record.
+const POLL: Duration = Duration::from_millis(50);
+/// How long to wait for ktstr_exit after detaching.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
+/// The kernel's ceiling on `sched_ext_ops.timeout_ms` (SCX_WATCHDOG_MAX_TIMEOUT,
+/// kernel/sched/ext_internal.h).
+const MAX_TIMEOUT_MS: u32 = 30_000;
+/// `enum scx_exit_kind`: kinds from this value on are errors (SCX_EXIT_ERROR).
+const SCX_EXIT_ERROR: i32 = 1024;
+
+/// ktstr's fixture sched_ext scheduler: a global FIFO that schedules every
+/// fair task, with switches to make it stall, crash or dispatch slowly.
+#[derive(FromArgs, Debug, PartialEq)]
+struct Args {
+    /// stop dispatching SECS seconds after attaching, so the kernel's
+    /// watchdog ejects the scheduler with SCX_EXIT_ERROR_STALL
+    #[argh(option, arg_name = "SECS")]
+    stall_after: Option<f64>,
+
+    /// call scx_bpf_error() SECS seconds after attaching
+    /// (SCX_EXIT_ERROR_BPF, message "scx-ktstr: crash requested ...")
+    #[argh(option, arg_name = "SECS")]
+    crash_after: Option<f64>,
+
+    /// spin in ktstr_dispatch before each pull (see --slow-us)
+    #[argh(switch)]
+    slow: bool,
+
+    /// dispatch latency of --slow in microseconds (default 500, at most 10000)
+    #[argh(option, arg_name = "US", default = "500")]
+    slow_us: u64,
+
+    /// sched_ext watchdog timeout of the ops in milliseconds (default 3000,
+    /// at most 30000)
+    #[argh(option, arg_name = "MS", default = "3000")]
+    timeout_ms: u32,
+
+    /// print the counters every MS milliseconds, 0 for never (default 1000)
+    #[argh(option, arg_name = "MS", default = "1000")]
+    stats_interval_ms: u64,
+}
+
+/// The validated run-time configuration.
+#[derive(Debug, PartialEq)]
+struct Config {
+    stall_after: Option<Duration>,
+    crash_after: Option<Duration>,
+    slow_ns: u64,
+    timeout_ms: u32,
+    stats_interval: Option<Duration>,
+}
+
+impl Config {
+    fn from_args(args: &Args) -> Result<Self> {
+        if args.timeout_ms == 0 || args.timeout_ms > MAX_TIMEOUT_MS {
+            bail!(
+                "--timeout-ms {} is out of range: the kernel takes 1..={MAX_TIMEOUT_MS}",
+                args.timeout_ms
+            );
+        }
+        if args.slow_us > 10_000 {
+            bail!("--slow-us {} is too long: at most 10000", args.slow_us);
+        }
+        Ok(Self {
+            stall_after: seconds("--stall-after", args.stall_after)?,
+            crash_after: seconds("--crash-after", args.crash_after)?,
+            slow_ns: if args.slow { args.slow_us * 1000 } else { 0 },
+            timeout_ms: args.timeout_ms,
+            stats_interval: (args.stats_interval_ms > 0)
+                .then(|| Duration::from_millis(args.stats_interval_ms)),
+        })
+    }
+}
+
+fn seconds(flag: &str, value: Option<f64>) -> Result<Option<Duration>> {
+    value
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs).map_err(|_| {
+                anyhow::anyhow!("{flag} {secs}: give a non-negative number of seconds")
+            })
+        })
+        .transpose()
+}
+
+/// The name of an `enum scx_exit_kind` value (kernel/sched/ext_internal.h, 7.3).
+fn exit_kind_name(kind: i32) -> &'static str {
+    match kind {
+        0 => "SCX_EXIT_NONE",
+        1 => "SCX_EXIT_DONE",
+        64 => "SCX_EXIT_UNREG",
+        65 => "SCX_EXIT_UNREG_BPF",
+        66 => "SCX_EXIT_UNREG_KERN",
+        67 => "SCX_EXIT_SYSRQ",
+        68 => "SCX_EXIT_PARENT",
+        69 => "SCX_EXIT_PARENT_KILL",
+        1024 => "SCX_EXIT_ERROR",
+        1025 => "SCX_EXIT_ERROR_BPF",
+        1026 => "SCX_EXIT_ERROR_STALL",
+        1027 => "SCX_EXIT_ERROR_REENQ",
+        1028 => "SCX_EXIT_ERROR_RESCUE",
+        _ => "SCX_EXIT_UNKNOWN",
+    }
+}
+
+/// The exit lines of the module docs; newlines in the texts become spaces.
+fn exit_lines(info: &ExitInfo) -> [String; 3] {
+    let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+    [
+        format!(
+            "scx-ktstr: exit kind={} code={} exit_code={}",
+            exit_kind_name(info.kind),
+            info.kind,
+            info.exit_code
+        ),
+        format!("scx-ktstr: exit reason={}", one_line(&info.reason)),
+        format!("scx-ktstr: exit msg={}", one_line(&info.msg)),
+    ]
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_signal: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; `signal` replaces no handler Rust relies on.
+        let previous =
+            unsafe { libc::signal(signal, on_terminate as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            bail!(
+                "installing the handler of signal {signal}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Why the run loop ended.
+enum End {
+    Signal,
+    Ejected,
+}
+
+fn run(config: &Config) -> Result<ExitCode> {
+    install_signal_handlers()?;
+    let mut loaded = Loaded::load(config.timeout_ms)?;
+    let link = loaded.attach()?;
+    let bss = loaded.bss()?;
+    if config.slow_ns > 0 {
+        bss.set_slow_ns(config.slow_ns);
+    }
+    println!(
+        "scx-ktstr: attached ops=ktstr timeout_ms={} pid={}",
+        config.timeout_ms,
+        std::process::id()
+    );
+
+    let start = Instant::now();
+    let mut next_stats = config.stats_interval.map(|i| start + i);
+    let mut stall = config.stall_after;
+    let mut crash = config.crash_after;
+    let end = loop {
+        if TERMINATE.load(Ordering::Relaxed) {
+            break End::Signal;
+        }
+        if bss.exit_info().is_some() {
+            break End::Ejected;
+        }
+        let elapsed = start.elapsed();
+        if stall.is_some_and(|at| elapsed >= at) {
+            stall = None;
+            bss.request_stall();
+            println!("scx-ktstr: stall requested");
+        }
+        if crash.is_some_and(|at| elapsed >= at) {
+            crash = None;
+            bss.request_crash();
+            println!("scx-ktstr: crash requested");
+        }
+        if let (Some(due), Some(interval)) = (next_stats, config.stats_interval) {
+            let now = Instant::now();
+            if now >= due {
+                let (enqueued, dispatched) = bss.counters();
+                println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+                next_stats = Some(now + interval);
+            }
+        }
+        std::thread::sleep(POLL);
+    };
+
+    // Detaching runs ktstr_exit (SCX_EXIT_UNREG) unless the kernel already
+    // ejected us; either way the record is final once it is marked done.
+    drop(link);
+    let deadline = Instant::now() + DETACH_WAIT;
+    let info = loop {
+        if let Some(info) = bss.exit_info() {
+            break Some(info);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(POLL);
+    };
+    let (enqueued, dispatched) = bss.counters();
+    println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+    let Some(info) = info else {
+        bail!(
+            "ktstr_exit never ran within {DETACH_WAIT:?} of detaching ({})",
+            match end {
+                End::Signal => "after a signal",
+                End::Ejected => "after an ejection",
+            }
+        );
+    };
+    for line in exit_lines(&info) {
+        println!("{line}");
+    }
+    Ok(if info.kind >= SCX_EXIT_ERROR {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let outcome = Config::from_args(&args).and_then(|config| run(&config));
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("scx-ktstr: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let args =
+            Args::from_args(&["scx-ktstr"], args).map_err(|e| anyhow::anyhow!("{}", e.output))?;
+        Config::from_args(&args)
+    }
+
+    #[test]
+    fn defaults_are_a_short_watchdog_and_stats_every_second() {
+        assert_eq!(
+            parse(&[]).expect("no flags parse"),
+            Config {
+                stall_after: None,
+                crash_after: None,
+                slow_ns: 0,
+                timeout_ms: 3000,
+                stats_interval: Some(Duration::from_secs(1)),
+            }
+        );
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let config = parse(&[
+            "--stall-after",
+            "1",
+            "--crash-after",
+            "2.5",
+            "--slow",
+            "--slow-us",
+            "200",
+            "--timeout-ms",
+            "5000",
+            "--stats-interval-ms",
+            "0",
+        ])
+        .expect("valid flags parse");
+        assert_eq!(
+            config,
+            Config {
+                stall_after: Some(Duration::from_secs(1)),
+                crash_after: Some(Duration::from_millis(2500)),
+                slow_ns: 200_000,
+                timeout_ms: 5000,
+                stats_interval: None,
+            }
+        );
+    }
+
+    #[test]
+    fn slow_us_alone_adds_no_latency() {
+        assert_eq!(parse(&["--slow-us", "100"]).expect("parses").slow_ns, 0);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_flag_named() {
+        for (args, flag) in [
+            (&["--timeout-ms", "0"][..], "--timeout-ms"),
+            (&["--timeout-ms", "30001"][..], "--timeout-ms"),
+            (&["--stall-after", "-1"][..], "--stall-after"),
+            (&["--crash-after", "nan"][..], "--crash-after"),
+            (&["--slow-us", "10001"][..], "--slow-us"),
+        ] {
+            let error = parse(args).expect_err("out of range").to_string();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_numbers_are_refused() {
+        assert!(parse(&["--stall"]).is_err());
+        assert!(parse(&["--timeout-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn exit_lines_name_the_kind_and_keep_one_line_each() {
+        let lines = exit_lines(&ExitInfo {
+            kind: 1026,
+            exit_code: 0,
+            reason: "runnable task stall".into(),
+            msg: "a\nb".into(),
+        });
+        assert_eq!(
+            lines,
+            [
+                "scx-ktstr: exit kind=SCX_EXIT_ERROR_STALL code=1026 exit_code=0",
+                "scx-ktstr: exit reason=runnable task stall",
+                "scx-ktstr: exit msg=a b",
+            ]
+        );
+        assert_eq!(exit_kind_name(64), "SCX_EXIT_UNREG");
+        assert_eq!(exit_kind_name(7), "SCX_EXIT_UNKNOWN");
+    }
+}
