@@ -117,9 +117,35 @@ pub fn run(entry: &TestEntry) -> Outcome {
             );
             // Straight to the stream, past libtest's capture: one line per test.
             let _ = std::io::stderr().write_all(line.as_bytes());
+            record(entry, &topo, &outcome, times.total);
             outcome
         }
         Err(infra) => Outcome::Fail(infra),
+    }
+}
+
+/// Appends one JSON line per test to `$KTSTR_RESULTS`, if set, for
+/// verdict tables (`cargo xtask demo`).
+fn record(entry: &TestEntry, topology: &str, outcome: &Outcome, wall: Duration) {
+    let Some(path) = std::env::var_os("KTSTR_RESULTS") else {
+        return;
+    };
+    let (verdict, detail) = match outcome {
+        Outcome::Pass(d) => ("pass", d),
+        Outcome::Fail(d) => ("FAIL", d),
+        Outcome::Inconclusive(d) => ("inconclusive", d),
+    };
+    let line = serde_json::json!({
+        "test": entry.name,
+        "topology": topology,
+        "verdict": verdict,
+        "expect_err": entry.config.expect_err,
+        "wall_s": wall.as_secs_f64(),
+        "detail": detail.lines().next().unwrap_or(""),
+    });
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        // One write per line: appends from concurrent tests do not interleave.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 

@@ -103,6 +103,7 @@ pub fn run() -> Result<(), String> {
         if changed { "added" } else { "already present" }
     );
 
+    ensure_nextest()?;
     let missing: Vec<&Need> = NEEDS
         .iter()
         .filter(|n| !check_installed(n, false))
@@ -132,6 +133,24 @@ pub fn run() -> Result<(), String> {
             return Err(format!("apt-get could not install {}", need.package));
         }
     }
+    Ok(())
+}
+
+/// cargo-nextest runs the VM tests one process per test; install it from
+/// crates.io when the machine lacks it.
+fn ensure_nextest() -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let have = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        println!("setup: cargo-nextest: already present (runs the VM tests one process each)");
+        return Ok(());
+    }
+    println!("setup: cargo-nextest: missing, installing from crates.io");
+    run_cmd(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))?;
+    println!("setup: cargo-nextest: installed");
     Ok(())
 }
 
