@@ -7,6 +7,9 @@
 //! writes through the same channel code.
 
 pub mod assert;
+pub mod cgroup;
 pub mod channel;
+pub mod checks;
 pub mod runtime;
 pub mod scenario;
+pub mod workload;

@@ -1,0 +1,201 @@
+//! The scenario API: declare cgroups of workers, run them for the test's
+//! duration, judge what they got.
+//!
+//! ```no_run
+//! use ktstr_ops::assert::AssertResult;
+//! use ktstr_ops::scenario::{CgroupDef, Ctx, execute_defs};
+//! use ktstr_ops::workload::WorkType;
+//!
+//! fn two_groups(ctx: &Ctx) -> anyhow::Result<AssertResult> {
+//!     execute_defs(ctx, [
+//!         CgroupDef::named("cg_0").workers(2),
+//!         CgroupDef::named("cg_1").workers(2).work(WorkType::Yield).cpuset([1]),
+//!     ])
+//! }
+//! ```
+//!
+//! (`scenario::ops`, the scheduler lifecycle steps, is a later module.)
+
+mod ctx;
+pub mod scenarios;
+
+pub use ctx::Ctx;
+
+use anyhow::Context as _;
+
+use crate::assert::AssertResult;
+use crate::cgroup::{Cgroup, CpuSet};
+use crate::checks;
+use crate::workload::{SchedPolicy, WorkType, WorkerReport, WorkerSpec, Workload};
+
+/// A cgroup of identical workers.
+///
+/// The name may be a nested path (`"outer/inner"`); the parents are created and
+/// delegate the controllers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupDef {
+    name: String,
+    workers: usize,
+    work: WorkType,
+    policy: SchedPolicy,
+    nice: i32,
+    cpus: Option<CpuSet>,
+    mems: Option<CpuSet>,
+    head_start: bool,
+}
+
+impl CgroupDef {
+    /// A cgroup `name` with one CPU-spinning normal-policy worker.
+    pub fn named(name: impl Into<String>) -> Self {
+        CgroupDef {
+            name: name.into(),
+            workers: 1,
+            work: WorkType::Spin,
+            policy: SchedPolicy::Normal,
+            nice: 0,
+            cpus: None,
+            mems: None,
+            head_start: false,
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// What each worker does.
+    pub fn work(mut self, work: WorkType) -> Self {
+        self.work = work;
+        self
+    }
+
+    /// The workers' scheduling policy.
+    pub fn policy(mut self, policy: SchedPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The workers' nice value.
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = nice;
+        self
+    }
+
+    /// Restricts the cgroup to these CPUs (`cpuset.cpus`).
+    pub fn cpuset(mut self, cpus: impl Into<CpuSet>) -> Self {
+        self.cpus = Some(cpus.into());
+        self
+    }
+
+    /// Restricts the cgroup to these memory nodes (`cpuset.mems`).
+    pub fn mems(mut self, nodes: impl Into<CpuSet>) -> Self {
+        self.mems = Some(nodes.into());
+        self
+    }
+
+    /// Releases this cgroup's workers before all others, which start only once
+    /// each of these has run: for antagonists that must hold their CPUs first.
+    pub fn head_start(mut self) -> Self {
+        self.head_start = true;
+        self
+    }
+
+    /// The cgroup's name (path below the root).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Creates the cgroup of `def` below `root`, with its parents.
+fn create(root: &Cgroup, def: &CgroupDef) -> anyhow::Result<Cgroup> {
+    let parts: Vec<&str> = def.name.split('/').collect();
+    let mut cg = root.clone();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            cg.delegate(&ctx::CONTROLLERS)?;
+        }
+        cg = cg.child(part)?;
+        // Nested cpusets: each level needs the restriction for the next to take it.
+        if let Some(cpus) = &def.cpus {
+            cg.set_cpus(cpus)?;
+        }
+        if let Some(mems) = &def.mems {
+            cg.set_mems(mems)?;
+        }
+    }
+    Ok(cg)
+}
+
+/// Removes the top-level cgroups of `defs` below `root`.
+fn remove(root: &Cgroup, defs: &[CgroupDef]) -> anyhow::Result<()> {
+    let mut tops: Vec<&str> = defs
+        .iter()
+        .filter_map(|d| d.name.split('/').next())
+        .collect();
+    tops.sort_unstable();
+    tops.dedup();
+    for top in tops {
+        Cgroup::at(root.path().join(top)).remove_tree(Some(root))?;
+    }
+    Ok(())
+}
+
+/// Runs `defs` for `ctx.duration` and returns every worker's report, without
+/// judging them: for tests that apply their own checks.
+pub fn run_defs(
+    ctx: &Ctx,
+    defs: impl IntoIterator<Item = CgroupDef>,
+) -> anyhow::Result<Vec<WorkerReport>> {
+    let defs: Vec<CgroupDef> = defs.into_iter().collect();
+    let root = ctx.setup()?;
+    let result = run_in(ctx, &root, &defs);
+    let cleanup = remove(&root, &defs);
+    let reports = result?;
+    cleanup.context("removing the scenario's cgroups")?;
+    Ok(reports)
+}
+
+fn run_in(ctx: &Ctx, root: &Cgroup, defs: &[CgroupDef]) -> anyhow::Result<Vec<WorkerReport>> {
+    let mut specs = Vec::new();
+    for def in defs {
+        let cg = create(root, def)?;
+        for _ in 0..def.workers {
+            specs.push(WorkerSpec {
+                work: def.work,
+                policy: def.policy,
+                nice: def.nice,
+                affinity: None,
+                cgroup: Some(cg.clone()),
+                group: def.name.clone(),
+                head_start: def.head_start,
+            });
+        }
+    }
+    let mut load = Workload::spawn(specs)?;
+    load.start()?;
+    std::thread::sleep(ctx.duration);
+    Ok(load.stop())
+}
+
+/// Runs `defs` for `ctx.duration`, then every check with `ctx.thresholds`.
+///
+/// The verdict carries one note per worker with its figures, then the checks'
+/// findings.
+pub fn execute_defs(
+    ctx: &Ctx,
+    defs: impl IntoIterator<Item = CgroupDef>,
+) -> anyhow::Result<AssertResult> {
+    let reports = run_defs(ctx, defs)?;
+    Ok(judge(ctx, &reports))
+}
+
+/// The checks of `ctx` on `reports`, after one note per worker with its figures.
+pub fn judge(ctx: &Ctx, reports: &[WorkerReport]) -> AssertResult {
+    let mut v = AssertResult::pass();
+    for line in checks::summary(reports).lines() {
+        v = v.note("worker", line.to_string());
+    }
+    v.merged(checks::all(reports, &ctx.thresholds, ctx.timing_reliable))
+}
