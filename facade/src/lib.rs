@@ -47,7 +47,7 @@ pub mod scenario {
 pub mod prelude {
     pub use crate::assert::AssertResult;
     pub use crate::ktstr_test;
-    pub use crate::scenario::Ctx;
+    pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
     pub use anyhow::Result;
 }
 

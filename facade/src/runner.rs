@@ -143,7 +143,11 @@ fn record(entry: &TestEntry, topology: &str, outcome: &Outcome, wall: Duration) 
         "wall_s": wall.as_secs_f64(),
         "detail": detail.lines().next().unwrap_or(""),
     });
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         // One write per line: appends from concurrent tests do not interleave.
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }

@@ -29,6 +29,30 @@ const NEEDS: &[Need] = &[
         why: "builds BPF schedulers",
     },
     Need {
+        package: "libelf-dev",
+        from_backports: false,
+        min_major: None,
+        why: "libelf for the vendored libbpf of scx-ktstr",
+    },
+    Need {
+        package: "zlib1g-dev",
+        from_backports: false,
+        min_major: None,
+        why: "zlib for the vendored libbpf of scx-ktstr",
+    },
+    Need {
+        package: "make",
+        from_backports: false,
+        min_major: None,
+        why: "builds the vendored libbpf",
+    },
+    Need {
+        package: "pkg-config",
+        from_backports: false,
+        min_major: None,
+        why: "finds libelf and zlib for libbpf",
+    },
+    Need {
         package: "busybox-static",
         from_backports: false,
         min_major: None,
@@ -263,7 +287,7 @@ fn print_manual_steps(reason: &str) {
         "setup: apt-get install -t bookworm-backports qemu-system-x86 && apt-get install{list}"
     );
     println!(
-        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, a static busybox, iasl, pahole, bpftool, cpio)."
+        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, libelf and zlib headers, make, pkg-config, a static busybox, iasl, pahole, bpftool, cpio)."
     );
 }
 

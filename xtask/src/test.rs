@@ -152,8 +152,17 @@ pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
         phases.run("example tests", || {
             let _ = std::fs::remove_file(&results);
             let mut c = cargo();
-            c.args(["test", "-p", "ktstr-tests", "--test", "examples", "--", "--test-threads", "2"])
-                .env("KTSTR_RESULTS", &results);
+            c.args([
+                "test",
+                "-p",
+                "ktstr-tests",
+                "--test",
+                "examples",
+                "--",
+                "--test-threads",
+                "2",
+            ])
+            .env("KTSTR_RESULTS", &results);
             status(c)
         });
         print_verdict_table(&results);
@@ -170,7 +179,10 @@ fn print_verdict_table(path: &std::path::Path) {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     rows.sort_by(|a, b| a["test"].as_str().cmp(&b["test"].as_str()));
-    println!("\n{:<48} {:<10} {:<13} {:>8}", "TEST", "TOPOLOGY", "VERDICT", "WALL");
+    println!(
+        "\n{:<48} {:<10} {:<13} {:>8}",
+        "TEST", "TOPOLOGY", "VERDICT", "WALL"
+    );
     for r in &rows {
         let mut verdict = r["verdict"].as_str().unwrap_or("?").to_string();
         if r["expect_err"].as_bool() == Some(true) {
