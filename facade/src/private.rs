@@ -27,9 +27,10 @@ pub fn guest_ctor() {
                 .topology
                 .parse::<ktstr_topology::Topology>()
                 .map_err(|e| anyhow::anyhow!("guest config topology {:?}: {e}", cfg.topology))?;
-            let mut ctx = Ctx::new(topology, std::time::Duration::from_millis(cfg.duration_ms));
-            ctx.timing_reliable = cfg.timing_reliable;
-            (entry.func)(&ctx)
+            let ctx = Ctx::new(topology, std::time::Duration::from_millis(cfg.duration_ms))
+                .with_timing_reliable(cfg.timing_reliable);
+            // Creates the cgroup root before the body and removes it after.
+            ctx.run(entry.func)
         };
         Some(Box::new(body))
     })
