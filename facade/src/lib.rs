@@ -1,19 +1,58 @@
 //! ktstr: test Linux process schedulers (sched_ext first) in micro-VMs whose
 //! CPU topology is exactly the one a test declares.
 //!
-//! This is the one crate scheduler authors depend on. Today it provides the
-//! kernel handling every other part stands on: resolving which kernel to boot,
-//! the local kernel cache, and fetching Debian's sched_ext-enabled kernels.
+//! This is the one crate scheduler authors depend on (as a dev-dependency).
+//! A test is a function with `#[ktstr_test]`; `cargo test` boots one VM per
+//! test, runs the body inside the guest (the test binary itself is the
+//! guest's init) and merges the guest's verdict with what the host saw.
 //!
 //! ```no_run
-//! // Find the kernel a test would boot: --kernel, KTSTR_KERNEL, or the newest cached one.
-//! let kernel = ktstr::kernel::resolve(None)?;
-//! println!("booting {}", kernel.vmlinux.display());
-//! # Ok::<(), ktstr::kernel::KernelError>(())
+//! use ktstr::prelude::*;
+//!
+//! #[ktstr_test(llcs = 2, cores = 2, threads = 2, duration_s = 5)]
+//! fn sees_the_declared_cpus(ctx: &Ctx) -> Result<AssertResult> {
+//!     let online = std::thread::available_parallelism()?.get() as u32;
+//!     if online != ctx.topology.nr_cpus() {
+//!         return Ok(AssertResult::fail_msg(format!("{online} CPUs online")));
+//!     }
+//!     Ok(AssertResult::pass())
+//! }
+//! # fn main() {}
 //! ```
+//!
+//! Kernels come from [`kernel::resolve`]: `KTSTR_KERNEL`, then the newest
+//! kernel cached by `cargo xtask kernel fetch`.
 
 pub mod kernel;
+mod runner;
 pub mod shell;
+mod slots;
+pub mod test_support;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+/// Verdicts of test bodies and checks.
+pub mod assert {
+    pub use ktstr_ops::assert::{AssertResult, Detail};
+}
+
+/// Scenarios: the context a body gets, cgroups, workers and checks.
+pub mod scenario {
+    pub use ktstr_ops::scenario::*;
+}
+
+/// Everything a test file needs: `use ktstr::prelude::*;`.
+pub mod prelude {
+    pub use crate::assert::AssertResult;
+    pub use crate::ktstr_test;
+    pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
+    pub use anyhow::Result;
+}
+
+/// Declares a test that runs in a VM with a declared topology.
+pub use ktstr_macros::ktstr_test;
 
 /// The guest root builder (cpio archives, ELF closures, the base cache).
 pub use ktstr_initramfs as initramfs;
@@ -21,3 +60,8 @@ pub use ktstr_initramfs as initramfs;
 pub use ktstr_topology as topology;
 /// The VM backends.
 pub use ktstr_vmm as vmm;
+
+/// The backend VMs run on; the runner never knows which one it is.
+pub(crate) fn backend() -> Result<Box<dyn ktstr_vmm::Backend>, ktstr_vmm::VmmError> {
+    Ok(Box::new(ktstr_vmm::QemuBackend::detect()?))
+}

@@ -8,6 +8,8 @@
 
 pub mod assert;
 pub mod cgroup;
+pub mod channel;
 pub mod checks;
+pub mod runtime;
 pub mod scenario;
 pub mod workload;

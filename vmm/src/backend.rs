@@ -62,6 +62,8 @@ pub trait Machine: Send {
     fn take_console(&mut self) -> Option<Console>;
     /// Waits until the guest ends or `deadline` passes (then kills it).
     fn wait(&mut self, deadline: Option<Instant>) -> Result<EndReason, VmmError>;
+    /// How the guest ended, if it has; never blocks.
+    fn try_wait(&mut self) -> Result<Option<EndReason>, VmmError>;
     /// Kills the VM now. Idempotent.
     fn kill(&mut self);
 }

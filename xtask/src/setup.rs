@@ -29,6 +29,30 @@ const NEEDS: &[Need] = &[
         why: "builds BPF schedulers",
     },
     Need {
+        package: "libelf-dev",
+        from_backports: false,
+        min_major: None,
+        why: "libelf for the vendored libbpf of scx-ktstr",
+    },
+    Need {
+        package: "zlib1g-dev",
+        from_backports: false,
+        min_major: None,
+        why: "zlib for the vendored libbpf of scx-ktstr",
+    },
+    Need {
+        package: "make",
+        from_backports: false,
+        min_major: None,
+        why: "builds the vendored libbpf",
+    },
+    Need {
+        package: "pkg-config",
+        from_backports: false,
+        min_major: None,
+        why: "finds libelf and zlib for libbpf",
+    },
+    Need {
         package: "busybox-static",
         from_backports: false,
         min_major: None,
@@ -103,6 +127,7 @@ pub fn run() -> Result<(), String> {
         if changed { "added" } else { "already present" }
     );
 
+    ensure_nextest()?;
     let missing: Vec<&Need> = NEEDS
         .iter()
         .filter(|n| !check_installed(n, false))
@@ -132,6 +157,24 @@ pub fn run() -> Result<(), String> {
             return Err(format!("apt-get could not install {}", need.package));
         }
     }
+    Ok(())
+}
+
+/// cargo-nextest runs the VM tests one process per test; install it from
+/// crates.io when the machine lacks it.
+fn ensure_nextest() -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let have = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        println!("setup: cargo-nextest: already present (runs the VM tests one process each)");
+        return Ok(());
+    }
+    println!("setup: cargo-nextest: missing, installing from crates.io");
+    run_cmd(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))?;
+    println!("setup: cargo-nextest: installed");
     Ok(())
 }
 
@@ -244,7 +287,7 @@ fn print_manual_steps(reason: &str) {
         "setup: apt-get install -t bookworm-backports qemu-system-x86 && apt-get install{list}"
     );
     println!(
-        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, a static busybox, iasl, pahole, bpftool, cpio)."
+        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, libelf and zlib headers, make, pkg-config, a static busybox, iasl, pahole, bpftool, cpio)."
     );
 }
 

@@ -129,9 +129,16 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings");
             status(c)
         });
-        phases.run("tests", || {
+        phases.run("tests (cargo test)", || {
             let mut c = cargo();
             c.args(["test", "--workspace", "--no-fail-fast"]);
+            status(c)
+        });
+        // The VM tests again under nextest: one process per test, so the
+        // guest-init hook and the host-wide slots are proven there too.
+        phases.run("e2e tests (cargo nextest)", || {
+            let mut c = cargo();
+            c.args(["nextest", "run", "-p", "ktstr-tests", "--no-fail-fast"]);
             status(c)
         });
     }
@@ -140,11 +147,56 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
 
 pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
     let mut phases = Phases::default();
+    let results = std::env::temp_dir().join(format!("ktstr-demo-{}.jsonl", std::process::id()));
     if prepare(&mut phases, args.no_setup, args.offline) {
-        println!(
-            "\ndemo: the machine is set up and the kernel is cached. Booting test VMs arrives with \
-             the walking skeleton (QEMU backend, guest init, scenarios); until then the demo stops here."
-        );
+        phases.run("example tests", || {
+            let _ = std::fs::remove_file(&results);
+            let mut c = cargo();
+            c.args([
+                "test",
+                "-p",
+                "ktstr-tests",
+                "--test",
+                "examples",
+                "--",
+                "--test-threads",
+                "2",
+            ])
+            .env("KTSTR_RESULTS", &results);
+            status(c)
+        });
+        print_verdict_table(&results);
+        let _ = std::fs::remove_file(&results);
     }
     phases.summary()
+}
+
+/// The verdict table of a results file written by the test runner.
+fn print_verdict_table(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    rows.sort_by(|a, b| a["test"].as_str().cmp(&b["test"].as_str()));
+    println!(
+        "\n{:<48} {:<10} {:<13} {:>8}",
+        "TEST", "TOPOLOGY", "VERDICT", "WALL"
+    );
+    for r in &rows {
+        let mut verdict = r["verdict"].as_str().unwrap_or("?").to_string();
+        if r["expect_err"].as_bool() == Some(true) {
+            verdict.push_str(" (xfail)");
+        }
+        println!(
+            "{:<48} {:<10} {:<13} {:>7.1}s",
+            r["test"].as_str().unwrap_or("?"),
+            r["topology"].as_str().unwrap_or("?"),
+            verdict,
+            r["wall_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if rows.is_empty() {
+        println!("(no test reported a verdict)");
+    }
 }

@@ -1,4 +1,218 @@
 //! Procedural macros of ktstr: `#[ktstr_test]` registers a test that boots a VM.
 //!
 //! Re-exported by the `ktstr` facade; users never depend on this crate directly.
-//! Work on the macros has not started yet.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse_macro_input};
+
+/// Keys of the spec that later work implements: refused, never ignored.
+const NOT_YET: &[&str] = &[
+    "scheduler",
+    "staged_schedulers",
+    "auto_repro",
+    "cleanup_budget_ms",
+    "num_snapshots",
+    "post_vm",
+];
+
+struct Config {
+    numa_nodes: u32,
+    llcs: u32,
+    cores: u32,
+    threads: u32,
+    memory_mib: u64,
+    duration_s: u32,
+    watchdog_timeout_s: Option<u32>,
+    expect_err: bool,
+    harness_fixture: bool,
+}
+
+fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match &nv.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse(),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "expected an integer literal",
+        )),
+    }
+}
+
+fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Config> {
+    let mut c = Config {
+        numa_nodes: 1,
+        llcs: 1,
+        cores: 2,
+        threads: 1,
+        memory_mib: 512,
+        duration_s: 5,
+        watchdog_timeout_s: None,
+        expect_err: false,
+        harness_fixture: false,
+    };
+    for nv in &args {
+        let key = nv
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match key.as_str() {
+            "numa_nodes" => c.numa_nodes = int(nv)?,
+            "llcs" => c.llcs = int(nv)?,
+            "cores" => c.cores = int(nv)?,
+            "threads" => c.threads = int(nv)?,
+            "memory_mib" => c.memory_mib = int(nv)?,
+            "duration_s" => c.duration_s = int(nv)?,
+            "watchdog_timeout_s" => c.watchdog_timeout_s = Some(int(nv)?),
+            "expect_err" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.expect_err = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "expect_err takes true or false",
+                    ));
+                }
+            },
+            "harness_fixture" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.harness_fixture = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "harness_fixture takes true or false",
+                    ));
+                }
+            },
+            k if NOT_YET.contains(&k) => {
+                return Err(syn::Error::new_spanned(
+                    &nv.path,
+                    format!("ktstr_test key `{k}` is not supported yet"),
+                ));
+            }
+            k => {
+                return Err(syn::Error::new_spanned(
+                    &nv.path,
+                    format!(
+                        "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
+                         memory_mib, duration_s, watchdog_timeout_s, expect_err, harness_fixture)"
+                    ),
+                ));
+            }
+        }
+    }
+    // The topology's own validation, at compile time, with its message.
+    ktstr_topology::Topology::new(c.numa_nodes, c.llcs, c.cores, c.threads)
+        .and_then(|t| t.with_memory_mib(c.memory_mib))
+        .map_err(|e| syn::Error::new(Span::call_site(), e.to_string()))?;
+    if let Some(w) = c.watchdog_timeout_s.filter(|&w| w <= c.duration_s) {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            format!(
+                "watchdog_timeout_s = {w} must exceed duration_s = {}: it is the host's \
+                 limit for the whole run",
+                c.duration_s
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+/// Declares a test that boots a VM with the declared topology and runs the
+/// body inside the guest. Keys: `numa_nodes`, `llcs` (total), `cores` (per
+/// LLC), `threads` (per core), `memory_mib`, `duration_s`,
+/// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`, and
+/// `harness_fixture` (register without a `#[test]`, for tests of the harness
+/// that run it with `ktstr::test_support::run_test` and judge its outcome).
+#[proc_macro_attribute]
+pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args =
+        parse_macro_input!(attr with Punctuated::<MetaNameValue, Token![,]>::parse_terminated);
+    let mut func = parse_macro_input!(item as ItemFn);
+    let cfg = match parse_config(args) {
+        Ok(c) => c,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let name = func.sig.ident.clone();
+    let body_ident = format_ident!("__ktstr_body_{}", name);
+    let entry_ident = format_ident!("__KTSTR_ENTRY_{}", name.to_string().to_uppercase());
+    let ctor_ident = format_ident!("__KTSTR_CTOR_{}", name.to_string().to_uppercase());
+    func.sig.ident = body_ident.clone();
+    let vis = func.vis.clone();
+    let Config {
+        numa_nodes,
+        llcs,
+        cores,
+        threads,
+        memory_mib,
+        duration_s,
+        watchdog_timeout_s,
+        expect_err,
+        harness_fixture,
+    } = cfg;
+    let watchdog = watchdog_timeout_s.unwrap_or(duration_s + 60);
+    let doc = format!(" Runs `{name}` in a VM ({numa_nodes}n{llcs}l{cores}c{threads}t).");
+    let registration = quote! {
+        #[allow(non_snake_case)]
+        #func
+
+        #[::ktstr::__private::linkme::distributed_slice(::ktstr::__private::KTSTR_TESTS)]
+        #[linkme(crate = ::ktstr::__private::linkme)]
+        #[allow(non_upper_case_globals)]
+        static #entry_ident: ::ktstr::test_support::TestEntry = ::ktstr::test_support::TestEntry {
+            name: concat!(module_path!(), "::", stringify!(#name)),
+            func: #body_ident,
+            config: ::ktstr::test_support::TestConfig {
+                numa_nodes: #numa_nodes,
+                llcs: #llcs,
+                cores: #cores,
+                threads: #threads,
+                memory_mib: #memory_mib,
+                duration_s: #duration_s,
+                watchdog_timeout_s: #watchdog,
+                expect_err: #expect_err,
+            },
+        };
+
+        // In the guest the test binary is PID 1: this constructor, run before
+        // main, turns it into the guest's init. Elsewhere it returns at once.
+        // SAFETY: `.init_array` holds plain `extern "C" fn()` pointers, which
+        // is what this static is; the function has no preconditions.
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        #[allow(non_upper_case_globals)]
+        static #ctor_ident: extern "C" fn() = {
+            extern "C" fn ktstr_guest_ctor() {
+                ::ktstr::__private::guest_ctor();
+            }
+            ktstr_guest_ctor
+        };
+
+    };
+    let test_fn = if harness_fixture {
+        // Registered for `ktstr::test_support::run_test`, not a #[test] itself.
+        quote! {}
+    } else {
+        quote! {
+            #[doc = #doc]
+            #[test]
+            #vis fn #name() {
+                ::ktstr::__private::run_host(&#entry_ident);
+            }
+        }
+    };
+    quote! {
+        #registration
+        #test_fn
+    }
+    .into()
+}

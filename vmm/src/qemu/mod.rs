@@ -302,24 +302,28 @@ impl Machine for QemuMachine {
         self.console.take()
     }
 
-    fn wait(&mut self, deadline: Option<Instant>) -> Result<EndReason, VmmError> {
+    fn try_wait(&mut self) -> Result<Option<EndReason>, VmmError> {
         if let Some(r) = &self.ended {
-            return Ok(r.clone());
+            return Ok(Some(r.clone()));
         }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                let r = self.classify(status);
+                self.ended = Some(r.clone());
+                Ok(Some(r))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(VmmError::Os {
+                what: "waiting for QEMU",
+                source: e,
+            }),
+        }
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<EndReason, VmmError> {
         loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    let r = self.classify(status);
-                    self.ended = Some(r.clone());
-                    return Ok(r);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(VmmError::Os {
-                        what: "waiting for QEMU",
-                        source: e,
-                    });
-                }
+            if let Some(r) = self.try_wait()? {
+                return Ok(r);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.kill();

@@ -1,0 +1,386 @@
+//! The host-guest channel: a ring of framed, checksummed messages in a
+//! reserved range of guest physical memory.
+//!
+//! The guest writes (through `/dev/mem`), the host reads (through its mapping
+//! of guest RAM) while the guest runs and after it ends. This module is the
+//! one definition of the wire format: the guest's [`Writer`] and the host's
+//! [`Reader`] share it, each over its own [`ChannelMem`].
+//!
+//! Layout (all integers little-endian):
+//! ```text
+//! 0x000  magic   u64  "KTSTRCH1"
+//! 0x008  size    u64  total bytes of the region
+//! 0x010  head    u64  bytes ever written to the data ring (guest)
+//! 0x018  tail    u64  bytes ever consumed from it (host)
+//! 0x020  dropped u64  frames the guest dropped because the ring was full
+//! 0x028  signals u64  host -> guest signal bits
+//! 0x1000 data    ring of frames: len u32, kind u32, crc32 u32, pad u32, payload, padding to 8
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::assert::AssertResult;
+
+/// Guest physical address of the channel region (above the kernel image at
+/// 16 MiB, far below where loaders put the initramfs, at the top of RAM).
+pub const CHANNEL_GPA: u64 = 0x0600_0000;
+/// Size of the channel region.
+pub const CHANNEL_SIZE: u64 = 4 << 20;
+/// The least guest RAM that leaves the channel region inside node 0.
+pub const MIN_GUEST_MIB: u64 = 128;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"KTSTRCH1");
+const OFF_MAGIC: u64 = 0x00;
+const OFF_SIZE: u64 = 0x08;
+const OFF_HEAD: u64 = 0x10;
+const OFF_TAIL: u64 = 0x18;
+const OFF_DROPPED: u64 = 0x20;
+const OFF_SIGNALS: u64 = 0x28;
+const DATA: u64 = 0x1000;
+const FRAME_HEADER: u64 = 16;
+/// Largest payload of one frame.
+pub const MAX_PAYLOAD: u64 = 1 << 20;
+
+/// Host -> guest signal: stop the test now (the host's watchdog is about to fire).
+pub const SIGNAL_STOP: u64 = 1 << 0;
+
+/// Byte access to the channel region, offsets relative to its start.
+///
+/// `load_u64`/`store_u64` are the synchronization points: implementations
+/// make a store visible only after every earlier `write` (release) and a
+/// load happen before every later `read` (acquire).
+pub trait ChannelMem {
+    /// Copies bytes out of the region.
+    fn read(&self, off: u64, buf: &mut [u8]);
+    /// Copies bytes into the region.
+    fn write(&self, off: u64, buf: &[u8]);
+    /// Reads a u64 with acquire ordering.
+    fn load_u64(&self, off: u64) -> u64;
+    /// Writes a u64 with release ordering.
+    fn store_u64(&self, off: u64, v: u64);
+}
+
+/// What crosses the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// The guest's init is up; `uptime_ms` is the guest kernel's uptime.
+    Hello {
+        /// Guest uptime at init start, in milliseconds.
+        uptime_ms: u64,
+        /// The test the guest will run.
+        test: String,
+    },
+    /// The body started.
+    BodyStarted,
+    /// The body's verdict. `body_error` is set when the body returned `Err`
+    /// or panicked; `verdict` then holds that failure.
+    Verdict {
+        /// The verdict.
+        verdict: AssertResult,
+        /// The body's error or panic message, if it did not return `Ok`.
+        body_error: Option<String>,
+        /// How long the body ran, in milliseconds.
+        body_ms: u64,
+    },
+    /// A log line from the guest side of the harness.
+    Log(String),
+    /// A structured report (worker statistics, scheduler events).
+    Report {
+        /// What kind of report.
+        kind: String,
+        /// Its content.
+        data: serde_json::Value,
+    },
+    /// The guest harness itself failed (not the test body).
+    GuestError(String),
+}
+
+/// Why the host could not read the channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The region does not start with the magic (guest never opened it).
+    #[error("channel not initialized by the guest (no magic)")]
+    NotInitialized,
+    /// A frame is malformed: the guest's memory was corrupted.
+    #[error("channel frame at ring offset {offset} is corrupt: {what}")]
+    Corrupt {
+        /// Ring offset of the frame.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// CRC-32 (IEEE 802.3, reflected 0xEDB88320), bitwise: frames are small.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & 0u32.wrapping_sub(crc & 1));
+        }
+    }
+    !crc
+}
+
+fn ring_copy_in(mem: &dyn ChannelMem, cap: u64, pos: u64, bytes: &[u8]) {
+    let at = pos % cap;
+    let first = (cap - at).min(bytes.len() as u64) as usize;
+    mem.write(DATA + at, &bytes[..first]);
+    if first < bytes.len() {
+        mem.write(DATA, &bytes[first..]);
+    }
+}
+
+fn ring_copy_out(mem: &dyn ChannelMem, cap: u64, pos: u64, buf: &mut [u8]) {
+    let at = pos % cap;
+    let first = (cap - at).min(buf.len() as u64) as usize;
+    mem.read(DATA + at, &mut buf[..first]);
+    if first < buf.len() {
+        mem.read(DATA, &mut buf[first..]);
+    }
+}
+
+fn padded(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// The guest's end: appends messages.
+#[derive(Debug)]
+pub struct Writer<M: ChannelMem> {
+    mem: M,
+    cap: u64,
+}
+
+impl<M: ChannelMem> Writer<M> {
+    /// Initializes the region (`size` bytes) and returns its writer.
+    pub fn init(mem: M, size: u64) -> Self {
+        for off in [OFF_HEAD, OFF_TAIL, OFF_DROPPED, OFF_SIGNALS] {
+            mem.store_u64(off, 0);
+        }
+        mem.store_u64(OFF_SIZE, size);
+        mem.store_u64(OFF_MAGIC, MAGIC);
+        Writer {
+            mem,
+            cap: size - DATA,
+        }
+    }
+
+    /// Attaches to a region another process of the guest initialized.
+    pub fn attach(mem: M) -> Option<Self> {
+        if mem.load_u64(OFF_MAGIC) != MAGIC {
+            return None;
+        }
+        let size = mem.load_u64(OFF_SIZE);
+        (size > DATA).then(|| Writer {
+            mem,
+            cap: size - DATA,
+        })
+    }
+
+    /// Sends a message; waits up to `patience` for the host to make room,
+    /// then drops it (counted). Returns whether it was written.
+    pub fn send(&self, msg: &Message, patience: std::time::Duration) -> bool {
+        let payload = serde_json::to_vec(msg).unwrap_or_default();
+        if payload.len() as u64 > MAX_PAYLOAD {
+            self.mem
+                .store_u64(OFF_DROPPED, self.mem.load_u64(OFF_DROPPED) + 1);
+            return false;
+        }
+        let frame_len = padded(FRAME_HEADER + payload.len() as u64);
+        let deadline = std::time::Instant::now() + patience;
+        let head = self.mem.load_u64(OFF_HEAD);
+        loop {
+            let tail = self.mem.load_u64(OFF_TAIL);
+            if self.cap - (head - tail) >= frame_len {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.mem
+                    .store_u64(OFF_DROPPED, self.mem.load_u64(OFF_DROPPED) + 1);
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut frame = Vec::with_capacity(frame_len as usize);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&1u32.to_le_bytes()); // kind 1: JSON message
+        frame.extend_from_slice(&crc32(&payload).to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&payload);
+        frame.resize(frame_len as usize, 0);
+        ring_copy_in(&self.mem, self.cap, head, &frame);
+        self.mem.store_u64(OFF_HEAD, head + frame_len);
+        true
+    }
+
+    /// The host's signal bits.
+    pub fn signals(&self) -> u64 {
+        self.mem.load_u64(OFF_SIGNALS)
+    }
+}
+
+/// The host's end: consumes messages.
+#[derive(Debug)]
+pub struct Reader<M: ChannelMem> {
+    mem: M,
+}
+
+impl<M: ChannelMem> Reader<M> {
+    /// A reader over the region.
+    pub fn new(mem: M) -> Self {
+        Reader { mem }
+    }
+
+    /// Every complete message written since the last call.
+    pub fn poll(&mut self) -> Result<Vec<Message>, ChannelError> {
+        if self.mem.load_u64(OFF_MAGIC) != MAGIC {
+            return Err(ChannelError::NotInitialized);
+        }
+        let size = self.mem.load_u64(OFF_SIZE);
+        let cap = size
+            .checked_sub(DATA)
+            .filter(|c| *c > 0)
+            .ok_or(ChannelError::Corrupt {
+                offset: 0,
+                what: format!("region size {size} is smaller than its header"),
+            })?;
+        let head = self.mem.load_u64(OFF_HEAD);
+        let mut tail = self.mem.load_u64(OFF_TAIL);
+        let corrupt = |offset: u64, what: String| ChannelError::Corrupt { offset, what };
+        if head < tail || head - tail > cap {
+            return Err(corrupt(
+                tail,
+                format!("head {head} and tail {tail} are inconsistent"),
+            ));
+        }
+        let mut out = Vec::new();
+        while tail < head {
+            let mut hdr = [0u8; FRAME_HEADER as usize];
+            ring_copy_out(&self.mem, cap, tail, &mut hdr);
+            let len = u64::from(u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]));
+            let crc = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+            let frame_len = padded(FRAME_HEADER + len);
+            if len > MAX_PAYLOAD || frame_len > head - tail {
+                return Err(corrupt(
+                    tail,
+                    format!("frame length {len} overruns the ring"),
+                ));
+            }
+            let mut payload = vec![0u8; len as usize];
+            ring_copy_out(&self.mem, cap, tail + FRAME_HEADER, &mut payload);
+            if crc32(&payload) != crc {
+                return Err(corrupt(tail, "checksum mismatch".into()));
+            }
+            let msg = serde_json::from_slice(&payload)
+                .map_err(|e| corrupt(tail, format!("undecodable message: {e}")))?;
+            out.push(msg);
+            tail += frame_len;
+            self.mem.store_u64(OFF_TAIL, tail);
+        }
+        Ok(out)
+    }
+
+    /// Frames the guest dropped because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.mem.load_u64(OFF_DROPPED)
+    }
+
+    /// Raises host -> guest signal bits.
+    pub fn signal(&self, bits: u64) {
+        let v = self.mem.load_u64(OFF_SIGNALS);
+        self.mem.store_u64(OFF_SIGNALS, v | bits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// An in-process region.
+    struct Buf(Mutex<Vec<u8>>);
+
+    impl ChannelMem for &Buf {
+        fn read(&self, off: u64, buf: &mut [u8]) {
+            let b = self.0.lock().expect("lock");
+            buf.copy_from_slice(&b[off as usize..off as usize + buf.len()]);
+        }
+        fn write(&self, off: u64, buf: &[u8]) {
+            let mut b = self.0.lock().expect("lock");
+            b[off as usize..off as usize + buf.len()].copy_from_slice(buf);
+        }
+        fn load_u64(&self, off: u64) -> u64 {
+            let mut w = [0u8; 8];
+            self.read(off, &mut w);
+            u64::from_le_bytes(w)
+        }
+        fn store_u64(&self, off: u64, v: u64) {
+            self.write(off, &v.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn crc_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn messages_round_trip_across_wraparound() {
+        let buf = Buf(Mutex::new(vec![0; 0x1000 + 512]));
+        let w = Writer::init(&buf, 0x1000 + 512);
+        let mut r = Reader::new(&buf);
+        assert!(r.poll().expect("empty").is_empty());
+        for i in 0..50 {
+            let msg = Message::Log(format!("line {i} {}", "x".repeat(i % 40)));
+            assert!(
+                w.send(&msg, Duration::ZERO),
+                "frame {i} fits after draining"
+            );
+            assert_eq!(r.poll().expect("poll"), vec![msg]);
+        }
+        // Without a reader the ring fills and further frames are dropped, counted.
+        let mut sent = 0;
+        while w.send(&Message::Log("fill".into()), Duration::ZERO) {
+            sent += 1;
+        }
+        assert!(sent > 0);
+        assert_eq!(r.dropped(), 1);
+        assert_eq!(r.poll().expect("poll").len(), sent);
+        let v = Message::Verdict {
+            verdict: AssertResult::fail_msg("x"),
+            body_error: None,
+            body_ms: 5,
+        };
+        assert!(w.send(&v, Duration::ZERO));
+        assert_eq!(r.poll().expect("poll"), vec![v]);
+        r.signal(SIGNAL_STOP);
+        assert_eq!(w.signals(), SIGNAL_STOP);
+    }
+
+    #[test]
+    fn corruption_is_reported_not_panicked() {
+        let buf = Buf(Mutex::new(vec![0; 0x2000]));
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.poll(), Err(ChannelError::NotInitialized));
+        let w = Writer::init(&buf, 0x2000);
+        assert!(w.send(&Message::Log("hello".into()), Duration::ZERO));
+        buf.0.lock().expect("lock")[0x1000 + 20] ^= 0xff;
+        assert!(matches!(r.poll(), Err(ChannelError::Corrupt { .. })));
+        // Garbage everywhere: still no panic.
+        let mut seed = 7u32;
+        for _ in 0..200 {
+            {
+                let mut b = buf.0.lock().expect("lock");
+                for x in b.iter_mut().skip(0x10) {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    *x = (seed >> 16) as u8;
+                }
+            }
+            let _ = Reader::new(&buf).poll();
+        }
+    }
+}

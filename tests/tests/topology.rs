@@ -1,0 +1,142 @@
+//! Topology conformance: in the guest, sysfs must describe exactly the
+//! declared topology — packages, dies, cores, SMT siblings, L3 sharing, NUMA
+//! nodes and distances — field by field.
+
+use std::fmt::Write as _;
+
+use ktstr::prelude::*;
+
+fn read(path: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+        .trim()
+        .to_string())
+}
+
+/// Linux's list format for a contiguous range.
+fn range_list(r: std::ops::Range<u32>) -> String {
+    if r.len() == 1 {
+        r.start.to_string()
+    } else {
+        format!("{}-{}", r.start, r.end - 1)
+    }
+}
+
+fn conformance(ctx: &Ctx) -> Result<AssertResult> {
+    let t = &ctx.topology;
+    let mut wrong = String::new();
+    let mut check = |what: String, got: String, want: String| {
+        if got != want {
+            let _ = writeln!(wrong, "{what}: guest has {got:?}, declared {want:?}");
+        }
+    };
+    check(
+        "online CPUs".into(),
+        read("/sys/devices/system/cpu/online")?,
+        range_list(0..t.nr_cpus()),
+    );
+    let layout = t.apic_layout();
+    for c in t.cpus() {
+        let base = format!("/sys/devices/system/cpu/cpu{}", c.cpu);
+        let topo = |f: &str| read(&format!("{base}/topology/{f}"));
+        // Linux numbers dies across packages (APIC id above the die shift) and
+        // cores within a package (APIC id bits between SMT and package).
+        let die_id = c.apic_id >> layout.die_shift();
+        let core_id = (c.apic_id & ((1 << layout.package_shift()) - 1)) >> layout.thread_bits();
+        let first = c.cpu - c.thread;
+        let cpu = c.cpu;
+        check(
+            format!("cpu{cpu} package"),
+            topo("physical_package_id")?,
+            c.package.to_string(),
+        );
+        check(format!("cpu{cpu} die"), topo("die_id")?, die_id.to_string());
+        check(
+            format!("cpu{cpu} core"),
+            topo("core_id")?,
+            core_id.to_string(),
+        );
+        check(
+            format!("cpu{cpu} thread siblings"),
+            topo("thread_siblings_list")?,
+            range_list(first..first + t.threads_per_core()),
+        );
+        check(
+            format!("cpu{cpu} L3 sharing"),
+            read(&format!("{base}/cache/index3/shared_cpu_list"))?,
+            range_list(t.llc_cpus(c.llc)),
+        );
+    }
+    if t.numa_nodes() > 1 {
+        for node in 0..t.numa_nodes() {
+            let base = format!("/sys/devices/system/node/node{node}");
+            check(
+                format!("node{node} cpus"),
+                read(&format!("{base}/cpulist"))?,
+                range_list(t.node_cpus(node)),
+            );
+            let want: Vec<String> = (0..t.numa_nodes())
+                .map(|o| t.distance(node, o).unwrap_or(0).to_string())
+                .collect();
+            check(
+                format!("node{node} distances"),
+                read(&format!("{base}/distance"))?,
+                want.join(" "),
+            );
+        }
+        check(
+            "online nodes".into(),
+            read("/sys/devices/system/node/online")?,
+            range_list(0..t.numa_nodes()),
+        );
+    }
+    if wrong.is_empty() {
+        Ok(AssertResult::pass().note("topology", format!("{t}: every field matches")))
+    } else {
+        Ok(AssertResult::fail("topology", format!("{t}:\n{wrong}")))
+    }
+}
+
+/// Two LLCs in one socket, with SMT.
+#[ktstr_test(numa_nodes = 1, llcs = 2, cores = 2, threads = 2, duration_s = 1)]
+fn topology_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
+    conformance(ctx)
+}
+
+/// Two NUMA nodes with two LLCs each.
+#[ktstr_test(
+    numa_nodes = 2,
+    llcs = 4,
+    cores = 2,
+    threads = 1,
+    memory_mib = 1024,
+    duration_s = 1
+)]
+fn topology_2n4l2c1t(ctx: &Ctx) -> Result<AssertResult> {
+    conformance(ctx)
+}
+
+/// An odd LLC count.
+#[ktstr_test(numa_nodes = 1, llcs = 3, cores = 2, threads = 1, duration_s = 1)]
+fn topology_1n3l2c1t(ctx: &Ctx) -> Result<AssertResult> {
+    conformance(ctx)
+}
+
+/// Four NUMA nodes, one LLC each.
+#[ktstr_test(
+    numa_nodes = 4,
+    llcs = 4,
+    cores = 1,
+    threads = 1,
+    memory_mib = 1024,
+    duration_s = 1
+)]
+fn topology_4n4l1c1t(ctx: &Ctx) -> Result<AssertResult> {
+    conformance(ctx)
+}
+
+/// One LLC with 4 cores x 2 threads.
+#[ktstr_test(numa_nodes = 1, llcs = 1, cores = 4, threads = 2, duration_s = 1)]
+fn topology_1n1l4c2t(ctx: &Ctx) -> Result<AssertResult> {
+    conformance(ctx)
+}
