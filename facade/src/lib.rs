@@ -25,6 +25,7 @@
 
 pub mod kernel;
 mod runner;
+mod schedulers;
 pub mod shell;
 mod slots;
 pub mod test_support;
@@ -38,22 +39,51 @@ pub mod assert {
     pub use ktstr_ops::assert::{AssertResult, Detail};
 }
 
-/// Scenarios: the context a body gets, cgroups, workers and checks.
+/// Scenarios: the context a body gets, cgroups, workers, checks and ops.
 pub mod scenario {
     pub use ktstr_ops::scenario::*;
+}
+
+/// Scheduler processes in the guest: errors a body can downcast to.
+pub mod scheduler {
+    pub use ktstr_ops::scheduler::{
+        KillSchedulerError, SchedulerDied, SpawnSchedulerError, current_log,
+    };
+}
+
+/// Declares a scheduler as a `const`:
+/// `declare_scheduler!(MY_SCHED, { name = "my_sched", binary = "scx_mine" });`
+/// (`binary` is discovered by name; add `sched_args = &["--flag"]` for arguments).
+#[macro_export]
+macro_rules! declare_scheduler {
+    ($ident:ident, { name = $name:expr, binary = $bin:expr $(,)? }) => {
+        const $ident: $crate::test_support::Scheduler =
+            $crate::test_support::Scheduler::named($name)
+                .binary($crate::test_support::SchedulerSpec::Discover($bin));
+    };
+    ($ident:ident, { name = $name:expr, binary = $bin:expr, sched_args = $args:expr $(,)? }) => {
+        const $ident: $crate::test_support::Scheduler =
+            $crate::test_support::Scheduler::named($name)
+                .binary($crate::test_support::SchedulerSpec::Discover($bin))
+                .sched_args($args);
+    };
 }
 
 /// Everything a test file needs: `use ktstr::prelude::*;`.
 pub mod prelude {
     pub use crate::assert::AssertResult;
+    pub use crate::declare_scheduler;
     pub use crate::ktstr_test;
     pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
+    pub use crate::test_support::{Scheduler, SchedulerSpec};
     pub use anyhow::Result;
 }
 
 /// Declares a test that runs in a VM with a declared topology.
 pub use ktstr_macros::ktstr_test;
 
+/// The BTF parser (type layouts, enum values, the C header dump).
+pub use ktstr_btf as btf;
 /// The guest root builder (cpio archives, ELF closures, the base cache).
 pub use ktstr_initramfs as initramfs;
 /// Declared topologies and presets.

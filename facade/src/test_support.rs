@@ -2,6 +2,7 @@
 //! configuration and its registration.
 
 pub use crate::runner::Outcome;
+pub use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
 
 use crate::assert::AssertResult;
 use crate::scenario::Ctx;
@@ -29,6 +30,16 @@ pub struct TestConfig {
     pub watchdog_timeout_s: u32,
     /// The body is expected to fail (`expect_err`, default false).
     pub expect_err: bool,
+    /// The scheduler the VM boots with (`scheduler`, default: EEVDF).
+    pub scheduler: Option<Scheduler>,
+    /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
+    pub staged_schedulers: &'static [Scheduler],
+    /// Rerun a scheduler crash with BPF probes (`auto_repro`, default true;
+    /// accepted, the probe VM is not built yet).
+    pub auto_repro: bool,
+    /// How long stopping the scheduler after the body may take
+    /// (`cleanup_budget_ms`, default 5000).
+    pub cleanup_budget_ms: u64,
 }
 
 /// A registered test: its full name, body and configuration.
@@ -46,11 +57,16 @@ pub struct TestEntry {
 /// returns its outcome instead of panicking: for tests of the harness itself
 /// (`#[ktstr_test(harness_fixture = true)]`).
 pub fn run_test(name: &str) -> Outcome {
+    run_test_with_kernel(name, None)
+}
+
+/// [`run_test`] booting `kernel` instead of the resolved one.
+pub fn run_test_with_kernel(name: &str, kernel: Option<&std::path::Path>) -> Outcome {
     match crate::__private::KTSTR_TESTS
         .iter()
         .find(|t| t.name == name)
     {
-        Some(entry) => crate::runner::run(entry),
+        Some(entry) => crate::runner::run_with_kernel(entry, kernel),
         None => Outcome::Fail(format!("no #[ktstr_test] named {name:?} in this binary")),
     }
 }

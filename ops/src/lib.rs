@@ -12,4 +12,5 @@ pub mod channel;
 pub mod checks;
 pub mod runtime;
 pub mod scenario;
+pub mod scheduler;
 pub mod workload;

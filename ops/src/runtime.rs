@@ -36,6 +36,13 @@ pub struct GuestConfig {
     pub channel_gpa: u64,
     /// Size of the channel region.
     pub channel_size: u64,
+    /// The boot scheduler's name, when the test runs under a sched_ext
+    /// scheduler packed at `/scheduler`.
+    #[serde(default)]
+    pub boot_scheduler: Option<String>,
+    /// How long stopping the scheduler after the body may take, in ms.
+    #[serde(default)]
+    pub cleanup_budget_ms: u64,
 }
 
 /// A test body as the runtime sees it: the facade builds the scenario
@@ -217,11 +224,40 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
         console(&text);
         *PANIC_MESSAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
     }));
+    if let Some(name) = &cfg.boot_scheduler {
+        // The body starts only once sched_ext runs the boot scheduler.
+        match crate::scheduler::start_boot_scheduler(name) {
+            Ok(Some(_)) => crate::scheduler::start_death_watch(),
+            Ok(None) => {
+                let text = format!(
+                    "boot scheduler {name} is not packed at {}",
+                    crate::scheduler::BOOT_SCHEDULER
+                );
+                send_verdict(
+                    ch,
+                    AssertResult::fail("scheduler", text.clone()),
+                    Some(text),
+                    0,
+                );
+                return;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                send_verdict(
+                    ch,
+                    AssertResult::fail("scheduler", text.clone()),
+                    Some(text),
+                    0,
+                );
+                return;
+            }
+        }
+    }
     ch.send(&Message::BodyStarted, Duration::from_secs(1));
     let t0 = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(cfg)));
     let body_ms = t0.elapsed().as_millis() as u64;
-    let (verdict, body_error) = match result {
+    let (mut verdict, body_error) = match result {
         Ok(Ok(v)) => (v, None),
         Ok(Err(e)) => {
             let text = format!("test body returned an error: {e:#}");
@@ -236,14 +272,43 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             (AssertResult::fail("panic", text.clone()), Some(text))
         }
     };
-    if !ch.send(
-        &Message::Verdict {
-            verdict,
-            body_error,
-            body_ms,
-        },
-        Duration::from_secs(10),
-    ) {
+    // A scheduler death the harness did not cause fails the test, unless it
+    // was handed to the body as an error (the body's verdict then speaks for it).
+    if let Some(death) = crate::scheduler::unsurfaced_death() {
+        verdict.merge(AssertResult::fail("scheduler", death.to_string()));
+    }
+    if cfg.boot_scheduler.is_some() {
+        let t0 = Instant::now();
+        let budget = Duration::from_millis(cfg.cleanup_budget_ms.max(1));
+        match crate::scheduler::kill_current_scheduler() {
+            Err(e) => verdict = verdict.note("cleanup", e.to_string()),
+            Ok(_) if t0.elapsed() > budget => {
+                let took = t0.elapsed();
+                verdict = verdict.note(
+                    "cleanup",
+                    format!(
+                        "stopping the scheduler took {took:?}, over the {budget:?} cleanup budget"
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    send_verdict(ch, verdict, body_error, body_ms);
+}
+
+fn send_verdict(
+    ch: &Writer<DevMem>,
+    verdict: AssertResult,
+    body_error: Option<String>,
+    body_ms: u64,
+) {
+    let msg = Message::Verdict {
+        verdict,
+        body_error,
+        body_ms,
+    };
+    if !ch.send(&msg, Duration::from_secs(10)) {
         console("could not send the verdict: the channel stayed full");
     }
 }

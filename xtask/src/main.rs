@@ -27,6 +27,50 @@ enum Cmd {
     Demo(test::DemoCmd),
     Bench(bench::BenchCmd),
     Initramfs(InitramfsCmd),
+    Btf(BtfCmd),
+}
+
+/// BTF tools.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "btf")]
+struct BtfCmd {
+    #[argh(subcommand)]
+    cmd: BtfSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum BtfSub {
+    DumpC(DumpCCmd),
+}
+
+/// Write a vmlinux.h (C declarations of every BTF type) for BPF programs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dump-c")]
+struct DumpCCmd {
+    /// the kernel (vmlinux, bzImage, build tree; default: KTSTR_KERNEL, then the newest cached)
+    #[argh(option)]
+    kernel: Option<std::path::PathBuf>,
+    /// where to write the header (default: stdout)
+    #[argh(option, short = 'o')]
+    out: Option<std::path::PathBuf>,
+}
+
+fn btf_dump_c(cmd: &DumpCCmd) -> Result<(), String> {
+    let kernel = ktstr::kernel::resolve(cmd.kernel.as_deref()).map_err(|e| e.to_string())?;
+    let elf =
+        std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
+    let section = ktstr::btf::elf::btf_section(&elf).map_err(|e| e.to_string())?;
+    let btf = ktstr::btf::Btf::parse(section).map_err(|e| e.to_string())?;
+    let mut header = String::new();
+    ktstr::btf::c_dump::write_header(&btf, &mut header).map_err(|e| e.to_string())?;
+    match &cmd.out {
+        Some(p) => std::fs::write(p, header).map_err(|e| format!("{}: {e}", p.display())),
+        None => {
+            print!("{header}");
+            Ok(())
+        }
+    }
 }
 
 /// Pack binaries with their shared libraries into a cpio archive, for inspection.
@@ -91,6 +135,9 @@ fn main() -> ExitCode {
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Bench(b) => bench::run(&b),
+        Cmd::Btf(BtfCmd {
+            cmd: BtfSub::DumpC(d),
+        }) => btf_dump_c(&d),
         Cmd::Initramfs(i) => ktstr::initramfs::pack_binaries(&i.bin, &i.out)
             .map(|r| {
                 for f in &r.files {

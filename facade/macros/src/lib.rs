@@ -9,14 +9,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse_macro_input};
 
 /// Keys of the spec that later work implements: refused, never ignored.
-const NOT_YET: &[&str] = &[
-    "scheduler",
-    "staged_schedulers",
-    "auto_repro",
-    "cleanup_budget_ms",
-    "num_snapshots",
-    "post_vm",
-];
+const NOT_YET: &[&str] = &["num_snapshots", "post_vm"];
 
 struct Config {
     numa_nodes: u32,
@@ -28,6 +21,10 @@ struct Config {
     watchdog_timeout_s: Option<u32>,
     expect_err: bool,
     harness_fixture: bool,
+    scheduler: Option<Expr>,
+    staged: Vec<Expr>,
+    auto_repro: bool,
+    cleanup_budget_ms: u64,
 }
 
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
@@ -56,6 +53,10 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         watchdog_timeout_s: None,
         expect_err: false,
         harness_fixture: false,
+        scheduler: None,
+        staged: vec![],
+        auto_repro: true,
+        cleanup_budget_ms: 5000,
     };
     for nv in &args {
         let key = nv
@@ -82,6 +83,28 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "scheduler" => c.scheduler = Some(nv.value.clone()),
+            "staged_schedulers" => match &nv.value {
+                Expr::Array(a) => c.staged = a.elems.iter().cloned().collect(),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "staged_schedulers takes [A, B, ..]",
+                    ));
+                }
+            },
+            "cleanup_budget_ms" => c.cleanup_budget_ms = int(nv)?,
+            "auto_repro" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.auto_repro = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "auto_repro takes true or false",
+                    ));
+                }
+            },
             "harness_fixture" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -104,7 +127,8 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     &nv.path,
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
-                         memory_mib, duration_s, watchdog_timeout_s, expect_err, harness_fixture)"
+                         memory_mib, duration_s, watchdog_timeout_s, expect_err, scheduler, \
+                         staged_schedulers, auto_repro, cleanup_budget_ms, harness_fixture)"
                     ),
                 ));
             }
@@ -130,7 +154,9 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
 /// Declares a test that boots a VM with the declared topology and runs the
 /// body inside the guest. Keys: `numa_nodes`, `llcs` (total), `cores` (per
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
-/// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`, and
+/// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
+/// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
+/// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`, and
 /// `harness_fixture` (register without a `#[test]`, for tests of the harness
 /// that run it with `ktstr::test_support::run_test` and judge its outcome).
 #[proc_macro_attribute]
@@ -158,7 +184,15 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         watchdog_timeout_s,
         expect_err,
         harness_fixture,
+        scheduler,
+        staged,
+        auto_repro,
+        cleanup_budget_ms,
     } = cfg;
+    let scheduler = match scheduler {
+        Some(s) => quote! { ::core::option::Option::Some(#s) },
+        None => quote! { ::core::option::Option::None },
+    };
     let watchdog = watchdog_timeout_s.unwrap_or(duration_s + 60);
     let doc = format!(" Runs `{name}` in a VM ({numa_nodes}n{llcs}l{cores}c{threads}t).");
     let registration = quote! {
@@ -180,6 +214,10 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 duration_s: #duration_s,
                 watchdog_timeout_s: #watchdog,
                 expect_err: #expect_err,
+                scheduler: #scheduler,
+                staged_schedulers: &[#(#staged),*],
+                auto_repro: #auto_repro,
+                cleanup_budget_ms: #cleanup_budget_ms,
             },
         };
 

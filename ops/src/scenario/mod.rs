@@ -17,6 +17,7 @@
 //! (`scenario::ops`, the scheduler lifecycle steps, is a later module.)
 
 mod ctx;
+pub mod ops;
 pub mod scenarios;
 
 pub use ctx::Ctx;

@@ -8,8 +8,8 @@
 //! a worker is running within microseconds. The parent may have threads when it
 //! forks (the runtime's, the test harness's), so the child only does
 //! async-signal-safe work until it `_exit`s: everything it needs is prepared
-//! before `fork` ([`child`]'s `ChildPlan`), and it talks to the parent through an
-//! anonymous shared mapping of atomics ([`shared`]), never through the heap, a lock
+//! before `fork` (`child::ChildPlan`), and it talks to the parent through an
+//! anonymous shared mapping of atomics (`shared`), never through the heap, a lock
 //! or stdio.
 //!
 //! # Life of a [`Workload`]

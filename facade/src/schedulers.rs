@@ -1,0 +1,188 @@
+//! The host side of schedulers under test: finding their binaries, checking
+//! the kernel can run them, and packing them for the guest.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ktstr_initramfs::{Archive, BaseSpec};
+use ktstr_ops::scheduler::{
+    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, staged_paths,
+};
+
+/// Finds a scheduler's binary on the host.
+pub fn resolve(s: &Scheduler) -> Result<Option<PathBuf>, String> {
+    match s.binary {
+        SchedulerSpec::Eevdf => Ok(None),
+        SchedulerSpec::Path(p) => {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                Err(format!(
+                    "scheduler {}: binary {} does not exist",
+                    s.name,
+                    p.display()
+                ))
+            }
+        }
+        SchedulerSpec::Discover(name) => discover(name).map(Some).map_err(|looked| {
+            format!(
+                "scheduler {}: binary {name:?} not found; looked in {}. Build it (a [[bin]] of \
+                 the test's package is built by cargo test) or declare SchedulerSpec::Path",
+                s.name,
+                looked.join(", ")
+            )
+        }),
+    }
+}
+
+/// `CARGO_BIN_EXE_<name>` (set at run time by nextest), the target directory
+/// of the running test binary, then `PATH`. On failure, where it looked.
+fn discover(name: &str) -> Result<PathBuf, Vec<String>> {
+    let mut looked = Vec::new();
+    let var = format!("CARGO_BIN_EXE_{name}");
+    match std::env::var_os(&var) {
+        Some(p) if Path::new(&p).is_file() => return Ok(p.into()),
+        _ => looked.push(format!("${var}")),
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // Test binaries live in target/<profile>/deps; bins one level up.
+        for dir in exe.ancestors().skip(1).take(2) {
+            let cand = dir.join(name);
+            if cand.is_file() {
+                return Ok(cand);
+            }
+            looked.push(dir.display().to_string());
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let cand = dir.join(name);
+            if cand.is_file() {
+                return Ok(cand);
+            }
+        }
+        looked.push("$PATH".into());
+    }
+    Err(looked)
+}
+
+/// Refuses a kernel whose BTF has no `struct sched_ext_ops` (checked once per
+/// vmlinux per process).
+pub fn check_kernel(vmlinux: &Path) -> Result<(), String> {
+    type Verdicts = Vec<(PathBuf, Result<(), String>)>;
+    static CHECKED: OnceLock<Mutex<Verdicts>> = OnceLock::new();
+    let cache = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
+    let mut seen = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, r)) = seen.iter().find(|(p, _)| p == vmlinux) {
+        return r.clone();
+    }
+    let r = std::fs::read(vmlinux)
+        .map_err(|e| format!("{}: {e}", vmlinux.display()))
+        .and_then(|elf| check_btf_has_sched_ext(&elf, vmlinux));
+    seen.push((vmlinux.to_path_buf(), r.clone()));
+    r
+}
+
+/// The pure part of [`check_kernel`], over the ELF bytes.
+pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), String> {
+    let section = ktstr_btf::elf::btf_section(elf)
+        .map_err(|e| format!("kernel {}: cannot read its BTF: {e}", what.display()))?;
+    let btf = ktstr_btf::Btf::parse(section)
+        .map_err(|e| format!("kernel {}: corrupt BTF: {e}", what.display()))?;
+    if btf
+        .find_kind("sched_ext_ops", ktstr_btf::Kind::Struct)
+        .is_none()
+    {
+        return Err(format!(
+            "kernel {} has no sched_ext (no struct sched_ext_ops in its BTF): sched_ext \
+             schedulers need CONFIG_SCHED_CLASS_EXT=y; run `cargo xtask kernel fetch` or pass a \
+             kernel built with it",
+            what.display()
+        ));
+    }
+    Ok(())
+}
+
+fn args_text(s: &Scheduler) -> Vec<u8> {
+    s.sched_args
+        .iter()
+        .map(|a| format!("{a}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Adds the boot and staged schedulers to the base archive (binaries with
+/// their libraries) and their arguments to the per-test overlay.
+pub fn pack(
+    boot: Option<(&Scheduler, PathBuf)>,
+    staged: &[(&Scheduler, PathBuf)],
+    mut base: BaseSpec,
+    overlay: &mut Archive,
+) -> Result<BaseSpec, String> {
+    if let Some((s, bin)) = boot {
+        base = base.binary(bin, BOOT_SCHEDULER);
+        overlay
+            .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s))
+            .map_err(|e| e.to_string())?;
+    }
+    for (s, bin) in staged {
+        let (guest_bin, guest_args, _) = staged_paths(s.name);
+        base = base.binary(bin.clone(), &guest_bin.to_string_lossy());
+        overlay
+            .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_where_they_looked() {
+        let s = Scheduler::named("x").binary(SchedulerSpec::Discover("no-such-scheduler-binary"));
+        let err = resolve(&s).expect_err("missing");
+        assert!(
+            err.contains("no-such-scheduler-binary") && err.contains("$PATH"),
+            "{err}"
+        );
+        let s = Scheduler::named("y").binary(SchedulerSpec::Path("/no/such/path"));
+        assert!(resolve(&s).expect_err("missing").contains("/no/such/path"));
+        assert_eq!(resolve(&Scheduler::named("z")), Ok(None));
+    }
+
+    #[test]
+    fn a_kernel_without_sched_ext_is_refused() {
+        // A crafted BTF with an int and a struct that is not sched_ext_ops.
+        let mut b = ktstr_btf::BtfBuilder::new();
+        let int = b.int("int", 4, true);
+        b.struct_type("rq", 4, &[("nr_running", int, 0, 0)]);
+        let btf = b.finish();
+        let elf = elf_with_btf(&btf);
+        let err = check_btf_has_sched_ext(&elf, Path::new("crafted")).expect_err("refused");
+        assert!(
+            err.contains("no sched_ext") && err.contains("CONFIG_SCHED_CLASS_EXT"),
+            "{err}"
+        );
+        let mut b = ktstr_btf::BtfBuilder::new();
+        let int = b.int("int", 4, true);
+        b.struct_type("sched_ext_ops", 4, &[("flags", int, 0, 0)]);
+        assert!(check_btf_has_sched_ext(&elf_with_btf(&b.finish()), Path::new("ok")).is_ok());
+        let err = check_btf_has_sched_ext(b"not an elf", Path::new("junk")).expect_err("junk");
+        assert!(err.contains("cannot read its BTF"), "{err}");
+    }
+
+    fn elf_with_btf(btf: &[u8]) -> Vec<u8> {
+        use object::write;
+        let mut obj = write::Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let s = obj.add_section(vec![], b".BTF".to_vec(), object::SectionKind::Metadata);
+        obj.append_section_data(s, btf, 4);
+        obj.write().expect("ELF")
+    }
+}

@@ -1,0 +1,119 @@
+//! scenarios::steady under the scx-ktstr fixture scheduler: it passes, and a
+//! scheduler that stalls or crashes fails the test naming the exit kind and
+//! the kernel's words. Plus the bad inputs of scheduler declarations.
+
+use ktstr::prelude::*;
+use ktstr::test_support::{Outcome, run_test, run_test_with_kernel};
+
+const SCX_KTSTR: Scheduler =
+    Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
+const STALLS: Scheduler = Scheduler::named("scx_ktstr_stall")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .sched_args(&["--stall-after", "1"]);
+const CRASHES: Scheduler = Scheduler::named("scx_ktstr_crash")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .sched_args(&["--crash-after", "1"]);
+const MISSING: Scheduler =
+    Scheduler::named("missing").binary(SchedulerSpec::Discover("no-such-scheduler-anywhere"));
+const EXITS_AT_ONCE: Scheduler =
+    Scheduler::named("exits_at_once").binary(SchedulerSpec::Path("/bin/false"));
+
+/// steady under scx-ktstr on 2 LLCs x 2 cores.
+#[ktstr_test(scheduler = SCX_KTSTR, llcs = 2, cores = 2, threads = 1, duration_s = 5)]
+fn steady_under_scx_ktstr(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = STALLS, llcs = 2, cores = 2, threads = 1, duration_s = 5)]
+fn fixture_steady_stalling_scheduler(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = CRASHES, llcs = 2, cores = 2, threads = 1, duration_s = 5)]
+fn fixture_steady_crashing_scheduler(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = MISSING, duration_s = 1)]
+fn fixture_missing_scheduler(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = EXITS_AT_ONCE, duration_s = 1)]
+fn fixture_scheduler_exits_at_once(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = SCX_KTSTR, duration_s = 1)]
+fn fixture_on_a_kernel_without_sched_ext(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+fn expect_fail(outcome: Outcome, needles: &[&str]) {
+    match outcome {
+        Outcome::Fail(msg) => {
+            for n in needles {
+                assert!(msg.contains(n), "failure lacks {n:?}:\n{msg}");
+            }
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
+    expect_fail(
+        run_test("scx_ktstr::fixture_steady_stalling_scheduler"),
+        &["SCX_EXIT_ERROR_STALL", "runnable task stall"],
+    );
+}
+
+#[test]
+fn vm_crashing_scheduler_fails_steady_with_the_scx_bpf_error_message() {
+    expect_fail(
+        run_test("scx_ktstr::fixture_steady_crashing_scheduler"),
+        &["SCX_EXIT_ERROR_BPF", "crash requested"],
+    );
+}
+
+#[test]
+fn missing_scheduler_binary_fails_saying_where_it_looked() {
+    expect_fail(
+        run_test("scx_ktstr::fixture_missing_scheduler"),
+        &["no-such-scheduler-anywhere", "not found; looked in"],
+    );
+}
+
+#[test]
+fn vm_scheduler_that_exits_at_once_fails_as_startup_died() {
+    expect_fail(
+        run_test("scx_ktstr::fixture_scheduler_exits_at_once"),
+        &["exits_at_once", "died at start-up"],
+    );
+}
+
+#[test]
+fn kernel_without_sched_ext_is_refused_before_booting() {
+    // A crafted vmlinux: an x86-64 ELF whose BTF has no struct sched_ext_ops.
+    let mut b = ktstr_btf::BtfBuilder::new();
+    let int = b.int("int", 4, true);
+    b.struct_type("task_struct", 4, &[("pid", int, 0, 0)]);
+    let btf = b.finish();
+    let mut obj = object::write::Object::new(
+        object::BinaryFormat::Elf,
+        object::Architecture::X86_64,
+        object::Endianness::Little,
+    );
+    let s = obj.add_section(vec![], b".BTF".to_vec(), object::SectionKind::Metadata);
+    obj.append_section_data(s, &btf, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vmlinux = dir.path().join("vmlinux");
+    std::fs::write(&vmlinux, obj.write().expect("ELF")).expect("write");
+    expect_fail(
+        run_test_with_kernel(
+            "scx_ktstr::fixture_on_a_kernel_without_sched_ext",
+            Some(&vmlinux),
+        ),
+        &["has no sched_ext", "CONFIG_SCHED_CLASS_EXT"],
+    );
+}
