@@ -23,7 +23,9 @@ fn main() {
         return;
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    match build_tiny_guest(Path::new("tiny-guest"), &out) {
+    match build_tiny_guest(Path::new("tiny-guest"), &out)
+        .and_then(|()| build_linux_init(Path::new("tiny-guest"), &out))
+    {
         Ok(()) => println!("cargo::rustc-cfg=ktstr_tiny_guest"),
         // The library does not need the guest; its tests fail and say why.
         Err(why) => println!("cargo::warning=tiny guest not built: {why}"),
@@ -98,6 +100,29 @@ fn build_tiny_guest(src: &Path, out: &Path) -> Result<(), String> {
     let image = bzimage(&payload, image_size(&elf)?);
     std::fs::write(out.join("tiny-guest.bzImage"), image)
         .map_err(|e| format!("writing the bzImage: {e}"))
+}
+
+/// The static `/init` of the Linux-boot tests (no libc: raw syscalls).
+fn build_linux_init(src: &Path, out: &Path) -> Result<(), String> {
+    run(
+        Command::new(std::env::var("KTSTR_CC").unwrap_or_else(|_| "gcc".into()))
+            .args([
+                "-O2",
+                "-static",
+                "-nostdlib",
+                "-ffreestanding",
+                "-fno-pic",
+                "-no-pie",
+                "-fno-stack-protector",
+                "-mgeneral-regs-only",
+                "-Wall",
+                "-Werror",
+                "-Wl,--build-id=none",
+            ])
+            .arg(src.join("linux-init.c"))
+            .arg("-o")
+            .arg(out.join("ktstr-linux-init")),
+    )
 }
 
 /// Bytes from the load address to the end of .bss (`image_end` in link.ld).

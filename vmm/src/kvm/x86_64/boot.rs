@@ -216,6 +216,10 @@ pub(crate) fn load(
         .collect();
     let mut config = AcpiConfig::new(&memory);
     config.fadt = fadt_config();
+    // KVM's in-kernel PIT raises GSI 0, which KVM's default routing sends to
+    // IOAPIC pin 0 (arch/x86/kvm/irq_comm.c, ROUTING_ENTRY2(0)): no IRQ0 -> GSI2
+    // override as on a PC chipset, or Linux programs the wrong pin for the timer.
+    config.overrides = &[];
     let tables = ktstr_acpi::build(&spec.topology, &config)
         .map_err(|e| VmmError::InvalidSpec(format!("ACPI tables: {e}")))?;
     if let Some((addr, len)) = tables
