@@ -254,6 +254,32 @@ fn kvm() -> KvmBackend {
     KvmBackend::new().unwrap_or_else(|e| panic!("these tests need /dev/kvm: {e}"))
 }
 
+/// The 64-bit entry of the bzImage next to the vmlinux.
+#[test]
+#[cfg_attr(
+    not(ktstr_hw_virt),
+    ignore = "no hardware virtualization (no vmx/svm in /proc/cpuinfo)"
+)]
+fn kvm_linux_smoke_bzimage() {
+    let bz = kernel().with_file_name("bzImage");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = VmSpec::new(bz, "1n1l2c1t".parse().expect("topology"));
+    spec.initrd = Some(initramfs(dir.path()));
+    spec.cmdline.push_str(" rdinit=/init");
+    let mut vm = kvm().boot(&spec).expect("boot the bzImage");
+    let console = vm.take_console().expect("console");
+    let mut hello = false;
+    while let Some(l) = console.next_line(Duration::from_secs(60)) {
+        hello |= l.contains("KTSTR-INIT hello");
+    }
+    assert!(hello, "the bzImage reached /init");
+    assert_eq!(
+        vm.wait(Some(Instant::now() + Duration::from_secs(10)))
+            .expect("wait"),
+        EndReason::PowerOff
+    );
+}
+
 const NO_HW: &str = "no hardware virtualization (no vmx/svm in /proc/cpuinfo)";
 
 #[test]

@@ -44,18 +44,6 @@ static u64 len(const char *s)
 
 static void put(const char *s) { sys(SYS_write, out, (i64)s, (i64)len(s), 0, 0); }
 
-static void putnum(u64 v)
-{
-	char b[21];
-	int i = 20;
-	b[i] = 0;
-	do {
-		b[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	put(&b[i]);
-}
-
 /* The first line of a file, without its newline; "?" when it cannot be read. */
 static const char *line(const char *path, char *buf, u64 size)
 {
@@ -94,6 +82,13 @@ static char *catnum(char *d, u64 v)
 		v /= 10;
 	} while (v);
 	return cat(d, &b[i]);
+}
+
+static void putnum(u64 v)
+{
+	char b[21];
+	catnum(b, v);
+	put(b);
 }
 
 static void field(const char *key, const char *prefix, u64 n, const char *suffix)

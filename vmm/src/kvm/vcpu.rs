@@ -120,7 +120,12 @@ impl Shared {
     }
 
     pub(crate) fn set_threads(&self, threads: Vec<libc::pthread_t>) {
-        self.lock().threads = threads;
+        let mut st = self.lock();
+        st.threads = threads;
+        // A vCPU that ended the VM before the threads were known kicked nobody.
+        if self.exit.load(Ordering::SeqCst) {
+            self.kick_all(&st);
+        }
     }
 
     /// Interrupts every vCPU's KVM_RUN.
