@@ -42,5 +42,6 @@ fn host_header_compiles_with_exact_layouts() {
     c_dump::write_header(&btf, &mut header).unwrap();
     let (asserts, n) = common::layout_asserts(&btf);
     assert!(n > 50_000, "only {n} assertions");
+    eprintln!("{n} layout assertions");
     common::compile_bpf(&header, &format!("#include \"vmlinux.h\"\n{asserts}"));
 }

@@ -412,6 +412,7 @@ fn bpf_program_compiles_against_dumped_header() {
     c_dump::write_header(&btf, &mut header).unwrap();
     let (asserts, n) = common::layout_asserts(&btf);
     assert!(n > 50_000, "only {n} layout assertions");
+    eprintln!("{n} layout assertions");
     let mut src = String::from(BPF_PROG);
     for (s, p) in [
         ("rq", "scx.local_dsq.nr"),

@@ -1,4 +1,4 @@
-//! The VM backend interface, the QEMU backend, and (later) the purpose-built KVM VMM.
+//! The VM backend interface, the purpose-built KVM VMM and the QEMU backend.
 //!
 //! The facade's runner describes a VM once — kernel, initramfs, command line,
 //! the declared [`Topology`](ktstr_topology::Topology), reserved regions — as a
@@ -10,30 +10,49 @@
 //! This crate moves bytes and runs vCPUs. It knows nothing of tests,
 //! schedulers, BTF or the host-guest channel's message format.
 //!
+//! Embedding: pick the backend for this host ([`select_backend`]: the KVM VMM
+//! with hardware virtualization, QEMU elsewhere, `KTSTR_BACKEND=kvm|qemu`
+//! overrides), boot a kernel with a topology, read the console, stop.
+//!
 //! ```no_run
 //! use std::time::{Duration, Instant};
 //! use ktstr_topology::Topology;
-//! use ktstr_vmm::{Backend, Console, EndReason, QemuBackend, VmSpec};
+//! use ktstr_vmm::{Console, EndReason, VmSpec, select_backend};
 //!
-//! let topology: Topology = "1n2l2c1t".parse()?;
+//! // 2 NUMA nodes, 2 LLCs each, 2 cores per LLC, 2 SMT threads: 16 CPUs.
+//! let topology: Topology = "2n4l2c2t".parse()?;
 //! let mut spec = VmSpec::new("/path/to/vmlinux", topology);
 //! spec.initrd = Some("/path/to/initramfs.cpio".into());
 //! spec.cmdline.push_str(" rdinit=/init");
-//! let mut vm = QemuBackend::detect()?.boot(&spec)?;
+//! let backend = select_backend()?;
+//! println!("booting on {}", backend.name());
+//! let mut vm = backend.boot(&spec)?;
 //! let console: Console = vm.take_console().expect("console is captured");
 //! while let Some(line) = console.next_line(Duration::from_secs(30)) {
 //!     println!("guest: {line}");
+//!     if line.contains("ready") {
+//!         vm.pause()?; // every vCPU parked: guest memory holds still
+//!         println!("{} bytes of guest RAM mapped", vm.memory().iter().map(|r| r.len()).sum::<u64>());
+//!         vm.resume()?;
+//!     }
 //! }
 //! match vm.wait(Some(Instant::now() + Duration::from_secs(60)))? {
 //!     EndReason::PowerOff => println!("clean power-off"),
 //!     other => println!("ended: {other}"),
 //! }
+//! vm.kill(); // idempotent; dropping the machine does the same
+//! # use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! [`KvmBackend`] (x86-64) adds what only an in-process VMM can offer: its
+//! [`KvmVm`] gives the second serial port and per-vCPU registers (CR3, GS base).
 
 mod backend;
 mod console;
 mod error;
+#[cfg(target_arch = "x86_64")]
+pub mod kvm;
 mod memory;
 pub mod qemu;
 mod spec;
@@ -41,9 +60,100 @@ mod spec;
 pub use backend::{Backend, EndReason, Machine, hardware_virtualization};
 pub use console::{Console, ConsoleEvent};
 pub use error::VmmError;
+#[cfg(target_arch = "x86_64")]
+pub use kvm::{KvmBackend, KvmBackendBuilder, KvmVm, NO_HW_VIRT_REASON, VcpuRegs};
 pub use memory::{GuestRam, RamRegion, pc_ram_layout};
 pub use qemu::QemuBackend;
 pub use spec::{ConsoleMode, ReservedRegion, VmSpec};
 
 /// Guest physical memory as the host sees it (vm-memory's mmap-backed collection).
 pub use vm_memory::GuestMemoryMmap;
+
+/// The backend for this host: the KVM VMM ([`KvmBackend`]) where the host has
+/// hardware virtualization, else QEMU ([`QemuBackend::detect`], TCG).
+/// `KTSTR_BACKEND=kvm` or `qemu` overrides. A forced `kvm` without hardware
+/// virtualization still returns the KVM VMM (tiny guests run on a software
+/// `/dev/kvm`) and says on stderr why a Linux guest will not boot.
+pub fn select_backend() -> Result<Box<dyn Backend>, VmmError> {
+    let env = std::env::var("KTSTR_BACKEND").ok();
+    match choose_backend(env.as_deref(), hardware_virtualization())? {
+        #[cfg(target_arch = "x86_64")]
+        Choice::Kvm { warn } => {
+            let backend = KvmBackend::new()?;
+            if let Some(why) = warn {
+                eprintln!("ktstr: {why}");
+            }
+            Ok(Box::new(backend))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Choice::Kvm { .. } => Err(VmmError::InvalidSpec(
+            "KTSTR_BACKEND=kvm: the KVM VMM is x86-64 only for now".into(),
+        )),
+        Choice::Qemu => Ok(Box::new(QemuBackend::detect()?)),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Choice {
+    Kvm { warn: Option<String> },
+    Qemu,
+}
+
+/// The decision of [`select_backend`], from `KTSTR_BACKEND` and the CPU flags.
+fn choose_backend(env: Option<&str>, hardware: bool) -> Result<Choice, VmmError> {
+    match env.map(str::trim) {
+        None | Some("") if hardware => Ok(Choice::Kvm { warn: None }),
+        None | Some("") => Ok(Choice::Qemu),
+        Some("kvm") if hardware => Ok(Choice::Kvm { warn: None }),
+        Some("kvm") => Ok(Choice::Kvm {
+            warn: Some(format!(
+                "KTSTR_BACKEND=kvm on a host with {}: /dev/kvm is a software hypervisor here, \
+                 so a Linux guest will not boot in useful time (tiny guests run); unset it to use QEMU",
+                no_hw_reason()
+            )),
+        }),
+        Some("qemu") => Ok(Choice::Qemu),
+        Some(other) => Err(VmmError::InvalidSpec(format!(
+            "KTSTR_BACKEND={other}: expected `kvm` or `qemu`"
+        ))),
+    }
+}
+
+fn no_hw_reason() -> &'static str {
+    "no hardware virtualization (no vmx/svm in /proc/cpuinfo)"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_choice_follows_the_host_and_the_override() {
+        assert_eq!(
+            choose_backend(None, true).ok(),
+            Some(Choice::Kvm { warn: None })
+        );
+        assert_eq!(choose_backend(None, false).ok(), Some(Choice::Qemu));
+        assert_eq!(choose_backend(Some(""), false).ok(), Some(Choice::Qemu));
+        assert_eq!(choose_backend(Some("qemu"), true).ok(), Some(Choice::Qemu));
+        assert_eq!(
+            choose_backend(Some("kvm"), true).ok(),
+            Some(Choice::Kvm { warn: None })
+        );
+        let Ok(Choice::Kvm { warn: Some(why) }) = choose_backend(Some("kvm"), false) else {
+            panic!("a forced kvm without hardware virtualization warns");
+        };
+        assert!(
+            why.contains("no vmx/svm in /proc/cpuinfo") && why.contains("will not boot"),
+            "{why}"
+        );
+        let err = choose_backend(Some("xen"), true).expect_err("unknown backend");
+        assert!(err.to_string().contains("KTSTR_BACKEND=xen"), "{err}");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_reason_is_the_one_the_kvm_backend_gives() {
+        assert_eq!(no_hw_reason(), NO_HW_VIRT_REASON);
+    }
+}

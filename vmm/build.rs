@@ -1,0 +1,174 @@
+//! Build-time work of ktstr-vmm:
+//!
+//! - the tiny test guest (`tiny-guest/`), compiled with the host's gcc into a PVH
+//!   ELF kernel and wrapped in a bzImage container, for the KVM backend's tests;
+//! - the `ktstr_hw_virt` cfg when the build host has hardware virtualization
+//!   (`vmx`/`svm` in /proc/cpuinfo), so the Linux-boot tests of the KVM backend
+//!   are marked ignored, with the reason, where Linux cannot boot on it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(ktstr_hw_virt)");
+    println!("cargo::rustc-check-cfg=cfg(ktstr_tiny_guest)");
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=tiny-guest");
+    println!("cargo::rerun-if-env-changed=KTSTR_ASSUME_HW_VIRT");
+
+    if hardware_virtualization() {
+        println!("cargo::rustc-cfg=ktstr_hw_virt");
+    }
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
+        return;
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    match build_tiny_guest(Path::new("tiny-guest"), &out)
+        .and_then(|()| build_linux_init(Path::new("tiny-guest"), &out))
+    {
+        Ok(()) => println!("cargo::rustc-cfg=ktstr_tiny_guest"),
+        // The library does not need the guest; its tests fail and say why.
+        Err(why) => println!("cargo::warning=tiny guest not built: {why}"),
+    }
+}
+
+/// `vmx` or `svm` among the CPU flags (or `KTSTR_ASSUME_HW_VIRT=1`).
+fn hardware_virtualization() -> bool {
+    if std::env::var("KTSTR_ASSUME_HW_VIRT").as_deref() == Ok("1") {
+        return true;
+    }
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Compiles the guest into `tiny-guest.elf` (PVH) and `tiny-guest.bzImage`.
+fn build_tiny_guest(src: &Path, out: &Path) -> Result<(), String> {
+    let elf = out.join("tiny-guest.elf");
+    let bin = out.join("tiny-guest.bin");
+    // Instructions the development machine's software hypervisor cannot emulate
+    // are kept out: no SSE/AVX, no CET's endbr64, no stack protector.
+    run(
+        Command::new(std::env::var("KTSTR_CC").unwrap_or_else(|_| "gcc".into()))
+            .args([
+                "-m64",
+                "-O2",
+                "-ffreestanding",
+                "-nostdlib",
+                "-static",
+                "-fno-pic",
+                "-no-pie",
+                "-mgeneral-regs-only",
+                "-mno-red-zone",
+                "-fno-stack-protector",
+                "-fcf-protection=none",
+                "-fno-asynchronous-unwind-tables",
+                "-Wall",
+                "-Werror",
+                "-Wl,--build-id=none",
+                "-Wl,-z,noexecstack",
+                "-Wl,-z,max-page-size=4096",
+            ])
+            .arg(format!("-Wl,-T,{}", src.join("link.ld").display()))
+            .arg(src.join("entry.S"))
+            .arg(src.join("guest.c"))
+            .arg("-o")
+            .arg(&elf),
+    )?;
+    run(Command::new("objcopy")
+        .args(["-O", "binary", "-R", ".note.Xen", "-R", ".bss"])
+        .arg(&elf)
+        .arg(&bin))?;
+    let payload = std::fs::read(&bin).map_err(|e| format!("reading {}: {e}", bin.display()))?;
+    let image = bzimage(&payload, image_size(&elf)?);
+    std::fs::write(out.join("tiny-guest.bzImage"), image)
+        .map_err(|e| format!("writing the bzImage: {e}"))
+}
+
+/// The static `/init` of the Linux-boot tests (no libc: raw syscalls).
+fn build_linux_init(src: &Path, out: &Path) -> Result<(), String> {
+    run(
+        Command::new(std::env::var("KTSTR_CC").unwrap_or_else(|_| "gcc".into()))
+            .args([
+                "-O2",
+                "-static",
+                "-nostdlib",
+                "-ffreestanding",
+                "-fno-pic",
+                "-no-pie",
+                "-fno-stack-protector",
+                "-mgeneral-regs-only",
+                "-Wall",
+                "-Werror",
+                "-Wl,--build-id=none",
+            ])
+            .arg(src.join("linux-init.c"))
+            .arg("-o")
+            .arg(out.join("ktstr-linux-init")),
+    )
+}
+
+/// Bytes from the load address to the end of .bss (`image_end` in link.ld).
+fn image_size(elf: &Path) -> Result<u32, String> {
+    let out = Command::new("nm")
+        .arg(elf)
+        .output()
+        .map_err(|e| format!("cannot run nm: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let end = text
+        .lines()
+        .find_map(|l| l.strip_suffix(" image_end"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|a| u32::from_str_radix(a, 16).ok())
+        .ok_or("no image_end symbol in the tiny guest")?;
+    Ok(end - LOAD_ADDRESS)
+}
+
+const LOAD_ADDRESS: u32 = 0x10_0000;
+
+/// Wraps the protected-mode payload in a bzImage: a boot sector and one setup
+/// sector holding the setup header of Documentation/arch/x86/boot.rst (protocol
+/// 2.15), then the payload, which the loader places at `code32_start` and
+/// enters at offset 0x200 in 64-bit mode.
+fn bzimage(payload: &[u8], init_size: u32) -> Vec<u8> {
+    const SETUP_SECTS: u8 = 1;
+    let setup_len = (usize::from(SETUP_SECTS) + 1) * 512;
+    let mut img = vec![0u8; setup_len];
+    let put = |img: &mut Vec<u8>, off: usize, bytes: &[u8]| {
+        img[off..off + bytes.len()].copy_from_slice(bytes);
+    };
+    put(&mut img, 0x1f1, &[SETUP_SECTS]); // setup_sects
+    let syssize = u32::try_from(payload.len().div_ceil(16)).expect("tiny payload");
+    put(&mut img, 0x1f4, &syssize.to_le_bytes()); // syssize, 16-byte units
+    put(&mut img, 0x1fe, &0xaa55u16.to_le_bytes()); // boot_flag
+    put(&mut img, 0x200, &[0xeb, 0x66]); // jump over the header (real-mode entry, unused)
+    put(&mut img, 0x202, b"HdrS"); // header magic
+    put(&mut img, 0x206, &0x020fu16.to_le_bytes()); // protocol version 2.15
+    put(&mut img, 0x211, &[0x01]); // loadflags: LOADED_HIGH
+    put(&mut img, 0x214, &LOAD_ADDRESS.to_le_bytes()); // code32_start
+    put(&mut img, 0x22c, &0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    put(&mut img, 0x230, &0x20_0000u32.to_le_bytes()); // kernel_alignment
+    put(&mut img, 0x236, &0x0001u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
+    put(&mut img, 0x238, &2047u32.to_le_bytes()); // cmdline_size
+    put(&mut img, 0x258, &u64::from(LOAD_ADDRESS).to_le_bytes()); // pref_address
+    put(&mut img, 0x260, &init_size.to_le_bytes()); // init_size
+    img.extend_from_slice(payload);
+    img
+}

@@ -1,0 +1,306 @@
+//! vCPU threads: the run loop, the kick (a signal plus `immediate_exit`), the
+//! pause rendezvous (every vCPU parks and snapshots its registers), and the end
+//! of the VM (power-off, reset, a fatal exit).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once};
+
+use kvm_bindings::{Msrs, kvm_msr_entry, kvm_run};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::devices::{BusEvent, IoBus};
+
+/// Registers of one vCPU, read while it is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VcpuRegs {
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3: the page table root (the running task's `mm->pgd` under Linux).
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// GS base: Linux's per-CPU area while in the kernel.
+    pub gs_base: u64,
+    /// `IA32_KERNEL_GS_BASE`: the per-CPU area while in user mode (swapgs).
+    pub kernel_gs_base: u64,
+}
+
+/// Why the VM stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    PowerOff,
+    Reset,
+    Fatal(String),
+    Killed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: usize,
+    parked: usize,
+    end: Option<End>,
+    regs: Vec<Option<VcpuRegs>>,
+    threads: Vec<libc::pthread_t>,
+}
+
+/// What the vCPU threads and the machine share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) bus: IoBus,
+    pause: AtomicBool,
+    exit: AtomicBool,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+thread_local! {
+    /// This thread's `kvm_run`, for the kick handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int) {
+    let _ = KVM_RUN.try_with(|p| {
+        let run = p.get();
+        if !run.is_null() {
+            // SAFETY: `run` is this thread's mapped kvm_run, set by the vCPU loop
+            // while its VcpuFd (which owns the mapping) is alive and cleared
+            // before it is dropped; immediate_exit is a plain byte the kernel
+            // reads on KVM_RUN entry, so a volatile byte store is sound here.
+            unsafe { std::ptr::write_volatile(&raw mut (*run).immediate_exit, 1) };
+        }
+    });
+}
+
+/// The real-time signal that kicks a vCPU out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+/// Installs the kick handler once per process (without SA_RESTART, so KVM_RUN
+/// returns EINTR).
+pub(crate) fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `act` is fully initialized (zeroed, then handler and an empty
+        // mask); kick_handler only touches a thread-local and does a volatile
+        // store, both async-signal-safe.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = kick_handler as *const () as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(kick_signal(), &act, std::ptr::null_mut());
+        }
+    });
+}
+
+impl Shared {
+    pub(crate) fn new(bus: IoBus, vcpus: usize) -> Self {
+        Shared {
+            bus,
+            pause: AtomicBool::new(false),
+            exit: AtomicBool::new(false),
+            state: Mutex::new(State {
+                running: vcpus,
+                regs: vec![None; vcpus],
+                ..State::default()
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_threads(&self, threads: Vec<libc::pthread_t>) {
+        let mut st = self.lock();
+        st.threads = threads;
+        // A vCPU that ended the VM before the threads were known kicked nobody.
+        if self.exit.load(Ordering::SeqCst) {
+            self.kick_all(&st);
+        }
+    }
+
+    /// Interrupts every vCPU's KVM_RUN.
+    fn kick_all(&self, st: &State) {
+        for &t in &st.threads {
+            // SAFETY: `t` is a vCPU thread that is not joined yet (the machine
+            // joins only after clearing `threads`); signalling a thread that has
+            // already returned is harmless until it is joined.
+            unsafe { libc::pthread_kill(t, kick_signal()) };
+        }
+    }
+
+    /// Records how the VM ended (the first reason wins) and stops every vCPU.
+    pub(crate) fn end(&self, why: End) {
+        let mut st = self.lock();
+        st.end.get_or_insert(why);
+        self.exit.store(true, Ordering::SeqCst);
+        self.kick_all(&st);
+        self.cond.notify_all();
+    }
+
+    /// How the VM ended, once it did.
+    pub(crate) fn ended(&self) -> Option<End> {
+        self.lock().end.clone()
+    }
+
+    /// Waits until the VM ends or `timeout` passes.
+    pub(crate) fn wait_end(&self, timeout: std::time::Duration) -> Option<End> {
+        let st = self.lock();
+        let (st, _) = self
+            .cond
+            .wait_timeout_while(st, timeout, |s| s.end.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        st.end.clone()
+    }
+
+    /// Stops every vCPU at a rendezvous: returns when all live vCPUs are parked.
+    pub(crate) fn pause(&self) {
+        let mut st = self.lock();
+        self.pause.store(true, Ordering::SeqCst);
+        self.kick_all(&st);
+        while st.parked < st.running && st.end.is_none() {
+            st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Lets the parked vCPUs go.
+    pub(crate) fn resume(&self) {
+        let _st = self.lock();
+        self.pause.store(false, Ordering::SeqCst);
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.pause.load(Ordering::SeqCst)
+    }
+
+    /// The registers vCPU `index` saved when it parked.
+    pub(crate) fn regs(&self, index: usize) -> Option<VcpuRegs> {
+        self.lock().regs.get(index).copied().flatten()
+    }
+
+    /// Forgets the threads (before joining them) so nobody signals a joined thread.
+    pub(crate) fn take_threads(&self) -> Vec<libc::pthread_t> {
+        std::mem::take(&mut self.lock().threads)
+    }
+
+    fn park(&self, index: usize, vcpu: &VcpuFd) {
+        let regs = read_regs(vcpu);
+        let mut st = self.lock();
+        st.regs[index] = regs;
+        st.parked += 1;
+        self.cond.notify_all();
+        while self.pause.load(Ordering::SeqCst) && !self.exit.load(Ordering::SeqCst) {
+            st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.parked -= 1;
+        st.regs[index] = None;
+    }
+
+    fn exited(&self) {
+        let mut st = self.lock();
+        st.running -= 1;
+        if st.running == 0 {
+            // The guest is gone: close the serial outputs so their consoles end.
+            self.bus.close_outputs();
+        }
+        self.cond.notify_all();
+    }
+}
+
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+fn read_regs(vcpu: &VcpuFd) -> Option<VcpuRegs> {
+    let regs = vcpu.get_regs().ok()?;
+    let sregs = vcpu.get_sregs().ok()?;
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_KERNEL_GS_BASE,
+        ..Default::default()
+    }])
+    .ok()?;
+    let kernel_gs_base = match vcpu.get_msrs(&mut msrs) {
+        Ok(1) => msrs.as_slice()[0].data,
+        _ => 0,
+    };
+    Some(VcpuRegs {
+        rip: regs.rip,
+        rsp: regs.rsp,
+        cr0: sregs.cr0,
+        cr3: sregs.cr3,
+        cr4: sregs.cr4,
+        efer: sregs.efer,
+        gs_base: sregs.gs.base,
+        kernel_gs_base,
+    })
+}
+
+/// The body of vCPU thread `index`.
+pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
+    let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
+    KVM_RUN.with(|p| p.set(run_ptr));
+    loop {
+        // Clear a stale kick before looking at the flags: a kick after this
+        // point makes the next KVM_RUN return at once.
+        vcpu.set_kvm_immediate_exit(0);
+        if shared.exit.load(Ordering::SeqCst) {
+            break;
+        }
+        if shared.pause.load(Ordering::SeqCst) {
+            shared.park(index, &vcpu);
+            continue;
+        }
+        let end = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => shared.bus.write(port, data).map(|e| match e {
+                BusEvent::PowerOff => End::PowerOff,
+                BusEvent::Reset => End::Reset,
+            }),
+            Ok(VcpuExit::IoIn(port, data)) => {
+                shared.bus.read(port, data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(_, data)) => {
+                data.fill(0);
+                None
+            }
+            Ok(VcpuExit::MmioWrite(..)) => None,
+            // With the in-kernel irqchip HLT stays in the kernel; without it, nothing to do.
+            Ok(VcpuExit::Hlt) => None,
+            Ok(VcpuExit::Shutdown) => Some(End::Reset),
+            Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => End::PowerOff,
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => End::Reset,
+                other => End::Fatal(format!("vCPU {index}: KVM system event {other}")),
+            }),
+            Ok(VcpuExit::InternalError) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                Some(End::Fatal(format!(
+                    "vCPU {index}: KVM_EXIT_INTERNAL_ERROR at rip {rip:#x} (an instruction the hypervisor cannot emulate?)"
+                )))
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(End::Fatal(format!(
+                "vCPU {index}: KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x} on host cpu {cpu}"
+            ))),
+            Ok(VcpuExit::Intr) => None,
+            Ok(other) => Some(End::Fatal(format!(
+                "vCPU {index}: unexpected exit {other:?}"
+            ))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(End::Fatal(format!("vCPU {index}: KVM_RUN failed: {e}"))),
+        };
+        if let Some(end) = end {
+            shared.end(end);
+        }
+    }
+    KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+    drop(vcpu);
+    shared.exited();
+}
