@@ -13,6 +13,8 @@
 //!
 //! On a host without hardware virtualization `/dev/kvm` may still exist as a
 //! software hypervisor: tiny guests run, Linux does not boot in useful time.
+//! There the vCPUs' CPUID also hides the features it cannot emulate
+//! (cmpxchg16b, popcnt, xsave/AVX, rdtscp), so guests take their fallbacks.
 
 mod devices;
 mod event_loop;
@@ -265,7 +267,11 @@ impl KvmVm {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let supported = cpuid::from_kvm(&supported);
+        let mut supported = cpuid::from_kvm(&supported);
+        if !crate::hardware_virtualization() {
+            // A software /dev/kvm: advertise only what it can emulate.
+            cpuid::hide_unemulated(&mut supported);
+        }
         let mut vcpus = Vec::new();
         for cpu in spec.topology.cpus() {
             let vcpu = vm
@@ -355,7 +361,13 @@ impl KvmVm {
         if !was_paused {
             shared.resume();
         }
-        regs.ok_or_else(|| VmmError::Control(format!("vCPU {cpu} is not running")))
+        match regs {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(why)) => Err(VmmError::Control(format!("registers of vCPU {cpu}: {why}"))),
+            None => Err(VmmError::Control(format!(
+                "vCPU {cpu} did not park (the VM ended?)"
+            ))),
+        }
     }
 
     /// Stops the vCPUs and the event loop, and closes the serial outputs.
