@@ -166,8 +166,9 @@ pub struct KvmVm {
     nr_vcpus: usize,
     rsdp: u64,
     initrd: Option<(u64, u64)>,
-    // Declared last: the VM (and its memory slots) goes before the RAM it maps.
-    vm: VmFd,
+    // Declared last: the VM (its irqchip, memory slots and irqfds), held only
+    // to keep it alive, goes before the RAM it maps.
+    _vm: VmFd,
     ram: GuestRam,
 }
 
@@ -314,7 +315,7 @@ impl KvmVm {
             nr_vcpus,
             rsdp: layout.rsdp,
             initrd: layout.initrd,
-            vm,
+            _vm: vm,
             ram,
         })
     }
@@ -491,6 +492,5 @@ impl Machine for KvmVm {
 impl Drop for KvmVm {
     fn drop(&mut self) {
         self.teardown(End::Killed);
-        let _ = &self.vm;
     }
 }

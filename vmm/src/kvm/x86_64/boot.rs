@@ -86,6 +86,25 @@ fn kernel_format(file: &mut File) -> std::io::Result<Format> {
     })
 }
 
+/// A loaded kernel and how to enter it.
+enum Loaded {
+    Pvh {
+        entry: u64,
+    },
+    BzImage {
+        hdr: linux_loader::loader::bootparam::setup_header,
+        load: u64,
+    },
+}
+
+/// The bzImage setup header, for the limits it sets.
+fn setup_header(loaded: &Loaded) -> Option<&linux_loader::loader::bootparam::setup_header> {
+    match loaded {
+        Loaded::Pvh { .. } => None,
+        Loaded::BzImage { hdr, .. } => Some(hdr),
+    }
+}
+
 enum Format {
     Elf,
     BzImage,
@@ -120,7 +139,7 @@ pub(crate) fn load(
     })?;
 
     // The kernel.
-    let (kernel_end, pvh_entry, setup_header) = match format {
+    let (kernel_end, loaded) = match format {
         Format::Elf => {
             let r = Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
                 .map_err(load_err("ELF kernel", spec))?;
@@ -130,7 +149,7 @@ pub(crate) fn load(
                     spec.kernel.display()
                 )));
             };
-            (r.kernel_end, Some(entry.0), None)
+            (r.kernel_end, Loaded::Pvh { entry: entry.0 })
         }
         Format::BzImage => {
             let r = BzImage::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
@@ -149,7 +168,13 @@ pub(crate) fn load(
             }
             // The kernel decompresses in place up to init_size from its load address.
             let end = r.kernel_end.max(r.kernel_load.0 + u64::from(hdr.init_size));
-            (end, None, Some((hdr, r.kernel_load.0)))
+            (
+                end,
+                Loaded::BzImage {
+                    hdr,
+                    load: r.kernel_load.0,
+                },
+            )
         }
         Format::Unknown => {
             return Err(VmmError::InvalidSpec(format!(
@@ -160,8 +185,8 @@ pub(crate) fn load(
     };
 
     // The command line.
-    let max_cmdline = setup_header
-        .map(|(h, _)| (h.cmdline_size as usize).min(CMDLINE_MAX))
+    let max_cmdline = setup_header(&loaded)
+        .map(|h| (h.cmdline_size as usize).min(CMDLINE_MAX))
         .unwrap_or(CMDLINE_MAX);
     let cmdline = Cmdline::try_from(&spec.cmdline, max_cmdline).map_err(|e| {
         VmmError::InvalidSpec(format!(
@@ -187,8 +212,8 @@ pub(crate) fn load(
                     source: e,
                 })?
                 .len();
-            let max_end = setup_header
-                .map(|(h, _)| u64::from(h.initrd_addr_max) + 1)
+            let max_end = setup_header(&loaded)
+                .map(|h| u64::from(h.initrd_addr_max) + 1)
                 .unwrap_or(1 << 32);
             let addr = initrd_address(&e820, size, kernel_end, max_end).ok_or_else(|| {
                 VmmError::InvalidSpec(format!(
@@ -235,22 +260,21 @@ pub(crate) fn load(
         .map_err(mem_err("writing the ACPI tables"))?;
     let rsdp = tables.rsdp_address();
 
-    let entry = match (pvh_entry, setup_header) {
-        (Some(entry), _) => {
+    let entry = match loaded {
+        Loaded::Pvh { entry } => {
             write_pvh(mem, &e820, rsdp, initrd)?;
             Entry::Pvh {
                 entry,
                 start_info: PVH_INFO_ADDR,
             }
         }
-        (None, Some((hdr, load_addr))) => {
+        Loaded::BzImage { hdr, load } => {
             write_zero_page(mem, hdr, &e820, rsdp, initrd)?;
             Entry::Linux64 {
-                entry: load_addr + 0x200,
+                entry: load + 0x200,
                 boot_params: ZERO_PAGE_ADDR,
             }
         }
-        (None, None) => unreachable!("an ELF has a PVH entry and a bzImage a setup header"),
     };
     Ok(BootLayout {
         entry,
