@@ -375,3 +375,80 @@ fn write_zero_page(
     )
     .map_err(|e| VmmError::Memory(format!("writing boot_params: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GuestRam;
+    use ktstr_topology::Topology;
+
+    fn ram_and_spec(kernel: &std::path::Path) -> (GuestRam, VmSpec) {
+        let topo: Topology = "2n2l1c1t".parse().expect("topology");
+        let topo = topo.with_memory_mib(64).expect("memory");
+        let spec = VmSpec::new(kernel, topo);
+        let ram = GuestRam::new(&spec.node_memory_bytes()).expect("ram");
+        (ram, spec)
+    }
+
+    #[test]
+    fn a_file_that_is_no_kernel_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = dir.path().join("not-a-kernel");
+        std::fs::write(&k, b"#!/bin/sh\necho hi\n").expect("write");
+        let (ram, spec) = ram_and_spec(&k);
+        let err = load(ram.memory(), &spec, ram.layout()).expect_err("not a kernel");
+        assert!(
+            err.to_string()
+                .contains("neither an ELF vmlinux nor a bzImage"),
+            "{err}"
+        );
+    }
+
+    #[cfg(ktstr_tiny_guest)]
+    #[test]
+    fn pvh_start_info_memory_map_and_initrd() {
+        let elf = std::path::Path::new(concat!(env!("OUT_DIR"), "/tiny-guest.elf"));
+        let (ram, mut spec) = ram_and_spec(elf);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rd = dir.path().join("initrd");
+        std::fs::write(&rd, vec![0xa5u8; 10_000]).expect("write");
+        spec.initrd = Some(rd);
+        let mem = ram.memory();
+        let boot = load(mem, &spec, ram.layout()).expect("load");
+        let Entry::Pvh { entry, start_info } = boot.entry else {
+            panic!(
+                "an ELF with the Xen note boots through PVH: {:?}",
+                boot.entry
+            );
+        };
+        assert!(entry >= HIMEM_START);
+        let info: hvm_start_info = mem.read_obj(GuestAddress(start_info)).expect("start info");
+        assert_eq!(
+            (info.magic, info.version, info.nr_modules),
+            (HVM_START_MAGIC, 1, 1)
+        );
+        assert_eq!(info.rsdp_paddr, boot.rsdp);
+        let module: hvm_modlist_entry = mem
+            .read_obj(GuestAddress(info.modlist_paddr))
+            .expect("module");
+        assert_eq!(Some((module.paddr, module.size)), boot.initrd);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(module.paddr + 9_999))
+                .expect("byte"),
+            0xa5
+        );
+        // The initrd sits at the top of RAM (64 MiB), page aligned.
+        assert_eq!(module.paddr, (64 << 20) - 12_288);
+        let e820 = e820_map(ram.layout(), &[]);
+        assert_eq!(info.memmap_entries as usize, e820.len());
+        let mut cmdline = vec![0u8; spec.cmdline.len()];
+        mem.read_slice(&mut cmdline, GuestAddress(info.cmdline_paddr))
+            .expect("cmdline");
+        assert_eq!(cmdline, spec.cmdline.as_bytes());
+        assert_eq!(
+            mem.read_obj::<[u8; 8]>(GuestAddress(boot.rsdp))
+                .expect("rsdp"),
+            *b"RSD PTR "
+        );
+    }
+}
