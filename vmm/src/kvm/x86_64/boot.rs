@@ -5,7 +5,10 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use ktstr_acpi::{AcpiConfig, AcpiSink, FadtConfig, IoPort, MemoryAffinity};
+use ktstr_acpi::{
+    AcpiConfig, AcpiSink, BOOT_ARCH_CMOS_RTC_NOT_PRESENT, BOOT_ARCH_VGA_NOT_PRESENT, FadtConfig,
+    IoPort, MemoryAffinity,
+};
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
@@ -53,7 +56,9 @@ impl AcpiSink for GuestSink<'_> {
 }
 
 /// The ACPI tables' FADT: power-off through the sleep control register, reset
-/// through the PC's reset control port.
+/// through the PC's reset control port, and neither VGA nor a CMOS RTC (the
+/// guest keeps time with kvmclock; without the flag Linux probes ports
+/// 0x70/0x71, which read as all-ones here).
 pub(crate) fn fadt_config() -> FadtConfig {
     FadtConfig {
         reset_register: Some(IoPort {
@@ -66,7 +71,7 @@ pub(crate) fn fadt_config() -> FadtConfig {
         sleep_status: Some(IoPort {
             port: PORT_SLEEP_STATUS,
         }),
-        ..FadtConfig::default()
+        iapc_boot_arch: BOOT_ARCH_VGA_NOT_PRESENT | BOOT_ARCH_CMOS_RTC_NOT_PRESENT,
     }
 }
 
