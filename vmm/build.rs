@@ -15,6 +15,7 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=tiny-guest");
     println!("cargo::rerun-if-env-changed=KTSTR_ASSUME_HW_VIRT");
+    println!("cargo::rerun-if-env-changed=KTSTR_CC");
 
     if hardware_virtualization() {
         println!("cargo::rustc-cfg=ktstr_hw_virt");

@@ -457,3 +457,9 @@ fn kvm_tiny_through_the_backend_interface() {
     );
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// A larger machine: 32 vCPUs in 2 nodes of 2 LLCs, SMT on.
+#[test]
+fn kvm_tiny_pvh_32_cpus() {
+    check(Image::Pvh, "2n4l4c2t");
+}

@@ -84,7 +84,7 @@ impl EventLoop {
             em.add_subscriber(Box::new(StdinToCom1 { shared }));
         }
         let thread = std::thread::Builder::new()
-            .name("ktstr-vmm-events".into())
+            .name("ktstr-vmm-io".into())
             .spawn(move || {
                 while !stopped.load(Ordering::SeqCst) {
                     if em.run_with_timeout(1000).is_err() {

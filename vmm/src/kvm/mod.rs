@@ -13,6 +13,10 @@
 //!
 //! On a host without hardware virtualization `/dev/kvm` may still exist as a
 //! software hypervisor: tiny guests run, Linux does not boot in useful time.
+//! There the vCPUs' CPUID also drops the features it cannot emulate
+//! (cmpxchg16b, popcnt, xsave/AVX, rdtscp) so guests take their fallbacks, as
+//! far as that hypervisor lets them be hidden (the development machine's PVM
+//! honours CX16 but still shows XSAVE: Linux then stops at its first xrstor).
 
 mod devices;
 mod event_loop;
@@ -151,7 +155,37 @@ impl Backend for KvmBackend {
     }
 }
 
-/// A VM run by the KVM backend.
+/// A VM run by the KVM backend: a [`Machine`], plus COM2 and register reads.
+///
+/// ```no_run
+/// use std::time::{Duration, Instant};
+/// use ktstr_vmm::{EndReason, KvmBackend, Machine, VmSpec};
+///
+/// let mut spec = VmSpec::new("/path/to/vmlinux", "1n2l2c2t".parse()?);
+/// spec.initrd = Some("/path/to/initramfs.cpio".into());
+/// let mut vm = KvmBackend::new()?.boot_vm(&spec)?;
+/// let console = vm.take_console().expect("COM1 is captured");
+/// let reports = vm.take_com2().expect("COM2 is captured");
+/// while let Some(line) = console.next_line(Duration::from_secs(30)) {
+///     println!("console: {line}");
+///     if line.contains("Run /init") {
+///         break;
+///     }
+/// }
+/// vm.pause()?;
+/// for cpu in 0..spec.topology.nr_cpus() {
+///     let r = vm.vcpu_regs(cpu)?;
+///     println!("cpu {cpu}: rip {:#x} cr3 {:#x} gs {:#x}", r.rip, r.cr3, r.gs_base);
+/// }
+/// vm.resume()?;
+/// while let Some(line) = reports.next_line(Duration::from_secs(30)) {
+///     println!("report: {line}");
+/// }
+/// if vm.wait(Some(Instant::now() + Duration::from_secs(30)))? != EndReason::PowerOff {
+///     vm.kill();
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct KvmVm {
     shared: Option<Arc<Shared>>,
@@ -164,8 +198,9 @@ pub struct KvmVm {
     nr_vcpus: usize,
     rsdp: u64,
     initrd: Option<(u64, u64)>,
-    // Declared last: the VM (and its memory slots) goes before the RAM it maps.
-    vm: VmFd,
+    // Declared last: the VM (its irqchip, memory slots and irqfds), held only
+    // to keep it alive, goes before the RAM it maps.
+    _vm: VmFd,
     ram: GuestRam,
 }
 
@@ -265,7 +300,11 @@ impl KvmVm {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let supported = cpuid::from_kvm(&supported);
+        let mut supported = cpuid::from_kvm(&supported);
+        if !crate::hardware_virtualization() {
+            // A software /dev/kvm: advertise only what it can emulate.
+            cpuid::hide_unemulated(&mut supported);
+        }
         let mut vcpus = Vec::new();
         for cpu in spec.topology.cpus() {
             let vcpu = vm
@@ -308,7 +347,7 @@ impl KvmVm {
             nr_vcpus,
             rsdp: layout.rsdp,
             initrd: layout.initrd,
-            vm,
+            _vm: vm,
             ram,
         })
     }
@@ -355,7 +394,13 @@ impl KvmVm {
         if !was_paused {
             shared.resume();
         }
-        regs.ok_or_else(|| VmmError::Control(format!("vCPU {cpu} is not running")))
+        match regs {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(why)) => Err(VmmError::Control(format!("registers of vCPU {cpu}: {why}"))),
+            None => Err(VmmError::Control(format!(
+                "vCPU {cpu} did not park (the VM ended?)"
+            ))),
+        }
     }
 
     /// Stops the vCPUs and the event loop, and closes the serial outputs.
@@ -479,6 +524,5 @@ impl Machine for KvmVm {
 impl Drop for KvmVm {
     fn drop(&mut self) {
         self.teardown(End::Killed);
-        let _ = &self.vm;
     }
 }

@@ -46,7 +46,7 @@ struct State {
     running: usize,
     parked: usize,
     end: Option<End>,
-    regs: Vec<Option<VcpuRegs>>,
+    regs: Vec<Option<Result<VcpuRegs, String>>>,
     threads: Vec<libc::pthread_t>,
 }
 
@@ -183,9 +183,9 @@ impl Shared {
         self.pause.load(Ordering::SeqCst)
     }
 
-    /// The registers vCPU `index` saved when it parked.
-    pub(crate) fn regs(&self, index: usize) -> Option<VcpuRegs> {
-        self.lock().regs.get(index).copied().flatten()
+    /// The registers vCPU `index` saved when it parked (`None`: it is not parked).
+    pub(crate) fn regs(&self, index: usize) -> Option<Result<VcpuRegs, String>> {
+        self.lock().regs.get(index).cloned().flatten()
     }
 
     /// Forgets the threads (before joining them) so nobody signals a joined thread.
@@ -196,7 +196,7 @@ impl Shared {
     fn park(&self, index: usize, vcpu: &VcpuFd) {
         let regs = read_regs(vcpu);
         let mut st = self.lock();
-        st.regs[index] = regs;
+        st.regs[index] = Some(regs);
         st.parked += 1;
         self.cond.notify_all();
         while self.pause.load(Ordering::SeqCst) && !self.exit.load(Ordering::SeqCst) {
@@ -219,19 +219,21 @@ impl Shared {
 
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
-fn read_regs(vcpu: &VcpuFd) -> Option<VcpuRegs> {
-    let regs = vcpu.get_regs().ok()?;
-    let sregs = vcpu.get_sregs().ok()?;
+fn read_regs(vcpu: &VcpuFd) -> Result<VcpuRegs, String> {
+    let regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    let sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
     let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
         index: MSR_KERNEL_GS_BASE,
         ..Default::default()
     }])
-    .ok()?;
+    .map_err(|e| format!("MSR list: {e:?}"))?;
     let kernel_gs_base = match vcpu.get_msrs(&mut msrs) {
         Ok(1) => msrs.as_slice()[0].data,
         _ => 0,
     };
-    Some(VcpuRegs {
+    Ok(VcpuRegs {
         rip: regs.rip,
         rsp: regs.rsp,
         cr0: sregs.cr0,

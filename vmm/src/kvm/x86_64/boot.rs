@@ -5,7 +5,10 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use ktstr_acpi::{AcpiConfig, AcpiSink, FadtConfig, IoPort, MemoryAffinity};
+use ktstr_acpi::{
+    AcpiConfig, AcpiSink, BOOT_ARCH_CMOS_RTC_NOT_PRESENT, BOOT_ARCH_VGA_NOT_PRESENT, FadtConfig,
+    IoPort, MemoryAffinity,
+};
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
@@ -53,7 +56,9 @@ impl AcpiSink for GuestSink<'_> {
 }
 
 /// The ACPI tables' FADT: power-off through the sleep control register, reset
-/// through the PC's reset control port.
+/// through the PC's reset control port, and neither VGA nor a CMOS RTC (the
+/// guest keeps time with kvmclock; without the flag Linux probes ports
+/// 0x70/0x71, which read as all-ones here).
 pub(crate) fn fadt_config() -> FadtConfig {
     FadtConfig {
         reset_register: Some(IoPort {
@@ -66,7 +71,7 @@ pub(crate) fn fadt_config() -> FadtConfig {
         sleep_status: Some(IoPort {
             port: PORT_SLEEP_STATUS,
         }),
-        ..FadtConfig::default()
+        iapc_boot_arch: BOOT_ARCH_VGA_NOT_PRESENT | BOOT_ARCH_CMOS_RTC_NOT_PRESENT,
     }
 }
 
@@ -84,6 +89,25 @@ fn kernel_format(file: &mut File) -> std::io::Result<Format> {
     } else {
         Format::Unknown
     })
+}
+
+/// A loaded kernel and how to enter it.
+enum Loaded {
+    Pvh {
+        entry: u64,
+    },
+    BzImage {
+        hdr: linux_loader::loader::bootparam::setup_header,
+        load: u64,
+    },
+}
+
+/// The bzImage setup header, for the limits it sets.
+fn setup_header(loaded: &Loaded) -> Option<&linux_loader::loader::bootparam::setup_header> {
+    match loaded {
+        Loaded::Pvh { .. } => None,
+        Loaded::BzImage { hdr, .. } => Some(hdr),
+    }
 }
 
 enum Format {
@@ -120,7 +144,7 @@ pub(crate) fn load(
     })?;
 
     // The kernel.
-    let (kernel_end, pvh_entry, setup_header) = match format {
+    let (kernel_end, loaded) = match format {
         Format::Elf => {
             let r = Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
                 .map_err(load_err("ELF kernel", spec))?;
@@ -130,7 +154,7 @@ pub(crate) fn load(
                     spec.kernel.display()
                 )));
             };
-            (r.kernel_end, Some(entry.0), None)
+            (r.kernel_end, Loaded::Pvh { entry: entry.0 })
         }
         Format::BzImage => {
             let r = BzImage::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
@@ -149,7 +173,13 @@ pub(crate) fn load(
             }
             // The kernel decompresses in place up to init_size from its load address.
             let end = r.kernel_end.max(r.kernel_load.0 + u64::from(hdr.init_size));
-            (end, None, Some((hdr, r.kernel_load.0)))
+            (
+                end,
+                Loaded::BzImage {
+                    hdr,
+                    load: r.kernel_load.0,
+                },
+            )
         }
         Format::Unknown => {
             return Err(VmmError::InvalidSpec(format!(
@@ -160,8 +190,8 @@ pub(crate) fn load(
     };
 
     // The command line.
-    let max_cmdline = setup_header
-        .map(|(h, _)| (h.cmdline_size as usize).min(CMDLINE_MAX))
+    let max_cmdline = setup_header(&loaded)
+        .map(|h| (h.cmdline_size as usize).min(CMDLINE_MAX))
         .unwrap_or(CMDLINE_MAX);
     let cmdline = Cmdline::try_from(&spec.cmdline, max_cmdline).map_err(|e| {
         VmmError::InvalidSpec(format!(
@@ -187,8 +217,8 @@ pub(crate) fn load(
                     source: e,
                 })?
                 .len();
-            let max_end = setup_header
-                .map(|(h, _)| u64::from(h.initrd_addr_max) + 1)
+            let max_end = setup_header(&loaded)
+                .map(|h| u64::from(h.initrd_addr_max) + 1)
                 .unwrap_or(1 << 32);
             let addr = initrd_address(&e820, size, kernel_end, max_end).ok_or_else(|| {
                 VmmError::InvalidSpec(format!(
@@ -235,22 +265,21 @@ pub(crate) fn load(
         .map_err(mem_err("writing the ACPI tables"))?;
     let rsdp = tables.rsdp_address();
 
-    let entry = match (pvh_entry, setup_header) {
-        (Some(entry), _) => {
+    let entry = match loaded {
+        Loaded::Pvh { entry } => {
             write_pvh(mem, &e820, rsdp, initrd)?;
             Entry::Pvh {
                 entry,
                 start_info: PVH_INFO_ADDR,
             }
         }
-        (None, Some((hdr, load_addr))) => {
+        Loaded::BzImage { hdr, load } => {
             write_zero_page(mem, hdr, &e820, rsdp, initrd)?;
             Entry::Linux64 {
-                entry: load_addr + 0x200,
+                entry: load + 0x200,
                 boot_params: ZERO_PAGE_ADDR,
             }
         }
-        (None, None) => unreachable!("an ELF has a PVH entry and a bzImage a setup header"),
     };
     Ok(BootLayout {
         entry,
@@ -350,4 +379,81 @@ fn write_zero_page(
         mem,
     )
     .map_err(|e| VmmError::Memory(format!("writing boot_params: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GuestRam;
+    use ktstr_topology::Topology;
+
+    fn ram_and_spec(kernel: &std::path::Path) -> (GuestRam, VmSpec) {
+        let topo: Topology = "2n2l1c1t".parse().expect("topology");
+        let topo = topo.with_memory_mib(64).expect("memory");
+        let spec = VmSpec::new(kernel, topo);
+        let ram = GuestRam::new(&spec.node_memory_bytes()).expect("ram");
+        (ram, spec)
+    }
+
+    #[test]
+    fn a_file_that_is_no_kernel_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = dir.path().join("not-a-kernel");
+        std::fs::write(&k, b"#!/bin/sh\necho hi\n").expect("write");
+        let (ram, spec) = ram_and_spec(&k);
+        let err = load(ram.memory(), &spec, ram.layout()).expect_err("not a kernel");
+        assert!(
+            err.to_string()
+                .contains("neither an ELF vmlinux nor a bzImage"),
+            "{err}"
+        );
+    }
+
+    #[cfg(ktstr_tiny_guest)]
+    #[test]
+    fn pvh_start_info_memory_map_and_initrd() {
+        let elf = std::path::Path::new(concat!(env!("OUT_DIR"), "/tiny-guest.elf"));
+        let (ram, mut spec) = ram_and_spec(elf);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rd = dir.path().join("initrd");
+        std::fs::write(&rd, vec![0xa5u8; 10_000]).expect("write");
+        spec.initrd = Some(rd);
+        let mem = ram.memory();
+        let boot = load(mem, &spec, ram.layout()).expect("load");
+        let Entry::Pvh { entry, start_info } = boot.entry else {
+            panic!(
+                "an ELF with the Xen note boots through PVH: {:?}",
+                boot.entry
+            );
+        };
+        assert!(entry >= HIMEM_START);
+        let info: hvm_start_info = mem.read_obj(GuestAddress(start_info)).expect("start info");
+        assert_eq!(
+            (info.magic, info.version, info.nr_modules),
+            (HVM_START_MAGIC, 1, 1)
+        );
+        assert_eq!(info.rsdp_paddr, boot.rsdp);
+        let module: hvm_modlist_entry = mem
+            .read_obj(GuestAddress(info.modlist_paddr))
+            .expect("module");
+        assert_eq!(Some((module.paddr, module.size)), boot.initrd);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(module.paddr + 9_999))
+                .expect("byte"),
+            0xa5
+        );
+        // The initrd sits at the top of RAM (64 MiB), page aligned.
+        assert_eq!(module.paddr, (64 << 20) - 12_288);
+        let e820 = e820_map(ram.layout(), &[]);
+        assert_eq!(info.memmap_entries as usize, e820.len());
+        let mut cmdline = vec![0u8; spec.cmdline.len()];
+        mem.read_slice(&mut cmdline, GuestAddress(info.cmdline_paddr))
+            .expect("cmdline");
+        assert_eq!(cmdline, spec.cmdline.as_bytes());
+        assert_eq!(
+            mem.read_obj::<[u8; 8]>(GuestAddress(boot.rsdp))
+                .expect("rsdp"),
+            *b"RSD PTR "
+        );
+    }
 }

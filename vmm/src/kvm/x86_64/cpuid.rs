@@ -49,3 +49,102 @@ pub(crate) fn for_cpu(
         VmmError::InvalidSpec(format!("CPUID of cpu {cpu}: {} entries: {e:?}", kvm.len()))
     })
 }
+
+/// CPUID feature bits a software `/dev/kvm` (no vmx/svm) cannot emulate:
+/// `(leaf, subleaf, register index EAX=0..EDX=3, mask)`. Hiding them makes
+/// guests take their fallbacks (Linux's SLUB stops using cmpxchg16b, hweight
+/// its software popcount, the FPU code plain FXSAVE). shared/ENVIRONMENT.md
+/// lists the instructions that stop the guest there.
+const SOFTWARE_HYPERVISOR_HIDDEN: &[(u32, u32, usize, u32)] = &[
+    // Leaf 1 ECX: MOVBE 22, POPCNT 23, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29, CX16 13, FMA 12.
+    (
+        1,
+        0,
+        2,
+        (1 << 12)
+            | (1 << 13)
+            | (1 << 22)
+            | (1 << 23)
+            | (1 << 26)
+            | (1 << 27)
+            | (1 << 28)
+            | (1 << 29),
+    ),
+    // Leaf 7 EBX: AVX2 5, the AVX-512 family 16/17/21/26/27/28/30/31.
+    (
+        7,
+        0,
+        1,
+        (1 << 5)
+            | (1 << 16)
+            | (1 << 17)
+            | (1 << 21)
+            | (1 << 26)
+            | (1 << 27)
+            | (1 << 28)
+            | (1 << 30)
+            | (1 << 31),
+    ),
+    // Leaf 7 ECX: AVX-512 VBMI 1, VBMI2 6, VNNI 11, BITALG 12, VPOPCNTDQ 14, VAES 9, VPCLMULQDQ 10.
+    (
+        7,
+        0,
+        2,
+        (1 << 1) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 14),
+    ),
+    // Leaf 7 EDX: AVX512_4VNNIW 2, 4FMAPS 3, VP2INTERSECT 8, AVX512_FP16 23.
+    (7, 0, 3, (1 << 2) | (1 << 3) | (1 << 8) | (1 << 23)),
+    // Leaf 7.1 EAX: AVX-VNNI 4, AVX512_BF16 5.
+    (7, 1, 0, (1 << 4) | (1 << 5)),
+    // 0x80000001 ECX: ABM/LZCNT 5, SSE4A 6, XOP 11, FMA4 16; EDX: RDTSCP 27.
+    (
+        0x8000_0001,
+        0,
+        2,
+        (1 << 5) | (1 << 6) | (1 << 11) | (1 << 16),
+    ),
+    (0x8000_0001, 0, 3, 1 << 27),
+];
+
+/// Hides [`SOFTWARE_HYPERVISOR_HIDDEN`] from `entries`.
+pub(crate) fn hide_unemulated(entries: &mut [CpuidEntry]) {
+    for &(leaf, sub, reg, mask) in SOFTWARE_HYPERVISOR_HIDDEN {
+        for e in entries.iter_mut().filter(|e| {
+            e.function == leaf
+                && (e.flags & ktstr_topology::cpuid::CPUID_FLAG_SIGNIFICANT_INDEX == 0
+                    || e.index == sub)
+        }) {
+            let r = match reg {
+                0 => &mut e.eax,
+                1 => &mut e.ebx,
+                2 => &mut e.ecx,
+                _ => &mut e.edx,
+            };
+            *r &= !mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn software_hypervisor_profile_hides_cx16_popcnt_xsave_rdtscp() {
+        let mut e = vec![
+            CpuidEntry::leaf(1, 0, 0, u32::MAX, u32::MAX),
+            CpuidEntry::subleaf(7, 0, 0, u32::MAX, 0, 0),
+            CpuidEntry::subleaf(7, 1, 0xff, 0, 0, 0),
+            CpuidEntry::leaf(0x8000_0001, 0, 0, 0, u32::MAX),
+        ];
+        hide_unemulated(&mut e);
+        assert_eq!(e[0].ecx & (1 << 13), 0, "CX16");
+        assert_eq!(e[0].ecx & (1 << 23), 0, "POPCNT");
+        assert_eq!(e[0].ecx & (1 << 26), 0, "XSAVE");
+        assert_ne!(e[0].ecx & 1, 0, "SSE3 stays");
+        assert_eq!(e[0].edx, u32::MAX, "leaf 1 EDX untouched");
+        assert_eq!(e[1].ebx & (1 << 5), 0, "AVX2");
+        assert_eq!(e[2].eax, 0xff & !0x30, "leaf 7.1 by its own subleaf");
+        assert_eq!(e[3].edx & (1 << 27), 0, "RDTSCP");
+    }
+}
