@@ -118,6 +118,21 @@ impl LdCache {
     }
 }
 
+/// Parses cache bytes and looks every soname up: the number of entries and of
+/// paths found. Not API: the entry point of the fuzz target and its corpus
+/// replay (`fuzz/`, `tests/fuzz_corpus.rs`), as the cache is otherwise read
+/// only from a file.
+#[doc(hidden)]
+pub fn exercise(bytes: &[u8]) -> std::result::Result<(usize, usize), &'static str> {
+    let cache = LdCache::parse(bytes)?;
+    let found = cache
+        .entries
+        .iter()
+        .map(|(soname, _, _)| cache.lookup(soname).count())
+        .sum();
+    Ok((cache.entries.len(), found))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,4 +34,7 @@ pub use cache::{Base, BaseSpec, Cache, Compression, InitrdFile};
 pub use closure::{Closure, ClosureFile, Found, LoaderConfig, closure, merge};
 pub use cpio::{Archive, Contents, Entry, EntryKind, parse};
 pub use error::{InitramfsError, Result};
+/// Not API: the ld.so.cache parser, for the fuzz target and its corpus replay.
+#[doc(hidden)]
+pub use ldcache::exercise as exercise_ld_cache;
 pub use pack::{PackReport, pack_binaries};
