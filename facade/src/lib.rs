@@ -93,5 +93,5 @@ pub use ktstr_vmm as vmm;
 
 /// The backend VMs run on; the runner never knows which one it is.
 pub(crate) fn backend() -> Result<Box<dyn ktstr_vmm::Backend>, ktstr_vmm::VmmError> {
-    Ok(Box::new(ktstr_vmm::QemuBackend::detect()?))
+    ktstr_vmm::select_backend()
 }

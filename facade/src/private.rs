@@ -39,7 +39,8 @@ pub fn guest_ctor() {
 /// The host side of a generated `#[test]`: runs the VM, panics on failure.
 pub fn run_host(entry: &TestEntry) {
     match run(entry) {
-        Outcome::Pass(_) => {}
+        // The verdict and its notes: visible with --nocapture or on failure.
+        Outcome::Pass(text) => println!("{text}"),
         Outcome::Inconclusive(why) => {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use ktstr_initramfs::{Archive, BaseSpec, Cache, InitrdFile};
 use ktstr_topology::Topology;
-use ktstr_vmm::{
-    Backend, Console, ConsoleEvent, ConsoleMode, EndReason, Machine, QemuBackend, VmSpec,
-};
+use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, VmSpec};
 
 use crate::kernel;
 
@@ -154,7 +152,7 @@ impl ShellVm {
         if opts.exec.is_none() {
             spec.console = ConsoleMode::Inherit;
         }
-        let backend = QemuBackend::detect()?;
+        let backend = crate::backend()?;
         let mut machine = backend.boot(&spec)?;
         let console = machine.take_console();
         Ok(ShellVm {

@@ -63,14 +63,17 @@ impl LdCache {
     pub fn parse(bytes: &[u8]) -> std::result::Result<Self, &'static str> {
         let mut start = 0usize;
         if bytes.starts_with(MAGIC_OLD) {
-            // Old header: magic, u32 count, 12-byte entries; the new table follows at 8-byte alignment.
+            // Old header (glibc's struct cache_file): the 11-byte magic, the u32
+            // count aligned to 4 (offset 12), then 12-byte entries from offset
+            // 16; the new table follows at 8-byte alignment.
+            const OLD_COUNT: usize = 12;
             let count = bytes
-                .get(MAGIC_OLD.len()..MAGIC_OLD.len() + 4)
+                .get(OLD_COUNT..OLD_COUNT + 4)
                 .and_then(|b| U32::read_from_bytes(b).ok())
                 .ok_or("truncated old-format header")?;
             let end = (count.get() as usize)
                 .checked_mul(12)
-                .and_then(|n| n.checked_add(MAGIC_OLD.len() + 4))
+                .and_then(|n| n.checked_add(OLD_COUNT + 4))
                 .ok_or("old-format count overflows")?;
             start = end.checked_add(7).ok_or("old-format count overflows")? & !7;
         }

@@ -80,7 +80,9 @@ pub struct CpuLocation {
     pub thread: u32,
     /// Package (socket) id, as in `topology/physical_package_id`.
     pub package: u32,
-    /// Die id within the package, as in `topology/die_id`.
+    /// Die index within the package (QEMU's `-smp` die). Linux's sysfs
+    /// `topology/die_id` differs: it is the APIC id above the die shift, unique
+    /// across packages.
     pub die: u32,
     /// Initial (x2)APIC id.
     pub apic_id: u32,

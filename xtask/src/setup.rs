@@ -41,6 +41,18 @@ const NEEDS: &[Need] = &[
         why: "zlib for the vendored libbpf of scx-ktstr",
     },
     Need {
+        package: "gcc",
+        from_backports: false,
+        min_major: None,
+        why: "builds the KVM VMM's tiny test guests",
+    },
+    Need {
+        package: "binutils",
+        from_backports: false,
+        min_major: None,
+        why: "objcopy/nm for the tiny test guests",
+    },
+    Need {
         package: "make",
         from_backports: false,
         min_major: None,
