@@ -23,6 +23,7 @@
 //! Kernels come from [`kernel::resolve`]: `KTSTR_KERNEL`, then the newest
 //! kernel cached by `cargo xtask kernel fetch`.
 
+pub mod cli;
 pub mod kernel;
 mod runner;
 mod schedulers;

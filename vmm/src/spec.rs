@@ -60,6 +60,26 @@ impl VmSpec {
         }
     }
 
+    /// Checks that the kernel and initramfs files exist, naming the fix.
+    pub fn check_files(&self) -> Result<(), crate::VmmError> {
+        let missing = |what, path: &std::path::Path, hint| crate::VmmError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+            hint,
+        };
+        if !self.kernel.is_file() {
+            return Err(missing(
+                "kernel",
+                &self.kernel,
+                ": run `cargo xtask kernel fetch` or pass --kernel",
+            ));
+        }
+        match &self.initrd {
+            Some(i) if !i.is_file() => Err(missing("initramfs", i, "")),
+            _ => Ok(()),
+        }
+    }
+
     /// Total guest RAM in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.topology.memory_mib() << 20

@@ -22,7 +22,7 @@ struct Xtask {
 #[argh(subcommand)]
 enum Cmd {
     Setup(SetupCmd),
-    Kernel(KernelCmd),
+    Kernel(ktstr::cli::KernelCmd),
     Test(test::TestCmd),
     Demo(test::DemoCmd),
     Bench(bench::BenchCmd),
@@ -90,48 +90,11 @@ struct InitramfsCmd {
 #[argh(subcommand, name = "setup")]
 struct SetupCmd {}
 
-/// Fetch and list kernels.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "kernel")]
-struct KernelCmd {
-    #[argh(subcommand)]
-    cmd: KernelSub,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum KernelSub {
-    Fetch(FetchCmd),
-    List(ListCmd),
-}
-
-/// Download the newest Debian cloud kernel with sched_ext into the cache.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "fetch")]
-struct FetchCmd {
-    /// use the cache only, never the network
-    #[argh(switch)]
-    offline: bool,
-}
-
-/// List cached kernels, newest first.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "list")]
-struct ListCmd {}
-
 fn main() -> ExitCode {
     let args: Xtask = argh::from_env();
     let result = match args.cmd {
         Cmd::Setup(_) => setup::run(),
-        Cmd::Kernel(KernelCmd {
-            cmd: KernelSub::Fetch(f),
-        }) => kernel_fetch(f.offline).map(drop),
-        Cmd::Kernel(KernelCmd {
-            cmd: KernelSub::List(_),
-        }) => {
-            kernel_list();
-            Ok(())
-        }
+        Cmd::Kernel(k) => k.run("kernel"),
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Bench(b) => bench::run(&b),
@@ -158,20 +121,5 @@ fn main() -> ExitCode {
 
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
 pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr::kernel::CachedKernel, String> {
-    use ktstr::kernel::{FetchOptions, describe_fetch, fetch};
-    let opts = FetchOptions {
-        offline,
-        ..Default::default()
-    };
-    let outcome =
-        fetch(&opts, &mut |line| println!("kernel: {line}")).map_err(|e| e.to_string())?;
-    println!("kernel: {}", describe_fetch(&outcome));
-    Ok(outcome.kernel().clone())
-}
-
-fn kernel_list() {
-    print!(
-        "{}",
-        ktstr::kernel::list_table(&ktstr::kernel::KernelCache::default())
-    );
+    ktstr::cli::kernel_fetch(offline, "kernel")
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use ktstr::kernel::{FetchOptions, KernelCache, describe_fetch, fetch, list_table};
+use ktstr::cli::KernelCmd;
 use ktstr::shell::{GUEST_DIED_STATUS, ShellError, ShellOptions};
 use ktstr_topology::Topology;
 
@@ -60,35 +60,6 @@ struct TopoCmd {
     #[argh(positional)]
     spec: Option<String>,
 }
-
-/// Fetch and list kernels.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "kernel")]
-struct KernelCmd {
-    #[argh(subcommand)]
-    cmd: KernelSub,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum KernelSub {
-    Fetch(FetchCmd),
-    List(ListCmd),
-}
-
-/// Download the newest Debian cloud kernel with sched_ext into the cache.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "fetch")]
-struct FetchCmd {
-    /// use the cache only, never the network
-    #[argh(switch)]
-    offline: bool,
-}
-
-/// List cached kernels, newest first.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "list")]
-struct ListCmd {}
 
 fn parse_topology(spec: &str) -> Result<Topology, String> {
     if let Some(p) = ktstr_topology::preset(spec) {
@@ -173,26 +144,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Shell(c) => shell(c),
         Cmd::Topo(c) => topo(&c).map(|()| ExitCode::SUCCESS),
-        Cmd::Kernel(KernelCmd {
-            cmd: KernelSub::Fetch(f),
-        }) => {
-            let opts = FetchOptions {
-                offline: f.offline,
-                ..Default::default()
-            };
-            fetch(&opts, &mut |l| eprintln!("ktstr: {l}"))
-                .map(|o| {
-                    println!("{}", describe_fetch(&o));
-                    ExitCode::SUCCESS
-                })
-                .map_err(|e| e.to_string())
-        }
-        Cmd::Kernel(KernelCmd {
-            cmd: KernelSub::List(_),
-        }) => {
-            print!("{}", list_table(&KernelCache::default()));
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Kernel(k) => k.run("ktstr").map(|()| ExitCode::SUCCESS),
     };
     res.unwrap_or_else(|e| {
         eprintln!("ktstr: error: {e}");

@@ -204,18 +204,6 @@ pub struct KvmVm {
     ram: GuestRam,
 }
 
-fn check_file(what: &'static str, path: &std::path::Path) -> Result<(), VmmError> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(VmmError::MissingFile {
-            what,
-            path: path.to_path_buf(),
-            hint: "",
-        })
-    }
-}
-
 /// A pipe whose read end becomes a [`Console`] and whose write end a UART's output.
 fn captured(tail: Tail) -> Result<(Console, Box<dyn std::io::Write + Send>), VmmError> {
     let (r, w) = std::io::pipe().map_err(|e| VmmError::Os {
@@ -227,10 +215,7 @@ fn captured(tail: Tail) -> Result<(Console, Box<dyn std::io::Write + Send>), Vmm
 
 impl KvmVm {
     fn boot(spec: &VmSpec, huge_pages: bool) -> Result<Self, VmmError> {
-        check_file("kernel", &spec.kernel)?;
-        if let Some(i) = &spec.initrd {
-            check_file("initramfs", i)?;
-        }
+        spec.check_files()?;
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDRESS)

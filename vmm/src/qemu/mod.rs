@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -98,18 +98,6 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn check_file(what: &'static str, path: &Path, hint: &'static str) -> Result<(), VmmError> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(VmmError::MissingFile {
-            what,
-            path: path.to_path_buf(),
-            hint,
-        })
-    }
-}
-
 impl Backend for QemuBackend {
     fn name(&self) -> String {
         match self.accel {
@@ -119,14 +107,7 @@ impl Backend for QemuBackend {
     }
 
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
-        check_file(
-            "kernel",
-            &spec.kernel,
-            ": run `cargo xtask kernel fetch` or pass --kernel",
-        )?;
-        if let Some(i) = &spec.initrd {
-            check_file("initramfs", i, "")?;
-        }
+        spec.check_files()?;
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
         let (ours, theirs) = UnixStream::pair().map_err(|e| VmmError::Os {
             what: "socketpair for QMP",
