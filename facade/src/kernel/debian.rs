@@ -211,6 +211,18 @@ pub struct PrivateApt {
     suites: Vec<String>,
 }
 
+/// Where to fetch from instead of the host's own Debian mirror (a local or
+/// test repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSource {
+    /// The repository URI (`http://...`, `file:/...`).
+    pub uri: String,
+    /// The suites to search.
+    pub suites: Vec<String>,
+    /// Accept it unsigned (`[trusted=yes]`), for local repositories.
+    pub trusted: bool,
+}
+
 impl PrivateApt {
     /// Sets up the private state for `suites` of `mirror` in `dir`.
     pub fn new(dir: &Path, mirror: AptSource, suites: Vec<String>) -> Result<Self, KernelError> {
@@ -218,16 +230,15 @@ impl PrivateApt {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| KernelError::io(&p, e))?;
         }
-        let signed = mirror
-            .signed_by
-            .clone()
-            .unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into());
+        // An AptSource whose signed_by is "trusted=yes" is a local test repository.
+        let opts = match mirror.signed_by.as_deref() {
+            Some("trusted=yes") => "trusted=yes".to_string(),
+            Some(k) => format!("signed-by={k}"),
+            None => "signed-by=/usr/share/keyrings/debian-archive-keyring.gpg".into(),
+        };
         let mut list = String::new();
         for s in &suites {
-            list.push_str(&format!(
-                "deb [signed-by={signed}] {} {s} main\n",
-                mirror.uri
-            ));
+            list.push_str(&format!("deb [{opts}] {} {s} main\n", mirror.uri));
         }
         let p = dir.join("etc/sources.list");
         std::fs::write(&p, list).map_err(|e| KernelError::io(&p, e))?;
@@ -285,7 +296,8 @@ impl PrivateApt {
     /// Refreshes the private package lists.
     pub fn update(&self) -> Result<(), KernelError> {
         let mut c = self.command("apt-get");
-        c.args(["-q", "update"]);
+        // Without --error-on=any, apt-get update exits 0 when a mirror is unreachable.
+        c.args(["-q", "--error-on=any", "update"]);
         self.run(c, "apt-get update")
             .map(drop)
             .map_err(|e| match e {

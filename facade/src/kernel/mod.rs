@@ -393,6 +393,8 @@ pub struct FetchOptions {
     pub offline: bool,
     /// The cache to fill (default: [`KernelCache::default`]).
     pub cache: Option<KernelCache>,
+    /// Fetch from this repository instead of the host's Debian mirror.
+    pub source: Option<debian::FetchSource>,
 }
 
 /// Fetches the newest Debian cloud kernel with sched_ext into the cache.
@@ -411,9 +413,22 @@ pub fn fetch(
                 cache: cache.dir().to_path_buf(),
             });
     }
-    let codename = debian::os_codename()?;
-    let mirror = debian::debian_mirror(&debian::system_sources(), &codename)?;
-    let suites = debian::kernel_suites(&codename);
+    let (mirror, suites) = match &opts.source {
+        Some(src) => (
+            debian::AptSource {
+                uri: src.uri.clone(),
+                suites: src.suites.clone(),
+                components: vec!["main".into()],
+                signed_by: src.trusted.then(|| "trusted=yes".to_string()),
+            },
+            src.suites.clone(),
+        ),
+        None => {
+            let codename = debian::os_codename()?;
+            let mirror = debian::debian_mirror(&debian::system_sources(), &codename)?;
+            (mirror, debian::kernel_suites(&codename))
+        }
+    };
     let apt_dir = cache.dir().parent().unwrap_or(cache.dir()).join("apt");
     let apt = debian::PrivateApt::new(&apt_dir, mirror, suites)?;
     progress(&format!(
@@ -641,6 +656,180 @@ fn check_vmlinux_file(p: &Path) -> Result<(), KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local apt repository (no signature, `[trusted=yes]`) holding Debian
+    /// 7.x-layout kernel packages, built with dpkg-deb.
+    struct LocalRepo {
+        dir: tempfile::TempDir,
+        packages: String,
+    }
+
+    impl LocalRepo {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("dists/test/main/binary-amd64"))
+                .expect("mkdir");
+            std::fs::create_dir_all(dir.path().join("pool")).expect("mkdir");
+            LocalRepo {
+                dir,
+                packages: String::new(),
+            }
+        }
+
+        /// Adds `linux-binary-unsigned-<release>` with a bzImage and a config.
+        fn add_kernel(&mut self, release: &str, config: &str) {
+            let name = format!("linux-binary-unsigned-{release}");
+            let root = self.dir.path().join(format!("build-{release}"));
+            let moddir = root.join("usr/lib/modules").join(release);
+            std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
+            std::fs::create_dir_all(&moddir).expect("mkdir");
+            let bz = image::tests::tiny_bzimage(&image::tests::tiny_vmlinux(b"btf-of-the-test"));
+            std::fs::write(moddir.join("vmlinuz.unsigned"), bz).expect("write");
+            std::fs::write(moddir.join("config"), config).expect("write");
+            std::fs::write(
+                root.join("DEBIAN/control"),
+                format!("Package: {name}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: test kernel\n"),
+            )
+            .expect("write");
+            let deb = self.dir.path().join(format!("pool/{name}_1_amd64.deb"));
+            let st = std::process::Command::new("dpkg-deb")
+                .args(["-b", "-Zgzip"])
+                .arg(&root)
+                .arg(&deb)
+                .output()
+                .expect("dpkg-deb runs (Debian's dpkg)");
+            assert!(
+                st.status.success(),
+                "dpkg-deb: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            let bytes = std::fs::read(&deb).expect("read deb");
+            self.packages.push_str(&format!(
+                "Package: {name}\nVersion: 1\nArchitecture: amd64\nFilename: pool/{name}_1_amd64.deb\nSize: {}\nSHA256: {}\nDescription: test kernel\n\n",
+                bytes.len(),
+                sha256_hex(&bytes)
+            ));
+            std::fs::write(
+                self.dir
+                    .path()
+                    .join("dists/test/main/binary-amd64/Packages"),
+                &self.packages,
+            )
+            .expect("write Packages");
+        }
+
+        fn source(&self) -> debian::FetchSource {
+            debian::FetchSource {
+                uri: format!("file:{}", self.dir.path().display()),
+                suites: vec!["test".into()],
+                trusted: true,
+            }
+        }
+    }
+
+    fn fetch_from(
+        src: debian::FetchSource,
+        cache: &KernelCache,
+    ) -> Result<FetchOutcome, KernelError> {
+        let opts = FetchOptions {
+            offline: false,
+            cache: Some(cache.clone()),
+            source: Some(src),
+        };
+        fetch(&opts, &mut |_| {})
+    }
+
+    #[test]
+    fn fetch_from_a_repository_then_reuse_the_cache() {
+        let mut repo = LocalRepo::new();
+        repo.add_kernel("9.9.1+deb13-cloud-amd64", "CONFIG_SCHED_CLASS_EXT=y\n");
+        repo.add_kernel(
+            "9.9.2+deb13-cloud-amd64",
+            "# CONFIG_SCHED_CLASS_EXT is not set\n",
+        );
+        let cache_dir = tempfile::tempdir().expect("tempdir");
+        let cache = KernelCache::new(cache_dir.path().join("kernels"));
+        // The newest package lacks sched_ext: the newest one that has it wins.
+        let first = fetch_from(repo.source(), &cache).expect("fetch");
+        assert!(matches!(first, FetchOutcome::Fetched(_)), "{first:?}");
+        assert_eq!(first.kernel().metadata.release, "9.9.1+deb13-cloud-amd64");
+        assert!(first.kernel().vmlinux().is_file());
+        // Again: nothing is downloaded, the cached kernel is named.
+        let second = fetch_from(repo.source(), &cache).expect("fetch again");
+        assert!(
+            matches!(second, FetchOutcome::AlreadyCached(_)),
+            "{second:?}"
+        );
+        // Offline: the cache alone.
+        let offline = fetch(
+            &FetchOptions {
+                offline: true,
+                cache: Some(cache.clone()),
+                source: None,
+            },
+            &mut |_| {},
+        )
+        .expect("offline");
+        assert_eq!(offline.kernel().metadata.release, "9.9.1+deb13-cloud-amd64");
+    }
+
+    #[test]
+    fn no_package_with_sched_ext_is_an_error_naming_what_was_checked() {
+        let mut repo = LocalRepo::new();
+        repo.add_kernel(
+            "9.9.2+deb13-cloud-amd64",
+            "# CONFIG_SCHED_CLASS_EXT is not set\n",
+        );
+        let cache_dir = tempfile::tempdir().expect("tempdir");
+        let cache = KernelCache::new(cache_dir.path().join("kernels"));
+        let err = fetch_from(repo.source(), &cache).expect_err("no sched_ext");
+        assert!(
+            matches!(err, KernelError::NoSchedExtPackage { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("9.9.2+deb13-cloud-amd64 (no sched_ext)"),
+            "{err}"
+        );
+        let empty = LocalRepo::new();
+        std::fs::write(
+            empty
+                .dir
+                .path()
+                .join("dists/test/main/binary-amd64/Packages"),
+            "",
+        )
+        .expect("write");
+        let err = fetch_from(empty.source(), &cache).expect_err("no package");
+        assert!(
+            err.to_string()
+                .contains("no cloud-amd64 kernel package found"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreachable_mirror_is_named() {
+        let cache_dir = tempfile::tempdir().expect("tempdir");
+        let cache = KernelCache::new(cache_dir.path().join("kernels"));
+        // Port 9 on loopback: nothing listens, the connection is refused.
+        let src = debian::FetchSource {
+            uri: "http://127.0.0.1:9/debian".into(),
+            suites: vec!["test".into()],
+            trusted: true,
+        };
+        let err = fetch_from(src, &cache).expect_err("unreachable");
+        assert!(
+            matches!(err, KernelError::MirrorUnreachable { .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1:9") && text.contains("--offline"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn rfc3339_known_dates() {
