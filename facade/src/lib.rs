@@ -22,6 +22,27 @@
 //!
 //! Kernels come from [`kernel::resolve`]: `KTSTR_KERNEL`, then the newest
 //! kernel cached by `cargo xtask kernel fetch`.
+//!
+//! Mistakes are compile errors, never silently ignored: an invalid topology
+//! (here `llcs = 3` cannot be spread over `numa_nodes = 2`) ...
+//!
+//! ```compile_fail
+//! use ktstr::prelude::*;
+//! #[ktstr_test(numa_nodes = 2, llcs = 3)]
+//! fn uneven(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
+//!
+//! ... and a key that is not built yet ("ktstr_test key `post_vm` is not
+//! supported yet"):
+//!
+//! ```compile_fail
+//! use ktstr::prelude::*;
+//! fn check(_: &()) -> Result<()> { Ok(()) }
+//! #[ktstr_test(post_vm = check)]
+//! fn monitored(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
 
 pub mod cli;
 pub mod kernel;
