@@ -408,11 +408,11 @@ mod tests {
 
     #[test]
     fn parses_deb822_and_finds_the_mirror() {
-        let text = "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/k.gpg\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        let text = "Types: deb\n# a comment\nURIs: file:/srv/archive/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/k.gpg\n\nTypes: deb\nURIs: file:/srv/archive/debian-security\nSuites: bookworm-security\nComponents: main\n";
         let s = parse_deb822(text);
         assert_eq!(s.len(), 2);
         let m = debian_mirror(&s, "bookworm").expect("mirror");
-        assert_eq!(m.uri, "http://mirror.example/debian");
+        assert_eq!(m.uri, "file:/srv/archive/debian");
         assert_eq!(m.signed_by.as_deref(), Some("/usr/share/keyrings/k.gpg"));
         assert!(debian_mirror(&s, "trixie").is_err());
     }
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn parses_one_line_sources() {
         let s = parse_one_line(
-            "deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main contrib\n# deb http://x y z\ndeb-src http://m.example/debian bookworm main\n",
+            "deb [arch=amd64 signed-by=/k.gpg] file:/srv/archive/debian bookworm main contrib\n# deb file:/x y z\ndeb-src file:/srv/archive/debian bookworm main\n",
         );
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].suites, ["bookworm"]);
