@@ -173,7 +173,7 @@ pub fn run() -> Result<(), String> {
 }
 
 /// cargo-nextest runs the VM tests one process per test; install it from
-/// crates.io when the machine lacks it.
+/// the Rust package registry (`cargo install`) when the machine lacks it.
 fn ensure_nextest() -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let have = Command::new(&cargo)
@@ -184,7 +184,7 @@ fn ensure_nextest() -> Result<(), String> {
         println!("setup: cargo-nextest: already present (runs the VM tests one process each)");
         return Ok(());
     }
-    println!("setup: cargo-nextest: missing, installing from crates.io");
+    println!("setup: cargo-nextest: missing, installing with cargo install");
     run_cmd(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))?;
     println!("setup: cargo-nextest: installed");
     Ok(())
