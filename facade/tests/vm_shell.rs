@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ktstr::shell::{ShellOptions, ShellVm};
-use ktstr_topology::Topology;
+use ktstr_topology::{Topology, cpu_list};
 use ktstr_vmm::{ConsoleEvent, EndReason};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -140,40 +140,32 @@ fn guest_view(topology: &str, memory: &str) -> GuestView {
     v
 }
 
-/// Linux's list format for a contiguous range.
-fn range_list(r: std::ops::Range<u32>) -> String {
-    if r.len() == 1 {
-        r.start.to_string()
-    } else {
-        format!("{}-{}", r.start, r.end - 1)
-    }
-}
-
 fn check_topology(spec: &str, memory: &str) {
     let _g = one_vm();
     let t: Topology = spec.parse().expect("topology");
     let view = guest_view(spec, memory);
     assert_eq!(view.cpus.len() as u32, t.nr_cpus(), "{spec}: CPU count");
-    let layout = t.apic_layout();
     for c in t.cpus() {
         let g = &view.cpus[&c.cpu];
         let field = |k: &str| g.get(k).map(String::as_str).unwrap_or("?");
-        // Linux: die_id is the APIC id above the die shift (unique across
-        // packages); core_id is the APIC id within the package above SMT.
-        let die_id = c.apic_id >> layout.die_shift();
-        let core_id = (c.apic_id & ((1 << layout.package_shift()) - 1)) >> layout.thread_bits();
+        let linux = t.linux_ids(c.cpu).expect("cpu of the topology");
         let first_thread = c.cpu - c.thread;
-        let siblings = range_list(first_thread..first_thread + t.threads_per_core());
+        let siblings = cpu_list(first_thread..first_thread + t.threads_per_core());
         assert_eq!(
             field("pkg"),
             c.package.to_string(),
             "{spec} cpu{}: package",
             c.cpu
         );
-        assert_eq!(field("die"), die_id.to_string(), "{spec} cpu{}: die", c.cpu);
+        assert_eq!(
+            field("die"),
+            linux.die_id.to_string(),
+            "{spec} cpu{}: die",
+            c.cpu
+        );
         assert_eq!(
             field("core"),
-            core_id.to_string(),
+            linux.core_id.to_string(),
             "{spec} cpu{}: core",
             c.cpu
         );
@@ -185,7 +177,7 @@ fn check_topology(spec: &str, memory: &str) {
         );
         assert_eq!(
             field("l3"),
-            range_list(t.llc_cpus(c.llc)),
+            cpu_list(t.llc_cpus(c.llc)),
             "{spec} cpu{}: L3 sharing",
             c.cpu
         );
@@ -195,7 +187,7 @@ fn check_topology(spec: &str, memory: &str) {
         for (node, (cpus, dist)) in &view.nodes {
             assert_eq!(
                 cpus,
-                &range_list(t.node_cpus(*node)),
+                &cpu_list(t.node_cpus(*node)),
                 "{spec} node{node}: cpulist"
             );
             let want: Vec<u8> = (0..t.numa_nodes())

@@ -5,21 +5,13 @@
 use std::fmt::Write as _;
 
 use ktstr::prelude::*;
+use ktstr::topology::cpu_list;
 
 fn read(path: &str) -> Result<String> {
     Ok(std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
         .trim()
         .to_string())
-}
-
-/// Linux's list format for a contiguous range.
-fn range_list(r: std::ops::Range<u32>) -> String {
-    if r.len() == 1 {
-        r.start.to_string()
-    } else {
-        format!("{}-{}", r.start, r.end - 1)
-    }
 }
 
 fn conformance(ctx: &Ctx) -> Result<AssertResult> {
@@ -33,16 +25,12 @@ fn conformance(ctx: &Ctx) -> Result<AssertResult> {
     check(
         "online CPUs".into(),
         read("/sys/devices/system/cpu/online")?,
-        range_list(0..t.nr_cpus()),
+        cpu_list(0..t.nr_cpus()),
     );
-    let layout = t.apic_layout();
     for c in t.cpus() {
         let base = format!("/sys/devices/system/cpu/cpu{}", c.cpu);
         let topo = |f: &str| read(&format!("{base}/topology/{f}"));
-        // Linux numbers dies across packages (APIC id above the die shift) and
-        // cores within a package (APIC id bits between SMT and package).
-        let die_id = c.apic_id >> layout.die_shift();
-        let core_id = (c.apic_id & ((1 << layout.package_shift()) - 1)) >> layout.thread_bits();
+        let linux = t.linux_ids(c.cpu).expect("cpu of the topology");
         let first = c.cpu - c.thread;
         let cpu = c.cpu;
         check(
@@ -50,21 +38,25 @@ fn conformance(ctx: &Ctx) -> Result<AssertResult> {
             topo("physical_package_id")?,
             c.package.to_string(),
         );
-        check(format!("cpu{cpu} die"), topo("die_id")?, die_id.to_string());
+        check(
+            format!("cpu{cpu} die"),
+            topo("die_id")?,
+            linux.die_id.to_string(),
+        );
         check(
             format!("cpu{cpu} core"),
             topo("core_id")?,
-            core_id.to_string(),
+            linux.core_id.to_string(),
         );
         check(
             format!("cpu{cpu} thread siblings"),
             topo("thread_siblings_list")?,
-            range_list(first..first + t.threads_per_core()),
+            cpu_list(first..first + t.threads_per_core()),
         );
         check(
             format!("cpu{cpu} L3 sharing"),
             read(&format!("{base}/cache/index3/shared_cpu_list"))?,
-            range_list(t.llc_cpus(c.llc)),
+            cpu_list(t.llc_cpus(c.llc)),
         );
     }
     if t.numa_nodes() > 1 {
@@ -73,7 +65,7 @@ fn conformance(ctx: &Ctx) -> Result<AssertResult> {
             check(
                 format!("node{node} cpus"),
                 read(&format!("{base}/cpulist"))?,
-                range_list(t.node_cpus(node)),
+                cpu_list(t.node_cpus(node)),
             );
             let want: Vec<String> = (0..t.numa_nodes())
                 .map(|o| t.distance(node, o).unwrap_or(0).to_string())
@@ -87,7 +79,7 @@ fn conformance(ctx: &Ctx) -> Result<AssertResult> {
         check(
             "online nodes".into(),
             read("/sys/devices/system/node/online")?,
-            range_list(0..t.numa_nodes()),
+            cpu_list(0..t.numa_nodes()),
         );
     }
     if wrong.is_empty() {

@@ -44,8 +44,8 @@ pub use apic::{ApicIds, ApicLayout};
 pub use error::TopologyError;
 pub use presets::{Backend, PRESETS, Preset, preset};
 pub use topology::{
-    CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, MAX_CPUS, MAX_NUMA_NODES, MIN_NODE_MEMORY_MIB,
-    REMOTE_DISTANCE, Topology,
+    CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, LinuxCpuIds, MAX_CPUS, MAX_NUMA_NODES,
+    MIN_NODE_MEMORY_MIB, REMOTE_DISTANCE, Topology, cpu_list,
 };
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::cpuid;

@@ -88,6 +88,27 @@ pub struct CpuLocation {
     pub apic_id: u32,
 }
 
+/// The ids Linux's sysfs shows for a CPU (`topology/physical_package_id`,
+/// `die_id`, `core_id`), which differ from [`CpuLocation`]'s per-level indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinuxCpuIds {
+    /// `topology/physical_package_id`.
+    pub physical_package_id: u32,
+    /// `topology/die_id`.
+    pub die_id: u32,
+    /// `topology/core_id`.
+    pub core_id: u32,
+}
+
+/// A CPU range in Linux's list format (`cpulist`, `shared_cpu_list`): `3` or `0-3`.
+pub fn cpu_list(r: Range<u32>) -> alloc::string::String {
+    if r.end == r.start + 1 {
+        r.start.to_string()
+    } else {
+        alloc::format!("{}-{}", r.start, r.end.saturating_sub(1))
+    }
+}
+
 impl Topology {
     /// A validated topology with default memory ([`DEFAULT_MEMORY_MIB`] shared by
     /// the nodes) and default distances (10 local, 20 remote).
@@ -403,6 +424,23 @@ impl Topology {
         self.cpu_index(llc, ids.core, ids.thread)
     }
 
+    /// The ids Linux shows in sysfs `topology/` for `cpu`: its die id is the
+    /// APIC id above the die shift (unique across packages) and its core id
+    /// the APIC id bits between SMT and package
+    /// (arch/x86/kernel/cpu/topology_common.c).
+    pub const fn linux_ids(&self, cpu: u32) -> Option<LinuxCpuIds> {
+        let Some(c) = self.cpu(cpu) else {
+            return None;
+        };
+        let layout = self.apic_layout();
+        let in_package = c.apic_id & ((1 << layout.package_shift()) - 1);
+        Some(LinuxCpuIds {
+            physical_package_id: c.package,
+            die_id: c.apic_id >> layout.die_shift(),
+            core_id: in_package >> layout.thread_bits(),
+        })
+    }
+
     /// Every CPU in logical order.
     pub fn cpus(&self) -> impl ExactSizeIterator<Item = CpuLocation> + '_ {
         (0..self.nr_cpus()).map(|cpu| {
@@ -673,5 +711,23 @@ mod tests {
         assert_eq!(t.llc_cpus(1), 6..12);
         assert_eq!(t.node_cpus(1), 18..36);
         assert_eq!(t.llc_cpus(6), 0..0);
+    }
+
+    #[test]
+    fn linux_ids_match_what_a_guest_showed() {
+        // Read from a 2n4l2c2t guest's sysfs under QEMU 10 (facade/tests/vm_shell.rs).
+        let t: Topology = "2n4l2c2t".parse().expect("topology");
+        let id = |cpu| t.linux_ids(cpu).expect("cpu");
+        let ids = |cpu| {
+            let i = id(cpu);
+            (i.physical_package_id, i.die_id, i.core_id)
+        };
+        assert_eq!(ids(1), (0, 0, 0));
+        assert_eq!(ids(4), (0, 1, 2));
+        assert_eq!(ids(10), (1, 2, 1));
+        assert_eq!(ids(15), (1, 3, 3));
+        assert!(t.linux_ids(16).is_none());
+        assert_eq!(cpu_list(3..4), "3");
+        assert_eq!(cpu_list(8..12), "8-11");
     }
 }

@@ -185,10 +185,11 @@ fn conformance(backend: &dyn Backend, topo: &str) {
             "{topo} cpu {}",
             loc.cpu
         );
-        // Linux's die_id is the APIC id above the die shift, unique across
-        // packages (arch/x86/kernel/cpu/topology_common.c), not the die within
-        // its package that CpuLocation::die holds.
-        let die_id = loc.apic_id >> topology.apic_layout().die_shift();
+        // Linux's die_id, not the die within its package that CpuLocation::die holds.
+        let die_id = topology
+            .linux_ids(loc.cpu)
+            .expect("cpu of the topology")
+            .die_id;
         assert_eq!(
             c["die"],
             die_id.to_string(),
