@@ -14,6 +14,30 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::test_support::TestEntry;
 
+/// How long a guest may take from boot to the harness's init before the boot
+/// counts as stalled (`KTSTR_BOOT_TIMEOUT_S` overrides). TCG boots take 3-10 s.
+const BOOT_TO_INIT_LIMIT: Duration = Duration::from_secs(45);
+/// Boots tried when the guest stalls before reaching init.
+const BOOT_ATTEMPTS: u32 = 2;
+
+fn boot_to_init_limit() -> Duration {
+    std::env::var("KTSTR_BOOT_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(BOOT_TO_INIT_LIMIT, Duration::from_secs)
+}
+
+/// One boot of a test VM.
+enum Attempt {
+    /// The guest reached init; the run went to its end.
+    Done(Outcome, Times),
+    /// The guest never reached init within the boot limit: no test code ran.
+    NoInit {
+        after: Duration,
+        console: Vec<String>,
+    },
+}
+
 /// How long the guest may take to power off after its verdict.
 const TEARDOWN_BUDGET: Duration = Duration::from_secs(30);
 /// Console lines quoted in a failure.
@@ -104,29 +128,54 @@ pub fn run(entry: &TestEntry) -> Outcome {
 /// Runs one test in a VM booting `kernel` (default: the resolution order).
 pub fn run_with_kernel(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
     let t0 = Instant::now();
-    match run_vm(entry, t0, kernel) {
-        Ok((outcome, mut times)) => {
-            times.total = t0.elapsed();
-            let topo = topology_of(entry)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            let line = format!(
-                "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
-                entry.name,
-                times.initramfs.as_secs_f64() * 1000.0,
-                times.slot_wait.as_secs_f64(),
-                secs(times.boot_to_init),
-                secs(times.body),
-                secs(times.teardown),
-                times.total.as_secs_f64(),
-            );
-            // Straight to the stream, past libtest's capture: one line per test.
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            record(entry, &topo, &outcome, times.total);
-            outcome
-        }
-        Err(infra) => Outcome::Fail(infra),
+    for attempt in 1..=BOOT_ATTEMPTS {
+        let (outcome, mut times) = match run_vm(entry, t0, kernel) {
+            Ok(Attempt::Done(outcome, times)) => (outcome, times),
+            Ok(Attempt::NoInit { after, console }) if attempt < BOOT_ATTEMPTS => {
+                // An infrastructure stall before any test code ran: said
+                // loudly, then booted again.
+                let _ = std::io::stderr().write_all(
+                    format!(
+                        "ktstr: {}: WARNING: boot {attempt} did not reach init within {:.0}s; \
+                         booting again. {}\n",
+                        entry.name,
+                        after.as_secs_f64(),
+                        quote(&console)
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            Ok(Attempt::NoInit { after, console }) => {
+                return Outcome::Fail(format!(
+                    "hung before init: {BOOT_ATTEMPTS} boots in a row did not reach the harness's \
+                     init within {:.0}s\n{}",
+                    after.as_secs_f64(),
+                    quote(&console)
+                ));
+            }
+            Err(infra) => return Outcome::Fail(infra),
+        };
+        times.total = t0.elapsed();
+        let topo = topology_of(entry)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let line = format!(
+            "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+            entry.name,
+            times.initramfs.as_secs_f64() * 1000.0,
+            times.slot_wait.as_secs_f64(),
+            secs(times.boot_to_init),
+            secs(times.body),
+            secs(times.teardown),
+            times.total.as_secs_f64(),
+        );
+        // Straight to the stream, past libtest's capture: one line per test.
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        record(entry, &topo, &outcome, times.total);
+        return outcome;
     }
+    unreachable!("the last attempt always returns")
 }
 
 /// Appends one JSON line per test to `$KTSTR_RESULTS`, if set, for
@@ -162,7 +211,7 @@ fn run_vm(
     entry: &TestEntry,
     t0: Instant,
     kernel: Option<&std::path::Path>,
-) -> Result<(Outcome, Times), String> {
+) -> Result<Attempt, String> {
     let cfg = &entry.config;
     let topology = topology_of(entry)?;
     let node0_mib = u64::from(topology.node_memory_mib(0).unwrap_or(0));
@@ -256,6 +305,8 @@ fn run_vm(
     });
     let verbose = std::env::var_os("KTSTR_VERBOSE").is_some_and(|v| v != "0");
     let watchdog = boot_at + Duration::from_secs(u64::from(cfg.watchdog_timeout_s));
+    // A stall before init is judged here only when it comes before the watchdog.
+    let init_deadline = Some(boot_at + boot_to_init_limit()).filter(|d| *d < watchdog);
     let mut lines: Vec<String> = Vec::new();
     let mut seen = Seen::default();
     let mut channel_fault: Option<ChannelError> = None;
@@ -280,6 +331,13 @@ fn run_vm(
             break end;
         }
         let now = Instant::now();
+        if times.boot_to_init.is_none() && init_deadline.is_some_and(|d| now >= d) {
+            vm.kill();
+            return Ok(Attempt::NoInit {
+                after: boot_at.elapsed(),
+                console: lines,
+            });
+        }
         if now >= watchdog {
             reader.signal(channel::SIGNAL_STOP);
             vm.kill();
@@ -312,7 +370,7 @@ fn run_vm(
         channel_fault,
         &lines,
     );
-    Ok((outcome, times))
+    Ok(Attempt::Done(outcome, times))
 }
 
 /// What the host learned from the channel.
