@@ -20,8 +20,8 @@
 //! # fn main() {}
 //! ```
 //!
-//! Kernels come from [`kernel::resolve`]: `KTSTR_KERNEL`, then the newest
-//! kernel cached by `cargo xtask kernel fetch`.
+//! Host settings (kernel, backend, cache, slots) come from one
+//! [`config::HostConfig`], read from the environment once.
 //!
 //! Mistakes are compile errors, never silently ignored: an invalid topology
 //! (here `llcs = 3` cannot be spread over `numa_nodes = 2`) ...
@@ -44,17 +44,25 @@
 //! # fn main() {}
 //! ```
 
-pub mod cli;
-pub mod kernel;
+mod channel;
+pub mod config;
+mod error;
+mod guest;
+mod registry;
+mod results;
 mod runner;
 mod schedulers;
 pub mod shell;
 mod slots;
 pub mod test_support;
+mod verdict;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+pub use error::RunError;
+pub use schedulers::SchedulerSetupError;
 
 /// Verdicts of test bodies and checks.
 pub mod assert {
@@ -69,7 +77,7 @@ pub mod scenario {
 /// Scheduler processes in the guest: errors a body can downcast to.
 pub mod scheduler {
     pub use ktstr_ops::scheduler::{
-        KillSchedulerError, SchedulerDied, SpawnSchedulerError, current_log,
+        ExitKind, KillSchedulerError, SchedulerDied, SpawnSchedulerError, Supervisor,
     };
 }
 
@@ -104,16 +112,15 @@ pub mod prelude {
 /// Declares a test that runs in a VM with a declared topology.
 pub use ktstr_macros::ktstr_test;
 
-/// The BTF parser (type layouts, enum values, the C header dump).
-pub use ktstr_btf as btf;
-/// The guest root builder (cpio archives, ELF closures, the base cache).
-pub use ktstr_initramfs as initramfs;
-/// Declared topologies and presets.
-pub use ktstr_topology as topology;
-/// The VM backends.
-pub use ktstr_vmm as vmm;
+/// Declared topologies: what `Ctx::topology` is, presets, and Linux's view
+/// of a CPU.
+pub mod topology {
+    pub use ktstr_topology::{
+        CpuLocation, LinuxCpuIds, PRESETS, Preset, Topology, TopologyError, cpu_list, preset,
+    };
+}
 
-/// The backend VMs run on; the runner never knows which one it is.
-pub(crate) fn backend() -> Result<Box<dyn ktstr_vmm::Backend>, ktstr_vmm::VmmError> {
-    ktstr_vmm::select_backend()
+/// Kernels: what a run boots (see [`config::HostConfig::resolve_kernel`]).
+pub mod kernel {
+    pub use ktstr_kernel::{Kernel, KernelCache, KernelError, KernelOrigin};
 }

@@ -4,13 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use ktstr_initramfs::{Archive, BaseSpec};
+use ktstr_initramfs::{Archive, BaseSpec, InitramfsError};
 use ktstr_ops::scheduler::{
     BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, staged_paths,
 };
 
 /// Finds a scheduler's binary on the host.
-pub fn resolve(s: &Scheduler) -> Result<Option<PathBuf>, String> {
+pub fn resolve(
+    s: &Scheduler,
+    path: &std::ffi::OsStr,
+) -> Result<Option<PathBuf>, SchedulerSetupError> {
     match s.binary {
         SchedulerSpec::Eevdf => Ok(None),
         SchedulerSpec::Path(p) => {
@@ -18,27 +21,81 @@ pub fn resolve(s: &Scheduler) -> Result<Option<PathBuf>, String> {
             if p.is_file() {
                 Ok(Some(p))
             } else {
-                Err(format!(
-                    "scheduler {}: binary {} does not exist",
-                    s.name,
-                    p.display()
-                ))
+                Err(SchedulerSetupError::MissingPath {
+                    name: s.name.into(),
+                    path: p,
+                })
             }
         }
-        SchedulerSpec::Discover(name) => discover(name).map(Some).map_err(|looked| {
-            format!(
-                "scheduler {}: binary {name:?} not found; looked in {}. Build it (a [[bin]] of \
-                 the test's package is built by cargo test) or declare SchedulerSpec::Path",
-                s.name,
-                looked.join(", ")
-            )
-        }),
+        SchedulerSpec::Discover(name) => {
+            discover(name, path)
+                .map(Some)
+                .map_err(|looked| SchedulerSetupError::NotFound {
+                    name: s.name.into(),
+                    binary: name.into(),
+                    looked: looked.join(", "),
+                })
+        }
     }
 }
 
 /// `CARGO_BIN_EXE_<name>` (set at run time by nextest), the target directory
 /// of the running test binary, then `PATH`. On failure, where it looked.
-fn discover(name: &str) -> Result<PathBuf, Vec<String>> {
+/// Why a scheduler under test cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerSetupError {
+    /// A declared path does not exist.
+    #[error("scheduler {name}: binary {} does not exist", path.display())]
+    MissingPath {
+        /// The scheduler.
+        name: String,
+        /// The declared path.
+        path: PathBuf,
+    },
+    /// A binary to discover was not found.
+    #[error(
+        "scheduler {name}: binary {binary:?} not found; looked in {looked}. Build it (a [[bin]] \
+         of the test's package is built by cargo test) or declare SchedulerSpec::Path"
+    )]
+    NotFound {
+        /// The scheduler.
+        name: String,
+        /// The binary's name.
+        binary: String,
+        /// Where it was looked for.
+        looked: String,
+    },
+    /// The kernel's BTF could not be read.
+    #[error("kernel {}: cannot read its BTF: {why}", kernel.display())]
+    KernelBtf {
+        /// The vmlinux.
+        kernel: PathBuf,
+        /// What failed.
+        why: String,
+    },
+    /// The kernel has no sched_ext.
+    #[error(
+        "kernel {} has no sched_ext (no struct sched_ext_ops in its BTF): sched_ext schedulers \
+         need CONFIG_SCHED_CLASS_EXT=y; run `cargo xtask kernel fetch` or pass a kernel built \
+         with it",
+        kernel.display()
+    )]
+    NoSchedExt {
+        /// The vmlinux.
+        kernel: PathBuf,
+    },
+    /// The scheduler's files could not be packed.
+    #[error("packing scheduler {name}: {why}")]
+    Pack {
+        /// The scheduler.
+        name: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+fn discover(name: &str, path: &std::ffi::OsStr) -> Result<PathBuf, Vec<String>> {
     let mut looked = Vec::new();
     let var = format!("CARGO_BIN_EXE_{name}");
     match std::env::var_os(&var) {
@@ -55,22 +112,20 @@ fn discover(name: &str) -> Result<PathBuf, Vec<String>> {
             looked.push(dir.display().to_string());
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let cand = dir.join(name);
-            if cand.is_file() {
-                return Ok(cand);
-            }
+    for dir in std::env::split_paths(path) {
+        let cand = dir.join(name);
+        if cand.is_file() {
+            return Ok(cand);
         }
-        looked.push("$PATH".into());
     }
+    looked.push("$PATH".into());
     Err(looked)
 }
 
 /// Refuses a kernel whose BTF has no `struct sched_ext_ops` (checked once per
 /// vmlinux per process).
-pub fn check_kernel(vmlinux: &Path) -> Result<(), String> {
-    type Verdicts = Vec<(PathBuf, Result<(), String>)>;
+pub fn check_kernel(vmlinux: &Path) -> Result<(), SchedulerSetupError> {
+    type Verdicts = Vec<(PathBuf, Result<(), SchedulerSetupError>)>;
     static CHECKED: OnceLock<Mutex<Verdicts>> = OnceLock::new();
     let cache = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
     let mut seen = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,28 +133,30 @@ pub fn check_kernel(vmlinux: &Path) -> Result<(), String> {
         return r.clone();
     }
     let r = std::fs::read(vmlinux)
-        .map_err(|e| format!("{}: {e}", vmlinux.display()))
+        .map_err(|e| SchedulerSetupError::KernelBtf {
+            kernel: vmlinux.into(),
+            why: e.to_string(),
+        })
         .and_then(|elf| check_btf_has_sched_ext(&elf, vmlinux));
     seen.push((vmlinux.to_path_buf(), r.clone()));
     r
 }
 
 /// The pure part of [`check_kernel`], over the ELF bytes.
-pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), String> {
-    let section = ktstr_btf::elf::btf_section(elf)
-        .map_err(|e| format!("kernel {}: cannot read its BTF: {e}", what.display()))?;
-    let btf = ktstr_btf::Btf::parse(section)
-        .map_err(|e| format!("kernel {}: corrupt BTF: {e}", what.display()))?;
+pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), SchedulerSetupError> {
+    let bad = |why: String| SchedulerSetupError::KernelBtf {
+        kernel: what.into(),
+        why,
+    };
+    let section = ktstr_btf::elf::btf_section(elf).map_err(|e| bad(e.to_string()))?;
+    let btf = ktstr_btf::Btf::parse(section).map_err(|e| bad(format!("corrupt BTF: {e}")))?;
     if btf
         .find_kind("sched_ext_ops", ktstr_btf::Kind::Struct)
         .is_none()
     {
-        return Err(format!(
-            "kernel {} has no sched_ext (no struct sched_ext_ops in its BTF): sched_ext \
-             schedulers need CONFIG_SCHED_CLASS_EXT=y; run `cargo xtask kernel fetch` or pass a \
-             kernel built with it",
-            what.display()
-        ));
+        return Err(SchedulerSetupError::NoSchedExt {
+            kernel: what.into(),
+        });
     }
     Ok(())
 }
@@ -119,19 +176,26 @@ pub fn pack(
     staged: &[(&Scheduler, PathBuf)],
     mut base: BaseSpec,
     overlay: &mut Archive,
-) -> Result<BaseSpec, String> {
+) -> Result<BaseSpec, SchedulerSetupError> {
+    let packing = |s: &Scheduler| {
+        let name = s.name.to_string();
+        move |e: InitramfsError| SchedulerSetupError::Pack {
+            name,
+            why: e.to_string(),
+        }
+    };
     if let Some((s, bin)) = boot {
         base = base.binary(bin, BOOT_SCHEDULER);
         overlay
             .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s))
-            .map_err(|e| e.to_string())?;
+            .map_err(packing(s))?;
     }
     for (s, bin) in staged {
         let (guest_bin, guest_args, _) = staged_paths(s.name);
         base = base.binary(bin.clone(), &guest_bin.to_string_lossy());
         overlay
             .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s))
-            .map_err(|e| e.to_string())?;
+            .map_err(packing(s))?;
     }
     Ok(base)
 }
@@ -143,14 +207,17 @@ mod tests {
     #[test]
     fn missing_binaries_say_where_they_looked() {
         let s = Scheduler::named("x").binary(SchedulerSpec::Discover("no-such-scheduler-binary"));
-        let err = resolve(&s).expect_err("missing");
+        let err = resolve(&s, "/usr/bin".as_ref())
+            .expect_err("missing")
+            .to_string();
         assert!(
             err.contains("no-such-scheduler-binary") && err.contains("$PATH"),
             "{err}"
         );
         let s = Scheduler::named("y").binary(SchedulerSpec::Path("/no/such/path"));
-        assert!(resolve(&s).expect_err("missing").contains("/no/such/path"));
-        assert_eq!(resolve(&Scheduler::named("z")), Ok(None));
+        let err = resolve(&s, "".as_ref()).expect_err("missing").to_string();
+        assert!(err.contains("/no/such/path"), "{err}");
+        assert_eq!(resolve(&Scheduler::named("z"), "".as_ref()), Ok(None));
     }
 
     #[test]
@@ -161,7 +228,9 @@ mod tests {
         b.struct_type("rq", 4, &[("nr_running", int, 0, 0)]);
         let btf = b.finish();
         let elf = elf_with_btf(&btf);
-        let err = check_btf_has_sched_ext(&elf, Path::new("crafted")).expect_err("refused");
+        let err = check_btf_has_sched_ext(&elf, Path::new("crafted"))
+            .expect_err("refused")
+            .to_string();
         assert!(
             err.contains("no sched_ext") && err.contains("CONFIG_SCHED_CLASS_EXT"),
             "{err}"
@@ -170,7 +239,9 @@ mod tests {
         let int = b.int("int", 4, true);
         b.struct_type("sched_ext_ops", 4, &[("flags", int, 0, 0)]);
         assert!(check_btf_has_sched_ext(&elf_with_btf(&b.finish()), Path::new("ok")).is_ok());
-        let err = check_btf_has_sched_ext(b"not an elf", Path::new("junk")).expect_err("junk");
+        let err = check_btf_has_sched_ext(b"not an elf", Path::new("junk"))
+            .expect_err("junk")
+            .to_string();
         assert!(err.contains("cannot read its BTF"), "{err}");
     }
 

@@ -1,51 +1,37 @@
 //! `ktstr shell`: boot a VM with a declared topology and run a command (or an
 //! interactive shell) in it, with busybox as the guest's userland.
+//!
+//! The guest's init is a shell agent — the `ktstr` binary itself, run as PID
+//! 1 — which reports the command's output and exit status over the same
+//! channel the tests use; the console carries only the kernel's messages
+//! (and the terminal of an interactive shell).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ktstr_initramfs::{Archive, BaseSpec, Cache, InitrdFile};
+use ktstr_ops::channel::{self, ChannelError, Message, Reader};
+use ktstr_ops::runtime::{SHELL_CONFIG_PATH, ShellConfig};
 use ktstr_topology::Topology;
-use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, VmSpec};
+use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, ReservedRegion, VmSpec};
 
-use crate::kernel;
+use crate::channel::HostChannel;
+use crate::config::{ConfigError, HostConfig};
 
 /// Exit status of `ktstr shell` when the guest died before the command finished.
 pub const GUEST_DIED_STATUS: i32 = 125;
-
-/// The guest's init: mount the pseudo file systems, run the command between
-/// markers (or a shell on the console), power off.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /root /sbin /usr/bin /usr/sbin
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
-mount -t devtmpfs dev /dev
-mount -t sysfs sys /sys
-mount -t tmpfs tmp /tmp
-mkdir -p /sys/fs/cgroup /dev/pts
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t devpts devpts /dev/pts
-if [ -f /ktstr/cmd ]; then
-    nonce=$(cat /ktstr/nonce)
-    echo "@@ktstr-begin-$nonce@@"
-    sh /ktstr/cmd </dev/null
-    echo "@@ktstr-end-$nonce rc=$?@@"
-else
-    echo "ktstr shell: $(nproc) CPUs; 'exit' powers the VM off"
-    setsid cttyhack sh -l
-fi
-poweroff -f
-"#;
 
 /// What went wrong running a shell VM.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShellError {
+    /// The host configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// No usable kernel.
     #[error(transparent)]
-    Kernel(#[from] kernel::KernelError),
+    Kernel(#[from] ktstr_kernel::KernelError),
     /// Building the initramfs failed.
     #[error("building the guest initramfs: {0}")]
     Initramfs(#[from] ktstr_initramfs::InitramfsError),
@@ -55,6 +41,20 @@ pub enum ShellError {
     /// No static busybox for the guest.
     #[error("{} not found: install Debian's busybox-static (`cargo xtask setup`) or set KTSTR_BUSYBOX", .0.display())]
     NoBusybox(PathBuf),
+    /// No guest agent binary.
+    #[error("the shell's guest agent {} cannot be used: {why}", path.display())]
+    NoAgent {
+        /// The agent binary.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The guest's harness failed.
+    #[error("the guest's shell agent failed: {0}")]
+    Agent(String),
+    /// The channel from the guest is corrupt.
+    #[error("reading the guest's channel: {0}")]
+    Channel(#[from] ChannelError),
     /// The guest ended before the command finished.
     #[error("{reason}")]
     GuestDied {
@@ -68,7 +68,8 @@ pub enum ShellError {
 pub struct ShellOptions {
     /// The VM's topology (memory included).
     pub topology: Topology,
-    /// The kernel (`None`: `KTSTR_KERNEL`, then the newest cached kernel).
+    /// The kernel (`None`: the host configuration's: `KTSTR_KERNEL`, then
+    /// the newest cached kernel).
     pub kernel: Option<PathBuf>,
     /// The command to run; `None` for an interactive shell on the console.
     pub exec: Option<String>,
@@ -78,24 +79,38 @@ pub struct ShellOptions {
     pub verbose: bool,
     /// Host binaries to pack at `/bin/<file name>` with their shared libraries.
     pub include: Vec<PathBuf>,
+    /// The guest agent: a binary that calls [`agent_main`] first thing (the
+    /// `ktstr` command does). `None`: this process's own binary.
+    pub agent: Option<PathBuf>,
 }
 
-fn busybox() -> Result<PathBuf, ShellError> {
-    let p = std::env::var_os("KTSTR_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(ShellError::NoBusybox(p))
+/// Call first thing in `main` of a binary used as the shell's guest agent:
+/// in a shell VM's PID 1 it runs the agent and never returns; elsewhere it
+/// returns at once.
+pub fn agent_main() {
+    if ktstr_ops::runtime::is_shell_agent() {
+        ktstr_ops::runtime::run_shell_agent();
     }
 }
 
-/// The cached base archive: busybox, the init script and the included binaries.
-fn base_initramfs(cache: &Cache, include: &[PathBuf]) -> Result<ktstr_initramfs::Base, ShellError> {
-    let mut extra = Archive::new();
-    extra.add_bytes("/init", 0o755, INIT.as_bytes().to_vec())?;
-    let mut spec = BaseSpec::new().binary(busybox()?, "/bin/busybox");
+fn busybox(host: &HostConfig) -> Result<PathBuf, ShellError> {
+    if host.busybox.is_file() {
+        Ok(host.busybox.clone())
+    } else {
+        Err(ShellError::NoBusybox(host.busybox.clone()))
+    }
+}
+
+/// The cached base archive: the agent, busybox and the included binaries.
+fn base_initramfs(
+    host: &HostConfig,
+    cache: &Cache,
+    agent: PathBuf,
+    include: &[PathBuf],
+) -> Result<ktstr_initramfs::Base, ShellError> {
+    let mut spec = BaseSpec::new()
+        .binary(agent, "/init")
+        .binary(busybox(host)?, "/bin/busybox");
     for bin in include {
         let name = bin
             .file_name()
@@ -103,24 +118,15 @@ fn base_initramfs(cache: &Cache, include: &[PathBuf]) -> Result<ktstr_initramfs:
             .ok_or_else(|| ShellError::NoBusybox(bin.clone()))?;
         spec = spec.binary(bin.clone(), &format!("/bin/{name}"));
     }
-    spec.extra = extra;
     Ok(cache.base(&spec)?)
 }
 
-fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{t:x}", std::process::id())
-}
-
-/// A booted shell VM: the machine, its console, and the initrd it boots from
-/// (removed when this is dropped, after the VM).
+/// A booted shell VM: the machine, its console, the channel from its agent,
+/// and the initrd it boots from (removed when this is dropped, after the VM).
 pub struct ShellVm {
     machine: Box<dyn Machine>,
     console: Option<Console>,
-    nonce: String,
+    channel: Reader<HostChannel>,
     backend: String,
     _initrd: InitrdFile,
 }
@@ -133,32 +139,61 @@ impl std::fmt::Debug for ShellVm {
     }
 }
 
+/// What the shell agent said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Output of the command.
+    Output(Vec<u8>),
+    /// The command ended with this status.
+    Exit(i32),
+    /// The agent failed.
+    Failed(String),
+}
+
 impl ShellVm {
-    /// Boots a VM for `opts`; the command (if any) starts as soon as init runs.
-    pub fn boot(opts: &ShellOptions) -> Result<Self, ShellError> {
-        let kernel = kernel::resolve(opts.kernel.as_deref())?;
-        let cache = Cache::open_default()?;
-        let base = base_initramfs(&cache, &opts.include)?;
-        let nonce = nonce();
+    /// Boots a VM for `opts` with the settings of `host`; the command (if
+    /// any) starts as soon as init runs.
+    pub fn boot(opts: &ShellOptions, host: &HostConfig) -> Result<Self, ShellError> {
+        let kernel = host.resolve_kernel(opts.kernel.as_deref())?;
+        let cache = host.initramfs_cache()?;
+        let agent = match &opts.agent {
+            Some(a) => a.clone(),
+            None => std::env::current_exe().map_err(|e| ShellError::NoAgent {
+                path: "(this process)".into(),
+                why: e.to_string(),
+            })?,
+        };
+        let base = base_initramfs(host, &cache, agent, &opts.include)?;
+        let config = ShellConfig {
+            command: opts.exec.clone(),
+            channel_gpa: channel::CHANNEL_GPA,
+            channel_size: channel::CHANNEL_SIZE,
+        };
         let mut overlay = Archive::new();
-        if let Some(cmd) = &opts.exec {
-            overlay.add_bytes("/ktstr/cmd", 0o644, cmd.as_bytes().to_vec())?;
-            overlay.add_bytes("/ktstr/nonce", 0o644, nonce.as_bytes().to_vec())?;
-        }
+        let json = serde_json::to_vec(&config).expect("the shell config serializes");
+        overlay.add_bytes(SHELL_CONFIG_PATH, 0o644, json)?;
         let initrd = base.with_overlay(&overlay.to_vec()?)?;
         let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
         spec.initrd = Some(initrd.path().to_path_buf());
         spec.cmdline.push_str(" rdinit=/init");
+        spec.reserved.push(ReservedRegion {
+            gpa: channel::CHANNEL_GPA,
+            size: channel::CHANNEL_SIZE,
+        });
         if opts.exec.is_none() {
             spec.console = ConsoleMode::Inherit;
         }
-        let backend = crate::backend()?;
+        let backend = host.backend()?;
         let mut machine = backend.boot(&spec)?;
         let console = machine.take_console();
+        let channel = Reader::new(HostChannel {
+            mem: machine.memory().clone(),
+            base: channel::CHANNEL_GPA,
+        });
         Ok(ShellVm {
             machine,
             console,
-            nonce,
+            channel,
             backend: backend.name(),
             _initrd: initrd,
         })
@@ -174,14 +209,18 @@ impl ShellVm {
         self.console.take()
     }
 
-    /// The line the guest prints right before running the command.
-    pub fn begin_marker(&self) -> String {
-        format!("@@ktstr-begin-{}@@", self.nonce)
-    }
-
-    /// The prefix of the line the guest prints after the command, followed by `rc=N@@`.
-    pub fn end_marker(&self) -> String {
-        format!("@@ktstr-end-{} rc=", self.nonce)
+    /// What the agent said since the last call.
+    pub fn poll(&mut self) -> Result<Vec<AgentEvent>, ShellError> {
+        let mut events = Vec::new();
+        for m in self.channel.poll()? {
+            match m {
+                Message::ShellOutput(bytes) => events.push(AgentEvent::Output(bytes)),
+                Message::ShellExit { status } => events.push(AgentEvent::Exit(status)),
+                Message::GuestError(e) => events.push(AgentEvent::Failed(e)),
+                _ => {}
+            }
+        }
+        Ok(events)
     }
 
     /// The backend's name.
@@ -195,44 +234,52 @@ impl ShellVm {
 /// guest diagnostics to `diag`.
 pub fn run(
     opts: &ShellOptions,
+    host: &HostConfig,
     out: &mut dyn Write,
     diag: &mut dyn Write,
 ) -> Result<i32, ShellError> {
     let deadline = opts.timeout.map(|t| Instant::now() + t);
-    let mut vm = ShellVm::boot(opts)?;
-    let Some(console) = vm.take_console() else {
-        // Interactive: the terminal is the console.
-        return match vm.machine().wait(deadline)? {
-            EndReason::PowerOff => Ok(0),
-            reason => Err(ShellError::GuestDied { reason }),
-        };
-    };
-    let begin = vm.begin_marker();
-    let end = vm.end_marker();
-    let mut inside = false;
+    let mut vm = ShellVm::boot(opts, host)?;
+    let console = vm.take_console();
     let mut status = None;
-    loop {
-        let line = match console.recv(Duration::from_millis(200)) {
-            ConsoleEvent::Line(l) => l,
-            ConsoleEvent::Closed => break,
-            ConsoleEvent::Idle if deadline.is_some_and(|d| Instant::now() >= d) => break,
-            ConsoleEvent::Idle => continue,
-        };
-        if let Some(rest) = line.strip_prefix(&end) {
-            status = rest.trim_end_matches("@@").parse::<i32>().ok();
-            inside = false;
-        } else if line == begin {
-            inside = true;
-        } else if inside {
-            let _ = writeln!(out, "{line}");
-        } else if opts.verbose {
-            let _ = writeln!(diag, "{line}");
+    let mut failed = None;
+    let mut absorb = |vm: &mut ShellVm, out: &mut dyn Write| -> Result<(), ShellError> {
+        for e in vm.poll()? {
+            match e {
+                AgentEvent::Output(bytes) => {
+                    let _ = out.write_all(&bytes);
+                    let _ = out.flush();
+                }
+                AgentEvent::Exit(rc) => status = Some(rc),
+                AgentEvent::Failed(why) => failed = Some(why),
+            }
         }
-    }
-    let reason = vm.machine().wait(deadline)?;
-    match (status, reason) {
-        (Some(rc), EndReason::PowerOff) => Ok(rc),
-        (_, reason) => {
+        Ok(())
+    };
+    let reason = loop {
+        if let Some(c) = &console {
+            while let ConsoleEvent::Line(l) = c.recv(Duration::ZERO) {
+                if opts.verbose {
+                    let _ = writeln!(diag, "{l}");
+                }
+            }
+        }
+        absorb(&mut vm, out)?;
+        if let Some(end) = vm.machine().try_wait()? {
+            break end;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            vm.machine().kill();
+            break EndReason::Timeout;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The mapping outlives the VM: what the agent wrote last.
+    absorb(&mut vm, out)?;
+    match (status, failed, reason) {
+        (Some(rc), _, EndReason::PowerOff) => Ok(rc),
+        (_, Some(why), EndReason::PowerOff) => Err(ShellError::Agent(why)),
+        (_, _, reason) => {
             if let EndReason::Panic { lines } = &reason {
                 for l in lines {
                     let _ = writeln!(diag, "{l}");

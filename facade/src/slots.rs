@@ -1,13 +1,12 @@
 //! Host-wide VM slots: never more vCPUs running than the host has cores,
 //! across threads of one `cargo test` process and across nextest's processes.
 //!
-//! One lock file per host core under `$KTSTR_CACHE_DIR/slots/`; a VM takes
+//! One lock file per host core under `<cache root>/slots/`; a VM takes
 //! `min(vcpus, cores)` of them with blocking `flock`, always in ascending
 //! order so two VMs can never deadlock. The kernel drops a dead process's locks.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 
 /// Slots held by one VM; released on drop.
 #[derive(Debug)]
@@ -16,22 +15,9 @@ pub struct Slots {
     _held: Vec<File>,
 }
 
-/// Host cores available to this process (`KTSTR_HOST_CPUS` overrides).
-pub fn host_cores() -> usize {
-    std::env::var("KTSTR_HOST_CPUS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-fn slot_dir() -> PathBuf {
-    crate::kernel::cache_root().join("slots")
-}
-
-/// Blocks until `vcpus` (capped at the host's cores) slots are free, then takes them.
-pub fn acquire(vcpus: usize) -> std::io::Result<Slots> {
-    acquire_in(&slot_dir(), vcpus, host_cores())
+/// Blocks until `vcpus` (capped at `cores`) slots in `dir` are free, then takes them.
+pub fn acquire(dir: &std::path::Path, vcpus: usize, cores: usize) -> std::io::Result<Slots> {
+    acquire_in(dir, vcpus, cores)
 }
 
 fn acquire_in(dir: &std::path::Path, vcpus: usize, cores: usize) -> std::io::Result<Slots> {

@@ -2,7 +2,8 @@
 //! between tests (test binary, libraries, schedulers, fixed files) is written
 //! once per content and reused.
 //!
-//! Layout of the cache directory (`${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}/initramfs/`):
+//! Layout of the cache directory (the caller chooses it; ktstr uses
+//! `<cache root>/initramfs/`):
 //! - `<request>.manifest`: for one [`BaseSpec`], the archive that holds it and
 //!   each packed host file's identity (device, inode, size, mtime, mode) and
 //!   where its bytes sit in the archive;
@@ -258,23 +259,6 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}/initramfs`.
-    pub fn default_dir() -> PathBuf {
-        let root = match std::env::var_os("KTSTR_CACHE_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => match std::env::var_os("HOME") {
-                Some(h) if !h.is_empty() => PathBuf::from(h).join(".cache/ktstr"),
-                _ => std::env::temp_dir().join("ktstr-cache"),
-            },
-        };
-        root.join("initramfs")
-    }
-
-    /// The cache in [`Cache::default_dir`].
-    pub fn open_default() -> Result<Self> {
-        Self::open(Self::default_dir())
-    }
-
     /// The cache in `dir`, created if missing.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();

@@ -82,6 +82,11 @@ pub enum Message {
         body_error: Option<String>,
         /// How long the body ran, in milliseconds.
         body_ms: u64,
+        /// The kinds of the typed errors behind a failure (`StartupDied`,
+        /// `SchedulerDied`, `SCX_EXIT_ERROR_STALL`, ...), for `expect_err`
+        /// matchers.
+        #[serde(default)]
+        error_kinds: Vec<String>,
     },
     /// A log line from the guest side of the harness.
     Log(String),
@@ -94,6 +99,17 @@ pub enum Message {
     },
     /// The guest harness itself failed (not the test body).
     GuestError(String),
+    /// A scheduler died without the harness causing it: the kind, reason and
+    /// message the kernel gave, and how its process ended.
+    SchedulerDied(crate::scheduler::SchedulerDied),
+    /// Output of a shell command (`ktstr shell --exec`), a chunk of its
+    /// stdout and stderr as they came.
+    ShellOutput(Vec<u8>),
+    /// The result of a shell command (`ktstr shell --exec`): its exit status.
+    ShellExit {
+        /// The command's exit status (128 + signal when killed).
+        status: i32,
+    },
 }
 
 /// Why the host could not read the channel.
@@ -354,6 +370,7 @@ mod tests {
             verdict: AssertResult::fail_msg("x"),
             body_error: None,
             body_ms: 5,
+            error_kinds: vec!["StartupDied".into()],
         };
         assert!(w.send(&v, Duration::ZERO));
         assert_eq!(r.poll().expect("poll"), vec![v]);

@@ -44,7 +44,7 @@ use core::arch::x86_64::__cpuid_count;
 
 use ktstr::prelude::*;
 use ktstr::topology::Topology;
-use ktstr::topology::cpuid::{CpuidEntry, apply_topology, linux_view};
+use ktstr_topology::cpuid::{CpuidEntry, apply_topology, linux_view};
 
 /// Leaves read from the guest (Intel SDM vol. 2A, CPUID).
 const LEAF_MAX: u32 = 0x0;

@@ -187,11 +187,11 @@ fn replace_with_broken_binary_surfaces_startup_died(ctx: &Ctx) -> Result<AssertR
 /// starts a fresh log) dispatched. scx-ktstr prints
 /// `scx-ktstr: nr_enqueued=N nr_dispatched=M` every second; its
 /// `nr_dispatched` counts `scx_bpf_dsq_move_to_local` successes.
-fn prove_post_op_dispatch(label: &str) -> Result<AssertResult> {
+fn prove_post_op_dispatch(ctx: &Ctx, label: &str) -> Result<AssertResult> {
     let t0 = std::time::Instant::now();
     let mut last = String::new();
     while t0.elapsed() < std::time::Duration::from_secs(5) {
-        let log = ktstr::scheduler::current_log().unwrap_or_default();
+        let log = ctx.scheduler.current_log().unwrap_or_default();
         let dispatched = log
             .lines()
             .filter_map(|l| l.split("nr_dispatched=").nth(1))
@@ -220,7 +220,7 @@ fn steps_then_prove(ctx: &Ctx, op: ktstr::scenario::ops::Op, label: &str) -> Res
         Step::new(vec![], hold()),
     ];
     let verdict = execute_steps(ctx, steps)?;
-    Ok(verdict.merged(prove_post_op_dispatch(label)?))
+    Ok(verdict.merged(prove_post_op_dispatch(ctx, label)?))
 }
 
 /// The spec's replace test without `post_vm`: Op::ReplaceScheduler swaps the
@@ -303,7 +303,7 @@ fn stall_ends_the_hold_early_with_scx_exit_error_stall(ctx: &Ctx) -> Result<Asse
             "expected a SchedulerDied error, got: {e:#}"
         )));
     };
-    if death.kind != "SCX_EXIT_ERROR_STALL" {
+    if death.kind != ktstr::scheduler::ExitKind::ErrorStall {
         return Ok(AssertResult::fail_msg(format!(
             "expected SCX_EXIT_ERROR_STALL, got: {death}"
         )));

@@ -117,3 +117,31 @@ fn kernel_without_sched_ext_is_refused_before_booting() {
         &["has no sched_ext", "CONFIG_SCHED_CLASS_EXT"],
     );
 }
+
+#[ktstr_test(harness_fixture = true, scheduler = EXITS_AT_ONCE, duration_s = 1, expect_err = "StartupDied")]
+fn fixture_expects_startup_died(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = STALLS, llcs = 1, cores = 2, duration_s = 4, expect_err = "StartupDied")]
+fn fixture_expects_startup_died_but_stalls(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+/// `expect_err = "StartupDied"`: a startup death is the expected failure.
+#[test]
+fn vm_expect_err_matcher_passes_for_its_own_failure() {
+    match run_test("scx_ktstr::fixture_expects_startup_died") {
+        Outcome::Pass(t) => assert!(t.contains("died at start-up"), "{t}"),
+        other => panic!("a startup death matches StartupDied: {other:?}"),
+    }
+}
+
+/// ... and a stall is not: the test fails for the wrong reason.
+#[test]
+fn vm_expect_err_matcher_fails_for_another_failure() {
+    expect_fail(
+        run_test("scx_ktstr::fixture_expects_startup_died_but_stalls"),
+        &["not for that reason", "SCX_EXIT_ERROR_STALL"],
+    );
+}

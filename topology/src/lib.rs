@@ -34,6 +34,7 @@
 extern crate alloc;
 
 mod apic;
+mod cpulist;
 mod error;
 mod presets;
 mod topology;
@@ -41,11 +42,12 @@ mod topology;
 mod x86_64;
 
 pub use apic::{ApicIds, ApicLayout};
+pub use cpulist::{CpuListError, cpu_list, format_cpu_list, parse_cpu_list};
 pub use error::TopologyError;
 pub use presets::{Backend, PRESETS, Preset, preset};
 pub use topology::{
     CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, LinuxCpuIds, MAX_CPUS, MAX_NUMA_NODES,
-    MIN_NODE_MEMORY_MIB, REMOTE_DISTANCE, Topology, cpu_list,
+    MIN_NODE_MEMORY_MIB, REMOTE_DISTANCE, Topology,
 };
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::cpuid;

@@ -100,15 +100,6 @@ pub struct LinuxCpuIds {
     pub core_id: u32,
 }
 
-/// A CPU range in Linux's list format (`cpulist`, `shared_cpu_list`): `3` or `0-3`.
-pub fn cpu_list(r: Range<u32>) -> alloc::string::String {
-    if r.end == r.start + 1 {
-        r.start.to_string()
-    } else {
-        alloc::format!("{}-{}", r.start, r.end.saturating_sub(1))
-    }
-}
-
 impl Topology {
     /// A validated topology with default memory ([`DEFAULT_MEMORY_MIB`] shared by
     /// the nodes) and default distances (10 local, 20 remote).
@@ -559,6 +550,7 @@ impl FromStr for Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_list;
     use alloc::format;
     use alloc::vec::Vec;
 

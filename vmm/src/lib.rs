@@ -11,20 +11,23 @@
 //! schedulers, BTF or the host-guest channel's message format.
 //!
 //! Embedding: pick the backend for this host ([`select_backend`]: the KVM VMM
-//! with hardware virtualization, QEMU elsewhere, `KTSTR_BACKEND=kvm|qemu`
-//! overrides), boot a kernel with a topology, read the console, stop.
+//! with hardware virtualization, QEMU elsewhere, unless the caller's
+//! [`BackendChoice`] says otherwise), boot a kernel with a topology, read the
+//! console, stop. This crate reads no environment: every setting is a value.
 //!
 //! ```no_run
 //! use std::time::{Duration, Instant};
 //! use ktstr_topology::Topology;
-//! use ktstr_vmm::{Console, EndReason, VmSpec, select_backend};
+//! use ktstr_vmm::{BackendChoice, Console, EndReason, QemuBackend, VmSpec, select_backend};
 //!
 //! // 2 NUMA nodes, 2 LLCs each, 2 cores per LLC, 2 SMT threads: 16 CPUs.
 //! let topology: Topology = "2n4l2c2t".parse()?;
 //! let mut spec = VmSpec::new("/path/to/vmlinux", topology);
 //! spec.initrd = Some("/path/to/initramfs.cpio".into());
 //! spec.cmdline.push_str(" rdinit=/init");
-//! let backend = select_backend()?;
+//! let backend = select_backend(BackendChoice::Auto, || {
+//!     QemuBackend::new("/usr/bin/qemu-system-x86_64")
+//! })?;
 //! println!("booting on {}", backend.name());
 //! let mut vm = backend.boot(&spec)?;
 //! let console: Console = vm.take_console().expect("console is captured");
@@ -69,14 +72,43 @@ pub use spec::{ConsoleMode, ReservedRegion, VmSpec};
 /// Guest physical memory as the host sees it (vm-memory's mmap-backed collection).
 pub use vm_memory::GuestMemoryMmap;
 
+/// Which backend to run VMs on, as the caller's configuration says
+/// (`KTSTR_BACKEND` in the facade's host configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The KVM VMM with hardware virtualization, QEMU (TCG) elsewhere.
+    #[default]
+    Auto,
+    /// The own KVM VMM.
+    Kvm,
+    /// QEMU.
+    Qemu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = VmmError;
+    fn from_str(s: &str) -> Result<Self, VmmError> {
+        match s.trim() {
+            "" | "auto" => Ok(BackendChoice::Auto),
+            "kvm" => Ok(BackendChoice::Kvm),
+            "qemu" => Ok(BackendChoice::Qemu),
+            other => Err(VmmError::InvalidSpec(format!(
+                "backend {other:?}: expected `kvm`, `qemu` or `auto`"
+            ))),
+        }
+    }
+}
+
 /// The backend for this host: the KVM VMM ([`KvmBackend`]) where the host has
-/// hardware virtualization, else QEMU ([`QemuBackend::detect`], TCG).
-/// `KTSTR_BACKEND=kvm` or `qemu` overrides. A forced `kvm` without hardware
-/// virtualization still returns the KVM VMM (tiny guests run on a software
-/// `/dev/kvm`) and says on stderr why a Linux guest will not boot.
-pub fn select_backend() -> Result<Box<dyn Backend>, VmmError> {
-    let env = std::env::var("KTSTR_BACKEND").ok();
-    match choose_backend(env.as_deref(), hardware_virtualization())? {
+/// hardware virtualization, else QEMU (TCG) running `qemu`. A forced
+/// [`BackendChoice::Kvm`] without hardware virtualization still returns the
+/// KVM VMM (tiny guests run on a software `/dev/kvm`) and says on stderr why
+/// a Linux guest will not boot. QEMU is only looked at when it is chosen.
+pub fn select_backend(
+    choice: BackendChoice,
+    qemu: impl FnOnce() -> Result<QemuBackend, VmmError>,
+) -> Result<Box<dyn Backend>, VmmError> {
+    match choose_backend(choice, hardware_virtualization()) {
         #[cfg(target_arch = "x86_64")]
         Choice::Kvm { warn } => {
             let backend = KvmBackend::new()?;
@@ -87,9 +119,9 @@ pub fn select_backend() -> Result<Box<dyn Backend>, VmmError> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         Choice::Kvm { .. } => Err(VmmError::InvalidSpec(
-            "KTSTR_BACKEND=kvm: the KVM VMM is x86-64 only for now".into(),
+            "backend kvm: the KVM VMM is x86-64 only for now".into(),
         )),
-        Choice::Qemu => Ok(Box::new(QemuBackend::detect()?)),
+        Choice::Qemu => Ok(Box::new(qemu()?)),
     }
 }
 
@@ -99,23 +131,21 @@ enum Choice {
     Qemu,
 }
 
-/// The decision of [`select_backend`], from `KTSTR_BACKEND` and the CPU flags.
-fn choose_backend(env: Option<&str>, hardware: bool) -> Result<Choice, VmmError> {
-    match env.map(str::trim) {
-        None | Some("") if hardware => Ok(Choice::Kvm { warn: None }),
-        None | Some("") => Ok(Choice::Qemu),
-        Some("kvm") if hardware => Ok(Choice::Kvm { warn: None }),
-        Some("kvm") => Ok(Choice::Kvm {
+/// The decision of [`select_backend`], from the choice and the CPU flags.
+fn choose_backend(choice: BackendChoice, hardware: bool) -> Choice {
+    match choice {
+        BackendChoice::Auto if hardware => Choice::Kvm { warn: None },
+        BackendChoice::Auto => Choice::Qemu,
+        BackendChoice::Kvm if hardware => Choice::Kvm { warn: None },
+        BackendChoice::Kvm => Choice::Kvm {
             warn: Some(format!(
-                "KTSTR_BACKEND=kvm on a host with {}: /dev/kvm is a software hypervisor here, \
-                 so a Linux guest will not boot in useful time (tiny guests run); unset it to use QEMU",
+                "backend kvm on a host with {}: /dev/kvm is a software hypervisor here, \
+                 so a Linux guest will not boot in useful time (tiny guests run); unset \
+                 KTSTR_BACKEND to use QEMU",
                 no_hw_reason()
             )),
-        }),
-        Some("qemu") => Ok(Choice::Qemu),
-        Some(other) => Err(VmmError::InvalidSpec(format!(
-            "KTSTR_BACKEND={other}: expected `kvm` or `qemu`"
-        ))),
+        },
+        BackendChoice::Qemu => Choice::Qemu,
     }
 }
 
@@ -129,26 +159,23 @@ mod tests {
 
     #[test]
     fn backend_choice_follows_the_host_and_the_override() {
+        let parse = |s: &str| s.parse::<BackendChoice>().expect(s);
+        assert_eq!(choose_backend(parse(""), true), Choice::Kvm { warn: None });
+        assert_eq!(choose_backend(parse("auto"), false), Choice::Qemu);
+        assert_eq!(choose_backend(parse("qemu"), true), Choice::Qemu);
         assert_eq!(
-            choose_backend(None, true).ok(),
-            Some(Choice::Kvm { warn: None })
+            choose_backend(parse("kvm"), true),
+            Choice::Kvm { warn: None }
         );
-        assert_eq!(choose_backend(None, false).ok(), Some(Choice::Qemu));
-        assert_eq!(choose_backend(Some(""), false).ok(), Some(Choice::Qemu));
-        assert_eq!(choose_backend(Some("qemu"), true).ok(), Some(Choice::Qemu));
-        assert_eq!(
-            choose_backend(Some("kvm"), true).ok(),
-            Some(Choice::Kvm { warn: None })
-        );
-        let Ok(Choice::Kvm { warn: Some(why) }) = choose_backend(Some("kvm"), false) else {
+        let Choice::Kvm { warn: Some(why) } = choose_backend(parse("kvm"), false) else {
             panic!("a forced kvm without hardware virtualization warns");
         };
         assert!(
             why.contains("no vmx/svm in /proc/cpuinfo") && why.contains("will not boot"),
             "{why}"
         );
-        let err = choose_backend(Some("xen"), true).expect_err("unknown backend");
-        assert!(err.to_string().contains("KTSTR_BACKEND=xen"), "{err}");
+        let err = "xen".parse::<BackendChoice>().expect_err("unknown backend");
+        assert!(err.to_string().contains("\"xen\""), "{err}");
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -146,14 +146,9 @@ fn kv(line: &str) -> BTreeMap<String, String> {
 
 /// "0-3,8" -> [0, 1, 2, 3, 8]
 fn cpu_list(s: &str) -> Vec<u32> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .flat_map(|p| match p.split_once('-') {
-            Some((a, b)) => {
-                (a.parse().expect("cpu")..=b.parse().expect("cpu")).collect::<Vec<u32>>()
-            }
-            None => vec![p.parse().expect("cpu")],
-        })
+    ktstr_topology::parse_cpu_list(s)
+        .expect("the guest prints CPU lists")
+        .into_iter()
         .collect()
 }
 
@@ -239,7 +234,8 @@ fn conformance(backend: &dyn Backend, topo: &str) {
 /// parsing above on every machine, so the ignored KVM tests are not dead code.
 #[test]
 fn qemu_runs_the_same_linux_checks() {
-    let q = ktstr_vmm::QemuBackend::detect().expect("QEMU (cargo xtask setup installs it)");
+    let q = ktstr_vmm::QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
+        .expect("QEMU (cargo xtask setup installs it)");
     conformance(&q, "2n2l1c2t");
     let mut b = boot(&q, "1n1l2c2t", " ktstr_ticks=20");
     let (lines, end) = finish(&mut b, Duration::from_secs(60));

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use ktstr::initramfs::Archive;
+use ktstr_initramfs::Archive;
 
 /// Benchmarks with medians and ratios against the named competitor.
 #[derive(FromArgs)]
@@ -68,10 +68,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn shell(b: &ShellBench) -> Result<(), String> {
-    let kernel = ktstr::kernel::resolve(None).map_err(|e| e.to_string())?;
+    let kernel = crate::host()?
+        .resolve_kernel(None)
+        .map_err(|e| e.to_string())?;
     let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(workspace())
-        .args(["build", "-q", "-p", "ktstr", "--bin", "ktstr"])
+        .args(["build", "-q", "-p", "ktstr-cli", "--bin", "ktstr"])
         .status()
         .map_err(|e| e.to_string())?;
     if !st.success() {

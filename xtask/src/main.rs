@@ -22,7 +22,7 @@ struct Xtask {
 #[argh(subcommand)]
 enum Cmd {
     Setup(SetupCmd),
-    Kernel(ktstr::cli::KernelCmd),
+    Kernel(ktstr_kernel::cli::KernelCmd),
     Test(test::TestCmd),
     Demo(test::DemoCmd),
     Bench(bench::BenchCmd),
@@ -57,13 +57,15 @@ struct DumpCCmd {
 }
 
 fn btf_dump_c(cmd: &DumpCCmd) -> Result<(), String> {
-    let kernel = ktstr::kernel::resolve(cmd.kernel.as_deref()).map_err(|e| e.to_string())?;
+    let kernel = host()?
+        .resolve_kernel(cmd.kernel.as_deref())
+        .map_err(|e| e.to_string())?;
     let elf =
         std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
-    let section = ktstr::btf::elf::btf_section(&elf).map_err(|e| e.to_string())?;
-    let btf = ktstr::btf::Btf::parse(section).map_err(|e| e.to_string())?;
+    let section = ktstr_btf::elf::btf_section(&elf).map_err(|e| e.to_string())?;
+    let btf = ktstr_btf::Btf::parse(section).map_err(|e| e.to_string())?;
     let mut header = String::new();
-    ktstr::btf::c_dump::write_header(&btf, &mut header).map_err(|e| e.to_string())?;
+    ktstr_btf::c_dump::write_header(&btf, &mut header).map_err(|e| e.to_string())?;
     match &cmd.out {
         Some(p) => std::fs::write(p, header).map_err(|e| format!("{}: {e}", p.display())),
         None => {
@@ -94,14 +96,14 @@ fn main() -> ExitCode {
     let args: Xtask = argh::from_env();
     let result = match args.cmd {
         Cmd::Setup(_) => setup::run(),
-        Cmd::Kernel(k) => k.run("kernel"),
+        Cmd::Kernel(k) => kernel_env().and_then(|env| k.run("kernel", &env)),
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Bench(b) => bench::run(&b),
         Cmd::Btf(BtfCmd {
             cmd: BtfSub::DumpC(d),
         }) => btf_dump_c(&d),
-        Cmd::Initramfs(i) => ktstr::initramfs::pack_binaries(&i.bin, &i.out)
+        Cmd::Initramfs(i) => ktstr_initramfs::pack_binaries(&i.bin, &i.out)
             .map(|r| {
                 for f in &r.files {
                     println!("{} <- {}", f.guest, f.host.display());
@@ -120,6 +122,19 @@ fn main() -> ExitCode {
 }
 
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
-pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr::kernel::CachedKernel, String> {
-    ktstr::cli::kernel_fetch(offline, "kernel")
+pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr_kernel::CachedKernel, String> {
+    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?)
+}
+
+/// The host configuration (the environment, read once).
+pub(crate) fn host() -> Result<&'static ktstr::config::HostConfig, String> {
+    ktstr::config::HostConfig::global().map_err(|e| e.to_string())
+}
+
+fn kernel_env() -> Result<ktstr_kernel::cli::KernelCmdEnv, String> {
+    let host = host()?;
+    Ok(ktstr_kernel::cli::KernelCmdEnv {
+        cache: host.kernel_cache(),
+        suites: host.kernel_suites.clone(),
+    })
 }

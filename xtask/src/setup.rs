@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use ktstr::kernel::debian;
+use ktstr_kernel::debian;
 
 /// A Debian package the project needs, and why.
 struct Need {

@@ -20,6 +20,7 @@ struct Config {
     duration_s: u32,
     watchdog_timeout_s: Option<u32>,
     expect_err: bool,
+    expect_err_matching: Option<String>,
     harness_fixture: bool,
     scheduler: Option<Expr>,
     staged: Vec<Expr>,
@@ -52,6 +53,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         duration_s: 5,
         watchdog_timeout_s: None,
         expect_err: false,
+        expect_err_matching: None,
         harness_fixture: false,
         scheduler: None,
         staged: vec![],
@@ -76,10 +78,18 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
                 }) => c.expect_err = b.value,
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) if !s.value().is_empty() => {
+                    c.expect_err = true;
+                    c.expect_err_matching = Some(s.value());
+                }
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
-                        "expect_err takes true or false",
+                        "expect_err takes true, false, or a non-empty string the failure must \
+                         match (an error kind such as \"StartupDied\" or a substring of the \
+                         failure text)",
                     ));
                 }
             },
@@ -183,6 +193,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         duration_s,
         watchdog_timeout_s,
         expect_err,
+        expect_err_matching,
         harness_fixture,
         scheduler,
         staged,
@@ -194,6 +205,10 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         None => quote! { ::core::option::Option::None },
     };
     let watchdog = watchdog_timeout_s.unwrap_or(duration_s + 60);
+    let expect_err_matching = match expect_err_matching {
+        Some(s) => quote! { ::core::option::Option::Some(#s) },
+        None => quote! { ::core::option::Option::None },
+    };
     let doc = format!(" Runs `{name}` in a VM ({numa_nodes}n{llcs}l{cores}c{threads}t).");
     let registration = quote! {
         #[allow(non_snake_case)]
@@ -214,6 +229,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 duration_s: #duration_s,
                 watchdog_timeout_s: #watchdog,
                 expect_err: #expect_err,
+                expect_err_matching: #expect_err_matching,
                 scheduler: #scheduler,
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,

@@ -38,12 +38,7 @@ impl TryFrom<String> for CpuSet {
 }
 
 /// A list that is not in the kernel's list format.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a CPU list like \"0-3,5\": {why}")]
-pub struct CpuSetParseError {
-    input: String,
-    why: &'static str,
-}
+pub type CpuSetParseError = ktstr_topology::CpuListError;
 
 impl CpuSet {
     /// The empty set.
@@ -113,57 +108,13 @@ impl FromStr for CpuSet {
     type Err = CpuSetParseError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |why| CpuSetParseError {
-            input: input.to_string(),
-            why,
-        };
-        let mut set = BTreeSet::new();
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Ok(CpuSet(set));
-        }
-        for part in trimmed.split(',') {
-            let part = part.trim();
-            let (lo, hi) = match part.split_once('-') {
-                Some((lo, hi)) => (lo, hi),
-                None => (part, part),
-            };
-            let lo: u32 = lo.trim().parse().map_err(|_| err("not a number"))?;
-            let hi: u32 = hi.trim().parse().map_err(|_| err("not a number"))?;
-            if lo > hi {
-                return Err(err("range goes backwards"));
-            }
-            // Bounds the work a hostile list can ask for; no machine has more ids.
-            if hi - lo > 1 << 16 {
-                return Err(err("range too long"));
-            }
-            set.extend(lo..=hi);
-        }
-        Ok(CpuSet(set))
+        ktstr_topology::parse_cpu_list(input).map(CpuSet)
     }
 }
 
 impl fmt::Display for CpuSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids = self.0.iter().copied().peekable();
-        let mut first = true;
-        while let Some(lo) = ids.next() {
-            let mut hi = lo;
-            while ids.peek() == Some(&(hi + 1)) {
-                hi += 1;
-                ids.next();
-            }
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            if lo == hi {
-                write!(f, "{lo}")?;
-            } else {
-                write!(f, "{lo}-{hi}")?;
-            }
-        }
-        Ok(())
+        f.write_str(&ktstr_topology::format_cpu_list(self.iter()))
     }
 }
 
@@ -179,14 +130,6 @@ mod tests {
         assert_eq!("".parse::<CpuSet>().expect("empty"), CpuSet::new());
         assert_eq!(CpuSet::from([5, 1, 2, 3]).to_string(), "1-3,5");
         assert_eq!(CpuSet::range(0..1).to_string(), "0");
-    }
-
-    #[test]
-    fn rejects_garbage() {
-        for bad in ["a", "3-1", "1,,2", "-1", "0-99999999"] {
-            let e = bad.parse::<CpuSet>().expect_err(bad);
-            assert!(e.to_string().contains(bad), "{e}");
-        }
     }
 
     #[test]

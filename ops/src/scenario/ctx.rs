@@ -8,6 +8,7 @@ use ktstr_topology::Topology;
 use crate::assert::AssertResult;
 use crate::cgroup::{Cgroup, DEFAULT_ROOT};
 use crate::checks::Thresholds;
+use crate::scheduler::Supervisor;
 
 /// The controllers scenarios delegate to their cgroups where offered.
 pub(crate) const CONTROLLERS: [&str; 2] = ["cpuset", "cpu"];
@@ -46,6 +47,9 @@ pub struct Ctx {
     /// False when the VM has more vCPUs than the host has cores: timing checks
     /// (fairness, gaps) then report inconclusive instead of failing.
     pub timing_reliable: bool,
+    /// The run's scheduler: the boot scheduler and whatever lifecycle ops
+    /// started since (none under the kernel default).
+    pub scheduler: Supervisor,
 }
 
 impl Ctx {
@@ -58,7 +62,14 @@ impl Ctx {
             cgroup_root: PathBuf::from(DEFAULT_ROOT),
             thresholds: Thresholds::default(),
             timing_reliable: true,
+            scheduler: Supervisor::default(),
         }
+    }
+
+    /// Hands the run's scheduler supervisor to the body.
+    pub fn with_scheduler(mut self, scheduler: Supervisor) -> Self {
+        self.scheduler = scheduler;
+        self
     }
 
     /// Replaces the check thresholds.

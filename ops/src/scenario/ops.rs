@@ -20,8 +20,7 @@ use anyhow::Context as _;
 use super::Ctx;
 use crate::assert::AssertResult;
 use crate::scheduler::{
-    self, BOOT_SCHED_ARGS, BOOT_SCHED_LOG, BOOT_SCHEDULER, Scheduler, kill_current_scheduler,
-    spawn_scheduler_from_paths, spawn_staged,
+    self, BOOT_SCHED_ARGS, BOOT_SCHED_LOG, BOOT_SCHEDULER, Scheduler, Supervisor,
 };
 
 /// An operation a step applies.
@@ -56,30 +55,31 @@ impl Op {
         Op::ReplaceScheduler(*s)
     }
 
-    fn apply(&self, boot_name: &str) -> anyhow::Result<String> {
+    fn apply(&self, sup: &Supervisor) -> anyhow::Result<String> {
         match self {
             Op::AttachScheduler(s) => {
-                let running = scheduler::sched_pid();
+                let running = sup.pid();
                 if running != 0 {
                     anyhow::bail!(
                         "attach {}: a scheduler (pid {running}) is already running; use ReplaceScheduler",
                         s.name
                     );
                 }
-                let pid = spawn_staged(s.name)?;
+                let pid = sup.spawn_staged(s.name)?;
                 Ok(format!("attached {} (pid {pid})", s.name))
             }
             Op::DetachScheduler => {
-                let gone = kill_current_scheduler()?;
+                let gone = sup.kill_current()?;
                 Ok(match gone {
                     Some(n) => format!("detached {n}"),
                     None => "detach: no scheduler was running".into(),
                 })
             }
             Op::RestartScheduler => {
-                let old = scheduler::sched_pid();
-                kill_current_scheduler()?;
-                let pid = spawn_scheduler_from_paths(
+                let boot_name = sup.boot_name();
+                let old = sup.pid();
+                sup.kill_current()?;
+                let pid = sup.spawn_from_paths(
                     boot_name,
                     BOOT_SCHEDULER.as_ref(),
                     BOOT_SCHED_ARGS.as_ref(),
@@ -88,8 +88,8 @@ impl Op {
                 Ok(format!("restarted {boot_name} (pid {old} -> {pid})"))
             }
             Op::ReplaceScheduler(s) => {
-                let old = kill_current_scheduler()?.unwrap_or_else(|| "none".into());
-                let pid = spawn_staged(s.name)?;
+                let old = sup.kill_current()?.unwrap_or_else(|| "none".into());
+                let pid = sup.spawn_staged(s.name)?;
                 Ok(format!("replaced {old} with {} (pid {pid})", s.name))
             }
         }
@@ -124,15 +124,15 @@ impl Step {
 }
 
 /// Holds for `d`, or until the scheduler dies; returns the death if it did.
-fn hold_or_sched_died(d: Duration) -> Option<scheduler::SchedulerDied> {
+fn hold_or_sched_died(sup: &Supervisor, d: Duration) -> Option<scheduler::SchedulerDied> {
     let t0 = Instant::now();
     while t0.elapsed() < d {
-        if let Some(death) = scheduler::check_alive() {
+        if let Some(death) = sup.check_alive() {
             return Some(death);
         }
         std::thread::sleep(Duration::from_millis(20).min(d.saturating_sub(t0.elapsed())));
     }
-    scheduler::check_alive()
+    sup.check_alive()
 }
 
 /// Runs the steps in order. An operation that fails, or a scheduler death the
@@ -140,18 +140,15 @@ fn hold_or_sched_died(d: Duration) -> Option<scheduler::SchedulerDied> {
 /// [`scheduler::SpawnSchedulerError`], [`scheduler::SchedulerDied`] or
 /// [`scheduler::KillSchedulerError`]).
 pub fn execute_steps(ctx: &Ctx, steps: Vec<Step>) -> anyhow::Result<AssertResult> {
-    let _ = ctx;
-    let boot_name = scheduler::boot_name();
+    let sup = &ctx.scheduler;
     let mut verdict = AssertResult::pass();
     for (i, step) in steps.into_iter().enumerate() {
         for op in &step.ops {
-            let done = op
-                .apply(&boot_name)
-                .with_context(|| format!("step {i}: {op:?}"))?;
+            let done = op.apply(sup).with_context(|| format!("step {i}: {op:?}"))?;
             verdict = verdict.note("ops", format!("step {i}: {done}"));
         }
-        if let Some(death) = hold_or_sched_died(step.hold.duration) {
-            scheduler::mark_death_surfaced();
+        if let Some(death) = hold_or_sched_died(sup, step.hold.duration) {
+            sup.mark_death_surfaced();
             return Err(anyhow::Error::new(death).context(format!("step {i}: during the hold")));
         }
     }

@@ -36,38 +36,17 @@ pub struct QemuBackend {
 }
 
 impl QemuBackend {
-    /// Finds `qemu-system-x86_64` (`KTSTR_QEMU` overrides the path), checks
-    /// its version, and picks KVM when the host has hardware virtualization.
-    pub fn detect() -> Result<Self, VmmError> {
-        static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-        let found = FOUND.get_or_init(|| {
-            let binary = std::env::var_os("KTSTR_QEMU")
-                .map(PathBuf::from)
-                .or_else(|| find_in_path("qemu-system-x86_64"))
-                .ok_or_else(|| "not in PATH".to_string())?;
-            let out = Command::new(&binary)
-                .arg("--version")
-                .output()
-                .map_err(|e| format!("{} does not run: {e}", binary.display()))?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let major = text
-                .split("version ")
-                .nth(1)
-                .and_then(|v| v.split('.').next())
-                .and_then(|m| m.parse::<u32>().ok())
-                .unwrap_or(0);
-            if major < MIN_QEMU_MAJOR {
-                return Err(format!(
-                    "{} is version {major}; ktstr needs QEMU {MIN_QEMU_MAJOR} or newer",
-                    binary.display()
-                ));
-            }
-            Ok(binary)
-        });
-        let binary = found.clone().map_err(|why| VmmError::MissingProgram {
-            program: "qemu-system-x86_64".into(),
+    /// A backend running `binary` (a `qemu-system-x86_64`), after checking
+    /// that it runs and is new enough; KVM acceleration where the host has
+    /// hardware virtualization, TCG elsewhere. Each backend keeps its own
+    /// binary: two backends with different QEMUs may live in one process.
+    pub fn new(binary: impl Into<PathBuf>) -> Result<Self, VmmError> {
+        let binary = binary.into();
+        check_version(&binary).map_err(|why| VmmError::MissingProgram {
+            program: binary.display().to_string(),
             hint: format!(
-                "{why}; run `cargo xtask setup` (Debian: qemu-system-x86 from bookworm-backports)"
+                "{why}; run `cargo xtask setup` (Debian: qemu-system-x86 from bookworm-backports) \
+                 or point KTSTR_QEMU at QEMU {MIN_QEMU_MAJOR} or newer"
             ),
         })?;
         let accel = if crate::hardware_virtualization() {
@@ -76,6 +55,26 @@ impl QemuBackend {
             Accel::Tcg
         };
         Ok(QemuBackend { binary, accel })
+    }
+
+    /// Finds `qemu-system-x86_64` in the directories of `path` (a `PATH`-style
+    /// list the caller supplies) and checks it as [`QemuBackend::new`] does.
+    pub fn find_in(path: &std::ffi::OsStr) -> Result<Self, VmmError> {
+        let binary = std::env::split_paths(path)
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find(|f| f.is_file())
+            .ok_or_else(|| VmmError::MissingProgram {
+                program: "qemu-system-x86_64".into(),
+                hint: "not in PATH; run `cargo xtask setup` (Debian: qemu-system-x86 from \
+                       bookworm-backports) or point KTSTR_QEMU at it"
+                    .into(),
+            })?;
+        Self::new(binary)
+    }
+
+    /// The QEMU binary this backend runs.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
     }
 
     /// Forces an accelerator.
@@ -90,12 +89,38 @@ impl QemuBackend {
     }
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
+/// Checks that `binary` runs and is QEMU [`MIN_QEMU_MAJOR`] or newer; the
+/// answer is kept per binary, since every VM of a test run asks.
+fn check_version(binary: &std::path::Path) -> Result<(), String> {
+    type Checked = Vec<(PathBuf, Result<(), String>)>;
+    static CHECKED: OnceLock<Mutex<Checked>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
+    let mut seen = checked.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, r)) = seen.iter().find(|(b, _)| b == binary) {
+        return r.clone();
+    }
+    let result = (|| {
+        let out = Command::new(binary)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("{} does not run: {e}", binary.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split("version ")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0);
+        if major < MIN_QEMU_MAJOR {
+            return Err(format!(
+                "{} is version {major}; ktstr needs QEMU {MIN_QEMU_MAJOR} or newer",
+                binary.display()
+            ));
+        }
+        Ok(())
+    })();
+    seen.push((binary.to_path_buf(), result.clone()));
+    result
 }
 
 impl Backend for QemuBackend {

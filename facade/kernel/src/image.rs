@@ -4,6 +4,7 @@
 //! Pure functions over byte slices, so every failure mode is tested with
 //! crafted bytes instead of real kernels.
 
+#[cfg(feature = "fetch")]
 use std::io::Read;
 
 use object::{Object, ObjectSection};
@@ -142,6 +143,7 @@ pub fn locate_payload(bz: &[u8]) -> Result<Payload, KernelError> {
     Ok(Payload { offset, len, codec })
 }
 
+#[cfg(feature = "fetch")]
 /// Reads at most [`MAX_VMLINUX_BYTES`] from a decoder, naming the codec on failure.
 fn read_bounded(mut r: impl Read, codec: Codec) -> Result<Vec<u8>, KernelError> {
     let mut out = Vec::new();
@@ -162,8 +164,10 @@ fn read_bounded(mut r: impl Read, codec: Codec) -> Result<Vec<u8>, KernelError> 
 }
 
 /// A sink that refuses to grow past [`MAX_VMLINUX_BYTES`].
+#[cfg(feature = "fetch")]
 struct Limited(Vec<u8>);
 
+#[cfg(feature = "fetch")]
 impl std::io::Write for Limited {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if (self.0.len() + buf.len()) as u64 > MAX_VMLINUX_BYTES {
@@ -183,6 +187,7 @@ impl std::io::Write for Limited {
 /// each prefixed by a little-endian compressed length, each expanding to at
 /// most 8 MiB (lib/decompress_unlz4.c). The kernel build appends the
 /// uncompressed size as a trailing u32, which ends the block stream.
+#[cfg(feature = "fetch")]
 fn unlz4_legacy(data: &[u8]) -> Result<Vec<u8>, KernelError> {
     const BLOCK: usize = 8 << 20;
     let err = |reason: String| KernelError::Decompress {
@@ -222,6 +227,7 @@ fn unlz4_legacy(data: &[u8]) -> Result<Vec<u8>, KernelError> {
     Ok(out)
 }
 
+#[cfg(feature = "fetch")]
 /// Decompresses a bzImage payload into the ELF `vmlinux`.
 pub fn decompress(payload: &[u8], codec: Codec) -> Result<Vec<u8>, KernelError> {
     let out = match codec {
@@ -262,6 +268,7 @@ pub fn decompress(payload: &[u8], codec: Codec) -> Result<Vec<u8>, KernelError> 
     Ok(out)
 }
 
+#[cfg(feature = "fetch")]
 /// Extracts the ELF `vmlinux` from a bzImage.
 pub fn extract_vmlinux(bz: &[u8]) -> Result<Vec<u8>, KernelError> {
     let p = locate_payload(bz)?;
@@ -335,7 +342,8 @@ pub fn check_config(config: &str) -> Result<(), KernelError> {
     }
 }
 
-#[cfg(test)]
+// The tests build compressed images: they need the `fetch` half.
+#[cfg(all(test, feature = "fetch"))]
 pub(crate) mod tests {
     use super::*;
     use std::io::Write;

@@ -1,23 +1,43 @@
-//! Kernels for test VMs: resolution, the local cache, and fetching Debian's
-//! sched_ext-enabled cloud kernels.
+//! Kernels for test VMs as files: resolution, the local cache, and (feature
+//! `fetch`) fetching Debian's sched_ext-enabled cloud kernels and extracting
+//! the ELF `vmlinux` from a bzImage.
+//!
+//! The `ktstr` library that tests link takes this crate without `fetch`, so
+//! a test binary carries no decompressor and no download code; the `ktstr`
+//! command and `cargo xtask` enable it.
 //!
 //! Wherever a kernel is needed the same order applies: an explicit path
-//! (`--kernel PATH`: a bzImage, a vmlinux, a kernel build tree or a cache
-//! entry), then `KTSTR_KERNEL`, then the newest cached kernel.
+//! (`--kernel PATH` or `KTSTR_KERNEL`, resolved by the caller: a vmlinux, a
+//! kernel build tree, a cache entry, or a bzImage extracted before), then the
+//! newest cached kernel.
 //!
-//! Cache layout: `$KTSTR_CACHE_DIR/kernels/<release>/` (default
-//! `~/.cache/ktstr/kernels/<release>/`) holds `bzImage`, `vmlinux`, `config`
-//! and `metadata.json`.
+//! Cache layout: `<cache root>/kernels/<release>/` holds `bzImage`, `vmlinux`,
+//! `config` and `metadata.json`; the cache root comes from the caller (the
+//! facade's host configuration).
+//!
+//! ```no_run
+//! use ktstr_kernel::{KernelCache, resolve};
+//! let cache = KernelCache::new("/root/.cache/ktstr/kernels".into());
+//! let kernel = resolve(None, &cache)?;
+//! println!("booting {}", kernel.vmlinux.display());
+//! # Ok::<(), ktstr_kernel::KernelError>(())
+//! ```
 
+mod cache;
+#[cfg(feature = "fetch")]
+pub mod cli;
+#[cfg(feature = "fetch")]
 pub mod debian;
+#[cfg(feature = "fetch")]
+mod fetch;
 pub mod image;
 mod version;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
+pub use cache::{CachedKernel, KernelCache, KernelMetadata, list_table};
+#[cfg(feature = "fetch")]
+pub use fetch::{FetchOptions, FetchOutcome, describe_fetch, fetch};
 pub use image::Codec;
 
 /// What went wrong while resolving, fetching or checking a kernel.
@@ -129,7 +149,7 @@ pub enum KernelError {
 }
 
 impl KernelError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         KernelError::Io {
             path: path.to_path_buf(),
             source,
@@ -137,409 +157,11 @@ impl KernelError {
     }
 }
 
-/// ktstr's cache root: `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
-pub fn cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("KTSTR_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("ktstr");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache/ktstr")
-}
-
-/// Facts about a cached kernel, stored beside it as `metadata.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelMetadata {
-    /// Kernel release (`uname -r`).
-    pub release: String,
-    /// Where it came from (`debian:<suite> <package> <version>`, or a path).
-    pub source: String,
-    /// SHA-256 of the bzImage.
-    pub bzimage_sha256: String,
-    /// SHA-256 of the extracted vmlinux.
-    pub vmlinux_sha256: String,
-    /// Size of the bzImage in bytes.
-    pub bzimage_bytes: u64,
-    /// Size of the vmlinux in bytes.
-    pub vmlinux_bytes: u64,
-    /// Size of the `.BTF` section in bytes.
-    pub btf_bytes: u64,
-    /// Whether the vmlinux has a PVH entry note.
-    pub pvh_entry: bool,
-    /// The payload codec of the bzImage.
-    pub codec: String,
-    /// When it was fetched (RFC 3339, UTC).
-    pub fetched_at: String,
-}
-
-/// A kernel in the cache.
-#[derive(Debug, Clone)]
-pub struct CachedKernel {
-    /// Its directory.
-    pub dir: PathBuf,
-    /// Its metadata.
-    pub metadata: KernelMetadata,
-}
-
-impl CachedKernel {
-    /// The ELF vmlinux.
-    pub fn vmlinux(&self) -> PathBuf {
-        self.dir.join("vmlinux")
-    }
-    /// The bzImage.
-    pub fn bz_image(&self) -> PathBuf {
-        self.dir.join("bzImage")
-    }
-    /// The kernel config.
-    pub fn config(&self) -> PathBuf {
-        self.dir.join("config")
-    }
-}
-
-/// The local kernel cache.
-#[derive(Debug, Clone)]
-pub struct KernelCache {
-    dir: PathBuf,
-}
-
-impl Default for KernelCache {
-    fn default() -> Self {
-        KernelCache::new(cache_root().join("kernels"))
-    }
-}
-
-impl KernelCache {
-    /// A cache rooted at `dir` (the `kernels/` directory).
-    pub fn new(dir: PathBuf) -> Self {
-        KernelCache { dir }
-    }
-
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Every complete cached kernel, newest release first.
-    pub fn list(&self) -> Vec<CachedKernel> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return vec![];
-        };
-        let mut out: Vec<CachedKernel> = rd
-            .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter_map(|e| self.load(&e.path()))
-            .collect();
-        out.sort_by(|a, b| version::compare(&b.metadata.release, &a.metadata.release));
-        out
-    }
-
-    /// The cached kernel of `release`, if complete.
-    pub fn get(&self, release: &str) -> Option<CachedKernel> {
-        self.load(&self.dir.join(release))
-    }
-
-    /// The newest cached kernel.
-    pub fn newest(&self) -> Option<CachedKernel> {
-        self.list().into_iter().next()
-    }
-
-    fn load(&self, dir: &Path) -> Option<CachedKernel> {
-        let text = std::fs::read_to_string(dir.join("metadata.json")).ok()?;
-        let metadata: KernelMetadata = serde_json::from_str(&text).ok()?;
-        let k = CachedKernel {
-            dir: dir.to_path_buf(),
-            metadata,
-        };
-        // An entry is complete only if every file is there with its recorded size.
-        let size = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.len());
-        (size(k.vmlinux()) == Some(k.metadata.vmlinux_bytes)
-            && size(k.bz_image()) == Some(k.metadata.bzimage_bytes)
-            && k.config().is_file())
-        .then_some(k)
-    }
-
-    /// A fresh scratch directory inside the cache, removed on drop; renaming
-    /// it into place makes a new entry appear atomically.
-    fn scratch(&self) -> Result<Scratch, KernelError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| KernelError::io(&self.dir, e))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let p = self
-            .dir
-            .join(format!(".tmp-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&p).map_err(|e| KernelError::io(&p, e))?;
-        Ok(Scratch(p))
-    }
-
-    /// Stores a bzImage + config under `release`, extracting and checking the vmlinux.
-    pub fn insert(
-        &self,
-        release: &str,
-        source: &str,
-        bz_image: &[u8],
-        config: &str,
-    ) -> Result<CachedKernel, KernelError> {
-        image::check_config(config)?;
-        let payload = image::locate_payload(bz_image)?;
-        let vmlinux = image::extract_vmlinux(bz_image)?;
-        let info = image::inspect_vmlinux(&vmlinux)?;
-        let metadata = KernelMetadata {
-            release: release.to_string(),
-            source: source.to_string(),
-            bzimage_sha256: sha256_hex(bz_image),
-            vmlinux_sha256: sha256_hex(&vmlinux),
-            bzimage_bytes: bz_image.len() as u64,
-            vmlinux_bytes: vmlinux.len() as u64,
-            btf_bytes: info.btf_bytes,
-            pvh_entry: info.pvh_entry,
-            codec: format!("{:?}", payload.codec).to_lowercase(),
-            fetched_at: rfc3339_now(),
-        };
-        let tmp = self.scratch()?;
-        let write = |name: &str, bytes: &[u8]| {
-            let p = tmp.0.join(name);
-            std::fs::write(&p, bytes).map_err(|e| KernelError::io(&p, e))
-        };
-        write("bzImage", bz_image)?;
-        write("vmlinux", &vmlinux)?;
-        write("config", config.as_bytes())?;
-        let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
-        write("metadata.json", &json)?;
-        let dest = self.dir.join(release);
-        if dest.exists() {
-            // A stale or partial entry: replace it.
-            std::fs::remove_dir_all(&dest).map_err(|e| KernelError::io(&dest, e))?;
-        }
-        std::fs::rename(&tmp.0, &dest).map_err(|e| KernelError::io(&dest, e))?;
-        Ok(CachedKernel {
-            dir: dest,
-            metadata,
-        })
-    }
-}
-
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The current time as RFC 3339 UTC, without a calendar crate.
-fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm, public domain description).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// How a fetch ended.
-#[derive(Debug, Clone)]
-pub enum FetchOutcome {
-    /// The newest kernel was downloaded and cached.
-    Fetched(CachedKernel),
-    /// The newest kernel was already cached; nothing was downloaded.
-    AlreadyCached(CachedKernel),
-}
-
-impl FetchOutcome {
-    /// The kernel, however it was obtained.
-    pub fn kernel(&self) -> &CachedKernel {
-        match self {
-            FetchOutcome::Fetched(k) | FetchOutcome::AlreadyCached(k) => k,
-        }
-    }
-}
-
-/// Options of [`fetch`].
-#[derive(Debug, Clone, Default)]
-pub struct FetchOptions {
-    /// Use the cache only; never touch the network.
-    pub offline: bool,
-    /// The cache to fill (default: [`KernelCache::default`]).
-    pub cache: Option<KernelCache>,
-    /// Fetch from this repository instead of the host's Debian mirror.
-    pub source: Option<debian::FetchSource>,
-}
-
-/// Fetches the newest Debian cloud kernel with sched_ext into the cache.
-///
-/// `progress` receives one line per step.
-pub fn fetch(
-    opts: &FetchOptions,
-    progress: &mut dyn FnMut(&str),
-) -> Result<FetchOutcome, KernelError> {
-    let cache = opts.cache.clone().unwrap_or_default();
-    if opts.offline {
-        return cache
-            .newest()
-            .map(FetchOutcome::AlreadyCached)
-            .ok_or_else(|| KernelError::NoCachedKernel {
-                cache: cache.dir().to_path_buf(),
-            });
-    }
-    let (mirror, suites) = match &opts.source {
-        Some(src) => (
-            debian::AptSource {
-                uri: src.uri.clone(),
-                suites: src.suites.clone(),
-                components: vec!["main".into()],
-                signed_by: src.trusted.then(|| "trusted=yes".to_string()),
-            },
-            src.suites.clone(),
-        ),
-        None => {
-            let codename = debian::os_codename()?;
-            let mirror = debian::debian_mirror(&debian::system_sources(), &codename)?;
-            (mirror, debian::kernel_suites(&codename))
-        }
-    };
-    let apt_dir = cache.dir().parent().unwrap_or(cache.dir()).join("apt");
-    let apt = debian::PrivateApt::new(&apt_dir, mirror, suites)?;
-    progress(&format!(
-        "refreshing package lists of {} from {}",
-        apt.suites().join(", "),
-        apt.mirror_uri()
-    ));
-    apt.update()?;
-    let candidates = apt.candidates()?;
-    let mut checked = Vec::new();
-    for cand in candidates {
-        if let Some(k) = cache.get(&cand.release) {
-            progress(&format!("newest kernel {} is already cached", cand.release));
-            return Ok(FetchOutcome::AlreadyCached(k));
-        }
-        let version = apt.version(&cand.package)?;
-        progress(&format!("downloading {} {version}", cand.package));
-        let tmp = cache.scratch()?;
-        apt.download_and_unpack(&cand.package, &tmp.0)?;
-        let root = tmp.0.join("root");
-        let (mut image, mut config) = debian::locate_files(&root, &cand.release);
-        if config.is_none() {
-            // The 7.x layout keeps the config in linux-base-<release>.
-            let base = format!("linux-base-{}", cand.release);
-            if apt.has_package(&base) {
-                progress(&format!("downloading {base} for the kernel config"));
-                apt.download_and_unpack(&base, &tmp.0)?;
-                (image, config) = debian::locate_files(&root, &cand.release);
-            }
-        }
-        let (Some(image), Some(config)) = (image, config) else {
-            checked.push(format!(
-                "{} (no image or config in the package)",
-                cand.release
-            ));
-            continue;
-        };
-        let config = std::fs::read_to_string(&config).map_err(|e| KernelError::io(&config, e))?;
-        if image::check_config(&config).is_err() {
-            progress(&format!(
-                "{} has no sched_ext; trying an older kernel",
-                cand.release
-            ));
-            checked.push(format!("{} (no sched_ext)", cand.release));
-            continue;
-        }
-        let bz = std::fs::read(&image).map_err(|e| KernelError::io(&image, e))?;
-        let source = format!("debian {} {version}", cand.package);
-        progress(&format!("extracting vmlinux of {}", cand.release));
-        let k = cache.insert(&cand.release, &source, &bz, &config)?;
-        return Ok(FetchOutcome::Fetched(k));
-    }
-    Err(KernelError::NoSchedExtPackage {
-        suites: apt.suites().join(", "),
-        checked: if checked.is_empty() {
-            "no cloud-amd64 kernel package found".into()
-        } else {
-            checked.join(", ")
-        },
-    })
-}
-
-/// One line saying what a fetch did, for the CLI and the xtask.
-pub fn describe_fetch(outcome: &FetchOutcome) -> String {
-    let (verb, k) = match outcome {
-        FetchOutcome::Fetched(k) => ("fetched", k),
-        FetchOutcome::AlreadyCached(k) => ("cached", k),
-    };
-    format!(
-        "{verb} {} ({} MiB vmlinux, {} KiB BTF) at {}",
-        k.metadata.release,
-        k.metadata.vmlinux_bytes >> 20,
-        k.metadata.btf_bytes >> 10,
-        k.dir.display()
-    )
-}
-
-/// The cached kernels as a table, newest first.
-pub fn list_table(cache: &KernelCache) -> String {
-    let list = cache.list();
-    if list.is_empty() {
-        return format!(
-            "no cached kernels in {} (run `cargo xtask kernel fetch`)\n",
-            cache.dir().display()
-        );
-    }
-    let mut s = format!(
-        "{:<28} {:>8} {:>8}  {:<21} SOURCE\n",
-        "RELEASE", "VMLINUX", "BTF", "FETCHED"
-    );
-    for k in list {
-        let m = &k.metadata;
-        s.push_str(&format!(
-            "{:<28} {:>6}Mi {:>6}Ki  {:<21} {}\n",
-            m.release,
-            m.vmlinux_bytes >> 20,
-            m.btf_bytes >> 10,
-            m.fetched_at,
-            m.source
-        ));
-    }
-    s
-}
-
 /// How a kernel was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelOrigin {
-    /// An explicit path (`--kernel`).
+    /// An explicit path (`--kernel`, `KTSTR_KERNEL`).
     Explicit,
-    /// The `KTSTR_KERNEL` environment variable.
-    Env,
     /// The newest kernel in the cache.
     Cache,
 }
@@ -559,14 +181,11 @@ pub struct Kernel {
     pub origin: KernelOrigin,
 }
 
-/// Resolves the kernel to use: `explicit`, then `KTSTR_KERNEL`, then the newest cached kernel.
-pub fn resolve(explicit: Option<&Path>) -> Result<Kernel, KernelError> {
-    let cache = KernelCache::default();
+/// Resolves the kernel to use: `explicit` (a flag or `KTSTR_KERNEL`, as the
+/// caller's configuration says), else the newest kernel in `cache`.
+pub fn resolve(explicit: Option<&Path>, cache: &KernelCache) -> Result<Kernel, KernelError> {
     if let Some(p) = explicit {
-        return from_path(p, KernelOrigin::Explicit, &cache);
-    }
-    if let Some(p) = std::env::var_os("KTSTR_KERNEL").filter(|p| !p.is_empty()) {
-        return from_path(Path::new(&p), KernelOrigin::Env, &cache);
+        return from_path(p, KernelOrigin::Explicit, cache);
     }
     let k = cache.newest().ok_or_else(|| KernelError::NotFound {
         cache: cache.dir().to_path_buf(),
@@ -624,18 +243,19 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
         });
     }
     if image::is_bzimage(&bytes) {
-        // Extract once per distinct image, keyed by content.
-        let dir = cache_root()
+        // Extracted once per distinct image, keyed by content.
+        let dir = cache
+            .dir()
+            .parent()
+            .unwrap_or(cache.dir())
             .join("extracted")
-            .join(&sha256_hex(&bytes)[..16]);
+            .join(&cache::sha256_hex(&bytes)[..16]);
         let vmlinux = dir.join("vmlinux");
         if !vmlinux.is_file() {
-            let elf = image::extract_vmlinux(&bytes)?;
-            image::inspect_vmlinux(&elf)?;
-            std::fs::create_dir_all(&dir).map_err(|e| KernelError::io(&dir, e))?;
-            let tmp = dir.join(format!(".vmlinux.{}", std::process::id()));
-            std::fs::write(&tmp, &elf).map_err(|e| KernelError::io(&tmp, e))?;
-            std::fs::rename(&tmp, &vmlinux).map_err(|e| KernelError::io(&vmlinux, e))?;
+            extract_into(&bytes, &dir, &vmlinux).map_err(|e| match e {
+                KernelError::BadPath { reason, .. } => bad(&reason),
+                e => e,
+            })?;
         }
         return Ok(Kernel {
             vmlinux,
@@ -648,12 +268,37 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
     Err(bad("neither an ELF vmlinux nor an x86 bzImage"))
 }
 
+/// Writes the vmlinux of the bzImage `bytes` to `vmlinux` inside `dir`.
+#[cfg(feature = "fetch")]
+fn extract_into(bytes: &[u8], dir: &Path, vmlinux: &Path) -> Result<(), KernelError> {
+    let elf = image::extract_vmlinux(bytes)?;
+    image::inspect_vmlinux(&elf)?;
+    std::fs::create_dir_all(dir).map_err(|e| KernelError::io(dir, e))?;
+    let tmp = dir.join(format!(".vmlinux.{}", std::process::id()));
+    std::fs::write(&tmp, &elf).map_err(|e| KernelError::io(&tmp, e))?;
+    std::fs::rename(&tmp, vmlinux).map_err(|e| KernelError::io(vmlinux, e))
+}
+
+/// Without `fetch` this crate has no decompressor: a bzImage must have been
+/// extracted before by a tool that has one.
+#[cfg(not(feature = "fetch"))]
+fn extract_into(_: &[u8], _: &Path, _: &Path) -> Result<(), KernelError> {
+    Err(KernelError::BadPath {
+        path: PathBuf::new(),
+        reason: "is a bzImage, which test binaries do not decompress: pass its ELF vmlinux \
+                 (a kernel build tree has one), or extract it once with \
+                 `ktstr kernel extract PATH`"
+            .into(),
+    })
+}
+
 fn check_vmlinux_file(p: &Path) -> Result<(), KernelError> {
     let bytes = std::fs::read(p).map_err(|e| KernelError::io(p, e))?;
     image::inspect_vmlinux(&bytes).map(drop)
 }
 
-#[cfg(test)]
+// The tests build bzImages and apt repositories: they need the `fetch` half.
+#[cfg(all(test, feature = "fetch"))]
 mod tests {
     use super::*;
 
@@ -707,7 +352,7 @@ mod tests {
             self.packages.push_str(&format!(
                 "Package: {name}\nVersion: 1\nArchitecture: amd64\nFilename: pool/{name}_1_amd64.deb\nSize: {}\nSHA256: {}\nDescription: test kernel\n\n",
                 bytes.len(),
-                sha256_hex(&bytes)
+                cache::sha256_hex(&bytes)
             ));
             std::fs::write(
                 self.dir
@@ -732,8 +377,9 @@ mod tests {
         cache: &KernelCache,
     ) -> Result<FetchOutcome, KernelError> {
         let opts = FetchOptions {
+            cache: cache.clone(),
             offline: false,
-            cache: Some(cache.clone()),
+            suites: None,
             source: Some(src),
         };
         fetch(&opts, &mut |_| {})
@@ -763,8 +409,9 @@ mod tests {
         // Offline: the cache alone.
         let offline = fetch(
             &FetchOptions {
+                cache: cache.clone(),
                 offline: true,
-                cache: Some(cache.clone()),
+                suites: None,
                 source: None,
             },
             &mut |_| {},
@@ -833,9 +480,9 @@ mod tests {
 
     #[test]
     fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_309_261), "2026-11-22T01:01:01Z");
+        assert_eq!(cache::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(cache::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(cache::rfc3339(1_795_309_261), "2026-11-22T01:01:01Z");
     }
 
     #[test]

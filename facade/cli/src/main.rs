@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use ktstr::cli::KernelCmd;
+use ktstr::config::HostConfig;
 use ktstr::shell::{GUEST_DIED_STATUS, ShellError, ShellOptions};
 use ktstr_topology::Topology;
 
@@ -22,7 +22,7 @@ struct Cli {
 enum Cmd {
     Shell(ShellCmd),
     Topo(TopoCmd),
-    Kernel(KernelCmd),
+    Kernel(ktstr_kernel::cli::KernelCmd),
 }
 
 /// Boot a VM with a topology and run a command in it (or a shell on the console).
@@ -112,7 +112,7 @@ fn topo(cmd: &TopoCmd) -> Result<(), String> {
     Ok(())
 }
 
-fn shell(cmd: ShellCmd) -> Result<ExitCode, String> {
+fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
     let mut topology = parse_topology(&cmd.topology)?;
     if let Some(m) = cmd.memory_mib {
         topology = topology
@@ -126,10 +126,11 @@ fn shell(cmd: ShellCmd) -> Result<ExitCode, String> {
         timeout: cmd.timeout_s.map(Duration::from_secs),
         verbose: cmd.verbose,
         include: cmd.include,
+        agent: None,
     };
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
-    match ktstr::shell::run(&opts, &mut stdout, &mut stderr) {
+    match ktstr::shell::run(&opts, host, &mut stdout, &mut stderr) {
         Ok(rc) => Ok(ExitCode::from(u8::try_from(rc).unwrap_or(u8::MAX))),
         Err(ShellError::GuestDied { reason }) => {
             eprintln!("ktstr shell: {reason}");
@@ -140,11 +141,26 @@ fn shell(cmd: ShellCmd) -> Result<ExitCode, String> {
 }
 
 fn main() -> ExitCode {
+    // In a shell VM this binary is the guest's init: that never returns.
+    ktstr::shell::agent_main();
     let cli: Cli = argh::from_env();
+    let host = match HostConfig::from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ktstr: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let res = match cli.cmd {
-        Cmd::Shell(c) => shell(c),
+        Cmd::Shell(c) => shell(c, &host),
         Cmd::Topo(c) => topo(&c).map(|()| ExitCode::SUCCESS),
-        Cmd::Kernel(k) => k.run("ktstr").map(|()| ExitCode::SUCCESS),
+        Cmd::Kernel(k) => {
+            let env = ktstr_kernel::cli::KernelCmdEnv {
+                cache: host.kernel_cache(),
+                suites: host.kernel_suites.clone(),
+            };
+            k.run("ktstr", &env).map(|()| ExitCode::SUCCESS)
+        }
     };
     res.unwrap_or_else(|e| {
         eprintln!("ktstr: error: {e}");

@@ -158,15 +158,8 @@ pub fn debian_mirror(sources: &[AptSource], codename: &str) -> Result<AptSource,
 }
 
 /// The suites searched for sched_ext kernels: the host release's backports
-/// and the next release's backports (`KTSTR_KERNEL_SUITES` overrides, comma-separated).
+/// and the next release's backports.
 pub fn kernel_suites(codename: &str) -> Vec<String> {
-    if let Ok(s) = std::env::var("KTSTR_KERNEL_SUITES") {
-        return s
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
-            .collect();
-    }
     let mut suites = vec![format!("{codename}-backports")];
     let next = CODENAMES
         .iter()
@@ -440,11 +433,9 @@ mod tests {
 
     #[test]
     fn suites_follow_the_host_release() {
-        if std::env::var_os("KTSTR_KERNEL_SUITES").is_none() {
-            assert_eq!(
-                kernel_suites("bookworm"),
-                ["bookworm-backports", "trixie-backports"]
-            );
-        }
+        assert_eq!(
+            kernel_suites("bookworm"),
+            ["bookworm-backports", "trixie-backports"]
+        );
     }
 }

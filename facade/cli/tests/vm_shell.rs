@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ktstr::shell::{ShellOptions, ShellVm};
 use ktstr_topology::{Topology, cpu_list};
-use ktstr_vmm::{ConsoleEvent, EndReason};
+use ktstr_vmm::EndReason;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// VMs in this binary run one at a time: the machine has two cores.
@@ -273,29 +273,45 @@ fn vm_sigkill_of_the_harness_leaves_nothing_behind() {
     assert_eq!(shm_entries(), shm_before, "/dev/shm changed");
 }
 
+/// The command output the agent sent since the last call.
+fn output_of(vm: &mut ShellVm) -> String {
+    let mut text = String::new();
+    for e in vm.poll().expect("channel") {
+        if let ktstr::shell::AgentEvent::Output(b) = e {
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    text
+}
+
 fn shell_vm(exec: &str) -> ShellVm {
-    ShellVm::boot(&ShellOptions {
-        topology: "1n1l2c1t".parse().expect("topology"),
-        kernel: None,
-        exec: Some(exec.to_string()),
-        timeout: None,
-        verbose: false,
-        include: vec![],
-    })
+    ShellVm::boot(
+        &ShellOptions {
+            topology: "1n1l2c1t".parse().expect("topology"),
+            kernel: None,
+            exec: Some(exec.to_string()),
+            timeout: None,
+            verbose: false,
+            include: vec![],
+            agent: Some(env!("CARGO_BIN_EXE_ktstr").into()),
+        },
+        &ktstr::config::HostConfig::from_env().expect("host configuration"),
+    )
     .expect("boot")
 }
 
 #[test]
 fn vm_host_reads_the_kernel_banner_from_guest_memory() {
     let _g = one_vm();
-    let mut vm = shell_vm("sleep 30");
-    let console = vm.take_console().expect("console");
-    let begin = vm.begin_marker();
-    while console
-        .next_line(Duration::from_secs(60))
-        .expect("guest reached init")
-        != begin
-    {}
+    let mut vm = shell_vm("echo started; sleep 30");
+    let t0 = Instant::now();
+    while !output_of(&mut vm).contains("started") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The guest is running its command: search RAM for the version banner.
     let mem = vm.machine().memory();
     let needle = b"Linux version 7.";
@@ -329,27 +345,21 @@ fn vm_host_reads_the_kernel_banner_from_guest_memory() {
 fn vm_pause_stops_the_guest_and_resume_continues_it() {
     let _g = one_vm();
     let mut vm = shell_vm("i=0; while true; do echo tick $i; i=$((i+1)); usleep 100000; done");
-    let console = vm.take_console().expect("console");
-    let mut ticks = 0;
+    let ticks = |text: &str| text.matches("tick ").count();
+    let mut seen = 0;
     let t0 = Instant::now();
-    while ticks < 5 {
+    while seen < 5 {
         assert!(t0.elapsed() < Duration::from_secs(60), "no ticks");
-        if let ConsoleEvent::Line(l) = console.recv(Duration::from_secs(1)) {
-            ticks += usize::from(l.starts_with("tick "));
-        }
+        seen += ticks(&output_of(&mut vm));
+        std::thread::sleep(Duration::from_millis(50));
     }
     vm.machine().pause().expect("pause");
-    let paused = Instant::now();
-    let mut during = vec![];
-    while paused.elapsed() < Duration::from_secs(1) {
-        if let ConsoleEvent::Line(l) = console.recv(Duration::from_millis(50)) {
-            // Lines already on their way when the pause landed may still arrive.
-            if paused.elapsed() > Duration::from_millis(200) {
-                during.push(l);
-            }
-        }
-    }
-    assert!(during.is_empty(), "guest printed while paused: {during:?}");
+    // What was on its way when the pause landed.
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = output_of(&mut vm);
+    std::thread::sleep(Duration::from_secs(1));
+    let during = output_of(&mut vm);
+    assert!(during.is_empty(), "guest wrote while paused: {during:?}");
     vm.machine().resume().expect("resume");
     let resumed = Instant::now();
     let mut after = 0;
@@ -358,9 +368,8 @@ fn vm_pause_stops_the_guest_and_resume_continues_it() {
             resumed.elapsed() < Duration::from_secs(10),
             "no ticks after resume"
         );
-        if let ConsoleEvent::Line(l) = console.recv(Duration::from_millis(100)) {
-            after += usize::from(l.starts_with("tick "));
-        }
+        after += ticks(&output_of(&mut vm));
+        std::thread::sleep(Duration::from_millis(50));
     }
     vm.machine().kill();
     assert_eq!(vm.machine().wait(None).expect("wait"), EndReason::Killed);

@@ -3,17 +3,23 @@
 //! powers off. PID 1 never returns and never exits otherwise: every failure,
 //! a panic in the body included, becomes a message.
 
-use std::ffi::CString;
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use ktstr_topology::{Topology, TopologyError};
+
+mod shell;
+mod system;
+
+pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
+use system::{DevMem, console, power_off, setup_mounts, uptime_ms};
+
 use crate::assert::AssertResult;
-use crate::channel::{ChannelMem, Message, Writer};
+use crate::channel::{Message, Writer};
+use crate::scheduler::Supervisor;
 
 /// Where the host puts the per-test configuration in the initramfs.
 pub const CONFIG_PATH: &str = "/ktstr/config.json";
@@ -23,10 +29,8 @@ pub const CONFIG_PATH: &str = "/ktstr/config.json";
 pub struct GuestConfig {
     /// The registered name of the test.
     pub test: String,
-    /// The declared topology, compact form (`1n2l2c2t`).
-    pub topology: String,
-    /// Guest memory in MiB.
-    pub memory_mib: u64,
+    /// The declared topology, memory and distances included.
+    pub topology: TopologyData,
     /// The test's `duration_s`, in milliseconds.
     pub duration_ms: u64,
     /// False when the VM has more vCPUs than the host has cores: timing
@@ -45,12 +49,58 @@ pub struct GuestConfig {
     pub cleanup_budget_ms: u64,
 }
 
+/// A [`Topology`] as data: the shape, each node's memory and the distances,
+/// so the guest sees exactly what the test declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyData {
+    /// The compact shape (`1n2l2c2t`).
+    pub shape: String,
+    /// MiB of RAM per NUMA node.
+    pub node_memory_mib: Vec<u32>,
+    /// The distance matrix, one row per node.
+    pub distances: Vec<Vec<u8>>,
+}
+
+impl TopologyData {
+    /// The data of `t`.
+    pub fn of(t: &Topology) -> Self {
+        let nodes = 0..t.numa_nodes();
+        TopologyData {
+            shape: t.to_string(),
+            node_memory_mib: nodes
+                .clone()
+                .map(|n| t.node_memory_mib(n).unwrap_or(0))
+                .collect(),
+            distances: nodes
+                .map(|n| t.distance_row(n).unwrap_or_default().to_vec())
+                .collect(),
+        }
+    }
+
+    /// The topology again, validated as the host's was.
+    pub fn to_topology(&self) -> Result<Topology, TopologyError> {
+        let mut t: Topology = self.shape.parse()?;
+        for (node, mib) in (0u32..).zip(&self.node_memory_mib) {
+            t = t.with_node_memory_mib(node, *mib)?;
+        }
+        for (a, row) in (0u32..).zip(&self.distances) {
+            for (b, d) in (0u32..).zip(row) {
+                if a < b {
+                    t = t.with_distance(a, b, *d)?;
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
 /// A test body as the runtime sees it: the facade builds the scenario
-/// context from the config and calls the user's function.
-pub type Body<'a> = &'a dyn Fn(&GuestConfig) -> anyhow::Result<AssertResult>;
+/// context from the config and the run's scheduler supervisor, and calls the
+/// user's function.
+pub type Body<'a> = &'a dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>;
 
 /// An owned [`Body`], as the test lookup returns it.
-pub type BoxedBody = Box<dyn Fn(&GuestConfig) -> anyhow::Result<AssertResult>>;
+pub type BoxedBody = Box<dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>>;
 
 /// True in the guest's init process of a ktstr VM (PID 1 with the test
 /// configuration present; a test binary run as PID 1 in a container is not).
@@ -58,149 +108,6 @@ pub fn is_guest_init() -> bool {
     // SAFETY: getpid has no preconditions.
     let pid1 = unsafe { libc::getpid() == 1 };
     pid1 && std::path::Path::new(CONFIG_PATH).exists()
-}
-
-/// The channel region mapped through `/dev/mem`.
-#[derive(Debug)]
-struct DevMem {
-    base: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is process-wide shared memory; every access goes
-// through raw-pointer copies or atomics, which are valid from any thread.
-unsafe impl Send for DevMem {}
-
-impl DevMem {
-    fn map(gpa: u64, len: u64) -> Result<Self, String> {
-        let path = CString::new("/dev/mem").expect("no NUL in a literal");
-        // SAFETY: path is a valid NUL-terminated string.
-        let fd =
-            unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
-                "open /dev/mem: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let len = usize::try_from(len).map_err(|_| "channel size overflows usize".to_string())?;
-        let off = libc::off_t::try_from(gpa)
-            .map_err(|_| "channel address overflows off_t".to_string())?;
-        // SAFETY: a fresh shared mapping of a device file; the kernel checks
-        // the range (it must be reserved, not System RAM, under STRICT_DEVMEM).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                off,
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: fd is ours; the mapping stays valid after close.
-        unsafe { libc::close(fd) };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap /dev/mem at {gpa:#x}+{len:#x}: {err}"));
-        }
-        Ok(DevMem {
-            base: p.cast(),
-            len,
-        })
-    }
-
-    fn check(&self, off: u64, n: usize) -> usize {
-        let off = off as usize;
-        assert!(off + n <= self.len, "channel access out of the mapping");
-        off
-    }
-}
-
-impl ChannelMem for DevMem {
-    fn read(&self, off: u64, buf: &mut [u8]) {
-        let off = self.check(off, buf.len());
-        // SAFETY: bounds checked above; the mapping lives as long as self.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off), buf.as_mut_ptr(), buf.len()) };
-    }
-    fn write(&self, off: u64, buf: &[u8]) {
-        let off = self.check(off, buf.len());
-        // SAFETY: bounds checked above; the mapping lives as long as self.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(off), buf.len()) };
-    }
-    fn load_u64(&self, off: u64) -> u64 {
-        let off = self.check(off, 8);
-        // SAFETY: in bounds; the channel's u64 fields are 8-byte aligned in a
-        // page-aligned mapping, so the cast to an atomic is valid.
-        let v = unsafe { (*(self.base.add(off) as *const AtomicU64)).load(Ordering::Acquire) };
-        fence(Ordering::Acquire);
-        v
-    }
-    fn store_u64(&self, off: u64, v: u64) {
-        let off = self.check(off, 8);
-        fence(Ordering::Release);
-        // SAFETY: as in load_u64.
-        unsafe { (*(self.base.add(off) as *const AtomicU64)).store(v, Ordering::Release) };
-    }
-}
-
-fn console(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "ktstr-init: {msg}");
-}
-
-fn mount(src: &str, target: &str, fstype: &str) {
-    let _ = std::fs::create_dir_all(target);
-    let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
-    let (src_c, target_c, fstype_c) = (c(src), c(target), c(fstype));
-    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
-    let rc = unsafe {
-        libc::mount(
-            src_c.as_ptr(),
-            target_c.as_ptr(),
-            fstype_c.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        console(&format!(
-            "mount {fstype} on {target}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-}
-
-fn setup_mounts() {
-    mount("proc", "/proc", "proc");
-    mount("sysfs", "/sys", "sysfs");
-    mount("devtmpfs", "/dev", "devtmpfs");
-    mount("tmpfs", "/tmp", "tmpfs");
-    mount("tmpfs", "/run", "tmpfs");
-    mount("cgroup2", "/sys/fs/cgroup", "cgroup2");
-    mount("tracefs", "/sys/kernel/tracing", "tracefs");
-    mount("debugfs", "/sys/kernel/debug", "debugfs");
-    mount("bpf", "/sys/fs/bpf", "bpf");
-}
-
-fn uptime_ms() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64)
-        .unwrap_or(0)
-}
-
-fn power_off() -> ! {
-    // SAFETY: sync and reboot have no memory-safety preconditions; as PID 1
-    // we may power the machine off.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
-    // reboot only returns on failure; PID 1 must not exit (the kernel would panic).
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
 }
 
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
@@ -224,10 +131,11 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
         console(&text);
         *PANIC_MESSAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
     }));
+    let sup = Supervisor::new(cfg.boot_scheduler.as_deref());
     if let Some(name) = &cfg.boot_scheduler {
         // The body starts only once sched_ext runs the boot scheduler.
-        match crate::scheduler::start_boot_scheduler(name) {
-            Ok(Some(_)) => crate::scheduler::start_death_watch(),
+        match sup.start_boot() {
+            Ok(Some(_)) => sup.start_death_watch(),
             Ok(None) => {
                 let text = format!(
                     "boot scheduler {name} is not packed at {}",
@@ -238,6 +146,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                     AssertResult::fail("scheduler", text.clone()),
                     Some(text),
                     0,
+                    vec!["MissingBinary".into()],
                 );
                 return;
             }
@@ -248,6 +157,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                     AssertResult::fail("scheduler", text.clone()),
                     Some(text),
                     0,
+                    vec![e.kind_name().into()],
                 );
                 return;
             }
@@ -255,11 +165,13 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     }
     ch.send(&Message::BodyStarted, Duration::from_secs(1));
     let t0 = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(cfg)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(cfg, &sup)));
     let body_ms = t0.elapsed().as_millis() as u64;
+    let mut error_kinds = Vec::new();
     let (mut verdict, body_error) = match result {
         Ok(Ok(v)) => (v, None),
         Ok(Err(e)) => {
+            error_kinds = crate::scheduler::error_kinds(&e);
             let text = format!("test body returned an error: {e:#}");
             (AssertResult::fail("body", text.clone()), Some(text))
         }
@@ -273,14 +185,20 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
         }
     };
     // A scheduler death the harness did not cause fails the test, unless it
-    // was handed to the body as an error (the body's verdict then speaks for it).
-    if let Some(death) = crate::scheduler::unsurfaced_death() {
-        verdict.merge(AssertResult::fail("scheduler", death.to_string()));
+    // was handed to the body as an error (the body's verdict then speaks for
+    // it). Either way the host learns of it as a typed message.
+    if let Some(death) = sup.died() {
+        if sup.unsurfaced_death().is_some() {
+            verdict.merge(AssertResult::fail("scheduler", death.to_string()));
+            error_kinds.push("SchedulerDied".into());
+            error_kinds.push(death.kind.as_str().into());
+        }
+        ch.send(&Message::SchedulerDied(death), Duration::from_secs(1));
     }
     if cfg.boot_scheduler.is_some() {
         let t0 = Instant::now();
         let budget = Duration::from_millis(cfg.cleanup_budget_ms.max(1));
-        match crate::scheduler::kill_current_scheduler() {
+        match sup.kill_current() {
             Err(e) => verdict = verdict.note("cleanup", e.to_string()),
             Ok(_) if t0.elapsed() > budget => {
                 let took = t0.elapsed();
@@ -294,7 +212,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             Ok(_) => {}
         }
     }
-    send_verdict(ch, verdict, body_error, body_ms);
+    send_verdict(ch, verdict, body_error, body_ms, error_kinds);
 }
 
 fn send_verdict(
@@ -302,11 +220,13 @@ fn send_verdict(
     verdict: AssertResult,
     body_error: Option<String>,
     body_ms: u64,
+    error_kinds: Vec<String>,
 ) {
     let msg = Message::Verdict {
         verdict,
         body_error,
         body_ms,
+        error_kinds,
     };
     if !ch.send(&msg, Duration::from_secs(10)) {
         console("could not send the verdict: the channel stayed full");
@@ -357,6 +277,7 @@ fn supervise(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                         verdict,
                         body_error: Some(text),
                         body_ms: 0,
+                        error_kinds: vec!["crash".into()],
                     },
                     Duration::from_secs(5),
                 );

@@ -1,0 +1,253 @@
+//! The local kernel cache: one directory per release holding `bzImage`,
+//! `vmlinux`, `config` and `metadata.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[cfg(feature = "fetch")]
+use crate::image;
+use crate::{KernelError, version};
+
+/// Facts about a cached kernel, stored beside it as `metadata.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelMetadata {
+    /// Kernel release (`uname -r`).
+    pub release: String,
+    /// Where it came from (`debian:<suite> <package> <version>`, or a path).
+    pub source: String,
+    /// SHA-256 of the bzImage.
+    pub bzimage_sha256: String,
+    /// SHA-256 of the extracted vmlinux.
+    pub vmlinux_sha256: String,
+    /// Size of the bzImage in bytes.
+    pub bzimage_bytes: u64,
+    /// Size of the vmlinux in bytes.
+    pub vmlinux_bytes: u64,
+    /// Size of the `.BTF` section in bytes.
+    pub btf_bytes: u64,
+    /// Whether the vmlinux has a PVH entry note.
+    pub pvh_entry: bool,
+    /// The payload codec of the bzImage.
+    pub codec: String,
+    /// When it was fetched (RFC 3339, UTC).
+    pub fetched_at: String,
+}
+
+/// A kernel in the cache.
+#[derive(Debug, Clone)]
+pub struct CachedKernel {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub metadata: KernelMetadata,
+}
+
+impl CachedKernel {
+    /// The ELF vmlinux.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.dir.join("vmlinux")
+    }
+    /// The bzImage.
+    pub fn bz_image(&self) -> PathBuf {
+        self.dir.join("bzImage")
+    }
+    /// The kernel config.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+}
+
+/// The local kernel cache.
+#[derive(Debug, Clone)]
+pub struct KernelCache {
+    dir: PathBuf,
+}
+
+impl KernelCache {
+    /// A cache rooted at `dir` (the `kernels/` directory).
+    pub fn new(dir: PathBuf) -> Self {
+        KernelCache { dir }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every complete cached kernel, newest release first.
+    pub fn list(&self) -> Vec<CachedKernel> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut out: Vec<CachedKernel> = rd
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| self.load(&e.path()))
+            .collect();
+        out.sort_by(|a, b| version::compare(&b.metadata.release, &a.metadata.release));
+        out
+    }
+
+    /// The cached kernel of `release`, if complete.
+    pub fn get(&self, release: &str) -> Option<CachedKernel> {
+        self.load(&self.dir.join(release))
+    }
+
+    /// The newest cached kernel.
+    pub fn newest(&self) -> Option<CachedKernel> {
+        self.list().into_iter().next()
+    }
+
+    pub(crate) fn load(&self, dir: &Path) -> Option<CachedKernel> {
+        let text = std::fs::read_to_string(dir.join("metadata.json")).ok()?;
+        let metadata: KernelMetadata = serde_json::from_str(&text).ok()?;
+        let k = CachedKernel {
+            dir: dir.to_path_buf(),
+            metadata,
+        };
+        // An entry is complete only if every file is there with its recorded size.
+        let size = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.len());
+        (size(k.vmlinux()) == Some(k.metadata.vmlinux_bytes)
+            && size(k.bz_image()) == Some(k.metadata.bzimage_bytes)
+            && k.config().is_file())
+        .then_some(k)
+    }
+
+    /// A fresh scratch directory inside the cache, removed on drop; renaming
+    /// it into place makes a new entry appear atomically.
+    pub(crate) fn scratch(&self) -> Result<Scratch, KernelError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| KernelError::io(&self.dir, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = self
+            .dir
+            .join(format!(".tmp-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&p).map_err(|e| KernelError::io(&p, e))?;
+        Ok(Scratch(p))
+    }
+
+    #[cfg(feature = "fetch")]
+    /// Stores a bzImage + config under `release`, extracting and checking the vmlinux.
+    pub fn insert(
+        &self,
+        release: &str,
+        source: &str,
+        bz_image: &[u8],
+        config: &str,
+    ) -> Result<CachedKernel, KernelError> {
+        image::check_config(config)?;
+        let payload = image::locate_payload(bz_image)?;
+        let vmlinux = image::extract_vmlinux(bz_image)?;
+        let info = image::inspect_vmlinux(&vmlinux)?;
+        let metadata = KernelMetadata {
+            release: release.to_string(),
+            source: source.to_string(),
+            bzimage_sha256: sha256_hex(bz_image),
+            vmlinux_sha256: sha256_hex(&vmlinux),
+            bzimage_bytes: bz_image.len() as u64,
+            vmlinux_bytes: vmlinux.len() as u64,
+            btf_bytes: info.btf_bytes,
+            pvh_entry: info.pvh_entry,
+            codec: format!("{:?}", payload.codec).to_lowercase(),
+            fetched_at: rfc3339_now(),
+        };
+        let tmp = self.scratch()?;
+        let write = |name: &str, bytes: &[u8]| {
+            let p = tmp.0.join(name);
+            std::fs::write(&p, bytes).map_err(|e| KernelError::io(&p, e))
+        };
+        write("bzImage", bz_image)?;
+        write("vmlinux", &vmlinux)?;
+        write("config", config.as_bytes())?;
+        let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        write("metadata.json", &json)?;
+        let dest = self.dir.join(release);
+        if dest.exists() {
+            // A stale or partial entry: replace it.
+            std::fs::remove_dir_all(&dest).map_err(|e| KernelError::io(&dest, e))?;
+        }
+        std::fs::rename(&tmp.0, &dest).map_err(|e| KernelError::io(&dest, e))?;
+        Ok(CachedKernel {
+            dir: dest,
+            metadata,
+        })
+    }
+}
+
+/// A directory removed when dropped.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The current time as RFC 3339 UTC, without a calendar crate.
+#[cfg(feature = "fetch")]
+fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm, public domain description).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The cached kernels as a table, newest first.
+pub fn list_table(cache: &KernelCache) -> String {
+    let list = cache.list();
+    if list.is_empty() {
+        return format!(
+            "no cached kernels in {} (run `cargo xtask kernel fetch`)\n",
+            cache.dir().display()
+        );
+    }
+    let mut s = format!(
+        "{:<28} {:>8} {:>8}  {:<21} SOURCE\n",
+        "RELEASE", "VMLINUX", "BTF", "FETCHED"
+    );
+    for k in list {
+        let m = &k.metadata;
+        s.push_str(&format!(
+            "{:<28} {:>6}Mi {:>6}Ki  {:<21} {}\n",
+            m.release,
+            m.vmlinux_bytes >> 20,
+            m.btf_bytes >> 10,
+            m.fetched_at,
+            m.source
+        ));
+    }
+    s
+}

@@ -1,0 +1,269 @@
+//! The host configuration: every setting ktstr takes from the environment,
+//! read once, checked, and passed down as values. No crate below the facade
+//! reads the environment.
+//!
+//! Precedence: command-line flags (applied by the CLI on top of this), then
+//! the environment, then defaults.
+//!
+//! | variable | setting | default |
+//! |---|---|---|
+//! | `KTSTR_CACHE_DIR` | cache root (kernels, initramfs, slots) | `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr` |
+//! | `KTSTR_KERNEL` | kernel to boot | the newest cached kernel |
+//! | `KTSTR_BACKEND` | `kvm`, `qemu` or `auto` | `auto` |
+//! | `KTSTR_QEMU` | the QEMU binary | `qemu-system-x86_64` in `PATH` |
+//! | `KTSTR_BUSYBOX` | static busybox for `ktstr shell` | `/bin/busybox` |
+//! | `KTSTR_HOST_CPUS` | host cores VMs may use at once | the CPUs this process may run on |
+//! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
+//! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
+//! | `KTSTR_RESULTS` | append one JSON line per test here | none |
+//! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ktstr_vmm::{Backend, BackendChoice, QemuBackend, VmmError};
+
+/// A setting in the environment that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?}: {why}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong and what it takes.
+    pub why: String,
+}
+
+/// Every host-side setting of a ktstr run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostConfig {
+    /// The cache root: `kernels/`, `initramfs/`, `slots/` live below it.
+    pub cache_root: PathBuf,
+    /// The kernel to boot instead of the newest cached one.
+    pub kernel: Option<PathBuf>,
+    /// Which VM backend runs.
+    pub backend: BackendChoice,
+    /// The QEMU binary (`None`: search `path`).
+    pub qemu: Option<PathBuf>,
+    /// The `PATH` QEMU is searched in.
+    pub path: OsString,
+    /// Static busybox for `ktstr shell`.
+    pub busybox: PathBuf,
+    /// Host cores VMs may keep busy at once.
+    pub host_cpus: usize,
+    /// How long a guest may take from boot to the harness's init.
+    pub boot_timeout: Duration,
+    /// Echo guest consoles to stderr.
+    pub verbose: bool,
+    /// Where to append one JSON line per test.
+    pub results: Option<PathBuf>,
+    /// Debian suites searched by `kernel fetch`.
+    pub kernel_suites: Option<Vec<String>>,
+}
+
+/// How long a boot may take to reach init by default. TCG boots take 3-10 s.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(45);
+
+impl HostConfig {
+    /// The configuration from this process's environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|k| std::env::var_os(k))
+    }
+
+    /// The configuration from `get` (a stand-in for the environment).
+    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
+        let set = |k: &str| get(k).filter(|v| !v.is_empty());
+        let text = |k: &'static str| -> Result<Option<String>, ConfigError> {
+            set(k)
+                .map(|v| {
+                    v.into_string().map_err(|v| ConfigError {
+                        var: k,
+                        value: v.to_string_lossy().into_owned(),
+                        why: "not valid UTF-8".into(),
+                    })
+                })
+                .transpose()
+        };
+        let number = |k: &'static str| -> Result<Option<u64>, ConfigError> {
+            text(k)?
+                .map(|v| match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError {
+                        var: k,
+                        value: v.clone(),
+                        why: "expected a whole number above 0".into(),
+                    }),
+                })
+                .transpose()
+        };
+        let cache_root = match (set("KTSTR_CACHE_DIR"), set("XDG_CACHE_HOME"), set("HOME")) {
+            (Some(d), _, _) => PathBuf::from(d),
+            (None, Some(x), _) => PathBuf::from(x).join("ktstr"),
+            (None, None, Some(h)) => PathBuf::from(h).join(".cache/ktstr"),
+            (None, None, None) => std::env::temp_dir().join("ktstr-cache"),
+        };
+        let backend = match text("KTSTR_BACKEND")? {
+            Some(v) => v.parse().map_err(|_| ConfigError {
+                var: "KTSTR_BACKEND",
+                value: v.clone(),
+                why: "expected `kvm`, `qemu` or `auto`".into(),
+            })?,
+            None => BackendChoice::Auto,
+        };
+        let host_cpus = match number("KTSTR_HOST_CPUS")? {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(HostConfig {
+            cache_root,
+            kernel: set("KTSTR_KERNEL").map(PathBuf::from),
+            backend,
+            qemu: set("KTSTR_QEMU").map(PathBuf::from),
+            path: get("PATH").unwrap_or_default(),
+            busybox: set("KTSTR_BUSYBOX").map_or_else(|| "/bin/busybox".into(), PathBuf::from),
+            host_cpus,
+            boot_timeout: number("KTSTR_BOOT_TIMEOUT_S")?
+                .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs),
+            verbose: set("KTSTR_VERBOSE").is_some_and(|v| v != "0"),
+            results: set("KTSTR_RESULTS").map(PathBuf::from),
+            kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            }),
+        })
+    }
+
+    /// This process's configuration, read from the environment on first use.
+    pub fn global() -> Result<&'static HostConfig, ConfigError> {
+        static GLOBAL: OnceLock<Result<HostConfig, ConfigError>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(HostConfig::from_env)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The kernel cache.
+    pub fn kernel_cache(&self) -> ktstr_kernel::KernelCache {
+        ktstr_kernel::KernelCache::new(self.cache_root.join("kernels"))
+    }
+
+    /// The kernel to boot: `explicit` (a flag), else `KTSTR_KERNEL`, else the
+    /// newest cached kernel.
+    pub fn resolve_kernel(
+        &self,
+        explicit: Option<&Path>,
+    ) -> Result<ktstr_kernel::Kernel, ktstr_kernel::KernelError> {
+        ktstr_kernel::resolve(explicit.or(self.kernel.as_deref()), &self.kernel_cache())
+    }
+
+    /// The initramfs base cache.
+    pub fn initramfs_cache(
+        &self,
+    ) -> Result<ktstr_initramfs::Cache, ktstr_initramfs::InitramfsError> {
+        ktstr_initramfs::Cache::open(self.cache_root.join("initramfs"))
+    }
+
+    /// The QEMU backend of this configuration.
+    pub fn qemu_backend(&self) -> Result<QemuBackend, VmmError> {
+        match &self.qemu {
+            Some(q) => QemuBackend::new(q),
+            None => QemuBackend::find_in(&self.path),
+        }
+    }
+
+    /// The VM backend of this configuration.
+    pub fn backend(&self) -> Result<Box<dyn Backend>, VmmError> {
+        ktstr_vmm::select_backend(self.backend, || self.qemu_backend())
+    }
+
+    /// Where the host-wide VM slot locks live.
+    pub fn slot_dir(&self) -> PathBuf {
+        self.cache_root.join("slots")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| {
+            owned
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_cache_root_order() {
+        let c = HostConfig::from_vars(vars(&[("HOME", "/home/u")])).expect("defaults");
+        assert_eq!(c.cache_root, Path::new("/home/u/.cache/ktstr"));
+        assert_eq!(c.backend, BackendChoice::Auto);
+        assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+        assert!(c.host_cpus >= 1);
+        assert!(!c.verbose);
+        let c =
+            HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
+        assert_eq!(c.cache_root, Path::new("/x/ktstr"));
+        let c = HostConfig::from_vars(vars(&[
+            ("HOME", "/h"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("KTSTR_CACHE_DIR", "/c"),
+        ]))
+        .expect("explicit");
+        assert_eq!(c.cache_root, Path::new("/c"));
+        assert_eq!(c.kernel_cache().dir(), Path::new("/c/kernels"));
+        assert_eq!(c.slot_dir(), Path::new("/c/slots"));
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = HostConfig::from_vars(vars(&[
+            ("KTSTR_CACHE_DIR", "/c"),
+            ("KTSTR_KERNEL", "/k/vmlinux"),
+            ("KTSTR_BACKEND", "qemu"),
+            ("KTSTR_QEMU", "/opt/qemu"),
+            ("KTSTR_BUSYBOX", "/opt/busybox"),
+            ("KTSTR_HOST_CPUS", "8"),
+            ("KTSTR_BOOT_TIMEOUT_S", "7"),
+            ("KTSTR_VERBOSE", "1"),
+            ("KTSTR_RESULTS", "/r.jsonl"),
+            ("KTSTR_KERNEL_SUITES", "a, b,"),
+        ]))
+        .expect("config");
+        assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
+        assert_eq!(c.backend, BackendChoice::Qemu);
+        assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));
+        assert_eq!(c.busybox, Path::new("/opt/busybox"));
+        assert_eq!(c.host_cpus, 8);
+        assert_eq!(c.boot_timeout, Duration::from_secs(7));
+        assert!(c.verbose);
+        assert_eq!(c.results.as_deref(), Some(Path::new("/r.jsonl")));
+        assert_eq!(
+            c.kernel_suites,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_fix() {
+        let e = HostConfig::from_vars(vars(&[("KTSTR_HOST_CPUS", "many")])).expect_err("cpus");
+        assert_eq!(e.var, "KTSTR_HOST_CPUS");
+        assert!(e.to_string().contains("whole number"), "{e}");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_BACKEND", "xen")])).expect_err("backend");
+        assert!(e.to_string().contains("KTSTR_BACKEND=\"xen\""), "{e}");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_BOOT_TIMEOUT_S", "0")])).expect_err("zero");
+        assert_eq!(e.var, "KTSTR_BOOT_TIMEOUT_S");
+    }
+}

@@ -1,0 +1,63 @@
+//! Why a test could not be run: failures before or around the VM, as opposed
+//! to verdicts about the scheduler.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::schedulers::SchedulerSetupError;
+
+/// Why the runner could not run a test to its end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The host configuration (environment) is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The declared topology is invalid.
+    #[error("invalid topology: {0}")]
+    Topology(#[from] ktstr_topology::TopologyError),
+    /// Node 0 cannot hold the host-guest channel.
+    #[error(
+        "memory_mib = {memory_mib} leaves NUMA node 0 only {node0_mib} MiB; ktstr needs at least \
+         {need_mib} MiB there (raise memory_mib)"
+    )]
+    MemoryTooSmall {
+        /// The declared memory.
+        memory_mib: u64,
+        /// What node 0 gets.
+        node0_mib: u64,
+        /// What node 0 needs.
+        need_mib: u64,
+    },
+    /// No usable kernel.
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    /// A scheduler under test cannot be used.
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerSetupError),
+    /// The guest's initramfs could not be built.
+    #[error("building the guest initramfs: {0}")]
+    Initramfs(#[from] ktstr_initramfs::InitramfsError),
+    /// The test binary could not be found.
+    #[error("cannot find the test binary: {0}")]
+    TestBinary(std::io::Error),
+    /// Waiting for host CPU slots failed.
+    #[error("taking VM slots in {}: {source}", dir.display())]
+    Slots {
+        /// The slot directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The backend failed to boot or run the VM.
+    #[error("the VM backend ({backend}): {source}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// Its error.
+        source: ktstr_vmm::VmmError,
+    },
+    /// No registered test has this name.
+    #[error("no #[ktstr_test] named {0:?} in this binary")]
+    NoSuchTest(String),
+}

@@ -1,0 +1,43 @@
+//! The guest entry: in the guest the test binary is PID 1. The `.init_array`
+//! constructor of every `#[ktstr_test]` calls [`guest_ctor`], which turns the
+//! process into the guest's init and hands the test over to `ops`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ktstr_ops::runtime::GuestConfig;
+use ktstr_ops::scheduler::Supervisor;
+
+use crate::registry;
+use crate::scenario::Ctx;
+
+/// In the guest's PID 1 becomes the init and never returns; elsewhere it
+/// returns at once and the binary behaves as a normal test binary.
+pub fn guest_ctor() {
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    if ONCE.swap(true, Ordering::SeqCst) || !ktstr_ops::runtime::is_guest_init() {
+        return;
+    }
+    ktstr_ops::runtime::run_as_init(&|name| {
+        let entry = registry::find(name)?;
+        let body = move |cfg: &GuestConfig, sup: &Supervisor| {
+            let ctx = context(cfg, sup)?;
+            // Creates the cgroup root before the body and removes it after.
+            ctx.run(entry.func)
+        };
+        Some(Box::new(body))
+    })
+}
+
+/// The body's context: the declared topology (memory and distances
+/// included), the duration, the timing verdict and the run's scheduler.
+fn context(cfg: &GuestConfig, sup: &Supervisor) -> anyhow::Result<Ctx> {
+    let topology = cfg
+        .topology
+        .to_topology()
+        .map_err(|e| anyhow::anyhow!("guest config topology {:?}: {e}", cfg.topology))?;
+    Ok(
+        Ctx::new(topology, std::time::Duration::from_millis(cfg.duration_ms))
+            .with_timing_reliable(cfg.timing_reliable)
+            .with_scheduler(sup.clone()),
+    )
+}

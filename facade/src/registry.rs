@@ -1,0 +1,66 @@
+//! The tests of this binary: what `#[ktstr_test]` registers, gathered at
+//! link time, and their declared configuration.
+
+pub use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
+
+use crate::assert::AssertResult;
+use crate::scenario::Ctx;
+
+/// A test body.
+pub type TestFn = fn(&Ctx) -> anyhow::Result<AssertResult>;
+
+/// The keys of `#[ktstr_test(...)]`, with their defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestConfig {
+    /// NUMA nodes (`numa_nodes`, default 1).
+    pub numa_nodes: u32,
+    /// LLCs in the whole VM (`llcs`, default 1).
+    pub llcs: u32,
+    /// Cores per LLC (`cores`, default 2).
+    pub cores: u32,
+    /// Threads per core (`threads`, default 1).
+    pub threads: u32,
+    /// Guest memory in MiB (`memory_mib`, default 512).
+    pub memory_mib: u64,
+    /// How long the scenario runs (`duration_s`, default 5).
+    pub duration_s: u32,
+    /// Host-side limit from boot after which an unfinished guest counts as
+    /// hung (`watchdog_timeout_s`, default `duration_s + 60`).
+    pub watchdog_timeout_s: u32,
+    /// The body is expected to fail (`expect_err`, default false).
+    pub expect_err: bool,
+    /// What the expected failure must match (`expect_err = "..."`): an error
+    /// kind the guest named (`StartupDied`, `SchedulerDied`,
+    /// `SCX_EXIT_ERROR_STALL`, ...) or a substring of the failure text.
+    pub expect_err_matching: Option<&'static str>,
+    /// The scheduler the VM boots with (`scheduler`, default: EEVDF).
+    pub scheduler: Option<Scheduler>,
+    /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
+    pub staged_schedulers: &'static [Scheduler],
+    /// Rerun a scheduler crash with BPF probes (`auto_repro`, default true;
+    /// accepted, the probe VM is not built yet).
+    pub auto_repro: bool,
+    /// How long stopping the scheduler after the body may take
+    /// (`cleanup_budget_ms`, default 5000).
+    pub cleanup_budget_ms: u64,
+}
+
+/// A registered test: its full name, body and configuration.
+#[derive(Debug)]
+pub struct TestEntry {
+    /// `module::path::function`.
+    pub name: &'static str,
+    /// The body, run in the guest.
+    pub func: TestFn,
+    /// The declared configuration.
+    pub config: TestConfig,
+}
+
+/// Every `#[ktstr_test]` of the binary, gathered at link time.
+#[linkme::distributed_slice]
+pub static KTSTR_TESTS: [TestEntry];
+
+/// The registered test `name` (`module::path::function`).
+pub fn find(name: &str) -> Option<&'static TestEntry> {
+    KTSTR_TESTS.iter().find(|t| t.name == name)
+}

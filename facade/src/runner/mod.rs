@@ -1,0 +1,130 @@
+//! The host side of one `#[ktstr_test]`, orchestration only: prepare the
+//! VM, take host slots, boot through the backend interface, follow it to
+//! its end, judge, record. The runner never knows which backend runs.
+
+mod prepare;
+mod watch;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::config::HostConfig;
+use crate::error::RunError;
+use crate::registry::TestEntry;
+use crate::verdict::{self, Expectation, Outcome};
+
+use watch::{Limits, Watched};
+
+/// Boots tried when the guest stalls before reaching init.
+const BOOT_ATTEMPTS: u32 = 2;
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+/// Runs one test in a VM booting `kernel` (default: the host configuration's).
+pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
+    let t0 = Instant::now();
+    let host = match HostConfig::global() {
+        Ok(h) => h,
+        Err(e) => return Outcome::Fail(RunError::from(e).to_string()),
+    };
+    match run_in(host, entry, kernel, t0) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+fn run_in(
+    host: &HostConfig,
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    t0: Instant,
+) -> Result<Outcome, RunError> {
+    let cfg = &entry.config;
+    let prepared = prepare::prepare(host, entry, kernel)?;
+    let initramfs = t0.elapsed();
+    let vcpus = prepared.topology.nr_cpus() as usize;
+    let topo = prepared.topology.to_string();
+    let limits = Limits {
+        boot_to_init: host.boot_timeout,
+        watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)),
+        echo_console: host.verbose,
+    };
+    let backend = host.backend().map_err(|source| RunError::Backend {
+        backend: "selection".into(),
+        source,
+    })?;
+    for attempt in 1..=BOOT_ATTEMPTS {
+        let waited = Instant::now();
+        let _slots =
+            crate::slots::acquire(&host.slot_dir(), vcpus, host.host_cpus).map_err(|source| {
+                RunError::Slots {
+                    dir: host.slot_dir(),
+                    source,
+                }
+            })?;
+        let slot_wait = waited.elapsed();
+        let boot_at = Instant::now();
+        let backend_err = |source| RunError::Backend {
+            backend: backend.name(),
+            source,
+        };
+        let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
+        let watched = watch::watch(vm.as_mut(), boot_at, limits).map_err(backend_err)?;
+        drop(vm);
+        let (observed, times) = match watched {
+            Watched::Done(observed, times) => (observed, times),
+            Watched::NoInit { after, console } if attempt < BOOT_ATTEMPTS => {
+                // An infrastructure stall before any test code ran: said
+                // loudly, then booted again.
+                let _ = std::io::stderr().write_all(
+                    format!(
+                        "ktstr: {}: WARNING: boot {attempt} did not reach init within {:.0}s; \
+                         booting again. {}\n",
+                        entry.name,
+                        after.as_secs_f64(),
+                        verdict::quote(&console)
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            Watched::NoInit { after, console } => {
+                return Ok(Outcome::Fail(format!(
+                    "hung before init: {BOOT_ATTEMPTS} boots in a row did not reach the harness's \
+                     init within {:.0}s\n{}",
+                    after.as_secs_f64(),
+                    verdict::quote(&console)
+                )));
+            }
+        };
+        let outcome = verdict::judge(
+            &observed,
+            &Expectation {
+                expect_err: cfg.expect_err,
+                expect_err_matching: cfg.expect_err_matching,
+                watchdog_timeout_s: cfg.watchdog_timeout_s,
+                auto_repro: cfg.auto_repro,
+            },
+        );
+        let total = t0.elapsed();
+        let line = format!(
+            "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+            entry.name,
+            initramfs.as_secs_f64() * 1000.0,
+            slot_wait.as_secs_f64(),
+            secs(times.boot_to_init),
+            secs(times.body),
+            secs(times.teardown),
+            total.as_secs_f64(),
+        );
+        // Straight to the stream, past libtest's capture: one line per test.
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Some(path) = &host.results {
+            crate::results::record(path, entry, &topo, &outcome, total);
+        }
+        return Ok(outcome);
+    }
+    unreachable!("the last attempt always returns")
+}

@@ -1,0 +1,103 @@
+//! Everything a test VM needs before it boots: the topology, the kernel,
+//! the schedulers, the guest configuration and the initramfs.
+
+use ktstr_initramfs::{Archive, BaseSpec, InitrdFile};
+use ktstr_ops::channel;
+use ktstr_ops::runtime::{CONFIG_PATH, GuestConfig, TopologyData};
+use ktstr_topology::Topology;
+use ktstr_vmm::{ReservedRegion, VmSpec};
+
+use crate::config::HostConfig;
+use crate::error::RunError;
+use crate::registry::TestEntry;
+
+/// A test VM ready to boot.
+pub(crate) struct Prepared {
+    pub(crate) spec: VmSpec,
+    pub(crate) topology: Topology,
+    /// The initrd file; kept until the VM is gone.
+    pub(crate) _initrd: InitrdFile,
+}
+
+/// The declared topology of `entry`.
+fn topology_of(entry: &TestEntry) -> Result<Topology, RunError> {
+    let c = &entry.config;
+    Ok(Topology::new(c.numa_nodes, c.llcs, c.cores, c.threads)?.with_memory_mib(c.memory_mib)?)
+}
+
+/// Builds the VM description of `entry`.
+pub(crate) fn prepare(
+    host: &HostConfig,
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+) -> Result<Prepared, RunError> {
+    let cfg = &entry.config;
+    let topology = topology_of(entry)?;
+    let node0_mib = u64::from(topology.node_memory_mib(0).unwrap_or(0));
+    let channel_end_mib = (channel::CHANNEL_GPA + channel::CHANNEL_SIZE) >> 20;
+    let need_mib = channel::MIN_GUEST_MIB.max(channel_end_mib + 16);
+    if node0_mib < need_mib {
+        return Err(RunError::MemoryTooSmall {
+            memory_mib: cfg.memory_mib,
+            node0_mib,
+            need_mib,
+        });
+    }
+    let kernel = host.resolve_kernel(kernel)?;
+    let exe = std::env::current_exe().map_err(RunError::TestBinary)?;
+    let cache = host.initramfs_cache()?;
+    // Schedulers: resolved on the host, checked against the kernel, packed.
+    let boot = match cfg.scheduler.filter(|s| s.is_sched_ext()) {
+        Some(s) => crate::schedulers::resolve(&s, &host.path)?.map(|p| (s, p)),
+        None => None,
+    };
+    let mut staged = Vec::new();
+    for s in cfg.staged_schedulers {
+        if let Some(p) = crate::schedulers::resolve(s, &host.path)? {
+            staged.push((s, p));
+        }
+    }
+    if boot.is_some() || !staged.is_empty() {
+        crate::schedulers::check_kernel(&kernel.vmlinux)?;
+    }
+    let mut overlay = Archive::new();
+    let base_spec = crate::schedulers::pack(
+        boot.as_ref().map(|(s, p)| (s, p.clone())),
+        &staged,
+        BaseSpec::new().binary(exe, "/init"),
+        &mut overlay,
+    )?;
+    let base = cache.base(&base_spec)?;
+    let vcpus = topology.nr_cpus() as usize;
+    let guest_cfg = GuestConfig {
+        test: entry.name.to_string(),
+        topology: TopologyData::of(&topology),
+        duration_ms: u64::from(cfg.duration_s) * 1000,
+        timing_reliable: vcpus <= host.host_cpus,
+        channel_gpa: channel::CHANNEL_GPA,
+        channel_size: channel::CHANNEL_SIZE,
+        boot_scheduler: boot.as_ref().map(|(s, _)| s.name.to_string()),
+        cleanup_budget_ms: cfg.cleanup_budget_ms,
+    };
+    let json = serde_json::to_vec(&guest_cfg).expect("the guest config serializes");
+    overlay.add_bytes(CONFIG_PATH, 0o644, json)?;
+    let initrd = base.with_overlay(&overlay.to_vec()?)?;
+
+    let mut spec = VmSpec::new(&kernel.vmlinux, topology);
+    spec.initrd = Some(initrd.path().to_path_buf());
+    spec.cmdline.push_str(" rdinit=/init");
+    spec.reserved.push(ReservedRegion {
+        gpa: channel::CHANNEL_GPA,
+        size: channel::CHANNEL_SIZE,
+    });
+    spec.name = format!(
+        "ktstr-{}-{}",
+        std::process::id(),
+        entry.name.replace("::", "-")
+    );
+    Ok(Prepared {
+        spec,
+        topology,
+        _initrd: initrd,
+    })
+}

@@ -1,0 +1,160 @@
+//! Following one booted VM to its end: the channel, the console, the
+//! boot-to-init limit, the watchdog and the teardown budget.
+
+use std::time::{Duration, Instant};
+
+use ktstr_ops::channel::{self, ChannelError, Message, Reader};
+use ktstr_vmm::{ConsoleEvent, EndReason, Machine, VmmError};
+
+use crate::channel::HostChannel;
+use crate::verdict::Observed;
+
+/// How long the guest may take to power off after its verdict.
+const TEARDOWN_BUDGET: Duration = Duration::from_secs(30);
+/// Console lines kept while the guest runs.
+const KEPT_LINES: usize = 2000;
+
+/// Timestamps of one boot, from the channel.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Times {
+    pub(crate) boot_to_init: Option<Duration>,
+    pub(crate) body: Option<Duration>,
+    pub(crate) teardown: Option<Duration>,
+}
+
+/// How one boot went.
+#[derive(Debug)]
+pub(crate) enum Watched {
+    /// The guest reached init; the run went to its end.
+    Done(Box<Observed>, Times),
+    /// The guest never reached init within the boot limit: no test code ran.
+    NoInit {
+        after: Duration,
+        console: Vec<String>,
+    },
+}
+
+/// Limits of one boot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) boot_to_init: Duration,
+    pub(crate) watchdog: Duration,
+    pub(crate) echo_console: bool,
+}
+
+/// What the host learned from the channel.
+#[derive(Debug, Default)]
+struct Seen {
+    verdict: Option<(ktstr_ops::assert::AssertResult, Option<String>)>,
+    error_kinds: Vec<String>,
+    verdict_at: Option<Instant>,
+    guest_errors: Vec<String>,
+    death: Option<ktstr_ops::scheduler::SchedulerDied>,
+    times: Times,
+}
+
+impl Seen {
+    fn absorb(&mut self, msgs: Vec<Message>, boot_at: Instant) {
+        for m in msgs {
+            match m {
+                Message::Hello { .. } => self.times.boot_to_init = Some(boot_at.elapsed()),
+                Message::Verdict {
+                    verdict,
+                    body_error,
+                    body_ms,
+                    error_kinds,
+                } => {
+                    self.error_kinds = error_kinds;
+                    self.times.body = Some(Duration::from_millis(body_ms));
+                    self.verdict = Some((verdict, body_error));
+                    self.verdict_at = Some(Instant::now());
+                }
+                Message::Log(l) => println!("guest: {l}"),
+                Message::GuestError(e) => self.guest_errors.push(e),
+                Message::SchedulerDied(d) => self.death = Some(d),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Follows `vm` until it ends, killing it at the limits.
+pub(crate) fn watch(
+    vm: &mut dyn Machine,
+    boot_at: Instant,
+    limits: Limits,
+) -> Result<Watched, VmmError> {
+    let console = vm.take_console();
+    let mut reader = Reader::new(HostChannel {
+        mem: vm.memory().clone(),
+        base: channel::CHANNEL_GPA,
+    });
+    let watchdog = boot_at + limits.watchdog;
+    // A stall before init is judged here only when it comes before the watchdog.
+    let init_deadline = Some(boot_at + limits.boot_to_init).filter(|d| *d < watchdog);
+    let mut lines: Vec<String> = Vec::new();
+    let mut seen = Seen::default();
+    let mut channel_fault: Option<ChannelError> = None;
+    let end = loop {
+        if let Some(c) = &console {
+            while let ConsoleEvent::Line(l) = c.recv(Duration::ZERO) {
+                if limits.echo_console {
+                    eprintln!("console: {l}");
+                }
+                lines.push(l);
+                if lines.len() > KEPT_LINES {
+                    lines.drain(..KEPT_LINES / 2);
+                }
+            }
+        }
+        match reader.poll() {
+            Ok(msgs) => seen.absorb(msgs, boot_at),
+            Err(ChannelError::NotInitialized) => {}
+            Err(e) => channel_fault = Some(e),
+        }
+        if let Some(end) = vm.try_wait()? {
+            break end;
+        }
+        let now = Instant::now();
+        if seen.times.boot_to_init.is_none() && init_deadline.is_some_and(|d| now >= d) {
+            vm.kill();
+            return Ok(Watched::NoInit {
+                after: boot_at.elapsed(),
+                console: lines,
+            });
+        }
+        if now >= watchdog {
+            reader.signal(channel::SIGNAL_STOP);
+            vm.kill();
+            break EndReason::Timeout;
+        }
+        if seen.verdict_at.is_some_and(|t| now >= t + TEARDOWN_BUDGET) {
+            vm.kill();
+            seen.guest_errors.push(format!(
+                "the guest did not power off within {TEARDOWN_BUDGET:?} of its verdict"
+            ));
+            break EndReason::Killed;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The mapping outlives the VM: collect what the guest wrote last.
+    if let Ok(msgs) = reader.poll() {
+        seen.absorb(msgs, boot_at);
+    }
+    if let Some(c) = &console {
+        while let Some(l) = c.next_line(Duration::from_millis(50)) {
+            lines.push(l);
+        }
+    }
+    seen.times.teardown = seen.verdict_at.map(|t| t.elapsed());
+    let observed = Observed {
+        end,
+        verdict: seen.verdict,
+        error_kinds: seen.error_kinds,
+        guest_errors: seen.guest_errors,
+        scheduler_death: seen.death,
+        channel_fault: channel_fault.map(|f| f.to_string()),
+        console: lines,
+    };
+    Ok(Watched::Done(Box::new(observed), seen.times))
+}

@@ -1,0 +1,152 @@
+//! What every guest init needs of the machine: the channel region through
+//! `/dev/mem`, the pseudo file systems, the console, power-off.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use crate::channel::ChannelMem;
+
+/// The channel region mapped through `/dev/mem`.
+#[derive(Debug)]
+pub(crate) struct DevMem {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide shared memory; every access goes
+// through raw-pointer copies or atomics, which are valid from any thread.
+unsafe impl Send for DevMem {}
+
+impl DevMem {
+    pub(crate) fn map(gpa: u64, len: u64) -> Result<Self, String> {
+        let path = CString::new("/dev/mem").expect("no NUL in a literal");
+        // SAFETY: path is a valid NUL-terminated string.
+        let fd =
+            unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!(
+                "open /dev/mem: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| "channel size overflows usize".to_string())?;
+        let off = libc::off_t::try_from(gpa)
+            .map_err(|_| "channel address overflows off_t".to_string())?;
+        // SAFETY: a fresh shared mapping of a device file; the kernel checks
+        // the range (it must be reserved, not System RAM, under STRICT_DEVMEM).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                off,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: fd is ours; the mapping stays valid after close.
+        unsafe { libc::close(fd) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap /dev/mem at {gpa:#x}+{len:#x}: {err}"));
+        }
+        Ok(DevMem {
+            base: p.cast(),
+            len,
+        })
+    }
+
+    fn check(&self, off: u64, n: usize) -> usize {
+        let off = off as usize;
+        assert!(off + n <= self.len, "channel access out of the mapping");
+        off
+    }
+}
+
+impl ChannelMem for DevMem {
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        let off = self.check(off, buf.len());
+        // SAFETY: bounds checked above; the mapping lives as long as self.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off), buf.as_mut_ptr(), buf.len()) };
+    }
+    fn write(&self, off: u64, buf: &[u8]) {
+        let off = self.check(off, buf.len());
+        // SAFETY: bounds checked above; the mapping lives as long as self.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(off), buf.len()) };
+    }
+    fn load_u64(&self, off: u64) -> u64 {
+        let off = self.check(off, 8);
+        // SAFETY: in bounds; the channel's u64 fields are 8-byte aligned in a
+        // page-aligned mapping, so the cast to an atomic is valid.
+        let v = unsafe { (*(self.base.add(off) as *const AtomicU64)).load(Ordering::Acquire) };
+        fence(Ordering::Acquire);
+        v
+    }
+    fn store_u64(&self, off: u64, v: u64) {
+        let off = self.check(off, 8);
+        fence(Ordering::Release);
+        // SAFETY: as in load_u64.
+        unsafe { (*(self.base.add(off) as *const AtomicU64)).store(v, Ordering::Release) };
+    }
+}
+
+pub(crate) fn console(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "ktstr-init: {msg}");
+}
+
+pub(crate) fn mount(src: &str, target: &str, fstype: &str) {
+    let _ = std::fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
+    let (src_c, target_c, fstype_c) = (c(src), c(target), c(fstype));
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let rc = unsafe {
+        libc::mount(
+            src_c.as_ptr(),
+            target_c.as_ptr(),
+            fstype_c.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        console(&format!(
+            "mount {fstype} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+}
+
+pub(crate) fn setup_mounts() {
+    mount("proc", "/proc", "proc");
+    mount("sysfs", "/sys", "sysfs");
+    mount("devtmpfs", "/dev", "devtmpfs");
+    mount("tmpfs", "/tmp", "tmpfs");
+    mount("tmpfs", "/run", "tmpfs");
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2");
+    mount("tracefs", "/sys/kernel/tracing", "tracefs");
+    mount("debugfs", "/sys/kernel/debug", "debugfs");
+    mount("bpf", "/sys/fs/bpf", "bpf");
+}
+
+pub(crate) fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn power_off() -> ! {
+    // SAFETY: sync and reboot have no memory-safety preconditions; as PID 1
+    // we may power the machine off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    // reboot only returns on failure; PID 1 must not exit (the kernel would panic).
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,228 @@
+//! Schedulers under test: their declarations, and in the guest the process
+//! that runs one — spawn, attach poll, kill, and noticing when it dies.
+//!
+//! Guest layout (packed by the host): the boot scheduler at `/scheduler` with
+//! its arguments in `/sched_args` (one per line), staged schedulers at
+//! `/staging/schedulers/<name>/scheduler` and `.../sched_args`. Each running
+//! scheduler logs to `/tmp/sched.log` (boot) or `/tmp/sched-<name>.log`.
+
+mod exit;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use exit::{ExitKind, kernel_exit};
+pub use supervisor::{Supervisor, scx_attached};
+
+/// Where a scheduler's binary comes from (resolved on the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerSpec {
+    /// A binary found by name: the test package's `CARGO_BIN_EXE_<name>`,
+    /// then the target directory of the running test binary, then `PATH`.
+    Discover(&'static str),
+    /// A binary at this host path.
+    Path(&'static str),
+    /// No sched_ext scheduler: the kernel's default (EEVDF).
+    Eevdf,
+}
+
+/// A scheduler declaration, usable in `const`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduler {
+    /// Its name: staging and reports key on it (not the BPF ops name).
+    pub name: &'static str,
+    /// Its binary.
+    pub binary: SchedulerSpec,
+    /// Arguments passed to it.
+    pub sched_args: &'static [&'static str],
+}
+
+impl Scheduler {
+    /// A scheduler named `name`, the kernel default until [`Scheduler::binary`] says otherwise.
+    pub const fn named(name: &'static str) -> Self {
+        Scheduler {
+            name,
+            binary: SchedulerSpec::Eevdf,
+            sched_args: &[],
+        }
+    }
+
+    /// Sets the binary.
+    pub const fn binary(mut self, binary: SchedulerSpec) -> Self {
+        self.binary = binary;
+        self
+    }
+
+    /// Sets the arguments.
+    pub const fn sched_args(mut self, args: &'static [&'static str]) -> Self {
+        self.sched_args = args;
+        self
+    }
+
+    /// Whether it is a sched_ext scheduler (not the kernel default).
+    pub const fn is_sched_ext(&self) -> bool {
+        !matches!(self.binary, SchedulerSpec::Eevdf)
+    }
+}
+
+/// Guest path of the boot scheduler.
+pub const BOOT_SCHEDULER: &str = "/scheduler";
+/// Guest path of the boot scheduler's arguments.
+pub const BOOT_SCHED_ARGS: &str = "/sched_args";
+/// Guest path of the boot scheduler's log.
+pub const BOOT_SCHED_LOG: &str = "/tmp/sched.log";
+/// Guest directory of staged schedulers.
+pub const STAGING_DIR: &str = "/staging/schedulers";
+
+/// Guest paths of the staged scheduler `name`: binary, arguments, log.
+pub fn staged_paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = Path::new(STAGING_DIR).join(name);
+    (
+        dir.join("scheduler"),
+        dir.join("sched_args"),
+        PathBuf::from(format!("/tmp/sched-{name}.log")),
+    )
+}
+
+/// Why a scheduler could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnSchedulerError {
+    /// The binary is not where the host staged it.
+    #[error("scheduler {name}: binary {} is missing from the guest (not staged?)", path.display())]
+    MissingBinary {
+        /// The scheduler.
+        name: String,
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// The process could not be started.
+    #[error("scheduler {name}: cannot start {}: {source}", path.display())]
+    Spawn {
+        /// The scheduler.
+        name: String,
+        /// Its binary.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It exited within the liveness window.
+    #[error("scheduler {name} died at start-up ({status}); its log:\n{log}")]
+    StartupDied {
+        /// The scheduler.
+        name: String,
+        /// Its exit status.
+        status: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// It runs but sched_ext never became enabled with it.
+    #[error(
+        "scheduler {name} did not attach within {waited:?} (sched_ext state {state:?}, ops {ops:?}); its log:\n{log}"
+    )]
+    NotAttached {
+        /// The scheduler.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+        /// `/sys/kernel/sched_ext/state` at the end.
+        state: String,
+        /// `/sys/kernel/sched_ext/root/ops` at the end.
+        ops: String,
+        /// The end of its log.
+        log: String,
+    },
+}
+
+impl SpawnSchedulerError {
+    /// The variant's name, for `expect_err` matchers (`StartupDied`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SpawnSchedulerError::MissingBinary { .. } => "MissingBinary",
+            SpawnSchedulerError::Spawn { .. } => "Spawn",
+            SpawnSchedulerError::StartupDied { .. } => "StartupDied",
+            SpawnSchedulerError::NotAttached { .. } => "NotAttached",
+        }
+    }
+}
+
+/// The kinds of the typed errors in `e`'s chain: the names `expect_err`
+/// matchers compare against.
+pub fn error_kinds(e: &anyhow::Error) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<SpawnSchedulerError>() {
+            kinds.push(s.kind_name().to_string());
+        } else if let Some(d) = cause.downcast_ref::<SchedulerDied>() {
+            kinds.push("SchedulerDied".to_string());
+            kinds.push(d.kind.as_str().to_string());
+        } else if cause.downcast_ref::<KillSchedulerError>().is_some() {
+            kinds.push("KillSchedulerError".to_string());
+        }
+    }
+    kinds
+}
+
+/// A scheduler died without the harness causing it. The guest sends it to
+/// the host as a typed channel message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("scheduler {name} died: {kind} ({reason}){}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), status.as_ref().map(|s| format!("; process {s}")).unwrap_or_default())]
+pub struct SchedulerDied {
+    /// The scheduler.
+    pub name: String,
+    /// The sched_ext exit kind.
+    pub kind: ExitKind,
+    /// The kernel's reason text (`runnable task stall`, ...).
+    pub reason: String,
+    /// The exit message, if any (`scx_bpf_error`'s text).
+    pub message: Option<String>,
+    /// How the process ended, if it did.
+    pub status: Option<String>,
+}
+
+/// Why stopping the current scheduler failed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "scheduler {name} would not stop: sched_ext state still {state:?} after SIGTERM, SIGKILL and sysrq-S"
+)]
+pub struct KillSchedulerError {
+    /// The scheduler.
+    pub name: String,
+    /// The sched_ext state left.
+    pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declarations_are_const() {
+        const S: Scheduler = Scheduler::named("a")
+            .binary(SchedulerSpec::Discover("scx-ktstr"))
+            .sched_args(&["--stall-after", "1"]);
+        assert!(S.is_sched_ext());
+        assert!(!Scheduler::named("eevdf").is_sched_ext());
+        assert_eq!(S.sched_args.len(), 2);
+        let (bin, args, log) = staged_paths("alt");
+        assert_eq!(bin, Path::new("/staging/schedulers/alt/scheduler"));
+        assert_eq!(args, Path::new("/staging/schedulers/alt/sched_args"));
+        assert_eq!(log, Path::new("/tmp/sched-alt.log"));
+    }
+
+    #[test]
+    fn a_death_reads_as_one_sentence() {
+        let d = SchedulerDied {
+            name: "s".into(),
+            kind: ExitKind::ErrorStall,
+            reason: "runnable task stall".into(),
+            message: Some("watchdog failed to check in for 3.0s".into()),
+            status: Some("exit status: 1".into()),
+        };
+        assert_eq!(
+            d.to_string(),
+            "scheduler s died: SCX_EXIT_ERROR_STALL (runnable task stall): watchdog failed to check in for 3.0s; process exit status: 1"
+        );
+    }
+}

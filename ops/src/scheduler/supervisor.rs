@@ -1,0 +1,318 @@
+//! [`Supervisor`]: the scheduler process of one test run in the guest —
+//! spawn, attach poll, kill, and noticing when it dies. The runtime creates
+//! one per run and hands it to the body through [`crate::scenario::Ctx`]; its
+//! death watch thread shares it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{
+    BOOT_SCHED_ARGS, BOOT_SCHED_LOG, BOOT_SCHEDULER, ExitKind, KillSchedulerError, SchedulerDied,
+    SpawnSchedulerError, kernel_exit, staged_paths,
+};
+
+const SCX_STATE: &str = "/sys/kernel/sched_ext/state";
+const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
+/// How long a freshly spawned scheduler must stay alive to count as started.
+const LIVENESS_WINDOW: Duration = Duration::from_secs(1);
+/// How long it may take to attach (BPF verification is slow under TCG).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the kernel gets to log an exit after the state changed.
+const EXIT_RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// The running scheduler process and its identity.
+#[derive(Debug)]
+struct Running {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The boot scheduler's name (empty under EEVDF), for restarts.
+    boot_name: String,
+    /// The current scheduler; ops swap it under this lock so the death
+    /// watcher never mistakes a kill by the harness for a death.
+    current: Mutex<Option<Running>>,
+    /// The pid of the current scheduler (0: none).
+    pid: AtomicI32,
+    /// The first unexpected death seen.
+    died: Mutex<Option<SchedulerDied>>,
+    /// Whether that death was handed to the body as an error (then the
+    /// body's verdict speaks for it).
+    surfaced: AtomicBool,
+    watching: AtomicBool,
+}
+
+/// The scheduler of one run. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn read_args(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Whether sched_ext runs a BPF scheduler now.
+pub fn scx_attached() -> bool {
+    read_trim(SCX_STATE) == "enabled" && !read_trim(SCX_OPS).is_empty()
+}
+
+fn wait_scx_disabled(timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        let s = read_trim(SCX_STATE);
+        if s == "disabled" || s.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+impl Supervisor {
+    /// A supervisor for a run whose boot scheduler is `boot_name` (`None`:
+    /// the kernel default). Nothing is started yet.
+    pub fn new(boot_name: Option<&str>) -> Self {
+        Supervisor {
+            inner: Arc::new(Inner {
+                boot_name: boot_name.unwrap_or_default().to_string(),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn current(&self) -> MutexGuard<'_, Option<Running>> {
+        self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The boot scheduler's name (empty when the test boots under EEVDF).
+    pub fn boot_name(&self) -> &str {
+        &self.inner.boot_name
+    }
+
+    /// The pid of the current scheduler process (0 when none runs).
+    pub fn pid(&self) -> i32 {
+        self.inner.pid.load(Ordering::Acquire)
+    }
+
+    /// The unexpected death of a scheduler, if one happened.
+    pub fn died(&self) -> Option<SchedulerDied> {
+        self.inner
+            .died
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Marks the recorded death as handed to the body.
+    pub fn mark_death_surfaced(&self) {
+        self.inner.surfaced.store(true, Ordering::SeqCst);
+    }
+
+    /// The recorded death, unless the body was handed it already.
+    pub fn unsurfaced_death(&self) -> Option<SchedulerDied> {
+        self.died()
+            .filter(|_| !self.inner.surfaced.load(Ordering::SeqCst))
+    }
+
+    /// The current scheduler's log (for tests that read its statistics).
+    pub fn current_log(&self) -> Option<String> {
+        let path = self.current().as_ref().map(|r| r.log.clone())?;
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// Starts the scheduler `name` from `binary` with the arguments in
+    /// `args_path`, logging to `log`; returns its pid once it is attached.
+    pub fn spawn_from_paths(
+        &self,
+        name: &str,
+        binary: &Path,
+        args_path: &Path,
+        log: &Path,
+    ) -> Result<i32, SpawnSchedulerError> {
+        if !binary.exists() {
+            return Err(SpawnSchedulerError::MissingBinary {
+                name: name.into(),
+                path: binary.into(),
+            });
+        }
+        let spawn_err = |source| SpawnSchedulerError::Spawn {
+            name: name.into(),
+            path: binary.into(),
+            source,
+        };
+        let out = std::fs::File::create(log).map_err(spawn_err)?;
+        let err = out.try_clone().map_err(spawn_err)?;
+        let mut child = Command::new(binary)
+            .args(read_args(args_path))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(spawn_err)?;
+        let pid = child.id() as i32;
+        // Liveness window, then the attach poll; a death anywhere is StartupDied.
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(SpawnSchedulerError::StartupDied {
+                    name: name.into(),
+                    status: status.to_string(),
+                    log: log_tail(log, 20),
+                });
+            }
+            let waited = t0.elapsed();
+            if waited >= LIVENESS_WINDOW && scx_attached() {
+                break;
+            }
+            if waited >= ATTACH_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SpawnSchedulerError::NotAttached {
+                    name: name.into(),
+                    waited,
+                    state: read_trim(SCX_STATE),
+                    ops: read_trim(SCX_OPS),
+                    log: log_tail(log, 20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self.current() = Some(Running {
+            name: name.into(),
+            child,
+            log: log.into(),
+        });
+        self.inner.pid.store(pid, Ordering::Release);
+        Ok(pid)
+    }
+
+    /// Starts the boot scheduler packed at `/scheduler`; `Ok(None)` when
+    /// none is packed.
+    pub fn start_boot(&self) -> Result<Option<i32>, SpawnSchedulerError> {
+        if !Path::new(BOOT_SCHEDULER).exists() {
+            return Ok(None);
+        }
+        self.spawn_from_paths(
+            self.boot_name(),
+            Path::new(BOOT_SCHEDULER),
+            Path::new(BOOT_SCHED_ARGS),
+            Path::new(BOOT_SCHED_LOG),
+        )
+        .map(Some)
+    }
+
+    /// Starts the staged scheduler `name`.
+    pub fn spawn_staged(&self, name: &str) -> Result<i32, SpawnSchedulerError> {
+        let (bin, args, log) = staged_paths(name);
+        self.spawn_from_paths(name, &bin, &args, &log)
+    }
+
+    /// Stops the current scheduler: SIGTERM, then SIGKILL, then sysrq-S, then
+    /// waits for sched_ext to reach `disabled`. `Ok(None)` when none ran.
+    pub fn kill_current(&self) -> Result<Option<String>, KillSchedulerError> {
+        let mut cur = self.current();
+        let Some(mut r) = cur.take() else {
+            return Ok(None);
+        };
+        self.inner.pid.store(0, Ordering::Release);
+        let pid = r.child.id() as i32;
+        // SAFETY: kill has no memory-safety preconditions; pid is our child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !matches!(r.child.try_wait(), Ok(Some(_))) {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+        if !wait_scx_disabled(Duration::from_secs(3)) {
+            // The kernel's own way out: sysrq-S disables the BPF scheduler.
+            let _ = std::fs::write("/proc/sysrq-trigger", "S");
+            if !wait_scx_disabled(Duration::from_secs(5)) {
+                return Err(KillSchedulerError {
+                    name: r.name,
+                    state: read_trim(SCX_STATE),
+                });
+            }
+        }
+        Ok(Some(r.name))
+    }
+
+    /// Checks the current scheduler once: a process that exited, or sched_ext
+    /// left `enabled` while it runs, is a death (recorded, first one wins).
+    pub fn check_alive(&self) -> Option<SchedulerDied> {
+        if let Some(d) = self.died() {
+            return Some(d);
+        }
+        let mut cur = self.current();
+        let r = cur.as_mut()?;
+        let status = match r.child.try_wait() {
+            Ok(Some(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        let detached = read_trim(SCX_STATE) == "disabled";
+        if status.is_none() && !detached {
+            return None;
+        }
+        // The kernel logs the exit while disabling: wait for its record.
+        let (reason, message) =
+            kernel_exit(EXIT_RECORD_WAIT).unwrap_or_else(|| ("unknown".into(), None));
+        let d = SchedulerDied {
+            name: r.name.clone(),
+            kind: ExitKind::from_reason(&reason),
+            reason,
+            message,
+            status,
+        };
+        let log = r.log.clone();
+        if d.status.is_some() {
+            self.inner.pid.store(0, Ordering::Release);
+            *cur = None;
+        }
+        drop(cur);
+        eprintln!("ktstr-init: {d}\n{}", log_tail(&log, 10));
+        *self.inner.died.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+        Some(d)
+    }
+
+    /// Starts a thread that checks the current scheduler every 50 ms.
+    pub fn start_death_watch(&self) {
+        if self.inner.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("ktstr-sched-watch".into())
+            .spawn(move || {
+                loop {
+                    me.check_alive();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+    }
+}
