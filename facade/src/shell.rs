@@ -212,7 +212,12 @@ impl ShellVm {
     /// What the agent said since the last call.
     pub fn poll(&mut self) -> Result<Vec<AgentEvent>, ShellError> {
         let mut events = Vec::new();
-        for m in self.channel.poll()? {
+        let msgs = match self.channel.poll() {
+            // The agent has not opened the channel yet.
+            Err(ChannelError::NotInitialized) => Vec::new(),
+            other => other?,
+        };
+        for m in msgs {
             match m {
                 Message::ShellOutput(bytes) => events.push(AgentEvent::Output(bytes)),
                 Message::ShellExit { status } => events.push(AgentEvent::Exit(status)),
