@@ -7,12 +7,14 @@
 //!
 //! | variable | setting | default |
 //! |---|---|---|
-//! | `KTSTR_CACHE_DIR` | cache root (kernels, initramfs, slots) | `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr` |
+//! | `KTSTR_CACHE_DIR` | cache root (kernels, initramfs) | `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr` |
 //! | `KTSTR_KERNEL` | kernel to boot | the newest cached kernel |
 //! | `KTSTR_BACKEND` | `kvm`, `qemu` or `auto` | `auto` |
 //! | `KTSTR_QEMU` | the QEMU binary | `qemu-system-x86_64` in `PATH` |
 //! | `KTSTR_BUSYBOX` | static busybox for `ktstr shell` | `/bin/busybox` |
 //! | `KTSTR_HOST_CPUS` | host cores VMs may use at once | the CPUs this process may run on |
+//! | `KTSTR_SLOT_DIR` | the host-wide VM slot locks | `/tmp/ktstr-slots-<uid>` |
+//! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (one thread when vCPUs outnumber host cores) |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_RESULTS` | append one JSON line per test here | none |
@@ -23,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ktstr_vmm::{Backend, BackendChoice, QemuBackend, VmmError};
+use ktstr_vmm::{Backend, BackendChoice, QemuBackend, TcgMode, VmmError};
 
 /// A setting in the environment that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +57,10 @@ pub struct HostConfig {
     pub busybox: PathBuf,
     /// Host cores VMs may keep busy at once.
     pub host_cpus: usize,
+    /// Where the host-wide VM slot locks live.
+    pub slot_dir: PathBuf,
+    /// How QEMU's software CPU runs vCPUs.
+    pub tcg: TcgMode,
     /// How long a guest may take from boot to the harness's init.
     pub boot_timeout: Duration,
     /// Echo guest consoles to stderr.
@@ -118,8 +124,24 @@ impl HostConfig {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let tcg = match text("KTSTR_TCG")?.as_deref().map(str::trim) {
+            None | Some("auto") => TcgMode::Auto,
+            Some("multi") => TcgMode::Multi,
+            Some("single") => TcgMode::Single,
+            Some("icount") => TcgMode::InstructionCount,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "KTSTR_TCG",
+                    value: other.into(),
+                    why: "expected `auto`, `multi`, `single` or `icount`".into(),
+                });
+            }
+        };
         Ok(HostConfig {
             cache_root,
+            tcg,
+            slot_dir: set("KTSTR_SLOT_DIR")
+                .map_or_else(ktstr_vmm::HostSlots::default_dir, PathBuf::from),
             kernel: set("KTSTR_KERNEL").map(PathBuf::from),
             backend,
             qemu: set("KTSTR_QEMU").map(PathBuf::from),
@@ -179,12 +201,12 @@ impl HostConfig {
 
     /// The VM backend of this configuration.
     pub fn backend(&self) -> Result<Box<dyn Backend>, VmmError> {
-        ktstr_vmm::select_backend(self.backend, || self.qemu_backend())
+        ktstr_vmm::select_backend(self.backend, || self.qemu_backend(), self.slots())
     }
 
-    /// Where the host-wide VM slot locks live.
-    pub fn slot_dir(&self) -> PathBuf {
-        self.cache_root.join("slots")
+    /// The host CPU slots every VM takes before it boots.
+    pub fn slots(&self) -> ktstr_vmm::HostSlots {
+        ktstr_vmm::HostSlots::new(&self.slot_dir, self.host_cpus)
     }
 }
 
@@ -224,7 +246,6 @@ mod tests {
         .expect("explicit");
         assert_eq!(c.cache_root, Path::new("/c"));
         assert_eq!(c.kernel_cache().dir(), Path::new("/c/kernels"));
-        assert_eq!(c.slot_dir(), Path::new("/c/slots"));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Why a test could not be run: failures before or around the VM, as opposed
 //! to verdicts about the scheduler.
 
-use std::path::PathBuf;
-
 use crate::config::ConfigError;
 use crate::schedulers::SchedulerSetupError;
 
@@ -41,14 +39,6 @@ pub enum RunError {
     /// The test binary could not be found.
     #[error("cannot find the test binary: {0}")]
     TestBinary(std::io::Error),
-    /// Waiting for host CPU slots failed.
-    #[error("taking VM slots in {}: {source}", dir.display())]
-    Slots {
-        /// The slot directory.
-        dir: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The backend failed to boot or run the VM.
     #[error("the VM backend ({backend}): {source}")]
     Backend {

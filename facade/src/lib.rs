@@ -53,7 +53,6 @@ mod results;
 mod runner;
 mod schedulers;
 pub mod shell;
-mod slots;
 pub mod test_support;
 mod verdict;
 

@@ -25,6 +25,8 @@ pub const STARVATION: &str = "starvation";
 pub const FAIRNESS: &str = "fairness";
 /// Check name of [`max_gap`].
 pub const MAX_GAP: &str = "max_gap";
+/// Check name of [`complete`].
+pub const REPORTS: &str = "reports";
 
 /// Limits the checks hold workers to.
 ///
@@ -255,9 +257,50 @@ fn timing_failure(check: &str, msg: String, timing_reliable: bool) -> AssertResu
     }
 }
 
-/// Every check: [`starvation`], [`fairness`] and [`max_gap`].
+/// Fails when the reports cannot support a verdict: no worker reported, a
+/// worker's schedstat was not read (fairness would have nothing to judge), or
+/// a worker did not exit by itself at the stop request (it was killed, so its
+/// figures end early). A check that could not judge is not a pass.
+pub fn complete(reports: &[WorkerReport]) -> AssertResult {
+    if reports.is_empty() {
+        return AssertResult::fail(
+            REPORTS,
+            "no worker reported: the scenario ran no workload to judge",
+        );
+    }
+    let mut out = AssertResult::pass();
+    for r in reports {
+        if !r.schedstat {
+            out.merge(AssertResult::fail(
+                REPORTS,
+                format!(
+                    "{}: /proc/{}/schedstat could not be read at both ends of the window, so \
+                     its CPU time is unknown (kernel without CONFIG_SCHEDSTATS, or the task \
+                     was gone)",
+                    r.who(),
+                    r.pid
+                ),
+            ));
+        }
+        if !r.exited_cleanly {
+            out.merge(AssertResult::fail(
+                REPORTS,
+                format!(
+                    "{} never reported at the stop request: it was killed after the grace \
+                     period ({} iterations)",
+                    r.who(),
+                    r.iterations
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Every check: [`complete`], [`starvation`], [`fairness`] and [`max_gap`].
 pub fn all(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
-    starvation(reports, t)
+    complete(reports)
+        .merged(starvation(reports, t))
         .merged(fairness(reports, t, timing_reliable))
         .merged(max_gap(reports, t, timing_reliable))
 }
@@ -324,7 +367,45 @@ mod tests {
             migrations: Some(0),
             cpu_changes_seen: 0,
             exited_cleanly: true,
+            schedstat: true,
         }
+    }
+
+    #[test]
+    fn reports_that_cannot_support_a_verdict_fail() {
+        let none = all(&[], &Thresholds::default(), true);
+        assert!(
+            none.failures()
+                .any(|d| d.check == REPORTS && d.message.contains("no worker")),
+            "{none}"
+        );
+        let mut blind = report(0, "g", 1000, 10, 1);
+        blind.schedstat = false;
+        let v = all(
+            &[blind, report(1, "g", 1000, 10, 1)],
+            &Thresholds::default(),
+            true,
+        );
+        assert!(
+            v.failures()
+                .any(|d| d.check == REPORTS && d.message.contains("schedstat")),
+            "{v}"
+        );
+        let mut killed = report(0, "g", 1000, 10, 1);
+        killed.exited_cleanly = false;
+        let v = all(
+            &[killed, report(1, "g", 1000, 10, 1)],
+            &Thresholds::default(),
+            true,
+        );
+        assert!(
+            v.failures()
+                .any(|d| d.check == REPORTS && d.message.contains("never reported")),
+            "{v}"
+        );
+        // The twin: complete reports pass this check.
+        let ok = complete(&[report(0, "g", 1000, 10, 1), report(1, "g", 1000, 10, 1)]);
+        assert!(ok.is_pass(), "{ok}");
     }
 
     #[test]

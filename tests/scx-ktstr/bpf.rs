@@ -39,7 +39,8 @@ struct RawExitRec {
 const CTL_STALL: usize = 0;
 const CTL_CRASH: usize = 4;
 const CTL_SLOW_NS: usize = 8;
-const CTL_SIZE: usize = 16;
+const CTL_UNFAIR: usize = 16;
+const CTL_SIZE: usize = 24;
 /// Offset of `done` in `struct ktstr_exit_rec`.
 const EXIT_DONE: usize = 4;
 
@@ -185,6 +186,12 @@ impl Bss<'_> {
     pub fn set_slow_ns(&self, ns: u64) {
         self.atomic_u64(self.layout.ctl + CTL_SLOW_NS)
             .store(ns, Ordering::Relaxed);
+    }
+
+    /// Plants the fairness bug: odd pids get 8 ms slices, even pids 2 ms.
+    pub fn set_unfair(&self) {
+        self.atomic_u32(self.layout.ctl + CTL_UNFAIR)
+            .store(1, Ordering::Relaxed);
     }
 
     /// The exit record, once ktstr_exit has written it.

@@ -55,6 +55,9 @@ struct ktstr_ctl {
 	u32 stall;
 	u32 crash;
 	u64 slow_ns;
+	/* A planted fairness bug: odd pids get a 4x longer slice. */
+	u32 unfair;
+	u32 pad;
 };
 struct ktstr_ctl ktstr_ctl;
 
@@ -112,8 +115,12 @@ s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
 
 void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	u64 slice = SCX_SLICE_DFL;
+
 	__sync_fetch_and_add(&nr_enqueued, 1);
-	scx_bpf_dsq_insert(p, KTSTR_DSQ, SCX_SLICE_DFL, enq_flags);
+	if (ktstr_ctl.unfair)
+		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
+	scx_bpf_dsq_insert(p, KTSTR_DSQ, slice, enq_flags);
 	maybe_crash();
 }
 

@@ -57,6 +57,11 @@ struct Args {
     #[argh(switch)]
     slow: bool,
 
+    /// plant a fairness bug: tasks with odd pids get a 4x longer slice
+    /// (8 ms) than tasks with even pids (2 ms)
+    #[argh(switch)]
+    unfair: bool,
+
     /// dispatch latency of --slow in microseconds (default 1000, at most 10000)
     #[argh(option, arg_name = "US", default = "1000")]
     slow_us: u64,
@@ -77,6 +82,7 @@ struct Config {
     stall_after: Option<Duration>,
     crash_after: Option<Duration>,
     slow_ns: u64,
+    unfair: bool,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
 }
@@ -96,6 +102,7 @@ impl Config {
             stall_after: seconds("--stall-after", args.stall_after)?,
             crash_after: seconds("--crash-after", args.crash_after)?,
             slow_ns: if args.slow { args.slow_us * 1000 } else { 0 },
+            unfair: args.unfair,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(args.stats_interval_ms)),
@@ -183,6 +190,9 @@ fn run(config: &Config) -> Result<ExitCode> {
     let bss = loaded.bss()?;
     if config.slow_ns > 0 {
         bss.set_slow_ns(config.slow_ns);
+    }
+    if config.unfair {
+        bss.set_unfair();
     }
     println!(
         "scx-ktstr: attached ops=ktstr timeout_ms={} pid={}",
@@ -287,6 +297,7 @@ mod tests {
                 stall_after: None,
                 crash_after: None,
                 slow_ns: 0,
+                unfair: false,
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
             }
@@ -303,6 +314,7 @@ mod tests {
             "--slow",
             "--slow-us",
             "200",
+            "--unfair",
             "--timeout-ms",
             "5000",
             "--stats-interval-ms",
@@ -315,6 +327,7 @@ mod tests {
                 stall_after: Some(Duration::from_secs(1)),
                 crash_after: Some(Duration::from_millis(2500)),
                 slow_ns: 200_000,
+                unfair: true,
                 timeout_ms: 5000,
                 stats_interval: None,
             }

@@ -66,6 +66,10 @@ pub trait Machine: Send {
     fn try_wait(&mut self) -> Result<Option<EndReason>, VmmError>;
     /// Kills the VM now. Idempotent.
     fn kill(&mut self);
+    /// How long booting waited for host CPU slots ([`crate::Slotted`]).
+    fn slot_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Something that boots a [`VmSpec`].
@@ -74,6 +78,11 @@ pub trait Backend {
     fn name(&self) -> String;
     /// Boots the VM; returns once it runs.
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError>;
+    /// How many host threads a VM of `spec` can keep busy: one per vCPU
+    /// unless the backend runs them otherwise.
+    fn host_threads(&self, spec: &VmSpec) -> usize {
+        spec.topology.nr_cpus() as usize
+    }
 }
 
 /// Whether the host has hardware virtualization, judged by the CPU flags

@@ -18,16 +18,21 @@
 //! ```no_run
 //! use std::time::{Duration, Instant};
 //! use ktstr_topology::Topology;
-//! use ktstr_vmm::{BackendChoice, Console, EndReason, QemuBackend, VmSpec, select_backend};
+//! use ktstr_vmm::{
+//!     BackendChoice, Console, EndReason, HostSlots, QemuBackend, VmSpec, select_backend,
+//! };
 //!
 //! // 2 NUMA nodes, 2 LLCs each, 2 cores per LLC, 2 SMT threads: 16 CPUs.
 //! let topology: Topology = "2n4l2c2t".parse()?;
 //! let mut spec = VmSpec::new("/path/to/vmlinux", topology);
 //! spec.initrd = Some("/path/to/initramfs.cpio".into());
 //! spec.cmdline.push_str(" rdinit=/init");
-//! let backend = select_backend(BackendChoice::Auto, || {
-//!     QemuBackend::new("/usr/bin/qemu-system-x86_64")
-//! })?;
+//! let slots = HostSlots::new(HostSlots::default_dir(), 2);
+//! let backend = select_backend(
+//!     BackendChoice::Auto,
+//!     || QemuBackend::new("/usr/bin/qemu-system-x86_64"),
+//!     slots,
+//! )?;
 //! println!("booting on {}", backend.name());
 //! let mut vm = backend.boot(&spec)?;
 //! let console: Console = vm.take_console().expect("console is captured");
@@ -58,6 +63,7 @@ mod error;
 pub mod kvm;
 mod memory;
 pub mod qemu;
+mod slots;
 mod spec;
 
 pub use backend::{Backend, EndReason, Machine, hardware_virtualization};
@@ -67,7 +73,8 @@ pub use error::VmmError;
 pub use kvm::{KvmBackend, KvmBackendBuilder, KvmVm, NO_HW_VIRT_REASON, VcpuRegs};
 pub use memory::{GuestRam, RamRegion, pc_ram_layout};
 pub use qemu::QemuBackend;
-pub use spec::{ConsoleMode, ReservedRegion, VmSpec};
+pub use slots::{HostSlots, SlotGuard, Slotted};
+pub use spec::{ConsoleMode, ReservedRegion, TcgMode, VmSpec};
 
 /// Guest physical memory as the host sees it (vm-memory's mmap-backed collection).
 pub use vm_memory::GuestMemoryMmap;
@@ -104,9 +111,11 @@ impl std::str::FromStr for BackendChoice {
 /// [`BackendChoice::Kvm`] without hardware virtualization still returns the
 /// KVM VMM (tiny guests run on a software `/dev/kvm`) and says on stderr why
 /// a Linux guest will not boot. QEMU is only looked at when it is chosen.
+/// Every VM of the returned backend takes host CPU `slots` first.
 pub fn select_backend(
     choice: BackendChoice,
     qemu: impl FnOnce() -> Result<QemuBackend, VmmError>,
+    slots: HostSlots,
 ) -> Result<Box<dyn Backend>, VmmError> {
     match choose_backend(choice, hardware_virtualization()) {
         #[cfg(target_arch = "x86_64")]
@@ -115,13 +124,13 @@ pub fn select_backend(
             if let Some(why) = warn {
                 eprintln!("ktstr: {why}");
             }
-            Ok(Box::new(backend))
+            Ok(Box::new(Slotted::new(backend, slots)))
         }
         #[cfg(not(target_arch = "x86_64"))]
         Choice::Kvm { .. } => Err(VmmError::InvalidSpec(
             "backend kvm: the KVM VMM is x86-64 only for now".into(),
         )),
-        Choice::Qemu => Ok(Box::new(qemu()?)),
+        Choice::Qemu => Ok(Box::new(Slotted::new(qemu()?, slots))),
     }
 }
 

@@ -25,6 +25,24 @@ pub enum ConsoleMode {
     Inherit,
 }
 
+/// How a software-CPU backend (QEMU TCG) runs the vCPUs. Hardware
+/// virtualization ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcgMode {
+    /// One host thread per vCPU while there are at least as many host
+    /// threads as vCPUs ([`VmSpec::host_threads`]); all vCPUs on one thread
+    /// otherwise.
+    #[default]
+    Auto,
+    /// One host thread per vCPU.
+    Multi,
+    /// All vCPUs interleaved on one host thread.
+    Single,
+    /// One thread, and guest time counted in instructions executed
+    /// (`-icount shift=auto`): host preemption is invisible to the guest.
+    InstructionCount,
+}
+
 /// Everything a backend needs to boot a VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -43,6 +61,11 @@ pub struct VmSpec {
     pub console: ConsoleMode,
     /// A name for the VM (process titles, diagnostics).
     pub name: String,
+    /// Host threads this VM may keep busy (the host's cores, as the caller
+    /// counts them); `None`: no limit.
+    pub host_threads: Option<usize>,
+    /// How a software CPU runs the vCPUs.
+    pub tcg: TcgMode,
 }
 
 impl VmSpec {
@@ -57,6 +80,24 @@ impl VmSpec {
             reserved: Vec::new(),
             console: ConsoleMode::Capture,
             name: format!("ktstr-{}", std::process::id()),
+            host_threads: None,
+            tcg: TcgMode::Auto,
+        }
+    }
+
+    /// The TCG mode this spec resolves to: [`TcgMode::Auto`] becomes
+    /// [`TcgMode::Single`] when the vCPUs outnumber the host threads.
+    pub fn resolved_tcg(&self) -> TcgMode {
+        match self.tcg {
+            TcgMode::Auto
+                if self
+                    .host_threads
+                    .is_some_and(|h| self.topology.nr_cpus() as usize > h) =>
+            {
+                TcgMode::Single
+            }
+            TcgMode::Auto => TcgMode::Multi,
+            other => other,
         }
     }
 

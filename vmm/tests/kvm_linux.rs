@@ -14,6 +14,8 @@
 //! the initramfs (newc cpio) is written here.
 #![cfg(target_arch = "x86_64")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -234,8 +236,11 @@ fn conformance(backend: &dyn Backend, topo: &str) {
 /// parsing above on every machine, so the ignored KVM tests are not dead code.
 #[test]
 fn qemu_runs_the_same_linux_checks() {
-    let q = ktstr_vmm::QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
-        .expect("QEMU (cargo xtask setup installs it)");
+    let q = ktstr_vmm::Slotted::new(
+        ktstr_vmm::QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
+            .expect("QEMU (cargo xtask setup installs it)"),
+        common::host_slots(),
+    );
     conformance(&q, "2n2l1c2t");
     let mut b = boot(&q, "1n1l2c2t", " ktstr_ticks=20");
     let (lines, end) = finish(&mut b, Duration::from_secs(60));

@@ -3,6 +3,8 @@
 //! own test binary, so no other VM's threads run alongside. Needs /dev/kvm.
 #![cfg(target_arch = "x86_64")]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ktstr_vmm::{ConsoleEvent, EndReason, KvmBackend, Machine, VmSpec};
@@ -33,6 +35,7 @@ fn kvm_teardown_leaves_no_threads_and_closes_consoles() {
     spec.cmdline.push_str(" mode=count");
 
     // Killed while running (4 vCPUs, 3 of them halted APs).
+    let _slots = common::take_slots(spec.topology.nr_cpus());
     let mut vm = backend.boot_vm(&spec).expect("boot");
     let com2 = vm.take_com2().expect("COM2");
     while let Some(l) = com2.next_line(Duration::from_secs(30)) {

@@ -6,6 +6,8 @@
 //! the development machine included) and fail when it is missing.
 #![cfg(target_arch = "x86_64")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -112,6 +114,7 @@ fn backend() -> KvmBackend {
 
 /// Boots the tiny guest and collects its report until it powers off.
 fn run(kind: Image, spec: VmSpec) -> Run {
+    let _slots = common::take_slots(spec.topology.nr_cpus());
     let mut vm = backend().boot_vm(&spec).expect("boot the tiny guest");
     let com2 = vm.take_com2().expect("COM2 is captured");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -393,6 +396,7 @@ fn kvm_tiny_pause_resume_and_cr3() {
     for kind in [Image::Pvh, Image::BzImage] {
         let mut spec = spec(kind, "1n1l2c1t");
         spec.cmdline.push_str(" mode=count");
+        let _slots = common::take_slots(spec.topology.nr_cpus());
         let mut vm = backend().boot_vm(&spec).expect("boot");
         let com2 = vm.take_com2().expect("COM2");
         let mut counter = None;
@@ -437,7 +441,7 @@ fn kvm_tiny_pause_resume_and_cr3() {
 #[test]
 fn kvm_tiny_through_the_backend_interface() {
     use ktstr_vmm::Backend;
-    let b: Box<dyn Backend> = Box::new(backend());
+    let b: Box<dyn Backend> = Box::new(ktstr_vmm::Slotted::new(backend(), common::host_slots()));
     let mut vm = b.boot(&spec(Image::Pvh, "1n1l2c1t")).expect("boot");
     assert!(vm.take_console().is_some(), "COM1 is captured");
     assert_eq!(

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-/// Set-up, kernel fetch, fmt check, clippy, docs and every test of every crate.
+/// Set-up, kernel fetch, fmt check, clippy, docs and every test of every
+/// crate, each run once (nextest: one process per test; doctests apart).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "test")]
 pub struct TestCmd {
+    /// also run what does not fit CI's budget: long soaks, the full matrices
+    /// and real schedulers (KTSTR_FULL=1 for the tests)
+    #[argh(switch)]
+    full: bool,
     /// skip `cargo xtask setup` (for quick iteration on a prepared machine)
     #[argh(switch)]
     no_setup: bool,
@@ -76,6 +81,41 @@ impl Phases {
     }
 }
 
+fn workspace() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The `n` slowest tests of a nextest JUnit report.
+fn print_slowest(junit: &std::path::Path, n: usize) {
+    let Ok(xml) = std::fs::read_to_string(junit) else {
+        println!(
+            "(no JUnit report at {}: slowest tests unknown)",
+            junit.display()
+        );
+        return;
+    };
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = tag[start..].find('"')?;
+        Some(tag[start..start + len].to_string())
+    };
+    let mut cases: Vec<(f64, String)> = xml
+        .split("<testcase")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            let time = attr(tag, "time")?.parse().ok()?;
+            let class = attr(tag, "classname").unwrap_or_default();
+            Some((time, format!("{class} {}", attr(tag, "name")?)))
+        })
+        .collect();
+    cases.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nslowest tests ({} in all):", cases.len());
+    for (time, name) in cases.iter().take(n) {
+        println!("{time:>8.1}s  {name}");
+    }
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // Run from the workspace root whatever the caller's directory.
@@ -129,18 +169,24 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings");
             status(c)
         });
-        phases.run("tests (cargo test)", || {
+        phases.run("doctests", || {
             let mut c = cargo();
-            c.args(["test", "--workspace", "--no-fail-fast"]);
+            c.args(["test", "--workspace", "--doc"]);
             status(c)
         });
-        // The VM tests again under nextest: one process per test, so the
-        // guest-init hook and the host-wide slots are proven there too.
-        phases.run("e2e tests (cargo nextest)", || {
+        // Every test once, each in its own process: the guest-init hook and
+        // the host-wide slots are proven under the runner CI uses.
+        let junit = workspace().join("target/nextest/default/junit.xml");
+        let _ = std::fs::remove_file(&junit);
+        phases.run("tests (cargo nextest)", || {
             let mut c = cargo();
-            c.args(["nextest", "run", "-p", "ktstr-tests", "--no-fail-fast"]);
+            c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            if args.full {
+                c.env("KTSTR_FULL", "1");
+            }
             status(c)
         });
+        print_slowest(&junit, 10);
     }
     phases.summary()
 }

@@ -374,3 +374,52 @@ fn vm_pause_stops_the_guest_and_resume_continues_it() {
     vm.machine().kill();
     assert_eq!(vm.machine().wait(None).expect("wait"), EndReason::Killed);
 }
+
+/// Slots count host threads, not VMs: with two host CPUs, two 1-vCPU VMs run
+/// at the same time (a private slot directory keeps other tests out).
+#[test]
+fn vm_two_one_vcpu_vms_overlap_with_two_host_cpus() {
+    let _g = one_vm();
+    let slots = tempfile::tempdir().expect("tempdir");
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cache = std::env::var("KTSTR_CACHE_DIR").unwrap_or_default();
+    let host = ktstr::config::HostConfig::from_vars(|k| match k {
+        "KTSTR_HOST_CPUS" => Some("2".into()),
+        "KTSTR_SLOT_DIR" => Some(slots.path().into()),
+        "HOME" => Some(home.clone().into()),
+        "KTSTR_CACHE_DIR" => Some(cache.clone().into()),
+        other => std::env::var_os(other),
+    })
+    .expect("host configuration");
+    let opts = |exec: &str| ShellOptions {
+        topology: "1n1l1c1t".parse().expect("topology"),
+        kernel: None,
+        exec: Some(exec.to_string()),
+        timeout: Some(Duration::from_secs(120)),
+        verbose: false,
+        include: vec![],
+        agent: Some(env!("CARGO_BIN_EXE_ktstr").into()),
+    };
+    let mut a = ShellVm::boot(&opts("echo a-up; sleep 20"), &host).expect("boot a");
+    let mut b = ShellVm::boot(&opts("echo b-up; sleep 20"), &host).expect("boot b");
+    assert!(
+        b.machine().slot_wait() < Duration::from_secs(1),
+        "the second VM waited {:?} for a slot",
+        b.machine().slot_wait()
+    );
+    // Both guests run their commands at the same time.
+    let t0 = Instant::now();
+    let (mut a_up, mut b_up) = (false, false);
+    while !(a_up && b_up) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "a {a_up}, b {b_up}");
+        a_up |= output_of(&mut a).contains("a-up");
+        b_up |= output_of(&mut b).contains("b-up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        a.machine().try_wait().expect("a").is_none(),
+        "a still runs while b does"
+    );
+    a.machine().kill();
+    b.machine().kill();
+}

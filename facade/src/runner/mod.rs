@@ -44,7 +44,6 @@ fn run_in(
     let cfg = &entry.config;
     let prepared = prepare::prepare(host, entry, kernel)?;
     let initramfs = t0.elapsed();
-    let vcpus = prepared.topology.nr_cpus() as usize;
     let topo = prepared.topology.to_string();
     let limits = Limits {
         boot_to_init: host.boot_timeout,
@@ -56,21 +55,14 @@ fn run_in(
         source,
     })?;
     for attempt in 1..=BOOT_ATTEMPTS {
-        let waited = Instant::now();
-        let _slots =
-            crate::slots::acquire(&host.slot_dir(), vcpus, host.host_cpus).map_err(|source| {
-                RunError::Slots {
-                    dir: host.slot_dir(),
-                    source,
-                }
-            })?;
-        let slot_wait = waited.elapsed();
-        let boot_at = Instant::now();
         let backend_err = |source| RunError::Backend {
             backend: backend.name(),
             source,
         };
+        // The backend takes the host slots first; the boot clock starts after.
         let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
+        let boot_at = Instant::now();
+        let slot_wait = vm.slot_wait();
         let watched = watch::watch(vm.as_mut(), boot_at, limits).map_err(backend_err)?;
         drop(vm);
         let (observed, times) = match watched {

@@ -86,6 +86,8 @@ pub(crate) fn prepare(
     let mut spec = VmSpec::new(&kernel.vmlinux, topology);
     spec.initrd = Some(initrd.path().to_path_buf());
     spec.cmdline.push_str(" rdinit=/init");
+    spec.host_threads = Some(host.host_cpus);
+    spec.tcg = host.tcg;
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,
         size: channel::CHANNEL_SIZE,

@@ -168,6 +168,10 @@ pub struct WorkerReport {
     /// Whether the worker saw the stop request and exited by itself (false: killed
     /// after the grace period).
     pub exited_cleanly: bool,
+    /// Whether `/proc/<pid>/schedstat` was read at both ends of the window
+    /// (false: `cpu_time`, `run_delay` and `runs` are not measured).
+    #[serde(default)]
+    pub schedstat: bool,
 }
 
 impl WorkerReport {
@@ -486,9 +490,9 @@ impl Workload {
         let w = &self.workers[index];
         let slot = self.shared.slot(index);
         let go = slot.go_ns.load(Ordering::Relaxed);
-        let stat = match (w.stat_start, w.stat_end) {
-            (Some(a), Some(b)) => b.since(&a),
-            _ => SchedStat::default(),
+        let (stat, schedstat) = match (w.stat_start, w.stat_end) {
+            (Some(a), Some(b)) => (b.since(&a), true),
+            _ => (SchedStat::default(), false),
         };
         let gap_end = slot.max_gap_end_ns.load(Ordering::Relaxed);
         WorkerReport {
@@ -512,6 +516,7 @@ impl Workload {
             },
             cpu_changes_seen: slot.cpu_changes.load(Ordering::Relaxed),
             exited_cleanly: !w.killed && slot.state.load(Ordering::Acquire) == STATE_DONE,
+            schedstat,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The QEMU command line for a [`VmSpec`]: pure, so every topology's
 //! arguments are unit-tested without starting QEMU.
 
-use crate::VmSpec;
+use crate::{TcgMode, VmSpec};
 
 /// How QEMU runs vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,16 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, fds: &PassedFds) -> Vec<Str
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         // An Intel CPU model needs CPUID level 0x1f for dies > 1 (QEMU
         // asserts otherwise); Nehalem is small enough to emulate cheaply.
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "Nehalem,level=0x20"]),
+        Accel::Tcg => {
+            let accel = match spec.resolved_tcg() {
+                TcgMode::Single | TcgMode::InstructionCount => "tcg,thread=single",
+                TcgMode::Auto | TcgMode::Multi => "tcg,thread=multi",
+            };
+            push(&["-accel", accel, "-cpu", "Nehalem,level=0x20"]);
+            if spec.resolved_tcg() == TcgMode::InstructionCount {
+                push(&["-icount", "shift=auto,sleep=on"]);
+            }
+        }
     }
     push(&[
         "-smp",

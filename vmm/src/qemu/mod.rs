@@ -131,6 +131,14 @@ impl Backend for QemuBackend {
         }
     }
 
+    fn host_threads(&self, spec: &VmSpec) -> usize {
+        match (self.accel, spec.resolved_tcg()) {
+            // Single-threaded TCG runs every vCPU on one thread.
+            (Accel::Tcg, crate::TcgMode::Single | crate::TcgMode::InstructionCount) => 1,
+            _ => spec.topology.nr_cpus() as usize,
+        }
+    }
+
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
         spec.check_files()?;
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
