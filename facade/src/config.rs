@@ -17,6 +17,7 @@
 //! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (one thread when vCPUs outnumber host cores) |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
+//! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
 //! | `KTSTR_RESULTS` | append one JSON line per test here | none |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
@@ -65,6 +66,8 @@ pub struct HostConfig {
     pub boot_timeout: Duration,
     /// Echo guest consoles to stderr.
     pub verbose: bool,
+    /// Accept inconclusive verdicts in this run (`KTSTR_ALLOW_INCONCLUSIVE=1`).
+    pub allow_inconclusive: bool,
     /// Where to append one JSON line per test.
     pub results: Option<PathBuf>,
     /// Debian suites searched by `kernel fetch`.
@@ -151,6 +154,7 @@ impl HostConfig {
             boot_timeout: number("KTSTR_BOOT_TIMEOUT_S")?
                 .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs),
             verbose: set("KTSTR_VERBOSE").is_some_and(|v| v != "0"),
+            allow_inconclusive: set("KTSTR_ALLOW_INCONCLUSIVE").is_some_and(|v| v != "0"),
             results: set("KTSTR_RESULTS").map(PathBuf::from),
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')

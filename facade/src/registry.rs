@@ -33,6 +33,9 @@ pub struct TestConfig {
     /// kind the guest named (`StartupDied`, `SchedulerDied`,
     /// `SCX_EXIT_ERROR_STALL`, ...) or a substring of the failure text.
     pub expect_err_matching: Option<&'static str>,
+    /// Accept a verdict that could not be judged (`allow_inconclusive`,
+    /// default false: an inconclusive verdict fails the test, naming why).
+    pub allow_inconclusive: bool,
     /// The scheduler the VM boots with (`scheduler`, default: EEVDF).
     pub scheduler: Option<Scheduler>,
     /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).

@@ -27,6 +27,8 @@ pub struct Expectation<'a> {
     /// What the expected failure must match: an error kind the guest named
     /// or a substring of the failure text.
     pub expect_err_matching: Option<&'a str>,
+    /// Accept a verdict that could not be judged.
+    pub allow_inconclusive: bool,
     /// The host-side hang limit, for the failure text.
     pub watchdog_timeout_s: u32,
     /// Whether a scheduler death would rerun in a probe VM.
@@ -129,8 +131,16 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
     match (failed, exp.expect_err) {
         // Timing checks that would have failed on an overcommitted VM are
         // notes plus inconclusive reasons: no hard failure, no trustworthy pass.
-        (false, false) if !v.inconclusive().is_empty() => Outcome::Inconclusive(format!(
-            "{text}\n  inconclusive: {}",
+        (false, false) if !v.inconclusive().is_empty() && exp.allow_inconclusive => {
+            Outcome::Inconclusive(format!(
+                "{text}\n  inconclusive: {}",
+                v.inconclusive().join("; ")
+            ))
+        }
+        // A check that could not judge is not a pass.
+        (false, false) if !v.inconclusive().is_empty() => Outcome::Fail(format!(
+            "inconclusive: {} (accept with allow_inconclusive = true on the test, or \
+             KTSTR_ALLOW_INCONCLUSIVE=1 for the run)\n{text}",
             v.inconclusive().join("; ")
         )),
         (false, false) => Outcome::Pass(text),

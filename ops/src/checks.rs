@@ -148,10 +148,28 @@ fn key(r: &WorkerReport) -> WeightKey {
 /// The CPU-time spread of a group: (max - min) / mean, with the workers that had
 /// the least and the most. `None` below two workers or without any CPU time.
 pub fn spread(group: &[&WorkerReport]) -> Option<(f64, usize, usize)> {
+    spread_of(group, |r| r.cpu_time.as_secs_f64())
+}
+
+/// The spread of work done (loop iterations) of a group of CPU-bound
+/// workers: what they executed, whatever the guest's clock charged them.
+/// `None` below two workers, without work, or for work that is not CPU-bound
+/// (its iterations do not measure CPU received).
+pub fn work_spread(group: &[&WorkerReport]) -> Option<(f64, usize, usize)> {
+    if !group.iter().all(|r| r.work == WorkType::Spin) {
+        return None;
+    }
+    spread_of(group, |r| r.iterations as f64)
+}
+
+fn spread_of(
+    group: &[&WorkerReport],
+    measure: impl Fn(&WorkerReport) -> f64,
+) -> Option<(f64, usize, usize)> {
     if group.len() < 2 {
         return None;
     }
-    let secs = |r: &&WorkerReport| r.cpu_time.as_secs_f64();
+    let secs = |r: &&WorkerReport| measure(r);
     let (mut lo, mut hi) = (0, 0);
     for (i, r) in group.iter().enumerate() {
         if secs(r) < secs(&group[lo]) {
@@ -170,6 +188,13 @@ pub fn spread(group: &[&WorkerReport]) -> Option<(f64, usize, usize)> {
 
 /// Fails for every group of equal-weight workers whose CPU-time spread exceeds
 /// [`Thresholds::max_spread`]. Starved workers are left out (see the module docs).
+///
+/// On an overcommitted VM (`timing_reliable` false) the guest's clock charges
+/// a task for time its vCPU was preempted on the host, which inflates short
+/// slices and flattens CPU-time differences. There CPU-bound groups are
+/// judged by the spread of work done instead (iterations: instructions the
+/// guest really executed for each worker); groups with no such measure are
+/// inconclusive.
 pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
     let mut groups: BTreeMap<WeightKey, Vec<&WorkerReport>> = BTreeMap::new();
     for r in reports.iter().filter(|r| !is_starved(r, t)) {
@@ -180,25 +205,65 @@ pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool)
         let Some((s, lo, hi)) = spread(group) else {
             continue;
         };
-        let (lo, hi) = (group[lo], group[hi]);
-        let msg = format!(
-            "cgroup {} ({} {} workers, {}): cpu time spread {:.1}% (threshold {:.1}%): \
-             worker {} got {:.2?}, worker {} got {:.2?}",
+        let what = format!(
+            "cgroup {} ({} {} workers, {})",
             k.group,
             group.len(),
             k.work,
-            k.policy,
+            k.policy
+        );
+        let cpu_msg = format!(
+            "{what}: cpu time spread {:.1}% (threshold {:.1}%): worker {} got {:.2?}, worker {} \
+             got {:.2?}",
             s * 100.0,
             t.max_spread * 100.0,
-            lo.index,
-            lo.cpu_time,
-            hi.index,
-            hi.cpu_time
+            group[lo].index,
+            group[lo].cpu_time,
+            group[hi].index,
+            group[hi].cpu_time
         );
-        if s > t.max_spread {
-            out.merge(timing_failure(FAIRNESS, msg, timing_reliable));
-        } else {
-            out = out.note(FAIRNESS, msg);
+        let work = work_spread(group).map(|(w, wlo, whi)| {
+            let msg = format!(
+                "{what}: work done spread {:.1}% (threshold {:.1}%): worker {} did {} \
+                 iterations, worker {} did {}",
+                w * 100.0,
+                t.max_spread * 100.0,
+                group[wlo].index,
+                group[wlo].iterations,
+                group[whi].index,
+                group[whi].iterations
+            );
+            (w, msg)
+        });
+        match (timing_reliable, work) {
+            (true, work) => {
+                if s > t.max_spread {
+                    out.merge(AssertResult::fail(FAIRNESS, cpu_msg));
+                } else {
+                    out = out.note(FAIRNESS, cpu_msg);
+                }
+                if let Some((_, msg)) = work {
+                    out = out.note(FAIRNESS, msg);
+                }
+            }
+            (false, Some((w, msg))) => {
+                out = out.note(
+                    FAIRNESS,
+                    format!("{cpu_msg} (not judged: the VM is overcommitted)"),
+                );
+                if w > t.max_spread {
+                    out.merge(AssertResult::fail(
+                        FAIRNESS,
+                        format!("{msg} (judged by work done: the VM is overcommitted)"),
+                    ));
+                } else {
+                    out = out.note(FAIRNESS, msg);
+                }
+            }
+            (false, None) if s > t.max_spread => {
+                out.merge(timing_failure(FAIRNESS, cpu_msg, false));
+            }
+            (false, None) => out = out.note(FAIRNESS, cpu_msg),
         }
     }
     out
@@ -477,6 +542,41 @@ mod tests {
         );
         let loose = Thresholds::default().with_max_spread(1.5);
         assert!(fairness(&rs, &loose, true).is_pass());
+    }
+
+    #[test]
+    fn overcommitted_vms_judge_cpu_bound_groups_by_work_done() {
+        // The guest's clock says equal CPU time, but worker 1 executed 4x
+        // the work: on an overcommitted VM the work decides.
+        let unfair = [
+            report(0, "cg_0", 2500, 1000, 1),
+            report(1, "cg_0", 2500, 4000, 1),
+        ];
+        let v = fairness(&unfair, &Thresholds::default(), false);
+        let f: Vec<_> = v.failures().collect();
+        assert_eq!(f.len(), 1, "{v}");
+        assert!(
+            f[0].message.contains("work done spread 120.0%")
+                && f[0].message.contains("judged by work done"),
+            "{}",
+            f[0].message
+        );
+        assert!(v.inconclusive().is_empty(), "{v}");
+        // Its twin: equal work passes, whatever the CPU-time figures say.
+        let fair = [
+            report(0, "cg_0", 1000, 2000, 1),
+            report(1, "cg_0", 3000, 2100, 1),
+        ];
+        let v = fairness(&fair, &Thresholds::default(), false);
+        assert!(v.is_pass() && v.inconclusive().is_empty(), "{v}");
+        // Not CPU-bound: no work measure, so an over-threshold CPU spread is
+        // inconclusive, never a silent pass.
+        let mut a = report(0, "cg_0", 1000, 10, 1);
+        let mut b = report(1, "cg_0", 3000, 10, 1);
+        a.work = WorkType::Yield;
+        b.work = WorkType::Yield;
+        let v = fairness(&[a, b], &Thresholds::default(), false);
+        assert!(v.is_pass() && v.inconclusive().len() == 1, "{v}");
     }
 
     #[test]

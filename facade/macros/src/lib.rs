@@ -21,6 +21,7 @@ struct Config {
     watchdog_timeout_s: Option<u32>,
     expect_err: bool,
     expect_err_matching: Option<String>,
+    allow_inconclusive: bool,
     harness_fixture: bool,
     scheduler: Option<Expr>,
     staged: Vec<Expr>,
@@ -54,6 +55,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         watchdog_timeout_s: None,
         expect_err: false,
         expect_err_matching: None,
+        allow_inconclusive: false,
         harness_fixture: false,
         scheduler: None,
         staged: vec![],
@@ -115,6 +117,17 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "allow_inconclusive" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.allow_inconclusive = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "allow_inconclusive takes true or false",
+                    ));
+                }
+            },
             "harness_fixture" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -137,8 +150,9 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     &nv.path,
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
-                         memory_mib, duration_s, watchdog_timeout_s, expect_err, scheduler, \
-                         staged_schedulers, auto_repro, cleanup_budget_ms, harness_fixture)"
+                         memory_mib, duration_s, watchdog_timeout_s, expect_err, \
+                         allow_inconclusive, scheduler, staged_schedulers, auto_repro, \
+                         cleanup_budget_ms, harness_fixture)"
                     ),
                 ));
             }
@@ -194,6 +208,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         watchdog_timeout_s,
         expect_err,
         expect_err_matching,
+        allow_inconclusive,
         harness_fixture,
         scheduler,
         staged,
@@ -230,6 +245,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 watchdog_timeout_s: #watchdog,
                 expect_err: #expect_err,
                 expect_err_matching: #expect_err_matching,
+                allow_inconclusive: #allow_inconclusive,
                 scheduler: #scheduler,
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,

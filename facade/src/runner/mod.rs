@@ -96,6 +96,7 @@ fn run_in(
             &Expectation {
                 expect_err: cfg.expect_err,
                 expect_err_matching: cfg.expect_err_matching,
+                allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
                 watchdog_timeout_s: cfg.watchdog_timeout_s,
                 auto_repro: cfg.auto_repro,
             },
