@@ -164,7 +164,7 @@ fn run_in(ctx: &Ctx, root: &Cgroup, defs: &[CgroupDef]) -> anyhow::Result<Vec<Wo
         let cg = create(root, def)?;
         for _ in 0..def.workers {
             specs.push(WorkerSpec {
-                work: def.work,
+                work: def.work.clone(),
                 policy: def.policy,
                 nice: def.nice,
                 affinity: None,
@@ -199,4 +199,5 @@ pub fn judge(ctx: &Ctx, reports: &[WorkerReport]) -> AssertResult {
         v = v.note("worker", line.to_string());
     }
     v.merged(checks::all(reports, &ctx.thresholds, ctx.timing_reliable))
+        .with_workers(reports.iter().cloned())
 }
