@@ -222,10 +222,12 @@ impl Observer<'_> {
         }
         self.last_ns = now;
         let cpu = sys::current_cpu();
+        // Every time, not only on a change: the parent may clear the set
+        // mid-run (after a cpuset change) and must see the CPU again.
+        if let Some(c) = cpu {
+            self.slot.saw_cpu(c);
+        }
         if cpu != self.last_cpu {
-            if let Some(c) = cpu {
-                self.slot.saw_cpu(c);
-            }
             if self.last_cpu.is_some() {
                 self.slot.cpu_changes.fetch_add(1, Ordering::Relaxed);
             }

@@ -328,6 +328,64 @@ impl Workload {
         }
     }
 
+    /// Says the cpuset of the workers labelled `group` is now exactly `cpus`
+    /// and forgets the CPUs they were seen on so far, so that from here on
+    /// [`WorkerReport::cpus`] shows only where they ran under the new cpuset.
+    /// Call it once the kernel had time to move them (their next iteration).
+    pub fn restrict_cpuset(&mut self, group: &str, cpus: &CpuSet) {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if w.spec.group == group {
+                w.cpuset = Some(cpus.clone());
+                self.shared.slot(i).forget_cpus();
+            }
+        }
+    }
+
+    /// Pins the workers labelled `group` (and their helpers, where
+    /// `/proc/<pid>/task/<pid>/children` lists them) to `cpus`, from the
+    /// parent; their reports then hold them to that mask. The CPUs they were
+    /// seen on so far are forgotten once the caller says they moved
+    /// ([`Workload::forget_cpus`]).
+    pub fn set_affinity(&mut self, group: &str, cpus: &CpuSet) -> std::io::Result<()> {
+        let mask = cpu_set(cpus);
+        for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
+            let pid = w.pid;
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let helpers = children.split_whitespace().filter_map(|p| p.parse().ok());
+            for task in std::iter::once(pid).chain(helpers) {
+                // SAFETY: `mask` is a valid cpu_set_t of the size passed.
+                let r =
+                    unsafe { libc::sched_setaffinity(task, size_of::<libc::cpu_set_t>(), &mask) };
+                if r != 0 && task == pid {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            w.spec.affinity = Some(cpus.clone());
+        }
+        Ok(())
+    }
+
+    /// Forgets the CPUs the workers labelled `group` were seen on so far.
+    pub fn forget_cpus(&mut self, group: &str) {
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.spec.group == group {
+                self.shared.slot(i).forget_cpus();
+            }
+        }
+    }
+
+    /// The groups of the workers, in spawn order, without repeats.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for w in &self.workers {
+            if !out.contains(&w.spec.group) {
+                out.push(w.spec.group.clone());
+            }
+        }
+        out
+    }
+
     fn release(&mut self, index: usize) {
         let w = &mut self.workers[index];
         w.stat_start = SchedStat::read(w.pid.unsigned_abs());

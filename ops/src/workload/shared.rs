@@ -191,6 +191,13 @@ impl Slot {
         }
     }
 
+    /// Clears the CPUs recorded so far.
+    pub fn forget_cpus(&self) {
+        for word in &self.cpus {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The CPUs recorded in the slot.
     pub fn cpu_list(&self) -> Vec<u32> {
         let mut out = Vec::new();
