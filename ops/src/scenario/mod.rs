@@ -23,8 +23,8 @@ pub mod ops;
 pub mod scenarios;
 mod steps;
 
-pub use crate::checks::{ThresholdOverrides, Thresholds};
-pub use crate::workload::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType};
+pub use crate::checks::{self, ThresholdOverrides, Thresholds};
+pub use crate::workload::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType, WorkerReport};
 pub use ctx::Ctx;
 pub use ops::{HoldSpec, Op, Step, execute_steps};
 
@@ -32,9 +32,8 @@ use anyhow::Context as _;
 
 use crate::assert::AssertResult;
 use crate::cgroup::{Cgroup, CpuSet};
-use crate::checks;
 use crate::scheduler::{self, SchedulerDied};
-use crate::workload::{WorkerReport, WorkerSpec, Workload};
+use crate::workload::{WorkerSpec, Workload};
 
 /// A cgroup of identical workers.
 ///
