@@ -5,7 +5,7 @@ use crate::workload::WorkerReport;
 /// The worker table printed with a failing verdict: one row per worker.
 pub fn table(reports: &[WorkerReport]) -> String {
     let mut s = format!(
-        "{:>3} {:>6} {:<12} {:<22} {:>9} {:>9} {:>12} {:<14} {:>9} {:>9} {:>9} {:<10} {:>5}\n",
+        "{:>3} {:>6} {:<16} {:<26} {:>9} {:>9} {:>12} {:<15} {:>9} {:>9} {:>9} {:<10} {:>5}\n",
         "#",
         "pid",
         "cgroup",
@@ -46,7 +46,7 @@ pub fn table(reports: &[WorkerReport]) -> String {
             flags.push_str(" KILLED");
         }
         s.push_str(&format!(
-            "{:>3} {:>6} {:<12} {:<22} {:>9.2?} {:>9.2?} {:>12} {:<14} {:>9} {:>9} {:>9.2?} {:<10} {:>5}{}\n",
+            "{:>3} {:>6} {:<16} {:<26} {:>9.2?} {:>9.2?} {:>12} {:<15} {:>9} {:>9} {:>9.2?} {:<10} {:>5}{}\n",
             r.index,
             r.pid,
             r.group,
