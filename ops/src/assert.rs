@@ -5,8 +5,32 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::workload::WorkerReport;
+
+/// The figure a check judged and the threshold it held it to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// What was measured.
+    pub value: f64,
+    /// The limit it was held to.
+    pub threshold: f64,
+    /// Their unit (`ms`, `%`, `CPUs`, `/s`).
+    pub unit: String,
+}
+
+impl Figure {
+    /// `value` against `threshold`, in `unit`.
+    pub fn new(value: f64, threshold: f64, unit: &str) -> Self {
+        Figure {
+            value,
+            threshold,
+            unit: unit.to_string(),
+        }
+    }
+}
+
 /// One finding of a check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detail {
     /// The check that made it (`starvation`, `fairness`, `body`, ...).
     pub check: String,
@@ -14,15 +38,22 @@ pub struct Detail {
     pub message: String,
     /// Whether it is a failure.
     pub failed: bool,
+    /// The figure and threshold, for checks that measure one.
+    #[serde(default)]
+    pub figure: Option<Figure>,
 }
 
-/// The verdict of a test body or a check: pass or fail, with details.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The verdict of a test body or a check: pass or fail, with details, and the
+/// reports of the workers it judged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AssertResult {
     details: Vec<Detail>,
     /// Reasons the verdict cannot be trusted (e.g. timing with more vCPUs than
     /// host cores); a failing verdict with reasons here is reported inconclusive.
     inconclusive: Vec<String>,
+    /// Every worker's figures, printed as a table when the verdict fails.
+    #[serde(default)]
+    workers: Vec<WorkerReport>,
 }
 
 impl AssertResult {
@@ -43,9 +74,17 @@ impl AssertResult {
                 check: check.to_string(),
                 message: message.into(),
                 failed: true,
+                figure: None,
             }],
-            inconclusive: vec![],
+            ..Self::default()
         }
+    }
+
+    /// A failing verdict from `check`, with the figure it judged.
+    pub fn fail_with(check: &str, message: impl Into<String>, figure: Figure) -> Self {
+        let mut v = Self::fail(check, message);
+        v.details[0].figure = Some(figure);
+        v
     }
 
     /// Adds an informational (passing) detail.
@@ -54,8 +93,36 @@ impl AssertResult {
             check: check.to_string(),
             message: message.into(),
             failed: false,
+            figure: None,
         });
         self
+    }
+
+    /// Adds an informational (passing) detail with the figure it judged.
+    pub fn note_with(mut self, check: &str, message: impl Into<String>, figure: Figure) -> Self {
+        self.details.push(Detail {
+            check: check.to_string(),
+            message: message.into(),
+            failed: false,
+            figure: Some(figure),
+        });
+        self
+    }
+
+    /// Attaches worker reports (the structured figures behind the verdict).
+    pub fn with_workers(mut self, reports: impl IntoIterator<Item = WorkerReport>) -> Self {
+        self.workers.extend(reports);
+        self
+    }
+
+    /// The worker reports attached to the verdict.
+    pub fn workers(&self) -> &[WorkerReport] {
+        &self.workers
+    }
+
+    /// Whether any failing detail comes from `check`.
+    pub fn failed_check(&self, check: &str) -> bool {
+        self.failures().any(|d| d.check == check)
     }
 
     /// Marks the verdict as not trustworthy, with the reason.
@@ -88,6 +155,7 @@ impl AssertResult {
     pub fn merge(&mut self, other: AssertResult) {
         self.details.extend(other.details);
         self.inconclusive.extend(other.inconclusive);
+        self.workers.extend(other.workers);
     }
 
     /// [`AssertResult::merge`] by value.
@@ -110,6 +178,12 @@ impl std::fmt::Display for AssertResult {
         }
         for r in &self.inconclusive {
             write!(f, "\n  ? inconclusive: {r}")?;
+        }
+        if !self.is_pass() && !self.workers.is_empty() {
+            write!(f, "\n  workers:")?;
+            for line in crate::checks::table(&self.workers).lines() {
+                write!(f, "\n    {line}")?;
+            }
         }
         Ok(())
     }

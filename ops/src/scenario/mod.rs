@@ -14,20 +14,26 @@
 //! }
 //! ```
 //!
-//! (`scenario::ops`, the scheduler lifecycle steps, is a later module.)
+//! Scenarios that change things mid-run (cgroups added and removed, cpusets
+//! resized, workers moved, CPUs unplugged, schedulers replaced) are steps:
+//! see [`ops`]. Ready-made ones are in [`scenarios`].
 
 mod ctx;
 pub mod ops;
 pub mod scenarios;
+mod steps;
 
+pub use crate::checks::{self, ThresholdOverrides, Thresholds};
+pub use crate::workload::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType, WorkerReport};
 pub use ctx::Ctx;
+pub use ops::{HoldSpec, Op, Step, execute_steps};
 
 use anyhow::Context as _;
 
 use crate::assert::AssertResult;
 use crate::cgroup::{Cgroup, CpuSet};
-use crate::checks;
-use crate::workload::{SchedPolicy, WorkType, WorkerReport, WorkerSpec, Workload};
+use crate::scheduler::SchedulerDied;
+use crate::workload::{WorkerSpec, Workload};
 
 /// A cgroup of identical workers.
 ///
@@ -42,6 +48,8 @@ pub struct CgroupDef {
     nice: i32,
     cpus: Option<CpuSet>,
     mems: Option<CpuSet>,
+    weight: Option<u32>,
+    affinity: Option<CpuSet>,
     head_start: bool,
 }
 
@@ -56,6 +64,8 @@ impl CgroupDef {
             nice: 0,
             cpus: None,
             mems: None,
+            weight: None,
+            affinity: None,
             head_start: false,
         }
     }
@@ -96,6 +106,19 @@ impl CgroupDef {
         self
     }
 
+    /// Sets the cgroup's `cpu.weight` (1..=10000, default 100): its share of
+    /// contended CPU time against its siblings.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Pins each worker to these CPUs with `sched_setaffinity`.
+    pub fn affinity(mut self, cpus: impl Into<CpuSet>) -> Self {
+        self.affinity = Some(cpus.into());
+        self
+    }
+
     /// Releases this cgroup's workers before all others, which start only once
     /// each of these has run: for antagonists that must hold their CPUs first.
     pub fn head_start(mut self) -> Self {
@@ -107,10 +130,25 @@ impl CgroupDef {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The worker specs of this definition, in cgroup `cg`.
+    pub(crate) fn specs(&self, cg: &Cgroup) -> Vec<WorkerSpec> {
+        (0..self.workers)
+            .map(|_| WorkerSpec {
+                work: self.work.clone(),
+                policy: self.policy,
+                nice: self.nice,
+                affinity: self.affinity.clone(),
+                cgroup: Some(cg.clone()),
+                group: self.name.clone(),
+                head_start: self.head_start,
+            })
+            .collect()
+    }
 }
 
 /// Creates the cgroup of `def` below `root`, with its parents.
-fn create(root: &Cgroup, def: &CgroupDef) -> anyhow::Result<Cgroup> {
+pub(crate) fn create(root: &Cgroup, def: &CgroupDef) -> anyhow::Result<Cgroup> {
     let parts: Vec<&str> = def.name.split('/').collect();
     let mut cg = root.clone();
     for (i, part) in parts.iter().enumerate() {
@@ -125,6 +163,9 @@ fn create(root: &Cgroup, def: &CgroupDef) -> anyhow::Result<Cgroup> {
         if let Some(mems) = &def.mems {
             cg.set_mems(mems)?;
         }
+    }
+    if let Some(w) = def.weight {
+        cg.write("cpu.weight", &w.to_string())?;
     }
     Ok(cg)
 }
@@ -162,17 +203,7 @@ fn run_in(ctx: &Ctx, root: &Cgroup, defs: &[CgroupDef]) -> anyhow::Result<Vec<Wo
     let mut specs = Vec::new();
     for def in defs {
         let cg = create(root, def)?;
-        for _ in 0..def.workers {
-            specs.push(WorkerSpec {
-                work: def.work,
-                policy: def.policy,
-                nice: def.nice,
-                affinity: None,
-                cgroup: Some(cg.clone()),
-                group: def.name.clone(),
-                head_start: def.head_start,
-            });
-        }
+        specs.extend(def.specs(&cg));
     }
     let mut load = Workload::spawn(specs)?;
     load.start()?;
@@ -199,4 +230,33 @@ pub fn judge(ctx: &Ctx, reports: &[WorkerReport]) -> AssertResult {
         v = v.note("worker", line.to_string());
     }
     v.merged(checks::all(reports, &ctx.thresholds, ctx.timing_reliable))
+        .with_workers(reports.iter().cloned())
+}
+
+/// The verdict of a test that expects the scheduler to stop itself with an
+/// error containing `needle` (`scx_bpf_error("...")`): `result` is what the
+/// scenario returned (a [`SchedulerDied`] error when the steps saw the death).
+/// Passes only when the scheduler died with that error; the death is then
+/// the test's expected outcome, not a failure the runtime adds.
+pub fn expect_scx_bpf_error_contains(
+    ctx: &Ctx,
+    result: anyhow::Result<AssertResult>,
+    needle: &str,
+) -> AssertResult {
+    let from_result = match &result {
+        Err(e) => e
+            .chain()
+            .find_map(|c| c.downcast_ref::<SchedulerDied>())
+            .cloned(),
+        Ok(_) => None,
+    };
+    let death = from_result.or_else(|| ctx.scheduler.died());
+    if death.is_some() {
+        ctx.scheduler.mark_death_surfaced();
+    }
+    let v = checks::scx_bpf_error_contains(death.as_ref(), needle);
+    match result {
+        Err(e) if !v.is_pass() => v.note("body", format!("the scenario failed: {e:#}")),
+        _ => v,
+    }
 }

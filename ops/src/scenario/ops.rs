@@ -1,12 +1,16 @@
-//! Scenario steps: operations on the system under test (scheduler
-//! lifecycle today), each followed by a hold, run in order.
+//! Scenario steps: operations on the system under test (cgroups, workers,
+//! cpusets, affinity, CPUs, the scheduler's lifecycle), each step followed by
+//! a hold, run in order. Workers still running at the end are stopped and
+//! every check is applied to all of them.
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use ktstr_ops::scenario::CgroupDef;
 //! use ktstr_ops::scenario::ops::{HoldSpec, Op, Step, execute_steps};
 //! # fn body(ctx: &ktstr_ops::scenario::Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
 //! let steps = vec![
-//!     Step::new(vec![], HoldSpec::fixed(Duration::from_millis(500))),
+//!     Step::new(vec![Op::add_cgroup(CgroupDef::named("cg_0").workers(2))], HoldSpec::frac(0.5)),
+//!     Step::new(vec![Op::set_cpuset("cg_0", [0])], HoldSpec::frac(0.5)),
 //!     Step::new(vec![Op::restart_scheduler()], HoldSpec::fixed(Duration::from_millis(500))),
 //! ];
 //! execute_steps(ctx, steps)
@@ -15,18 +19,40 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
-use super::Ctx;
+use super::{CgroupDef, Ctx};
 use crate::assert::AssertResult;
+use crate::cgroup::CpuSet;
 use crate::scheduler::{
     self, BOOT_SCHED_ARGS, BOOT_SCHED_LOG, BOOT_SCHEDULER, Scheduler, Supervisor,
 };
 
 /// An operation a step applies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Cgroups are named by their path below the scenario's root, workers by the
+/// cgroup they were spawned into.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Op {
+    /// Creates the cgroup (with its cpuset, weight) and starts its workers.
+    AddCgroup(CgroupDef),
+    /// Stops the workers spawned into the cgroup (or below it) and removes it.
+    RemoveCgroup(String),
+    /// Starts more workers into a cgroup (created if missing).
+    Spawn(CgroupDef),
+    /// Stops the workers spawned into the cgroup; the cgroup stays.
+    Stop(String),
+    /// Sets the cgroup's `cpuset.cpus`; its workers are then held to it.
+    SetCpuset(String, CpuSet),
+    /// Clears the cgroup's `cpuset.cpus`: it gets its parent's CPUs.
+    ClearCpuset(String),
+    /// Sets the cgroup's `cpu.weight`.
+    SetWeight(String, u32),
+    /// Moves the workers spawned into the first cgroup into the second.
+    MoveWorkers(String, String),
+    /// Pins the workers spawned into the cgroup to these CPUs.
+    SetAffinity(String, CpuSet),
+    /// Takes a CPU offline (`false`) or back online (`true`) through sysfs.
+    SetCpuOnline(u32, bool),
     /// Starts a staged scheduler where none runs.
     AttachScheduler(Scheduler),
     /// Stops the running scheduler; the kernel default takes over.
@@ -38,6 +64,51 @@ pub enum Op {
 }
 
 impl Op {
+    /// [`Op::AddCgroup`].
+    pub fn add_cgroup(def: CgroupDef) -> Op {
+        Op::AddCgroup(def)
+    }
+    /// [`Op::RemoveCgroup`].
+    pub fn remove_cgroup(name: impl Into<String>) -> Op {
+        Op::RemoveCgroup(name.into())
+    }
+    /// [`Op::Spawn`].
+    pub fn spawn(def: CgroupDef) -> Op {
+        Op::Spawn(def)
+    }
+    /// [`Op::Stop`].
+    pub fn stop(name: impl Into<String>) -> Op {
+        Op::Stop(name.into())
+    }
+    /// [`Op::SetCpuset`].
+    pub fn set_cpuset(name: impl Into<String>, cpus: impl Into<CpuSet>) -> Op {
+        Op::SetCpuset(name.into(), cpus.into())
+    }
+    /// [`Op::ClearCpuset`].
+    pub fn clear_cpuset(name: impl Into<String>) -> Op {
+        Op::ClearCpuset(name.into())
+    }
+    /// [`Op::SetWeight`].
+    pub fn set_weight(name: impl Into<String>, weight: u32) -> Op {
+        Op::SetWeight(name.into(), weight)
+    }
+    /// [`Op::MoveWorkers`].
+    pub fn move_workers(from: impl Into<String>, to: impl Into<String>) -> Op {
+        Op::MoveWorkers(from.into(), to.into())
+    }
+    /// [`Op::SetAffinity`].
+    pub fn set_affinity(name: impl Into<String>, cpus: impl Into<CpuSet>) -> Op {
+        Op::SetAffinity(name.into(), cpus.into())
+    }
+    /// [`Op::SetCpuOnline`] with `false`.
+    pub fn cpu_offline(cpu: u32) -> Op {
+        Op::SetCpuOnline(cpu, false)
+    }
+    /// [`Op::SetCpuOnline`] with `true`.
+    pub fn cpu_online(cpu: u32) -> Op {
+        Op::SetCpuOnline(cpu, true)
+    }
+
     /// [`Op::AttachScheduler`].
     pub fn attach_scheduler(s: &Scheduler) -> Op {
         Op::AttachScheduler(*s)
@@ -55,9 +126,10 @@ impl Op {
         Op::ReplaceScheduler(*s)
     }
 
-    fn apply(&self, sup: &Supervisor) -> anyhow::Result<String> {
-        match self {
-            Op::AttachScheduler(s) => {
+    /// Applies a scheduler operation; `None` for the others.
+    pub(crate) fn apply_scheduler(&self, sup: &Supervisor) -> Option<anyhow::Result<String>> {
+        Some(match self {
+            Op::AttachScheduler(s) => (|| {
                 let running = sup.pid();
                 if running != 0 {
                     anyhow::bail!(
@@ -67,15 +139,15 @@ impl Op {
                 }
                 let pid = sup.spawn_staged(s.name)?;
                 Ok(format!("attached {} (pid {pid})", s.name))
-            }
-            Op::DetachScheduler => {
-                let gone = sup.kill_current()?;
-                Ok(match gone {
+            })(),
+            Op::DetachScheduler => sup
+                .kill_current()
+                .map(|gone| match gone {
                     Some(n) => format!("detached {n}"),
                     None => "detach: no scheduler was running".into(),
                 })
-            }
-            Op::RestartScheduler => {
+                .map_err(Into::into),
+            Op::RestartScheduler => (|| {
                 let boot_name = sup.boot_name();
                 let old = sup.pid();
                 sup.kill_current()?;
@@ -86,34 +158,59 @@ impl Op {
                     BOOT_SCHED_LOG.as_ref(),
                 )?;
                 Ok(format!("restarted {boot_name} (pid {old} -> {pid})"))
-            }
+            })(),
             Op::ReplaceScheduler(s) => {
-                let old = sup.kill_current()?.unwrap_or_else(|| "none".into());
-                let pid = sup.spawn_staged(s.name)?;
-                Ok(format!("replaced {old} with {} (pid {pid})", s.name))
+                let old = match sup.kill_current() {
+                    Ok(old) => old.unwrap_or_else(|| "none".into()),
+                    Err(e) => return Some(Err(e.into())),
+                };
+                sup.spawn_staged(s.name)
+                    .map(|pid| format!("replaced {old} with {} (pid {pid})", s.name))
+                    .map_err(Into::into)
             }
-        }
+            _ => return None,
+        })
     }
 }
 
 /// How long a step holds after its operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HoldSpec {
     duration: Duration,
+    frac: Option<f64>,
 }
 
 impl HoldSpec {
     /// Holds for `d` (ended early if the scheduler dies).
     pub fn fixed(d: Duration) -> Self {
-        HoldSpec { duration: d }
+        HoldSpec {
+            duration: d,
+            frac: None,
+        }
+    }
+
+    /// Holds for this fraction of the test's duration (`ctx.duration`).
+    pub fn frac(f: f64) -> Self {
+        HoldSpec {
+            duration: Duration::ZERO,
+            frac: Some(f),
+        }
+    }
+
+    /// The hold's length in a run of `total`.
+    pub(crate) fn duration(&self, total: Duration) -> Duration {
+        match self.frac {
+            Some(f) => total.mul_f64(f.max(0.0)),
+            None => self.duration,
+        }
     }
 }
 
 /// Operations, then a hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    ops: Vec<Op>,
-    hold: HoldSpec,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) hold: HoldSpec,
 }
 
 impl Step {
@@ -124,7 +221,10 @@ impl Step {
 }
 
 /// Holds for `d`, or until the scheduler dies; returns the death if it did.
-fn hold_or_sched_died(sup: &Supervisor, d: Duration) -> Option<scheduler::SchedulerDied> {
+pub(crate) fn hold_or_sched_died(
+    sup: &Supervisor,
+    d: Duration,
+) -> Option<scheduler::SchedulerDied> {
     let t0 = Instant::now();
     while t0.elapsed() < d {
         if let Some(death) = sup.check_alive() {
@@ -135,22 +235,12 @@ fn hold_or_sched_died(sup: &Supervisor, d: Duration) -> Option<scheduler::Schedu
     sup.check_alive()
 }
 
-/// Runs the steps in order. An operation that fails, or a scheduler death the
-/// harness did not cause, ends the run with an error (downcastable to
+/// Runs the steps in order, then stops the workers still running and judges
+/// every worker with the checks of `ctx` (no judgement when no worker ran).
+/// An operation that fails, or a scheduler death the harness did not cause,
+/// ends the run with an error (downcastable to
 /// [`scheduler::SpawnSchedulerError`], [`scheduler::SchedulerDied`] or
 /// [`scheduler::KillSchedulerError`]).
 pub fn execute_steps(ctx: &Ctx, steps: Vec<Step>) -> anyhow::Result<AssertResult> {
-    let sup = &ctx.scheduler;
-    let mut verdict = AssertResult::pass();
-    for (i, step) in steps.into_iter().enumerate() {
-        for op in &step.ops {
-            let done = op.apply(sup).with_context(|| format!("step {i}: {op:?}"))?;
-            verdict = verdict.note("ops", format!("step {i}: {done}"));
-        }
-        if let Some(death) = hold_or_sched_died(sup, step.hold.duration) {
-            sup.mark_death_surfaced();
-            return Err(anyhow::Error::new(death).context(format!("step {i}: during the hold")));
-        }
-    }
-    Ok(verdict)
+    super::steps::run(ctx, steps)
 }

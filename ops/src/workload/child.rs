@@ -1,18 +1,23 @@
-//! The forked worker: set-up, barrier, work loop, exit.
+//! The forked worker: set-up, barrier, work loop, exit; and the helpers it
+//! forks for work types that need partner tasks.
 //!
 //! This code runs in a child of a possibly multi-threaded parent, between
 //! `fork` and `_exit`. Only async-signal-safe work is allowed there (see
-//! signal-safety(7)): no allocation, no locks, no stdio. It uses raw syscalls
-//! (`sched_setscheduler`, `sched_setaffinity`, `setpriority`, `futex`,
-//! `sched_yield`, `clock_nanosleep`), the vDSO (`clock_gettime`, `getcpu`) and
-//! atomics in the shared mapping, and it never returns into the parent's code.
+//! signal-safety(7)): no allocation, no locks, no stdio. It uses the raw
+//! syscalls of [`super::sys`], the vDSO (`clock_gettime`, `getcpu`) and atomics
+//! in shared mappings, reads (never grows) what the parent prepared before
+//! `fork`, and never returns into the parent's code.
 
-use std::sync::atomic::Ordering;
+use std::ffi::CString;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::kinds;
 use super::shared::{
     FAILED_AFFINITY, FAILED_NICE, FAILED_POLICY, Header, STATE_DONE, STATE_FAILED, STATE_READY,
     STATE_RUNNING, Slot, futex_wait, now_ns,
 };
+use super::sys;
 use super::{SchedPolicy, WorkType};
 
 /// Spins of the busy loop between two observations. Small enough that a gap of
@@ -20,14 +25,33 @@ use super::{SchedPolicy, WorkType};
 /// µs under TCG), large enough that the clock reads are not the work.
 const SPIN_UNIT: u32 = 2_000;
 
-/// What a child needs, prepared by the parent before `fork` (no heap).
-#[derive(Clone, Copy)]
+/// How long any wait of a worker or helper blocks before it looks at the stop
+/// flags again.
+pub(crate) const WAIT_NS: u64 = 20_000_000;
+/// [`WAIT_NS`] in ms, for `poll`/`epoll_wait`.
+pub(crate) const WAIT_MS: i32 = 20;
+
+/// Most helpers one worker forks.
+pub(crate) const MAX_HELPERS: usize = 16;
+
+/// What a child needs, prepared by the parent before `fork`. The child only
+/// reads it (no heap allocation happens after `fork`).
+#[derive(Debug)]
 pub(crate) struct ChildPlan {
+    pub index: usize,
     pub work: WorkType,
     pub policy: SchedPolicy,
     pub nice: i32,
     /// Built before fork so the child does not allocate.
     pub affinity: Option<libc::cpu_set_t>,
+    /// `SyncWrite`'s file.
+    pub io_path: CString,
+    /// `CgroupChurn`: `cgroup.procs` of `churn_a`, `churn_b` and the worker's own.
+    pub churn: Option<[CString; 3]>,
+    /// `CachePressure { kib: 0 }`'s working set.
+    pub cache_bytes: usize,
+    /// Core key of each CPU id (SMT siblings share it); `u32::MAX` unknown.
+    pub core_of: Vec<u32>,
 }
 
 /// Runs the worker and exits the process; never returns.
@@ -39,7 +63,22 @@ pub(crate) fn run(plan: &ChildPlan, header: &Header, slot: &Slot) -> ! {
                 futex_wait(&slot.go, 0);
             }
             slot.state.store(STATE_RUNNING, Ordering::Release);
-            work_loop(plan.work, header, slot);
+            sys::ignore_sigpipe();
+            let env = Env {
+                plan,
+                header,
+                slot,
+                until: u64::MAX,
+            };
+            let go_ns = slot.go_ns.load(Ordering::Relaxed);
+            let mut obs = Observer {
+                slot,
+                last_ns: go_ns,
+                last_cpu: None,
+                max_gap_ns: 0,
+                iterations: 0,
+            };
+            run_work(&plan.work, &env, &mut obs);
             slot.state.store(STATE_DONE, Ordering::Release);
             0
         }
@@ -50,9 +89,7 @@ pub(crate) fn run(plan: &ChildPlan, header: &Header, slot: &Slot) -> ! {
             1
         }
     };
-    // SAFETY: _exit ends the process without running the parent's atexit
-    // handlers or destructors, which must not run twice.
-    unsafe { libc::_exit(code) }
+    sys::exit_now(code)
 }
 
 fn errno() -> u32 {
@@ -63,46 +100,25 @@ fn errno() -> u32 {
 }
 
 fn setup(plan: &ChildPlan) -> Result<(), (u32, u32)> {
-    if let Some(set) = &plan.affinity {
-        // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this task.
-        let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) };
-        if r != 0 {
-            return Err((FAILED_AFFINITY, errno()));
-        }
+    if let Some(set) = &plan.affinity
+        && !sys::set_affinity(set)
+    {
+        return Err((FAILED_AFFINITY, errno()));
     }
-    if plan.nice != 0 {
-        // SAFETY: plain syscall on this process (who = 0).
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, plan.nice) };
-        if r != 0 {
-            return Err((FAILED_NICE, errno()));
-        }
+    if plan.nice != 0 && !sys::set_nice(plan.nice) {
+        return Err((FAILED_NICE, errno()));
     }
-    let (policy, prio) = match plan.policy {
-        SchedPolicy::Normal => return Ok(()),
-        SchedPolicy::Batch => (libc::SCHED_BATCH, 0),
-        SchedPolicy::Idle => (libc::SCHED_IDLE, 0),
-        SchedPolicy::Fifo(p) => (libc::SCHED_FIFO, i32::from(p)),
-        SchedPolicy::RoundRobin(p) => (libc::SCHED_RR, i32::from(p)),
-    };
-    let param = libc::sched_param {
-        sched_priority: prio,
-    };
-    // SAFETY: `param` is a valid sched_param; pid 0 is this task.
-    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
-    if r != 0 {
-        return Err((FAILED_POLICY, errno()));
+    if plan.policy != SchedPolicy::Normal {
+        let (policy, prio) = plan.policy.raw();
+        if !sys::set_policy(policy, prio) {
+            return Err((FAILED_POLICY, errno()));
+        }
     }
     Ok(())
 }
 
-/// The CPU this task runs on (glibc reads it from rseq or the vDSO).
-fn current_cpu() -> Option<usize> {
-    // SAFETY: no arguments; returns -1 on error.
-    let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).ok()
-}
-
-fn spin(units: u32) {
+/// Burns `units` spin units of CPU.
+pub(crate) fn spin(units: u32) {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..units * SPIN_UNIT {
         // An LCG step the optimizer cannot drop (black_box).
@@ -114,8 +130,79 @@ fn spin(units: u32) {
     std::hint::black_box(x);
 }
 
-/// Live figures of the loop, published to the slot as they change.
-struct Observer<'a> {
+/// Burns CPU for `ns` of wall time.
+pub(crate) fn spin_for(ns: u64) {
+    let start = now_ns();
+    while now_ns().saturating_sub(start) < ns {
+        spin(1);
+    }
+}
+
+/// The CPU a worker that pins its crew to one CPU uses: the `index`-th CPU of
+/// its allowed mask (cyclically), so that workers of one cgroup spread out
+/// instead of stacking their crews on one CPU.
+pub(crate) fn crew_cpu(index: usize) -> usize {
+    let Some(mask) = sys::get_affinity() else {
+        return sys::current_cpu().unwrap_or(0);
+    };
+    let allowed = || (0..libc::CPU_SETSIZE as usize).filter(|&c| sys::mask_has(&mask, c));
+    let n = allowed().count().max(1);
+    allowed().nth(index % n).unwrap_or(0)
+}
+
+/// What a work loop (or a helper) runs against: the plan, the shared slot and
+/// when its phase ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Env<'a> {
+    pub plan: &'a ChildPlan,
+    pub header: &'a Header,
+    pub slot: &'a Slot,
+    /// CLOCK_MONOTONIC ns at which the current phase ends.
+    pub until: u64,
+}
+
+impl Env<'_> {
+    /// Whether the workload was stopped.
+    pub fn stopped(&self) -> bool {
+        self.header.stop.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the phase is over (stopped, or past its end).
+    pub fn over(&self) -> bool {
+        self.stopped() || now_ns() >= self.until
+    }
+
+    /// Adds `n` units of progress.
+    pub fn progress(&self, n: u64) {
+        self.slot.progress.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a wake-up latency of `ns`.
+    pub fn latency(&self, ns: u64) {
+        self.slot.latency.record(ns);
+    }
+
+    /// Records a wake-up latency from `stamp` (ns) to now.
+    pub fn latency_since(&self, stamp: u64) {
+        self.latency(now_ns().saturating_sub(stamp));
+    }
+
+    /// Counts a failed system call.
+    pub fn failed(&self) {
+        self.slot.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the CPU the caller runs on (helpers call it in their loops).
+    pub fn note_cpu(&self) {
+        if let Some(c) = sys::current_cpu() {
+            self.slot.saw_cpu(c);
+        }
+    }
+}
+
+/// Live figures of the worker's loop, published to the slot as they change.
+#[derive(Debug)]
+pub(crate) struct Observer<'a> {
     slot: &'a Slot,
     /// When the worker last saw itself run (or should have: the end of a sleep).
     last_ns: u64,
@@ -134,13 +221,13 @@ impl Observer<'_> {
             self.slot.max_gap_end_ns.store(now, Ordering::Relaxed);
         }
         self.last_ns = now;
-        let cpu = current_cpu();
+        let cpu = sys::current_cpu();
+        // Every time, not only on a change: the parent may clear the set
+        // mid-run (after a cpuset change) and must see the CPU again.
+        if let Some(c) = cpu {
+            self.slot.saw_cpu(c);
+        }
         if cpu != self.last_cpu {
-            if let Some(c) = cpu
-                && let Some(word) = self.slot.cpus.get(c / 64)
-            {
-                word.fetch_or(1 << (c % 64), Ordering::Relaxed);
-            }
             if self.last_cpu.is_some() {
                 self.slot.cpu_changes.fetch_add(1, Ordering::Relaxed);
             }
@@ -154,66 +241,166 @@ impl Observer<'_> {
             .iterations
             .store(self.iterations, Ordering::Relaxed);
     }
+
+    /// The last observation, at the stop request: a worker that runs only after
+    /// it was starved all along gets the whole window as its gap.
+    fn finish(&mut self, header: &Header, now: u64, since: u64) {
+        let end = now.min(header.stop_ns.load(Ordering::Relaxed));
+        self.observe(end.max(since), since);
+    }
 }
 
-fn work_loop(work: WorkType, header: &Header, slot: &Slot) {
-    let go_ns = slot.go_ns.load(Ordering::Relaxed);
-    let mut obs = Observer {
-        slot,
-        last_ns: go_ns,
-        last_cpu: None,
-        max_gap_ns: 0,
-        iterations: 0,
-    };
-    // Where the next gap is measured from: the last observation, or the end of
-    // a requested sleep (oversleeping is the scheduler's gap, sleeping is not).
-    let mut since = go_ns;
+/// Runs `round` until the phase is over, observing the loop before each round.
+/// A round returns `Some(t)` when the next gap counts from `t` (the end of a
+/// requested sleep) rather than from the observation before it.
+pub(crate) fn rounds(
+    env: &Env<'_>,
+    obs: &mut Observer<'_>,
+    mut round: impl FnMut(&Env<'_>) -> Option<u64>,
+) {
+    let mut since = obs.last_ns;
     loop {
         let now = now_ns();
-        if header.stop.load(Ordering::Acquire) != 0 {
-            // The window ends at the stop request: a worker that runs only after
-            // it was starved all along, and its gap is the whole window.
-            let end = now.min(header.stop_ns.load(Ordering::Relaxed));
-            obs.observe(end.max(since), since);
+        if env.stopped() {
+            obs.finish(env.header, now, since);
+            return;
+        }
+        if now >= env.until {
             return;
         }
         obs.observe(now, since);
         since = now;
-        match work {
-            WorkType::Spin => spin(1),
-            WorkType::Yield => {
-                spin(1);
-                // SAFETY: plain syscall without arguments.
-                unsafe { libc::sched_yield() };
-            }
-            WorkType::SleepWake { run, sleep } => {
-                let run_ns = u64::try_from(run.as_nanos()).unwrap_or(u64::MAX);
-                let start = now;
-                while now_ns().saturating_sub(start) < run_ns {
-                    spin(1);
-                }
-                let wake = now_ns().saturating_add(u64::try_from(sleep.as_nanos()).unwrap_or(0));
-                sleep_until(wake);
-                since = wake;
-            }
+        if let Some(s) = round(env) {
+            since = s;
         }
         obs.progressed();
     }
 }
 
-fn sleep_until(ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: `ts` is a valid timespec; a null remainder is allowed with
-    // TIMER_ABSTIME. EINTR only ends the sleep early, which the loop tolerates.
-    unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &ts,
-            std::ptr::null_mut(),
-        );
+/// Runs `work` until `env.until` or the stop request.
+pub(crate) fn run_work(work: &WorkType, env: &Env<'_>, obs: &mut Observer<'_>) {
+    match work {
+        WorkType::Sequence(phases) if !phases.is_empty() => loop {
+            for p in phases {
+                if env.over() {
+                    if env.stopped() {
+                        rounds(env, obs, |_| None);
+                    }
+                    return;
+                }
+                let dur = u64::try_from(p.duration.as_nanos()).unwrap_or(u64::MAX);
+                let phase = Env {
+                    until: now_ns().saturating_add(dur).min(env.until),
+                    ..*env
+                };
+                match &p.work {
+                    // A nested sequence would recurse without end: it spins.
+                    WorkType::Sequence(_) => kinds::run_simple(&WorkType::Spin, &phase, obs),
+                    w => run_work(w, &phase, obs),
+                }
+            }
+        },
+        WorkType::Sequence(_) => kinds::run_simple(&WorkType::Spin, env, obs),
+        w if kinds::is_ipc(w) => kinds::run_ipc(w, env, obs),
+        w => kinds::run_simple(w, env, obs),
     }
+}
+
+/// State shared by a worker and its helpers: a zero-filled anonymous shared
+/// mapping (all-zero atomics are the initial state).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    /// Set when the helpers must leave their loops.
+    pub stop: AtomicU32,
+    /// Futex words (turns, generations, locks).
+    pub word: [AtomicU32; 32],
+    /// Time stamps, CLOCK_MONOTONIC ns.
+    pub stamp: [AtomicU64; 32],
+    /// Counters (acks, tokens).
+    pub count: [AtomicU64; 8],
+}
+
+/// A worker's helpers and their [`Scratch`]; dropping it stops, kills and reaps
+/// them, then unmaps the scratch.
+#[derive(Debug)]
+pub(crate) struct Crew {
+    scratch: NonNull<Scratch>,
+    pids: [libc::pid_t; MAX_HELPERS],
+    n: usize,
+}
+
+impl Crew {
+    /// A crew without helpers yet; `None` when the mapping fails.
+    pub fn new() -> Option<Crew> {
+        let p = sys::map_anon(size_of::<Scratch>(), true)?;
+        Some(Crew {
+            scratch: NonNull::new(p.cast())?,
+            pids: [0; MAX_HELPERS],
+            n: 0,
+        })
+    }
+
+    /// The shared scratch.
+    pub fn scratch(&self) -> &Scratch {
+        // SAFETY: the mapping is page-aligned, at least size_of::<Scratch>()
+        // long, zero-filled (a valid Scratch: all atomics) and unmapped only in
+        // Drop, after which no reference is used.
+        unsafe { self.scratch.as_ref() }
+    }
+
+    /// Forks helper number `self.n`, which runs `f(env, scratch, index)` and
+    /// exits. False when the crew is full or `fork` failed.
+    pub fn spawn(&mut self, env: &Env<'_>, f: &dyn Fn(&Env<'_>, &Scratch, usize)) -> bool {
+        if self.n >= MAX_HELPERS {
+            return false;
+        }
+        let leader = sys::getpid();
+        let index = self.n;
+        let pid = sys::fork();
+        if pid == 0 {
+            if sys::die_with_parent(leader) {
+                f(env, self.scratch(), index);
+            }
+            sys::exit_now(0);
+        }
+        if pid < 0 {
+            env.failed();
+            return false;
+        }
+        self.pids[index] = pid;
+        self.n += 1;
+        env.slot.helpers.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        let s = self.scratch();
+        s.stop.store(1, Ordering::Release);
+        for pid in &self.pids[..self.n] {
+            sys::kill_and_reap(*pid);
+        }
+        // SAFETY: the scratch was mapped by `new` with this size; the helpers
+        // are gone and `self` hands out no reference past this point.
+        unsafe { sys::unmap(self.scratch.as_ptr().cast(), size_of::<Scratch>()) };
+    }
+}
+
+/// Whether a helper should keep going.
+pub(crate) fn alive(env: &Env<'_>, s: &Scratch) -> bool {
+    s.stop.load(Ordering::Acquire) == 0 && !env.over()
+}
+
+/// Waits (in [`WAIT_NS`] slices) while `word` holds `value` and `go_on()`
+/// holds; returns whether the word changed.
+pub(crate) fn wait_change(word: &AtomicU32, value: u32, go_on: impl Fn() -> bool) -> bool {
+    while word.load(Ordering::Acquire) == value {
+        if !go_on() {
+            return false;
+        }
+        sys::futex_wait_timeout(word, value, WAIT_NS);
+    }
+    true
 }

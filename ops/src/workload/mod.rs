@@ -25,164 +25,25 @@
 //! Dropping a `Workload` kills and reaps any worker still alive.
 
 mod child;
+mod kinds;
+mod latency;
 mod procfs;
+mod report;
 mod shared;
+mod sys;
+mod work;
 
-pub use procfs::{SchedStat, parse_nr_migrations, read_nr_migrations};
+pub use latency::LatencySummary;
+pub use procfs::{SchedStat, parse_cache_size, parse_nr_migrations, read_nr_migrations};
+pub use report::{WorkerReport, WorkerSpec};
+pub use work::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType};
 
-use std::sync::atomic::Ordering;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupError, CpuSet};
 use shared::{STATE_DONE, STATE_FAILED, STATE_FORKED, Shared, now_ns};
-
-/// What a worker does in its loop. More kinds will join (`#[non_exhaustive]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum WorkType {
-    /// Burn CPU without ever blocking.
-    Spin,
-    /// Burn a little CPU, then `sched_yield()`, over and over.
-    Yield,
-    /// Burn CPU for `run`, then sleep for `sleep`: the wake-up path. The gap after
-    /// a sleep is counted from when the sleep should have ended.
-    SleepWake {
-        /// CPU burst before each sleep.
-        run: Duration,
-        /// Requested sleep.
-        sleep: Duration,
-    },
-}
-
-impl std::fmt::Display for WorkType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WorkType::Spin => f.write_str("spin"),
-            WorkType::Yield => f.write_str("yield"),
-            WorkType::SleepWake { run, sleep } => write!(f, "sleep-wake({run:?}/{sleep:?})"),
-        }
-    }
-}
-
-/// The Linux scheduling policy of a worker (sched(7)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SchedPolicy {
-    /// SCHED_OTHER: the fair class, or the sched_ext scheduler when one is attached.
-    #[default]
-    Normal,
-    /// SCHED_BATCH.
-    Batch,
-    /// SCHED_IDLE.
-    Idle,
-    /// SCHED_FIFO at a real-time priority 1..=99: outranks every fair/ext task.
-    Fifo(u8),
-    /// SCHED_RR at a real-time priority 1..=99.
-    RoundRobin(u8),
-}
-
-impl std::fmt::Display for SchedPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SchedPolicy::Normal => f.write_str("normal"),
-            SchedPolicy::Batch => f.write_str("batch"),
-            SchedPolicy::Idle => f.write_str("idle"),
-            SchedPolicy::Fifo(p) => write!(f, "fifo:{p}"),
-            SchedPolicy::RoundRobin(p) => write!(f, "rr:{p}"),
-        }
-    }
-}
-
-/// One worker to fork.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerSpec {
-    /// What it does.
-    pub work: WorkType,
-    /// Its scheduling policy.
-    pub policy: SchedPolicy,
-    /// Its nice value (-20..=19), for the fair classes.
-    pub nice: i32,
-    /// CPUs it pins itself to with `sched_setaffinity`, if any.
-    pub affinity: Option<CpuSet>,
-    /// The cgroup it is moved into before it runs, if any.
-    pub cgroup: Option<Cgroup>,
-    /// The label reports and check messages use for its group (the cgroup name).
-    pub group: String,
-    /// Released before the others, which wait until it has run (antagonists
-    /// such as a real-time hog that must hold its CPU first).
-    pub head_start: bool,
-}
-
-impl WorkerSpec {
-    /// A normal-policy worker doing `work`, labelled `group`, in no cgroup.
-    pub fn new(work: WorkType, group: impl Into<String>) -> Self {
-        WorkerSpec {
-            work,
-            policy: SchedPolicy::Normal,
-            nice: 0,
-            affinity: None,
-            cgroup: None,
-            group: group.into(),
-            head_start: false,
-        }
-    }
-}
-
-/// What one worker did during the measured window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerReport {
-    /// Index in spawn order.
-    pub index: usize,
-    /// Its group (cgroup name).
-    pub group: String,
-    /// Its work.
-    pub work: WorkType,
-    /// Its policy.
-    pub policy: SchedPolicy,
-    /// Its nice value.
-    pub nice: i32,
-    /// Its pid (in the guest).
-    pub pid: u32,
-    /// The window: from its release to the stop request.
-    pub wall: Duration,
-    /// CPU time in the window (schedstat `sum_exec_runtime`).
-    pub cpu_time: Duration,
-    /// Time runnable but waiting in the window (schedstat `run_delay`).
-    pub run_delay: Duration,
-    /// Times it was put on a CPU in the window (schedstat `pcount`).
-    pub runs: u64,
-    /// Iterations of its work loop: its progress.
-    pub iterations: u64,
-    /// Longest time between two observations of its own loop.
-    pub max_gap: Duration,
-    /// When that gap ended, from the worker's release.
-    pub max_gap_at: Duration,
-    /// CPUs it was seen on (`sched_getcpu` at every iteration).
-    pub cpus: CpuSet,
-    /// Migrations in the window (`se.nr_migrations` of `/proc/<pid>/sched`), when
-    /// the kernel has that file.
-    pub migrations: Option<u64>,
-    /// CPU changes between consecutive iterations: a lower bound on migrations.
-    pub cpu_changes_seen: u64,
-    /// Whether the worker saw the stop request and exited by itself (false: killed
-    /// after the grace period).
-    pub exited_cleanly: bool,
-    /// Whether `/proc/<pid>/schedstat` was read at both ends of the window
-    /// (false: `cpu_time`, `run_delay` and `runs` are not measured).
-    #[serde(default)]
-    pub schedstat: bool,
-}
-
-impl WorkerReport {
-    /// `"worker 3 (pid 120, cgroup cg_1)"`, the subject of check messages.
-    pub fn who(&self) -> String {
-        format!(
-            "worker {} (pid {}, cgroup {})",
-            self.index, self.pid, self.group
-        )
-    }
-}
 
 /// What went wrong with workers.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +80,16 @@ pub enum WorkloadError {
         #[source]
         source: std::io::Error,
     },
+    /// The work type needs the worker to be in a cgroup, and it has none.
+    #[error("worker {index} (group {group}): {work} needs a cgroup; give the worker one")]
+    NeedsCgroup {
+        /// The worker.
+        index: usize,
+        /// Its group.
+        group: String,
+        /// The work type.
+        work: String,
+    },
     /// A worker never reached its barrier or, with a head start, never ran.
     #[error("worker {index} (group {group}): {what} within {waited:?}")]
     Timeout {
@@ -248,6 +119,43 @@ struct Worker {
     stat_end: Option<SchedStat>,
     migr_start: Option<u64>,
     migr_end: Option<u64>,
+    /// The CPUs its cpuset allowed, as far as the harness knows (union).
+    cpuset: Option<CpuSet>,
+    /// Its cgroup's `cpu.weight`.
+    weight: Option<u32>,
+}
+
+/// A file name no other worker of this process uses.
+fn unique_io_path(index: usize) -> CString {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = format!("/tmp/ktstr-io-{}-{index}-{n}", std::process::id());
+    CString::new(path).expect("a formatted path has no NUL byte")
+}
+
+/// The `cgroup.procs` files `CgroupChurn` moves a worker of `cg` between:
+/// two children it makes (`churn_a`, `churn_b`) and `cg`'s own.
+fn churn_paths(cg: &Cgroup) -> Result<[CString; 3], CgroupError> {
+    let a = cg.child("churn_a")?;
+    let b = cg.child("churn_b")?;
+    let procs = |c: &Cgroup| {
+        let p = c.path().join("cgroup.procs");
+        CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
+    };
+    Ok([procs(&a), procs(&b), procs(cg)])
+}
+
+/// What the harness knows of a cgroup's CPUs and weight.
+fn cgroup_facts(cg: Option<&Cgroup>) -> (Option<CpuSet>, Option<u32>) {
+    let Some(cg) = cg else {
+        return (None, None);
+    };
+    let cpus = cg.effective_cpus().ok();
+    let weight = cg
+        .read("cpu.weight")
+        .ok()
+        .and_then(|w| w.trim().parse().ok());
+    (cpus, weight)
 }
 
 /// A set of forked workers, from the barrier to their reports.
@@ -269,13 +177,33 @@ impl Workload {
             shared,
             workers: Vec::with_capacity(specs.len()),
         };
+        let cache_bytes = procfs::llc_bytes().map_or(32 << 20, |b| (2 * b).min(64 << 20));
+        let core_of = procfs::core_keys();
         for (index, spec) in specs.into_iter().enumerate() {
+            let churn = if spec.work.needs_cgroup() {
+                let Some(cg) = &spec.cgroup else {
+                    return Err(WorkloadError::NeedsCgroup {
+                        index,
+                        group: spec.group.clone(),
+                        work: spec.work.to_string(),
+                    });
+                };
+                Some(churn_paths(cg).map_err(|source| WorkloadError::Cgroup { index, source })?)
+            } else {
+                None
+            };
             let plan = child::ChildPlan {
-                work: spec.work,
+                index,
+                work: spec.work.clone(),
                 policy: spec.policy,
                 nice: spec.nice,
                 affinity: spec.affinity.as_ref().map(cpu_set),
+                io_path: unique_io_path(index),
+                churn,
+                cache_bytes,
+                core_of: core_of.clone(),
             };
+            let (cpuset, weight) = cgroup_facts(spec.cgroup.as_ref());
             // SAFETY: the child runs only `child::run`, which does async-signal-safe
             // work on memory prepared before this call and ends in `_exit`; it never
             // returns here. The parent checks the result.
@@ -299,6 +227,8 @@ impl Workload {
                 stat_end: None,
                 migr_start: None,
                 migr_end: None,
+                cpuset,
+                weight,
             });
             if let Some(cg) = cgroup {
                 cg.add_process(pid.unsigned_abs())
@@ -365,6 +295,97 @@ impl Workload {
         self.workers.iter().map(|w| w.pid.unsigned_abs()).collect()
     }
 
+    /// The pids of the workers labelled `group`, in spawn order.
+    pub fn pids_of(&self, group: &str) -> Vec<u32> {
+        self.workers
+            .iter()
+            .filter(|w| w.spec.group == group)
+            .map(|w| w.pid.unsigned_abs())
+            .collect()
+    }
+
+    /// Adds `cpus` to what the reports say the cpusets of the workers labelled
+    /// `group` allowed: for scenarios that change a cpuset mid-run.
+    pub fn widen_cpuset(&mut self, group: &str, cpus: &CpuSet) {
+        for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
+            let mut all = w.cpuset.take().unwrap_or_default();
+            for c in cpus.iter() {
+                all.insert(c);
+            }
+            w.cpuset = Some(all);
+        }
+    }
+
+    /// Says the workers labelled `group` now live in `cg` (moved by the
+    /// caller): its CPUs join their cpuset, its weight replaces theirs.
+    pub fn moved_to(&mut self, group: &str, cg: &Cgroup) {
+        let (cpus, weight) = cgroup_facts(Some(cg));
+        if let Some(cpus) = cpus {
+            self.widen_cpuset(group, &cpus);
+        }
+        for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
+            w.weight = weight;
+        }
+    }
+
+    /// Says the cpuset of the workers labelled `group` is now exactly `cpus`
+    /// and forgets the CPUs they were seen on so far, so that from here on
+    /// [`WorkerReport::cpus`] shows only where they ran under the new cpuset.
+    /// Call it once the kernel had time to move them (their next iteration).
+    pub fn restrict_cpuset(&mut self, group: &str, cpus: &CpuSet) {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if w.spec.group == group {
+                w.cpuset = Some(cpus.clone());
+                self.shared.slot(i).forget_cpus();
+            }
+        }
+    }
+
+    /// Pins the workers labelled `group` (and their helpers, where
+    /// `/proc/<pid>/task/<pid>/children` lists them) to `cpus`, from the
+    /// parent; their reports then hold them to that mask. The CPUs they were
+    /// seen on so far are forgotten once the caller says they moved
+    /// ([`Workload::forget_cpus`]).
+    pub fn set_affinity(&mut self, group: &str, cpus: &CpuSet) -> std::io::Result<()> {
+        let mask = cpu_set(cpus);
+        for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
+            let pid = w.pid;
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let helpers = children.split_whitespace().filter_map(|p| p.parse().ok());
+            for task in std::iter::once(pid).chain(helpers) {
+                // SAFETY: `mask` is a valid cpu_set_t of the size passed.
+                let r =
+                    unsafe { libc::sched_setaffinity(task, size_of::<libc::cpu_set_t>(), &mask) };
+                if r != 0 && task == pid {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            w.spec.affinity = Some(cpus.clone());
+        }
+        Ok(())
+    }
+
+    /// Forgets the CPUs the workers labelled `group` were seen on so far.
+    pub fn forget_cpus(&mut self, group: &str) {
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.spec.group == group {
+                self.shared.slot(i).forget_cpus();
+            }
+        }
+    }
+
+    /// The groups of the workers, in spawn order, without repeats.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for w in &self.workers {
+            if !out.contains(&w.spec.group) {
+                out.push(w.spec.group.clone());
+            }
+        }
+        out
+    }
+
     fn release(&mut self, index: usize) {
         let w = &mut self.workers[index];
         w.stat_start = SchedStat::read(w.pid.unsigned_abs());
@@ -426,6 +447,16 @@ impl Workload {
         for w in &mut self.workers {
             w.stat_end = SchedStat::read(w.pid.unsigned_abs());
             w.migr_end = read_nr_migrations(w.pid.unsigned_abs());
+            // A cpuset may have changed mid-run: what it allows now counts too.
+            if let (Some(cg), Some(_)) = (&w.spec.cgroup, &w.cpuset)
+                && let Ok(now) = cg.effective_cpus()
+            {
+                let mut all = w.cpuset.take().unwrap_or_default();
+                for c in now.iter() {
+                    all.insert(c);
+                }
+                w.cpuset = Some(all);
+            }
         }
         let stop = now_ns();
         let header = self.shared.header();
@@ -495,29 +526,34 @@ impl Workload {
             _ => (SchedStat::default(), false),
         };
         let gap_end = slot.max_gap_end_ns.load(Ordering::Relaxed);
-        WorkerReport {
-            index,
-            group: w.spec.group.clone(),
-            work: w.spec.work,
-            policy: w.spec.policy,
-            nice: w.spec.nice,
-            pid: w.pid.unsigned_abs(),
-            wall: Duration::from_nanos(stop_ns.saturating_sub(go)),
-            cpu_time: Duration::from_nanos(stat.cpu_ns),
-            run_delay: Duration::from_nanos(stat.run_delay_ns),
-            runs: stat.runs,
-            iterations: slot.iterations.load(Ordering::Relaxed),
-            max_gap: Duration::from_nanos(slot.max_gap_ns.load(Ordering::Relaxed)),
-            max_gap_at: Duration::from_nanos(gap_end.saturating_sub(go)),
-            cpus: slot.cpu_list().into_iter().collect(),
-            migrations: match (w.migr_start, w.migr_end) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-                _ => None,
-            },
-            cpu_changes_seen: slot.cpu_changes.load(Ordering::Relaxed),
-            exited_cleanly: !w.killed && slot.state.load(Ordering::Acquire) == STATE_DONE,
-            schedstat,
-        }
+        let mut r = WorkerReport::new(index, w.spec.group.clone(), &w.spec.work);
+        r.policy = w.spec.policy;
+        r.nice = w.spec.nice;
+        r.pid = w.pid.unsigned_abs();
+        r.wall = Duration::from_nanos(stop_ns.saturating_sub(go));
+        r.cpu_time = Duration::from_nanos(stat.cpu_ns);
+        r.run_delay = Duration::from_nanos(stat.run_delay_ns);
+        r.runs = stat.runs;
+        r.progress = slot.progress.load(Ordering::Relaxed);
+        r.iterations = slot.iterations.load(Ordering::Relaxed);
+        r.max_gap = Duration::from_nanos(slot.max_gap_ns.load(Ordering::Relaxed));
+        r.max_gap_at = Duration::from_nanos(gap_end.saturating_sub(go));
+        r.wake_latency = slot.latency.summary();
+        r.cpus = slot.cpu_list().into_iter().collect();
+        r.cpuset = w.cpuset.clone();
+        r.affinity = w.spec.affinity.clone();
+        r.affinity_violations = slot.affinity_violations.load(Ordering::Relaxed);
+        r.cpu_weight = w.weight;
+        r.migrations = match (w.migr_start, w.migr_end) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        r.cpu_changes_seen = slot.cpu_changes.load(Ordering::Relaxed);
+        r.failures = slot.failures.load(Ordering::Relaxed);
+        r.helpers = slot.helpers.load(Ordering::Relaxed);
+        r.exited_cleanly = !w.killed && slot.state.load(Ordering::Acquire) == STATE_DONE;
+        r.schedstat = schedstat;
+        r
     }
 }
 

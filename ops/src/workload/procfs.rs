@@ -57,8 +57,63 @@ pub fn read_nr_migrations(pid: u32) -> Option<u64> {
     parse_nr_migrations(&text)
 }
 
+/// Parses a sysfs cache size (`cache/index3/size`: `"32768K"`, `"16M"`) into bytes.
+pub fn parse_cache_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let (num, mult) = match t.as_bytes().last()? {
+        b'K' => (&t[..t.len() - 1], 1 << 10),
+        b'M' => (&t[..t.len() - 1], 1 << 20),
+        b'G' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// The size of the largest cache of CPU 0 (the LLC), from sysfs.
+pub(crate) fn llc_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("size")).ok())
+        .filter_map(|s| parse_cache_size(&s))
+        .max()
+}
+
+/// For each CPU id, a key its SMT siblings share (package and core id from
+/// sysfs); `u32::MAX` where unknown.
+pub(crate) fn core_keys() -> Vec<u32> {
+    let read = |cpu: usize, f: &str| -> Option<u32> {
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut keys = Vec::new();
+    for cpu in 0..ktstr_topology::MAX_CPUS as usize {
+        let key = match (read(cpu, "physical_package_id"), read(cpu, "core_id")) {
+            (Some(p), Some(c)) => (p << 16) | (c & 0xffff),
+            _ => u32::MAX,
+        };
+        keys.push(key);
+    }
+    while keys.last() == Some(&u32::MAX) {
+        keys.pop();
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_cache_sizes() {
+        assert_eq!(super::parse_cache_size("32768K\n"), Some(32 << 20));
+        assert_eq!(super::parse_cache_size("16M"), Some(16 << 20));
+        assert_eq!(super::parse_cache_size("512"), Some(512));
+        assert_eq!(super::parse_cache_size("lots"), None);
+    }
+
     use super::*;
 
     #[test]

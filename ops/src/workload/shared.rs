@@ -9,6 +9,8 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::latency::Histogram;
+
 /// CPU ids a slot can record: `ktstr_topology::MAX_CPUS` (252) fits.
 pub(crate) const CPU_WORDS: usize = 4;
 
@@ -35,7 +37,7 @@ pub(crate) struct Header {
 }
 
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Slot {
     /// Futex word: 0 until the parent releases the worker.
     pub go: AtomicU32,
@@ -55,8 +57,18 @@ pub(crate) struct Slot {
     pub max_gap_end_ns: AtomicU64,
     /// Times `sched_getcpu` differed from the previous sample.
     pub cpu_changes: AtomicU64,
-    /// CPUs seen by `sched_getcpu`, one bit each.
+    /// CPUs seen by `sched_getcpu`, one bit each (the worker's and its helpers').
     pub cpus: [AtomicU64; CPU_WORDS],
+    /// Progress in the work type's own unit.
+    pub progress: AtomicU64,
+    /// System calls of the work loop that failed (counted, not fatal).
+    pub failures: AtomicU64,
+    /// Times the worker ran outside the mask it had just set for itself.
+    pub affinity_violations: AtomicU64,
+    /// Helper tasks forked over the run.
+    pub helpers: AtomicU64,
+    /// Wake-up latencies of the worker and its helpers.
+    pub latency: Histogram,
 }
 
 /// One anonymous shared mapping: a [`Header`] then `n` [`Slot`]s.
@@ -172,6 +184,20 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 }
 
 impl Slot {
+    /// Records that this task (worker or helper) runs on `cpu`.
+    pub fn saw_cpu(&self, cpu: usize) {
+        if let Some(word) = self.cpus.get(cpu / 64) {
+            word.fetch_or(1 << (cpu % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the CPUs recorded so far.
+    pub fn forget_cpus(&self) {
+        for word in &self.cpus {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The CPUs recorded in the slot.
     pub fn cpu_list(&self) -> Vec<u32> {
         let mut out = Vec::new();

@@ -1,23 +1,10 @@
-//! The checks that judge a scheduler from worker reports: starvation, fairness
-//! and scheduling gaps.
-//!
-//! Pure functions of [`WorkerReport`]s and [`Thresholds`], so their arithmetic is
-//! tested without a VM. Each failure names the worker, its cgroup, the figure and
-//! the threshold. A starved worker is reported by [`starvation`] only: the
-//! other checks leave it out, since its gap and CPU share only restate that it
-//! never ran.
-//!
-//! Fairness and gaps depend on timing. When the caller says timing is not
-//! reliable (more vCPUs than host cores), their failures are demoted to notes
-//! and the verdict is marked inconclusive, figures included.
+//! Progress and shares: [`starvation`], [`fairness`], [`max_gap`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::assert::AssertResult;
-use crate::workload::{WorkType, WorkerReport};
+use super::{Thresholds, is_starved, timing_failure};
+use crate::assert::{AssertResult, Figure};
+use crate::workload::WorkerReport;
 
 /// Check name of [`starvation`].
 pub const STARVATION: &str = "starvation";
@@ -28,86 +15,26 @@ pub const MAX_GAP: &str = "max_gap";
 /// Check name of [`complete`].
 pub const REPORTS: &str = "reports";
 
-/// Limits the checks hold workers to.
-///
-/// ```
-/// use std::time::Duration;
-/// use ktstr_ops::checks::Thresholds;
-///
-/// let t = Thresholds::default().with_max_gap(Duration::from_secs(1));
-/// assert_eq!(t.max_gap, Duration::from_secs(1));
-/// assert_eq!(t.min_iterations, 1);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Thresholds {
-    /// Starvation: a worker is starved when its loop completed fewer iterations
-    /// than this in the window. Default 1: it made no progress at all.
-    pub min_iterations: u64,
-    /// Fairness: the largest allowed spread of CPU time among workers of equal
-    /// weight (same cgroup, work, policy and nice), as (max - min) / mean.
-    /// Default 0.35.
-    pub max_spread: f64,
-    /// The longest allowed time between two observations of a worker's loop.
-    /// Default 1 s.
-    pub max_gap: Duration,
-}
-
-impl Default for Thresholds {
-    /// Defaults sized for a TCG guest on a shared 2-core host, where a vCPU
-    /// thread can lose its host CPU for a few hundred ms: loose enough not to flag
-    /// the host, tight enough to catch a scheduler that parks a task for seconds
-    /// or gives one task twice another's share.
-    fn default() -> Self {
-        Thresholds {
-            min_iterations: 1,
-            max_spread: 0.35,
-            max_gap: Duration::from_secs(1),
-        }
-    }
-}
-
-impl Thresholds {
-    /// Sets [`Thresholds::min_iterations`].
-    pub fn with_min_iterations(mut self, n: u64) -> Self {
-        self.min_iterations = n;
-        self
-    }
-
-    /// Sets [`Thresholds::max_spread`].
-    pub fn with_max_spread(mut self, spread: f64) -> Self {
-        self.max_spread = spread;
-        self
-    }
-
-    /// Sets [`Thresholds::max_gap`].
-    pub fn with_max_gap(mut self, gap: Duration) -> Self {
-        self.max_gap = gap;
-        self
-    }
-}
-
-fn is_starved(r: &WorkerReport, t: &Thresholds) -> bool {
-    r.iterations < t.min_iterations
-}
-
 /// Fails for every worker whose loop made less progress than
 /// [`Thresholds::min_iterations`] in its window.
 pub fn starvation(reports: &[WorkerReport], t: &Thresholds) -> AssertResult {
     let mut out = AssertResult::pass();
     for r in reports.iter().filter(|r| is_starved(r, t)) {
-        out.merge(AssertResult::fail(
+        out.merge(AssertResult::fail_with(
             STARVATION,
             format!(
                 "{} starved: {} iterations in {:.2?} (threshold: at least {}), cpu time {:.2?}, \
-                 waited runnable {:.2?}",
+                 waited runnable {:.2?}, progress {} {}",
                 r.who(),
                 r.iterations,
                 r.wall,
                 t.min_iterations,
                 r.cpu_time,
-                r.run_delay
+                r.run_delay,
+                r.progress,
+                r.unit
             ),
+            Figure::new(r.iterations as f64, t.min_iterations as f64, "iterations"),
         ));
     }
     if out.is_pass() {
@@ -139,7 +66,7 @@ struct WeightKey {
 fn key(r: &WorkerReport) -> WeightKey {
     WeightKey {
         group: r.group.clone(),
-        work: r.work.to_string(),
+        work: r.work.clone(),
         policy: r.policy.to_string(),
         nice: r.nice,
     }
@@ -156,7 +83,7 @@ pub fn spread(group: &[&WorkerReport]) -> Option<(f64, usize, usize)> {
 /// `None` below two workers, without work, or for work that is not CPU-bound
 /// (its iterations do not measure CPU received).
 pub fn work_spread(group: &[&WorkerReport]) -> Option<(f64, usize, usize)> {
-    if !group.iter().all(|r| r.work == WorkType::Spin) {
+    if !group.iter().all(|r| r.cpu_bound) {
         return None;
     }
     spread_of(group, |r| r.iterations as f64)
@@ -186,18 +113,33 @@ fn spread_of(
     Some(((secs(&group[hi]) - secs(&group[lo])) / mean, lo, hi))
 }
 
-/// Fails for every group of equal-weight workers whose CPU-time spread exceeds
-/// [`Thresholds::max_spread`]. Starved workers are left out (see the module docs).
+/// Workers of equal weight (same cgroup, work, policy and nice), by key.
+pub(crate) fn equal_weight_groups<'a>(
+    reports: impl IntoIterator<Item = &'a WorkerReport>,
+) -> BTreeMap<(String, String, String, i32), Vec<&'a WorkerReport>> {
+    let mut groups: BTreeMap<_, Vec<&WorkerReport>> = BTreeMap::new();
+    for r in reports {
+        let k = key(r);
+        groups
+            .entry((k.group, k.work, k.policy, k.nice))
+            .or_default()
+            .push(r);
+    }
+    groups
+}
+
+/// Fails for every group of equal-weight CPU-bound workers whose CPU-time
+/// spread exceeds [`Thresholds::max_spread`] (workers that block or change
+/// their own weight are not compared). Starved workers are left out.
 ///
 /// On an overcommitted VM (`timing_reliable` false) the guest's clock charges
 /// a task for time its vCPU was preempted on the host, which inflates short
-/// slices and flattens CPU-time differences. There CPU-bound groups are
-/// judged by the spread of work done instead (iterations: instructions the
-/// guest really executed for each worker); groups with no such measure are
-/// inconclusive.
+/// slices and flattens CPU-time differences. There the groups are judged by
+/// the spread of work done instead (iterations: what the guest really
+/// executed for each worker), the CPU-time figure kept as a note.
 pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
     let mut groups: BTreeMap<WeightKey, Vec<&WorkerReport>> = BTreeMap::new();
-    for r in reports.iter().filter(|r| !is_starved(r, t)) {
+    for r in reports.iter().filter(|r| !is_starved(r, t) && r.cpu_bound) {
         groups.entry(key(r)).or_default().push(r);
     }
     let mut out = AssertResult::pass();
@@ -222,6 +164,7 @@ pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool)
             group[hi].index,
             group[hi].cpu_time
         );
+        let cpu_fig = Figure::new(s * 100.0, t.max_spread * 100.0, "%");
         let work = work_spread(group).map(|(w, wlo, whi)| {
             let msg = format!(
                 "{what}: work done spread {:.1}% (threshold {:.1}%): worker {} did {} \
@@ -233,37 +176,39 @@ pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool)
                 group[whi].index,
                 group[whi].iterations
             );
-            (w, msg)
+            (w, msg, Figure::new(w * 100.0, t.max_spread * 100.0, "%"))
         });
         match (timing_reliable, work) {
             (true, work) => {
                 if s > t.max_spread {
-                    out.merge(AssertResult::fail(FAIRNESS, cpu_msg));
+                    out.merge(AssertResult::fail_with(FAIRNESS, cpu_msg, cpu_fig));
                 } else {
-                    out = out.note(FAIRNESS, cpu_msg);
+                    out = out.note_with(FAIRNESS, cpu_msg, cpu_fig);
                 }
-                if let Some((_, msg)) = work {
-                    out = out.note(FAIRNESS, msg);
+                if let Some((_, msg, fig)) = work {
+                    out = out.note_with(FAIRNESS, msg, fig);
                 }
             }
-            (false, Some((w, msg))) => {
-                out = out.note(
+            (false, Some((w, msg, fig))) => {
+                out = out.note_with(
                     FAIRNESS,
                     format!("{cpu_msg} (not judged: the VM is overcommitted)"),
+                    cpu_fig,
                 );
                 if w > t.max_spread {
-                    out.merge(AssertResult::fail(
+                    out.merge(AssertResult::fail_with(
                         FAIRNESS,
                         format!("{msg} (judged by work done: the VM is overcommitted)"),
+                        fig,
                     ));
                 } else {
-                    out = out.note(FAIRNESS, msg);
+                    out = out.note_with(FAIRNESS, msg, fig);
                 }
             }
             (false, None) if s > t.max_spread => {
-                out.merge(timing_failure(FAIRNESS, cpu_msg, false));
+                out.merge(timing_failure(FAIRNESS, cpu_msg, cpu_fig, false));
             }
-            (false, None) => out = out.note(FAIRNESS, cpu_msg),
+            (false, None) => out = out.note_with(FAIRNESS, cpu_msg, cpu_fig),
         }
     }
     out
@@ -288,6 +233,7 @@ pub fn max_gap(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) 
                     r.max_gap_at,
                     r.wall
                 ),
+                Figure::new(ms(r.max_gap), ms(t.max_gap), "ms"),
                 timing_reliable,
             ));
         }
@@ -309,17 +255,8 @@ pub fn max_gap(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) 
     out
 }
 
-/// A failure, or, when timing is unreliable, a note plus an inconclusive mark.
-fn timing_failure(check: &str, msg: String, timing_reliable: bool) -> AssertResult {
-    if timing_reliable {
-        AssertResult::fail(check, msg)
-    } else {
-        AssertResult::pass()
-            .note(check, msg.clone())
-            .inconclusive_because(format!(
-                "{check} would fail, but timing is unreliable (more vCPUs than host cores): {msg}"
-            ))
-    }
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Fails when the reports cannot support a verdict: no worker reported, a
@@ -362,79 +299,11 @@ pub fn complete(reports: &[WorkerReport]) -> AssertResult {
     out
 }
 
-/// Every check: [`complete`], [`starvation`], [`fairness`] and [`max_gap`].
-pub fn all(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
-    complete(reports)
-        .merged(starvation(reports, t))
-        .merged(fairness(reports, t, timing_reliable))
-        .merged(max_gap(reports, t, timing_reliable))
-}
-
-/// One line per worker: the figures behind the verdict, for logs and notes.
-pub fn summary(reports: &[WorkerReport]) -> String {
-    let mut s = String::new();
-    for r in reports {
-        let migrations = r
-            .migrations
-            .map_or_else(|| "?".to_string(), |m| m.to_string());
-        s.push_str(&format!(
-            "worker {:>2} pid {:>5} {:<10} {:<6} cpu {:>9.2?} wait {:>9.2?} runs {:>6} \
-             iters {:>8} gap {:>9.2?} cpus [{}] migr {} (seen {}){}\n",
-            r.index,
-            r.pid,
-            r.group,
-            match r.work {
-                WorkType::Spin => "spin".to_string(),
-                other => other.to_string(),
-            },
-            r.cpu_time,
-            r.run_delay,
-            r.runs,
-            r.iterations,
-            r.max_gap,
-            r.cpus,
-            migrations,
-            r.cpu_changes_seen,
-            if r.exited_cleanly { "" } else { " KILLED" }
-        ));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::all;
+    use super::super::test_util::report;
     use super::*;
-    use crate::cgroup::CpuSet;
-    use crate::workload::SchedPolicy;
-
-    fn report(
-        index: usize,
-        group: &str,
-        cpu_ms: u64,
-        iterations: u64,
-        gap_ms: u64,
-    ) -> WorkerReport {
-        WorkerReport {
-            index,
-            group: group.to_string(),
-            work: WorkType::Spin,
-            policy: SchedPolicy::Normal,
-            nice: 0,
-            pid: 100 + index as u32,
-            wall: Duration::from_secs(5),
-            cpu_time: Duration::from_millis(cpu_ms),
-            run_delay: Duration::ZERO,
-            runs: 10,
-            iterations,
-            max_gap: Duration::from_millis(gap_ms),
-            max_gap_at: Duration::from_millis(100),
-            cpus: CpuSet::from([0]),
-            migrations: Some(0),
-            cpu_changes_seen: 0,
-            exited_cleanly: true,
-            schedstat: true,
-        }
-    }
 
     #[test]
     fn reports_that_cannot_support_a_verdict_fail() {
@@ -481,20 +350,6 @@ mod tests {
         assert!((s - 1.0).abs() < 1e-9, "{s}");
         assert_eq!((lo, hi), (0, 1));
         assert_eq!(spread(&[&a]), None);
-    }
-
-    #[test]
-    fn balanced_workers_pass_every_check() {
-        let rs = [
-            report(0, "cg_0", 2500, 900, 20),
-            report(1, "cg_0", 2400, 880, 25),
-            report(2, "cg_1", 2450, 870, 30),
-            report(3, "cg_1", 2550, 910, 15),
-        ];
-        let v = all(&rs, &Thresholds::default(), true);
-        assert!(v.is_pass(), "{v}");
-        assert!(v.inconclusive().is_empty());
-        assert!(v.details().iter().any(|d| d.check == FAIRNESS));
     }
 
     #[test]
@@ -569,13 +424,11 @@ mod tests {
         ];
         let v = fairness(&fair, &Thresholds::default(), false);
         assert!(v.is_pass() && v.inconclusive().is_empty(), "{v}");
-        // Not CPU-bound: no work measure, so an over-threshold CPU spread is
+        // No work measured at all: an over-threshold CPU spread is
         // inconclusive, never a silent pass.
-        let mut a = report(0, "cg_0", 1000, 10, 1);
-        let mut b = report(1, "cg_0", 3000, 10, 1);
-        a.work = WorkType::Yield;
-        b.work = WorkType::Yield;
-        let v = fairness(&[a, b], &Thresholds::default(), false);
+        let none = [report(0, "cg_0", 1000, 0, 1), report(1, "cg_0", 3000, 0, 1)];
+        let t = Thresholds::default().with_min_iterations(0);
+        let v = fairness(&none, &t, false);
         assert!(v.is_pass() && v.inconclusive().len() == 1, "{v}");
     }
 

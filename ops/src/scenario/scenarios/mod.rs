@@ -1,4 +1,29 @@
-//! Ready-made scenarios.
+//! Ready-made scenarios, each one line in a test body:
+//! `scenarios::cpuset_resize(ctx)`.
+//!
+//! | kind | scenarios | module |
+//! |---|---|---|
+//! | fixed cgroups | [`steady`], [`steady_llc`], [`oversubscribed`], [`pinned_workers`], [`mixed_workloads`], [`nested_cgroups`], [`weighted_cgroups`], [`host_contention`], [`rt_starvation`] | `fixed`, here |
+//! | changes mid-run | [`cpuset_apply`], [`cpuset_clear`], [`cpuset_resize`], [`cgroup_add`], [`cgroup_remove`], [`affinity_change`], [`cpu_hotplug`], [`class_switch`] | `dynamic` |
+//! | stress | [`many_cgroups`], [`many_workers`], [`rapid_cpuset_changes`] | `stress` |
+//!
+//! Each runs for `ctx.duration` and applies every check of
+//! [`crate::checks::all`] with `ctx.thresholds` (plus, for
+//! [`weighted_cgroups`], [`crate::checks::weighted_fairness`]).
+
+mod dynamic;
+mod fixed;
+mod stress;
+
+pub use dynamic::{
+    affinity_change, cgroup_add, cgroup_remove, class_switch, cpu_hotplug, cpuset_apply,
+    cpuset_clear, cpuset_resize,
+};
+pub use fixed::{
+    host_contention, mixed_workloads, nested_cgroups, oversubscribed, pinned_workers, steady_llc,
+    weighted_cgroups,
+};
+pub use stress::{many_cgroups, many_workers, rapid_cpuset_changes};
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +31,27 @@ use anyhow::Context as _;
 
 use super::{CgroupDef, Ctx, execute_defs};
 use crate::assert::AssertResult;
+use crate::cgroup::CpuSet;
 use crate::workload::SchedPolicy;
+
+/// The CPUs of the VM, `0..nr_cpus`.
+pub(crate) fn all_cpus(ctx: &Ctx) -> CpuSet {
+    CpuSet::range(0..ctx.topology.nr_cpus().max(1))
+}
+
+/// The first and second half of the CPUs (the same CPU twice on one CPU).
+pub(crate) fn halves(ctx: &Ctx) -> (CpuSet, CpuSet) {
+    let n = ctx.topology.nr_cpus().max(1);
+    if n == 1 {
+        return (CpuSet::from([0]), CpuSet::from([0]));
+    }
+    (CpuSet::range(0..n / 2), CpuSet::range(n / 2..n))
+}
+
+/// `per_cpu` workers per CPU, at least 1, at most `cap`.
+pub(crate) fn per_cpu(ctx: &Ctx, per_cpu: usize, cap: usize) -> usize {
+    (ctx.topology.nr_cpus() as usize * per_cpu).clamp(1, cap)
+}
 
 /// Most workers per cgroup `steady` makes, so big topologies stay quick in TCG.
 const STEADY_MAX_PER_CGROUP: usize = 32;

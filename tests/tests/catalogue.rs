@@ -1,0 +1,88 @@
+//! The workload and scenario catalogue in a real guest (QEMU TCG, kernel
+//! 7.3, EEVDF): every work type makes progress in its own unit, and the
+//! scenarios that need controllers or CPUs the build host cannot offer
+//! (cpusets, `cpu.weight`, CPU hotplug, SCHED_EXT) run and pass their checks.
+//! Three VMs of about 10-15 s each; the host-side proofs are in
+//! `ops/tests/host_*.rs`.
+
+use std::time::Duration;
+
+use ktstr::prelude::*;
+use ktstr::scenario::{WorkType, checks, run_defs};
+
+fn for_(ctx: &Ctx, ms: u64) -> Ctx {
+    ctx.clone().with_duration(Duration::from_millis(ms))
+}
+
+/// Each work type alone in its cgroup for 150 ms: progress above zero in its
+/// unit, wake-up latencies where it measures them, and no placement check
+/// fails (timing is judged by the scenario tests, not here).
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 1,
+    watchdog_timeout_s = 60
+)]
+fn every_work_type_progresses_in_the_guest(ctx: &Ctx) -> Result<AssertResult> {
+    let short = for_(ctx, 150);
+    let mut v = AssertResult::pass();
+    let mut reports = Vec::new();
+    for work in WorkType::catalogue() {
+        let kind = work.kind();
+        let rs = run_defs(
+            &short,
+            [CgroupDef::named(kind).workers(1).work(work.clone())],
+        )?;
+        for r in &rs {
+            let lat = r
+                .wake_latency
+                .map(|l| format!(", wake p50 {:.2?} p99 {:.2?}", l.p50, l.p99))
+                .unwrap_or_default();
+            let line = format!("{}: {} {}{lat}", r.work, r.progress, r.unit);
+            if r.progress == 0 || (work.measures_latency() && r.wake_latency.is_none()) {
+                v.merge(AssertResult::fail("catalogue", line));
+            } else {
+                v = v.note("catalogue", line);
+            }
+        }
+        reports.extend(rs);
+    }
+    Ok(v.merged(checks::starvation(&reports, &ctx.thresholds))
+        .merged(checks::cpuset_isolation(&reports))
+        .merged(checks::affinity(&reports))
+        .with_workers(reports))
+}
+
+/// Cpusets applied, resized and cleared, a cgroup removed and workers re-pinned
+/// mid-run: 1.5 s each, every check.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 6,
+    watchdog_timeout_s = 60
+)]
+fn cpusets_cgroups_and_affinity_change_mid_run(ctx: &Ctx) -> Result<AssertResult> {
+    let c = for_(ctx, 1500);
+    Ok(scenarios::cpuset_resize(&c)?
+        .merged(scenarios::cpuset_clear(&c)?)
+        .merged(scenarios::cgroup_remove(&c)?)
+        .merged(scenarios::affinity_change(&c)?))
+}
+
+/// CPU hotplug, weighted cgroups (1:3 by `cpu.weight`) and tasks switching
+/// between SCHED_EXT and the fair class: 2 s each, every check.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 6,
+    watchdog_timeout_s = 60
+)]
+fn hotplug_weights_and_class_switches(ctx: &Ctx) -> Result<AssertResult> {
+    let c = for_(ctx, 2000);
+    Ok(scenarios::cpu_hotplug(&c)?
+        .merged(scenarios::weighted_cgroups(&c)?)
+        .merged(scenarios::class_switch(&c)?))
+}
