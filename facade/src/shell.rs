@@ -82,6 +82,9 @@ pub struct ShellOptions {
     /// The guest agent: a binary that calls [`agent_main`] first thing (the
     /// `ktstr` command does). `None`: this process's own binary.
     pub agent: Option<PathBuf>,
+    /// More kernel command-line arguments (`loglevel=7` shows what `quiet`
+    /// hides).
+    pub kernel_args: String,
 }
 
 /// Call first thing in `main` of a binary used as the shell's guest agent:
@@ -176,6 +179,12 @@ impl ShellVm {
         let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
         spec.initrd = Some(initrd.path().to_path_buf());
         spec.cmdline.push_str(" rdinit=/init");
+        if !opts.kernel_args.is_empty() {
+            spec.cmdline.push(' ');
+            spec.cmdline.push_str(&opts.kernel_args);
+        }
+        spec.host_threads = Some(host.host_cpus);
+        spec.tcg = host.tcg;
         spec.reserved.push(ReservedRegion {
             gpa: channel::CHANNEL_GPA,
             size: channel::CHANNEL_SIZE,

@@ -67,10 +67,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn shell(b: &ShellBench) -> Result<(), String> {
-    let kernel = crate::host()?
-        .resolve_kernel(None)
-        .map_err(|e| e.to_string())?;
+/// Builds the `ktstr` command (the shell's guest agent too) and returns its path.
+pub(crate) fn build_ktstr() -> Result<PathBuf, String> {
     let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(workspace())
         .args(["build", "-q", "-p", "ktstr-cli", "--bin", "ktstr"])
@@ -79,7 +77,14 @@ fn shell(b: &ShellBench) -> Result<(), String> {
     if !st.success() {
         return Err("building the ktstr binary failed".into());
     }
-    let ktstr_bin = target_dir().join("debug/ktstr");
+    Ok(target_dir().join("debug/ktstr"))
+}
+
+fn shell(b: &ShellBench) -> Result<(), String> {
+    let kernel = crate::host()?
+        .resolve_kernel(None)
+        .map_err(|e| e.to_string())?;
+    let ktstr_bin = build_ktstr()?;
 
     // The competitor: busybox as /init that powers off at once.
     let mut a = Archive::new();

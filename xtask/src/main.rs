@@ -5,6 +5,7 @@
 
 mod bench;
 mod setup;
+mod stress;
 mod test;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ enum Cmd {
     Test(test::TestCmd),
     Demo(test::DemoCmd),
     Bench(bench::BenchCmd),
+    StressBoots(stress::StressCmd),
     Initramfs(InitramfsCmd),
     Btf(BtfCmd),
 }
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Bench(b) => bench::run(&b),
+        Cmd::StressBoots(s) => stress::run(&s),
         Cmd::Btf(BtfCmd {
             cmd: BtfSub::DumpC(d),
         }) => btf_dump_c(&d),

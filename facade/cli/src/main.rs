@@ -50,6 +50,9 @@ struct ShellCmd {
     /// a host binary to pack at /bin/NAME with its shared libraries (repeatable)
     #[argh(option)]
     include: Vec<PathBuf>,
+    /// more kernel command-line arguments (e.g. "loglevel=7")
+    #[argh(option)]
+    kernel_args: Option<String>,
 }
 
 /// Print the CPU map of a topology or preset: cpu -> node, LLC, core, thread, APIC id.
@@ -127,6 +130,7 @@ fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
         verbose: cmd.verbose,
         include: cmd.include,
         agent: None,
+        kernel_args: cmd.kernel_args.unwrap_or_default(),
     };
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();

@@ -294,6 +294,7 @@ fn shell_vm(exec: &str) -> ShellVm {
             verbose: false,
             include: vec![],
             agent: Some(env!("CARGO_BIN_EXE_ktstr").into()),
+            kernel_args: String::new(),
         },
         &ktstr::config::HostConfig::from_env().expect("host configuration"),
     )
@@ -399,6 +400,7 @@ fn vm_two_one_vcpu_vms_overlap_with_two_host_cpus() {
         verbose: false,
         include: vec![],
         agent: Some(env!("CARGO_BIN_EXE_ktstr").into()),
+        kernel_args: String::new(),
     };
     let mut a = ShellVm::boot(&opts("echo a-up; sleep 20"), &host).expect("boot a");
     let mut b = ShellVm::boot(&opts("echo b-up; sleep 20"), &host).expect("boot b");
