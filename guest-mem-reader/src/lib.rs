@@ -36,6 +36,7 @@
 mod bpf;
 mod cache;
 mod error;
+pub mod image;
 pub mod kallsyms;
 mod kernel;
 mod sched;
