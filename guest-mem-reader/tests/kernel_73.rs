@@ -132,3 +132,81 @@ fn the_cache_is_rebuilt_for_another_image_and_loads_the_same_table() {
         "a failed build must leave the old cache alone"
     );
 }
+
+/// The image's allocated sections loaded into guest RAM where the boot loader puts them
+/// (physical = virtual - `__START_KERNEL_map`, `nokaslr`): what the monitor sees at the very
+/// start of boot, read through the real 7.3 BTF layouts.
+#[test]
+fn the_loaded_image_reads_through_the_real_btf() {
+    use ktstr_guest_mem::{AddressLayout, GuestKernel, START_KERNEL_MAP};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    let bytes = image();
+    let elf = object::File::parse(&*bytes).unwrap();
+    let syms = kallsyms::from_elf_bytes(&bytes).unwrap();
+    let btf_bytes = ktstr_btf::elf::btf_section(&bytes).unwrap();
+    let btf = Btf::parse(btf_bytes).unwrap();
+    let end = syms.address("_end").unwrap() - START_KERNEL_MAP;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (end as usize + (8 << 20)))])
+        .unwrap();
+    for s in elf.sections() {
+        let Ok(data) = s.data() else { continue };
+        if s.address() >= START_KERNEL_MAP
+            && !data.is_empty()
+            && s.address() < START_KERNEL_MAP + end
+        {
+            mem.write_slice(data, GuestAddress(s.address() - START_KERNEL_MAP))
+                .unwrap();
+        }
+    }
+    let k = GuestKernel::new(&mem, &syms, &btf, AddressLayout::nokaslr())
+        .unwrap()
+        .with_page_offset_base_from_guest()
+        .unwrap();
+    assert_eq!(k.layout().page_offset_base(), 0xffff_8880_0000_0000);
+    let banner = k.read_cstr(k.symbol("linux_banner").unwrap(), 256).unwrap();
+    assert!(banner.starts_with("Linux version 7."), "{banner}");
+    // INIT_TASK: pid 0, comm "swapper", its own group leader.
+    let init = k.global("init_task", "task_struct").unwrap();
+    assert_eq!(init.field("pid").unwrap().i64().unwrap(), 0);
+    assert_eq!(init.field("comm").unwrap().string().unwrap(), "swapper");
+    assert_eq!(
+        init.field("group_leader").unwrap().u64().unwrap(),
+        init.addr()
+    );
+    assert_eq!(
+        init.field("group_leader->comm").unwrap().string().unwrap(),
+        "swapper"
+    );
+    let text = init.decode().unwrap().to_string();
+    assert!(
+        text.contains("comm=\"swapper\""),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    // Before boot every __per_cpu_offset is 0: CPU 0's runqueue is the template, all zeros,
+    // and every field the monitor samples exists in 7.3's struct rq.
+    let s = k.rq_sample(0).unwrap();
+    assert_eq!(
+        (
+            s.nr_running,
+            s.clock,
+            s.scx_nr_running,
+            s.local_dsq_nr,
+            s.curr_pid
+        ),
+        (Some(0), Some(0), Some(0), Some(0), None)
+    );
+    assert!(
+        k.rq_samples().unwrap().len() > 1,
+        "nr_cpu_ids is NR_CPUS before boot"
+    );
+    // No scheduler, no maps yet.
+    assert_eq!(k.scheduler_name().unwrap(), None);
+    assert!(k.user_dsqs().unwrap().is_empty());
+    assert!(k.bpf_maps().unwrap().is_empty());
+    assert!(matches!(
+        k.bpf_var("nr_dispatched"),
+        Err(ktstr_guest_mem::Error::NoSuchVar { .. })
+    ));
+}
