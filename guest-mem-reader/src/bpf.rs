@@ -21,6 +21,8 @@ pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// Largest program BTF read from the guest.
 const MAX_BTF: u64 = 16 << 20;
+/// Bytes of hash-map buckets read at once.
+const BUCKET_CHUNK: u64 = 64 << 10;
 /// Magic of raw BTF (`BTF_MAGIC`).
 const BTF_MAGIC: [u8; 2] = [0x9f, 0xeb];
 
@@ -297,8 +299,27 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
         let value_off = key_off + u64::from(map.key_size).next_multiple_of(8);
         let mut budget = MAX_STEPS;
         let mut out = Vec::new();
-        for b in 0..n {
-            let first = self.read_u64(buckets.wrapping_add(b * bucket_size + first_off))?;
+        // Buckets are read in chunks: a big (or garbage) count costs few guest reads.
+        let per_chunk = (BUCKET_CHUNK / bucket_size.max(1)).max(1);
+        let mut firsts = Vec::new();
+        for start in (0..n).step_by(per_chunk as usize) {
+            let count = per_chunk.min(n - start);
+            let raw = self.read_vec(
+                buckets.wrapping_add(start * bucket_size),
+                count * bucket_size,
+                "hash map buckets",
+            )?;
+            for i in 0..count {
+                let at = (i * bucket_size + first_off) as usize;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(raw.get(at..at + 8).unwrap_or(&[0; 8]));
+                let first = u64::from_le_bytes(b);
+                if first & 1 == 0 && first != 0 {
+                    firsts.push(first);
+                }
+            }
+        }
+        for first in firsts {
             for e in walk::nulls_chain(self, first, next_off, &mut budget)? {
                 if out.len() as u64 >= MAX_ENTRIES {
                     return Err(Error::WalkLimit {

@@ -190,31 +190,45 @@ impl Guest {
             .expect("crafted writes stay inside guest RAM");
     }
 
-    fn phys_of(&self, va: u64) -> u64 {
+    fn phys_of(&self, va: u64) -> Option<u64> {
         if va >= START_KERNEL_MAP {
-            return va - START_KERNEL_MAP;
+            return Some(va - START_KERNEL_MAP);
         }
         if va >= VMALLOC_START {
             let page = va & !4095;
-            let pa = self
-                .vmap
-                .iter()
-                .find(|(v, _)| *v == page)
-                .map_or(u64::MAX, |&(_, p)| p);
-            return pa + (va & 4095);
+            let (_, pa) = self.vmap.iter().find(|(v, _)| *v == page)?;
+            return pa.checked_add(va & 4095);
         }
-        va - PAGE_OFFSET_BASE_L4
+        va.checked_sub(PAGE_OFFSET_BASE_L4)
     }
 
     /// Write `bytes` at guest virtual `va` (image, direct map or vmalloc space).
     pub fn write(&self, va: u64, bytes: &[u8]) {
+        assert!(
+            self.poke(va, bytes),
+            "crafted write at {va:#x} is outside guest RAM"
+        );
+    }
+
+    /// Write what fits of `bytes` at `va`; false if some of it is unmapped or not guest RAM.
+    pub fn poke(&self, va: u64, bytes: &[u8]) -> bool {
         let mut done = 0;
+        let mut all = true;
         while done < bytes.len() {
-            let at = va + done as u64;
+            let at = va.wrapping_add(done as u64);
             let n = (4096 - (at & 4095) as usize).min(bytes.len() - done);
-            self.put_phys(self.phys_of(at), &bytes[done..done + n]);
+            let chunk = bytes.get(done..done + n).unwrap_or(&[]);
+            all &= self
+                .phys_of(at)
+                .is_some_and(|pa| self.mem.write_slice(chunk, GuestAddress(pa)).is_ok());
             done += n;
         }
+        all
+    }
+
+    /// Write what fits of `bytes` at guest physical `pa` (page tables included).
+    pub fn poke_phys(&self, pa: u64, bytes: &[u8]) -> bool {
+        self.mem.write_slice(bytes, GuestAddress(pa)).is_ok()
     }
 
     /// Write a little-endian u64.
