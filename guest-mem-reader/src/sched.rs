@@ -78,9 +78,14 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                     .map(|p| p as i32),
                 t.get("comm")?
                     .map(|v| {
-                        let mut s = v.string()?;
-                        s.truncate(COMM_LEN);
-                        Ok::<_, Error>(s)
+                        // Garbage decodes lossily (U+FFFD is 3 bytes): cut on a char
+                        // boundary, never inside one.
+                        let s = v.string()?;
+                        let end = (0..=COMM_LEN.min(s.len()))
+                            .rev()
+                            .find(|&i| s.is_char_boundary(i))
+                            .unwrap_or(0);
+                        Ok::<_, Error>(s.get(..end).unwrap_or("").to_string())
                     })
                     .transpose()?,
             ),

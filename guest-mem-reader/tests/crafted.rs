@@ -396,3 +396,12 @@ fn a_kernel_image_without_btf() {
     let e = ktstr_guest_mem::kallsyms::from_vmlinux(&me).unwrap_err();
     assert!(e.to_string().contains("kallsyms"), "{e}");
 }
+
+#[test]
+fn a_comm_that_is_not_utf8_is_cut_on_a_char_boundary() {
+    // Found by the fuzzer: 0xff bytes decode to 3-byte U+FFFD each.
+    let g = Guest::new();
+    g.set_bytes(g.addrs.tasks[1], "task_struct", "comm", &[0xff; 16]);
+    let comm = g.kernel().rq_sample(1).unwrap().curr_comm.unwrap();
+    assert_eq!(comm, "\u{fffd}".repeat(5));
+}
