@@ -19,12 +19,26 @@ pub const MAX_CPUS: u32 = 8192;
 /// VM backends hand guest RAM out that way; the reader never knows which one runs).
 ///
 /// Cheap to build: hold one per sampling thread, or build one per sample.
-#[derive(Debug)]
 pub struct GuestKernel<'k, M: ?Sized> {
     mem: &'k M,
     syms: &'k KernelSymbols,
     btf: &'k Btf<'k>,
     tr: Translator,
+}
+
+// By hand: the derived form would print every symbol and the whole BTF.
+impl<M: ?Sized> std::fmt::Debug for GuestKernel<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestKernel")
+            .field("layout", &self.tr.layout)
+            .field(
+                "image",
+                &format_args!("{:#x}..{:#x}", self.tr.image.0, self.tr.image.1),
+            )
+            .field("symbols", &self.syms.len())
+            .field("btf_types", &self.btf.type_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {

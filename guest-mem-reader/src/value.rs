@@ -12,13 +12,22 @@ use crate::kernel::{GuestKernel, MAX_READ};
 const MAX_CSTR: usize = 4096;
 
 /// A typed place in guest memory.
-#[derive(Debug)]
 pub struct Value<'g, M: ?Sized> {
     k: &'g GuestKernel<'g, M>,
     addr: u64,
     ty: TypeId,
     /// For a bitfield: (bit offset from `addr`, width).
     bits: Option<(u32, u32)>,
+}
+
+impl<M: ?Sized> std::fmt::Debug for Value<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Value")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("ty", &self.ty)
+            .field("bits", &self.bits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<M: ?Sized> Clone for Value<'_, M> {

@@ -1,7 +1,7 @@
 //! The crafted kernel's BTF and a BPF program's BTF. Member names are the real kernel's; the
 //! offsets are deliberately not, so a reader that hard-codes a 7.3 offset fails here.
 
-use ktstr_btf::{BtfBuilder, Kind, TypeId};
+use ktstr_btf::{BtfBuilder, TypeId};
 
 /// `enum bpf_map_type` values used by the crafted maps (`include/uapi/linux/bpf.h`).
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -250,7 +250,6 @@ pub fn kernel_btf() -> Vec<u8> {
 
     let runqueues = b.var("runqueues", rq, 1);
     b.datasec(".data..percpu", 0x2000, &[(runqueues, 0x1000, 256)]);
-    let _ = (ulong, Kind::Void);
     b.finish()
 }
 
