@@ -210,3 +210,63 @@ fn the_loaded_image_reads_through_the_real_btf() {
         Err(ktstr_guest_mem::Error::NoSuchVar { .. })
     ));
 }
+
+/// Every (struct, member path) the reader walks resolves in the real kernel's BTF: the crafted
+/// guest's layouts are made up, so this is what ties the walkers to a real kernel.
+#[test]
+fn every_member_path_the_reader_uses_exists_in_the_kernel_btf() {
+    let bytes = image();
+    let btf = Btf::parse(ktstr_btf::elf::btf_section(&bytes).unwrap()).unwrap();
+    let paths: &[(&str, &[&str])] = &[
+        (
+            "rq",
+            &[
+                "nr_running",
+                "clock",
+                "scx.nr_running",
+                "scx.local_dsq.nr",
+                "curr",
+            ],
+        ),
+        ("task_struct", &["pid", "comm"]),
+        ("scx_sched", &["ops.name", "dsq_hash"]),
+        ("rhashtable", &["tbl"]),
+        ("bucket_table", &["size", "nest", "buckets"]),
+        ("rhash_head", &["next"]),
+        ("scx_dispatch_q", &["id", "nr", "hash_node"]),
+        ("xarray", &["xa_head"]),
+        ("idr", &["idr_rt", "idr_base"]),
+        ("xa_node", &["shift", "slots"]),
+        ("btf", &["data", "data_size"]),
+        (
+            "bpf_map",
+            &[
+                "id",
+                "name",
+                "map_type",
+                "key_size",
+                "value_size",
+                "max_entries",
+                "btf",
+                "btf_key_type_id",
+                "btf_value_type_id",
+            ],
+        ),
+        ("bpf_array", &["elem_size", "value", "pptrs"]),
+        ("bpf_htab", &["buckets", "n_buckets"]),
+        ("bucket", &["head.first"]),
+        ("htab_elem", &["hash_node.next", "key"]),
+    ];
+    for (ty, members) in paths {
+        for m in *members {
+            btf.member(ty, m)
+                .unwrap_or_else(|e| panic!("{ty}.{m}: {e}"));
+        }
+    }
+    // The xarray walker knows 64 slots per node (XA_CHUNK_SHIFT 6).
+    let slots = btf.member("xa_node", "slots").unwrap();
+    assert_eq!(btf.ty(slots.ty).unwrap().array().unwrap().nelems, 64);
+    // `runqueues` is typed by the per-CPU data section.
+    let rq = btf.datasec_var(".data..percpu", "runqueues").unwrap();
+    assert_eq!(btf.type_name(rq.ty).unwrap(), "struct rq");
+}
