@@ -30,6 +30,7 @@ extern crate std;
 mod btf;
 mod builder;
 pub mod c_dump;
+mod decode;
 #[cfg(feature = "std")]
 pub mod elf;
 mod error;
@@ -43,6 +44,7 @@ mod types;
 
 pub use btf::Btf;
 pub use builder::BtfBuilder;
+pub use decode::{CpuList, DecodeLimits, Decoded, Field};
 pub use error::BtfError;
 pub use layout::MemberInfo;
 pub use query::{DatasecVar, FuncSig};

@@ -7,8 +7,8 @@ use crate::builder::BtfBuilder;
 use crate::types::{Kind, TypeId};
 
 /// Base BTF with `rq`, `scx_rq`, `scx_dispatch_q`, `task_struct`, `sched_ext_entity`, enums
-/// `scx_dsq_id_flags` (ENUM64) and `scx_exit_kind`, the function `scx_bpf_dsq_insert` and a
-/// `.bss` DATASEC, using every kind.
+/// `scx_dsq_id_flags` (ENUM64), `scx_exit_kind` and `scx_enq_flags` (single bits), the function
+/// `scx_bpf_dsq_insert`, a `.bss` DATASEC, `struct cpumask` and `_Bool`, using every kind.
 pub fn tiny() -> Vec<u8> {
     tiny_builder().finish()
 }
@@ -120,6 +120,22 @@ fn tiny_builder() -> BtfBuilder {
     let cc = b.reference(Kind::Const, "", ch);
     let ccp = b.ptr(cc);
     b.reference(Kind::Restrict, "", ccp);
+    // Appended later (ids above stay put): a flags enum, a cpumask, a bool.
+    b.enum64_type(
+        "scx_enq_flags",
+        8,
+        false,
+        &[
+            ("SCX_ENQ_WAKEUP", 1),
+            ("SCX_ENQ_HEAD", 1 << 4),
+            ("SCX_ENQ_PREEMPT", 1 << 32),
+        ],
+    );
+    let ulong = b.int("long unsigned int", 8, false);
+    let bits = b.array(ulong, int, 2);
+    let cpumask = b.struct_type("cpumask", 16, &[("bits", bits, 0, 0)]);
+    b.typedef("cpumask_t", cpumask);
+    b.int_encoded("_Bool", 1, 4, 0, 8);
     let _ = rq;
     b
 }

@@ -371,6 +371,40 @@ fn scheduler_enums_and_kfuncs() {
     assert_eq!(f.params[0].name, "p");
 }
 
+#[test]
+fn typed_values_decode_with_the_kernel_btf() {
+    let (_, bytes) = kernel();
+    let btf = Btf::parse(elf::btf_section(&bytes).unwrap()).unwrap();
+    let enq = btf.find("scx_enq_flags").unwrap();
+    // 7.3 has a multi-bit `__SCX_ENQ_INTERNAL_MASK` among its single bits: still flags.
+    let wakeup = btf.enum_value("SCX_ENQ_WAKEUP").unwrap().as_u64();
+    let head = btf.enum_value("SCX_ENQ_HEAD").unwrap().as_u64();
+    assert_eq!(
+        btf.format_flags(enq, wakeup | head | 0x2).unwrap(),
+        "SCX_ENQ_WAKEUP|SCX_ENQ_HEAD|0x2"
+    );
+    let kind = btf.find("scx_exit_kind").unwrap();
+    let d = btf.decode(kind, &1026u32.to_le_bytes()).unwrap();
+    assert_eq!(d.to_string(), "SCX_EXIT_ERROR_STALL");
+    // struct cpumask is NR_CPUS bits: a list, not 128 numbers.
+    let mask = btf
+        .find_kind("cpumask_t", ktstr_btf::Kind::Typedef)
+        .unwrap();
+    let mut bits = vec![0u8; btf.size_of(mask).unwrap() as usize];
+    bits[0] = 0x0f;
+    bits[1] = 0x01;
+    assert_eq!(btf.decode(mask, &bits).unwrap().to_string(), "cpus(0-3,8)");
+    // A whole task_struct of zeroes prints without panicking, strings and all.
+    let task = btf.find("task_struct").unwrap();
+    let zeros = vec![0u8; btf.size_of(task).unwrap() as usize];
+    let text = btf.decode(task, &zeros).unwrap().to_string();
+    assert!(
+        text.contains("comm=\"\""),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+}
+
 const BPF_PROG: &str = r#"
 #include "vmlinux.h"
 

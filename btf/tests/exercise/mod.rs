@@ -66,6 +66,15 @@ fn queries(btf: &Btf<'_>) {
         }
         let _ = btf.member_of(id, "");
         let _ = btf.member_of(id, "a..b[");
+        // Typed-value decoding over a fixed pattern and a value cut short.
+        for bytes in [&[0xa5u8; 64][..], &[0x01, 0x80, 0xff][..]] {
+            if let Ok(d) = btf.decode(id, bytes) {
+                sink.push_str(&d.to_string());
+                let _ = (d.field(name), d.as_u64());
+            }
+        }
+        let _ = btf.enum_name(id, u64::MAX);
+        let _ = btf.format_flags(id, 0x8000_0000_0000_0041);
         for e in t.enumerators().take(64) {
             let _ = btf.enum_value(e.name);
             let _ = btf.enum_value_in(name, e.name);

@@ -1,0 +1,35 @@
+//! The kernel image file: its `.BTF` section, read without loading the whole (60+ MB) ELF.
+
+use std::path::Path;
+
+use object::{Object, ObjectSection};
+
+use crate::error::{Error, Result};
+
+/// The `.BTF` section of the ELF vmlinux at `path` (only the headers and that section are
+/// read). A kernel built without `CONFIG_DEBUG_INFO_BTF` is an error that says so.
+///
+/// ```no_run
+/// let bytes = ktstr_guest_mem::image::read_btf("vmlinux".as_ref())?;
+/// let btf = ktstr_btf::Btf::parse(&bytes)?;
+/// # Ok::<(), ktstr_guest_mem::Error>(())
+/// ```
+pub fn read_btf(path: &Path) -> Result<Vec<u8>> {
+    let image = |what: String| Error::Image {
+        path: path.to_owned(),
+        what,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cache = object::ReadCache::new(std::io::BufReader::new(file));
+    let elf = object::File::parse(&cache).map_err(|e| image(format!("not an ELF file: {e}")))?;
+    let sec = elf.section_by_name(".BTF").ok_or_else(|| {
+        image("it has no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)".into())
+    })?;
+    let data = sec
+        .data()
+        .map_err(|e| image(format!("reading .BTF: {e}")))?;
+    Ok(data.to_vec())
+}
