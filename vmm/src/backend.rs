@@ -83,6 +83,14 @@ pub trait Backend {
     fn host_threads(&self, spec: &VmSpec) -> usize {
         spec.topology.nr_cpus() as usize
     }
+    /// Whether the guest's clock can be trusted to measure how long its
+    /// tasks ran: true when every vCPU gets a host thread of its own
+    /// ([`VmSpec::host_threads`]), or when the backend makes guest time
+    /// follow execution.
+    fn timing_reliable(&self, spec: &VmSpec) -> bool {
+        spec.host_threads
+            .is_none_or(|h| spec.topology.nr_cpus() as usize <= h)
+    }
 }
 
 /// Whether the host has hardware virtualization, judged by the CPU flags

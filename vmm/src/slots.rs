@@ -163,6 +163,10 @@ impl<B: crate::Backend> crate::Backend for Slotted<B> {
         self.inner.host_threads(spec)
     }
 
+    fn timing_reliable(&self, spec: &crate::VmSpec) -> bool {
+        self.inner.timing_reliable(spec)
+    }
+
     fn boot(&self, spec: &crate::VmSpec) -> Result<Box<dyn crate::Machine>, crate::VmmError> {
         let guard = self
             .slots

@@ -27,11 +27,19 @@ pub enum ConsoleMode {
 
 /// How a software-CPU backend (QEMU TCG) runs the vCPUs. Hardware
 /// virtualization ignores it.
+///
+/// Measured on a 2-core host (scx-ktstr with odd pids on 4x longer slices,
+/// `steady` on 1n2l2c2t, 8 vCPUs): with one thread per vCPU the host's
+/// preemption of vCPU threads quantizes guest time so coarsely that the
+/// planted unfairness vanished (CPU-time spread 5-10%, work spread 7-12%,
+/// the same as a fair scheduler); with instruction counting it showed every
+/// time (CPU-time spread 50-60%, work 62-65%) while the fair scheduler stayed
+/// at 2-4%. Instruction counting also runs every vCPU on one thread, so no
+/// vCPU executes code another is patching (the `Oops: int3` at jump-label
+/// sites under multi-threaded TCG), and a VM keeps one host core busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TcgMode {
-    /// One host thread per vCPU while there are at least as many host
-    /// threads as vCPUs ([`VmSpec::host_threads`]); all vCPUs on one thread
-    /// otherwise.
+    /// [`TcgMode::InstructionCount`].
     #[default]
     Auto,
     /// One host thread per vCPU.
@@ -85,18 +93,11 @@ impl VmSpec {
         }
     }
 
-    /// The TCG mode this spec resolves to: [`TcgMode::Auto`] becomes
-    /// [`TcgMode::Single`] when the vCPUs outnumber the host threads.
+    /// The TCG mode this spec resolves to ([`TcgMode::Auto`] is
+    /// [`TcgMode::InstructionCount`]).
     pub fn resolved_tcg(&self) -> TcgMode {
         match self.tcg {
-            TcgMode::Auto
-                if self
-                    .host_threads
-                    .is_some_and(|h| self.topology.nr_cpus() as usize > h) =>
-            {
-                TcgMode::Single
-            }
-            TcgMode::Auto => TcgMode::Multi,
+            TcgMode::Auto => TcgMode::InstructionCount,
             other => other,
         }
     }

@@ -42,7 +42,11 @@ fn run_in(
     t0: Instant,
 ) -> Result<Outcome, RunError> {
     let cfg = &entry.config;
-    let prepared = prepare::prepare(host, entry, kernel)?;
+    let backend = host.backend().map_err(|source| RunError::Backend {
+        backend: "selection".into(),
+        source,
+    })?;
+    let prepared = prepare::prepare(host, entry, kernel, backend.as_ref())?;
     let initramfs = t0.elapsed();
     let topo = prepared.topology.to_string();
     let limits = Limits {
@@ -50,10 +54,6 @@ fn run_in(
         watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)),
         echo_console: host.verbose,
     };
-    let backend = host.backend().map_err(|source| RunError::Backend {
-        backend: "selection".into(),
-        source,
-    })?;
     for attempt in 1..=BOOT_ATTEMPTS {
         let backend_err = |source| RunError::Backend {
             backend: backend.name(),

@@ -5,7 +5,7 @@ use ktstr_initramfs::{Archive, BaseSpec, InitrdFile};
 use ktstr_ops::channel;
 use ktstr_ops::runtime::{CONFIG_PATH, GuestConfig, TopologyData};
 use ktstr_topology::Topology;
-use ktstr_vmm::{ReservedRegion, VmSpec};
+use ktstr_vmm::{Backend, ReservedRegion, VmSpec};
 
 use crate::config::HostConfig;
 use crate::error::RunError;
@@ -30,6 +30,7 @@ pub(crate) fn prepare(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
+    backend: &dyn Backend,
 ) -> Result<Prepared, RunError> {
     let cfg = &entry.config;
     let topology = topology_of(entry)?;
@@ -68,12 +69,14 @@ pub(crate) fn prepare(
         &mut overlay,
     )?;
     let base = cache.base(&base_spec)?;
-    let vcpus = topology.nr_cpus() as usize;
+    let mut spec = VmSpec::new(&kernel.vmlinux, topology);
+    spec.host_threads = Some(host.host_cpus);
+    spec.tcg = host.tcg;
     let guest_cfg = GuestConfig {
         test: entry.name.to_string(),
         topology: TopologyData::of(&topology),
         duration_ms: u64::from(cfg.duration_s) * 1000,
-        timing_reliable: vcpus <= host.host_cpus,
+        timing_reliable: backend.timing_reliable(&spec),
         channel_gpa: channel::CHANNEL_GPA,
         channel_size: channel::CHANNEL_SIZE,
         boot_scheduler: boot.as_ref().map(|(s, _)| s.name.to_string()),
@@ -83,11 +86,8 @@ pub(crate) fn prepare(
     overlay.add_bytes(CONFIG_PATH, 0o644, json)?;
     let initrd = base.with_overlay(&overlay.to_vec()?)?;
 
-    let mut spec = VmSpec::new(&kernel.vmlinux, topology);
     spec.initrd = Some(initrd.path().to_path_buf());
     spec.cmdline.push_str(" rdinit=/init");
-    spec.host_threads = Some(host.host_cpus);
-    spec.tcg = host.tcg;
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,
         size: channel::CHANNEL_SIZE,

@@ -139,6 +139,18 @@ impl Backend for QemuBackend {
         }
     }
 
+    fn timing_reliable(&self, spec: &VmSpec) -> bool {
+        match (self.accel, spec.resolved_tcg()) {
+            // Guest time advances with instructions executed: the host's
+            // preemption of QEMU is invisible to the guest.
+            (Accel::Tcg, crate::TcgMode::InstructionCount) => true,
+            (Accel::Tcg, crate::TcgMode::Single) => spec.topology.nr_cpus() == 1,
+            _ => spec
+                .host_threads
+                .is_none_or(|h| spec.topology.nr_cpus() as usize <= h),
+        }
+    }
+
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
         spec.check_files()?;
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
