@@ -46,6 +46,14 @@ extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
 #define KTSTR_OP_SLEEPABLE(name, args...) \
 	SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
 
+/*
+ * From the kernel config, as many published schedulers read it: libbpf
+ * resolves __kconfig externs from /proc/config.gz or /boot/config-$(uname -r)
+ * at load time, so this scheduler only loads where the guest offers one.
+ */
+extern unsigned int CONFIG_HZ __kconfig;
+u64 kconfig_hz;
+
 /* Counters: plain globals so the monitor finds them by name in .bss. */
 u64 nr_enqueued;
 u64 nr_dispatched;
@@ -147,6 +155,7 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 
 s32 KTSTR_OP_SLEEPABLE(ktstr_init)
 {
+	kconfig_hz = CONFIG_HZ;
 	return scx_bpf_create_dsq(KTSTR_DSQ, -1);
 }
 

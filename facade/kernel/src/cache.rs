@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 #[cfg(feature = "fetch")]
+use crate::KernelError;
+#[cfg(feature = "fetch")]
 use crate::image;
-use crate::{KernelError, version};
+use crate::version;
 
 /// Facts about a cached kernel, stored beside it as `metadata.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +119,7 @@ impl KernelCache {
 
     /// A fresh scratch directory inside the cache, removed on drop; renaming
     /// it into place makes a new entry appear atomically.
+    #[cfg(feature = "fetch")]
     pub(crate) fn scratch(&self) -> Result<Scratch, KernelError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| KernelError::io(&self.dir, e))?;
         let nanos = std::time::SystemTime::now()
@@ -179,8 +182,10 @@ impl KernelCache {
 }
 
 /// A directory removed when dropped.
+#[cfg(feature = "fetch")]
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
+#[cfg(feature = "fetch")]
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -204,6 +209,7 @@ fn rfc3339_now() -> String {
     rfc3339(secs)
 }
 
+#[cfg(feature = "fetch")]
 pub(crate) fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

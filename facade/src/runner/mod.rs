@@ -15,9 +15,6 @@ use crate::verdict::{self, Expectation, Outcome};
 
 use watch::{Limits, Watched};
 
-/// Boots tried when the guest stalls before reaching init.
-const BOOT_ATTEMPTS: u32 = 2;
-
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
@@ -54,70 +51,54 @@ fn run_in(
         watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)),
         echo_console: host.verbose,
     };
-    for attempt in 1..=BOOT_ATTEMPTS {
-        let backend_err = |source| RunError::Backend {
-            backend: backend.name(),
-            source,
-        };
-        // The backend takes the host slots first; the boot clock starts after.
-        let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
-        let boot_at = Instant::now();
-        let slot_wait = vm.slot_wait();
-        let watched = watch::watch(vm.as_mut(), boot_at, limits).map_err(backend_err)?;
-        drop(vm);
-        let (observed, times) = match watched {
-            Watched::Done(observed, times) => (observed, times),
-            Watched::NoInit { after, console } if attempt < BOOT_ATTEMPTS => {
-                // An infrastructure stall before any test code ran: said
-                // loudly, then booted again.
-                let _ = std::io::stderr().write_all(
-                    format!(
-                        "ktstr: {}: WARNING: boot {attempt} did not reach init within {:.0}s; \
-                         booting again. {}\n",
-                        entry.name,
-                        after.as_secs_f64(),
-                        verdict::quote(&console)
-                    )
-                    .as_bytes(),
-                );
-                continue;
-            }
-            Watched::NoInit { after, console } => {
-                return Ok(Outcome::Fail(format!(
-                    "hung before init: {BOOT_ATTEMPTS} boots in a row did not reach the harness's \
-                     init within {:.0}s\n{}",
-                    after.as_secs_f64(),
-                    verdict::quote(&console)
-                )));
-            }
-        };
-        let outcome = verdict::judge(
-            &observed,
-            &Expectation {
-                expect_err: cfg.expect_err,
-                expect_err_matching: cfg.expect_err_matching,
-                allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
-                watchdog_timeout_s: cfg.watchdog_timeout_s,
-                auto_repro: cfg.auto_repro,
-            },
-        );
-        let total = t0.elapsed();
-        let line = format!(
-            "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
-            entry.name,
-            initramfs.as_secs_f64() * 1000.0,
-            slot_wait.as_secs_f64(),
-            secs(times.boot_to_init),
-            secs(times.body),
-            secs(times.teardown),
-            total.as_secs_f64(),
-        );
-        // Straight to the stream, past libtest's capture: one line per test.
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(path) = &host.results {
-            crate::results::record(path, entry, &topo, &outcome, total);
+    let backend_err = |source| RunError::Backend {
+        backend: backend.name(),
+        source,
+    };
+    // The backend takes the host slots first; the boot clock starts after.
+    let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
+    let boot_at = Instant::now();
+    let slot_wait = vm.slot_wait();
+    let watched = watch::watch(vm.as_mut(), boot_at, limits).map_err(backend_err)?;
+    drop(vm);
+    let (observed, times) = match watched {
+        Watched::Done(observed, times) => (observed, times),
+        // No retry: a guest that never reaches init is a failure to look at
+        // (the kernel's or the VMM's), not noise to boot past.
+        Watched::NoInit { after, console } => {
+            return Ok(Outcome::Fail(format!(
+                "hung before init: the guest did not reach the harness's init within {:.0}s \
+                 (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
+                after.as_secs_f64(),
+                verdict::quote(&console)
+            )));
         }
-        return Ok(outcome);
+    };
+    let outcome = verdict::judge(
+        &observed,
+        &Expectation {
+            expect_err: cfg.expect_err,
+            expect_err_matching: cfg.expect_err_matching,
+            allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
+            watchdog_timeout_s: cfg.watchdog_timeout_s,
+            auto_repro: cfg.auto_repro,
+        },
+    );
+    let total = t0.elapsed();
+    let line = format!(
+        "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+        entry.name,
+        initramfs.as_secs_f64() * 1000.0,
+        slot_wait.as_secs_f64(),
+        secs(times.boot_to_init),
+        secs(times.body),
+        secs(times.teardown),
+        total.as_secs_f64(),
+    );
+    // Straight to the stream, past libtest's capture: one line per test.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(path) = &host.results {
+        crate::results::record(path, entry, &topo, &outcome, total);
     }
-    unreachable!("the last attempt always returns")
+    Ok(outcome)
 }

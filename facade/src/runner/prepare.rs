@@ -3,7 +3,7 @@
 
 use ktstr_initramfs::{Archive, BaseSpec, InitrdFile};
 use ktstr_ops::channel;
-use ktstr_ops::runtime::{CONFIG_PATH, GuestConfig, TopologyData};
+use ktstr_ops::runtime::{CONFIG_PATH, GuestConfig, KERNEL_CONFIG_PATH, TopologyData};
 use ktstr_topology::Topology;
 use ktstr_vmm::{Backend, ReservedRegion, VmSpec};
 
@@ -68,6 +68,11 @@ pub(crate) fn prepare(
         BaseSpec::new().binary(exe, "/init"),
         &mut overlay,
     )?;
+    // The kernel config, which the guest places at /boot/config-$(uname -r)
+    // for libbpf's __kconfig externs (the Debian kernel has no IKCONFIG).
+    if let Some(config) = kernel.config.as_ref().filter(|c| c.is_file()) {
+        overlay.add_file(KERNEL_CONFIG_PATH, 0o644, config)?;
+    }
     let base = cache.base(&base_spec)?;
     let mut spec = VmSpec::new(&kernel.vmlinux, topology);
     spec.host_threads = Some(host.host_cpus);

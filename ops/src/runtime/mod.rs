@@ -15,6 +15,7 @@ mod shell;
 mod system;
 
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
+pub use system::KERNEL_CONFIG_PATH;
 use system::{DevMem, console, power_off, setup_mounts, uptime_ms};
 
 use crate::assert::AssertResult;

@@ -128,6 +128,50 @@ pub(crate) fn setup_mounts() {
     mount("tracefs", "/sys/kernel/tracing", "tracefs");
     mount("debugfs", "/sys/kernel/debug", "debugfs");
     mount("bpf", "/sys/fs/bpf", "bpf");
+    distro_root();
+}
+
+/// Where the host packs the booted kernel's config; [`distro_root`] puts it
+/// where libbpf and tools look for it.
+pub const KERNEL_CONFIG_PATH: &str = "/ktstr/kernel-config";
+
+/// What a distro root offers a BPF scheduler and its tooling beyond the
+/// mounts: the kernel config at `/boot/config-$(uname -r)` (libbpf resolves
+/// `__kconfig` externs from it when there is no `/proc/config.gz`), a `PATH`
+/// and `HOME`, no cap on locked memory (BPF maps on older kernels count
+/// against `RLIMIT_MEMLOCK`), kernel addresses in `/proc/kallsyms`.
+fn distro_root() {
+    // SAFETY: single-threaded PID 1 before anything else runs; setenv and
+    // setrlimit have no memory-safety preconditions beyond valid pointers.
+    unsafe {
+        std::env::set_var(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+        std::env::set_var("HOME", "/root");
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
+    }
+    let _ = std::fs::create_dir_all("/root");
+    let _ = std::fs::write("/proc/sys/kernel/kptr_restrict", "0");
+    if std::path::Path::new(KERNEL_CONFIG_PATH).exists() {
+        let release = release();
+        let _ = std::fs::create_dir_all("/boot");
+        let dest = format!("/boot/config-{release}");
+        if let Err(e) = std::fs::copy(KERNEL_CONFIG_PATH, &dest) {
+            console(&format!("cannot place the kernel config at {dest}: {e}"));
+        }
+    }
+}
+
+/// The running kernel's release (`uname -r`).
+pub(crate) fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 pub(crate) fn uptime_ms() -> u64 {

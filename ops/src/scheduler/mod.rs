@@ -6,12 +6,14 @@
 //! `/staging/schedulers/<name>/scheduler` and `.../sched_args`. Each running
 //! scheduler logs to `/tmp/sched.log` (boot) or `/tmp/sched-<name>.log`.
 
+mod cause;
 mod exit;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cause::likely_cause;
 pub use exit::{ExitKind, kernel_exit};
 pub use supervisor::{Supervisor, scx_attached};
 
@@ -108,7 +110,10 @@ pub enum SpawnSchedulerError {
         source: std::io::Error,
     },
     /// It exited within the liveness window.
-    #[error("scheduler {name} died at start-up ({status}); its log:\n{log}")]
+    #[error(
+        "scheduler {name} died at start-up ({status}){}; its log:\n{log}",
+        cause.as_ref().map(|c| format!("; likely cause: {c}")).unwrap_or_default()
+    )]
     StartupDied {
         /// The scheduler.
         name: String,
@@ -116,6 +121,8 @@ pub enum SpawnSchedulerError {
         status: String,
         /// The end of its log.
         log: String,
+        /// What its output says went wrong ([`likely_cause`]).
+        cause: Option<String>,
     },
     /// It runs but sched_ext never became enabled with it.
     #[error(

@@ -175,10 +175,12 @@ impl Supervisor {
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                let full = std::fs::read_to_string(log).unwrap_or_default();
                 return Err(SpawnSchedulerError::StartupDied {
                     name: name.into(),
                     status: status.to_string(),
                     log: log_tail(log, 20),
+                    cause: super::likely_cause(&full),
                 });
             }
             let waited = t0.elapsed();

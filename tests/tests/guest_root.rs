@@ -1,0 +1,105 @@
+//! The guest offers what a distro root offers a BPF scheduler: the kernel
+//! config where libbpf looks for it, bpffs, tracefs and debugfs, a PATH and
+//! HOME, no cap on locked memory, kernel addresses in /proc/kallsyms. And
+//! when a scheduler fails to load, the failure names the likely cause.
+
+use ktstr::prelude::*;
+use ktstr::scenario::ops::{HoldSpec, Op, Step, execute_steps};
+
+/// scx-ktstr reads CONFIG_HZ through a __kconfig extern.
+const KCONFIG_READER: Scheduler =
+    Scheduler::named("kconfig_reader").binary(SchedulerSpec::Discover("scx-ktstr"));
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Every piece of the distro root, checked in the guest.
+#[ktstr_test(duration_s = 1)]
+fn guest_offers_a_distro_root(_ctx: &Ctx) -> Result<AssertResult> {
+    let release = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let mut wrong = Vec::new();
+    let config = read(&format!("/boot/config-{release}"));
+    if !config.lines().any(|l| l == "CONFIG_SCHED_CLASS_EXT=y") {
+        wrong.push(format!(
+            "/boot/config-{release} is missing or lacks sched_ext"
+        ));
+    }
+    let mounts = read("/proc/mounts");
+    for (fs, at) in [
+        ("bpf", "/sys/fs/bpf"),
+        ("tracefs", "/sys/kernel/tracing"),
+        ("debugfs", "/sys/kernel/debug"),
+        ("cgroup2", "/sys/fs/cgroup"),
+        ("tmpfs", "/tmp"),
+        ("tmpfs", "/run"),
+    ] {
+        if !mounts
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq([fs, at, fs]))
+        {
+            wrong.push(format!("{fs} is not mounted at {at}"));
+        }
+    }
+    if !std::path::Path::new("/sys/kernel/tracing/trace_pipe").exists() {
+        wrong.push("no /sys/kernel/tracing/trace_pipe".into());
+    }
+    for dev in ["/dev/null", "/dev/kmsg"] {
+        if std::fs::OpenOptions::new().write(true).open(dev).is_err() {
+            wrong.push(format!("{dev} cannot be opened"));
+        }
+    }
+    if !std::env::var("PATH").is_ok_and(|p| p.contains("/usr/bin")) {
+        wrong.push(format!("PATH is {:?}", std::env::var("PATH")));
+    }
+    if std::env::var("HOME").as_deref() != Ok("/root") {
+        wrong.push(format!("HOME is {:?}", std::env::var("HOME")));
+    }
+    let limits = read("/proc/self/limits");
+    if !limits
+        .lines()
+        .any(|l| l.starts_with("Max locked memory") && l.contains("unlimited"))
+    {
+        wrong.push("RLIMIT_MEMLOCK is capped".into());
+    }
+    let kallsyms = read("/proc/kallsyms");
+    let runqueues = kallsyms.lines().find(|l| l.ends_with(" runqueues"));
+    if runqueues.is_none_or(|l| l.starts_with("0000000000000000")) {
+        wrong.push(format!("/proc/kallsyms hides addresses: {runqueues:?}"));
+    }
+    if wrong.is_empty() {
+        Ok(AssertResult::pass())
+    } else {
+        Ok(AssertResult::fail("guest root", wrong.join("; ")))
+    }
+}
+
+/// Without /boot/config-*, a scheduler with __kconfig externs cannot load,
+/// and the failure says why.
+#[ktstr_test(
+    staged_schedulers = [KCONFIG_READER],
+    duration_s = 2,
+    expect_err = "likely cause: the scheduler reads the kernel config"
+)]
+fn scheduler_without_the_kernel_config_fails_naming_it(ctx: &Ctx) -> Result<AssertResult> {
+    for e in std::fs::read_dir("/boot")?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("config-") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    let hold = HoldSpec::fixed(std::time::Duration::from_millis(200));
+    execute_steps(
+        ctx,
+        vec![Step::new(vec![Op::attach_scheduler(&KCONFIG_READER)], hold)],
+    )
+}
+
+/// Its twin: with the config in place the same scheduler attaches.
+#[ktstr_test(staged_schedulers = [KCONFIG_READER], duration_s = 2)]
+fn scheduler_with_the_kernel_config_attaches(ctx: &Ctx) -> Result<AssertResult> {
+    let hold = HoldSpec::fixed(std::time::Duration::from_millis(500));
+    execute_steps(
+        ctx,
+        vec![Step::new(vec![Op::attach_scheduler(&KCONFIG_READER)], hold)],
+    )
+}
