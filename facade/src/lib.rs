@@ -114,8 +114,10 @@ pub use ktstr_macros::ktstr_test;
 /// Declared topologies: what `Ctx::topology` is, presets, and Linux's view
 /// of a CPU.
 pub mod topology {
+    pub use ktstr_ops::sysfs::sysfs_view;
     pub use ktstr_topology::{
-        CpuLocation, LinuxCpuIds, PRESETS, Preset, Topology, TopologyError, cpu_list, preset,
+        CpuLocation, LinuxCpuIds, PRESETS, Preset, SYSFS_SCRIPT, SysfsCpu, SysfsNode, SysfsView,
+        Topology, TopologyError, cpu_list, format_cpu_list, parse_cpu_list, preset,
     };
 }
 

@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 use ktstr::prelude::*;
-use ktstr::topology::cpu_list;
 
 fn read(path: &str) -> Result<String> {
     Ok(std::fs::read_to_string(path)
@@ -50,70 +49,8 @@ fn conformance(ctx: &Ctx, declared: ktstr::topology::Topology) -> Result<AssertR
             );
         }
     }
-    let mut check = |what: String, got: String, want: String| {
-        if got != want {
-            let _ = writeln!(wrong, "{what}: guest has {got:?}, declared {want:?}");
-        }
-    };
-    check(
-        "online CPUs".into(),
-        read("/sys/devices/system/cpu/online")?,
-        cpu_list(0..t.nr_cpus()),
-    );
-    for c in t.cpus() {
-        let base = format!("/sys/devices/system/cpu/cpu{}", c.cpu);
-        let topo = |f: &str| read(&format!("{base}/topology/{f}"));
-        let linux = t.linux_ids(c.cpu).expect("cpu of the topology");
-        let first = c.cpu - c.thread;
-        let cpu = c.cpu;
-        check(
-            format!("cpu{cpu} package"),
-            topo("physical_package_id")?,
-            c.package.to_string(),
-        );
-        check(
-            format!("cpu{cpu} die"),
-            topo("die_id")?,
-            linux.die_id.to_string(),
-        );
-        check(
-            format!("cpu{cpu} core"),
-            topo("core_id")?,
-            linux.core_id.to_string(),
-        );
-        check(
-            format!("cpu{cpu} thread siblings"),
-            topo("thread_siblings_list")?,
-            cpu_list(first..first + t.threads_per_core()),
-        );
-        check(
-            format!("cpu{cpu} L3 sharing"),
-            read(&format!("{base}/cache/index3/shared_cpu_list"))?,
-            cpu_list(t.llc_cpus(c.llc)),
-        );
-    }
-    if t.numa_nodes() > 1 {
-        for node in 0..t.numa_nodes() {
-            let base = format!("/sys/devices/system/node/node{node}");
-            check(
-                format!("node{node} cpus"),
-                read(&format!("{base}/cpulist"))?,
-                cpu_list(t.node_cpus(node)),
-            );
-            let want: Vec<String> = (0..t.numa_nodes())
-                .map(|o| t.distance(node, o).unwrap_or(0).to_string())
-                .collect();
-            check(
-                format!("node{node} distances"),
-                read(&format!("{base}/distance"))?,
-                want.join(" "),
-            );
-        }
-        check(
-            "online nodes".into(),
-            read("/sys/devices/system/node/online")?,
-            cpu_list(0..t.numa_nodes()),
-        );
+    for w in t.sysfs_mismatches(&ktstr::topology::sysfs_view()) {
+        let _ = writeln!(wrong, "{w}");
     }
     if wrong.is_empty() {
         Ok(AssertResult::pass().note("topology", format!("{t}: every field matches")))

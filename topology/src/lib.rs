@@ -37,6 +37,7 @@ mod apic;
 mod cpulist;
 mod error;
 mod presets;
+mod sysfs;
 mod topology;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -45,6 +46,7 @@ pub use apic::{ApicIds, ApicLayout};
 pub use cpulist::{CpuListError, cpu_list, format_cpu_list, parse_cpu_list};
 pub use error::TopologyError;
 pub use presets::{Backend, PRESETS, Preset, preset};
+pub use sysfs::{SYSFS_SCRIPT, SysfsCpu, SysfsNode, SysfsView};
 pub use topology::{
     CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, LinuxCpuIds, MAX_CPUS, MAX_NUMA_NODES,
     MIN_NODE_MEMORY_MIB, REMOTE_DISTANCE, Topology,

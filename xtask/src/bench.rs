@@ -111,8 +111,12 @@ fn shell(b: &ShellBench) -> Result<(), String> {
         c.args([
             "-machine",
             "pc",
+            // The same CPU emulation ktstr uses (instruction counting), so
+            // the ratio is the harness's overhead alone.
             "-accel",
-            "tcg,thread=multi",
+            "tcg,thread=single",
+            "-icount",
+            "shift=auto,sleep=on",
             "-cpu",
             "Nehalem,level=0x20",
         ])

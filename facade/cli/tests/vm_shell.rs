@@ -2,13 +2,12 @@
 //! library it stands on. Every test here boots a real kernel (the one
 //! `cargo xtask kernel fetch` cached) and fails — never skips — when it cannot.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ktstr::shell::{ShellOptions, ShellVm};
-use ktstr_topology::{Topology, cpu_list};
+use ktstr_topology::{SYSFS_SCRIPT, SysfsView, Topology};
 use ktstr_vmm::EndReason;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -80,23 +79,7 @@ fn vm_kernel_panic_is_named_with_its_lines() {
 }
 
 /// What the guest's sysfs says about each CPU and node.
-#[derive(Debug, Default)]
-struct GuestView {
-    cpus: BTreeMap<u32, BTreeMap<String, String>>,
-    nodes: BTreeMap<u32, (String, Vec<u8>)>,
-}
-
-const SYSFS_SCRIPT: &str = r#"cd /sys/devices/system/cpu
-for c in cpu[0-9]*; do
-  t=$c/topology
-  echo "cpu ${c#cpu} pkg=$(cat $t/physical_package_id) die=$(cat $t/die_id) core=$(cat $t/core_id) sib=$(cat $t/thread_siblings_list) l3=$(cat $c/cache/index3/shared_cpu_list)"
-done
-for n in /sys/devices/system/node/node[0-9]*; do
-  echo "node ${n##*node} cpus=$(cat $n/cpulist) dist=$(cat $n/distance | tr ' ' ,)"
-done
-"#;
-
-fn guest_view(topology: &str, memory: &str) -> GuestView {
+fn guest_view(topology: &str, memory: &str) -> SysfsView {
     let out = ktstr(&[
         "shell",
         "--topology",
@@ -115,87 +98,14 @@ fn guest_view(topology: &str, memory: &str) -> GuestView {
         "{topology}: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut v = GuestView::default();
-    for line in stdout.lines() {
-        let mut w = line.split_whitespace();
-        match (w.next(), w.next().and_then(|n| n.parse::<u32>().ok())) {
-            (Some("cpu"), Some(cpu)) => {
-                let kv = w
-                    .filter_map(|f| f.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                v.cpus.insert(cpu, kv);
-            }
-            (Some("node"), Some(node)) => {
-                let kv: BTreeMap<&str, &str> = w.filter_map(|f| f.split_once('=')).collect();
-                let dist = kv["dist"]
-                    .split(',')
-                    .map(|d| d.parse().expect("distance"))
-                    .collect();
-                v.nodes.insert(node, (kv["cpus"].to_string(), dist));
-            }
-            _ => {}
-        }
-    }
-    v
+    SysfsView::parse_lines(&stdout)
 }
 
 fn check_topology(spec: &str, memory: &str) {
     let _g = one_vm();
     let t: Topology = spec.parse().expect("topology");
-    let view = guest_view(spec, memory);
-    assert_eq!(view.cpus.len() as u32, t.nr_cpus(), "{spec}: CPU count");
-    for c in t.cpus() {
-        let g = &view.cpus[&c.cpu];
-        let field = |k: &str| g.get(k).map(String::as_str).unwrap_or("?");
-        let linux = t.linux_ids(c.cpu).expect("cpu of the topology");
-        let first_thread = c.cpu - c.thread;
-        let siblings = cpu_list(first_thread..first_thread + t.threads_per_core());
-        assert_eq!(
-            field("pkg"),
-            c.package.to_string(),
-            "{spec} cpu{}: package",
-            c.cpu
-        );
-        assert_eq!(
-            field("die"),
-            linux.die_id.to_string(),
-            "{spec} cpu{}: die",
-            c.cpu
-        );
-        assert_eq!(
-            field("core"),
-            linux.core_id.to_string(),
-            "{spec} cpu{}: core",
-            c.cpu
-        );
-        assert_eq!(
-            field("sib"),
-            siblings,
-            "{spec} cpu{}: thread siblings",
-            c.cpu
-        );
-        assert_eq!(
-            field("l3"),
-            cpu_list(t.llc_cpus(c.llc)),
-            "{spec} cpu{}: L3 sharing",
-            c.cpu
-        );
-    }
-    if t.numa_nodes() > 1 {
-        assert_eq!(view.nodes.len() as u32, t.numa_nodes(), "{spec}: nodes");
-        for (node, (cpus, dist)) in &view.nodes {
-            assert_eq!(
-                cpus,
-                &cpu_list(t.node_cpus(*node)),
-                "{spec} node{node}: cpulist"
-            );
-            let want: Vec<u8> = (0..t.numa_nodes())
-                .map(|o| t.distance(*node, o).expect("distance"))
-                .collect();
-            assert_eq!(dist, &want, "{spec} node{node}: distances");
-        }
-    }
+    let wrong = t.sysfs_mismatches(&guest_view(spec, memory));
+    assert!(wrong.is_empty(), "{spec}:\n{}", wrong.join("\n"));
 }
 
 #[test]
