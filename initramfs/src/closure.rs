@@ -69,12 +69,16 @@ impl Default for LoaderConfig {
 
 /// Debian's multiarch directory name for the host architecture.
 fn multiarch_triplet() -> Option<&'static str> {
-    match std::env::consts::ARCH {
-        "x86_64" => Some("x86_64-linux-gnu"),
-        "aarch64" => Some("aarch64-linux-gnu"),
-        "x86" => Some("i386-linux-gnu"),
-        "riscv64" => Some("riscv64-linux-gnu"),
-        _ => None,
+    if cfg!(target_arch = "x86_64") {
+        Some("x86_64-linux-gnu")
+    } else if cfg!(target_arch = "aarch64") {
+        Some("aarch64-linux-gnu")
+    } else if cfg!(target_arch = "x86") {
+        Some("i386-linux-gnu")
+    } else if cfg!(target_arch = "riscv64") {
+        Some("riscv64-linux-gnu")
+    } else {
+        None
     }
 }
 

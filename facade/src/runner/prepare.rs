@@ -3,7 +3,9 @@
 
 use ktstr_initramfs::{Archive, BaseSpec, InitrdFile};
 use ktstr_ops::channel;
-use ktstr_ops::runtime::{CONFIG_PATH, GuestConfig, KERNEL_CONFIG_PATH, TopologyData};
+use ktstr_ops::runtime::{
+    CONFIG_PATH, GuestConfig, INIT_ENVIRONMENT, KERNEL_CONFIG_PATH, TopologyData,
+};
 use ktstr_topology::Topology;
 use ktstr_vmm::{Backend, ReservedRegion, VmSpec};
 
@@ -92,7 +94,8 @@ pub(crate) fn prepare(
     let initrd = base.with_overlay(&overlay.to_vec()?)?;
 
     spec.initrd = Some(initrd.path().to_path_buf());
-    spec.cmdline.push_str(" rdinit=/init");
+    spec.cmdline.push_str(" rdinit=/init ");
+    spec.cmdline.push_str(INIT_ENVIRONMENT);
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,
         size: channel::CHANNEL_SIZE,

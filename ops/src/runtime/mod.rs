@@ -15,8 +15,8 @@ mod shell;
 mod system;
 
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
-pub use system::KERNEL_CONFIG_PATH;
 use system::{DevMem, console, power_off, setup_mounts, uptime_ms};
+pub use system::{INIT_ENVIRONMENT, KERNEL_CONFIG_PATH};
 
 use crate::assert::AssertResult;
 use crate::channel::{Message, Writer};

@@ -131,30 +131,30 @@ pub(crate) fn setup_mounts() {
     distro_root();
 }
 
+/// Kernel command-line parameters that become init's environment (the
+/// kernel passes unknown `key=value` parameters to init as environment
+/// variables): what a login gives a scheduler and its tools.
+pub const INIT_ENVIRONMENT: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root";
+
 /// Where the host packs the booted kernel's config; [`distro_root`] puts it
 /// where libbpf and tools look for it.
 pub const KERNEL_CONFIG_PATH: &str = "/ktstr/kernel-config";
 
 /// What a distro root offers a BPF scheduler and its tooling beyond the
 /// mounts: the kernel config at `/boot/config-$(uname -r)` (libbpf resolves
-/// `__kconfig` externs from it when there is no `/proc/config.gz`), a `PATH`
-/// and `HOME`, no cap on locked memory (BPF maps on older kernels count
-/// against `RLIMIT_MEMLOCK`), kernel addresses in `/proc/kallsyms`.
+/// `__kconfig` externs from it when there is no `/proc/config.gz`), no cap on
+/// locked memory (BPF maps on older kernels count against
+/// `RLIMIT_MEMLOCK`), kernel addresses in `/proc/kallsyms`. `PATH` and `HOME`
+/// come from the kernel command line, which hands unknown `key=value`
+/// parameters to init as its environment ([`INIT_ENVIRONMENT`]).
 fn distro_root() {
-    // SAFETY: single-threaded PID 1 before anything else runs; setenv and
-    // setrlimit have no memory-safety preconditions beyond valid pointers.
-    unsafe {
-        std::env::set_var(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
-        std::env::set_var("HOME", "/root");
-        let unlimited = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
-    }
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; no other precondition.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     let _ = std::fs::create_dir_all("/root");
     let _ = std::fs::write("/proc/sys/kernel/kptr_restrict", "0");
     if std::path::Path::new(KERNEL_CONFIG_PATH).exists() {

@@ -60,8 +60,14 @@ impl QemuBackend {
     /// Finds `qemu-system-x86_64` in the directories of `path` (a `PATH`-style
     /// list the caller supplies) and checks it as [`QemuBackend::new`] does.
     pub fn find_in(path: &std::ffi::OsStr) -> Result<Self, VmmError> {
-        let binary = std::env::split_paths(path)
-            .map(|d| d.join("qemu-system-x86_64"))
+        use std::os::unix::ffi::OsStrExt;
+        let binary = path
+            .as_bytes()
+            .split(|&b| b == b':')
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                std::path::Path::new(std::ffi::OsStr::from_bytes(d)).join("qemu-system-x86_64")
+            })
             .find(|f| f.is_file())
             .ok_or_else(|| VmmError::MissingProgram {
                 program: "qemu-system-x86_64".into(),
