@@ -46,7 +46,7 @@ use crate::{
 use devices::{COM1_IRQ, COM2_IRQ, IoBus, IrqTrigger, Uart};
 use event_loop::EventLoop;
 use vcpu::{End, Shared};
-use x86_64::{boot, cpuid, regs};
+use x86_64::{boot, cpuid, msr, regs};
 
 /// Why Linux does not boot on this host's `/dev/kvm`, when it does not.
 pub const NO_HW_VIRT_REASON: &str = "no hardware virtualization (no vmx/svm in /proc/cpuinfo)";
@@ -227,6 +227,8 @@ impl KvmVm {
             ..Default::default()
         })
         .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        // Hardware the VM lacks answers with #GP, not with the host's log.
+        msr::deny_absent_hardware(&vm)?;
 
         // Guest RAM: one memfd per node, one memory slot per region.
         let ram = GuestRam::new(&spec.node_memory_bytes())?;

@@ -5,4 +5,5 @@ pub(crate) mod aml;
 pub(crate) mod boot;
 pub(crate) mod cpuid;
 pub(crate) mod layout;
+pub(crate) mod msr;
 pub(crate) mod regs;
