@@ -51,6 +51,17 @@ use x86_64::{boot, cpuid, msr, regs};
 /// Why Linux does not boot on this host's `/dev/kvm`, when it does not.
 pub const NO_HW_VIRT_REASON: &str = "no hardware virtualization (no vmx/svm in /proc/cpuinfo)";
 
+/// Kernel parameters the KVM backend puts before the spec's command line,
+/// because of the machine it builds.
+///
+/// `reboot=acpi`: the FADT describes a hardware-reduced ACPI machine, and for
+/// those Linux picks the EFI reset (`efi_reboot_required()`), which without
+/// EFI falls through to a jump to the BIOS reset vector: with no BIOS the vCPU
+/// ran garbage in real mode and a guest panic (`panic=-1`) or `reboot` never
+/// ended the VM. With `reboot=acpi` Linux writes the FADT's reset register
+/// (port 0xcf9), which ends the VM as a reset.
+pub const MACHINE_CMDLINE: &str = "reboot=acpi";
+
 /// Where KVM keeps the real-mode TSS of Intel hosts: three pages just below the
 /// BIOS ROM at the top of 4 GiB, away from RAM and MMIO.
 const TSS_ADDRESS: usize = 0xfffb_d000;

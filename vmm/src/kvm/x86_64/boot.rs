@@ -98,6 +98,12 @@ pub(crate) fn dsdt_aml() -> Vec<u8> {
     ])
 }
 
+/// The command line the kernel gets: [`MACHINE_CMDLINE`](crate::kvm::MACHINE_CMDLINE)
+/// first, so that the spec's own parameters override it.
+pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
+    format!("{} {}", crate::kvm::MACHINE_CMDLINE, spec.cmdline)
+}
+
 fn kernel_format(file: &mut File) -> std::io::Result<Format> {
     let mut head = [0u8; 0x206];
     file.seek(SeekFrom::Start(0))?;
@@ -216,11 +222,9 @@ pub(crate) fn load(
     let max_cmdline = setup_header(&loaded)
         .map(|h| (h.cmdline_size as usize).min(CMDLINE_MAX))
         .unwrap_or(CMDLINE_MAX);
-    let cmdline = Cmdline::try_from(&spec.cmdline, max_cmdline).map_err(|e| {
-        VmmError::InvalidSpec(format!(
-            "kernel command line ({} bytes): {e}",
-            spec.cmdline.len()
-        ))
+    let text = kernel_cmdline(spec);
+    let cmdline = Cmdline::try_from(&text, max_cmdline).map_err(|e| {
+        VmmError::InvalidSpec(format!("kernel command line ({} bytes): {e}", text.len()))
     })?;
     load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline)
         .map_err(|e| VmmError::InvalidSpec(format!("writing the command line: {e}")))?;
@@ -471,10 +475,12 @@ mod tests {
         assert_eq!(module.paddr, (64 << 20) - 12_288);
         let e820 = e820_map(ram.layout(), &[]);
         assert_eq!(info.memmap_entries as usize, e820.len());
-        let mut cmdline = vec![0u8; spec.cmdline.len()];
+        let want = kernel_cmdline(&spec);
+        let mut cmdline = vec![0u8; want.len()];
         mem.read_slice(&mut cmdline, GuestAddress(info.cmdline_paddr))
             .expect("cmdline");
-        assert_eq!(cmdline, spec.cmdline.as_bytes());
+        assert_eq!(cmdline, want.as_bytes());
+        assert!(want.starts_with("reboot=acpi "), "{want}");
         assert_eq!(
             mem.read_obj::<[u8; 8]>(GuestAddress(boot.rsdp))
                 .expect("rsdp"),
