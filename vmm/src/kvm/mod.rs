@@ -299,6 +299,7 @@ impl KvmVm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let mut supported = cpuid::from_kvm(&supported);
+        cpuid::keep_llc_readable(&mut supported);
         if !crate::hardware_virtualization() {
             // A software /dev/kvm: advertise only what it can emulate.
             cpuid::hide_unemulated(&mut supported);
