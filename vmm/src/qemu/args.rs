@@ -32,8 +32,27 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
     c
 }
 
+/// The accelerator and CPU model. `nested_svm` asks for a CPU the guest can
+/// run its own KVM guests on: under TCG an AMD EPYC with SVM and nested paging
+/// emulated (Linux's kvm_amd loads on it), under KVM the host CPU (which has
+/// the host's own vmx/svm).
+pub(crate) fn cpu_args(accel: Accel, nested_svm: bool) -> [&'static str; 4] {
+    match (accel, nested_svm) {
+        (Accel::Kvm, _) => ["-accel", "kvm", "-cpu", "host"],
+        (Accel::Tcg, true) => ["-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt"],
+        // An Intel CPU model needs CPUID level 0x1f for dies > 1 (QEMU
+        // asserts otherwise); Nehalem is small enough to emulate cheaply.
+        (Accel::Tcg, false) => ["-accel", "tcg,thread=multi", "-cpu", "Nehalem,level=0x20"],
+    }
+}
+
 /// Builds QEMU's arguments.
-pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, fds: &PassedFds) -> Vec<String> {
+pub(crate) fn qemu_args(
+    spec: &VmSpec,
+    accel: Accel,
+    nested_svm: bool,
+    fds: &PassedFds,
+) -> Vec<String> {
     let t = &spec.topology;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -52,12 +71,7 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, fds: &PassedFds) -> Vec<Str
         machine.push_str(",memory-backend=m0");
     }
     push(&["-machine", &machine]);
-    match accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        // An Intel CPU model needs CPUID level 0x1f for dies > 1 (QEMU
-        // asserts otherwise); Nehalem is small enough to emulate cheaply.
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "Nehalem,level=0x20"]),
-    }
+    push(&cpu_args(accel, nested_svm));
     push(&[
         "-smp",
         &format!(
@@ -134,6 +148,7 @@ mod tests {
         qemu_args(
             &spec,
             Accel::Tcg,
+            false,
             &PassedFds {
                 node_memory: (0..8).map(|i| 10 + i).collect(),
                 qmp: 3,
@@ -178,5 +193,15 @@ mod tests {
         assert_eq!(objs.len(), 2);
         assert!(objs[1].contains("mem-path=/proc/self/fd/11"), "{objs:?}");
         assert!(!value_of(&a, "-machine")[0].contains("memory-backend"));
+    }
+
+    #[test]
+    fn nested_svm_asks_tcg_for_an_epyc_with_svm_and_npt() {
+        assert_eq!(
+            cpu_args(Accel::Tcg, true),
+            ["-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt"]
+        );
+        assert_eq!(cpu_args(Accel::Tcg, false)[3], "Nehalem,level=0x20");
+        assert_eq!(cpu_args(Accel::Kvm, true)[3], "host");
     }
 }

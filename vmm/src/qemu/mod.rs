@@ -33,6 +33,7 @@ const MIN_QEMU_MAJOR: u32 = 10;
 pub struct QemuBackend {
     binary: PathBuf,
     accel: Accel,
+    nested_svm: bool,
 }
 
 impl QemuBackend {
@@ -75,12 +76,24 @@ impl QemuBackend {
         } else {
             Accel::Tcg
         };
-        Ok(QemuBackend { binary, accel })
+        Ok(QemuBackend {
+            binary,
+            accel,
+            nested_svm: false,
+        })
     }
 
     /// Forces an accelerator.
     pub fn with_accel(mut self, accel: Accel) -> Self {
         self.accel = accel;
+        self
+    }
+
+    /// Gives the guest a CPU with hardware virtualization of its own (under
+    /// TCG: an emulated AMD EPYC with SVM and nested paging), so it can run
+    /// KVM guests: how the own KVM VMM is tested on hosts without vmx/svm.
+    pub fn with_nested_svm(mut self, on: bool) -> Self {
+        self.nested_svm = on;
         self
     }
 
@@ -119,7 +132,7 @@ impl Backend for QemuBackend {
             qmp: theirs.as_raw_fd(),
         };
         let mut cmd = Command::new(&self.binary);
-        cmd.args(args::qemu_args(spec, self.accel, &fds));
+        cmd.args(args::qemu_args(spec, self.accel, self.nested_svm, &fds));
         match spec.console {
             ConsoleMode::Capture => {
                 cmd.stdin(Stdio::null()).stdout(Stdio::piped());
