@@ -556,13 +556,9 @@ fn kvm_linux_on_the_own_vmm() {
         let kernel_dir = kernel.parent().expect("the kernel's directory");
         let run = nested::L1Run {
             kernel_dir,
-            binary: &exe,
-            args: &[
-                "--exact",
-                "kvm_linux_on_the_own_vmm",
-                "--nocapture",
-                "--test-threads=1",
-            ],
+            files: vec![(exe, "/test".into())],
+            script: "/test --exact kvm_linux_on_the_own_vmm --nocapture --test-threads=1 2>&1"
+                .into(),
             timeout: Duration::from_secs(300),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));

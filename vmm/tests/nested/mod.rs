@@ -26,10 +26,12 @@ pub const L1_PREFIX: &str = "KTSTR-L1 ";
 pub struct L1Run<'a> {
     /// The cached kernel's directory: `vmlinux`, `bzImage`, `modules/*.ko`.
     pub kernel_dir: &'a Path,
-    /// The binary to run (packed at `/test`).
-    pub binary: &'a Path,
-    /// Its arguments.
-    pub args: &'a [&'a str],
+    /// Host executables packed into the L1, with their shared libraries:
+    /// (host path, path in the L1).
+    pub files: Vec<(PathBuf, String)>,
+    /// Shell lines the L1's `/init` runs (in `/tmp`, with `KTSTR_KERNEL` set
+    /// to the kernel, whose `bzImage` sits beside it).
+    pub script: String,
     /// Kill the L1 after this long.
     pub timeout: Duration,
 }
@@ -132,12 +134,11 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 /// The L1's `/init`.
-fn init_script(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+fn init_script(script: &str) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin HOME=/root TMPDIR=/tmp
+export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel/vmlinux
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -145,14 +146,13 @@ mount -t tmpfs tmp /tmp
 for m in {modules}; do insmod /mod/$m.ko || echo "{p}insmod $m failed"; done
 echo "{p}ready kvm=$(test -c /dev/kvm && echo yes || echo no) svm=$(grep -c -w svm /proc/cpuinfo) cpus=$(nproc)"
 cd /tmp
-KTSTR_KERNEL=/kernel/vmlinux /test {args} 2>&1
+{script}
 echo "{p}rc=$?"
 dmesg | grep -i kvm | sed 's/^/{p}dmesg /'
 poweroff -f
 "#,
         modules = KVM_MODULES.join(" "),
         p = L1_PREFIX,
-        args = args.join(" "),
     )
 }
 
@@ -173,11 +173,19 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
     cpio.file(
         "/init",
         0o100_755,
-        init_script(run.args).as_bytes(),
+        init_script(&run.script).as_bytes(),
         &mut seen,
     );
-    cpio.file("/test", 0o100_755, &read(run.binary), &mut seen);
-    for lib in shared_libraries(run.binary) {
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for (host, guest) in &run.files {
+        cpio.file(guest, 0o100_755, &read(host), &mut seen);
+        for lib in shared_libraries(host) {
+            if !libs.contains(&lib) {
+                libs.push(lib);
+            }
+        }
+    }
+    for lib in libs {
         let name = lib.to_string_lossy().into_owned();
         cpio.file(&name, 0o100_755, &read(&lib), &mut seen);
     }
@@ -241,9 +249,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn init_runs_the_binary_with_quoted_arguments() {
-        let s = init_script(&["--exact", "a b"]);
-        assert!(s.contains("/test '--exact' 'a b' 2>&1"), "{s}");
-        assert!(s.contains("insmod /mod/$m.ko"), "{s}");
+    fn init_loads_the_modules_then_runs_the_script() {
+        let s = init_script("/test --exact x");
+        let insmod = s.find("insmod /mod/$m.ko").expect("insmod");
+        let run = s.find("\n/test --exact x\n").expect("the script");
+        assert!(
+            insmod < run && s.contains("KTSTR_KERNEL=/kernel/vmlinux"),
+            "{s}"
+        );
     }
 }
