@@ -99,6 +99,8 @@ struct Times {
     body: Option<Duration>,
     teardown: Option<Duration>,
     total: Duration,
+    /// The backend that ran the VM (`kvm`, `qemu-tcg`, ...), for the summary line.
+    backend: String,
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -161,8 +163,9 @@ pub fn run_with_kernel(entry: &TestEntry, kernel: Option<&std::path::Path>) -> O
             .map(|t| t.to_string())
             .unwrap_or_default();
         let line = format!(
-            "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+            "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
             entry.name,
+            times.backend,
             times.initramfs.as_secs_f64() * 1000.0,
             times.slot_wait.as_secs_f64(),
             secs(times.boot_to_init),
@@ -294,6 +297,7 @@ fn run_vm(
     let _slots = crate::slots::acquire(vcpus).map_err(|e| format!("taking VM slots: {e}"))?;
     times.slot_wait = waited.elapsed();
     let backend = crate::backend().map_err(|e| e.to_string())?;
+    times.backend = backend.name();
     let boot_at = Instant::now();
     let mut vm = backend
         .boot(&spec)

@@ -200,6 +200,9 @@ pub fn run(
 ) -> Result<i32, ShellError> {
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let mut vm = ShellVm::boot(opts)?;
+    if opts.verbose {
+        let _ = writeln!(diag, "ktstr shell: booted on {}", vm.backend());
+    }
     let Some(console) = vm.take_console() else {
         // Interactive: the terminal is the console.
         return match vm.machine().wait(deadline)? {
