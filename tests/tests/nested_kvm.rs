@@ -85,6 +85,8 @@ struct Inner {
 struct Ran {
     rc: Option<i32>,
     inconclusive: bool,
+    /// The runner booted again after a boot that never reached init.
+    reboots: usize,
     backend: Option<String>,
     output: Vec<String>,
 }
@@ -224,6 +226,9 @@ fn parse(lines: &[String]) -> Vec<(String, Ran)> {
             }
             // run_host's "ktstr: NAME: INCONCLUSIVE (counted as neither ...)".
             ran.inconclusive |= l.contains(": INCONCLUSIVE");
+            if l.contains("did not reach init") && l.contains("booting again") {
+                ran.reboots += 1;
+            }
             ran.output.push(l.clone());
         }
     }
@@ -282,6 +287,7 @@ fn parse_and_verdict_want_each_inner_test_once_on_kvm() {
     let ran = parse(&lines);
     assert_eq!(ran.len(), inner.len());
     assert!(ran[0].1.inconclusive && !ran[1].1.inconclusive);
+    assert_eq!(ran[0].1.reboots, 0);
     assert!(
         verdict(&inner, &ran).is_empty(),
         "{:?}",
@@ -365,10 +371,27 @@ fn ktstr_tests_on_the_own_vmm() {
     let ran = parse(&lines);
     for (name, r) in &ran {
         println!(
-            "{name}: backend={} rc={}{} ({where_})",
+            "{name}: backend={} rc={}{}{} ({where_})",
             r.backend.as_deref().unwrap_or("?"),
             r.rc.map_or("?".into(), |c| c.to_string()),
-            if r.inconclusive { " INCONCLUSIVE" } else { "" }
+            if r.inconclusive { " INCONCLUSIVE" } else { "" },
+            if r.reboots > 0 {
+                format!(" after {} boot(s) that never reached init", r.reboots)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // The runner boots once more after a boot that hangs before init; such a
+    // pass is said loudly here too, so the hang is not hidden by the retry.
+    for (name, r) in ran.iter().filter(|(_, r)| r.reboots > 0) {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!(
+                "ktstr: nested: WARNING: {name}: {} boot(s) hung before init\n",
+                r.reboots
+            )
+            .as_bytes(),
         );
     }
     let inconclusive: Vec<&str> = ran
