@@ -2,24 +2,20 @@
 //!
 //! - the tiny test guest (`tiny-guest/`), compiled with the host's gcc into a PVH
 //!   ELF kernel and wrapped in a bzImage container, for the KVM backend's tests;
-//! - the `ktstr_hw_virt` cfg when the build host has hardware virtualization
-//!   (`vmx`/`svm` in /proc/cpuinfo), so the Linux-boot tests of the KVM backend
-//!   are marked ignored, with the reason, where Linux cannot boot on it.
+//! - the static `/init` of the Linux-boot tests.
+//!
+//! Nothing here depends on the build host's CPU: whether the Linux tests run
+//! directly or in a nested L1 is decided when they run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(ktstr_hw_virt)");
     println!("cargo::rustc-check-cfg=cfg(ktstr_tiny_guest)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=tiny-guest");
-    println!("cargo::rerun-if-env-changed=KTSTR_ASSUME_HW_VIRT");
     println!("cargo::rerun-if-env-changed=KTSTR_CC");
 
-    if hardware_virtualization() {
-        println!("cargo::rustc-cfg=ktstr_hw_virt");
-    }
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
         return;
     }
@@ -31,18 +27,6 @@ fn main() {
         // The library does not need the guest; its tests fail and say why.
         Err(why) => println!("cargo::warning=tiny guest not built: {why}"),
     }
-}
-
-/// `vmx` or `svm` among the CPU flags (or `KTSTR_ASSUME_HW_VIRT=1`).
-fn hardware_virtualization() -> bool {
-    if std::env::var("KTSTR_ASSUME_HW_VIRT").as_deref() == Ok("1") {
-        return true;
-    }
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -255,6 +255,9 @@ pub fn run(
 ) -> Result<i32, ShellError> {
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let mut vm = ShellVm::boot(opts, host)?;
+    if opts.verbose {
+        let _ = writeln!(diag, "ktstr shell: booted on {}", vm.backend());
+    }
     let console = vm.take_console();
     let mut status = None;
     let mut failed = None;

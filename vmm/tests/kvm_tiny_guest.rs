@@ -191,7 +191,10 @@ fn check(kind: Image, topo: &str) {
             assert_eq!(boot.num("loader"), 0xff);
         }
     }
-    assert_eq!(r.one("CMDLINE").rest, spec.cmdline);
+    assert_eq!(
+        r.one("CMDLINE").rest,
+        format!("{} {}", ktstr_vmm::MACHINE_CMDLINE, spec.cmdline)
+    );
 
     // e820: RAM per node, the BIOS area and the channel reserved.
     let e820: Vec<(u64, u64, u64)> = r

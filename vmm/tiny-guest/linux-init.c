@@ -2,7 +2,10 @@
  * static, libc-free program that reports what Linux made of the VM — each
  * CPU's package, die, core and LLC siblings, each node's CPUs and distances —
  * on the console, ticks for the steady test if asked (cmdline "ktstr_ticks=N"
- * arrives as an environment variable: no dot, or the kernel keeps it), and powers off. */
+ * arrives as an environment variable: no dot, or the kernel keeps it), writes
+ * "ktstr_lines=N" numbered lines for the console-integrity test, and powers
+ * off — or, with "ktstr_end=panic" or "ktstr_end=reboot", panics (sysrq c) or
+ * restarts instead, for the tests of how the VM's end is seen. */
 
 typedef unsigned long u64;
 typedef long i64;
@@ -19,6 +22,7 @@ typedef long i64;
 #define LINUX_REBOOT_MAGIC1 0xfee1dead
 #define LINUX_REBOOT_MAGIC2 672274793
 #define LINUX_REBOOT_CMD_POWER_OFF 0x4321fedc
+#define LINUX_REBOOT_CMD_RESTART 0x01234567
 
 static i64 sys(i64 n, i64 a, i64 b, i64 c, i64 d, i64 e)
 {
@@ -178,7 +182,31 @@ void start(u64 *sp)
 		putnum(t);
 		put("\n");
 	}
+	u64 lines = 0;
+	const char *end = "";
+	for (char **e = envp; *e; e++) {
+		if (starts(*e, "ktstr_lines="))
+			lines = parse(*e + 12);
+		if (starts(*e, "ktstr_end="))
+			end = *e + 10;
+	}
+	/* One write per line, as a shell's echo does: each goes through the tty
+	 * layer and the UART's transmit interrupt. */
+	for (u64 l = 0; l < lines; l++) {
+		char b[160];
+		char *p = catnum(cat(b, "KTSTR-LINE "), l);
+		p = cat(p, " abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-");
+		p = catnum(p, l * 7919 % 10007);
+		cat(p, "\n");
+		put(b);
+	}
 	put("KTSTR-DONE\n");
+	if (starts(end, "panic")) {
+		i64 fd = sys(SYS_open, (i64)"/proc/sysrq-trigger", O_RDWR, 0, 0, 0);
+		sys(SYS_write, fd, (i64)"c", 1, 0, 0);
+	}
+	if (starts(end, "reboot"))
+		sys(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_RESTART, 0, 0);
 	sys(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_POWER_OFF, 0, 0);
 	for (;;)
 		;

@@ -1,7 +1,7 @@
 //! Fetching Debian's sched_ext-enabled cloud kernels into the cache
 //! (feature `fetch`: the only part of this crate that downloads).
 
-use crate::{CachedKernel, KernelCache, KernelError, debian, image};
+use crate::{CachedKernel, KernelCache, KernelError, debian, image, modules};
 
 /// How a fetch ended.
 #[derive(Debug, Clone)]
@@ -85,6 +85,8 @@ pub fn fetch(
     for cand in candidates {
         if let Some(k) = cache.get(&cand.release) {
             progress(&format!("newest kernel {} is already cached", cand.release));
+            let tmp = cache.scratch()?;
+            modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
             return Ok(FetchOutcome::AlreadyCached(k));
         }
         let version = apt.version(&cand.package)?;
@@ -122,6 +124,8 @@ pub fn fetch(
         let source = format!("debian {} {version}", cand.package);
         progress(&format!("extracting vmlinux of {}", cand.release));
         let k = cache.insert(&cand.release, &source, &bz, &config)?;
+        let tmp = cache.scratch()?;
+        modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
         return Ok(FetchOutcome::Fetched(k));
     }
     Err(KernelError::NoSchedExtPackage {

@@ -12,8 +12,9 @@
 //! newest cached kernel.
 //!
 //! Cache layout: `<cache root>/kernels/<release>/` holds `bzImage`, `vmlinux`,
-//! `config` and `metadata.json`; the cache root comes from the caller (the
-//! facade's host configuration).
+//! `config` and `metadata.json`, and a fetched kernel its KVM modules in
+//! `modules/` (`modules`, feature `fetch`); the cache root comes from the
+//! caller (the facade's host configuration).
 //!
 //! ```no_run
 //! use ktstr_kernel::{KernelCache, resolve};
@@ -31,6 +32,8 @@ pub mod debian;
 #[cfg(feature = "fetch")]
 mod fetch;
 pub mod image;
+#[cfg(feature = "fetch")]
+pub mod modules;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -331,6 +334,29 @@ mod tests {
             let bz = image::tests::tiny_bzimage(&image::tests::tiny_vmlinux(b"btf-of-the-test"));
             std::fs::write(moddir.join("vmlinuz.unsigned"), bz).expect("write");
             std::fs::write(moddir.join("config"), config).expect("write");
+            self.publish(&name, &root);
+        }
+
+        /// Adds `linux-modules-<release>` with the KVM modules, xz-compressed.
+        fn add_modules(&mut self, release: &str) {
+            let name = modules::package_name(release);
+            let root = self.dir.path().join(format!("build-modules-{release}"));
+            for (module, path) in modules::KVM_MODULES {
+                let p = root
+                    .join("usr/lib/modules")
+                    .join(release)
+                    .join(format!("{path}.xz"));
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+                let mut xz = Vec::new();
+                lzma_rs::xz_compress(&mut module.as_bytes(), &mut xz).expect("xz");
+                std::fs::write(p, xz).expect("write");
+            }
+            self.publish(&name, &root);
+        }
+
+        /// Builds `root` into the .deb of package `name` and lists it.
+        fn publish(&mut self, name: &str, root: &Path) {
+            std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
             std::fs::write(
                 root.join("DEBIAN/control"),
                 format!("Package: {name}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: test kernel\n"),
@@ -339,7 +365,7 @@ mod tests {
             let deb = self.dir.path().join(format!("pool/{name}_1_amd64.deb"));
             let st = std::process::Command::new("dpkg-deb")
                 .args(["-b", "-Zgzip"])
-                .arg(&root)
+                .arg(root)
                 .arg(&deb)
                 .output()
                 .expect("dpkg-deb runs (Debian's dpkg)");
@@ -400,12 +426,20 @@ mod tests {
         assert!(matches!(first, FetchOutcome::Fetched(_)), "{first:?}");
         assert_eq!(first.kernel().metadata.release, "9.9.1+deb13-cloud-amd64");
         assert!(first.kernel().vmlinux().is_file());
-        // Again: nothing is downloaded, the cached kernel is named.
+        // No linux-modules package: the kernel is cached without its modules.
+        assert!(!modules::has_kvm_modules(&first.kernel().dir));
+        // Again, now with the modules published: the kernel is not downloaded
+        // again, the cached kernel is named, and its KVM modules are kept.
+        repo.add_modules("9.9.1+deb13-cloud-amd64");
         let second = fetch_from(repo.source(), &cache).expect("fetch again");
         assert!(
             matches!(second, FetchOutcome::AlreadyCached(_)),
             "{second:?}"
         );
+        assert!(modules::has_kvm_modules(&second.kernel().dir));
+        let kvm = std::fs::read(modules::modules_dir(&second.kernel().dir).join("kvm.ko"))
+            .expect("kvm.ko");
+        assert_eq!(kvm, b"kvm", "decompressed");
         // Offline: the cache alone.
         let offline = fetch(
             &FetchOptions {

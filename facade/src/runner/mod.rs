@@ -86,8 +86,9 @@ fn run_in(
     );
     let total = t0.elapsed();
     let line = format!(
-        "ktstr: {} [{topo}]: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+        "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
         entry.name,
+        backend.name(),
         initramfs.as_secs_f64() * 1000.0,
         slot_wait.as_secs_f64(),
         secs(times.boot_to_init),

@@ -46,10 +46,21 @@ use crate::{
 use devices::{COM1_IRQ, COM2_IRQ, IoBus, IrqTrigger, Uart};
 use event_loop::EventLoop;
 use vcpu::{End, Shared};
-use x86_64::{boot, cpuid, regs};
+use x86_64::{boot, cpuid, msr, regs};
 
 /// Why Linux does not boot on this host's `/dev/kvm`, when it does not.
 pub const NO_HW_VIRT_REASON: &str = "no hardware virtualization (no vmx/svm in /proc/cpuinfo)";
+
+/// Kernel parameters the KVM backend puts before the spec's command line,
+/// because of the machine it builds.
+///
+/// `reboot=acpi`: the FADT describes a hardware-reduced ACPI machine, and for
+/// those Linux picks the EFI reset (`efi_reboot_required()`), which without
+/// EFI falls through to a jump to the BIOS reset vector: with no BIOS the vCPU
+/// ran garbage in real mode and a guest panic (`panic=-1`) or `reboot` never
+/// ended the VM. With `reboot=acpi` Linux writes the FADT's reset register
+/// (port 0xcf9), which ends the VM as a reset.
+pub const MACHINE_CMDLINE: &str = "reboot=acpi";
 
 /// Where KVM keeps the real-mode TSS of Intel hosts: three pages just below the
 /// BIOS ROM at the top of 4 GiB, away from RAM and MMIO.
@@ -227,6 +238,8 @@ impl KvmVm {
             ..Default::default()
         })
         .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        // Hardware the VM lacks answers with #GP, not with the host's log.
+        msr::deny_absent_hardware(&vm)?;
 
         // Guest RAM: one memfd per node, one memory slot per region.
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
@@ -286,6 +299,7 @@ impl KvmVm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let mut supported = cpuid::from_kvm(&supported);
+        cpuid::keep_llc_readable(&mut supported);
         if !crate::hardware_virtualization() {
             // A software /dev/kvm: advertise only what it can emulate.
             cpuid::hide_unemulated(&mut supported);

@@ -32,8 +32,34 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
     c
 }
 
+/// The accelerator and CPU model. `nested_svm` asks for a CPU the guest can
+/// run its own KVM guests on: under TCG an AMD EPYC with SVM and nested paging
+/// emulated (Linux's kvm_amd loads on it), under KVM the host CPU (which has
+/// the host's own vmx/svm).
+///
+/// A nested-SVM L1 runs one thread per vCPU whatever the TCG mode: it hosts
+/// KVM guests, and no verdict is judged on its own clock.
+pub(crate) fn cpu_args(accel: Accel, tcg: TcgMode, nested_svm: bool) -> [&'static str; 4] {
+    let threads = match tcg {
+        TcgMode::Single | TcgMode::InstructionCount if !nested_svm => "tcg,thread=single",
+        _ => "tcg,thread=multi",
+    };
+    match (accel, nested_svm) {
+        (Accel::Kvm, _) => ["-accel", "kvm", "-cpu", "host"],
+        (Accel::Tcg, true) => ["-accel", threads, "-cpu", "EPYC,+svm,+npt"],
+        // An Intel CPU model needs CPUID level 0x1f for dies > 1 (QEMU
+        // asserts otherwise); Nehalem is small enough to emulate cheaply.
+        (Accel::Tcg, false) => ["-accel", threads, "-cpu", "Nehalem,level=0x20"],
+    }
+}
+
 /// Builds QEMU's arguments.
-pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, fds: &PassedFds) -> Vec<String> {
+pub(crate) fn qemu_args(
+    spec: &VmSpec,
+    accel: Accel,
+    nested_svm: bool,
+    fds: &PassedFds,
+) -> Vec<String> {
     let t = &spec.topology;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -52,20 +78,9 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, fds: &PassedFds) -> Vec<Str
         machine.push_str(",memory-backend=m0");
     }
     push(&["-machine", &machine]);
-    match accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        // An Intel CPU model needs CPUID level 0x1f for dies > 1 (QEMU
-        // asserts otherwise); Nehalem is small enough to emulate cheaply.
-        Accel::Tcg => {
-            let accel = match spec.resolved_tcg() {
-                TcgMode::Single | TcgMode::InstructionCount => "tcg,thread=single",
-                TcgMode::Auto | TcgMode::Multi => "tcg,thread=multi",
-            };
-            push(&["-accel", accel, "-cpu", "Nehalem,level=0x20"]);
-            if spec.resolved_tcg() == TcgMode::InstructionCount {
-                push(&["-icount", "shift=auto,sleep=on"]);
-            }
-        }
+    push(&cpu_args(accel, spec.resolved_tcg(), nested_svm));
+    if accel == Accel::Tcg && !nested_svm && spec.resolved_tcg() == TcgMode::InstructionCount {
+        push(&["-icount", "shift=auto,sleep=on"]);
     }
     push(&[
         "-smp",
@@ -143,6 +158,7 @@ mod tests {
         qemu_args(
             &spec,
             Accel::Tcg,
+            false,
             &PassedFds {
                 node_memory: (0..8).map(|i| 10 + i).collect(),
                 qmp: 3,
@@ -187,5 +203,18 @@ mod tests {
         assert_eq!(objs.len(), 2);
         assert!(objs[1].contains("mem-path=/proc/self/fd/11"), "{objs:?}");
         assert!(!value_of(&a, "-machine")[0].contains("memory-backend"));
+    }
+
+    #[test]
+    fn nested_svm_asks_tcg_for_an_epyc_with_svm_and_npt() {
+        assert_eq!(
+            cpu_args(Accel::Tcg, TcgMode::Auto, true),
+            ["-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt"]
+        );
+        assert_eq!(
+            cpu_args(Accel::Tcg, TcgMode::InstructionCount, false),
+            ["-accel", "tcg,thread=single", "-cpu", "Nehalem,level=0x20"]
+        );
+        assert_eq!(cpu_args(Accel::Kvm, TcgMode::Auto, true)[3], "host");
     }
 }

@@ -33,6 +33,7 @@ const MIN_QEMU_MAJOR: u32 = 10;
 pub struct QemuBackend {
     binary: PathBuf,
     accel: Accel,
+    nested_svm: bool,
 }
 
 impl QemuBackend {
@@ -54,7 +55,11 @@ impl QemuBackend {
         } else {
             Accel::Tcg
         };
-        Ok(QemuBackend { binary, accel })
+        Ok(QemuBackend {
+            binary,
+            accel,
+            nested_svm: false,
+        })
     }
 
     /// Finds `qemu-system-x86_64` in the directories of `path` (a `PATH`-style
@@ -86,6 +91,14 @@ impl QemuBackend {
     /// Forces an accelerator.
     pub fn with_accel(mut self, accel: Accel) -> Self {
         self.accel = accel;
+        self
+    }
+
+    /// Gives the guest a CPU with hardware virtualization of its own (under
+    /// TCG: an emulated AMD EPYC with SVM and nested paging), so it can run
+    /// KVM guests: how the own KVM VMM is tested on hosts without vmx/svm.
+    pub fn with_nested_svm(mut self, on: bool) -> Self {
+        self.nested_svm = on;
         self
     }
 
@@ -139,6 +152,8 @@ impl Backend for QemuBackend {
 
     fn host_threads(&self, spec: &VmSpec) -> usize {
         match (self.accel, spec.resolved_tcg()) {
+            // A nested-SVM L1 runs one thread per vCPU (args::cpu_args).
+            _ if self.nested_svm => spec.topology.nr_cpus() as usize,
             // Single-threaded TCG runs every vCPU on one thread.
             (Accel::Tcg, crate::TcgMode::Single | crate::TcgMode::InstructionCount) => 1,
             _ => spec.topology.nr_cpus() as usize,
@@ -147,6 +162,9 @@ impl Backend for QemuBackend {
 
     fn timing_reliable(&self, spec: &VmSpec) -> bool {
         match (self.accel, spec.resolved_tcg()) {
+            _ if self.nested_svm => spec
+                .host_threads
+                .is_none_or(|h| spec.topology.nr_cpus() as usize <= h),
             // Guest time advances with instructions executed: the host's
             // preemption of QEMU is invisible to the guest.
             (Accel::Tcg, crate::TcgMode::InstructionCount) => true,
@@ -170,7 +188,7 @@ impl Backend for QemuBackend {
             qmp: theirs.as_raw_fd(),
         };
         let mut cmd = Command::new(&self.binary);
-        cmd.args(args::qemu_args(spec, self.accel, &fds));
+        cmd.args(args::qemu_args(spec, self.accel, self.nested_svm, &fds));
         match spec.console {
             ConsoleMode::Capture => {
                 cmd.stdin(Stdio::null()).stdout(Stdio::piped());

@@ -20,12 +20,16 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::aml::{self, SerialPort};
 use super::layout::{
     CMDLINE_ADDR, CMDLINE_MAX, E820Entry, EBDA_START, HIMEM_START, PVH_INFO_ADDR, PVH_MEMMAP_ADDR,
     PVH_MEMMAP_MAX, PVH_MODLIST_ADDR, ZERO_PAGE_ADDR, e820_map, initrd_address,
 };
 use super::regs::Entry;
-use crate::kvm::devices::{PCI_RESET_VALUE, PORT_PCI_RESET, PORT_SLEEP_CONTROL, PORT_SLEEP_STATUS};
+use crate::kvm::devices::{
+    COM1, COM1_IRQ, COM2, COM2_IRQ, PCI_RESET_VALUE, PORT_PCI_RESET, PORT_SLEEP_CONTROL,
+    PORT_SLEEP_STATUS,
+};
 use crate::{RamRegion, VmSpec, VmmError};
 
 /// What the VMM placed where, for the boot vCPU and for diagnostics.
@@ -73,6 +77,31 @@ pub(crate) fn fadt_config() -> FadtConfig {
         }),
         iapc_boot_arch: BOOT_ARCH_VGA_NOT_PRESENT | BOOT_ARCH_CMOS_RTC_NOT_PRESENT,
     }
+}
+
+/// The DSDT's device descriptions: COM1 and COM2 with their interrupts (see
+/// [`aml`] for why a hardware-reduced machine needs them).
+pub(crate) fn dsdt_aml() -> Vec<u8> {
+    aml::serial_ports(&[
+        SerialPort {
+            name: *b"COM1",
+            uid: 1,
+            base: COM1,
+            irq: COM1_IRQ as u8,
+        },
+        SerialPort {
+            name: *b"COM2",
+            uid: 2,
+            base: COM2,
+            irq: COM2_IRQ as u8,
+        },
+    ])
+}
+
+/// The command line the kernel gets: [`MACHINE_CMDLINE`](crate::kvm::MACHINE_CMDLINE)
+/// first, so that the spec's own parameters override it.
+pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
+    format!("{} {}", crate::kvm::MACHINE_CMDLINE, spec.cmdline)
 }
 
 fn kernel_format(file: &mut File) -> std::io::Result<Format> {
@@ -193,11 +222,9 @@ pub(crate) fn load(
     let max_cmdline = setup_header(&loaded)
         .map(|h| (h.cmdline_size as usize).min(CMDLINE_MAX))
         .unwrap_or(CMDLINE_MAX);
-    let cmdline = Cmdline::try_from(&spec.cmdline, max_cmdline).map_err(|e| {
-        VmmError::InvalidSpec(format!(
-            "kernel command line ({} bytes): {e}",
-            spec.cmdline.len()
-        ))
+    let text = kernel_cmdline(spec);
+    let cmdline = Cmdline::try_from(&text, max_cmdline).map_err(|e| {
+        VmmError::InvalidSpec(format!("kernel command line ({} bytes): {e}", text.len()))
     })?;
     load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline)
         .map_err(|e| VmmError::InvalidSpec(format!("writing the command line: {e}")))?;
@@ -250,6 +277,8 @@ pub(crate) fn load(
     // IOAPIC pin 0 (arch/x86/kvm/irq_comm.c, ROUTING_ENTRY2(0)): no IRQ0 -> GSI2
     // override as on a PC chipset, or Linux programs the wrong pin for the timer.
     config.overrides = &[];
+    let devices = dsdt_aml();
+    config.dsdt_aml = &devices;
     let tables = ktstr_acpi::build(&spec.topology, &config)
         .map_err(|e| VmmError::InvalidSpec(format!("ACPI tables: {e}")))?;
     if let Some((addr, len)) = tables
@@ -446,10 +475,12 @@ mod tests {
         assert_eq!(module.paddr, (64 << 20) - 12_288);
         let e820 = e820_map(ram.layout(), &[]);
         assert_eq!(info.memmap_entries as usize, e820.len());
-        let mut cmdline = vec![0u8; spec.cmdline.len()];
+        let want = kernel_cmdline(&spec);
+        let mut cmdline = vec![0u8; want.len()];
         mem.read_slice(&mut cmdline, GuestAddress(info.cmdline_paddr))
             .expect("cmdline");
-        assert_eq!(cmdline, spec.cmdline.as_bytes());
+        assert_eq!(cmdline, want.as_bytes());
+        assert!(want.starts_with("reboot=acpi "), "{want}");
         assert_eq!(
             mem.read_obj::<[u8; 8]>(GuestAddress(boot.rsdp))
                 .expect("rsdp"),

@@ -125,6 +125,43 @@ pub(crate) fn hide_unemulated(entries: &mut [CpuidEntry]) {
     }
 }
 
+/// "AuthenticAMD" in leaf 0 EBX.
+const AMD_EBX: u32 = 0x6874_7541;
+
+/// Leaf 1 EAX as Linux reads it: `(family, model)` (AMD APM vol. 3, Fn0000_0001_EAX).
+fn family_model(eax: u32) -> (u32, u32) {
+    let base = (eax >> 8) & 0xf;
+    let family = if base == 0xf {
+        base + ((eax >> 20) & 0xff)
+    } else {
+        base
+    };
+    let model = ((eax >> 4) & 0xf) | (((eax >> 16) & 0xf) << 4);
+    (family, model)
+}
+
+/// Keeps the LLC of the declared topology readable on a Zen 1 host.
+///
+/// Linux takes the LLC id of AMD family 17h models 0x00-0x1f from APIC id
+/// bits 3 and up (one core complex per 8 APIC ids, arch/x86/kernel/cpu/
+/// cacheinfo.c) and only from later models on from the sharing count of leaf
+/// 0x8000001D that `ktstr-topology` writes. On such a host (QEMU's `EPYC`
+/// model is one) a 1n2l2c2t guest saw one LLC of 8 CPUs instead of two of 4.
+/// The guest is shown model 0x20 of the same family instead: still Zen 1 to
+/// Linux (X86_FEATURE_ZEN1 covers models 0x00-0x2f), with the LLC read from
+/// 0x8000001D.
+pub(crate) fn keep_llc_readable(entries: &mut [CpuidEntry]) {
+    let amd = entries.iter().any(|e| e.function == 0 && e.ebx == AMD_EBX);
+    let Some(leaf1) = entries.iter_mut().find(|e| e.function == 1) else {
+        return;
+    };
+    let (family, model) = family_model(leaf1.eax);
+    if amd && family == 0x17 && model <= 0x1f {
+        // Model 0x20: extended model 2 (bits 19:16), base model 0 (bits 7:4).
+        leaf1.eax = (leaf1.eax & !0x000f_00f0) | (0x2 << 16);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +183,49 @@ mod tests {
         assert_eq!(e[1].ebx & (1 << 5), 0, "AVX2");
         assert_eq!(e[2].eax, 0xff & !0x30, "leaf 7.1 by its own subleaf");
         assert_eq!(e[3].edx & (1 << 27), 0, "RDTSCP");
+    }
+
+    /// QEMU's EPYC (family 17h model 1, the CPU of the nested L1): with the
+    /// model raised, what Linux decodes for every CPU is the declared LLC.
+    #[test]
+    fn a_zen1_host_still_shows_the_declared_llcs() {
+        use ktstr_topology::cpuid::{apply_topology, linux_view};
+        let host = vec![
+            CpuidEntry::leaf(0, 0xd, AMD_EBX, 0x444d_4163, 0x6974_6e65),
+            // Family 0xf + 8 = 0x17, model 1, stepping 2.
+            CpuidEntry::leaf(1, 0x0080_0f12, 0, 0, 0),
+            CpuidEntry::leaf(0x8000_0000, 0x8000_001f, 0, 0, 0),
+        ];
+        for topo in ["1n2l2c2t", "2n4l2c1t", "1n3l2c1t"] {
+            let t: Topology = topo.parse().expect("topology");
+            let views = |fix: bool| -> Vec<Option<u32>> {
+                t.cpus()
+                    .map(|c| {
+                        let mut e = host.clone();
+                        if fix {
+                            keep_llc_readable(&mut e);
+                        }
+                        apply_topology(&mut e, &t, c.cpu).expect("cpuid");
+                        linux_view(&e).expect("view").llc_id
+                    })
+                    .collect()
+            };
+            let declared: Vec<u32> = t.cpus().map(|c| c.llc).collect();
+            let fixed = views(true);
+            for (cpu, (a, b)) in fixed.iter().zip(&declared).enumerate() {
+                for (other, (c, d)) in fixed.iter().zip(&declared).enumerate() {
+                    assert_eq!(a == c, b == d, "{topo}: cpus {cpu} and {other}");
+                }
+            }
+            assert_ne!(
+                views(false),
+                fixed,
+                "{topo}: the Zen 1 rule merged LLCs before"
+            );
+        }
+        let mut e = host.clone();
+        keep_llc_readable(&mut e);
+        assert_eq!(family_model(e[1].eax), (0x17, 0x20));
+        assert_eq!(e[1].eax & 0xf, 2, "stepping kept");
     }
 }

@@ -1,0 +1,430 @@
+//! The `#[ktstr_test]`s and `ktstr shell` on the own KVM VMM, wherever this
+//! runs: directly on a host with vmx/svm, else inside one L1 guest that QEMU's
+//! TCG gives an emulated AMD SVM (the same L1 as `ktstr-vmm`'s
+//! `tests/kvm_linux.rs`, whose `nested/` module this file includes).
+//!
+//! The inner set is the test binaries of this crate, as cargo built them
+//! (`cargo test --no-run --message-format=json`), not copies: steady and
+//! cpusets (`examples`), three topology-conformance shapes, the scheduler
+//! lifecycle, and `ktstr shell` exit codes and panic detection. Each inner
+//! test runs once with `KTSTR_BACKEND=kvm`; one line per inner test names the
+//! backend that ran it (the runner's summary line, `ktstr shell -v`), and the
+//! entry fails if any inner test failed, did not run, or ran on anything but
+//! the own KVM VMM (`kvm`).
+//!
+//! Inside the 2-vCPU L1 shapes with more vCPUs are overcommitted, so the
+//! runner marks their timing untrustworthy: an inner test whose timing checks
+//! would have failed says INCONCLUSIVE. Those are listed loudly (past
+//! libtest's capture) as neither passed nor failed, as the runner does for
+//! its own tests; they never count as passes in the per-test lines.
+#![cfg(target_arch = "x86_64")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "../../vmm/tests/nested/mod.rs"]
+mod nested;
+
+/// The inner tests: (binary target, libtest names).
+const LIBTEST_SETS: &[(&str, &[&str])] = &[
+    (
+        "examples",
+        &[
+            "steady_one_llc_two_cores",
+            "steady_two_llcs_with_smt",
+            "cpusets_split_two_llcs",
+        ],
+    ),
+    (
+        "topology",
+        &[
+            "topology_1n2l2c2t",
+            "topology_2n4l2c1t",
+            "topology_1n3l2c1t",
+        ],
+    ),
+    (
+        "scheduler_lifecycle",
+        &[
+            "scheduler_attach_from_cold_start_succeeds",
+            "scheduler_restart_mid_experiment_reattaches_cleanly",
+            "scheduler_replace_mid_experiment_swaps_via_staged_pack",
+            "replace_with_broken_binary_surfaces_startup_died",
+            "broken_staged_binary_downcasts_to_startup_died",
+            "dispatch_hold_truncates_when_scheduler_dies_midstep",
+            "stall_ends_the_hold_early_with_scx_exit_error_stall",
+        ],
+    ),
+];
+
+/// `ktstr shell` checks: (name, command, exit status, a line its output must hold).
+const SHELL_CHECKS: &[(&str, &str, i32, &str)] = &[
+    ("shell_exit_3", "exit 3", 3, ""),
+    (
+        "shell_panic_is_reported",
+        "echo c > /proc/sysrq-trigger",
+        125,
+        "Kernel panic - not syncing: sysrq triggered crash",
+    ),
+];
+
+const BEGIN: &str = "KTSTR-NESTED begin ";
+const END: &str = "KTSTR-NESTED end ";
+
+/// One inner test: its name, how to run it, what it must end with.
+struct Inner {
+    name: String,
+    argv: Vec<String>,
+    rc: i32,
+    must_say: &'static str,
+}
+
+/// What one inner test did.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Ran {
+    rc: Option<i32>,
+    inconclusive: bool,
+    /// The runner booted again after a boot that never reached init.
+    reboots: usize,
+    backend: Option<String>,
+    output: Vec<String>,
+}
+
+/// Executables of this workspace, as `cargo --message-format=json` reports them.
+fn built(args: &[&str]) -> Vec<(String, PathBuf)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let out = Command::new(cargo)
+        .args(args)
+        .args(["--message-format=json", "--manifest-path", manifest])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| {
+            let exe = m["executable"].as_str()?;
+            Some((m["target"]["name"].as_str()?.to_string(), exe.into()))
+        })
+        .collect()
+}
+
+/// Host paths of the binaries the inner set needs.
+struct Binaries {
+    tests: Vec<(String, PathBuf)>,
+    scheduler: PathBuf,
+    ktstr: PathBuf,
+}
+
+fn binaries() -> Binaries {
+    let mut args = vec!["test", "--no-run", "-p", "ktstr-tests"];
+    for (t, _) in LIBTEST_SETS {
+        args.extend(["--test", t]);
+    }
+    let tests = built(&args);
+    let scheduler = built(&["build", "-p", "ktstr-tests", "--bin", "scx-ktstr"]);
+    let ktstr = built(&["build", "-p", "ktstr", "--bin", "ktstr"]);
+    let find = |list: &[(String, PathBuf)], name: &str| {
+        list.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("cargo built no {name}"))
+    };
+    Binaries {
+        tests: LIBTEST_SETS
+            .iter()
+            .map(|(t, _)| (t.to_string(), find(&tests, t)))
+            .collect(),
+        scheduler: find(&scheduler, "scx-ktstr"),
+        ktstr: find(&ktstr, "ktstr"),
+    }
+}
+
+/// The inner tests with argv for binaries at `path_of(target)`.
+fn inner_tests(path_of: &dyn Fn(&str) -> String) -> Vec<Inner> {
+    let mut v = Vec::new();
+    for (target, names) in LIBTEST_SETS {
+        for n in *names {
+            v.push(Inner {
+                name: format!("{target}::{n}"),
+                argv: vec![
+                    path_of(target),
+                    "--exact".into(),
+                    n.to_string(),
+                    "--nocapture".into(),
+                    "--test-threads=1".into(),
+                ],
+                rc: 0,
+                must_say: "",
+            });
+        }
+    }
+    for (name, cmd, rc, must_say) in SHELL_CHECKS {
+        v.push(Inner {
+            name: name.to_string(),
+            argv: vec![
+                path_of("ktstr"),
+                "shell".into(),
+                "-v".into(),
+                "--timeout-s".into(),
+                "90".into(),
+                "--exec".into(),
+                cmd.to_string(),
+            ],
+            rc: *rc,
+            must_say,
+        });
+    }
+    v
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The shell lines that run every inner test between markers.
+fn script(inner: &[Inner]) -> String {
+    let mut s = String::from("export KTSTR_BACKEND=kvm\n");
+    for t in inner {
+        let argv: Vec<String> = t.argv.iter().map(|a| quote(a)).collect();
+        s.push_str(&format!(
+            "echo '{BEGIN}{name}'; {cmd} 2>&1; echo \"{END}{name} rc=$?\"\n",
+            name = t.name,
+            cmd = argv.join(" ")
+        ));
+    }
+    s
+}
+
+/// Splits console lines into what each inner test did.
+fn parse(lines: &[String]) -> Vec<(String, Ran)> {
+    let mut out: Vec<(String, Ran)> = Vec::new();
+    let mut current: Option<(String, Ran)> = None;
+    for l in lines {
+        if let Some(name) = l.strip_prefix(BEGIN) {
+            current = Some((name.trim().to_string(), Ran::default()));
+        } else if let Some(rest) = l.strip_prefix(END) {
+            if let Some((name, mut ran)) = current.take() {
+                ran.rc = rest
+                    .rsplit_once("rc=")
+                    .and_then(|(_, rc)| rc.trim().parse().ok());
+                out.push((name, ran));
+            }
+        } else if let Some((_, ran)) = current.as_mut() {
+            // "ktstr: t [1n1l2c1t] on kvm: ..." (runner) or "ktstr shell: booted on kvm".
+            // libtest may print "test NAME ... " on the same line first.
+            let said = l.find("ktstr: ").or_else(|| l.find("ktstr shell: "));
+            if let Some((_, rest)) = said.and_then(|i| l[i..].split_once(" on ")) {
+                ran.backend = rest.split([':', ' ']).next().map(str::to_string);
+            }
+            // run_host's "ktstr: NAME: INCONCLUSIVE (counted as neither ...)".
+            ran.inconclusive |= l.contains(": INCONCLUSIVE");
+            if l.contains("did not reach init") && l.contains("booting again") {
+                ran.reboots += 1;
+            }
+            ran.output.push(l.clone());
+        }
+    }
+    out
+}
+
+/// Why the set failed, one line per inner test that did.
+fn verdict(inner: &[Inner], ran: &[(String, Ran)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for t in inner {
+        let runs: Vec<&Ran> = ran
+            .iter()
+            .filter(|(n, _)| *n == t.name)
+            .map(|(_, r)| r)
+            .collect();
+        let [r] = runs.as_slice() else {
+            problems.push(format!("{}: ran {} times, not once", t.name, runs.len()));
+            continue;
+        };
+        if r.backend.as_deref() != Some("kvm") {
+            problems.push(format!(
+                "{}: ran on {}, not the own KVM VMM",
+                t.name,
+                r.backend.as_deref().unwrap_or("an unnamed backend")
+            ));
+        } else if r.rc != Some(t.rc) {
+            problems.push(format!("{}: exit {:?}, expected {}", t.name, r.rc, t.rc));
+        } else if !t.must_say.is_empty() && !r.output.iter().any(|l| l.contains(t.must_say)) {
+            problems.push(format!("{}: no line says {:?}", t.name, t.must_say));
+        }
+    }
+    problems
+}
+
+#[test]
+fn parse_and_verdict_want_each_inner_test_once_on_kvm() {
+    let inner = inner_tests(&|t| format!("/t/{t}"));
+    let mut lines = Vec::new();
+    for t in &inner {
+        lines.push(format!("{BEGIN}{}", t.name));
+        lines.push(if t.name.starts_with("shell") {
+            "ktstr shell: booted on kvm".to_string()
+        } else {
+            format!(
+                "test x ... ktstr: {} [1n1l2c1t] on kvm: initramfs 1ms",
+                t.name
+            )
+        });
+        lines.push(format!("[ 1.0] {}", t.must_say));
+        lines.push(format!("{END}{} rc={}", t.name, t.rc));
+    }
+    lines.insert(
+        2,
+        "ktstr: x: INCONCLUSIVE (counted as neither pass nor fail): gap".into(),
+    );
+    let ran = parse(&lines);
+    assert_eq!(ran.len(), inner.len());
+    assert!(ran[0].1.inconclusive && !ran[1].1.inconclusive);
+    assert_eq!(ran[0].1.reboots, 0);
+    assert!(
+        verdict(&inner, &ran).is_empty(),
+        "{:?}",
+        verdict(&inner, &ran)
+    );
+    let mut bad = ran.clone();
+    bad[0].1.backend = Some("qemu-tcg".into());
+    bad[1].1.rc = Some(101);
+    bad.remove(2);
+    let p = verdict(&inner, &bad);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].contains("ran on qemu-tcg"), "{p:?}");
+    assert!(p[1].contains("exit Some(101)"), "{p:?}");
+    assert!(p[2].contains("ran 0 times"), "{p:?}");
+    assert!(script(&inner).contains("'--exact' 'topology_1n3l2c1t'"));
+}
+
+/// The kernel `cargo xtask kernel fetch` cached (with its modules), or `KTSTR_KERNEL`.
+fn kernel_dir() -> PathBuf {
+    let kernel = ktstr::config::HostConfig::from_env()
+        .expect("host configuration")
+        .resolve_kernel(None)
+        .expect("a kernel: run `cargo xtask kernel fetch`");
+    kernel
+        .vmlinux
+        .parent()
+        .expect("the kernel's directory")
+        .to_path_buf()
+}
+
+#[test]
+fn ktstr_tests_on_the_own_vmm() {
+    let start = Instant::now();
+    let bins = binaries();
+    let (inner, lines, where_) = if ktstr_vmm::hardware_virtualization() {
+        let path_of = |t: &str| -> String {
+            match t {
+                "ktstr" => bins.ktstr.display().to_string(),
+                t => bins
+                    .tests
+                    .iter()
+                    .find(|(n, _)| n == t)
+                    .map(|(_, p)| p.display().to_string())
+                    .unwrap_or_default(),
+            }
+        };
+        let inner = inner_tests(&path_of);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script(&inner))
+            .output()
+            .expect("sh runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines = text.lines().map(str::to_string).collect();
+        (inner, lines, "directly")
+    } else {
+        // In the L1: test binaries in /t/deps, the scheduler one level up,
+        // where the runner's discovery looks; ktstr in /bin.
+        let path_of = |t: &str| -> String {
+            match t {
+                "ktstr" => "/bin/ktstr".into(),
+                t => format!("/t/deps/{t}"),
+            }
+        };
+        let inner = inner_tests(&path_of);
+        let mut files: Vec<(PathBuf, String)> = bins
+            .tests
+            .iter()
+            .map(|(t, p)| (p.clone(), format!("/t/deps/{t}")))
+            .collect();
+        files.push((bins.scheduler.clone(), "/t/scx-ktstr".into()));
+        files.push((bins.ktstr.clone(), "/bin/ktstr".into()));
+        let dir = kernel_dir();
+        let run = nested::L1Run {
+            kernel_dir: Path::new(&dir),
+            files,
+            script: script(&inner),
+            timeout: Duration::from_secs(420),
+        };
+        let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
+        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        (inner, out.lines, "in a nested-SVM L1")
+    };
+    let ran = parse(&lines);
+    for (name, r) in &ran {
+        println!(
+            "{name}: backend={} rc={}{}{} ({where_})",
+            r.backend.as_deref().unwrap_or("?"),
+            r.rc.map_or("?".into(), |c| c.to_string()),
+            if r.inconclusive { " INCONCLUSIVE" } else { "" },
+            if r.reboots > 0 {
+                format!(" after {} boot(s) that never reached init", r.reboots)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // The runner boots once more after a boot that hangs before init; such a
+    // pass is said loudly here too, so the hang is not hidden by the retry.
+    for (name, r) in ran.iter().filter(|(_, r)| r.reboots > 0) {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!(
+                "ktstr: nested: WARNING: {name}: {} boot(s) hung before init\n",
+                r.reboots
+            )
+            .as_bytes(),
+        );
+    }
+    let inconclusive: Vec<&str> = ran
+        .iter()
+        .filter(|(_, r)| r.inconclusive)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !inconclusive.is_empty() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!(
+                "ktstr: nested: {} inner tests INCONCLUSIVE (counted as neither pass nor fail): {}\n",
+                inconclusive.len(),
+                inconclusive.join(", ")
+            )
+            .as_bytes(),
+        );
+    }
+    println!(
+        "{} of {} inner tests reported in {:.1} s",
+        ran.len(),
+        inner.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let mut problems = verdict(&inner, &ran);
+    problems.extend(
+        lines
+            .iter()
+            .filter(|l| l.contains(nested::L1_PREFIX) && l.contains("Unhandled"))
+            .cloned(),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -1,0 +1,267 @@
+//! Running a test binary inside an L1 guest that has hardware virtualization,
+//! on hosts that have none: how the own KVM VMM boots real Linux here.
+//!
+//! QEMU's TCG emulates AMD SVM with nested paging (`-cpu EPYC,+svm,+npt`):
+//! the L1 guest (the cached kernel, 2 vCPUs, 3 GiB) loads `irqbypass.ko`,
+//! `kvm.ko` and `kvm-amd.ko` (kept beside the kernel by `cargo xtask kernel
+//! fetch`) and gets a working `/dev/kvm` with `svm` in its CPU flags. Its
+//! root is a cpio of busybox, the test binary with its shared libraries, the
+//! kernel (which the binary boots as L2 on the own VMM) and the modules; its
+//! `/init` runs the binary once and powers off. The console comes back line by
+//! line; what the lines mean is the caller's business.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ktstr_vmm::{Backend, EndReason, QemuBackend, VmSpec};
+
+/// The KVM modules the L1 loads, in dependency order.
+pub const KVM_MODULES: [&str; 3] = ["irqbypass", "kvm", "kvm-amd"];
+
+/// Prefix of the L1 init's own lines.
+pub const L1_PREFIX: &str = "KTSTR-L1 ";
+
+/// What to run in the L1.
+pub struct L1Run<'a> {
+    /// The cached kernel's directory: `vmlinux`, `bzImage`, `modules/*.ko`.
+    pub kernel_dir: &'a Path,
+    /// Host executables packed into the L1, with their shared libraries:
+    /// (host path, path in the L1).
+    pub files: Vec<(PathBuf, String)>,
+    /// Shell lines the L1's `/init` runs (in `/tmp`, with `KTSTR_KERNEL` set
+    /// to the kernel, whose `bzImage` sits beside it).
+    pub script: String,
+    /// Kill the L1 after this long.
+    pub timeout: Duration,
+}
+
+/// How the L1 went: every console line, and how it ended.
+pub struct L1Outcome {
+    pub lines: Vec<String>,
+    pub end: EndReason,
+    pub wall: Duration,
+}
+
+/// A newc cpio writer (Documentation/driver-api/early-userspace/buffer-format.rst).
+#[derive(Default)]
+struct Cpio {
+    bytes: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        self.bytes.extend_from_slice(b"070701");
+        for f in fields {
+            self.bytes.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.push(0);
+        self.pad();
+        self.bytes.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+    }
+
+    /// Directories on the way to `path` (absolute), each once.
+    fn parents(&mut self, path: &str, seen: &mut Vec<String>) {
+        let mut at = String::new();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if !seen.contains(&at) {
+                seen.push(at.clone());
+                self.entry(&at, 0o040_755, &[]);
+            }
+        }
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8], seen: &mut Vec<String>) {
+        self.parents(path, seen);
+        self.entry(path.trim_start_matches('/'), mode, data);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.bytes
+    }
+}
+
+/// The shared libraries `binary` loads, and its interpreter, as `ldd` lists them.
+fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ldd on {}: {e}", binary.display()));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split("=> ").nth(1).unwrap_or(l);
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The L1's `/init`.
+fn init_script(script: &str) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel/vmlinux
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+for m in {modules}; do insmod /mod/$m.ko || echo "{p}insmod $m failed"; done
+echo "{p}ready kvm=$(test -c /dev/kvm && echo yes || echo no) svm=$(grep -c -w svm /proc/cpuinfo) cpus=$(nproc)"
+cd /tmp
+{script}
+echo "{p}rc=$?"
+dmesg | grep -i kvm | sed 's/^/{p}dmesg /'
+poweroff -f
+"#,
+        modules = KVM_MODULES.join(" "),
+        p = L1_PREFIX,
+    )
+}
+
+/// Writes the L1's root into `dir`; returns the cpio's path.
+fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
+    let mut cpio = Cpio::default();
+    let mut seen = Vec::new();
+    for d in ["dev", "proc", "sys", "tmp", "root", "bin", "mod", "kernel"] {
+        cpio.entry(d, 0o040_755, &[]);
+        seen.push(d.to_string());
+    }
+    cpio.file(
+        "/bin/busybox",
+        0o100_755,
+        &read(Path::new("/bin/busybox")),
+        &mut seen,
+    );
+    cpio.file(
+        "/init",
+        0o100_755,
+        init_script(&run.script).as_bytes(),
+        &mut seen,
+    );
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for (host, guest) in &run.files {
+        cpio.file(guest, 0o100_755, &read(host), &mut seen);
+        for lib in shared_libraries(host) {
+            if !libs.contains(&lib) {
+                libs.push(lib);
+            }
+        }
+    }
+    for lib in libs {
+        let name = lib.to_string_lossy().into_owned();
+        cpio.file(&name, 0o100_755, &read(&lib), &mut seen);
+    }
+    for k in ["vmlinux", "bzImage"] {
+        let p = run.kernel_dir.join(k);
+        cpio.file(&format!("/kernel/{k}"), 0o100_644, &read(&p), &mut seen);
+    }
+    for m in KVM_MODULES {
+        let p = run.kernel_dir.join("modules").join(format!("{m}.ko"));
+        if !p.is_file() {
+            panic!(
+                "{} is missing: `cargo xtask kernel fetch` keeps the KVM modules beside the kernel",
+                p.display()
+            );
+        }
+        cpio.file(&format!("/mod/{m}.ko"), 0o100_644, &read(&p), &mut seen);
+    }
+    let path = dir.join("l1.cpio");
+    std::fs::write(&path, cpio.finish()).expect("write the L1 root");
+    path
+}
+
+/// Boots the L1, runs the binary in it, and returns its console.
+pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
+    let start = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let initrd = l1_root(run, dir.path());
+    let topology = "1n1l2c1t"
+        .parse::<ktstr_topology::Topology>()
+        .expect("topology")
+        .with_memory_mib(3072)
+        .expect("memory");
+    let mut spec = VmSpec::new(run.kernel_dir.join("vmlinux"), topology);
+    spec.initrd = Some(initrd);
+    spec.cmdline.push_str(" rdinit=/init");
+    spec.name = "ktstr-nested-l1".into();
+    let qemu = QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
+        .expect("QEMU (cargo xtask setup installs it)")
+        .with_accel(ktstr_vmm::qemu::Accel::Tcg)
+        .with_nested_svm(true);
+    // The L1 keeps both its vCPU threads busy: it takes host slots for them.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let qemu = ktstr_vmm::Slotted::new(
+        qemu,
+        ktstr_vmm::HostSlots::new(ktstr_vmm::HostSlots::default_dir(), cores),
+    );
+    let mut vm = qemu.boot(&spec).expect("boot the L1");
+    let console = vm.take_console().expect("console");
+    let deadline = start + run.timeout;
+    let mut lines = Vec::new();
+    while let Some(l) = console.next_line(deadline.saturating_duration_since(Instant::now())) {
+        on_line(&l);
+        lines.push(l);
+    }
+    let end = vm
+        .wait(Some(deadline.max(Instant::now() + Duration::from_secs(5))))
+        .expect("wait for the L1");
+    L1Outcome {
+        lines,
+        end,
+        wall: start.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_loads_the_modules_then_runs_the_script() {
+        let s = init_script("/test --exact x");
+        let insmod = s.find("insmod /mod/$m.ko").expect("insmod");
+        let run = s.find("\n/test --exact x\n").expect("the script");
+        assert!(
+            insmod < run && s.contains("KTSTR_KERNEL=/kernel/vmlinux"),
+            "{s}"
+        );
+    }
+}
