@@ -13,4 +13,5 @@ pub mod checks;
 pub mod runtime;
 pub mod scenario;
 pub mod scheduler;
+pub mod snapshot;
 pub mod workload;
