@@ -56,7 +56,6 @@ struct DataMap {
 /// Reads samples of one guest.
 pub(crate) struct Sampler<'k, M: GuestMemory + ?Sized> {
     k: GuestKernel<'k, M>,
-    nr_cpus: Result<u32, MonitorError>,
     /// `struct scx_event_stats` members: (name, byte offset, size).
     events: Option<Vec<(String, u64, u64)>>,
     /// Data-section maps by (id, address of their `struct btf`); `None`: not one.
@@ -76,10 +75,8 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
                 })
                 .collect::<Option<Vec<_>>>()
         });
-        let nr_cpus = k.nr_cpu_ids().map_err(MonitorError::from);
         Sampler {
             k,
-            nr_cpus,
             events,
             maps: HashMap::new(),
         }
@@ -120,7 +117,9 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     }
 
     fn cpus(&self) -> Result<Vec<CpuSample>, MonitorError> {
-        let n = self.nr_cpus.clone()?;
+        // Read each time: the image's initial value (NR_CPUS) holds until the
+        // guest counted its CPUs.
+        let n = self.k.nr_cpu_ids()?;
         (0..n)
             .map(|cpu| {
                 let s = self.k.rq_sample(cpu)?;
@@ -185,7 +184,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
         };
         let pcpu = sch.field("pcpu")?.u64()?;
         let mut sums = vec![0i64; members.len()];
-        for cpu in 0..self.nr_cpus.clone()? {
+        for cpu in 0..self.k.nr_cpu_ids()? {
             let at = pcpu.wrapping_add(self.k.per_cpu_offset(cpu)?);
             let stats = self.k.value(at, "scx_sched_pcpu")?.field("event_stats")?;
             let bytes = stats.bytes()?;
