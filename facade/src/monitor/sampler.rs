@@ -269,3 +269,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[path = "sampler_tests.rs"]
+mod tests;
