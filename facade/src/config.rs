@@ -19,6 +19,7 @@
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
 //! | `KTSTR_RESULTS` | append one JSON line per test here | none |
+//! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
@@ -70,9 +71,14 @@ pub struct HostConfig {
     pub allow_inconclusive: bool,
     /// Where to append one JSON line per test.
     pub results: Option<PathBuf>,
+    /// Periodic samples of guest memory per second (0: none).
+    pub monitor_hz: u32,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
 }
+
+/// Periodic monitor samples per second by default.
+pub const DEFAULT_MONITOR_HZ: u32 = 10;
 
 /// How long a boot may take to reach init by default. TCG boots take 3-10 s.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -156,6 +162,19 @@ impl HostConfig {
             verbose: set("KTSTR_VERBOSE").is_some_and(|v| v != "0"),
             allow_inconclusive: set("KTSTR_ALLOW_INCONCLUSIVE").is_some_and(|v| v != "0"),
             results: set("KTSTR_RESULTS").map(PathBuf::from),
+            monitor_hz: match text("KTSTR_MONITOR_HZ")? {
+                None => DEFAULT_MONITOR_HZ,
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(n) if n <= 1000 => n,
+                    _ => {
+                        return Err(ConfigError {
+                            var: "KTSTR_MONITOR_HZ",
+                            value: v.clone(),
+                            why: "expected samples per second from 0 (off) to 1000".into(),
+                        });
+                    }
+                },
+            },
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
                     .map(|x| x.trim().to_string())
@@ -239,6 +258,7 @@ mod tests {
         assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);
         assert!(c.host_cpus >= 1);
         assert!(!c.verbose);
+        assert_eq!(c.monitor_hz, DEFAULT_MONITOR_HZ);
         let c =
             HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
         assert_eq!(c.cache_root, Path::new("/x/ktstr"));
@@ -264,6 +284,7 @@ mod tests {
             ("KTSTR_BOOT_TIMEOUT_S", "7"),
             ("KTSTR_VERBOSE", "1"),
             ("KTSTR_RESULTS", "/r.jsonl"),
+            ("KTSTR_MONITOR_HZ", "0"),
             ("KTSTR_KERNEL_SUITES", "a, b,"),
         ]))
         .expect("config");
@@ -275,6 +296,7 @@ mod tests {
         assert_eq!(c.boot_timeout, Duration::from_secs(7));
         assert!(c.verbose);
         assert_eq!(c.results.as_deref(), Some(Path::new("/r.jsonl")));
+        assert_eq!(c.monitor_hz, 0);
         assert_eq!(
             c.kernel_suites,
             Some(vec!["a".to_string(), "b".to_string()])

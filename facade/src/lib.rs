@@ -33,8 +33,8 @@
 //! # fn main() {}
 //! ```
 //!
-//! ... and a key that is not built yet ("ktstr_test key `post_vm` is not
-//! supported yet"):
+//! ... and a `post_vm` check whose signature is not
+//! `fn(&VmResult) -> anyhow::Result<()>`:
 //!
 //! ```compile_fail
 //! use ktstr::prelude::*;
@@ -43,11 +43,33 @@
 //! fn monitored(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
 //! # fn main() {}
 //! ```
+//!
+//! The host watches the guest kernel from outside while the test runs
+//! ([`monitor`]): runqueues, the scheduler's DSQs, sched_ext event counters
+//! and the scheduler's BPF globals, read from guest memory. A `post_vm` check
+//! judges them after the VM:
+//!
+//! ```no_run
+//! use ktstr::prelude::*;
+//!
+//! fn dispatched(result: &VmResult) -> Result<()> {
+//!     let series = result.series().snapshots_only();
+//!     let n = series.bpf("nr_dispatched", |s| s.var("nr_dispatched").as_u64());
+//!     anyhow::ensure!(n.only_grew(), "nr_dispatched went down: {n:?}");
+//!     anyhow::ensure!(n.max().is_some_and(|m| *m > 0), "nothing dispatched");
+//!     Ok(())
+//! }
+//!
+//! #[ktstr_test(num_snapshots = 3, post_vm = dispatched)]
+//! fn monitored(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
 
 mod channel;
 pub mod config;
 mod error;
 mod guest;
+pub mod monitor;
 mod registry;
 mod results;
 mod runner;
@@ -103,6 +125,7 @@ pub mod prelude {
     pub use crate::assert::AssertResult;
     pub use crate::declare_scheduler;
     pub use crate::ktstr_test;
+    pub use crate::monitor::{Sample, SampleSeries, Series, VmResult};
     pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
     pub use crate::test_support::{Scheduler, SchedulerSpec};
     pub use anyhow::Result;

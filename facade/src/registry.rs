@@ -9,8 +9,9 @@ use crate::scenario::Ctx;
 /// A test body.
 pub type TestFn = fn(&Ctx) -> anyhow::Result<AssertResult>;
 
-/// The keys of `#[ktstr_test(...)]`, with their defaults applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The keys of `#[ktstr_test(...)]`, with their defaults applied. (Not
+/// comparable: `post_vm` is a function pointer.)
+#[derive(Debug, Clone, Copy)]
 pub struct TestConfig {
     /// NUMA nodes (`numa_nodes`, default 1).
     pub numa_nodes: u32,
@@ -46,6 +47,12 @@ pub struct TestConfig {
     /// How long stopping the scheduler after the body may take
     /// (`cleanup_budget_ms`, default 5000).
     pub cleanup_budget_ms: u64,
+    /// Snapshots with every vCPU paused, spread over the body
+    /// (`num_snapshots`, default 0).
+    pub num_snapshots: u32,
+    /// A host-side check of the finished VM (`post_vm = path`); its error
+    /// fails the test.
+    pub post_vm: Option<crate::monitor::PostVmFn>,
 }
 
 /// A registered test: its full name, body and configuration.

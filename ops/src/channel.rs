@@ -14,6 +14,7 @@
 //! 0x018  tail    u64  bytes ever consumed from it (host)
 //! 0x020  dropped u64  frames the guest dropped because the ring was full
 //! 0x028  signals u64  host -> guest signal bits
+//! 0x030  acked   u64  host -> guest: the highest request `seq` the host answered
 //! 0x1000 data    ring of frames: len u32, kind u32, crc32 u32, pad u32, payload, padding to 8
 //! ```
 
@@ -36,6 +37,7 @@ const OFF_HEAD: u64 = 0x10;
 const OFF_TAIL: u64 = 0x18;
 const OFF_DROPPED: u64 = 0x20;
 const OFF_SIGNALS: u64 = 0x28;
+const OFF_ACKED: u64 = 0x30;
 const DATA: u64 = 0x1000;
 const FRAME_HEADER: u64 = 16;
 /// Largest payload of one frame.
@@ -110,6 +112,15 @@ pub enum Message {
         /// The command's exit status (128 + signal when killed).
         status: i32,
     },
+    /// A step asks the host for a snapshot of the guest with every vCPU
+    /// paused (`Op::CaptureSnapshot`). The host answers by raising the
+    /// `acked` word to `seq` once the VM runs again.
+    SnapshotRequest {
+        /// The snapshot's name, as the step gave it.
+        name: String,
+        /// The request's number: 1, 2, ... in the order the guest sent them.
+        seq: u64,
+    },
 }
 
 /// Why the host could not read the channel.
@@ -173,7 +184,7 @@ pub struct Writer<M: ChannelMem> {
 impl<M: ChannelMem> Writer<M> {
     /// Initializes the region (`size` bytes) and returns its writer.
     pub fn init(mem: M, size: u64) -> Self {
-        for off in [OFF_HEAD, OFF_TAIL, OFF_DROPPED, OFF_SIGNALS] {
+        for off in [OFF_HEAD, OFF_TAIL, OFF_DROPPED, OFF_SIGNALS, OFF_ACKED] {
             mem.store_u64(off, 0);
         }
         mem.store_u64(OFF_SIZE, size);
@@ -235,6 +246,12 @@ impl<M: ChannelMem> Writer<M> {
     /// The host's signal bits.
     pub fn signals(&self) -> u64 {
         self.mem.load_u64(OFF_SIGNALS)
+    }
+
+    /// The highest request `seq` the host has answered
+    /// ([`Message::SnapshotRequest`]).
+    pub fn acked(&self) -> u64 {
+        self.mem.load_u64(OFF_ACKED)
     }
 }
 
@@ -309,6 +326,14 @@ impl<M: ChannelMem> Reader<M> {
         let v = self.mem.load_u64(OFF_SIGNALS);
         self.mem.store_u64(OFF_SIGNALS, v | bits);
     }
+
+    /// Tells the guest that its request `seq` (and every earlier one) is
+    /// answered. Never lowers the word.
+    pub fn ack(&self, seq: u64) {
+        if self.mem.load_u64(OFF_MAGIC) == MAGIC && seq > self.mem.load_u64(OFF_ACKED) {
+            self.mem.store_u64(OFF_ACKED, seq);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +401,17 @@ mod tests {
         assert_eq!(r.poll().expect("poll"), vec![v]);
         r.signal(SIGNAL_STOP);
         assert_eq!(w.signals(), SIGNAL_STOP);
+        // Snapshot requests are answered through the acked word, which only rises.
+        let req = Message::SnapshotRequest {
+            name: "spinners".into(),
+            seq: 2,
+        };
+        assert!(w.send(&req, Duration::ZERO));
+        assert_eq!(r.poll().expect("poll"), vec![req]);
+        assert_eq!(w.acked(), 0);
+        r.ack(2);
+        r.ack(1);
+        assert_eq!(w.acked(), 2);
     }
 
     #[test]

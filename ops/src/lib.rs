@@ -13,5 +13,6 @@ pub mod checks;
 pub mod runtime;
 pub mod scenario;
 pub mod scheduler;
+pub mod snapshot;
 pub mod sysfs;
 pub mod workload;

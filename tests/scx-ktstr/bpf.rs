@@ -40,6 +40,7 @@ const CTL_STALL: usize = 0;
 const CTL_CRASH: usize = 4;
 const CTL_SLOW_NS: usize = 8;
 const CTL_UNFAIR: usize = 16;
+const CTL_NO_COUNT: usize = 20;
 const CTL_SIZE: usize = 24;
 /// Offset of `done` in `struct ktstr_exit_rec`.
 const EXIT_DONE: usize = 4;
@@ -49,6 +50,7 @@ const EXIT_DONE: usize = 4;
 struct Layout {
     nr_enqueued: usize,
     nr_dispatched: usize,
+    mark: usize,
     ctl: usize,
     exit_rec: usize,
     timeout_ms: usize,
@@ -194,6 +196,18 @@ impl Bss<'_> {
             .store(1, Ordering::Relaxed);
     }
 
+    /// Makes ktstr_dispatch stop counting its dispatches (it still dispatches).
+    pub fn set_no_count(&self) {
+        self.atomic_u32(self.layout.ctl + CTL_NO_COUNT)
+            .store(1, Ordering::Relaxed);
+    }
+
+    /// Writes `ktstr_mark`, which nothing else reads or writes.
+    pub fn set_mark(&self, v: u64) {
+        self.atomic_u64(self.layout.mark)
+            .store(v, Ordering::Relaxed);
+    }
+
     /// The exit record, once ktstr_exit has written it.
     pub fn exit_info(&self) -> Option<ExitInfo> {
         let rec = self.layout.exit_rec;
@@ -296,6 +310,7 @@ fn layout(open: &OpenObject) -> Result<Layout> {
     Ok(Layout {
         nr_enqueued: var("nr_enqueued", 8)?,
         nr_dispatched: var("nr_dispatched", 8)?,
+        mark: var("ktstr_mark", 8)?,
         ctl: var("ktstr_ctl", CTL_SIZE)?,
         exit_rec: var("ktstr_exit_rec", size_of::<RawExitRec>())?,
         timeout_ms: timeout_ms.context("struct sched_ext_ops has no timeout_ms")?,

@@ -9,10 +9,14 @@
  *   stall   - ktstr_dispatch stops pulling, so runnable tasks wait until the
  *             kernel's watchdog ejects us with SCX_EXIT_ERROR_STALL;
  *   crash   - the next callback calls scx_bpf_error() (SCX_EXIT_ERROR_BPF);
- *   slow_ns - ktstr_dispatch spins this long before pulling a queued task.
+ *   slow_ns - ktstr_dispatch spins this long before pulling a queued task;
+ *   no_count - ktstr_dispatch still dispatches but never counts it (a
+ *             bind-without-dispatch regression, as the host monitor sees it).
  * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
  * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
- * by name through BTF, by the host-side monitor.
+ * by name through BTF, by the host-side monitor. `nr_select_cpu` and
+ * `ktstr_mark` (set once by the loader's --mark) are never printed: the
+ * host's monitor tests read them from guest memory only.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -57,6 +61,8 @@ u64 kconfig_hz;
 /* Counters: plain globals so the monitor finds them by name in .bss. */
 u64 nr_enqueued;
 u64 nr_dispatched;
+u64 nr_select_cpu;
+u64 ktstr_mark;
 
 /* Written by the loader through the mmapped .bss while we run. */
 struct ktstr_ctl {
@@ -65,7 +71,7 @@ struct ktstr_ctl {
 	u64 slow_ns;
 	/* A planted fairness bug: odd pids get a 4x longer slice. */
 	u32 unfair;
-	u32 pad;
+	u32 no_count;
 };
 struct ktstr_ctl ktstr_ctl;
 
@@ -113,6 +119,7 @@ s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
 {
 	bool is_idle = false;
 
+	__sync_fetch_and_add(&nr_select_cpu, 1);
 	/*
 	 * Wake the task on an idle CPU if there is one, but do not insert it
 	 * there directly: every task must go through ktstr_enqueue and the
@@ -149,7 +156,7 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 		/* The iteration bound is a backstop; the deadline ends it. */
 		bpf_loop(1 << 20, spin_step, &ctx, 0);
 	}
-	if (scx_bpf_dsq_move_to_local(KTSTR_DSQ))
+	if (scx_bpf_dsq_move_to_local(KTSTR_DSQ) && !ktstr_ctl.no_count)
 		__sync_fetch_and_add(&nr_dispatched, 1);
 }
 

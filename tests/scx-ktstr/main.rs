@@ -62,6 +62,16 @@ struct Args {
     #[argh(switch)]
     unfair: bool,
 
+    /// dispatch as usual but never count it in nr_dispatched (a planted
+    /// bind-without-dispatch regression for the host's monitor)
+    #[argh(switch)]
+    no_dispatch_count: bool,
+
+    /// write VALUE into the BPF global `ktstr_mark` once, after attaching
+    /// (never printed: the host's monitor reads it from guest memory)
+    #[argh(option, arg_name = "VALUE")]
+    mark: Option<u64>,
+
     /// dispatch latency of --slow in microseconds (default 1000, at most 10000)
     #[argh(option, arg_name = "US", default = "1000")]
     slow_us: u64,
@@ -83,6 +93,8 @@ struct Config {
     crash_after: Option<Duration>,
     slow_ns: u64,
     unfair: bool,
+    no_dispatch_count: bool,
+    mark: Option<u64>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
 }
@@ -103,6 +115,8 @@ impl Config {
             crash_after: seconds("--crash-after", args.crash_after)?,
             slow_ns: if args.slow { args.slow_us * 1000 } else { 0 },
             unfair: args.unfair,
+            no_dispatch_count: args.no_dispatch_count,
+            mark: args.mark,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(args.stats_interval_ms)),
@@ -186,6 +200,16 @@ enum End {
 fn run(config: &Config) -> Result<ExitCode> {
     install_signal_handlers()?;
     let mut loaded = Loaded::load(config.timeout_ms)?;
+    {
+        // Before attaching, so not one dispatch is counted or sees no mark.
+        let bss = loaded.bss()?;
+        if config.no_dispatch_count {
+            bss.set_no_count();
+        }
+        if let Some(v) = config.mark {
+            bss.set_mark(v);
+        }
+    }
     let link = loaded.attach()?;
     let bss = loaded.bss()?;
     if config.slow_ns > 0 {
@@ -298,6 +322,8 @@ mod tests {
                 crash_after: None,
                 slow_ns: 0,
                 unfair: false,
+                no_dispatch_count: false,
+                mark: None,
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
             }
@@ -315,6 +341,9 @@ mod tests {
             "--slow-us",
             "200",
             "--unfair",
+            "--no-dispatch-count",
+            "--mark",
+            "77",
             "--timeout-ms",
             "5000",
             "--stats-interval-ms",
@@ -328,6 +357,8 @@ mod tests {
                 crash_after: Some(Duration::from_millis(2500)),
                 slow_ns: 200_000,
                 unfair: true,
+                no_dispatch_count: true,
+                mark: Some(77),
                 timeout_ms: 5000,
                 stats_interval: None,
             }

@@ -20,6 +20,8 @@ pub struct BenchCmd {
 #[argh(subcommand)]
 enum Which {
     Shell(ShellBench),
+    Monitor(crate::bench_monitor::MonitorBench),
+    MonitorOnce(crate::bench_monitor::MonitorOnce),
 }
 
 /// `ktstr shell --topology 1n1l2c1t --exec true` against bare qemu-system-x86_64
@@ -35,6 +37,8 @@ struct ShellBench {
 pub fn run(cmd: &BenchCmd) -> Result<(), String> {
     match &cmd.which {
         Which::Shell(b) => shell(b),
+        Which::Monitor(b) => crate::bench_monitor::run(b),
+        Which::MonitorOnce(b) => crate::bench_monitor::once(b),
     }
 }
 

@@ -8,9 +8,6 @@ use quote::{format_ident, quote};
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse_macro_input};
 
-/// Keys of the spec that later work implements: refused, never ignored.
-const NOT_YET: &[&str] = &["num_snapshots", "post_vm"];
-
 struct Config {
     numa_nodes: u32,
     llcs: u32,
@@ -27,6 +24,8 @@ struct Config {
     staged: Vec<Expr>,
     auto_repro: bool,
     cleanup_budget_ms: u64,
+    num_snapshots: u32,
+    post_vm: Option<Expr>,
 }
 
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
@@ -61,6 +60,8 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         staged: vec![],
         auto_repro: true,
         cleanup_budget_ms: 5000,
+        num_snapshots: 0,
+        post_vm: None,
     };
     for nv in &args {
         let key = nv
@@ -106,6 +107,16 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                 }
             },
             "cleanup_budget_ms" => c.cleanup_budget_ms = int(nv)?,
+            "num_snapshots" => c.num_snapshots = int(nv)?,
+            "post_vm" => match &nv.value {
+                Expr::Path(_) => c.post_vm = Some(nv.value.clone()),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "post_vm takes the path of a `fn(&VmResult) -> anyhow::Result<()>`",
+                    ));
+                }
+            },
             "auto_repro" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -139,12 +150,6 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
-            k if NOT_YET.contains(&k) => {
-                return Err(syn::Error::new_spanned(
-                    &nv.path,
-                    format!("ktstr_test key `{k}` is not supported yet"),
-                ));
-            }
             k => {
                 return Err(syn::Error::new_spanned(
                     &nv.path,
@@ -152,7 +157,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
                          allow_inconclusive, scheduler, staged_schedulers, auto_repro, \
-                         cleanup_budget_ms, harness_fixture)"
+                         cleanup_budget_ms, num_snapshots, post_vm, harness_fixture)"
                     ),
                 ));
             }
@@ -180,7 +185,10 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
 /// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
-/// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`, and
+/// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`,
+/// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
+/// `post_vm = path` (a `fn(&VmResult) -> anyhow::Result<()>` run on the host
+/// after the VM; its error fails the test), and
 /// `harness_fixture` (register without a `#[test]`, for tests of the harness
 /// that run it with `ktstr::test_support::run_test` and judge its outcome).
 #[proc_macro_attribute]
@@ -214,12 +222,20 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         staged,
         auto_repro,
         cleanup_budget_ms,
+        num_snapshots,
+        post_vm,
     } = cfg;
     let scheduler = match scheduler {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
         None => quote! { ::core::option::Option::None },
     };
     let watchdog = watchdog_timeout_s.unwrap_or(duration_s + 60);
+    // Coerced to the fn pointer type here, so a wrong signature is an error
+    // at the key, not in generated code.
+    let post_vm = match post_vm {
+        Some(p) => quote! { ::core::option::Option::Some(#p as ::ktstr::monitor::PostVmFn) },
+        None => quote! { ::core::option::Option::None },
+    };
     let expect_err_matching = match expect_err_matching {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
         None => quote! { ::core::option::Option::None },
@@ -250,6 +266,8 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,
                 cleanup_budget_ms: #cleanup_budget_ms,
+                num_snapshots: #num_snapshots,
+                post_vm: #post_vm,
             },
         };
 

@@ -59,7 +59,18 @@ fn run_in(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
-    let watched = watch::watch(vm.as_mut(), boot_at, limits).map_err(backend_err)?;
+    let mut monitor = crate::monitor::Session::start(
+        crate::monitor::Plan {
+            vmlinux: prepared.spec.kernel.clone(),
+            cache_root: host.cache_root.clone(),
+            hz: host.monitor_hz,
+            num_snapshots: cfg.num_snapshots,
+            duration: Duration::from_secs(u64::from(cfg.duration_s)),
+        },
+        vm.memory().clone(),
+        boot_at,
+    );
+    let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
     drop(vm);
     let (observed, times) = match watched {
         Watched::Done(observed, times) => (observed, times),
@@ -84,6 +95,8 @@ fn run_in(
             auto_repro: cfg.auto_repro,
         },
     );
+    // The host's own checks of what the monitor saw (post_vm).
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, monitor.finish());
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",

@@ -83,6 +83,7 @@ pub(crate) fn watch(
     vm: &mut dyn Machine,
     boot_at: Instant,
     limits: Limits,
+    monitor: &mut crate::monitor::Session,
 ) -> Result<Watched, VmmError> {
     let console = vm.take_console();
     let mut reader = Reader::new(HostChannel {
@@ -108,10 +109,16 @@ pub(crate) fn watch(
             }
         }
         match reader.poll() {
-            Ok(msgs) => seen.absorb(msgs, boot_at),
+            Ok(msgs) => {
+                for m in &msgs {
+                    monitor.observe(m, vm, &reader);
+                }
+                seen.absorb(msgs, boot_at);
+            }
             Err(ChannelError::NotInitialized) => {}
             Err(e) => channel_fault = Some(e),
         }
+        monitor.tick(vm);
         if let Some(end) = vm.try_wait()? {
             break end;
         }

@@ -164,6 +164,13 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             }
         }
     }
+    // Steps ask the host for snapshots over a second writer of the same
+    // region: nothing else writes to it while the body runs.
+    if let Ok(m) = DevMem::map(cfg.channel_gpa, cfg.channel_size)
+        && let Some(w) = Writer::attach(m)
+    {
+        crate::snapshot::install(Box::new(crate::snapshot::ChannelLink::new(w)));
+    }
     ch.send(&Message::BodyStarted, Duration::from_secs(1));
     let t0 = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(cfg, &sup)));

@@ -61,6 +61,10 @@ pub enum Op {
     RestartScheduler,
     /// Stops the running scheduler and starts a staged one.
     ReplaceScheduler(Scheduler),
+    /// Asks the host for a snapshot named so, taken with every vCPU paused;
+    /// the step goes on once the host resumed the guest. What the guest holds
+    /// unchanged across this op is what the host reads in the snapshot.
+    CaptureSnapshot(String),
 }
 
 impl Op {
@@ -124,6 +128,10 @@ impl Op {
     /// [`Op::ReplaceScheduler`].
     pub fn replace_scheduler(s: &Scheduler) -> Op {
         Op::ReplaceScheduler(*s)
+    }
+    /// [`Op::CaptureSnapshot`].
+    pub fn capture_snapshot(name: impl Into<String>) -> Op {
+        Op::CaptureSnapshot(name.into())
     }
 
     /// Applies a scheduler operation; `None` for the others.

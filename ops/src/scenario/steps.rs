@@ -171,6 +171,10 @@ impl Run<'_> {
                 }
                 format!("CPU {cpu} {}", if *on { "online" } else { "offline" })
             }
+            Op::CaptureSnapshot(name) => {
+                let took = crate::snapshot::capture(name)?;
+                format!("snapshot {name:?} taken by the host ({took:.1?} round trip)")
+            }
             other => anyhow::bail!("{other:?} is not supported by this engine"),
         })
     }

@@ -1,0 +1,275 @@
+//! One read of the guest: runqueues, the scheduler's DSQs and their oldest
+//! waits, sched_ext event counters and BPF globals. Everything looked up by
+//! name (symbols, BTF members, the event counters' layout) is resolved once
+//! per VM; what can change while the guest runs (maps, DSQs) is read each time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ktstr_btf::{Btf, Kind, TypeId};
+use ktstr_guest_mem::{
+    AddressLayout, BPF_MAP_TYPE_ARRAY, BpfMap, GuestKernel, PageTable, PagingLevels,
+    START_KERNEL_MAP,
+};
+use vm_memory::GuestMemory;
+
+use super::{CpuSample, DsqSample, Global, MonitorError, Sample, SampleKind};
+
+/// Most data-section maps read per sample (a guest with hundreds of BPF
+/// programs is not what the monitor is for).
+const MAX_DATA_MAPS: usize = 64;
+
+/// The layout of a `nokaslr` guest, walking page tables from the kernel's own
+/// `init_top_pgt` (kernel-half mappings are the same in every address space):
+/// no vCPU register is needed.
+pub(crate) fn nokaslr_layout<M: GuestMemory + ?Sized>(
+    k: &GuestKernel<'_, M>,
+) -> Result<AddressLayout, MonitorError> {
+    let base = AddressLayout::nokaslr();
+    let pgt = k.symbol("init_top_pgt")?;
+    // `__pgtable_l5_enabled` (7.x) or `pgtable_l5_enabled` (older); absent: 4 levels.
+    let l5 = ["__pgtable_l5_enabled", "pgtable_l5_enabled"]
+        .iter()
+        .find_map(|s| k.symbol(s).ok())
+        .map(|va| k.read_u32(va))
+        .transpose()?
+        .unwrap_or(0)
+        != 0;
+    let levels = if l5 {
+        PagingLevels::Five
+    } else {
+        PagingLevels::Four
+    };
+    let root = pgt
+        .wrapping_sub(START_KERNEL_MAP)
+        .wrapping_add(base.phys_base());
+    Ok(base.with_page_table(PageTable::new(root, levels)))
+}
+
+/// A data-section map as first seen: its variables, from its own BTF.
+#[derive(Debug)]
+struct DataMap {
+    vars: Vec<(String, u32, u32, String)>,
+}
+
+/// Reads samples of one guest.
+pub(crate) struct Sampler<'k, M: GuestMemory + ?Sized> {
+    k: GuestKernel<'k, M>,
+    /// `struct scx_event_stats` members: (name, byte offset, size).
+    events: Option<Vec<(String, u64, u64)>>,
+    /// Data-section maps by (id, address of their `struct btf`); `None`: not one.
+    maps: HashMap<(u32, u64), Option<Arc<DataMap>>>,
+}
+
+impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
+    /// A sampler of the kernel `k`.
+    pub(crate) fn new(k: GuestKernel<'k, M>) -> Self {
+        let btf = k.btf();
+        let events = btf.composite("scx_event_stats").ok().and_then(|id| {
+            let t = btf.ty(id).ok()?;
+            t.members()
+                .map(|m| {
+                    let size = btf.size_of(m.ty).ok()?;
+                    Some((m.name.to_string(), u64::from(m.bit_offset / 8), size))
+                })
+                .collect::<Option<Vec<_>>>()
+        });
+        Sampler {
+            k,
+            events,
+            maps: HashMap::new(),
+        }
+    }
+
+    /// One full read of the guest, stamped `kind` at `elapsed`.
+    pub(crate) fn sample(&mut self, kind: SampleKind, elapsed: Duration) -> Sample {
+        let t0 = Instant::now();
+        let cpus = self.cpus();
+        let clock = cpus
+            .as_ref()
+            .ok()
+            .and_then(|c| c.iter().filter_map(|c| c.clock).max());
+        let sch = self.k.scx_sched();
+        let scheduler = match &sch {
+            Ok(Some(s)) => s
+                .field("ops.name")
+                .and_then(|n| n.string())
+                .map(Some)
+                .map_err(Into::into),
+            Ok(None) => Ok(None),
+            Err(e) => Err(MonitorError::Read(e.to_string())),
+        };
+        let dsqs = self.dsqs(clock);
+        let events = self.events();
+        let globals = self.globals();
+        Sample {
+            kind,
+            elapsed,
+            paused: None,
+            read_time: t0.elapsed(),
+            cpus,
+            scheduler,
+            dsqs,
+            events,
+            globals,
+        }
+    }
+
+    fn cpus(&self) -> Result<Vec<CpuSample>, MonitorError> {
+        // Read each time: the image's initial value (NR_CPUS) holds until the
+        // guest counted its CPUs.
+        let n = self.k.nr_cpu_ids()?;
+        (0..n)
+            .map(|cpu| {
+                let s = self.k.rq_sample(cpu)?;
+                let wait = self
+                    .first_task_queued(self.k.rq(cpu)?.field("scx.local_dsq")?.addr())
+                    .ok()
+                    .flatten();
+                Ok(CpuSample {
+                    cpu,
+                    nr_running: s.nr_running,
+                    clock: s.clock,
+                    scx_nr_running: s.scx_nr_running,
+                    local_dsq_nr: s.local_dsq_nr,
+                    curr_pid: s.curr_pid,
+                    curr_comm: s.curr_comm,
+                    oldest_wait_ns: wait.zip(s.clock).map(|(q, c)| c.saturating_sub(q)),
+                })
+            })
+            .collect()
+    }
+
+    /// `sched_info.last_queued` of the first task of the DSQ at `dsq`
+    /// (`None`: empty, or the task is not waiting).
+    fn first_task_queued(&self, dsq: u64) -> Result<Option<u64>, MonitorError> {
+        let d = self.k.value(dsq, "scx_dispatch_q")?;
+        let Some(first) = d.get("first_task")? else {
+            return Ok(None);
+        };
+        if first.u64()? == 0 {
+            return Ok(None);
+        }
+        let q = first.deref()?.field("sched_info.last_queued")?.u64()?;
+        Ok((q != 0).then_some(q))
+    }
+
+    fn dsqs(&self, clock: Option<u64>) -> Result<Vec<DsqSample>, MonitorError> {
+        Ok(self
+            .k
+            .user_dsqs()?
+            .into_iter()
+            .map(|d| DsqSample {
+                id: d.id,
+                nr: d.nr,
+                oldest_wait_ns: self
+                    .first_task_queued(d.addr)
+                    .ok()
+                    .flatten()
+                    .zip(clock)
+                    .map(|(q, c)| c.saturating_sub(q)),
+            })
+            .collect())
+    }
+
+    fn events(&self) -> Result<Vec<(String, i64)>, MonitorError> {
+        let Some(members) = &self.events else {
+            return Err(MonitorError::Missing(
+                "this kernel has no sched_ext event counters (struct scx_event_stats)".into(),
+            ));
+        };
+        let Some(sch) = self.k.scx_sched()? else {
+            return Ok(Vec::new());
+        };
+        let pcpu = sch.field("pcpu")?.u64()?;
+        let mut sums = vec![0i64; members.len()];
+        for cpu in 0..self.k.nr_cpu_ids()? {
+            let at = pcpu.wrapping_add(self.k.per_cpu_offset(cpu)?);
+            let stats = self.k.value(at, "scx_sched_pcpu")?.field("event_stats")?;
+            let bytes = stats.bytes()?;
+            for (sum, (_, off, size)) in sums.iter_mut().zip(members) {
+                let raw = bytes
+                    .get(*off as usize..(*off + *size) as usize)
+                    .unwrap_or(&[]);
+                let mut b = [0u8; 8];
+                b.get_mut(..raw.len().min(8))
+                    .unwrap_or(&mut [])
+                    .copy_from_slice(raw.get(..raw.len().min(8)).unwrap_or(&[]));
+                *sum = sum.wrapping_add(i64::from_le_bytes(b));
+            }
+        }
+        Ok(members
+            .iter()
+            .zip(sums)
+            .map(|((n, _, _), v)| (n.clone(), v))
+            .collect())
+    }
+
+    fn data_map(&mut self, map: &BpfMap) -> Option<Arc<DataMap>> {
+        if map.map_type != BPF_MAP_TYPE_ARRAY
+            || map.max_entries != 1
+            || map.btf == 0
+            || map.btf_value_type_id == 0
+        {
+            return None;
+        }
+        let key = (map.id, map.btf);
+        if let Some(d) = self.maps.get(&key) {
+            return d.clone();
+        }
+        // Err: could not be read now (maybe torn), tried again next time.
+        let parsed: Result<Option<Arc<DataMap>>, ()> = (|| {
+            let bytes = self.k.btf_bytes(map.btf).map_err(drop)?;
+            let btf = Btf::parse(&bytes).map_err(drop)?;
+            let sec = btf.ty(TypeId(map.btf_value_type_id)).map_err(drop)?;
+            if sec.kind() != Kind::Datasec {
+                return Ok(None);
+            }
+            let vars = btf
+                .datasec_vars(sec.name())
+                .map_err(drop)?
+                .filter(|v| u64::from(v.offset) + u64::from(v.size) <= u64::from(map.value_size))
+                .map(|v| {
+                    let ty = btf.type_name(v.ty).unwrap_or_else(|_| "?".into());
+                    (v.name.to_string(), v.offset, v.size, ty)
+                })
+                .collect();
+            Ok(Some(Arc::new(DataMap { vars })))
+        })();
+        let parsed = parsed.ok()?;
+        self.maps.insert(key, parsed.clone());
+        parsed
+    }
+
+    fn globals(&mut self) -> Result<Vec<Global>, MonitorError> {
+        let maps = self.k.bpf_maps()?;
+        let mut out = Vec::new();
+        for map in maps.iter().take(MAX_DATA_MAPS * 4) {
+            let Some(data) = self.data_map(map) else {
+                continue;
+            };
+            // A map freed since the walk is gone from this sample, not an error.
+            let Ok(value) = self.k.array_value(map, 0) else {
+                continue;
+            };
+            for (name, off, size, ty) in &data.vars {
+                let Some(bytes) = value.get(*off as usize..(*off + *size) as usize) else {
+                    continue;
+                };
+                out.push(Global {
+                    name: name.clone(),
+                    map: map.name.clone(),
+                    map_id: map.id,
+                    type_name: ty.clone(),
+                    bytes: bytes.to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "sampler_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+//! Snapshots asked of the host from inside the guest: a step
+//! (`Op::CaptureSnapshot`) sends a [`Message::SnapshotRequest`] and waits
+//! until the host has paused every vCPU, read the guest and resumed it. What
+//! the guest held unchanged across the request is what the host read.
+//!
+//! The guest's init installs the link to the host once ([`install`]); outside
+//! a ktstr VM there is none and [`capture`] says so.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::channel::{ChannelMem, Message, Writer};
+
+/// How long a step waits for the host to answer a snapshot request.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Not in a ktstr guest (or the channel could not be mapped).
+    #[error("snapshot {name:?}: no link to the host (not running in a ktstr VM)")]
+    NoHost {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// The channel stayed full.
+    #[error("snapshot {name:?}: the request could not be sent (the channel stayed full)")]
+    NotSent {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// The host did not answer in time.
+    #[error("snapshot {name:?}: the host did not answer within {waited:?}")]
+    NoAnswer {
+        /// The snapshot's name.
+        name: String,
+        /// How long the step waited.
+        waited: Duration,
+    },
+}
+
+/// The guest's end of snapshot requests.
+pub trait SnapshotLink: Send + Sync {
+    /// Asks for the snapshot `name`; returns once the host answered, with
+    /// how long that took.
+    fn request(&self, name: &str, timeout: Duration) -> Result<Duration, SnapshotError>;
+}
+
+/// A [`SnapshotLink`] over a channel writer. Requests are numbered and
+/// serialized: one outstanding request at a time.
+#[derive(Debug)]
+pub struct ChannelLink<M: ChannelMem> {
+    inner: Mutex<(Writer<M>, u64)>,
+}
+
+impl<M: ChannelMem> ChannelLink<M> {
+    /// A link sending through `writer`.
+    pub fn new(writer: Writer<M>) -> Self {
+        ChannelLink {
+            inner: Mutex::new((writer, 0)),
+        }
+    }
+}
+
+impl<M: ChannelMem + Send> SnapshotLink for ChannelLink<M> {
+    fn request(&self, name: &str, timeout: Duration) -> Result<Duration, SnapshotError> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (writer, last) = &mut *g;
+        let seq = (*last).max(writer.acked()) + 1;
+        let t0 = Instant::now();
+        let msg = Message::SnapshotRequest {
+            name: name.to_string(),
+            seq,
+        };
+        if !writer.send(&msg, Duration::from_secs(1)) {
+            return Err(SnapshotError::NotSent { name: name.into() });
+        }
+        *last = seq;
+        while writer.acked() < seq {
+            if t0.elapsed() >= timeout {
+                return Err(SnapshotError::NoAnswer {
+                    name: name.into(),
+                    waited: t0.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(t0.elapsed())
+    }
+}
+
+static LINK: OnceLock<Box<dyn SnapshotLink>> = OnceLock::new();
+
+/// Installs the process's link to the host; false if one was installed already.
+pub fn install(link: Box<dyn SnapshotLink>) -> bool {
+    LINK.set(link).is_ok()
+}
+
+/// Asks the host for the snapshot `name` and waits for it (at most
+/// [`ANSWER_TIMEOUT`]); returns how long the round trip took.
+pub fn capture(name: &str) -> Result<Duration, SnapshotError> {
+    match LINK.get() {
+        Some(l) => l.request(name, ANSWER_TIMEOUT),
+        None => Err(SnapshotError::NoHost { name: name.into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Reader;
+
+    /// An in-process region.
+    #[derive(Debug)]
+    struct Buf(Mutex<Vec<u8>>);
+    impl ChannelMem for &Buf {
+        fn read(&self, off: u64, buf: &mut [u8]) {
+            let b = self.0.lock().expect("lock");
+            buf.copy_from_slice(&b[off as usize..off as usize + buf.len()]);
+        }
+        fn write(&self, off: u64, buf: &[u8]) {
+            let mut b = self.0.lock().expect("lock");
+            b[off as usize..off as usize + buf.len()].copy_from_slice(buf);
+        }
+        fn load_u64(&self, off: u64) -> u64 {
+            let mut w = [0u8; 8];
+            self.read(off, &mut w);
+            u64::from_le_bytes(w)
+        }
+        fn store_u64(&self, off: u64, v: u64) {
+            self.write(off, &v.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn a_request_waits_for_the_hosts_answer() {
+        let buf: &'static Buf = Box::leak(Box::new(Buf(Mutex::new(vec![0; 0x4000]))));
+        let link = ChannelLink::new(Writer::init(buf, 0x4000));
+        let host = std::thread::spawn(move || {
+            let mut r = Reader::new(buf);
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                for m in r.poll().expect("poll") {
+                    if let Message::SnapshotRequest { name, seq } = m {
+                        seen.push(name);
+                        r.ack(seq);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen
+        });
+        link.request("a", Duration::from_secs(10))
+            .expect("answered");
+        link.request("b", Duration::from_secs(10))
+            .expect("answered");
+        assert_eq!(host.join().expect("host"), ["a", "b"]);
+        // Nobody answers now: a clear error, not a hang.
+        let e = link
+            .request("c", Duration::from_millis(20))
+            .expect_err("no host");
+        assert!(matches!(e, SnapshotError::NoAnswer { .. }), "{e}");
+        assert!(matches!(capture("x"), Err(SnapshotError::NoHost { .. })));
+    }
+}

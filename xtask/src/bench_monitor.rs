@@ -1,0 +1,194 @@
+//! `cargo xtask bench monitor`: what the host-side monitor costs the guest.
+//!
+//! Paired VM runs of one workload on 1n2l2c2t (one spinner pinned to each of
+//! the 8 vCPUs, counting loop iterations for a fixed time), with periodic
+//! sampling at 10 Hz and without, alternating so drifting host load hits both
+//! alike. Reports the guest's slowdown (work done, median and spread of the
+//! pairs), the median pause of a snapshot and the median cost of one full
+//! sample. Each run is this binary run again (`bench monitor-once`) with
+//! `KTSTR_MONITOR_HZ` set, because the host configuration is read once per
+//! process; the VM boots this binary as its init.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use ktstr::prelude::*;
+
+/// How long the spinners count.
+const SPIN: Duration = Duration::from_secs(6);
+/// Snapshots per run (each pauses every vCPU).
+const SNAPSHOTS: u32 = 5;
+
+/// Paired runs with and without periodic sampling.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "monitor")]
+pub struct MonitorBench {
+    /// pairs of timed runs (after one warm-up run)
+    #[argh(option, default = "5")]
+    pairs: usize,
+}
+
+/// One run in this process (used by `bench monitor`).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "monitor-once")]
+pub struct MonitorOnce {}
+
+/// What the host's `post_vm` saw, for the run's report line.
+static SEEN: Mutex<Option<String>> = Mutex::new(None);
+
+fn record(result: &VmResult) -> anyhow::Result<()> {
+    let stats = result.snapshot_bridge.stats();
+    let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+    let cost = result.monitor.read_cost();
+    let line = format!(
+        "pause_ms={:.3} snapshots={} sample_ms={:.3} sample_max_ms={:.3} samples={}",
+        ms(stats.median_pause()),
+        stats.pauses.len(),
+        ms(cost.map(|c| c.0)),
+        ms(cost.map(|c| c.1)),
+        result.monitor.samples().len(),
+    );
+    *SEEN.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
+    Ok(())
+}
+
+#[ktstr_test(
+    harness_fixture = true,
+    llcs = 2,
+    cores = 2,
+    threads = 2,
+    memory_mib = 1024,
+    duration_s = 6,
+    num_snapshots = 5,
+    post_vm = record,
+)]
+fn monitor_bench_spin(ctx: &Ctx) -> Result<AssertResult> {
+    let n = ctx.topology.nr_cpus();
+    let start = Instant::now() + Duration::from_millis(200);
+    let threads: Vec<_> = (0..n)
+        .map(|cpu| {
+            std::thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in bounds
+                // for cpu < CPU_SETSIZE; sched_setaffinity reads the set.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu as usize, &mut set);
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                }
+                while Instant::now() < start {}
+                let mut iters = 0u64;
+                while start.elapsed() < SPIN {
+                    for _ in 0..1000 {
+                        iters = std::hint::black_box(iters + 1);
+                    }
+                }
+                iters
+            })
+        })
+        .collect();
+    let work: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    Ok(AssertResult::pass().note("bench", format!("work={work}")))
+}
+
+/// One run: boots the VM, prints one line for the parent to parse.
+pub fn once(_: &MonitorOnce) -> Result<(), String> {
+    let name = format!("{}::monitor_bench_spin", module_path!());
+    match ktstr::test_support::run_test(&name) {
+        ktstr::test_support::Outcome::Pass(text) => {
+            let work = text
+                .split("work=")
+                .nth(1)
+                .and_then(|w| w.split_whitespace().next())
+                .ok_or_else(|| format!("no work figure in: {text}"))?;
+            let seen = SEEN
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            println!("bench-run work={work} {seen}");
+            Ok(())
+        }
+        other => Err(format!("the bench VM did not pass: {other:?}")),
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+fn run_once(hz: u32) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args(["bench", "monitor-once"])
+        .env("KTSTR_MONITOR_HZ", hz.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("bench-run "))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "run at {hz} Hz failed: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The paired benchmark.
+pub fn run(b: &MonitorBench) -> Result<(), String> {
+    println!(
+        "bench monitor: 1n2l2c2t, 8 pinned spinners for {SPIN:?}, {SNAPSHOTS} snapshots per \
+         run, {} pairs (10 Hz vs off), after one warm-up",
+        b.pairs
+    );
+    run_once(10)?;
+    let (mut slowdown, mut pauses, mut costs) = (vec![], vec![], vec![]);
+    for i in 0..b.pairs {
+        let on = run_once(10)?;
+        let off = run_once(0)?;
+        let (w_on, w_off) = (
+            field(&on, "work").unwrap_or(f64::NAN),
+            field(&off, "work").unwrap_or(f64::NAN),
+        );
+        let s = (w_off - w_on) / w_off * 100.0;
+        slowdown.push(s);
+        pauses.extend(field(&on, "pause_ms"));
+        pauses.extend(field(&off, "pause_ms"));
+        costs.extend(field(&on, "sample_ms"));
+        println!(
+            "bench monitor: pair {}: work at 10 Hz {w_on:.0}, off {w_off:.0}, slowdown {s:+.2}% \
+             | 10 Hz run: {on}",
+            i + 1
+        );
+    }
+    let spread = slowdown
+        .iter()
+        .copied()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    println!(
+        "bench monitor: guest slowdown at 10 Hz: median {:+.2}% (pairs from {:+.2}% to {:+.2}%; \
+         goal < 2%); snapshot pause median {:.2} ms; one full sample median {:.2} ms ({} build)",
+        median(slowdown),
+        spread.0,
+        spread.1,
+        median(pauses),
+        median(costs),
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        }
+    );
+    Ok(())
+}
