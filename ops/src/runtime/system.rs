@@ -137,7 +137,7 @@ pub(crate) fn setup_mounts() {
 pub const INIT_ENVIRONMENT: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root";
 
-/// Where the host packs the booted kernel's config; [`distro_root`] puts it
+/// Where the host packs the booted kernel's config; the guest's init puts it
 /// where libbpf and tools look for it.
 pub const KERNEL_CONFIG_PATH: &str = "/ktstr/kernel-config";
 
