@@ -25,7 +25,7 @@ fn for_(ctx: &Ctx, ms: u64) -> Ctx {
     watchdog_timeout_s = 60
 )]
 fn every_work_type_progresses_in_the_guest(ctx: &Ctx) -> Result<AssertResult> {
-    let short = for_(ctx, 150);
+    let short = for_(ctx, 500);
     let mut v = AssertResult::pass();
     let mut reports = Vec::new();
     for work in WorkType::catalogue() {
@@ -81,7 +81,10 @@ fn cpusets_cgroups_and_affinity_change_mid_run(ctx: &Ctx) -> Result<AssertResult
     watchdog_timeout_s = 60
 )]
 fn hotplug_weights_and_class_switches(ctx: &Ctx) -> Result<AssertResult> {
-    let c = for_(ctx, 2000);
+    // Over 2 s windows on 2 CPUs EEVDF's group weights settle only roughly:
+    // one CI run saw a 41.5% per-weight spread for 300 vs 100. Ignored
+    // weights would show about 100%, so 50% still catches them.
+    let c = for_(ctx, 2000).with_thresholds(ctx.thresholds.with_max_weight_error(0.5));
     Ok(scenarios::cpu_hotplug(&c)?
         .merged(scenarios::weighted_cgroups(&c)?)
         .merged(scenarios::class_switch(&c)?))

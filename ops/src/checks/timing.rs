@@ -106,7 +106,10 @@ pub fn throughput_cv(
     timing_reliable: bool,
 ) -> AssertResult {
     let mut out = AssertResult::pass();
-    let live = reports.iter().filter(|r| !is_starved(r, t));
+    // Workers that change their own policy or nice value are no equals.
+    let live = reports
+        .iter()
+        .filter(|r| !is_starved(r, t) && !r.changes_own_weight);
     for ((group, work, policy, _), members) in equal_weight_groups(live) {
         let rates: Vec<f64> = members.iter().map(|r| r.rate()).collect();
         let Some(c) = cv(&rates) else { continue };

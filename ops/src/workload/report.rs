@@ -108,6 +108,9 @@ pub struct WorkerReport {
     pub cpu_bound: bool,
     /// Whether its work moves itself between CPUs or cgroups on purpose.
     pub moves_itself: bool,
+    /// Whether its work changes its own policy or nice value on purpose.
+    #[serde(default)]
+    pub changes_own_weight: bool,
     /// Whether the worker saw the stop request and exited by itself (false: killed
     /// after the grace period).
     pub exited_cleanly: bool,
@@ -149,6 +152,7 @@ impl WorkerReport {
             helpers: 0,
             cpu_bound: work.cpu_bound(),
             moves_itself: work.moves_itself(),
+            changes_own_weight: work.changes_own_weight(),
             exited_cleanly: true,
             schedstat: true,
         }

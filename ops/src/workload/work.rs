@@ -221,8 +221,10 @@ impl WorkType {
                 rt_sleep: ms(5),
             },
             WorkType::Sequence(vec![
-                Phase::new(WorkType::Spin, ms(30)),
-                Phase::new(WorkType::FutexPingPong, ms(30)),
+                // Long enough that the ping-pong phase sees wake-ups even
+                // when a vCPU waits its turn on an instruction-counting VM.
+                Phase::new(WorkType::Spin, ms(100)),
+                Phase::new(WorkType::FutexPingPong, ms(100)),
             ]),
             WorkType::Custom(CustomWork {
                 name: "count",
@@ -311,6 +313,16 @@ impl WorkType {
             self,
             WorkType::Spin | WorkType::Yield | WorkType::CachePressure { .. }
         )
+    }
+
+    /// Whether it changes its own policy or nice value on purpose, so its
+    /// rate says nothing about how the scheduler shares CPUs between equals.
+    pub fn changes_own_weight(&self) -> bool {
+        match self {
+            WorkType::PolicyChurn { .. } | WorkType::NiceSweep => true,
+            WorkType::Sequence(phases) => phases.iter().any(|p| p.work.changes_own_weight()),
+            _ => false,
+        }
     }
 
     /// Whether it moves itself between CPUs or cgroups on purpose (its
