@@ -206,13 +206,22 @@ impl crate::Machine for SlottedMachine {
         self.inner.take_console()
     }
     fn wait(&mut self, deadline: Option<Instant>) -> Result<crate::EndReason, crate::VmmError> {
-        self.inner.wait(deadline)
+        let end = self.inner.wait(deadline)?;
+        // An ended VM keeps no host thread busy: its slots go back now, not
+        // when the machine object is dropped.
+        self._guard.clear();
+        Ok(end)
     }
     fn try_wait(&mut self) -> Result<Option<crate::EndReason>, crate::VmmError> {
-        self.inner.try_wait()
+        let end = self.inner.try_wait()?;
+        if end.is_some() {
+            self._guard.clear();
+        }
+        Ok(end)
     }
     fn kill(&mut self) {
         self.inner.kill();
+        self._guard.clear();
     }
     fn slot_wait(&self) -> Duration {
         self.waited
