@@ -221,9 +221,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm and \
                  ktstr_tests_on_the_own_vmm, the own KVM VMM's Linux tests in a nested-SVM L1 \
                  guest (about 6 minutes here, over CI's budget); \
-                 every_work_type_progresses_in_the_guest, which fails intermittently under \
-                 instruction counting (a helper-based work type now and then completes no unit \
-                 in its window; root cause open)"
+                 every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
+                 which fail intermittently under instruction counting (root causes open; see \
+                 .config/nextest.toml)"
             );
         }
         print_slowest(&junit, 10);
