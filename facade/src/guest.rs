@@ -38,6 +38,7 @@ fn context(cfg: &GuestConfig, sup: &Supervisor) -> anyhow::Result<Ctx> {
     Ok(
         Ctx::new(topology, std::time::Duration::from_millis(cfg.duration_ms))
             .with_timing_reliable(cfg.timing_reliable)
+            .with_vcpus_per_thread(cfg.vcpus_per_thread)
             .with_scheduler(sup.clone()),
     )
 }

@@ -84,6 +84,9 @@ pub(crate) fn prepare(
         topology: TopologyData::of(&topology),
         duration_ms: u64::from(cfg.duration_s) * 1000,
         timing_reliable: backend.timing_reliable(&spec),
+        vcpus_per_thread: topology
+            .nr_cpus()
+            .div_ceil(u32::try_from(backend.host_threads(&spec).max(1)).unwrap_or(u32::MAX)),
         channel_gpa: channel::CHANNEL_GPA,
         channel_size: channel::CHANNEL_SIZE,
         boot_scheduler: boot.as_ref().map(|(s, _)| s.name.to_string()),

@@ -37,6 +37,10 @@ pub struct GuestConfig {
     /// False when the VM has more vCPUs than the host has cores: timing
     /// verdicts are then inconclusive.
     pub timing_reliable: bool,
+    /// How many vCPUs share one host thread (1: each has its own). Where
+    /// several do, a vCPU waits its turn, which a worker sees as a gap.
+    #[serde(default = "one")]
+    pub vcpus_per_thread: u32,
     /// Guest physical address of the channel region.
     pub channel_gpa: u64,
     /// Size of the channel region.
@@ -48,6 +52,10 @@ pub struct GuestConfig {
     /// How long stopping the scheduler after the body may take, in ms.
     #[serde(default)]
     pub cleanup_budget_ms: u64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A [`Topology`] as data: the shape, each node's memory and the distances,

@@ -10,6 +10,10 @@ use crate::cgroup::{Cgroup, DEFAULT_ROOT};
 use crate::checks::Thresholds;
 use crate::scheduler::Supervisor;
 
+/// The longest turn QEMU's single-threaded TCG gives one vCPU before the next
+/// (`TCG_KICK_PERIOD`, accel/tcg/tcg-accel-ops-rr.c: a tenth of a second).
+pub const RR_TURN: Duration = Duration::from_millis(100);
+
 /// The controllers scenarios delegate to their cgroups where offered.
 pub(crate) const CONTROLLERS: [&str; 2] = ["cpuset", "cpu"];
 
@@ -47,6 +51,11 @@ pub struct Ctx {
     /// False when the VM has more vCPUs than the host has cores: timing checks
     /// (fairness, gaps) then report inconclusive instead of failing.
     pub timing_reliable: bool,
+    /// How many vCPUs share one host thread (1: each has its own). QEMU's
+    /// single-threaded TCG hands the thread from vCPU to vCPU in turns of up
+    /// to [`RR_TURN`], which a worker on a waiting vCPU sees as a gap: the gap
+    /// check allows `(vcpus_per_thread - 1)` such turns on top of its limit.
+    pub vcpus_per_thread: u32,
     /// The run's scheduler: the boot scheduler and whatever lifecycle ops
     /// started since (none under the kernel default).
     pub scheduler: Supervisor,
@@ -62,6 +71,7 @@ impl Ctx {
             cgroup_root: PathBuf::from(DEFAULT_ROOT),
             thresholds: Thresholds::default(),
             timing_reliable: true,
+            vcpus_per_thread: 1,
             scheduler: Supervisor::default(),
         }
     }
@@ -82,6 +92,20 @@ impl Ctx {
     pub fn with_cgroup_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.cgroup_root = root.into();
         self
+    }
+
+    /// Says how many vCPUs share one host thread (see [`Ctx::vcpus_per_thread`]).
+    pub fn with_vcpus_per_thread(mut self, n: u32) -> Self {
+        self.vcpus_per_thread = n.max(1);
+        self
+    }
+
+    /// The thresholds the checks apply on this VM: the gap limit grows by one
+    /// round-robin turn per other vCPU sharing the host thread.
+    pub fn effective_thresholds(&self) -> Thresholds {
+        let turns = self.vcpus_per_thread.saturating_sub(1);
+        self.thresholds
+            .with_max_gap(self.thresholds.max_gap + RR_TURN * turns)
     }
 
     /// Says whether timing can be trusted (see [`Ctx::timing_reliable`]).
@@ -150,5 +174,29 @@ impl Ctx {
             (Ok(v), Err(e)) => Ok(v.note("teardown", format!("{e:#}"))),
             (Err(e), _) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_limit_allows_one_turn_per_other_vcpu_on_the_thread() {
+        let ctx = Ctx::new(
+            "1n2l2c2t".parse().expect("topology"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(ctx.effective_thresholds().max_gap, Duration::from_secs(1));
+        let shared = ctx.with_vcpus_per_thread(8);
+        assert_eq!(
+            shared.effective_thresholds().max_gap,
+            Duration::from_millis(1700)
+        );
+        // Only the gap limit moves.
+        assert_eq!(
+            shared.effective_thresholds().max_spread,
+            shared.thresholds.max_spread
+        );
     }
 }

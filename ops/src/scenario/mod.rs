@@ -229,8 +229,12 @@ pub fn judge(ctx: &Ctx, reports: &[WorkerReport]) -> AssertResult {
     for line in checks::summary(reports).lines() {
         v = v.note("worker", line.to_string());
     }
-    v.merged(checks::all(reports, &ctx.thresholds, ctx.timing_reliable))
-        .with_workers(reports.iter().cloned())
+    v.merged(checks::all(
+        reports,
+        &ctx.effective_thresholds(),
+        ctx.timing_reliable,
+    ))
+    .with_workers(reports.iter().cloned())
 }
 
 /// The verdict of a test that expects the scheduler to stop itself with an
