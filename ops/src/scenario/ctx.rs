@@ -53,7 +53,7 @@ pub struct Ctx {
     pub timing_reliable: bool,
     /// How many vCPUs share one host thread (1: each has its own). QEMU's
     /// single-threaded TCG hands the thread from vCPU to vCPU in turns of up
-    /// to [`RR_TURN`], which a worker on a waiting vCPU sees as a gap: the gap
+    /// to `RR_TURN` (100 ms), which a worker on a waiting vCPU sees as a gap: the gap
     /// check allows `(vcpus_per_thread - 1)` such turns on top of its limit.
     pub vcpus_per_thread: u32,
     /// The run's scheduler: the boot scheduler and whatever lifecycle ops
