@@ -185,15 +185,11 @@ fn inner_tests(path_of: &dyn Fn(&str) -> String) -> Vec<Inner> {
     v
 }
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The shell lines that run every inner test between markers.
 fn script(inner: &[Inner]) -> String {
     let mut s = String::from("export KTSTR_BACKEND=kvm\n");
     for t in inner {
-        let argv: Vec<String> = t.argv.iter().map(|a| quote(a)).collect();
+        let argv: Vec<String> = t.argv.iter().map(|a| nested::shell_quote(a)).collect();
         s.push_str(&format!(
             "echo '{BEGIN}{name}'; {cmd} 2>&1; echo \"{END}{name} rc=$?\"\n",
             name = t.name,
@@ -366,6 +362,7 @@ fn ktstr_tests_on_the_own_vmm() {
             files,
             script: script(&inner),
             timeout: Duration::from_secs(420),
+            single_thread: false,
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
         eprintln!("L1 ended: {} after {:?}", out.end, out.wall);

@@ -34,6 +34,9 @@ pub struct L1Run<'a> {
     pub script: String,
     /// Kill the L1 after this long.
     pub timeout: Duration,
+    /// Run the L1's vCPUs on one host thread (one host slot) instead of one
+    /// thread each.
+    pub single_thread: bool,
 }
 
 /// How the L1 went: every console line, and how it ended.
@@ -129,6 +132,11 @@ fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `s` as one single-quoted shell word.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -222,11 +230,14 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     spec.initrd = Some(initrd);
     spec.cmdline.push_str(" rdinit=/init");
     spec.name = "ktstr-nested-l1".into();
+    if run.single_thread {
+        spec.tcg = ktstr_vmm::TcgMode::Single;
+    }
     let qemu = QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
         .expect("QEMU (cargo xtask setup installs it)")
         .with_accel(ktstr_vmm::qemu::Accel::Tcg)
         .with_nested_svm(true);
-    // The L1 keeps both its vCPU threads busy: it takes host slots for them.
+    // The L1 keeps its vCPU threads busy: it takes host slots for them.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let qemu = ktstr_vmm::Slotted::new(
         qemu,
