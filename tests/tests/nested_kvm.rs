@@ -363,6 +363,7 @@ fn ktstr_tests_on_the_own_vmm() {
             script: script(&inner),
             timeout: Duration::from_secs(420),
             single_thread: false,
+            kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
         eprintln!("L1 ended: {} after {:?}", out.end, out.wall);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use ktstr_topology::Topology;
 use ktstr_vmm::{Backend, EndReason, KvmBackend, Machine, VmSpec};
 
+mod linux_bench;
 mod linux_stress;
 mod nested;
 
@@ -621,6 +622,7 @@ fn run_set(set: Set) {
             ),
             timeout: Duration::from_secs(300),
             single_thread: false,
+            kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
         eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
@@ -705,6 +707,7 @@ fn kvm_linux_boot_stress() {
         ),
         timeout: Duration::from_secs(60 + 120 * n as u64),
         single_thread: std::env::var("KTSTR_STRESS_L1").is_ok_and(|v| v == "single"),
+        kvm_amd_params: std::env::var("KTSTR_STRESS_KVM_AMD").unwrap_or_default(),
     };
     let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
     eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
@@ -714,4 +717,49 @@ fn kvm_linux_boot_stress() {
         .find(|l| l.contains("KTSTR-STRESS") && l.contains("failed boots in"))
         .unwrap_or_else(|| panic!("the stress run did not finish: the L1 {}", out.end));
     assert!(summary.contains(": 0 failed boots"), "{summary}");
+}
+
+/// Boot-to-init of the same kernel and shapes on the own VMM and on QEMU
+/// `-accel kvm`, on the same `/dev/kvm`: inside one nested-SVM L1 here (QEMU,
+/// its libraries and firmware packed into the L1's root), directly on a host
+/// with vmx/svm. Prints one line per boot and the medians; fails if a boot
+/// did not reach init or power off.
+#[test]
+fn kvm_vs_qemu_kvm_boot_to_init() {
+    let (problems, lines) = if ktstr_vmm::hardware_virtualization() {
+        linux_bench::run_here()
+    } else {
+        let exe = std::env::current_exe().expect("this test binary");
+        let kernel = kernel();
+        let mut files = vec![(exe, "/test".to_string())];
+        files.extend(linux_bench::qemu_files());
+        let run = nested::L1Run {
+            kernel_dir: kernel.parent().expect("the kernel's directory"),
+            files,
+            script: "/test --exact kvm_vs_qemu_kvm_boot_to_init --nocapture --test-threads=1 2>&1"
+                .into(),
+            timeout: Duration::from_secs(420),
+            single_thread: false,
+            kvm_amd_params: String::new(),
+        };
+        let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
+        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        let ok = out
+            .lines
+            .iter()
+            .any(|l| l.contains("test result: ok. 1 passed"));
+        let problems = if ok {
+            Vec::new()
+        } else {
+            vec![format!(
+                "the bench in the L1 did not pass (the L1 {})",
+                out.end
+            )]
+        };
+        (problems, out.lines)
+    };
+    for m in linux_bench::medians(&lines) {
+        println!("boot-to-init {m}");
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -219,8 +219,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
         if !args.full {
             println!(
                 "not run (cargo xtask test --full runs them): kvm_linux_more_on_the_own_vmm, \
-                 ktstr_tests_on_the_own_vmm and kvm_linux_boot_stress, the own KVM VMM's larger \
-                 Linux sets in a nested-SVM L1 guest (about 6 minutes here, over CI's budget, and \
+                 ktstr_tests_on_the_own_vmm, kvm_linux_boot_stress and \
+                 kvm_vs_qemu_kvm_boot_to_init, the own KVM VMM's larger Linux sets, its boot \
+                 stress and its boot benchmark against QEMU -accel kvm in a nested-SVM L1 guest (about 6 minutes here, over CI's budget, and \
                  their 6- and 8-vCPU guests meet a fault of the nested emulation about once in 15 \
                  boots); \
                  every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \

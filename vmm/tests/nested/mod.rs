@@ -37,6 +37,8 @@ pub struct L1Run<'a> {
     /// Run the L1's vCPUs on one host thread (one host slot) instead of one
     /// thread each.
     pub single_thread: bool,
+    /// Parameters for `kvm-amd.ko` (e.g. `npt=0`), empty for its defaults.
+    pub kvm_amd_params: String,
 }
 
 /// How the L1 went: every console line, and how it ended.
@@ -142,7 +144,7 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 /// The L1's `/init`.
-fn init_script(script: &str) -> String {
+fn init_script(script: &str, kvm_amd_params: &str) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -151,7 +153,10 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
-for m in {modules}; do insmod /mod/$m.ko || echo "{p}insmod $m failed"; done
+for m in {modules}; do
+  args=; [ $m = kvm-amd ] && args="{kvm_amd_params}"
+  insmod /mod/$m.ko $args || echo "{p}insmod $m failed"
+done
 echo "{p}ready kvm=$(test -c /dev/kvm && echo yes || echo no) svm=$(grep -c -w svm /proc/cpuinfo) cpus=$(nproc)"
 cd /tmp
 {script}
@@ -161,6 +166,7 @@ poweroff -f
 "#,
         modules = KVM_MODULES.join(" "),
         p = L1_PREFIX,
+        kvm_amd_params = kvm_amd_params.replace(['"', '\\', '$', '`'], ""),
     )
 }
 
@@ -181,7 +187,7 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
     cpio.file(
         "/init",
         0o100_755,
-        init_script(&run.script).as_bytes(),
+        init_script(&run.script, &run.kvm_amd_params).as_bytes(),
         &mut seen,
     );
     let mut libs: Vec<PathBuf> = Vec::new();
@@ -267,12 +273,13 @@ mod tests {
 
     #[test]
     fn init_loads_the_modules_then_runs_the_script() {
-        let s = init_script("/test --exact x");
-        let insmod = s.find("insmod /mod/$m.ko").expect("insmod");
+        let s = init_script("/test --exact x", "npt=0");
+        let insmod = s.find("insmod /mod/$m.ko $args").expect("insmod");
         let run = s.find("\n/test --exact x\n").expect("the script");
         assert!(
             insmod < run && s.contains("KTSTR_KERNEL=/kernel/vmlinux"),
             "{s}"
         );
+        assert!(s.contains(r#"args="npt=0""#), "{s}");
     }
 }
