@@ -366,7 +366,12 @@ fn ktstr_tests_on_the_own_vmm() {
             kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        eprintln!(
+            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+            out.end,
+            out.wall.as_secs_f64(),
+            out.slot_wait.as_secs_f64()
+        );
         (inner, out.lines, "in a nested-SVM L1")
     };
     let ran = parse(&lines);

@@ -625,7 +625,12 @@ fn run_set(set: Set) {
             kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        eprintln!(
+            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+            out.end,
+            out.wall.as_secs_f64(),
+            out.slot_wait.as_secs_f64()
+        );
         let results = out
             .lines
             .iter()
@@ -710,7 +715,12 @@ fn kvm_linux_boot_stress() {
         kvm_amd_params: std::env::var("KTSTR_STRESS_KVM_AMD").unwrap_or_default(),
     };
     let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-    eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+    eprintln!(
+        "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+        out.end,
+        out.wall.as_secs_f64(),
+        out.slot_wait.as_secs_f64()
+    );
     let summary = out
         .lines
         .iter()
@@ -743,7 +753,12 @@ fn kvm_vs_qemu_kvm_boot_to_init() {
             kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        eprintln!(
+            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+            out.end,
+            out.wall.as_secs_f64(),
+            out.slot_wait.as_secs_f64()
+        );
         let ok = out
             .lines
             .iter()

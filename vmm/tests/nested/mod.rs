@@ -46,6 +46,8 @@ pub struct L1Outcome {
     pub lines: Vec<String>,
     pub end: EndReason,
     pub wall: Duration,
+    /// Of `wall`, the time spent waiting for host slots before the L1 booted.
+    pub slot_wait: Duration,
 }
 
 /// A newc cpio writer (Documentation/driver-api/early-userspace/buffer-format.rst).
@@ -264,6 +266,7 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
         lines,
         end,
         wall: start.elapsed(),
+        slot_wait: vm.slot_wait(),
     }
 }
 
