@@ -130,7 +130,7 @@ fn binaries() -> Binaries {
     }
     let tests = built(&args);
     let scheduler = built(&["build", "-p", "ktstr-tests", "--bin", "scx-ktstr"]);
-    let ktstr = built(&["build", "-p", "ktstr", "--bin", "ktstr"]);
+    let ktstr = built(&["build", "-p", "ktstr-cli", "--bin", "ktstr"]);
     let find = |list: &[(String, PathBuf)], name: &str| {
         list.iter()
             .find(|(n, _)| n == name)
