@@ -209,6 +209,14 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
         let p = run.kernel_dir.join(k);
         cpio.file(&format!("/kernel/{k}"), 0o100_644, &read(&p), &mut seen);
     }
+    // The kernel's config and metadata, when cached: tests in the L1 give the
+    // guest its /boot/config (schedulers with __kconfig externs read it).
+    for k in ["config", "metadata.json"] {
+        let p = run.kernel_dir.join(k);
+        if p.is_file() {
+            cpio.file(&format!("/kernel/{k}"), 0o100_644, &read(&p), &mut seen);
+        }
+    }
     for m in KVM_MODULES {
         let p = run.kernel_dir.join("modules").join(format!("{m}.ko"));
         if !p.is_file() {
