@@ -35,10 +35,12 @@ mod linux_bench;
 mod linux_stress;
 mod nested;
 
-/// The kernel: `$KTSTR_KERNEL`, else the first cached `vmlinux`.
+/// The kernel: `$KTSTR_KERNEL` (a vmlinux, or a directory holding one),
+/// else the first cached `vmlinux`.
 fn kernel() -> PathBuf {
     if let Some(k) = std::env::var_os("KTSTR_KERNEL") {
-        return k.into();
+        let k = PathBuf::from(k);
+        return if k.is_dir() { k.join("vmlinux") } else { k };
     }
     let cache = std::env::var_os("KTSTR_CACHE_DIR")
         .map(PathBuf::from)

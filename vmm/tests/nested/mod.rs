@@ -30,7 +30,7 @@ pub struct L1Run<'a> {
     /// (host path, path in the L1).
     pub files: Vec<(PathBuf, String)>,
     /// Shell lines the L1's `/init` runs (in `/tmp`, with `KTSTR_KERNEL` set
-    /// to the kernel, whose `bzImage` sits beside it).
+    /// to the kernel's directory: `vmlinux`, `bzImage`, `config`).
     pub script: String,
     /// Kill the L1 after this long.
     pub timeout: Duration,
@@ -150,7 +150,7 @@ fn init_script(script: &str, kvm_amd_params: &str) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel/vmlinux
+export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -288,7 +288,7 @@ mod tests {
         let insmod = s.find("insmod /mod/$m.ko $args").expect("insmod");
         let run = s.find("\n/test --exact x\n").expect("the script");
         assert!(
-            insmod < run && s.contains("KTSTR_KERNEL=/kernel/vmlinux"),
+            insmod < run && s.contains("KTSTR_KERNEL=/kernel "),
             "{s}"
         );
         assert!(s.contains(r#"args="npt=0""#), "{s}");
