@@ -287,10 +287,7 @@ mod tests {
         let s = init_script("/test --exact x", "npt=0");
         let insmod = s.find("insmod /mod/$m.ko $args").expect("insmod");
         let run = s.find("\n/test --exact x\n").expect("the script");
-        assert!(
-            insmod < run && s.contains("KTSTR_KERNEL=/kernel "),
-            "{s}"
-        );
+        assert!(insmod < run && s.contains("KTSTR_KERNEL=/kernel\n"), "{s}");
         assert!(s.contains(r#"args="npt=0""#), "{s}");
     }
 }
