@@ -51,8 +51,13 @@ const LIBTEST_SETS: &[(&str, &[&str])] = &[
             "scheduler_restart_mid_experiment_reattaches_cleanly",
             "scheduler_replace_mid_experiment_swaps_via_staged_pack",
             "replace_with_broken_binary_surfaces_startup_died",
-            "broken_staged_binary_downcasts_to_startup_died",
             "dispatch_hold_truncates_when_scheduler_dies_midstep",
+        ],
+    ),
+    (
+        "scheduler_ops",
+        &[
+            "broken_staged_binary_downcasts_to_startup_died",
             "stall_ends_the_hold_early_with_scx_exit_error_stall",
         ],
     ),
