@@ -224,9 +224,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  Linux tests in a nested-SVM L1 guest (QEMU TCG's nested emulation now and then \
                  loses a guest's memory view: about 1 boot in 44 with 2-4 vCPUs, 1 in 12 with 8; \
                  see vmm/README.md); \
-                 every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
-                 which fail intermittently under instruction counting (root causes open; see \
-                 .config/nextest.toml)"
+                 hotplug_weights_and_class_switches, whose weighted-cgroups and class-switch \
+                 scenarios fail intermittently (see .config/nextest.toml)"
             );
         }
         print_slowest(&junit, 10);
