@@ -32,7 +32,7 @@ pub struct L1Run<'a> {
     /// Shell lines the L1's `/init` runs (in `/tmp`, with `KTSTR_KERNEL` set
     /// to the kernel's directory: `vmlinux`, `bzImage`, `config`).
     pub script: String,
-    /// Kill the L1 after this long.
+    /// Kill the L1 this long after it booted (after its wait for host slots).
     pub timeout: Duration,
     /// Run the L1's vCPUs on one host thread (one host slot) instead of one
     /// thread each.
@@ -261,7 +261,9 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     );
     let mut vm = qemu.boot(&spec).expect("boot the L1");
     let console = vm.take_console().expect("console");
-    let deadline = start + run.timeout;
+    // The timeout counts from the boot: the wait for host slots (minutes on
+    // a busy host) is not the L1's time.
+    let deadline = Instant::now() + run.timeout;
     let mut lines = Vec::new();
     while let Some(l) = console.next_line(deadline.saturating_duration_since(Instant::now())) {
         on_line(&l);
