@@ -71,7 +71,7 @@ mod error;
 mod guest;
 pub mod monitor;
 mod registry;
-mod results;
+pub mod results;
 mod runner;
 mod schedulers;
 pub mod shell;

@@ -513,3 +513,26 @@ pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Out
         o => o,
     }
 }
+
+/// What the results store keeps of the periodic samples: how many, at what
+/// rate, the deepest DSQ and longest head-of-queue wait seen, the last one.
+pub(crate) fn summary_json(log: &MonitorLog) -> serde_json::Value {
+    let samples = log.samples();
+    let deepest = samples
+        .iter()
+        .filter_map(|s| s.deepest_dsq().map(|d| d.nr))
+        .max();
+    let oldest_ms = samples
+        .iter()
+        .filter_map(Sample::oldest_wait)
+        .max()
+        .map(|d| d.as_secs_f64() * 1e3);
+    serde_json::json!({
+        "hz": log.hz(),
+        "samples": samples.len(),
+        "unavailable": log.unavailable().map(ToString::to_string),
+        "deepest_dsq": deepest,
+        "oldest_wait_ms": oldest_ms,
+        "last": samples.last().map(Sample::summary),
+    })
+}
