@@ -114,9 +114,21 @@ pub const PRESETS: &[Preset] = &[
         "four NUMA nodes, two LLCs each, SMT",
         valid(4, 8, 2, 2),
     ),
-    named("llc3x3", "odd LLC count, odd cores: 3 LLCs of 3", valid(1, 3, 3, 1)),
-    named("llc5x3", "odd LLC count, odd cores: 5 LLCs of 3", valid(1, 5, 3, 1)),
-    named("llc7x2", "odd LLC count: 7 LLCs of 2, no SMT", valid(1, 7, 2, 1)),
+    named(
+        "llc3x3",
+        "odd LLC count, odd cores: 3 LLCs of 3",
+        valid(1, 3, 3, 1),
+    ),
+    named(
+        "llc5x3",
+        "odd LLC count, odd cores: 5 LLCs of 3",
+        valid(1, 5, 3, 1),
+    ),
+    named(
+        "llc7x2",
+        "odd LLC count: 7 LLCs of 2, no SMT",
+        valid(1, 7, 2, 1),
+    ),
     named(
         "numa2-llc4x4",
         "two NUMA nodes, two LLCs of 4 SMT cores each",
@@ -208,9 +220,7 @@ impl ShapeFeature {
     /// Whether `t` has this feature.
     pub const fn of(self, t: &Topology) -> bool {
         match self {
-            ShapeFeature::Flat => {
-                t.llcs() == 1 && t.threads_per_core() == 1 && t.numa_nodes() == 1
-            }
+            ShapeFeature::Flat => t.llcs() == 1 && t.threads_per_core() == 1 && t.numa_nodes() == 1,
             ShapeFeature::Smt => t.threads_per_core() > 1,
             ShapeFeature::SeveralLlcs => t.llcs() > 1,
             ShapeFeature::OddLlcs => t.llcs() > 1 && t.llcs() % 2 == 1,
@@ -312,12 +322,18 @@ mod tests {
         };
         let all = allowed(Constraints::DEFAULT);
         assert!(all.contains(&"tiny") && all.contains(&"llc3x3"));
-        assert!(!all.contains(&"large"), "252 CPUs is past the default max_cpus");
+        assert!(
+            !all.contains(&"large"),
+            "252 CPUs is past the default max_cpus"
+        );
         let smt = allowed(Constraints {
             requires_smt: true,
             ..Constraints::DEFAULT
         });
-        assert!(smt.iter().all(|n| preset(n).is_some_and(|p| p.topology.threads_per_core() > 1)));
+        assert!(
+            smt.iter()
+                .all(|n| preset(n).is_some_and(|p| p.topology.threads_per_core() > 1))
+        );
         assert!(smt.contains(&"smt"));
         let numa = allowed(Constraints {
             min_numa_nodes: 2,
@@ -326,17 +342,21 @@ mod tests {
             ..Constraints::DEFAULT
         });
         assert_eq!(numa, ["numa2-llc4", "numa4", "numa4-llc8", "numa2-llc4x4"]);
-        assert!(allowed(Constraints {
-            min_cpus: 17,
-            ..Constraints::DEFAULT
-        })
-        .is_empty());
+        assert!(
+            allowed(Constraints {
+                min_cpus: 17,
+                ..Constraints::DEFAULT
+            })
+            .is_empty()
+        );
         let t = |n| preset(n).expect("preset").topology;
         assert!(ShapeFeature::Flat.of(&t("tiny")));
         assert!(!ShapeFeature::Flat.of(&t("smt")));
         assert!(ShapeFeature::OddLlcs.of(&t("llc5x3")));
         assert!(!ShapeFeature::OddLlcs.of(&t("llc4")));
-        assert!(ShapeFeature::Numa.of(&t("numa2-llc4x4")) && ShapeFeature::Smt.of(&t("numa2-llc4x4")));
+        assert!(
+            ShapeFeature::Numa.of(&t("numa2-llc4x4")) && ShapeFeature::Smt.of(&t("numa2-llc4x4"))
+        );
         // Every feature is on some preset within the default constraints.
         for f in ShapeFeature::ALL {
             assert!(

@@ -91,9 +91,7 @@ fn run(mut c: Command, env: &RunEnv) -> Result<bool, String> {
     }
     let shown = format!("{c:?}");
     eprintln!("cargo ktstr: running {shown}");
-    let st = c
-        .status()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let st = c.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     Ok(st.success())
 }
 
@@ -112,9 +110,11 @@ pub fn build(t: &Targets) -> Result<(), String> {
 /// lists them (`name: test` lines).
 pub fn list(t: &Targets) -> Result<String, String> {
     let mut c = cargo();
-    c.args(["test", "--tests", "--quiet"])
-        .args(t.args())
-        .args(["--", "--list", "--include-ignored"]);
+    c.args(["test", "--tests", "--quiet"]).args(t.args()).args([
+        "--",
+        "--list",
+        "--include-ignored",
+    ]);
     let out = c
         .output()
         .map_err(|e| format!("cannot run cargo test --list: {e}"))?;
@@ -129,7 +129,12 @@ pub fn list(t: &Targets) -> Result<String, String> {
 
 /// Runs the package's tests (not the gauntlet variants), `filters` as
 /// libtest/nextest take them.
-pub fn run_tests(t: &Targets, filters: &[String], nextest: bool, env: &RunEnv) -> Result<bool, String> {
+pub fn run_tests(
+    t: &Targets,
+    filters: &[String],
+    nextest: bool,
+    env: &RunEnv,
+) -> Result<bool, String> {
     let mut c = cargo();
     if nextest {
         c.args(["nextest", "run", "--no-fail-fast"])
@@ -145,7 +150,12 @@ pub fn run_tests(t: &Targets, filters: &[String], nextest: bool, env: &RunEnv) -
 }
 
 /// Runs exactly the tests named (libtest names; ignored ones too).
-pub fn run_exact(t: &Targets, names: &[String], nextest: bool, env: &RunEnv) -> Result<bool, String> {
+pub fn run_exact(
+    t: &Targets,
+    names: &[String],
+    nextest: bool,
+    env: &RunEnv,
+) -> Result<bool, String> {
     if names.is_empty() {
         return Ok(true);
     }

@@ -116,8 +116,8 @@ fn u_distribution(n: usize, m: usize) -> Vec<f64> {
     // f[i][j][u] over growing samples; rolling in j keeps it small.
     let max = n * m;
     let mut f = vec![vec![vec![0.0f64; max + 1]; m + 1]; n + 1];
-    for j in 0..=m {
-        f[0][j][0] = 1.0;
+    for row in &mut f[0] {
+        row[0] = 1.0;
     }
     for i in 1..=n {
         f[i][0][0] = 1.0;
@@ -324,7 +324,10 @@ mod tests {
         );
         assert_eq!(rows[0].verdict, Verdict::Same("below the absolute gate"));
         let t = table(&rows, 0.05);
-        assert!(t.contains("Mann-Whitney") && t.contains("worst_gap_ms"), "{t}");
+        assert!(
+            t.contains("Mann-Whitney") && t.contains("worst_gap_ms"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ fn kernels(given: &[PathBuf]) -> Vec<Option<&Path>> {
 }
 
 fn summary(store: &Store, run: &str) {
-    println!("\nrun {run} (records in {}):", store.dir.join("runs").join(run).display());
+    println!(
+        "\nrun {run} (records in {}):",
+        store.dir.join("runs").join(run).display()
+    );
     print!("{}", crate::store::list_run(store, run));
 }
 
@@ -102,7 +105,11 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
         host_cpus: c.host_cpus,
         monitor_hz: c.monitor_hz,
     };
-    let budget = c.budget.as_deref().map(select::parse_duration).transpose()?;
+    let budget = c
+        .budget
+        .as_deref()
+        .map(select::parse_duration)
+        .transpose()?;
     if let Some(p) = &c.topology
         && ktstr_topology::preset(p).is_none()
     {
@@ -115,7 +122,11 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
     let mut failed = Vec::new();
     let many = c.kernel.len() > 1;
     for (i, kernel) in kernels(&c.kernel).into_iter().enumerate() {
-        let run = new_run_id(&if many { format!("-k{i}") } else { String::new() });
+        let run = new_run_id(&if many {
+            format!("-k{i}")
+        } else {
+            String::new()
+        });
         let env = knobs.env(&store.dir, &run, kernel)?;
         if let Some(k) = kernel {
             println!("== kernel {}", k.display());
@@ -223,8 +234,15 @@ impl GauntletPlan<'_> {
         let ok = cargo::run_exact(self.targets, &names, self.nextest, &env)?;
         let took = t0.elapsed();
         summary(store, run);
+        let waited: f64 = store
+            .records(run)
+            .0
+            .iter()
+            .filter_map(|r| r["phases_s"]["slot_wait"].as_f64())
+            .sum();
         println!(
-            "gauntlet: {} variant(s) in {:.0}s (expected {:.0}s{})",
+            "gauntlet: {} variant(s) in {:.0}s wall, {waited:.0}s of it summed over the variants \
+             waiting for host slots held by other VMs (expected {:.0}s{})",
             names.len(),
             took.as_secs_f64(),
             sel.expected,
@@ -240,7 +258,11 @@ impl GauntletPlan<'_> {
     }
 }
 
-fn print_plan(listed: &[(Variant, f64, CostSource)], sel: &select::Selection, budget: Option<Duration>) {
+fn print_plan(
+    listed: &[(Variant, f64, CostSource)],
+    sel: &select::Selection,
+    budget: Option<Duration>,
+) {
     let covered = sel.covered(&listed.iter().map(|(v, _, _)| v.clone()).collect::<Vec<_>>());
     match budget {
         Some(b) => println!(
@@ -286,7 +308,11 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         workspace: false,
         release: false,
     };
-    let budget = c.budget.as_deref().map(select::parse_duration).transpose()?;
+    let budget = c
+        .budget
+        .as_deref()
+        .map(select::parse_duration)
+        .transpose()?;
     let store = Store::new(store_dir(None)?);
     let plan = GauntletPlan {
         targets: &targets,
@@ -298,13 +324,13 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
     if c.list {
         let listed = plan.variants(&store)?;
         println!(
-            "{:<48} {:<34} {:<10} {:>6}  FEATURES",
+            "{:<48} {:<42} {:<10} {:>6}  FEATURES",
             "VARIANT", "LIBTEST NAME", "TOPOLOGY", "EXPECT"
         );
         for (v, cost, _) in &listed {
             let feats: Vec<&str> = v.features().iter().map(|f| f.name()).collect();
             println!(
-                "{:<48} {:<34} {:<10} {:>5.0}s  {}",
+                "{:<48} {:<42} {:<10} {:>5.0}s  {}",
                 v.name(),
                 v.libtest,
                 v.preset.topology.to_string(),
@@ -329,7 +355,10 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
     let many = c.kernel.len() > 1;
     let mut failed = Vec::new();
     for (i, kernel) in kernels(&c.kernel).into_iter().enumerate() {
-        let run = new_run_id(&format!("-g{}", if many { i.to_string() } else { String::new() }));
+        let run = new_run_id(&format!(
+            "-g{}",
+            if many { i.to_string() } else { String::new() }
+        ));
         if !plan.run(&store, &run, &knobs, kernel)? {
             failed.push(run);
         }
@@ -337,7 +366,10 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
     Ok(if failed.is_empty() {
         Done::Ok
     } else {
-        Done::Failed(format!("gauntlet variants failed in run(s) {}", failed.join(", ")))
+        Done::Failed(format!(
+            "gauntlet variants failed in run(s) {}",
+            failed.join(", ")
+        ))
     })
 }
 
@@ -412,9 +444,15 @@ fn find_binary(name: &str, target: &Path) -> Result<PathBuf, String> {
             Err(format!("scheduler binary {name}: no such file"))
         };
     }
-    let in_target = ["debug", "release"].iter().map(|d| target.join(d).join(name));
+    let in_target = ["debug", "release"]
+        .iter()
+        .map(|d| target.join(d).join(name));
     let in_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     in_target
         .chain(in_path)
@@ -433,12 +471,18 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
     let a = parse_side(&c.a, &store)?;
     let b = parse_side(&c.b, &store)?;
     if !(0.0..1.0).contains(&c.alpha) || c.alpha == 0.0 {
-        return Err(format!("--alpha {}: expected a level between 0 and 1", c.alpha));
+        return Err(format!(
+            "--alpha {}: expected a level between 0 and 1",
+            c.alpha
+        ));
     }
     for f in &c.figure {
         if compare::spec(f).is_none() {
             let known: Vec<&str> = compare::FIGURES.iter().map(|f| f.key).collect();
-            return Err(format!("--figure {f}: not a figure (known: {})", known.join(", ")));
+            return Err(format!(
+                "--figure {f}: not a figure (known: {})",
+                known.join(", ")
+            ));
         }
     }
     let targets = Targets {
@@ -487,7 +531,12 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
                     }
                     env.set("KTSTR_SCHED_ARGS", args.join(" "));
                 }
-                println!("== side {} run {} of {}: {run}", tag.to_uppercase(), rep + 1, c.reps);
+                println!(
+                    "== side {} run {} of {}: {run}",
+                    tag.to_uppercase(),
+                    rep + 1,
+                    c.reps
+                );
                 // A failing verdict still has figures: compare them anyway.
                 cargo::run_exact(&targets, std::slice::from_ref(test), nextest, &env)?;
                 out.push(run);
@@ -524,7 +573,13 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
         ));
     }
     let rows = compare::compare(&sets, c.alpha);
-    println!("A = {} ({})\nB = {} ({})", c.a, runs_a.join(","), c.b, runs_b.join(","));
+    println!(
+        "A = {} ({})\nB = {} ({})",
+        c.a,
+        runs_a.join(","),
+        c.b,
+        runs_b.join(",")
+    );
     print!("{}", compare::table(&rows, c.alpha));
     let regressed: Vec<&str> = rows
         .iter()
@@ -534,7 +589,10 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
     Ok(if regressed.is_empty() {
         Done::Ok
     } else {
-        Done::Failed(format!("regression of B against A in {}", regressed.join(", ")))
+        Done::Failed(format!(
+            "regression of B against A in {}",
+            regressed.join(", ")
+        ))
     })
 }
 
@@ -554,10 +612,12 @@ fn figures_of(
             let variant = r["variant"].as_str();
             let hit = match test {
                 None => true,
-                Some(t) => name == Some(t) && variant.is_none() || variant == Some(t) || {
-                    // A variant named by its libtest name.
-                    select::parse_variant(t).is_some_and(|v| Some(v.name().as_str()) == variant)
-                },
+                Some(t) => {
+                    name == Some(t) && variant.is_none() || variant == Some(t) || {
+                        // A variant named by its libtest name.
+                        select::parse_variant(t).is_some_and(|v| Some(v.name().as_str()) == variant)
+                    }
+                }
             };
             if !hit {
                 continue;
@@ -591,9 +651,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("runs/r1")).expect("mkdir");
         let store = Store::new(dir.path());
-        assert_eq!(parse_side("run:r1", &store), Ok(Side::Runs(vec!["r1".into()])));
+        assert_eq!(
+            parse_side("run:r1", &store),
+            Ok(Side::Runs(vec!["r1".into()]))
+        );
         assert_eq!(parse_side("r1", &store), Ok(Side::Runs(vec!["r1".into()])));
-        assert!(parse_side("run:r1,r2", &store).expect_err("r2").contains("\"r2\""));
+        assert!(
+            parse_side("run:r1,r2", &store)
+                .expect_err("r2")
+                .contains("\"r2\"")
+        );
         assert_eq!(
             parse_side("scheduler:scx-ktstr --slow --slow-us 10000", &store),
             Ok(Side::Scheduler(
@@ -609,7 +676,11 @@ mod tests {
             parse_side("kernel:/k/vmlinux", &store),
             Ok(Side::Kernel("/k/vmlinux".into()))
         );
-        assert!(parse_side("nope", &store).expect_err("bad").contains("run:ID"));
+        assert!(
+            parse_side("nope", &store)
+                .expect_err("bad")
+                .contains("run:ID")
+        );
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl Selection {
 pub fn select(variants: &[Variant], costs: &[f64], budget: Option<Duration>) -> Selection {
     let Some(budget) = budget else {
         return Selection {
-            choices: variants.iter().map(|v| Choice::Picked(v.features())).collect(),
+            choices: variants
+                .iter()
+                .map(|v| Choice::Picked(v.features()))
+                .collect(),
             order: (0..variants.len()).collect(),
             expected: costs.iter().sum(),
         };
@@ -317,6 +320,10 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("3").expect_err("unit").contains("3m"));
         assert!(parse_duration("3x").is_err());
-        assert!(parse_duration("0s").expect_err("zero").contains("above zero"));
+        assert!(
+            parse_duration("0s")
+                .expect_err("zero")
+                .contains("above zero")
+        );
     }
 }

@@ -51,10 +51,7 @@ impl Store {
 
     /// Every record of every run.
     pub fn all_records(&self) -> Vec<Value> {
-        self.runs()
-            .iter()
-            .flat_map(|r| self.records(r).0)
-            .collect()
+        self.runs().iter().flat_map(|r| self.records(r).0).collect()
     }
 }
 
@@ -103,9 +100,11 @@ impl History {
             }
             // Only runs that reached a verdict say how long a run takes.
             let judged = r["phases_s"]["body"].as_f64().is_some();
-            if let (Some(v), Some(total), true) =
-                (r["variant"].as_str(), r["phases_s"]["total"].as_f64(), judged)
-            {
+            if let (Some(v), Some(total), true) = (
+                r["variant"].as_str(),
+                r["phases_s"]["total"].as_f64(),
+                judged,
+            ) {
                 let wait = r["phases_s"]["slot_wait"].as_f64().unwrap_or(0.0);
                 h.variant_seconds
                     .entry(v.to_string())
@@ -172,10 +171,7 @@ pub fn list_run(store: &Store, id: &str) -> String {
         "TEST", "TOPOLOGY", "VERDICT", "WALL"
     );
     for r in &recs {
-        let name = r["variant"]
-            .as_str()
-            .or(r["test"].as_str())
-            .unwrap_or("?");
+        let name = r["variant"].as_str().or(r["test"].as_str()).unwrap_or("?");
         let figs: Vec<String> = r["figures"]
             .as_object()
             .into_iter()
@@ -221,7 +217,11 @@ mod tests {
             std::fs::create_dir_all(&d).expect("mkdir");
             std::fs::write(d.join(file), v.to_string()).expect("write");
         };
-        put("20261127-100000-1", "a.json", &rec("r1", "t::a", None, 9.0, "pass"));
+        put(
+            "20261127-100000-1",
+            "a.json",
+            &rec("r1", "t::a", None, 9.0, "pass"),
+        );
         put(
             "20261127-100000-1",
             "a@tiny.json",
@@ -238,6 +238,9 @@ mod tests {
         let l = list_runs(&store);
         assert!(l.contains("7.3.0 / scx_x --slow"), "{l}");
         let l = list_run(&store, "20261127-100000-1");
-        assert!(l.contains("gauntlet/a/tiny") && l.contains("work_per_worker_per_s=100.0"), "{l}");
+        assert!(
+            l.contains("gauntlet/a/tiny") && l.contains("work_per_worker_per_s=100.0"),
+            "{l}"
+        );
     }
 }

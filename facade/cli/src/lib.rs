@@ -148,4 +148,3 @@ pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
         Err(e) => Err(e.to_string()),
     }
 }
-

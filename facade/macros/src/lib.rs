@@ -298,7 +298,10 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         let fns = presets.iter().map(|p| {
             let ident = preset_ident(p.name);
             let pname = p.name;
-            let doc = format!(" `{name}` on the gauntlet preset `{pname}` ({}).", p.topology);
+            let doc = format!(
+                " `{name}` on the gauntlet preset `{pname}` ({}).",
+                p.topology
+            );
             quote! {
                 #[doc = #doc]
                 #[test]

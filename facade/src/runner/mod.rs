@@ -26,7 +26,11 @@ pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
 
 /// Runs one test on its declared topology, or on the gauntlet preset named
 /// `preset`; records the run in the results store.
-pub fn run_on(entry: &TestEntry, kernel: Option<&std::path::Path>, preset: Option<&str>) -> Outcome {
+pub fn run_on(
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    preset: Option<&str>,
+) -> Outcome {
     let t0 = Instant::now();
     let host = match HostConfig::global() {
         Ok(h) => h,

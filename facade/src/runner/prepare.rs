@@ -61,7 +61,10 @@ pub(crate) fn prepare(
     // Schedulers: resolved on the host, checked against the kernel, packed.
     // A run-wide replacement binary (KTSTR_SCHEDULER) takes the declared
     // one's place; it must exist like a declared path.
-    let boot = match (cfg.scheduler.filter(|s| s.is_sched_ext()), &host.scheduler_binary) {
+    let boot = match (
+        cfg.scheduler.filter(|s| s.is_sched_ext()),
+        &host.scheduler_binary,
+    ) {
         (Some(s), Some(bin)) if bin.is_file() => Some((s, bin.clone())),
         (Some(s), Some(bin)) => {
             return Err(crate::SchedulerSetupError::MissingPath {
