@@ -7,6 +7,7 @@
 
 mod cargo;
 mod compare;
+mod report;
 mod runs;
 mod select;
 mod store;
@@ -30,6 +31,7 @@ enum Cmd {
     Test(TestCmd),
     Gauntlet(GauntletCmd),
     Stats(StatsCmd),
+    Report(ReportCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
@@ -125,6 +127,20 @@ pub struct GauntletCmd {
     /// only variants whose name contains one of these (gauntlet/<test>/<preset>
     /// or <test>::gauntlet::<preset>)
     filters: Vec<String>,
+}
+
+/// Write a run's reports: JUnit XML (one testcase per test and variant) and
+/// a Chrome trace-event JSON that Perfetto's UI opens, under
+/// <store>/reports/<run>/.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "report")]
+pub struct ReportCmd {
+    #[argh(positional)]
+    /// the run (default: the newest)
+    run: Option<String>,
+    #[argh(option)]
+    /// the results store (default: <target dir>/ktstr)
+    store: Option<PathBuf>,
 }
 
 /// The results store: list runs, compare two sides.
@@ -245,6 +261,7 @@ fn main() -> ExitCode {
         Cmd::Stats(StatsCmd {
             cmd: StatsSub::Compare(c),
         }) => runs::stats_compare(&c),
+        Cmd::Report(c) => runs::report(&c),
         Cmd::Kernel(k) => host().and_then(|h| {
             let env = ktstr_kernel::cli::KernelCmdEnv {
                 cache: h.kernel_cache(),

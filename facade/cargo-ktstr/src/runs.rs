@@ -8,7 +8,7 @@ use crate::cargo::{self, RunEnv, Targets};
 use crate::compare;
 use crate::select::{self, Choice, CostSource, Variant};
 use crate::store::{History, Store};
-use crate::{CompareCmd, Done, GauntletCmd, ListCmd, TestCmd};
+use crate::{CompareCmd, Done, GauntletCmd, ListCmd, ReportCmd, TestCmd};
 
 /// A fresh run id: `YYYYMMDD-HHMMSS-<pid>` plus `suffix`.
 fn new_run_id(suffix: &str) -> String {
@@ -89,6 +89,49 @@ fn summary(store: &Store, run: &str) {
         store.dir.join("runs").join(run).display()
     );
     print!("{}", crate::store::list_run(store, run));
+    match write_reports(store, run) {
+        Ok(dir) => println!(
+            "reports: {0}/junit.xml, {0}/trace.json (open in Perfetto's UI)",
+            dir.display()
+        ),
+        Err(e) => println!("reports not written: {e}"),
+    }
+}
+
+/// Writes the JUnit XML and trace JSON of `run`; returns their directory.
+fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
+    let (records, _) = store.records(run);
+    let dir = store.dir.join("reports").join(run);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let junit = dir.join("junit.xml");
+    std::fs::write(&junit, crate::report::junit(run, &records))
+        .map_err(|e| format!("{}: {e}", junit.display()))?;
+    let trace = dir.join("trace.json");
+    std::fs::write(&trace, crate::report::trace(&records).to_string())
+        .map_err(|e| format!("{}: {e}", trace.display()))?;
+    Ok(dir)
+}
+
+pub fn report(c: &ReportCmd) -> Result<Done, String> {
+    let store = Store::new(store_dir(c.store.as_deref())?);
+    let run = match &c.run {
+        Some(r) if store.has_run(r) => r.clone(),
+        Some(r) => {
+            return Err(format!(
+                "run {r:?} is not in {} (`cargo ktstr stats list` lists the runs)",
+                store.dir.display()
+            ));
+        }
+        None => store.runs().pop().ok_or_else(|| {
+            format!(
+                "no run in {} yet (run `cargo ktstr test` first)",
+                store.dir.display()
+            )
+        })?,
+    };
+    let dir = write_reports(&store, &run)?;
+    println!("{0}/junit.xml\n{0}/trace.json", dir.display());
+    Ok(Done::Ok)
 }
 
 pub fn test(c: &TestCmd) -> Result<Done, String> {
