@@ -7,6 +7,7 @@
 
 mod cargo;
 mod compare;
+mod html;
 mod report;
 mod runs;
 mod select;
@@ -129,9 +130,9 @@ pub struct GauntletCmd {
     filters: Vec<String>,
 }
 
-/// Write a run's reports: JUnit XML (one testcase per test and variant) and
-/// a Chrome trace-event JSON that Perfetto's UI opens, under
-/// <store>/reports/<run>/.
+/// Write a run's reports under <store>/reports/<run>/: report.html (verdict
+/// table, failures, SVG plots per test), junit.xml (one testcase per test
+/// and variant) and trace.json (Chrome trace events; Perfetto's UI opens it).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "report")]
 pub struct ReportCmd {

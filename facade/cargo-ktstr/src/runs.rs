@@ -91,7 +91,7 @@ fn summary(store: &Store, run: &str) {
     print!("{}", crate::store::list_run(store, run));
     match write_reports(store, run) {
         Ok(dir) => println!(
-            "reports: {0}/junit.xml, {0}/trace.json (open in Perfetto's UI)",
+            "reports: {0}/report.html, {0}/junit.xml, {0}/trace.json (Perfetto's UI opens it)",
             dir.display()
         ),
         Err(e) => println!("reports not written: {e}"),
@@ -106,6 +106,9 @@ fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
     let junit = dir.join("junit.xml");
     std::fs::write(&junit, crate::report::junit(run, &records))
         .map_err(|e| format!("{}: {e}", junit.display()))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, crate::html::html(run, &records))
+        .map_err(|e| format!("{}: {e}", html.display()))?;
     let trace = dir.join("trace.json");
     std::fs::write(&trace, crate::report::trace(&records).to_string())
         .map_err(|e| format!("{}: {e}", trace.display()))?;
@@ -130,7 +133,10 @@ pub fn report(c: &ReportCmd) -> Result<Done, String> {
         })?,
     };
     let dir = write_reports(&store, &run)?;
-    println!("{0}/junit.xml\n{0}/trace.json", dir.display());
+    println!(
+        "{0}/report.html\n{0}/junit.xml\n{0}/trace.json",
+        dir.display()
+    );
     Ok(Done::Ok)
 }
 
