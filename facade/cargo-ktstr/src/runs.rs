@@ -280,6 +280,7 @@ impl GauntletPlan<'_> {
         let names: Vec<String> = sel.order.iter().map(|&i| vs[i].libtest.clone()).collect();
         let env = knobs.env(&store.dir, run, kernel)?;
         let t0 = Instant::now();
+        let mut started = names.len();
         let ok = match self.budget {
             None => cargo::run_exact(self.targets, &names, self.nextest, &env)?,
             // One at a time, so the budget holds even when the host is
@@ -298,6 +299,7 @@ impl GauntletPlan<'_> {
                             b.as_secs_f64(),
                             rest.join(", ")
                         );
+                        started = k;
                         break;
                     }
                     ok &= cargo::run_exact(
@@ -321,7 +323,7 @@ impl GauntletPlan<'_> {
         println!(
             "gauntlet: {} variant(s) in {:.0}s wall, {waited:.0}s of it summed over the variants \
              waiting for host slots held by other VMs (expected {:.0}s{})",
-            names.len(),
+            started,
             took.as_secs_f64(),
             sel.expected,
             self.budget
