@@ -29,21 +29,33 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(28)
+            .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(0usize..n, 0.0..max)
+            .build_cartesian_2d((0usize..n).into_segmented(), 0.0..max)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n.min(16))
-            .x_label_formatter(&|i| values.get(*i).map(|(l, _)| l.clone()).unwrap_or_default())
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => {
+                    values.get(*i).map(|(l, _)| l.clone()).unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            .x_desc("worker")
             .y_desc(unit)
             .draw()
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(values.iter().enumerate().map(|(i, (_, v))| {
-                let mut r = Rectangle::new([(i, 0.0), (i + 1, *v)], BLUE.mix(0.6).filled());
+                let mut r = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *v),
+                    ],
+                    BLUE.mix(0.6).filled(),
+                );
                 r.set_margin(0, 0, 4, 4);
                 r
             }))
