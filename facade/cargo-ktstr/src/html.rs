@@ -65,8 +65,101 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
     Ok(svg)
 }
 
-/// The plots of one record's workers (none without workers).
+/// One line per series over time: (name, [(seconds, value)]).
+fn lines(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let pts = series.iter().flat_map(|(_, p)| p.iter());
+        let (t0, t1, max) = pts.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, m), (t, v)| {
+            (a.min(*t), b.max(*t), m.max(*v))
+        });
+        let (t0, t1) = if t0 < t1 { (t0, t1) } else { (0.0, 1.0) };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(t0..t1, 0.0..(max * 1.15).max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds from boot")
+            .y_desc(unit)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (name, p)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// The monitor's time series of a record: per-CPU nr_running, DSQ depth.
+fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
+    let samples: Vec<&Value> = r["monitor"]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let cpus = samples
+        .iter()
+        .filter_map(|s| s["nr_running"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    if cpus > 0 {
+        let series: Vec<(String, Vec<(f64, f64)>)> = (0..cpus.min(16))
+            .map(|c| {
+                let p = samples
+                    .iter()
+                    .filter_map(|s| Some((s["t"].as_f64()?, s["nr_running"][c].as_f64()?)))
+                    .collect();
+                (format!("cpu{c}"), p)
+            })
+            .collect();
+        out.push(lines(
+            "runnable tasks per CPU (nr_running)",
+            "tasks",
+            &series,
+        ));
+    }
+    let dsq: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["deepest_dsq"].as_f64()?)))
+        .collect();
+    if !dsq.is_empty() {
+        out.push(lines(
+            "deepest DSQ of the scheduler",
+            "queued tasks",
+            &[("deepest".into(), dsq)],
+        ));
+    }
+    out
+}
+
+/// The plots of one record: the monitor's series and its workers' figures.
 fn plots(r: &Value) -> Vec<Result<String, String>> {
+    let mut out = monitor_plots(r);
+    out.extend(worker_plots(r));
+    out
+}
+
+/// The plots of one record's workers (none without workers).
+fn worker_plots(r: &Value) -> Vec<Result<String, String>> {
     let workers: Vec<&Value> = r["workers"].as_array().into_iter().flatten().collect();
     if workers.is_empty() {
         return Vec::new();
@@ -198,6 +291,9 @@ mod tests {
         let recs = vec![
             json!({"test": "t::ok", "verdict": "pass", "topology": "1n1l2c1t",
                 "figures": {"worst_gap_ms": 30.0}, "workers": [w(0, 100), w(1, 300)],
+                "monitor": {"series": [
+                    {"t": 1.0, "nr_running": [1, 2], "deepest_dsq": 3},
+                    {"t": 2.0, "nr_running": [2, 2], "deepest_dsq": 1}]},
                 "phases_s": {"total": 10.0}}),
             json!({"test": "t::bad", "variant": "gauntlet/bad/llc3", "verdict": "fail",
                 "failure": "fairness <spread> 60%", "phases_s": {"total": 9.0}}),
@@ -211,9 +307,10 @@ mod tests {
         assert!(h.contains("fairness &lt;spread&gt; 60%"));
         assert_eq!(
             h.matches("<svg").count(),
-            3,
-            "three plots of the one test with workers"
+            5,
+            "two monitor plots and three worker plots of the one test with them"
         );
+        assert!(h.contains("runnable tasks per CPU") && h.contains("deepest DSQ"));
         assert!(h.contains("work done per second"));
         assert!(
             !h.contains("<script") && !h.contains("src=") && !h.contains("href="),

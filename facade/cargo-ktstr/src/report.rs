@@ -169,6 +169,47 @@ pub fn trace(records: &[Value]) -> Value {
                 ev.push(json!({"ph": "C", "name": k, "pid": pid, "ts": at, "args": {k: v}}));
             }
         }
+        // The monitor's samples: per-CPU nr_running and the deepest DSQ as
+        // counters, the scheduler attaching and leaving as instants. Sample
+        // times count from the boot, which follows initramfs and slot wait.
+        let boot = r["phases_s"]["initramfs"].as_f64().unwrap_or(0.0)
+            + r["phases_s"]["slot_wait"].as_f64().unwrap_or(0.0);
+        let mut attached: Option<String> = None;
+        for sample in r["monitor"]["series"].as_array().into_iter().flatten() {
+            let ts = (boot + sample["t"].as_f64().unwrap_or(0.0)) * 1e6;
+            let cpus: serde_json::Map<String, Value> = sample["nr_running"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, n)| n.is_u64())
+                .map(|(c, n)| (format!("cpu{c}"), n.clone()))
+                .collect();
+            if !cpus.is_empty() {
+                ev.push(
+                    json!({"ph": "C", "name": "nr_running", "pid": pid, "ts": ts, "args": cpus}),
+                );
+            }
+            if sample["deepest_dsq"].is_u64() {
+                ev.push(
+                    json!({"ph": "C", "name": "deepest DSQ", "pid": pid, "ts": ts,
+                    "args": {"queued": sample["deepest_dsq"]}}),
+                );
+            }
+            let now = sample["scheduler"].as_str().map(str::to_string);
+            if now != attached {
+                let name = match (&attached, &now) {
+                    (_, Some(n)) => format!("scheduler {n} attached"),
+                    (Some(o), None) => format!("scheduler {o} left"),
+                    (None, None) => String::new(),
+                };
+                ev.push(
+                    json!({"ph": "i", "name": name, "cat": "scheduler", "pid": pid,
+                    "tid": 0, "ts": ts, "s": "p"}),
+                );
+                attached = now;
+            }
+        }
         let body_start = body_end.map(|e| e - r["phases_s"]["body"].as_f64().unwrap_or(0.0));
         for (w, worker) in r["workers"].as_array().into_iter().flatten().enumerate() {
             let tid = w + 1;
@@ -210,7 +251,11 @@ mod tests {
                     "progress": 10, "cpu_time": {"secs": 2, "nanos": 0},
                     "run_delay": {"secs": 1, "nanos": 500_000_000}}],
                 "phases_s": {"initramfs": 0.5, "slot_wait": 1.0, "boot_to_init": 6.0,
-                    "body": 5.0, "teardown": 0.1, "total": 12.6}}),
+                    "body": 5.0, "teardown": 0.1, "total": 12.6},
+                "monitor": {"series": [
+                    {"t": 7.0, "nr_running": [1, 2], "deepest_dsq": null, "scheduler": null},
+                    {"t": 8.0, "nr_running": [3, null], "deepest_dsq": 4, "scheduler": "scx_x"},
+                    {"t": 9.0, "nr_running": [0, 0], "deepest_dsq": 0, "scheduler": null}]}}),
             json!({"test": "examples::m::bad", "preset": "llc3", "verdict": "fail",
                 "detail": "gap <1 s> & more", "failure": "gap <1 s> & more\nline2\u{1}",
                 "topology": "1n3l2c1t", "phases_s": {"total": 3.0}}),
@@ -274,6 +319,18 @@ mod tests {
         let wait = of("X", "waiting runnable (total)", 1);
         assert_eq!(wait[0]["ts"].as_f64(), Some(9.5e6));
         assert_eq!(wait[0]["dur"].as_f64(), Some(1.5e6));
+        // Monitor samples: counters at boot + t; the scheduler's comings and goings.
+        let nr = of("C", "nr_running", 1);
+        assert_eq!(nr.len(), 3);
+        assert_eq!(nr[0]["ts"].as_f64(), Some(8.5e6));
+        assert_eq!(nr[0]["args"]["cpu1"].as_u64(), Some(2));
+        assert!(nr[1]["args"]["cpu1"].is_null(), "an unread CPU is left out");
+        assert_eq!(of("C", "deepest DSQ", 1).len(), 2);
+        assert_eq!(
+            of("i", "scheduler scx_x attached", 1)[0]["ts"].as_f64(),
+            Some(9.5e6)
+        );
+        assert_eq!(of("i", "scheduler scx_x left", 1).len(), 1);
         // Each test is a named process; every event has what Perfetto needs.
         assert_eq!(of("M", "process_name", 2).len(), 1);
         for e in ev {
