@@ -223,7 +223,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  guest (about 6 minutes here, over CI's budget); \
                  every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
                  which fail intermittently under instruction counting (root causes open; see \
-                 .config/nextest.toml)"
+                 .config/nextest.toml); scratch_package_lists_its_gauntlet, which builds a \
+                 package outside the workspace (about 1.5 minutes of compiling)"
             );
         }
         print_slowest(&junit, 10);
