@@ -68,54 +68,80 @@ fn secs(d: Option<Duration>) -> Value {
     d.map_or(Value::Null, |d| json!(d.as_secs_f64()))
 }
 
-/// The key figures of a verdict, by name: `work_per_worker_per_s` (mean
-/// work units per second per worker), `worst_gap_ms` (longest gap any
-/// worker saw in its own loop), `wake_p99_us` (worst p99 wake latency),
-/// `run_delay_pct` (mean share of the window spent runnable but waiting),
-/// and `fairness_spread_pct` (the fairness check's figure), each where the
-/// verdict has what it takes.
-pub fn key_figures(v: &AssertResult) -> Map<String, Value> {
+/// A serialized `Duration` (`{"secs": .., "nanos": ..}`) in seconds.
+fn dur(v: &Value) -> Option<f64> {
+    Some(v["secs"].as_f64()? + v["nanos"].as_f64().unwrap_or(0.0) * 1e-9)
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// The key figures of a record, by name, computed from its `workers` and
+/// `checks` (so readers of older records get the same set):
+/// `cpu_share_pct` (mean share of its window each worker spent on a CPU:
+/// the work a CPU-bound worker was let do, independent of how fast the host
+/// emulates), `work_per_worker_per_s` (mean work units per second per
+/// worker; under software emulation it follows the host's load),
+/// `worst_gap_ms` (longest gap any worker saw in its own loop),
+/// `wake_p99_us` (worst p99 wake latency), `run_delay_pct` (mean share of
+/// the window spent runnable but waiting) and `fairness_spread_pct` (the
+/// fairness check's figure), each where the record has what it takes.
+pub fn key_figures(record: &Value) -> Map<String, Value> {
     let mut m = Map::new();
-    let workers = v.workers();
-    let rates: Vec<f64> = workers
+    let workers: Vec<&Value> = record["workers"].as_array().into_iter().flatten().collect();
+    let timed: Vec<(&Value, f64)> = workers
         .iter()
-        .filter(|w| !w.wall.is_zero())
-        .map(|w| w.progress as f64 / w.wall.as_secs_f64())
+        .filter_map(|w| dur(&w["wall"]).filter(|s| *s > 0.0).map(|s| (*w, s)))
         .collect();
-    if !rates.is_empty() {
-        m.insert(
-            "work_per_worker_per_s".into(),
-            json!(rates.iter().sum::<f64>() / rates.len() as f64),
-        );
-    }
-    if let Some(gap) = workers.iter().map(|w| w.max_gap).max() {
-        m.insert("worst_gap_ms".into(), json!(gap.as_secs_f64() * 1e3));
-    }
-    if let Some(p99) = workers
+    let with_schedstat: Vec<(&Value, f64)> = timed
         .iter()
-        .filter_map(|w| w.wake_latency.as_ref().map(|l| l.p99))
-        .max()
-    {
-        m.insert("wake_p99_us".into(), json!(p99.as_secs_f64() * 1e6));
-    }
-    let delays: Vec<f64> = workers
-        .iter()
-        .filter(|w| w.schedstat && !w.wall.is_zero())
-        .map(|w| 100.0 * w.run_delay.as_secs_f64() / w.wall.as_secs_f64())
+        .copied()
+        .filter(|(w, _)| w["schedstat"] == true)
         .collect();
-    if !delays.is_empty() {
-        m.insert(
-            "run_delay_pct".into(),
-            json!(delays.iter().sum::<f64>() / delays.len() as f64),
-        );
-    }
-    if let Some(f) = v
-        .details()
+    let share: Vec<f64> = with_schedstat
         .iter()
-        .filter(|d| d.check == ktstr_ops::checks::FAIRNESS)
-        .find_map(|d| d.figure.as_ref())
+        .filter_map(|(w, wall)| Some(100.0 * dur(&w["cpu_time"])? / wall))
+        .collect();
+    if let Some(v) = mean(&share) {
+        m.insert("cpu_share_pct".into(), json!(v));
+    }
+    let rates: Vec<f64> = timed
+        .iter()
+        .filter_map(|(w, wall)| Some(w["progress"].as_f64()? / wall))
+        .collect();
+    if let Some(v) = mean(&rates) {
+        m.insert("work_per_worker_per_s".into(), json!(v));
+    }
+    let gap = workers
+        .iter()
+        .filter_map(|w| dur(&w["max_gap"]))
+        .fold(None, |a: Option<f64>, g| Some(a.map_or(g, |a| a.max(g))));
+    if let Some(g) = gap {
+        m.insert("worst_gap_ms".into(), json!(g * 1e3));
+    }
+    let p99 = workers
+        .iter()
+        .filter_map(|w| dur(&w["wake_latency"]["p99"]))
+        .fold(None, |a: Option<f64>, p| Some(a.map_or(p, |a| a.max(p))));
+    if let Some(p) = p99 {
+        m.insert("wake_p99_us".into(), json!(p * 1e6));
+    }
+    let delays: Vec<f64> = with_schedstat
+        .iter()
+        .filter_map(|(w, wall)| Some(100.0 * dur(&w["run_delay"])? / wall))
+        .collect();
+    if let Some(v) = mean(&delays) {
+        m.insert("run_delay_pct".into(), json!(v));
+    }
+    if let Some(f) = record["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["check"] == ktstr_ops::checks::FAIRNESS)
+        .find_map(|d| d["figure"]["value"].as_f64())
     {
-        m.insert("fairness_spread_pct".into(), json!(f.value));
+        m.insert("fairness_spread_pct".into(), json!(f));
     }
     m
 }
@@ -157,7 +183,7 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         })
     });
     let p = &f.phases;
-    json!({
+    let mut rec = json!({
         "schema": SCHEMA,
         "run": f.run,
         "test": f.entry.name,
@@ -172,7 +198,6 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         "duration_s": f.entry.config.duration_s,
         "detail": text.lines().next().unwrap_or(""),
         "failure": if verdict == "pass" { Value::Null } else { json!(text) },
-        "figures": f.verdict.map(key_figures).unwrap_or_default(),
         "checks": checks,
         "workers": workers,
         "monitor": f.monitor,
@@ -185,7 +210,10 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
             "total": p.total.as_secs_f64(),
         },
         "host": host_facts,
-    })
+    });
+    let figures = key_figures(&rec);
+    rec["figures"] = Value::Object(figures);
+    rec
 }
 
 /// The SHA-256 of a file, computed once per process per path.

@@ -55,18 +55,25 @@ fn key_figures_come_from_the_workers_and_the_fairness_check() {
         max: Duration::from_micros(900),
         mean: Duration::from_micros(80),
     });
+    w1.cpu_time = Duration::from_millis(1000);
     let v = AssertResult::pass()
         .note_with("fairness", "spread 12%", Figure::new(12.0, 25.0, "%"))
         .with_workers([w1, worker(1, 3000, 2000, 70)]);
-    let f = key_figures(&v);
+    let rec = json!({
+        "workers": serde_json::to_value(v.workers()).expect("workers"),
+        "checks": serde_json::to_value(v.details()).expect("checks"),
+    });
+    let f = key_figures(&rec);
     // (1000/2 + 3000/2) / 2 workers.
     assert_eq!(f["work_per_worker_per_s"], json!(1000.0));
+    // (1 s of 2 + 0 of 2) / 2.
+    assert_eq!(f["cpu_share_pct"], json!(25.0));
     assert_eq!(f["worst_gap_ms"], json!(70.0));
     assert_eq!(f["wake_p99_us"], json!(400.0));
     assert_eq!(f["run_delay_pct"], json!(25.0));
     assert_eq!(f["fairness_spread_pct"], json!(12.0));
     // Nothing measured: no figure at all, not zeros.
-    assert!(key_figures(&AssertResult::pass()).is_empty());
+    assert!(key_figures(&json!({})).is_empty());
 }
 
 #[test]
@@ -105,6 +112,7 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     assert_eq!(r["checks"][0]["figure"]["threshold"], json!(500.0));
     assert_eq!(r["workers"][0]["progress"], json!(10));
     assert_eq!(r["figures"]["worst_gap_ms"], json!(900.0));
+    assert_eq!(r["figures"], Value::Object(key_figures(&r)));
     assert_eq!(r["phases_s"]["total"], json!(12.0));
     assert_eq!(r["phases_s"]["body"], json!(5.0));
     assert_eq!(r["phases_s"]["boot_to_init"], Value::Null);

@@ -703,11 +703,10 @@ fn figures_of(
                 continue;
             }
             found = true;
-            let figs = r["figures"]
-                .as_object()
+            // Recomputed from the workers: older records get today's figures.
+            let figs = ktstr::results::key_figures(&r)
                 .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+                .filter_map(|(k, v)| v.as_f64().map(|x| (k, x)))
                 .collect();
             out.push(figs);
         }
