@@ -19,6 +19,7 @@
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
 //! | `KTSTR_RESULTS` | append one JSON line per test here | none |
+//! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
@@ -73,6 +74,9 @@ pub struct HostConfig {
     pub results: Option<PathBuf>,
     /// Periodic samples of guest memory per second (0: none).
     pub monitor_hz: u32,
+    /// Rerun scheduler crashes in a probe VM (tests with `auto_repro`, the
+    /// default); `KTSTR_AUTO_REPRO=0` turns it off for the whole run.
+    pub auto_repro: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
 }
@@ -174,6 +178,17 @@ impl HostConfig {
                         });
                     }
                 },
+            },
+            auto_repro: match text("KTSTR_AUTO_REPRO")?.as_deref().map(str::trim) {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "KTSTR_AUTO_REPRO",
+                        value: v.into(),
+                        why: "expected 0 (no probe VM after a scheduler crash) or 1".into(),
+                    });
+                }
             },
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
@@ -285,6 +300,7 @@ mod tests {
             ("KTSTR_VERBOSE", "1"),
             ("KTSTR_RESULTS", "/r.jsonl"),
             ("KTSTR_MONITOR_HZ", "0"),
+            ("KTSTR_AUTO_REPRO", "0"),
             ("KTSTR_KERNEL_SUITES", "a, b,"),
         ]))
         .expect("config");
@@ -297,6 +313,7 @@ mod tests {
         assert!(c.verbose);
         assert_eq!(c.results.as_deref(), Some(Path::new("/r.jsonl")));
         assert_eq!(c.monitor_hz, 0);
+        assert!(!c.auto_repro);
         assert_eq!(
             c.kernel_suites,
             Some(vec!["a".to_string(), "b".to_string()])

@@ -3,6 +3,7 @@
 //! its end, judge, record. The runner never knows which backend runs.
 
 mod prepare;
+mod repro;
 mod watch;
 
 use std::io::Write;
@@ -13,7 +14,8 @@ use crate::error::RunError;
 use crate::registry::TestEntry;
 use crate::verdict::{self, Expectation, Outcome};
 
-use watch::{Limits, Watched};
+use watch::Limits;
+pub(crate) use watch::Watched;
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
@@ -32,18 +34,40 @@ pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
     }
 }
 
-fn run_in(
+thread_local! {
+    /// VMs booted by this thread (a test and its probe VM run on one thread).
+    static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs one test like [`run`] and counts the VMs it booted.
+pub fn run_counting_boots(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, u32) {
+    let before = BOOTS.with(std::cell::Cell::get);
+    let outcome = run(entry, kernel);
+    (outcome, BOOTS.with(std::cell::Cell::get) - before)
+}
+
+/// One VM of a test, booted and followed to its end.
+pub(crate) struct Booted {
+    pub(crate) watched: Watched,
+    pub(crate) monitor: crate::monitor::Session,
+    pub(crate) topo: String,
+    pub(crate) slot_wait: Duration,
+    pub(crate) initramfs: Duration,
+}
+
+/// Prepares, boots and watches one VM of `entry` (`probe_plan`: an
+/// auto-repro probe VM's plan, JSON).
+pub(crate) fn boot_once(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
-    t0: Instant,
-) -> Result<Outcome, RunError> {
+    backend: &dyn ktstr_vmm::Backend,
+    probe_plan: Option<&[u8]>,
+) -> Result<Booted, RunError> {
+    let t0 = Instant::now();
+    BOOTS.with(|b| b.set(b.get() + 1));
     let cfg = &entry.config;
-    let backend = host.backend().map_err(|source| RunError::Backend {
-        backend: "selection".into(),
-        source,
-    })?;
-    let prepared = prepare::prepare(host, entry, kernel, backend.as_ref())?;
+    let prepared = prepare::prepare(host, entry, kernel, backend, probe_plan)?;
     let initramfs = t0.elapsed();
     let topo = prepared.topology.to_string();
     let limits = Limits {
@@ -72,17 +96,44 @@ fn run_in(
     );
     let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
     drop(vm);
-    let (observed, times) = match watched {
+    Ok(Booted {
+        watched,
+        monitor,
+        topo,
+        slot_wait,
+        initramfs,
+    })
+}
+
+/// The failure text of a guest that never reached init.
+fn no_init_text(after: Duration, console: &[String]) -> String {
+    format!(
+        "hung before init: the guest did not reach the harness's init within {:.0}s \
+         (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
+        after.as_secs_f64(),
+        verdict::quote(console)
+    )
+}
+
+fn run_in(
+    host: &HostConfig,
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    t0: Instant,
+) -> Result<Outcome, RunError> {
+    let cfg = &entry.config;
+    let backend = host.backend().map_err(|source| RunError::Backend {
+        backend: "selection".into(),
+        source,
+    })?;
+    let booted = boot_once(host, entry, kernel, backend.as_ref(), None)?;
+    let (topo, slot_wait, initramfs) = (booted.topo, booted.slot_wait, booted.initramfs);
+    let (observed, times) = match booted.watched {
         Watched::Done(observed, times) => (observed, times),
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
-            return Ok(Outcome::Fail(format!(
-                "hung before init: the guest did not reach the harness's init within {:.0}s \
-                 (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
-                after.as_secs_f64(),
-                verdict::quote(&console)
-            )));
+            return Ok(Outcome::Fail(no_init_text(after, &console)));
         }
     };
     let outcome = verdict::judge(
@@ -92,11 +143,10 @@ fn run_in(
             expect_err_matching: cfg.expect_err_matching,
             allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
             watchdog_timeout_s: cfg.watchdog_timeout_s,
-            auto_repro: cfg.auto_repro,
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, monitor.finish());
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, booted.monitor.finish());
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
@@ -111,8 +161,10 @@ fn run_in(
     );
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
+    // A scheduler crash reruns in a probe VM; its block follows the failure.
+    let outcome = repro::after(host, entry, kernel, backend.as_ref(), &observed, outcome);
     if let Some(path) = &host.results {
-        crate::results::record(path, entry, &topo, &outcome, total);
+        crate::results::record(path, entry, &topo, &outcome, t0.elapsed());
     }
     Ok(outcome)
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cause::likely_cause;
-pub use exit::{ExitKind, kernel_exit};
+pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
 pub use supervisor::{Supervisor, scx_attached};
 
 /// Where a scheduler's binary comes from (resolved on the host).
