@@ -200,7 +200,7 @@ impl<'b> View<'b> {
                     "    (BPF callback: its arguments as {} passed them)",
                     c.probe.func
                 );
-                self.args(&mut out, c, Some(ArgKind::Task), false);
+                self.args(&mut out, c, None, false);
             }
             let loc = bt.iter().find(|(f, _)| *f == c.probe.func).map_or_else(
                 || "kernel".to_string(),

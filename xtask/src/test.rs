@@ -223,7 +223,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  guest (about 6 minutes here, over CI's budget); \
                  every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
                  which fail intermittently under instruction counting (root causes open; see \
-                 .config/nextest.toml)"
+                 .config/nextest.toml); vm_early_crash_says_the_first_vm_did_not_reach_the_workload, \
+                 auto-repro's early-failure label (two more VMs)"
             );
         }
         print_slowest(&junit, 10);

@@ -122,7 +122,7 @@ pub fn is_guest_init() -> bool {
 /// What runs in the body's process when the run ends, however it ended
 /// (after the body, or after the boot scheduler failed to start), before
 /// the verdict goes out. Set once, in PID 1 before the body's process forks.
-type EndHook = Box<dyn Fn(&GuestConfig) + Send + Sync>;
+pub type EndHook = Box<dyn Fn(&GuestConfig) + Send + Sync>;
 static END_HOOK: std::sync::OnceLock<EndHook> = std::sync::OnceLock::new();
 
 /// Registers the [`EndHook`] (the facade's guest entry reports auto-repro's
