@@ -175,3 +175,91 @@ fn block(
     out.push_str(&view.render(&crash, &callbacks));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Scheduler, SchedulerSpec, TestConfig};
+    use ktstr_ops::assert::AssertResult;
+    use ktstr_vmm::EndReason;
+
+    const SCHED: Scheduler = Scheduler::named("s").binary(SchedulerSpec::Discover("scx-ktstr"));
+
+    fn entry(auto_repro: bool, expect_err: bool, scheduler: Option<Scheduler>) -> TestEntry {
+        fn body(_: &crate::scenario::Ctx) -> anyhow::Result<AssertResult> {
+            Ok(AssertResult::pass())
+        }
+        TestEntry {
+            name: "t",
+            func: body,
+            config: TestConfig {
+                numa_nodes: 1,
+                llcs: 1,
+                cores: 2,
+                threads: 1,
+                memory_mib: 512,
+                duration_s: 1,
+                watchdog_timeout_s: 61,
+                expect_err,
+                expect_err_matching: None,
+                allow_inconclusive: false,
+                scheduler,
+                staged_schedulers: &[],
+                auto_repro,
+                cleanup_budget_ms: 5000,
+                num_snapshots: 0,
+                post_vm: None,
+            },
+        }
+    }
+
+    fn host(auto_repro: &str) -> HostConfig {
+        HostConfig::from_vars(|k| match k {
+            "KTSTR_AUTO_REPRO" => Some(auto_repro.into()),
+            "HOME" => Some("/h".into()),
+            _ => None,
+        })
+        .expect("config")
+    }
+
+    fn crashed(reason: &str) -> Observed {
+        let mut o = Observed::ended(EndReason::PowerOff);
+        o.console = vec![
+            "[    8.75] sched_ext: BPF scheduler \"ktstr\" enabled".into(),
+            format!("[    8.76] sched_ext: BPF scheduler \"ktstr\" disabled ({reason})"),
+            "[    8.76] sched_ext: ktstr: crash requested".into(),
+        ];
+        o
+    }
+
+    #[test]
+    fn only_an_unexpected_error_exit_of_a_scheduler_reruns() {
+        let fail = Outcome::Fail("x".into());
+        let on = host("1");
+        let e = entry(true, false, Some(SCHED));
+        assert!(wanted(&on, &e, &crashed("scx_bpf_error"), &fail));
+        assert!(wanted(&on, &e, &crashed("runnable task stall"), &fail));
+        // Not an error exit, or none at all: nothing to probe.
+        assert!(!wanted(&on, &e, &crashed("unregistered from user space"), &fail));
+        assert!(!wanted(&on, &e, &Observed::ended(EndReason::PowerOff), &fail));
+        // A pass (an expected failure included) is never rerun.
+        assert!(!wanted(&on, &e, &crashed("scx_bpf_error"), &Outcome::Pass("x".into())));
+        // Turned off by the test, by the run, by expect_err; no scheduler.
+        let c = crashed("scx_bpf_error");
+        assert!(!wanted(&on, &entry(false, false, Some(SCHED)), &c, &fail));
+        assert!(!wanted(&host("0"), &e, &c, &fail));
+        assert!(!wanted(&on, &entry(true, true, Some(SCHED)), &c, &fail));
+        assert!(!wanted(&on, &entry(true, false, None), &c, &fail));
+    }
+
+    #[test]
+    fn the_kernel_exit_is_read_through_console_timestamps() {
+        assert_eq!(
+            kernel_exit(&crashed("scx_bpf_error").console),
+            Some((
+                "scx_bpf_error".into(),
+                Some("ktstr: crash requested".into())
+            ))
+        );
+    }
+}
