@@ -72,7 +72,10 @@ fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
             "runnable task stall",
             "=== AUTO-PROBE: scx_exit fired ===",
             "the repro failed again: runnable task stall",
-            "(named by the stall)",
+            // A stall names its task ("comm[pid] failed to run"), or, when
+            // the watchdog itself could not run ("watchdog failed to check
+            // in"), the task of the last call on the exiting CPU is followed.
+            "triggering task: pid ",
             "task_struct *p",
             "cpus_ptr ",
             "dsq_id ",
@@ -123,6 +126,10 @@ fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
 fn vm_crashing_scheduler_fails_steady_with_the_scx_bpf_error_message() {
     let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_crashing_scheduler");
     let text = format!("{outcome:?}");
+    // The failure with its AUTO-PROBE block, for --nocapture readers.
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
     expect_fail(
         outcome,
         &[
@@ -161,6 +168,10 @@ fn vm_auto_repro_false_boots_once() {
     let (outcome, boots) =
         run_test_counting_boots("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
     let text = format!("{outcome:?}");
+    // The failure with its AUTO-PROBE block, for --nocapture readers.
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
     expect_fail(outcome, &["SCX_EXIT_ERROR_BPF", "crash requested"]);
     assert!(!text.contains("AUTO-PROBE"), "{text}");
     assert_eq!(boots, 1, "auto_repro = false boots one VM");

@@ -240,10 +240,25 @@ mod tests {
         assert!(wanted(&on, &e, &crashed("scx_bpf_error"), &fail));
         assert!(wanted(&on, &e, &crashed("runnable task stall"), &fail));
         // Not an error exit, or none at all: nothing to probe.
-        assert!(!wanted(&on, &e, &crashed("unregistered from user space"), &fail));
-        assert!(!wanted(&on, &e, &Observed::ended(EndReason::PowerOff), &fail));
+        assert!(!wanted(
+            &on,
+            &e,
+            &crashed("unregistered from user space"),
+            &fail
+        ));
+        assert!(!wanted(
+            &on,
+            &e,
+            &Observed::ended(EndReason::PowerOff),
+            &fail
+        ));
         // A pass (an expected failure included) is never rerun.
-        assert!(!wanted(&on, &e, &crashed("scx_bpf_error"), &Outcome::Pass("x".into())));
+        assert!(!wanted(
+            &on,
+            &e,
+            &crashed("scx_bpf_error"),
+            &Outcome::Pass("x".into())
+        ));
         // Turned off by the test, by the run, by expect_err; no scheduler.
         let c = crashed("scx_bpf_error");
         assert!(!wanted(&on, &entry(false, false, Some(SCHED)), &c, &fail));
