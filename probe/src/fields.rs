@@ -145,7 +145,12 @@ pub fn fetch_arg(
                 .size_of(inner.ty)
                 .map_err(|e| ProbeError::btf(member, e))?;
             let ty = fetch_type(isize).ok_or_else(|| ProbeError::unsupported(member))?;
-            format!("{name}=+{}(+{off}({base})):{ty}", inner.byte_offset())
+            // The pointer too: a NULL one reads as 0 through the probe, which
+            // must not pass for DSQ 0.
+            format!(
+                "{name}=+{}(+{off}({base})):{ty} {name}p=+{off}({base}):x64",
+                inner.byte_offset()
+            )
         }
         Decode::Member if is_char_array(btf, m.ty) => format!("{name}=+{off}({base}):string"),
         Decode::Member | Decode::Enum(_) => {
@@ -222,6 +227,12 @@ impl std::fmt::Display for Shown<'_> {
 /// `SCX_TASK_QUEUED` -> `QUEUED`.
 fn short_flag(n: &str) -> String {
     n.strip_prefix("SCX_TASK_").unwrap_or(n).to_string()
+}
+
+/// The name of the companion value that holds the pointer of a
+/// [`Decode::Deref`] field fetched as `name`.
+pub fn pointer_name(name: &str) -> String {
+    format!("{name}p")
 }
 
 /// Decodes the captured `raw` of `spec` (a field of `kind`) with BTF.

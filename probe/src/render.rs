@@ -10,7 +10,7 @@ use ktstr_btf::Btf;
 
 use crate::bpf_obj::Callback;
 use crate::crash::CrashInfo;
-use crate::fields::{ArgKind, RawValue, Shown, decode};
+use crate::fields::{ArgKind, Decode, RawValue, Shown, decode, pointer_name};
 use crate::guest::Capture;
 use crate::plan::{OP_CALLERS, Plan, Probe};
 use crate::trace::{Record, parse_line};
@@ -227,9 +227,15 @@ impl<'b> View<'b> {
             let _ = writeln!(out, "    {} *{}", a.kind.struct_name(), a.name);
             for (k, spec) in a.kind.fields().iter().enumerate() {
                 let name = format!("a{}f{k}", a.index);
-                let show = |r: &Record| match r.value(&name) {
-                    Some(raw) => decode(self.btf, a.kind, spec, raw),
-                    None => Shown::Error(format!("{name} is not in the record")),
+                let show = |r: &Record| {
+                    // A field behind a NULL pointer has no value.
+                    let null = matches!(spec.decode, Decode::Deref(..))
+                        && r.value(&pointer_name(&name)) == Some(&RawValue::Num(0));
+                    match r.value(&name) {
+                        _ if null => Shown::None,
+                        Some(raw) => decode(self.btf, a.kind, spec, raw),
+                        None => Shown::Error(format!("{name} is not in the record")),
+                    }
                 };
                 let before = show(c.entry);
                 let after = c.exit.filter(|_| with_exit).map(show);

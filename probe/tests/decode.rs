@@ -179,7 +179,7 @@ fn the_plan_reads_fields_at_btf_offsets() {
         "a2f0=+0($arg2):x32",
         "a2f1=+4($arg2):string",
         "a2f2=+0(+24($arg2)):x64",
-        "a2f3=+8(+32($arg2)):x64",
+        "a2f3=+8(+32($arg2)):x64 a2f3p=+32($arg2):x64",
         "a2f5=+48($arg2):x32",
         "a1f0=+0($arg1):x32",
         "a1f2=+8($arg1):x32",
@@ -194,9 +194,11 @@ fn records_render_the_triggering_task_with_changes() {
     let btf = Btf::parse(&data).unwrap();
     let plan = Plan::for_functions(&btf, ["enqueue_task_scx"]).unwrap();
     let line = |ts: &str, cpu: u32, ev: &str, pid: u32, dsq: u64, flags: u32| {
+        // DSQ 0 is a custom DSQ; a NULL dsq pointer reads as 0 too.
+        let ptr: u64 = if dsq == 0 { 0 } else { 0xffff_8880_0000_1000 };
         format!(
             "sh-{pid} [{cpu:03}] d..2. {ts}: {ev}: (enqueue_task_scx+0x0/0x10) a1f0=0x{cpu:x} a1f1=0x1 a1f2=0x1 \
-             a2f0=0x{pid:x} a2f1=\"sh\" a2f2=0xf a2f3=0x{dsq:x} a2f4=0x{BUILTIN:x} a2f5=0x{flags:x} a2f6=0x0"
+             a2f0=0x{pid:x} a2f1=\"sh\" a2f2=0xf a2f3=0x{dsq:x} a2f3p=0x{ptr:x} a2f4=0x{BUILTIN:x} a2f5=0x{flags:x} a2f6=0x0"
         )
     };
     let cap = Capture {
@@ -205,7 +207,7 @@ fn records_render_the_triggering_task_with_changes() {
         lines: vec![
             line("1.000000", 0, "kp0e", 50, BUILTIN, 0),
             line("1.000010", 0, "kp0x", 50, BUILTIN | 1, 1),
-            line("2.000000", 1, "kp0e", 97, BUILTIN, 8),
+            line("2.000000", 1, "kp0e", 97, 0, 8),
             line("2.000010", 1, "kp0x", 97, BUILTIN | 2, 1),
             "garbage line".into(),
             "init-1 [001] d..2. 2.000020: sched_ext_exit: kind=1025".into(),
@@ -221,7 +223,7 @@ fn records_render_the_triggering_task_with_changes() {
     );
     assert!(out.contains("cpus_ptr       0xf(0-3)"), "{out}");
     assert!(
-        out.contains("dsq_id         SCX_DSQ_INVALID          →  SCX_DSQ_LOCAL"),
+        out.contains("dsq_id         -                        →  SCX_DSQ_LOCAL"),
         "{out}"
     );
     assert!(
