@@ -188,6 +188,8 @@ impl<'b> View<'b> {
         chosen.sort_by_key(|&i| calls[i].entry.ts_ns);
         if chosen.is_empty() {
             out.push_str("  no probed call of that task before the exit\n");
+        } else {
+            out.push_str("  each function's last call for it before the exit, in time order:\n");
         }
         let bt = crash.kernel_funcs();
         for i in chosen {
