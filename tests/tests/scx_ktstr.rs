@@ -64,6 +64,10 @@ fn expect_fail(outcome: Outcome, needles: &[&str]) {
 fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
     let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_stalling_scheduler");
     let text = format!("{outcome:?}");
+    // The failure with its AUTO-PROBE block, for --nocapture readers.
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
     // The stall, then auto-repro's block for it: the task the stall names.
     expect_fail(
         outcome,
@@ -173,10 +177,6 @@ fn vm_auto_repro_false_boots_once() {
     let (outcome, boots) =
         run_test_counting_boots("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
     let text = format!("{outcome:?}");
-    // The failure with its AUTO-PROBE block, for --nocapture readers.
-    if let Outcome::Fail(t) = &outcome {
-        println!("{t}");
-    }
     expect_fail(outcome, &["SCX_EXIT_ERROR_BPF", "crash requested"]);
     assert!(!text.contains("AUTO-PROBE"), "{text}");
     assert_eq!(boots, 1, "auto_repro = false boots one VM");
