@@ -187,7 +187,10 @@ impl<'b> View<'b> {
         let mut chosen: Vec<usize> = last.into_values().collect();
         chosen.sort_by_key(|&i| calls[i].entry.ts_ns);
         if chosen.is_empty() {
-            out.push_str("  no probed call of that task before the exit\n");
+            out.push_str(match trigger {
+                Trigger::Task { .. } => "  no probed call of that task before the exit\n",
+                Trigger::Window => "  no probed call in the last 100 ms before the exit\n",
+            });
         } else {
             out.push_str("  each function's last call for it before the exit, in time order:\n");
         }
