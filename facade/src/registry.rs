@@ -41,8 +41,8 @@ pub struct TestConfig {
     pub scheduler: Option<Scheduler>,
     /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
     pub staged_schedulers: &'static [Scheduler],
-    /// Rerun a scheduler crash with BPF probes (`auto_repro`, default true;
-    /// accepted, the probe VM is not built yet).
+    /// Rerun a scheduler crash in a probe VM with probes on the crash path
+    /// (`auto_repro`, default true; see the `ktstr-probe` crate).
     pub auto_repro: bool,
     /// How long stopping the scheduler after the body may take
     /// (`cleanup_budget_ms`, default 5000).

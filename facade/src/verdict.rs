@@ -31,8 +31,6 @@ pub struct Expectation<'a> {
     pub allow_inconclusive: bool,
     /// The host-side hang limit, for the failure text.
     pub watchdog_timeout_s: u32,
-    /// Whether a scheduler death would rerun in a probe VM.
-    pub auto_repro: bool,
 }
 
 /// Everything the host observed of one VM that reached its end.
@@ -52,6 +50,10 @@ pub struct Observed {
     pub channel_fault: Option<String>,
     /// The console's last lines.
     pub console: Vec<String>,
+    /// Whether the body started (the scheduler was up and the workload ran).
+    pub body_started: bool,
+    /// An auto-repro probe VM's records, as the guest reported them.
+    pub probe: Option<serde_json::Value>,
 }
 
 #[cfg(test)]
@@ -66,6 +68,8 @@ impl Observed {
             scheduler_death: None,
             channel_fault: None,
             console: Vec::new(),
+            body_started: false,
+            probe: None,
         }
     }
 }
@@ -126,7 +130,7 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
         _ => v.to_string(),
     };
     if let Some(death) = &obs.scheduler_death {
-        text.push_str(&scheduler_death_text(death, &obs.console, exp.auto_repro));
+        text.push_str(&scheduler_death_text(death, &obs.console));
     }
     match (failed, exp.expect_err) {
         // Timing checks that would have failed on an overcommitted VM are
@@ -160,8 +164,9 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
 }
 
 /// What follows a failure text when a scheduler died: the kernel's own
-/// sched_ext dump from the console, and what auto-repro would do.
-fn scheduler_death_text(death: &SchedulerDied, console: &[String], auto_repro: bool) -> String {
+/// sched_ext dump from the console. (The runner appends auto-repro's
+/// AUTO-PROBE block after its probe VM.)
+fn scheduler_death_text(death: &SchedulerDied, console: &[String]) -> String {
     let mut text = format!("\n  scheduler death: {death}");
     let dump: Vec<&str> = console
         .iter()
@@ -174,12 +179,6 @@ fn scheduler_death_text(death: &SchedulerDied, console: &[String], auto_repro: b
             "\n  kernel sched_ext dump (console):\n    {}",
             dump.join("\n    ")
         ));
-    }
-    if auto_repro {
-        text.push_str(
-            "\n  auto-repro: this scheduler death would rerun the scenario in a probe VM \
-             (auto-repro is not built yet)",
-        );
     }
     text
 }

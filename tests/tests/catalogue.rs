@@ -153,7 +153,10 @@ fn every_scenario_passes_under_eevdf_on_two_llcs(ctx: &Ctx) -> Result<AssertResu
     let mut v = AssertResult::pass();
     for (name, scenario) in all {
         let r = scenario(&c)?;
-        v = v.note("scenario", format!("{name}: {}", if r.is_pass() { "pass" } else { "FAIL" }));
+        v = v.note(
+            "scenario",
+            format!("{name}: {}", if r.is_pass() { "pass" } else { "FAIL" }),
+        );
         v.merge(r);
     }
     v.merge(scenarios::rt_starvation(&c, Hog::Off)?);
@@ -184,7 +187,9 @@ fn thresholds_merge_defaults_scheduler_then_test(ctx: &Ctx) -> Result<AssertResu
         .clone()
         .with_thresholds(ctx.thresholds.with_max_spread(0.5));
     if test.thresholds.max_spread != 0.5 || test.thresholds.max_gap != Duration::from_secs(2) {
-        v.merge(AssertResult::fail_msg("the test's layer lost a layer below it"));
+        v.merge(AssertResult::fail_msg(
+            "the test's layer lost a layer below it",
+        ));
     }
     Ok(v.merged(scenarios::steady(&test)?))
 }

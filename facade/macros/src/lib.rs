@@ -230,7 +230,7 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
 /// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
-/// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`,
+/// `auto_repro` (default true: a scheduler crash reruns in a probe VM), `cleanup_budget_ms`,
 /// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
 /// `post_vm = path` (a `fn(&VmResult) -> anyhow::Result<()>` run on the host
 /// after the VM; its error fails the test), and

@@ -3,6 +3,7 @@
 //! its end, judge, record. The runner never knows which backend runs.
 
 mod prepare;
+mod repro;
 mod watch;
 
 use std::io::Write;
@@ -13,7 +14,8 @@ use crate::error::RunError;
 use crate::registry::TestEntry;
 use crate::verdict::{self, Expectation, Outcome};
 
-use watch::{Limits, Watched};
+use watch::Limits;
+pub(crate) use watch::Watched;
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
@@ -91,26 +93,48 @@ struct RunFacts {
     phases: crate::results::Phases,
 }
 
-fn run_in(
+thread_local! {
+    /// VMs booted by this thread (a test and its probe VM run on one thread).
+    static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs one test like [`run`] and counts the VMs it booted.
+pub fn run_counting_boots(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, u32) {
+    let before = BOOTS.with(std::cell::Cell::get);
+    let outcome = run(entry, kernel);
+    (outcome, BOOTS.with(std::cell::Cell::get) - before)
+}
+
+/// One VM of a test, booted and followed to its end.
+pub(crate) struct Booted {
+    pub(crate) watched: Watched,
+    pub(crate) monitor: crate::monitor::Session,
+    pub(crate) topo: String,
+    pub(crate) slot_wait: Duration,
+    pub(crate) initramfs: Duration,
+    /// The kernel it booted, for the run's record.
+    pub(crate) kernel: ktstr_kernel::Kernel,
+    /// The scheduler it started (name, binary, arguments), for the record.
+    pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+}
+
+/// Prepares, boots and watches one VM of `entry` (`probe_plan`: an
+/// auto-repro probe VM's plan, JSON).
+pub(crate) fn boot_once(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
     shape: Option<&ktstr_topology::Topology>,
-    t0: Instant,
-    facts: &mut RunFacts,
-) -> Result<Outcome, RunError> {
+    backend: &dyn ktstr_vmm::Backend,
+    probe_plan: Option<&[u8]>,
+) -> Result<Booted, RunError> {
+    let t0 = Instant::now();
+    BOOTS.with(|b| b.set(b.get() + 1));
     let cfg = &entry.config;
-    let backend = host.backend().map_err(|source| RunError::Backend {
-        backend: "selection".into(),
-        source,
-    })?;
-    facts.backend = Some(backend.name());
-    let mut prepared = prepare::prepare(host, entry, kernel, shape, backend.as_ref())?;
-    facts.kernel = Some(prepared.kernel.clone());
-    facts.scheduler = prepared.scheduler.take();
-    facts.topology = Some(prepared.topology.to_string());
+    let mut prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
+    let kernel_facts = prepared.kernel.clone();
+    let scheduler = prepared.scheduler.take();
     let initramfs = t0.elapsed();
-    facts.phases.initramfs = initramfs;
     let topo = prepared.topology.to_string();
     let limits = Limits {
         boot_to_init: host.boot_timeout,
@@ -125,7 +149,6 @@ fn run_in(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
-    facts.phases.slot_wait = slot_wait;
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.spec.kernel.clone(),
@@ -139,7 +162,49 @@ fn run_in(
     );
     let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
     drop(vm);
-    let (observed, times) = match watched {
+    Ok(Booted {
+        watched,
+        monitor,
+        topo,
+        slot_wait,
+        initramfs,
+        kernel: kernel_facts,
+        scheduler,
+    })
+}
+
+/// The failure text of a guest that never reached init.
+fn no_init_text(after: Duration, console: &[String]) -> String {
+    format!(
+        "hung before init: the guest did not reach the harness's init within {:.0}s \
+         (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
+        after.as_secs_f64(),
+        verdict::quote(console)
+    )
+}
+
+fn run_in(
+    host: &HostConfig,
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    shape: Option<&ktstr_topology::Topology>,
+    t0: Instant,
+    facts: &mut RunFacts,
+) -> Result<Outcome, RunError> {
+    let cfg = &entry.config;
+    let backend = host.backend().map_err(|source| RunError::Backend {
+        backend: "selection".into(),
+        source,
+    })?;
+    facts.backend = Some(backend.name());
+    let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
+    facts.kernel = Some(booted.kernel.clone());
+    facts.scheduler = booted.scheduler.take();
+    facts.topology = Some(booted.topo.clone());
+    let (topo, slot_wait, initramfs) = (booted.topo, booted.slot_wait, booted.initramfs);
+    facts.phases.initramfs = initramfs;
+    facts.phases.slot_wait = slot_wait;
+    let (observed, times) = match booted.watched {
         Watched::Done(observed, times) => {
             facts.phases.boot_to_init = times.boot_to_init;
             facts.phases.body = times.body;
@@ -150,12 +215,7 @@ fn run_in(
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
-            return Ok(Outcome::Fail(format!(
-                "hung before init: the guest did not reach the harness's init within {:.0}s \
-                 (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
-                after.as_secs_f64(),
-                verdict::quote(&console)
-            )));
+            return Ok(Outcome::Fail(no_init_text(after, &console)));
         }
     };
     let outcome = verdict::judge(
@@ -165,11 +225,10 @@ fn run_in(
             expect_err_matching: cfg.expect_err_matching,
             allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
             watchdog_timeout_s: cfg.watchdog_timeout_s,
-            auto_repro: cfg.auto_repro,
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let finished = monitor.finish();
+    let finished = booted.monitor.finish();
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
     let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
     let total = t0.elapsed();
@@ -186,5 +245,14 @@ fn run_in(
     );
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
-    Ok(outcome)
+    // A scheduler crash reruns in a probe VM; its block follows the failure.
+    Ok(repro::after(
+        host,
+        entry,
+        kernel,
+        shape,
+        backend.as_ref(),
+        &observed,
+        outcome,
+    ))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
-pub use exit::{ExitKind, kernel_exit};
+pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
 pub use supervisor::{Supervisor, scx_attached};
 
 /// Where a scheduler's binary comes from (resolved on the host).
