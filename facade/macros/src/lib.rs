@@ -26,6 +26,7 @@ struct Config {
     cleanup_budget_ms: u64,
     num_snapshots: u32,
     post_vm: Option<Expr>,
+    monitor: Option<Expr>,
 }
 
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
@@ -62,6 +63,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
         post_vm: None,
+        monitor: None,
     };
     for nv in &args {
         let key = nv
@@ -117,6 +119,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "monitor" => c.monitor = Some(nv.value.clone()),
             "auto_repro" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -157,7 +160,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
                          allow_inconclusive, scheduler, staged_schedulers, auto_repro, \
-                         cleanup_budget_ms, num_snapshots, post_vm, harness_fixture)"
+                         cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture)"
                     ),
                 ));
             }
@@ -188,7 +191,9 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
 /// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`,
 /// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
 /// `post_vm = path` (a `fn(&VmResult) -> anyhow::Result<()>` run on the host
-/// after the VM; its error fails the test), and
+/// after the VM; its error fails the test), `monitor` (a
+/// `ktstr::monitor::MonitorChecks` layered over the scheduler's and the
+/// defaults: `MonitorChecks::INHERIT.dsq_depth(8, 500).no_stuck()`), and
 /// `harness_fixture` (register without a `#[test]`, for tests of the harness
 /// that run it with `ktstr::test_support::run_test` and judge its outcome).
 #[proc_macro_attribute]
@@ -224,6 +229,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         cleanup_budget_ms,
         num_snapshots,
         post_vm,
+        monitor,
     } = cfg;
     let scheduler = match scheduler {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
@@ -235,6 +241,10 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let post_vm = match post_vm {
         Some(p) => quote! { ::core::option::Option::Some(#p as ::ktstr::monitor::PostVmFn) },
         None => quote! { ::core::option::Option::None },
+    };
+    let monitor = match monitor {
+        Some(m) => quote! { #m },
+        None => quote! { ::ktstr::monitor::MonitorChecks::INHERIT },
     };
     let expect_err_matching = match expect_err_matching {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
@@ -268,6 +278,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 cleanup_budget_ms: #cleanup_budget_ms,
                 num_snapshots: #num_snapshots,
                 post_vm: #post_vm,
+                monitor: #monitor,
             },
         };
 

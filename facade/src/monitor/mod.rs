@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
+pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 
@@ -111,6 +112,29 @@ pub struct CpuSample {
     /// How long the first task of the local DSQ has waited to run (its
     /// `sched_info.last_queued` against this rq's clock).
     pub oldest_wait_ns: Option<u64>,
+    /// The runqueue's schedstats (`None`: a kernel without `CONFIG_SCHEDSTATS`).
+    pub schedstat: Option<Schedstat>,
+}
+
+/// One CPU's scheduler statistics (`CONFIG_SCHEDSTATS`), the counters of its
+/// line in the guest's `/proc/schedstat`. Cumulative since boot; the series
+/// API turns them into rates ([`SampleSeries::schedstat_rate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedstat {
+    /// `rq->rq_sched_info.run_delay`: ns tasks spent waiting on this runqueue.
+    pub run_delay: u64,
+    /// `rq->rq_sched_info.pcount`: tasks that ran here.
+    pub pcount: u64,
+    /// `rq->yld_count`: `sched_yield()` calls.
+    pub yld_count: u64,
+    /// `rq->sched_count`: `schedule()` calls.
+    pub sched_count: u64,
+    /// `rq->sched_goidle`: of those, switches to idle.
+    pub sched_goidle: u64,
+    /// `rq->ttwu_count`: wakeups of tasks onto this CPU.
+    pub ttwu_count: u64,
+    /// `rq->ttwu_local`: of those, woken by this CPU.
+    pub ttwu_local: u64,
 }
 
 /// A DSQ the scheduler created, in a sample.

@@ -52,6 +52,8 @@ pub(crate) struct Session {
     /// Periodic snapshots still to take, soonest first.
     due: Vec<Instant>,
     snapshots: Vec<Sample>,
+    /// When the body started and when the guest sent its verdict (from boot).
+    body: (Option<Duration>, Option<Duration>),
 }
 
 impl std::fmt::Debug for Session {
@@ -70,6 +72,8 @@ pub(crate) struct Finished {
     pub(crate) log: MonitorLog,
     pub(crate) periodic_target: u32,
     pub(crate) periodic_fired: u32,
+    /// The body's run, from boot: its start to the guest's verdict.
+    pub(crate) window: Option<(Duration, Duration)>,
 }
 
 impl Session {
@@ -89,6 +93,7 @@ impl Session {
             thread,
             due: Vec::new(),
             snapshots: Vec::new(),
+            body: (None, None),
         }
     }
 
@@ -103,13 +108,17 @@ impl Session {
     ) {
         match msg {
             Message::BodyStarted => {
+                self.body.0 = Some(self.boot_at.elapsed());
                 let n = self.plan.num_snapshots;
                 let now = Instant::now();
                 self.due = (1..=n)
                     .map(|i| now + self.plan.duration.mul_f64(f64::from(i) / f64::from(n + 1)))
                     .collect();
             }
-            Message::Verdict { .. } => self.due.clear(),
+            Message::Verdict { .. } => {
+                self.body.1 = Some(self.boot_at.elapsed());
+                self.due.clear();
+            }
             Message::SnapshotRequest { name, seq } => {
                 self.snapshot(vm, SampleKind::Named(name.clone()));
                 reader.ack(*seq);
@@ -207,6 +216,7 @@ impl Session {
             periodic_fired: bridge.stats().periodic_fired,
             bridge,
             log: MonitorLog::new(samples, self.plan.hz, unavailable),
+            window: self.body.0.zip(self.body.1),
         }
     }
 }

@@ -19,6 +19,44 @@ fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
+/// The monitor's checks of `entry` (test over scheduler over defaults),
+/// judged over what `finished` read.
+fn monitor_findings(
+    entry: &TestEntry,
+    prepared: &prepare::Prepared,
+    backend: &dyn ktstr_vmm::Backend,
+    finished: &crate::monitor::Finished,
+) -> verdict::MonitorFindings {
+    let cfg = &entry.config;
+    let checks = cfg
+        .monitor
+        .over(
+            cfg.scheduler
+                .map_or(ktstr_ops::scheduler::MonitorChecks::INHERIT, |s| s.monitor),
+        )
+        .resolved();
+    let mut samples = finished.bridge.ordered_with_stats().snapshots;
+    samples.extend(finished.log.samples().iter().cloned());
+    samples.sort_by_key(|s| s.elapsed);
+    let llc_of: Vec<u32> = prepared.topology.cpus().map(|c| c.llc).collect();
+    // vCPUs sharing a host thread take turns of up to 100 ms (QEMU's
+    // TCG_KICK_PERIOD): a vCPU may wait one turn per other vCPU.
+    let threads = backend.host_threads(&prepared.spec).max(1);
+    let per_thread = (llc_of.len()).div_ceil(threads) as u32;
+    verdict::judge_monitor(
+        &verdict::MonitorInput {
+            samples: &samples,
+            unavailable: finished.log.unavailable(),
+            hz: finished.log.hz(),
+            window: finished.window,
+            llc_of: &llc_of,
+            timing_reliable: backend.timing_reliable(&prepared.spec),
+            turn_allowance: Duration::from_millis(100) * per_thread.saturating_sub(1),
+        },
+        &checks,
+    )
+}
+
 /// Runs one test in a VM booting `kernel` (default: the host configuration's).
 pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
     let t0 = Instant::now();
@@ -85,6 +123,10 @@ fn run_in(
             )));
         }
     };
+    // The monitor's checks over the body's samples join the verdict.
+    let finished = monitor.finish();
+    let mut observed = observed;
+    observed.monitor = monitor_findings(entry, &prepared, backend.as_ref(), &finished);
     let outcome = verdict::judge(
         &observed,
         &Expectation {
@@ -96,7 +138,7 @@ fn run_in(
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, monitor.finish());
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",

@@ -162,6 +162,7 @@ pub(crate) fn watch(
         scheduler_death: seen.death,
         channel_fault: channel_fault.map(|f| f.to_string()),
         console: lines,
+        monitor: crate::verdict::MonitorFindings::default(),
     };
     Ok(Watched::Done(Box::new(observed), seen.times))
 }

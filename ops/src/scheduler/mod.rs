@@ -7,6 +7,7 @@
 //! scheduler logs to `/tmp/sched.log` (boot) or `/tmp/sched-<name>.log`.
 
 mod cause;
+mod checks;
 mod exit;
 mod supervisor;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cause::likely_cause;
+pub use checks::{MonitorChecks, Setting, Sustained};
 pub use exit::{ExitKind, kernel_exit};
 pub use supervisor::{Supervisor, scx_attached};
 
@@ -38,6 +40,9 @@ pub struct Scheduler {
     pub binary: SchedulerSpec,
     /// Arguments passed to it.
     pub sched_args: &'static [&'static str],
+    /// The host monitor's checks for it, over the defaults (a test's own
+    /// `monitor = ..` key goes over these).
+    pub monitor: MonitorChecks,
 }
 
 impl Scheduler {
@@ -47,6 +52,7 @@ impl Scheduler {
             name,
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
+            monitor: MonitorChecks::INHERIT,
         }
     }
 
@@ -59,6 +65,12 @@ impl Scheduler {
     /// Sets the arguments.
     pub const fn sched_args(mut self, args: &'static [&'static str]) -> Self {
         self.sched_args = args;
+        self
+    }
+
+    /// Sets the host monitor's checks for this scheduler.
+    pub const fn monitor(mut self, checks: MonitorChecks) -> Self {
+        self.monitor = checks;
         self
     }
 
