@@ -95,6 +95,13 @@ pub mod scenario {
     pub use ktstr_ops::scenario::*;
 }
 
+/// A snapshot asked for from the body, at an exact point of its code (the
+/// step form is `Op::capture_snapshot`): returns once the host paused every
+/// vCPU, read the guest and resumed it.
+pub mod snapshot {
+    pub use ktstr_ops::snapshot::{SnapshotError, capture};
+}
+
 /// Scheduler processes in the guest: errors a body can downcast to.
 pub mod scheduler {
     pub use ktstr_ops::scheduler::{

@@ -103,6 +103,8 @@ pub struct CpuSample {
     pub clock: Option<u64>,
     /// `rq->scx.nr_running`.
     pub scx_nr_running: Option<u32>,
+    /// `rq->nr_switches`: context switches on this CPU since boot.
+    pub nr_switches: Option<u64>,
     /// Tasks on the CPU's local DSQ.
     pub local_dsq_nr: Option<u32>,
     /// The current task's pid.
@@ -390,6 +392,8 @@ struct LogInner {
     samples: Vec<Sample>,
     hz: u32,
     unavailable: Option<MonitorError>,
+    /// CPU time the periodic samples took on the host, in all.
+    cpu: Duration,
 }
 
 impl MonitorLog {
@@ -398,7 +402,27 @@ impl MonitorLog {
             samples,
             hz,
             unavailable,
+            cpu: Duration::ZERO,
         }))
+    }
+
+    pub(crate) fn with_cpu_time(self, cpu: Duration) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| LogInner {
+            samples: a.samples.clone(),
+            hz: a.hz,
+            unavailable: a.unavailable.clone(),
+            cpu: a.cpu,
+        });
+        MonitorLog(Arc::new(LogInner { cpu, ..inner }))
+    }
+
+    /// Host CPU time of one periodic sample, on average (the monitor thread's
+    /// own clock: what sampling takes from the host's cores).
+    pub fn cpu_per_sample(&self) -> Option<Duration> {
+        let n = u32::try_from(self.samples().len())
+            .ok()
+            .filter(|n| *n > 0)?;
+        Some(self.0.cpu / n)
     }
 
     /// The samples, oldest first.

@@ -116,6 +116,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     /// One full read of the guest, stamped `kind` at `elapsed`.
     pub(crate) fn sample(&mut self, kind: SampleKind, elapsed: Duration) -> Sample {
         let t0 = Instant::now();
+        self.k.forget_translations();
         let cpus = self.cpus();
         let clock = cpus
             .as_ref()
@@ -160,11 +161,13 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
                     .ok()
                     .flatten();
                 let schedstat = self.schedstat(rq.addr())?;
+                let nr_switches = rq.get("nr_switches")?.map(|v| v.u64()).transpose()?;
                 Ok(CpuSample {
                     cpu,
                     nr_running: s.nr_running,
                     clock: s.clock,
                     scx_nr_running: s.scx_nr_running,
+                    nr_switches,
                     local_dsq_nr: s.local_dsq_nr,
                     curr_pid: s.curr_pid,
                     curr_comm: s.curr_comm,

@@ -40,8 +40,27 @@ enum Cmd {
     Stop,
 }
 
-/// The thread's answer when it ends: its samples, or why it never sampled.
-type ThreadEnd = (Vec<Sample>, Option<MonitorError>);
+/// The thread's answer when it ends: its samples, or why it never sampled,
+/// and the CPU time its periodic samples took.
+type ThreadEnd = (Vec<Sample>, Option<MonitorError>, Duration);
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
+    // a clock every Linux has; on failure `ts` stays zero.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
 
 /// One VM's monitor.
 pub(crate) struct Session {
@@ -194,19 +213,21 @@ impl Session {
     /// Stops the thread and hands over what was learned.
     pub(crate) fn finish(mut self) -> Finished {
         let _ = self.tx.send(Cmd::Stop);
-        let (samples, unavailable) = match self.thread.take().map(JoinHandle::join) {
+        let (samples, unavailable, cpu) = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(end)) => end,
             Some(Err(_)) => (
                 Vec::new(),
                 Some(MonitorError::Unavailable(
                     "the monitor thread panicked".into(),
                 )),
+                Duration::ZERO,
             ),
             None => (
                 Vec::new(),
                 Some(MonitorError::Unavailable(
                     "the monitor thread could not be started".into(),
                 )),
+                Duration::ZERO,
             ),
         };
         let target = self.plan.num_snapshots;
@@ -215,7 +236,7 @@ impl Session {
             periodic_target: target,
             periodic_fired: bridge.stats().periodic_fired,
             bridge,
-            log: MonitorLog::new(samples, self.plan.hz, unavailable),
+            log: MonitorLog::new(samples, self.plan.hz, unavailable).with_cpu_time(cpu),
             window: self.body.0.zip(self.body.1),
         }
     }
@@ -259,6 +280,7 @@ fn sampling_thread(
     let mut sampler = Sampler::new(kernel);
     let period = (plan.hz > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(plan.hz)));
     let mut samples = Vec::new();
+    let mut cpu = Duration::ZERO;
     let mut next = Instant::now();
     loop {
         let cmd = match period {
@@ -281,7 +303,9 @@ fn sampling_thread(
         };
         match cmd {
             None => {
+                let c0 = thread_cpu_time();
                 samples.push(sampler.sample(SampleKind::Monitor, boot_at.elapsed()));
+                cpu += thread_cpu_time().saturating_sub(c0);
                 if samples.len() > MAX_SAMPLES {
                     samples.drain(..MAX_SAMPLES / 2);
                 }
@@ -289,7 +313,7 @@ fn sampling_thread(
             Some(Cmd::Snapshot(kind, elapsed, reply)) => {
                 let _ = reply.send(sampler.sample(kind, elapsed));
             }
-            Some(Cmd::Stop) => return (samples, None),
+            Some(Cmd::Stop) => return (samples, None, cpu),
         }
     }
 }
@@ -309,5 +333,5 @@ fn answer_errors(e: MonitorError, rx: &mpsc::Receiver<Cmd>) -> ThreadEnd {
             globals: Err(e.clone()),
         });
     }
-    (Vec::new(), Some(e))
+    (Vec::new(), Some(e), Duration::ZERO)
 }

@@ -17,6 +17,7 @@ fn cpu(cpu: u32, nr: u32, clock: u64, pid: i32) -> CpuSample {
         nr_running: Some(nr),
         clock: Some(clock),
         scx_nr_running: Some(nr),
+        nr_switches: Some(clock / MS),
         local_dsq_nr: Some(0),
         curr_pid: Some(pid),
         curr_comm: Some(if pid == 0 {
@@ -118,6 +119,30 @@ fn an_idle_cpu_with_runnable_tasks_is_stuck_but_an_idle_cpu_without_is_not() {
     assert!(
         f.failures[0].contains("current task swapper (pid 0)"),
         "{f:?}"
+    );
+}
+
+#[test]
+fn a_cpu_that_switches_no_task_while_another_is_runnable_is_stuck() {
+    // CPU 0: two runnable, clock running, no context switch from sample 10 on.
+    let s = run(40, |i, t| {
+        let mut c = cpu(0, 2, t, 100);
+        c.nr_switches = Some(i.min(10));
+        vec![c, cpu(1, 1, t, 200)]
+    });
+    let f = judge(&s, MonitorChecks::INHERIT.stuck_ms(1000), true);
+    assert_eq!(f.failures.len(), 1, "{f:?}");
+    assert!(f.failures[0].contains("CPU 0 had 2 runnable tasks but switched no task (10 context switches all along) for 2.90s"), "{f:?}");
+    // Twin: a lone task that never switches is not stuck.
+    let s = run(40, |_, t| {
+        let mut c = cpu(0, 1, t, 100);
+        c.nr_switches = Some(3);
+        vec![c, cpu(1, 1, t, 200)]
+    });
+    assert!(
+        judge(&s, MonitorChecks::INHERIT.stuck_ms(1000), true)
+            .failures
+            .is_empty()
     );
 }
 
@@ -225,11 +250,17 @@ fn a_counter_that_must_stay_zero_fails_when_it_grows() {
     let f = judge(&s, MonitorChecks::INHERIT, true);
     assert_eq!(f.failures.len(), 1, "{f:?}");
     let w = &f.failures[0];
+    assert!(w.contains("SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE grew by 9 during the body (threshold: must not count)"), "{w}");
     assert!(
-        w.contains("SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE = 9 (threshold: must stay 0)"),
+        w.contains("first at 2.10s after boot, 9 in the last of 20 samples"),
         "{w}"
     );
-    assert!(w.contains("non-zero first at 2.10s"), "{w}");
+    // Twin: a count from before the body (the scheduler's attach) is not judged.
+    let mut s = healthy(20);
+    for x in &mut s {
+        x.events = Ok(vec![("SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE".into(), 4)]);
+    }
+    assert!(judge(&s, MonitorChecks::INHERIT, true).failures.is_empty());
     // A counter this kernel lacks cannot be judged.
     let f = judge(
         &healthy(20),
@@ -266,6 +297,17 @@ fn without_samples_the_checks_are_inconclusive_never_passed() {
     let f = judge_monitor(&base, &checks);
     assert!(
         f.inconclusive[0].contains("0 readable samples of 0"),
+        "{f:?}"
+    );
+    // A body shorter than a few sample periods holds nothing sustained.
+    let short = MonitorInput {
+        window: Some((Duration::ZERO, Duration::from_millis(250))),
+        ..base
+    };
+    let f = judge_monitor(&short, &checks);
+    assert!(f.inconclusive.is_empty() && f.failures.is_empty(), "{f:?}");
+    assert!(
+        f.notes[0].contains("the body ran 0.25s, too short to judge at 10 Hz"),
         "{f:?}"
     );
     let f = judge_monitor(&MonitorInput { hz: 0, ..base }, &checks);

@@ -66,7 +66,8 @@ pub struct MonitorChecks {
     pub stuck_ms: Setting<u32>,
     /// A runnable task at the head of a DSQ waiting longer than this (guest ms).
     pub wait_ms: Setting<u32>,
-    /// sched_ext event counters (`SCX_EV_*`) that must stay zero.
+    /// sched_ext event counters (`SCX_EV_*`) that must not count while the
+    /// body runs (what they counted while the scheduler attached is not judged).
     pub zero_events: Setting<&'static [&'static str]>,
 }
 
@@ -121,7 +122,7 @@ impl MonitorChecks {
         self
     }
 
-    /// Fail when any of these `SCX_EV_*` counters is not zero.
+    /// Fail when any of these `SCX_EV_*` counters grows while the body runs.
     pub const fn zero_events(mut self, names: &'static [&'static str]) -> Self {
         self.zero_events = Setting::On(names);
         self

@@ -14,6 +14,7 @@ fn sample(kind: SampleKind, ms: u64, dispatched: Option<u64>, nr: u32) -> Sample
             nr_running: Some(nr),
             clock: Some(ms * 1_000_000),
             scx_nr_running: Some(nr),
+            nr_switches: Some(0),
             local_dsq_nr: Some(0),
             curr_pid: Some(1),
             curr_comm: Some("init".into()),
