@@ -61,7 +61,7 @@ fn spin_pinned(per_cpu: &[usize], spin: Duration) -> usize {
                 let mut i = 0u64;
                 while Instant::now() < until {
                     i = std::hint::black_box(i + 1);
-                    if i % 20_000 == 0 {
+                    if i.is_multiple_of(20_000) {
                         std::thread::yield_now();
                     }
                 }

@@ -62,8 +62,11 @@ pub(crate) struct Sampler<'k, M: GuestMemory + ?Sized> {
     maps: HashMap<(u32, u64), Option<Arc<DataMap>>>,
     /// `struct rq` schedstat members: (byte offset, size) in [`SCHEDSTAT_PATHS`]
     /// order, and the span to read; `None`: no `CONFIG_SCHEDSTATS`.
-    schedstat: Option<(Vec<(u64, u64)>, u64, u64)>,
+    schedstat: Option<SchedstatLayout>,
 }
+
+/// (offset, size) of each schedstat member, the first byte, the span.
+type SchedstatLayout = (Vec<(u64, u64)>, u64, u64);
 
 /// The schedstat members of `struct rq`, in [`Schedstat`]'s field order.
 const SCHEDSTAT_PATHS: [&str; 7] = [
@@ -77,7 +80,7 @@ const SCHEDSTAT_PATHS: [&str; 7] = [
 ];
 
 /// (offsets and sizes, first byte, span) of the schedstat members in `btf`'s `struct rq`.
-fn schedstat_layout(btf: &Btf<'_>) -> Option<(Vec<(u64, u64)>, u64, u64)> {
+fn schedstat_layout(btf: &Btf<'_>) -> Option<SchedstatLayout> {
     let fields = SCHEDSTAT_PATHS
         .iter()
         .map(|p| {
