@@ -35,7 +35,7 @@ const FIFO: Scheduler = Scheduler::named("mc_fifo")
 /// and a counter the stall makes count.
 const TEST_CHECKS: MonitorChecks = MonitorChecks::INHERIT
     .dsq_depth(20, 1000)
-    .imbalance(1, 1000)
+    .imbalance(2, 1000)
     .zero_events(&[
         "SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE",
         "SCX_EV_DISPATCH_KEEP_LAST",
