@@ -63,6 +63,8 @@ pub(crate) struct Sampler<'k, M: GuestMemory + ?Sized> {
     /// `struct rq` schedstat members: (byte offset, size) in [`SCHEDSTAT_PATHS`]
     /// order, and the span to read; `None`: no `CONFIG_SCHEDSTATS`.
     schedstat: Option<SchedstatLayout>,
+    /// Most CPUs believed (`None`: any `nr_cpu_ids`).
+    max_cpus: Option<u32>,
 }
 
 /// (offset, size) of each schedstat member, the first byte, the span.
@@ -113,6 +115,25 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
             events,
             maps: HashMap::new(),
             schedstat,
+            max_cpus: None,
+        }
+    }
+
+    /// Reads no CPU while the guest's `nr_cpu_ids` exceeds `n` (early boot,
+    /// where it still holds `NR_CPUS`: thousands of runqueues not set up).
+    pub(crate) fn with_max_cpus(mut self, n: u32) -> Self {
+        self.max_cpus = Some(n).filter(|n| *n > 0);
+        self
+    }
+
+    /// `nr_cpu_ids`, once the guest has counted its CPUs.
+    fn nr_cpus(&self) -> Result<u32, MonitorError> {
+        let n = self.k.nr_cpu_ids()?;
+        match self.max_cpus {
+            Some(max) if n > max => Err(MonitorError::Missing(format!(
+                "nr_cpu_ids is {n}, the VM has {max} CPUs: the guest has not counted them yet"
+            ))),
+            _ => Ok(n),
         }
     }
 
@@ -154,7 +175,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     fn cpus(&self) -> Result<Vec<CpuSample>, MonitorError> {
         // Read each time: the image's initial value (NR_CPUS) holds until the
         // guest counted its CPUs.
-        let n = self.k.nr_cpu_ids()?;
+        let n = self.nr_cpus()?;
         (0..n)
             .map(|cpu| {
                 let s = self.k.rq_sample(cpu)?;
@@ -254,7 +275,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
         };
         let pcpu = sch.field("pcpu")?.u64()?;
         let mut sums = vec![0i64; members.len()];
-        for cpu in 0..self.k.nr_cpu_ids()? {
+        for cpu in 0..self.nr_cpus()? {
             let at = pcpu.wrapping_add(self.k.per_cpu_offset(cpu)?);
             let stats = self.k.value(at, "scx_sched_pcpu")?.field("event_stats")?;
             let bytes = stats.bytes()?;

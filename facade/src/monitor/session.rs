@@ -33,6 +33,9 @@ pub(crate) struct Plan {
     pub(crate) num_snapshots: u32,
     /// The body's declared duration.
     pub(crate) duration: Duration,
+    /// CPUs the VM has: a guest whose `nr_cpu_ids` is still above it (its
+    /// boot-time `NR_CPUS`) has not counted its CPUs yet, and is not read.
+    pub(crate) nr_cpus: u32,
 }
 
 enum Cmd {
@@ -277,7 +280,7 @@ fn sampling_thread(
         Ok(k) => k,
         Err(e) => return answer_errors(e, rx),
     };
-    let mut sampler = Sampler::new(kernel);
+    let mut sampler = Sampler::new(kernel).with_max_cpus(plan.nr_cpus);
     let period = (plan.hz > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(plan.hz)));
     let mut samples = Vec::new();
     let mut cpu = Duration::ZERO;

@@ -104,6 +104,7 @@ fn run_in(
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,
             duration: Duration::from_secs(u64::from(cfg.duration_s)),
+            nr_cpus: prepared.topology.nr_cpus(),
         },
         vm.memory().clone(),
         boot_at,
