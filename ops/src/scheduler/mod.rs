@@ -7,16 +7,18 @@
 //! scheduler logs to `/tmp/sched.log` (boot) or `/tmp/sched-<name>.log`.
 
 mod cause;
-mod checks;
 mod exit;
+mod monitor_checks;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::checks::{ThresholdOverrides, Thresholds};
+
 pub use cause::likely_cause;
-pub use checks::{MonitorChecks, Setting, Sustained};
 pub use exit::{ExitKind, kernel_exit};
+pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 
 /// Where a scheduler's binary comes from (resolved on the host).
@@ -32,7 +34,7 @@ pub enum SchedulerSpec {
 }
 
 /// A scheduler declaration, usable in `const`s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheduler {
     /// Its name: staging and reports key on it (not the BPF ops name).
     pub name: &'static str,
@@ -43,6 +45,8 @@ pub struct Scheduler {
     /// The host monitor's checks for it, over the defaults (a test's own
     /// `monitor = ..` key goes over these).
     pub monitor: MonitorChecks,
+    /// Its layer of check thresholds (see [`Scheduler::thresholds`]).
+    pub thresholds: ThresholdOverrides,
 }
 
 impl Scheduler {
@@ -53,7 +57,35 @@ impl Scheduler {
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
             monitor: MonitorChecks::INHERIT,
+            thresholds: ThresholdOverrides::new(),
         }
+    }
+
+    /// Sets the scheduler's layer of check thresholds. Thresholds merge in
+    /// three layers: the defaults ([`Thresholds::default`]), then these, then
+    /// the test's own ([`Ctx::with_thresholds`](crate::scenario::Ctx::with_thresholds)
+    /// in its body). `ctx.thresholds` holds the first two when the body starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ktstr_ops::checks::ThresholdOverrides;
+    /// use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
+    ///
+    /// // A scheduler with long slices: allow a worst gap of 2 s instead of 1 s.
+    /// const LONG_SLICES: Scheduler = Scheduler::named("long_slices")
+    ///     .binary(SchedulerSpec::Discover("scx_long"))
+    ///     .thresholds(ThresholdOverrides::new().max_gap(Duration::from_secs(2)));
+    /// # let t = LONG_SLICES.layer_thresholds(Default::default());
+    /// # assert_eq!(t.max_gap, Duration::from_secs(2));
+    /// ```
+    pub const fn thresholds(mut self, layer: ThresholdOverrides) -> Self {
+        self.thresholds = layer;
+        self
+    }
+
+    /// `base` with this scheduler's layer of thresholds applied.
+    pub fn layer_thresholds(&self, base: Thresholds) -> Thresholds {
+        base.overlay(&self.thresholds)
     }
 
     /// Sets the binary.
