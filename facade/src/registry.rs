@@ -53,6 +53,9 @@ pub struct TestConfig {
     /// A host-side check of the finished VM (`post_vm = path`); its error
     /// fails the test.
     pub post_vm: Option<crate::monitor::PostVmFn>,
+    /// The host monitor's checks (`monitor = MonitorChecks::INHERIT...`),
+    /// over the scheduler's, over the defaults.
+    pub monitor: ktstr_ops::scheduler::MonitorChecks,
 }
 
 /// A registered test: its full name, body and configuration.

@@ -5,6 +5,9 @@ use ktstr_ops::assert::AssertResult;
 use ktstr_ops::scheduler::SchedulerDied;
 use ktstr_vmm::EndReason;
 
+pub mod monitor;
+pub use monitor::{MonitorFindings, MonitorInput, judge_monitor};
+
 /// Console lines quoted in a failure.
 const QUOTED_LINES: usize = 30;
 
@@ -54,6 +57,8 @@ pub struct Observed {
     pub body_started: bool,
     /// An auto-repro probe VM's records, as the guest reported them.
     pub probe: Option<serde_json::Value>,
+    /// What the monitor's checks found in the samples of the body.
+    pub monitor: MonitorFindings,
 }
 
 #[cfg(test)]
@@ -70,6 +75,7 @@ impl Observed {
             console: Vec::new(),
             body_started: false,
             probe: None,
+            monitor: MonitorFindings::default(),
         }
     }
 }
@@ -124,28 +130,43 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
             "the guest ended ({end}) after its verdict with harness errors"
         ));
     }
-    let failed = !v.is_pass();
+    // The monitor's checks join the guest's: a failure fails, a check that
+    // could not judge is one more inconclusive reason.
+    let mon = &obs.monitor;
+    let failed = !v.is_pass() || !mon.failures.is_empty();
     let mut text = match body_error {
         Some(e) if v.details().len() <= 1 => e.clone(),
         _ => v.to_string(),
     };
+    for f in &mon.failures {
+        text.push_str(&format!("\n  {f}"));
+    }
+    for n in &mon.notes {
+        text.push_str(&format!("\n  {n}"));
+    }
+    let inconclusive: Vec<&str> = v
+        .inconclusive()
+        .iter()
+        .map(String::as_str)
+        .chain(mon.inconclusive.iter().map(String::as_str))
+        .collect();
     if let Some(death) = &obs.scheduler_death {
         text.push_str(&scheduler_death_text(death, &obs.console));
     }
     match (failed, exp.expect_err) {
         // Timing checks that would have failed on an overcommitted VM are
         // notes plus inconclusive reasons: no hard failure, no trustworthy pass.
-        (false, false) if !v.inconclusive().is_empty() && exp.allow_inconclusive => {
+        (false, false) if !inconclusive.is_empty() && exp.allow_inconclusive => {
             Outcome::Inconclusive(format!(
                 "{text}\n  inconclusive: {}",
-                v.inconclusive().join("; ")
+                inconclusive.join("; ")
             ))
         }
         // A check that could not judge is not a pass.
-        (false, false) if !v.inconclusive().is_empty() => Outcome::Fail(format!(
+        (false, false) if !inconclusive.is_empty() => Outcome::Fail(format!(
             "inconclusive: {} (accept with allow_inconclusive = true on the test, or \
              KTSTR_ALLOW_INCONCLUSIVE=1 for the run)\n{text}",
-            v.inconclusive().join("; ")
+            inconclusive.join("; ")
         )),
         (false, false) => Outcome::Pass(text),
         (true, true) => match exp.expect_err_matching {

@@ -21,6 +21,44 @@ fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
+/// The monitor's checks of `entry` (test over scheduler over defaults),
+/// judged over what `finished` read.
+fn monitor_findings(
+    entry: &TestEntry,
+    prepared: &prepare::Prepared,
+    backend: &dyn ktstr_vmm::Backend,
+    finished: &crate::monitor::Finished,
+) -> verdict::MonitorFindings {
+    let cfg = &entry.config;
+    let checks = cfg
+        .monitor
+        .over(
+            cfg.scheduler
+                .map_or(ktstr_ops::scheduler::MonitorChecks::INHERIT, |s| s.monitor),
+        )
+        .resolved();
+    let mut samples = finished.bridge.ordered_with_stats().snapshots;
+    samples.extend(finished.log.samples().iter().cloned());
+    samples.sort_by_key(|s| s.elapsed);
+    let llc_of: Vec<u32> = prepared.topology.cpus().map(|c| c.llc).collect();
+    // vCPUs sharing a host thread take turns of up to 100 ms (QEMU's
+    // TCG_KICK_PERIOD): a vCPU may wait one turn per other vCPU.
+    let threads = backend.host_threads(&prepared.spec).max(1);
+    let per_thread = (llc_of.len()).div_ceil(threads) as u32;
+    verdict::judge_monitor(
+        &verdict::MonitorInput {
+            samples: &samples,
+            unavailable: finished.log.unavailable(),
+            hz: finished.log.hz(),
+            window: finished.window,
+            llc_of: &llc_of,
+            timing_reliable: backend.timing_reliable(&prepared.spec),
+            turn_allowance: Duration::from_millis(100) * per_thread.saturating_sub(1),
+        },
+        &checks,
+    )
+}
+
 /// Runs one test in a VM booting `kernel` (default: the host configuration's).
 pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
     run_on(entry, kernel, None)
@@ -112,10 +150,8 @@ pub(crate) struct Booted {
     pub(crate) topo: String,
     pub(crate) slot_wait: Duration,
     pub(crate) initramfs: Duration,
-    /// The kernel it booted, for the run's record.
-    pub(crate) kernel: ktstr_kernel::Kernel,
-    /// The scheduler it started (name, binary, arguments), for the record.
-    pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+    /// What the VM was booted from: kernel, scheduler, topology, spec.
+    pub(crate) prepared: prepare::Prepared,
 }
 
 /// Prepares, boots and watches one VM of `entry` (`probe_plan`: an
@@ -131,9 +167,7 @@ pub(crate) fn boot_once(
     let t0 = Instant::now();
     BOOTS.with(|b| b.set(b.get() + 1));
     let cfg = &entry.config;
-    let mut prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
-    let kernel_facts = prepared.kernel.clone();
-    let scheduler = prepared.scheduler.take();
+    let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
     let topo = prepared.topology.to_string();
     let limits = Limits {
@@ -156,6 +190,7 @@ pub(crate) fn boot_once(
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,
             duration: Duration::from_secs(u64::from(cfg.duration_s)),
+            nr_cpus: prepared.topology.nr_cpus(),
         },
         vm.memory().clone(),
         boot_at,
@@ -168,8 +203,7 @@ pub(crate) fn boot_once(
         topo,
         slot_wait,
         initramfs,
-        kernel: kernel_facts,
-        scheduler,
+        prepared,
     })
 }
 
@@ -198,8 +232,8 @@ fn run_in(
     })?;
     facts.backend = Some(backend.name());
     let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
-    facts.kernel = Some(booted.kernel.clone());
-    facts.scheduler = booted.scheduler.take();
+    facts.kernel = Some(booted.prepared.kernel.clone());
+    facts.scheduler = booted.prepared.scheduler.take();
     facts.topology = Some(booted.topo.clone());
     let (topo, slot_wait, initramfs) = (booted.topo, booted.slot_wait, booted.initramfs);
     facts.phases.initramfs = initramfs;
@@ -218,6 +252,10 @@ fn run_in(
             return Ok(Outcome::Fail(no_init_text(after, &console)));
         }
     };
+    // The monitor's checks over the body's samples join the verdict.
+    let finished = booted.monitor.finish();
+    let mut observed = observed;
+    observed.monitor = monitor_findings(entry, &booted.prepared, backend.as_ref(), &finished);
     let outcome = verdict::judge(
         &observed,
         &Expectation {
@@ -228,7 +266,6 @@ fn run_in(
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let finished = booted.monitor.finish();
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
     let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
     let total = t0.elapsed();

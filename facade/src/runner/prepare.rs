@@ -126,6 +126,9 @@ pub(crate) fn prepare(
 
     spec.initrd = Some(initrd.path().to_path_buf());
     spec.cmdline.push_str(" rdinit=/init ");
+    // The scheduler's counters (yld_count, sched_count, ttwu_count, ...) count
+    // only with schedstats on; the monitor reads them per CPU.
+    spec.cmdline.push_str("schedstats=enable ");
     spec.cmdline.push_str(INIT_ENVIRONMENT);
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,

@@ -211,6 +211,7 @@ mod tests {
                 cleanup_budget_ms: 5000,
                 num_snapshots: 0,
                 post_vm: None,
+                monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
             },
         }
     }

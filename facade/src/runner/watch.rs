@@ -170,6 +170,7 @@ pub(crate) fn watch(
         console: lines,
         body_started: seen.body_started,
         probe: seen.probe,
+        monitor: crate::verdict::MonitorFindings::default(),
     };
     Ok(Watched::Done(Box::new(observed), seen.times))
 }

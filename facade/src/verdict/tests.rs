@@ -250,3 +250,47 @@ fn an_expect_err_matcher_accepts_only_its_failure() {
         Outcome::Fail(_)
     ));
 }
+
+#[test]
+fn monitor_findings_join_the_verdict() {
+    let with = |failures: &[&str], inconclusive: &[&str]| Observed {
+        monitor: MonitorFindings {
+            failures: failures.iter().map(|s| s.to_string()).collect(),
+            inconclusive: inconclusive.iter().map(|s| s.to_string()).collect(),
+            notes: vec!["monitor checks [stuck] judged over 40 samples".into()],
+        },
+        ..powered_off(AssertResult::pass(), None)
+    };
+    // A monitor failure fails a guest pass, and expect_err can ask for it.
+    let stuck = with(&["monitor.stuck: CPU 1 had 2 runnable tasks"], &[]);
+    match judge(&stuck, &exp(false)) {
+        Outcome::Fail(t) => assert!(t.contains("monitor.stuck: CPU 1"), "{t}"),
+        o => panic!("{o:?}"),
+    }
+    let e = Expectation {
+        expect_err_matching: Some("monitor.stuck"),
+        ..exp(true)
+    };
+    assert!(matches!(judge(&stuck, &e), Outcome::Pass(_)));
+    let e = Expectation {
+        expect_err_matching: Some("monitor.wait"),
+        ..exp(true)
+    };
+    assert!(matches!(judge(&stuck, &e), Outcome::Fail(_)));
+    // A check that could not judge is inconclusive: a failure unless allowed.
+    let cannot = with(&[], &["monitor checks [stuck] could not judge: no BTF"]);
+    match judge(&cannot, &exp(false)) {
+        Outcome::Fail(t) => assert!(t.starts_with("inconclusive: monitor checks"), "{t}"),
+        o => panic!("{o:?}"),
+    }
+    let allow = Expectation {
+        allow_inconclusive: true,
+        ..exp(false)
+    };
+    assert!(matches!(judge(&cannot, &allow), Outcome::Inconclusive(_)));
+    // A clean pass says what was judged.
+    match judge(&with(&[], &[]), &exp(false)) {
+        Outcome::Pass(t) => assert!(t.contains("judged over 40 samples"), "{t}"),
+        o => panic!("{o:?}"),
+    }
+}

@@ -8,6 +8,7 @@
 
 mod cause;
 mod exit;
+mod monitor_checks;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
 pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
+pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 
 /// Where a scheduler's binary comes from (resolved on the host).
@@ -40,6 +42,9 @@ pub struct Scheduler {
     pub binary: SchedulerSpec,
     /// Arguments passed to it.
     pub sched_args: &'static [&'static str],
+    /// The host monitor's checks for it, over the defaults (a test's own
+    /// `monitor = ..` key goes over these).
+    pub monitor: MonitorChecks,
     /// Its layer of check thresholds (see [`Scheduler::thresholds`]).
     pub thresholds: ThresholdOverrides,
 }
@@ -51,6 +56,7 @@ impl Scheduler {
             name,
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
+            monitor: MonitorChecks::INHERIT,
             thresholds: ThresholdOverrides::new(),
         }
     }
@@ -91,6 +97,12 @@ impl Scheduler {
     /// Sets the arguments.
     pub const fn sched_args(mut self, args: &'static [&'static str]) -> Self {
         self.sched_args = args;
+        self
+    }
+
+    /// Sets the host monitor's checks for this scheduler.
+    pub const fn monitor(mut self, checks: MonitorChecks) -> Self {
+        self.monitor = checks;
         self
     }
 
