@@ -116,10 +116,15 @@ pub enum Message {
     /// paused (`Op::CaptureSnapshot`). The host answers by raising the
     /// `acked` word to `seq` once the VM runs again.
     SnapshotRequest {
-        /// The snapshot's name, as the step gave it.
+        /// The snapshot's name, as the step gave it (`periodic-N` for the
+        /// periodic ones).
         name: String,
         /// The request's number: 1, 2, ... in the order the guest sent them.
         seq: u64,
+        /// One of the test's `num_snapshots`, paced by the guest's clock over
+        /// the body (not a step's named snapshot).
+        #[serde(default)]
+        periodic: bool,
     },
 }
 
@@ -405,6 +410,7 @@ mod tests {
         let req = Message::SnapshotRequest {
             name: "spinners".into(),
             seq: 2,
+            periodic: false,
         };
         assert!(w.send(&req, Duration::ZERO));
         assert_eq!(r.poll().expect("poll"), vec![req]);

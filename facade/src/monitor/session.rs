@@ -31,8 +31,6 @@ pub(crate) struct Plan {
     pub(crate) hz: u32,
     /// Paused snapshots spread over the body.
     pub(crate) num_snapshots: u32,
-    /// The body's declared duration.
-    pub(crate) duration: Duration,
     /// CPUs the VM has: a guest whose `nr_cpu_ids` is still above it (its
     /// boot-time `NR_CPUS`) has not counted its CPUs yet, and is not read.
     pub(crate) nr_cpus: u32,
@@ -71,8 +69,6 @@ pub(crate) struct Session {
     boot_at: Instant,
     tx: mpsc::Sender<Cmd>,
     thread: Option<JoinHandle<ThreadEnd>>,
-    /// Periodic snapshots still to take, soonest first.
-    due: Vec<Instant>,
     snapshots: Vec<Sample>,
     /// When the body started and when the guest sent its verdict (from boot).
     body: (Option<Duration>, Option<Duration>),
@@ -113,7 +109,6 @@ impl Session {
             boot_at,
             tx,
             thread,
-            due: Vec::new(),
             snapshots: Vec::new(),
             body: (None, None),
         }
@@ -131,30 +126,26 @@ impl Session {
         match msg {
             Message::BodyStarted => {
                 self.body.0 = Some(self.boot_at.elapsed());
-                let n = self.plan.num_snapshots;
-                let now = Instant::now();
-                self.due = (1..=n)
-                    .map(|i| now + self.plan.duration.mul_f64(f64::from(i) / f64::from(n + 1)))
-                    .collect();
             }
             Message::Verdict { .. } => {
                 self.body.1 = Some(self.boot_at.elapsed());
-                self.due.clear();
             }
-            Message::SnapshotRequest { name, seq } => {
-                self.snapshot(vm, SampleKind::Named(name.clone()));
+            // Periodic ones are paced by the guest's clock (see
+            // ktstr_ops::snapshot::pace_periodic), named ones by its steps.
+            Message::SnapshotRequest {
+                name,
+                seq,
+                periodic,
+            } => {
+                let kind = if *periodic {
+                    SampleKind::Periodic
+                } else {
+                    SampleKind::Named(name.clone())
+                };
+                self.snapshot(vm, kind);
                 reader.ack(*seq);
             }
             _ => {}
-        }
-    }
-
-    /// Takes the periodic snapshots that are due.
-    pub(crate) fn tick(&mut self, vm: &mut dyn Machine) {
-        let now = Instant::now();
-        while self.due.first().is_some_and(|d| *d <= now) {
-            self.due.remove(0);
-            self.snapshot(vm, SampleKind::Periodic);
         }
     }
 

@@ -189,7 +189,6 @@ pub(crate) fn boot_once(
             cache_root: host.cache_root.clone(),
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,
-            duration: Duration::from_secs(u64::from(cfg.duration_s)),
             nr_cpus: prepared.topology.nr_cpus(),
         },
         vm.memory().clone(),

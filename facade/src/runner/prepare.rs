@@ -107,6 +107,7 @@ pub(crate) fn prepare(
         test: entry.name.to_string(),
         topology: TopologyData::of(&topology),
         duration_ms: u64::from(cfg.duration_s) * 1000,
+        num_snapshots: cfg.num_snapshots,
         timing_reliable: backend.timing_reliable(&spec),
         vcpus_per_thread: topology
             .nr_cpus()

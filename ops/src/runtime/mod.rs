@@ -34,6 +34,9 @@ pub struct GuestConfig {
     pub topology: TopologyData,
     /// The test's `duration_s`, in milliseconds.
     pub duration_ms: u64,
+    /// Periodic snapshots to spread over the body (`num_snapshots`).
+    #[serde(default)]
+    pub num_snapshots: u32,
     /// False when the VM has more vCPUs than the host has cores: timing
     /// verdicts are then inconclusive.
     pub timing_reliable: bool,
@@ -222,7 +225,17 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     }
     ch.send(&Message::BodyStarted, Duration::from_secs(1));
     let t0 = Instant::now();
+    let pacing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pacer = (cfg.num_snapshots > 0).then(|| {
+        let (stop, n) = (pacing.clone(), cfg.num_snapshots);
+        let duration = Duration::from_millis(cfg.duration_ms);
+        std::thread::spawn(move || crate::snapshot::pace_periodic(n, duration, &stop))
+    });
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(cfg, &sup)));
+    pacing.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
     let body_ms = t0.elapsed().as_millis() as u64;
     let mut error_kinds = Vec::new();
     let (mut verdict, body_error) = match result {
