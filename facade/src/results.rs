@@ -22,6 +22,7 @@ pub fn record(path: &Path, entry: &TestEntry, topology: &str, outcome: &Outcome,
         "expect_err": entry.config.expect_err,
         "wall_s": wall.as_secs_f64(),
         "detail": detail.lines().next().unwrap_or(""),
+        "details": detail,
     });
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

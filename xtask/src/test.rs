@@ -23,6 +23,10 @@ pub struct TestCmd {
     /// use the cached kernel only, never the network
     #[argh(switch)]
     offline: bool,
+    /// with --full: another version of a pinned real scheduler, NAME=VERSION
+    /// (repeatable; see `cargo xtask schedulers`)
+    #[argh(option)]
+    scheduler_version: Vec<String>,
 }
 
 /// Set-up, kernel fetch, then the example tests with a verdict table.
@@ -208,22 +212,40 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
         // the host-wide slots are proven under the runner CI uses.
         let junit = workspace().join("target/nextest/default/junit.xml");
         let _ = std::fs::remove_file(&junit);
+        if args.full {
+            // The real-scheduler tests fail (by design) without their binaries.
+            phases.run("real schedulers (cargo xtask schedulers)", || {
+                crate::schedulers::run(&crate::schedulers::SchedulersCmd {
+                    version: args.scheduler_version.clone(),
+                    force: false,
+                })
+            });
+        }
+        let results =
+            std::env::temp_dir().join(format!("ktstr-test-full-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&results);
         phases.run("tests (cargo nextest)", || {
             let mut c = cargo();
             c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
             if args.full {
-                c.arg("--ignore-default-filter").env("KTSTR_FULL", "1");
+                c.arg("--ignore-default-filter")
+                    .env("KTSTR_FULL", "1")
+                    .env("KTSTR_RESULTS", &results);
             }
             status(c)
         });
-        if !args.full {
+        if args.full {
+            crate::schedulers::print_results(&results);
+            let _ = std::fs::remove_file(&results);
+        } else {
             println!(
                 "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm and \
                  ktstr_tests_on_the_own_vmm, the own KVM VMM's Linux tests in a nested-SVM L1 \
                  guest (about 6 minutes here, over CI's budget); \
                  every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
                  which fail intermittently under instruction counting (root causes open; see \
-                 .config/nextest.toml)"
+                 .config/nextest.toml); real_schedulers, published sched_ext schedulers built \
+                 with cargo install (`cargo xtask schedulers`, minutes of CPU each)"
             );
         }
         print_slowest(&junit, 10);

@@ -51,12 +51,12 @@ pub(crate) fn prepare(
     let cache = host.initramfs_cache()?;
     // Schedulers: resolved on the host, checked against the kernel, packed.
     let boot = match cfg.scheduler.filter(|s| s.is_sched_ext()) {
-        Some(s) => crate::schedulers::resolve(&s, &host.path)?.map(|p| (s, p)),
+        Some(s) => crate::schedulers::resolve(&s, &host.path, &host.cache_root)?.map(|p| (s, p)),
         None => None,
     };
     let mut staged = Vec::new();
     for s in cfg.staged_schedulers {
-        if let Some(p) = crate::schedulers::resolve(s, &host.path)? {
+        if let Some(p) = crate::schedulers::resolve(s, &host.path, &host.cache_root)? {
             staged.push((s, p));
         }
     }

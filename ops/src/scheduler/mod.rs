@@ -25,6 +25,11 @@ pub enum SchedulerSpec {
     Discover(&'static str),
     /// A binary at this host path.
     Path(&'static str),
+    /// A binary installed into the host's ktstr cache, found as
+    /// `<cache>/schedulers/bin/<name>` (a published scheduler built with
+    /// `cargo install`; in this repository `cargo xtask schedulers` puts them
+    /// there).
+    Installed(&'static str),
     /// No sched_ext scheduler: the kernel's default (EEVDF).
     Eevdf,
 }
@@ -38,6 +43,10 @@ pub struct Scheduler {
     pub binary: SchedulerSpec,
     /// Arguments passed to it.
     pub sched_args: &'static [&'static str],
+    /// Its own files, `(host path, guest path)`: a config file it reads, a
+    /// directory it writes to. Packed with it; a missing host file fails the
+    /// test before boot.
+    pub files: &'static [(&'static str, &'static str)],
 }
 
 impl Scheduler {
@@ -47,6 +56,7 @@ impl Scheduler {
             name,
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
+            files: &[],
         }
     }
 
@@ -59,6 +69,13 @@ impl Scheduler {
     /// Sets the arguments.
     pub const fn sched_args(mut self, args: &'static [&'static str]) -> Self {
         self.sched_args = args;
+        self
+    }
+
+    /// Sets its own files, `(host path, guest path)` pairs (absolute guest
+    /// paths), packed into the guest with it.
+    pub const fn files(mut self, files: &'static [(&'static str, &'static str)]) -> Self {
+        self.files = files;
         self
     }
 
@@ -212,6 +229,9 @@ mod tests {
         assert!(S.is_sched_ext());
         assert!(!Scheduler::named("eevdf").is_sched_ext());
         assert_eq!(S.sched_args.len(), 2);
+        const F: Scheduler = S.files(&[("cfg.json", "/etc/sched.json")]);
+        assert_eq!(F.files, &[("cfg.json", "/etc/sched.json")]);
+        assert!(S.files.is_empty());
         let (bin, args, log) = staged_paths("alt");
         assert_eq!(bin, Path::new("/staging/schedulers/alt/scheduler"));
         assert_eq!(args, Path::new("/staging/schedulers/alt/sched_args"));

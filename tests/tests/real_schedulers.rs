@@ -1,0 +1,116 @@
+//! Published sched_ext schedulers, built unmodified with `cargo install`, run
+//! in the guest: `scenarios::steady` and a lifecycle replace (the scheduler
+//! replaced by a second copy of itself mid-run, then restarted from its boot
+//! binary) on 1n2l2c1t and 1n2l2c2t under each.
+//!
+//! The binaries come from the ktstr cache (`SchedulerSpec::Installed`), where
+//! `cargo xtask schedulers` builds the versions pinned in
+//! `xtask/src/schedulers.rs`; a binary that is not there fails the test with
+//! that command in the message. Run by `cargo xtask test --full` (which builds
+//! them first and prints a table of scheduler, version, topology, test and
+//! verdict), never by the default run: `.config/nextest.toml` leaves this
+//! binary out.
+
+use anyhow::Result;
+use ktstr::assert::AssertResult;
+use ktstr::ktstr_test;
+use ktstr::scenario::ops::{HoldSpec, Op, Step, execute_steps};
+use ktstr::scenario::{CgroupDef, Ctx, scenarios};
+use ktstr::test_support::{Scheduler, SchedulerSpec};
+
+/// The lifecycle test: workers in two cgroups as in `steady`; a third of the
+/// run in, the scheduler is replaced by `again` (the same binary, staged under
+/// another name); two thirds in, `RestartScheduler` brings the boot binary
+/// back. Every worker must have progressed and the usual checks hold.
+fn replace_and_restart(ctx: &Ctx, again: &Scheduler) -> Result<AssertResult> {
+    let per = (ctx.topology.nr_cpus() as usize).clamp(1, 16);
+    let third = || HoldSpec::frac(1.0 / 3.0);
+    execute_steps(
+        ctx,
+        vec![
+            Step::new(
+                vec![
+                    Op::spawn(CgroupDef::named("cg_0").workers(per)),
+                    Op::spawn(CgroupDef::named("cg_1").workers(per)),
+                ],
+                third(),
+            ),
+            Step::new(vec![Op::replace_scheduler(again)], third()),
+            Step::new(vec![Op::restart_scheduler()], third()),
+        ],
+    )
+}
+
+/// One published scheduler: its boot declaration, its second copy for the
+/// replace, and the four tests (two scenarios on two topologies).
+macro_rules! real_scheduler {
+    ($module:ident, $binary:literal) => {
+        mod $module {
+            use super::*;
+
+            /// The boot scheduler, from the cache.
+            const SCHED: Scheduler =
+                Scheduler::named($binary).binary(SchedulerSpec::Installed($binary));
+            /// The same binary staged under another name: what the replace starts.
+            const AGAIN: Scheduler = Scheduler::named(concat!($binary, "_again"))
+                .binary(SchedulerSpec::Installed($binary));
+
+            #[ktstr_test(
+                        scheduler = SCHED,
+                        llcs = 2,
+                        cores = 2,
+                        threads = 1,
+                        duration_s = 6,
+                        watchdog_timeout_s = 240,
+                    )]
+            fn steady_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
+                scenarios::steady(ctx)
+            }
+
+            #[ktstr_test(
+                        scheduler = SCHED,
+                        llcs = 2,
+                        cores = 2,
+                        threads = 2,
+                        duration_s = 6,
+                        watchdog_timeout_s = 240,
+                    )]
+            fn steady_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
+                scenarios::steady(ctx)
+            }
+
+            #[ktstr_test(
+                        scheduler = SCHED,
+                        staged_schedulers = [AGAIN],
+                        llcs = 2,
+                        cores = 2,
+                        threads = 1,
+                        duration_s = 9,
+                        watchdog_timeout_s = 300,
+                        cleanup_budget_ms = 10000,
+                    )]
+            fn replace_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
+                replace_and_restart(ctx, &AGAIN)
+            }
+
+            #[ktstr_test(
+                        scheduler = SCHED,
+                        staged_schedulers = [AGAIN],
+                        llcs = 2,
+                        cores = 2,
+                        threads = 2,
+                        duration_s = 9,
+                        watchdog_timeout_s = 300,
+                        cleanup_budget_ms = 10000,
+                    )]
+            fn replace_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
+                replace_and_restart(ctx, &AGAIN)
+            }
+        }
+    };
+}
+
+// The suite's schedulers; their versions are pinned in xtask/src/schedulers.rs.
+real_scheduler!(scx_bpfland, "scx_bpfland");
+real_scheduler!(scx_lavd, "scx_lavd");
+real_scheduler!(scx_rusty, "scx_rusty");
