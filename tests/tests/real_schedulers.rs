@@ -56,53 +56,53 @@ macro_rules! real_scheduler {
                 .binary(SchedulerSpec::Installed($binary));
 
             #[ktstr_test(
-                                scheduler = SCHED,
-                                llcs = 2,
-                                cores = 2,
-                                threads = 1,
-                                duration_s = 6,
-                                watchdog_timeout_s = 240,
-                            )]
+                                        scheduler = SCHED,
+                                        llcs = 2,
+                                        cores = 2,
+                                        threads = 1,
+                                        duration_s = 6,
+                                        watchdog_timeout_s = 240,
+                                    )]
             fn steady_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                scheduler = SCHED,
-                                llcs = 2,
-                                cores = 2,
-                                threads = 2,
-                                duration_s = 6,
-                                watchdog_timeout_s = 240,
-                            )]
+                                        scheduler = SCHED,
+                                        llcs = 2,
+                                        cores = 2,
+                                        threads = 2,
+                                        duration_s = 6,
+                                        watchdog_timeout_s = 240,
+                                    )]
             fn steady_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                scheduler = SCHED,
-                                staged_schedulers = [AGAIN],
-                                llcs = 2,
-                                cores = 2,
-                                threads = 1,
-                                duration_s = 9,
-                                watchdog_timeout_s = 300,
-                                cleanup_budget_ms = 10000,
-                            )]
+                                        scheduler = SCHED,
+                                        staged_schedulers = [AGAIN],
+                                        llcs = 2,
+                                        cores = 2,
+                                        threads = 1,
+                                        duration_s = 9,
+                                        watchdog_timeout_s = 300,
+                                        cleanup_budget_ms = 10000,
+                                    )]
             fn replace_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }
 
             #[ktstr_test(
-                                scheduler = SCHED,
-                                staged_schedulers = [AGAIN],
-                                llcs = 2,
-                                cores = 2,
-                                threads = 2,
-                                duration_s = 9,
-                                watchdog_timeout_s = 300,
-                                cleanup_budget_ms = 10000,
-                            )]
+                                        scheduler = SCHED,
+                                        staged_schedulers = [AGAIN],
+                                        llcs = 2,
+                                        cores = 2,
+                                        threads = 2,
+                                        duration_s = 9,
+                                        watchdog_timeout_s = 300,
+                                        cleanup_budget_ms = 10000,
+                                    )]
             fn replace_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }

@@ -230,21 +230,37 @@ pub fn print_results(path: &Path) {
     }
 }
 
-/// The line of a verdict text that says most: the first failed check, else
-/// the fairness figure, else the first line.
+/// The figures of a verdict text that say most: the first failed check if
+/// any, else the widest CPU-time spread of a cgroup and the longest gap.
 fn key_figure(details: &str) -> String {
     let lines: Vec<&str> = details.lines().map(str::trim).collect();
-    let pick = lines
-        .iter()
-        .find(|l| l.starts_with('✗'))
-        .or_else(|| lines.iter().find(|l| l.contains("spread")))
-        .or_else(|| lines.first());
-    let line = pick.map_or("", |l| l.trim_start_matches(['✗', '·', ' ']));
-    let mut out: String = line.chars().take(90).collect();
-    if line.chars().count() > 90 {
-        out.push('…');
+    if let Some(failed) = lines.iter().find(|l| l.starts_with('✗')) {
+        let line = failed.trim_start_matches(['✗', ' ']);
+        let mut out: String = line.chars().take(90).collect();
+        if line.chars().count() > 90 {
+            out.push('…');
+        }
+        return out;
     }
-    out
+    let after = |l: &str, key: &str| -> Option<String> {
+        let rest = &l[l.find(key)? + key.len()..];
+        Some(rest.split_whitespace().next()?.to_string())
+    };
+    let spread = lines
+        .iter()
+        .filter_map(|l| after(l, "cpu time spread "))
+        .filter_map(|v| Some((v.trim_end_matches('%').parse::<f64>().ok()?, v)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, v)| v);
+    let gap = lines.iter().find_map(|l| after(l, "longest gap "));
+    match (spread, gap) {
+        (None, None) => lines.first().copied().unwrap_or_default().to_string(),
+        (s, g) => format!(
+            "cpu-time spread {}, longest gap {}",
+            s.as_deref().unwrap_or("?"),
+            g.as_deref().unwrap_or("?")
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +277,23 @@ mod tests {
         assert!(e.contains("PINNED"), "{e}");
         assert!(versions(&["scx_lavd".into()]).is_err());
         assert!(versions(&["scx_lavd=^1".into()]).is_err());
+    }
+
+    #[test]
+    fn the_key_figure_is_the_failure_or_the_spread_and_gap() {
+        let pass = "pass\n  · [fairness] cgroup cg_0 (4 spin workers, normal): cpu time spread 0.7% \
+                    (threshold 35.0%): w\n  · [fairness] cgroup cg_1: cpu time spread 2.5% (t)\n  \
+                    · [max_gap] longest gap 114.54ms (threshold 1.30s), worker 6";
+        assert_eq!(
+            key_figure(pass),
+            "cpu-time spread 2.5%, longest gap 114.54ms"
+        );
+        let fail = "FAIL\n  · [a] fine\n  ✗ [max_gap] longest gap 3.1s (threshold 1.30s)";
+        assert_eq!(
+            key_figure(fail),
+            "[max_gap] longest gap 3.1s (threshold 1.30s)"
+        );
+        assert_eq!(key_figure("the guest ended"), "the guest ended");
     }
 
     #[test]
