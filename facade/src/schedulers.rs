@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ktstr_initramfs::{Archive, BaseSpec, InitramfsError};
 use ktstr_ops::scheduler::{
-    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, staged_paths,
+    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, attach_timeout_path, staged_paths,
 };
 
 /// Where [`SchedulerSpec::Installed`] binaries live below the cache root.
@@ -232,6 +232,7 @@ pub fn pack(
         overlay
             .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s))
             .map_err(packing(s))?;
+        pack_attach_timeout(s, Path::new(BOOT_SCHED_ARGS), overlay)?;
         pack_files(s, overlay)?;
     }
     for (s, bin) in staged {
@@ -240,9 +241,31 @@ pub fn pack(
         overlay
             .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s))
             .map_err(packing(s))?;
+        pack_attach_timeout(s, &guest_args, overlay)?;
         pack_files(s, overlay)?;
     }
     Ok(base)
+}
+
+/// Writes a declared attach timeout next to the scheduler's arguments.
+fn pack_attach_timeout(
+    s: &Scheduler,
+    args: &Path,
+    overlay: &mut Archive,
+) -> Result<(), SchedulerSetupError> {
+    if s.attach_timeout_s == 0 {
+        return Ok(());
+    }
+    overlay
+        .add_bytes(
+            &attach_timeout_path(args).to_string_lossy(),
+            0o644,
+            format!("{}\n", s.attach_timeout_s).into_bytes(),
+        )
+        .map_err(|e| SchedulerSetupError::Pack {
+            name: s.name.into(),
+            why: e.to_string(),
+        })
 }
 
 /// Adds a scheduler's declared files to the overlay (a file shared by two

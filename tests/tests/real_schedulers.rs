@@ -18,6 +18,11 @@ use ktstr::scenario::ops::{HoldSpec, Op, Step, execute_steps};
 use ktstr::scenario::{CgroupDef, Ctx, scenarios};
 use ktstr::test_support::{Scheduler, SchedulerSpec};
 
+/// How long a published scheduler may take to attach: their BPF programs are
+/// large, and the verifier runs on QEMU's software CPU here (measured: see
+/// the README's table).
+const ATTACH_TIMEOUT_S: u32 = 240;
+
 /// The lifecycle test: workers in two cgroups as in `steady`; a third of the
 /// run in, the scheduler is replaced by `again` (the same binary, staged under
 /// another name); two thirds in, `RestartScheduler` brings the boot binary
@@ -49,60 +54,62 @@ macro_rules! real_scheduler {
             use super::*;
 
             /// The boot scheduler, from the cache.
-            const SCHED: Scheduler =
-                Scheduler::named($binary).binary(SchedulerSpec::Installed($binary));
+            const SCHED: Scheduler = Scheduler::named($binary)
+                .binary(SchedulerSpec::Installed($binary))
+                .attach_timeout_s(ATTACH_TIMEOUT_S);
             /// The same binary staged under another name: what the replace starts.
             const AGAIN: Scheduler = Scheduler::named(concat!($binary, "_again"))
-                .binary(SchedulerSpec::Installed($binary));
+                .binary(SchedulerSpec::Installed($binary))
+                .attach_timeout_s(ATTACH_TIMEOUT_S);
 
             #[ktstr_test(
-                                        scheduler = SCHED,
-                                        llcs = 2,
-                                        cores = 2,
-                                        threads = 1,
-                                        duration_s = 6,
-                                        watchdog_timeout_s = 240,
-                                    )]
+                                                scheduler = SCHED,
+                                                llcs = 2,
+                                                cores = 2,
+                                                threads = 1,
+                                                duration_s = 6,
+                                                watchdog_timeout_s = 240,
+                                            )]
             fn steady_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                        scheduler = SCHED,
-                                        llcs = 2,
-                                        cores = 2,
-                                        threads = 2,
-                                        duration_s = 6,
-                                        watchdog_timeout_s = 240,
-                                    )]
+                                                scheduler = SCHED,
+                                                llcs = 2,
+                                                cores = 2,
+                                                threads = 2,
+                                                duration_s = 6,
+                                                watchdog_timeout_s = 240,
+                                            )]
             fn steady_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                        scheduler = SCHED,
-                                        staged_schedulers = [AGAIN],
-                                        llcs = 2,
-                                        cores = 2,
-                                        threads = 1,
-                                        duration_s = 9,
-                                        watchdog_timeout_s = 300,
-                                        cleanup_budget_ms = 10000,
-                                    )]
+                                                scheduler = SCHED,
+                                                staged_schedulers = [AGAIN],
+                                                llcs = 2,
+                                                cores = 2,
+                                                threads = 1,
+                                                duration_s = 9,
+                                                watchdog_timeout_s = 300,
+                                                cleanup_budget_ms = 10000,
+                                            )]
             fn replace_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }
 
             #[ktstr_test(
-                                        scheduler = SCHED,
-                                        staged_schedulers = [AGAIN],
-                                        llcs = 2,
-                                        cores = 2,
-                                        threads = 2,
-                                        duration_s = 9,
-                                        watchdog_timeout_s = 300,
-                                        cleanup_budget_ms = 10000,
-                                    )]
+                                                scheduler = SCHED,
+                                                staged_schedulers = [AGAIN],
+                                                llcs = 2,
+                                                cores = 2,
+                                                threads = 2,
+                                                duration_s = 9,
+                                                watchdog_timeout_s = 300,
+                                                cleanup_budget_ms = 10000,
+                                            )]
             fn replace_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }

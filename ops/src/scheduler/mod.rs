@@ -47,6 +47,9 @@ pub struct Scheduler {
     /// directory it writes to. Packed with it; a missing host file fails the
     /// test before boot.
     pub files: &'static [(&'static str, &'static str)],
+    /// How long it may take to attach, in seconds (0: the default, 30 s).
+    /// Large BPF programs take minutes to verify under a software CPU.
+    pub attach_timeout_s: u32,
 }
 
 impl Scheduler {
@@ -57,6 +60,7 @@ impl Scheduler {
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
             files: &[],
+            attach_timeout_s: 0,
         }
     }
 
@@ -76,6 +80,12 @@ impl Scheduler {
     /// paths), packed into the guest with it.
     pub const fn files(mut self, files: &'static [(&'static str, &'static str)]) -> Self {
         self.files = files;
+        self
+    }
+
+    /// Sets how long it may take to attach, in seconds (0: the default).
+    pub const fn attach_timeout_s(mut self, secs: u32) -> Self {
+        self.attach_timeout_s = secs;
         self
     }
 
@@ -102,6 +112,14 @@ pub fn staged_paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("sched_args"),
         PathBuf::from(format!("/tmp/sched-{name}.log")),
     )
+}
+
+/// Guest path of the attach timeout (seconds, text) of the scheduler whose
+/// arguments are at `args_path`; absent: the default.
+pub fn attach_timeout_path(args_path: &Path) -> PathBuf {
+    let mut p = args_path.as_os_str().to_owned();
+    p.push(".attach_timeout_s");
+    PathBuf::from(p)
 }
 
 /// Why a scheduler could not be started.
@@ -236,6 +254,11 @@ mod tests {
         assert_eq!(bin, Path::new("/staging/schedulers/alt/scheduler"));
         assert_eq!(args, Path::new("/staging/schedulers/alt/sched_args"));
         assert_eq!(log, Path::new("/tmp/sched-alt.log"));
+        assert_eq!(
+            attach_timeout_path(&args),
+            Path::new("/staging/schedulers/alt/sched_args.attach_timeout_s")
+        );
+        assert_eq!(S.attach_timeout_s(300).attach_timeout_s, 300);
     }
 
     #[test]

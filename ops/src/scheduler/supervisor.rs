@@ -18,7 +18,8 @@ const SCX_STATE: &str = "/sys/kernel/sched_ext/state";
 const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 /// How long a freshly spawned scheduler must stay alive to count as started.
 const LIVENESS_WINDOW: Duration = Duration::from_secs(1);
-/// How long it may take to attach (BPF verification is slow under TCG).
+/// How long it may take to attach (BPF verification is slow under TCG),
+/// unless its declaration says otherwise ([`super::attach_timeout_path`]).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the kernel gets to log an exit after the state changed.
 const EXIT_RECORD_WAIT: Duration = Duration::from_secs(2);
@@ -64,6 +65,15 @@ fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The declared attach timeout next to `args_path`, else the default.
+fn attach_timeout(args_path: &Path) -> Duration {
+    std::fs::read_to_string(super::attach_timeout_path(args_path))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(ATTACH_TIMEOUT, Duration::from_secs)
 }
 
 fn read_args(path: &Path) -> Vec<String> {
@@ -171,6 +181,7 @@ impl Supervisor {
             .spawn()
             .map_err(spawn_err)?;
         let pid = child.id() as i32;
+        let attach_limit = attach_timeout(args_path);
         // Liveness window, then the attach poll; a death anywhere is StartupDied.
         let t0 = Instant::now();
         loop {
@@ -187,7 +198,7 @@ impl Supervisor {
             if waited >= LIVENESS_WINDOW && scx_attached() {
                 break;
             }
-            if waited >= ATTACH_TIMEOUT {
+            if waited >= attach_limit {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SpawnSchedulerError::NotAttached {
