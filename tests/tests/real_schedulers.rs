@@ -120,4 +120,4 @@ macro_rules! real_scheduler {
 // The suite's schedulers; their versions are pinned in xtask/src/schedulers.rs.
 real_scheduler!(scx_bpfland, "scx_bpfland");
 real_scheduler!(scx_lavd, "scx_lavd");
-real_scheduler!(scx_rusty, "scx_rusty");
+real_scheduler!(scx_flash, "scx_flash");
