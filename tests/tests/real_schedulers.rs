@@ -47,7 +47,9 @@ fn replace_and_restart(ctx: &Ctx, again: &Scheduler) -> Result<AssertResult> {
 }
 
 /// One published scheduler: its boot declaration, its second copy for the
-/// replace, and the four tests (two scenarios on two topologies).
+/// replace, and the four tests (two scenarios on two topologies). Skipped by
+/// rustfmt, which indents attributes inside macro_rules further on every run.
+#[rustfmt::skip]
 macro_rules! real_scheduler {
     ($module:ident, $binary:literal) => {
         mod $module {
@@ -63,53 +65,53 @@ macro_rules! real_scheduler {
                 .attach_timeout_s(ATTACH_TIMEOUT_S);
 
             #[ktstr_test(
-                                                scheduler = SCHED,
-                                                llcs = 2,
-                                                cores = 2,
-                                                threads = 1,
-                                                duration_s = 6,
-                                                watchdog_timeout_s = 240,
-                                            )]
+                scheduler = SCHED,
+                llcs = 2,
+                cores = 2,
+                threads = 1,
+                duration_s = 6,
+                watchdog_timeout_s = 360,
+            )]
             fn steady_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                                scheduler = SCHED,
-                                                llcs = 2,
-                                                cores = 2,
-                                                threads = 2,
-                                                duration_s = 6,
-                                                watchdog_timeout_s = 240,
-                                            )]
+                scheduler = SCHED,
+                llcs = 2,
+                cores = 2,
+                threads = 2,
+                duration_s = 6,
+                watchdog_timeout_s = 360,
+            )]
             fn steady_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 scenarios::steady(ctx)
             }
 
             #[ktstr_test(
-                                                scheduler = SCHED,
-                                                staged_schedulers = [AGAIN],
-                                                llcs = 2,
-                                                cores = 2,
-                                                threads = 1,
-                                                duration_s = 9,
-                                                watchdog_timeout_s = 300,
-                                                cleanup_budget_ms = 10000,
-                                            )]
+                scheduler = SCHED,
+                staged_schedulers = [AGAIN],
+                llcs = 2,
+                cores = 2,
+                threads = 1,
+                duration_s = 9,
+                watchdog_timeout_s = 600,
+                cleanup_budget_ms = 10000,
+            )]
             fn replace_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }
 
             #[ktstr_test(
-                                                scheduler = SCHED,
-                                                staged_schedulers = [AGAIN],
-                                                llcs = 2,
-                                                cores = 2,
-                                                threads = 2,
-                                                duration_s = 9,
-                                                watchdog_timeout_s = 300,
-                                                cleanup_budget_ms = 10000,
-                                            )]
+                scheduler = SCHED,
+                staged_schedulers = [AGAIN],
+                llcs = 2,
+                cores = 2,
+                threads = 2,
+                duration_s = 9,
+                watchdog_timeout_s = 600,
+                cleanup_budget_ms = 10000,
+            )]
             fn replace_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
                 replace_and_restart(ctx, &AGAIN)
             }

@@ -62,9 +62,32 @@ fn read_trim(p: &str) -> String {
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = strip_ansi(&String::from_utf8_lossy(
+        &std::fs::read(path).unwrap_or_default(),
+    ));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Drops terminal colour codes (`ESC [ ... letter`): published schedulers log
+/// through tracing, which colours its output even into a file.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The declared attach timeout next to `args_path`, else the default.
@@ -186,7 +209,7 @@ impl Supervisor {
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let full = std::fs::read_to_string(log).unwrap_or_default();
+                let full = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
                 return Err(SpawnSchedulerError::StartupDied {
                     name: name.into(),
                     status: status.to_string(),
@@ -327,5 +350,19 @@ impl Supervisor {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_leave_the_text() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m libbpf: x"),
+            "2026  INFO libbpf: x"
+        );
+        assert_eq!(strip_ansi("plain\u{1b}"), "plain");
     }
 }
