@@ -8,8 +8,16 @@ use std::time::Duration;
 use crate::registry::TestEntry;
 use crate::verdict::Outcome;
 
-/// Appends one JSON line for `entry` to `path`.
-pub fn record(path: &Path, entry: &TestEntry, topology: &str, outcome: &Outcome, wall: Duration) {
+/// Appends one JSON line for `entry` to `path`: `wall` is the test's whole
+/// time, `slot_wait` the part it queued for host slots.
+pub fn record(
+    path: &Path,
+    entry: &TestEntry,
+    topology: &str,
+    outcome: &Outcome,
+    wall: Duration,
+    slot_wait: Duration,
+) {
     let (verdict, detail) = match outcome {
         Outcome::Pass(d) => ("pass", d),
         Outcome::Fail(d) => ("FAIL", d),
@@ -21,6 +29,7 @@ pub fn record(path: &Path, entry: &TestEntry, topology: &str, outcome: &Outcome,
         "verdict": verdict,
         "expect_err": entry.config.expect_err,
         "wall_s": wall.as_secs_f64(),
+        "slot_wait_s": slot_wait.as_secs_f64(),
         "detail": detail.lines().next().unwrap_or(""),
         "details": detail,
     });

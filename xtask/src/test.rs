@@ -218,6 +218,7 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 crate::schedulers::run(&crate::schedulers::SchedulersCmd {
                     version: args.scheduler_version.clone(),
                     force: false,
+                    table: None,
                 })
             });
         }

@@ -112,7 +112,7 @@ fn run_in(
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(path) = &host.results {
-        crate::results::record(path, entry, &topo, &outcome, total);
+        crate::results::record(path, entry, &topo, &outcome, total, slot_wait);
     }
     Ok(outcome)
 }
