@@ -23,15 +23,25 @@ use ktstr::test_support::{Scheduler, SchedulerSpec};
 /// the README's table).
 const ATTACH_TIMEOUT_S: u32 = 240;
 
-/// The lifecycle test: workers in two cgroups as in `steady`; a third of the
-/// run in, the scheduler is replaced by `again` (the same binary, staged under
-/// another name); two thirds in, `RestartScheduler` brings the boot binary
-/// back. Every worker must have progressed and the usual checks hold.
+/// The lifecycle test: one spinning worker per CPU in two cgroups; a third of
+/// the run in, the scheduler is replaced by `again` (the same binary, staged
+/// under another name); two thirds in, `RestartScheduler` brings the boot
+/// binary back. Every worker must have progressed and the usual checks hold,
+/// with the gap limit raised by [`SWITCH_PAUSE`].
+///
+/// One worker per CPU, not `steady`'s two: the new scheduler's loader verifies
+/// its BPF program while the workers run under the kernel's default
+/// scheduler, and with twice as many spinners as CPUs scx_lavd 1.1.4's loader
+/// did not attach within 240 s (it attaches in about 40-60 s alone).
 fn replace_and_restart(ctx: &Ctx, again: &Scheduler) -> Result<AssertResult> {
-    let per = (ctx.topology.nr_cpus() as usize).clamp(1, 16);
+    let per = (ctx.topology.nr_cpus() as usize / 2).clamp(1, 16);
+    let ctx = ctx.clone().with_thresholds(
+        ctx.thresholds
+            .with_max_gap(ctx.thresholds.max_gap + SWITCH_PAUSE),
+    );
     let third = || HoldSpec::frac(1.0 / 3.0);
     execute_steps(
-        ctx,
+        &ctx,
         vec![
             Step::new(
                 vec![
@@ -45,6 +55,14 @@ fn replace_and_restart(ctx: &Ctx, again: &Scheduler) -> Result<AssertResult> {
         ],
     )
 }
+
+/// What a scheduler switch may add to a worker's longest gap. Measured with
+/// scx_bpfland 1.1.4 on 1n2l2c2t (8 vCPUs taking turns on one host thread):
+/// every worker paused 1.8-2.4 s at the same moment of a switch, against
+/// 0.1-0.6 s in `steady`; not seen on 4 vCPUs. The likely cause is the
+/// kernel's all-CPU synchronization while it enables or disables sched_ext
+/// (each round waits for every vCPU's turn), not the scheduler; unproven.
+const SWITCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One published scheduler: its boot declaration, its second copy for the
 /// replace, and the four tests (two scenarios on two topologies). Skipped by
