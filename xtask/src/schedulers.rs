@@ -198,7 +198,7 @@ fn link(root: &Path, name: &str, version: &str) -> Result<(), String> {
 pub fn print_results(path: &Path) {
     let root = root().ok();
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut rows: Vec<[String; 7]> = text
+    let rows: Vec<[String; 7]> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|r| {
@@ -230,7 +230,12 @@ pub fn print_results(path: &Path) {
         println!("\n(no real-scheduler test reported a verdict)");
         return;
     }
-    rows.sort();
+    // A file that several runs appended to: the last row of each test counts.
+    let mut last = std::collections::BTreeMap::new();
+    for r in rows {
+        last.insert((r[0].clone(), r[2].clone(), r[3].clone()), r);
+    }
+    let rows: Vec<[String; 7]> = last.into_values().collect();
     println!(
         "\n{:<12} {:<8} {:<9} {:<8} {:<8} {:>5}  KEY FIGURE",
         "SCHEDULER", "VERSION", "TOPOLOGY", "TEST", "VERDICT", "TIME"
@@ -247,13 +252,15 @@ pub fn print_results(path: &Path) {
 /// any, else the widest CPU-time spread of a cgroup and the longest gap.
 fn key_figure(details: &str) -> String {
     let lines: Vec<&str> = details.lines().map(str::trim).collect();
-    if let Some(failed) = lines.iter().find(|l| l.starts_with('✗')) {
-        let line = failed.trim_start_matches(['✗', ' ']);
+    let clip = |line: &str| -> String {
         let mut out: String = line.chars().take(90).collect();
         if line.chars().count() > 90 {
             out.push('…');
         }
-        return out;
+        out
+    };
+    if let Some(failed) = lines.iter().find(|l| l.starts_with('✗')) {
+        return clip(failed.trim_start_matches(['✗', ' ']));
     }
     let after = |l: &str, key: &str| -> Option<String> {
         let rest = &l[l.find(key)? + key.len()..];
@@ -267,7 +274,7 @@ fn key_figure(details: &str) -> String {
         .map(|(_, v)| v);
     let gap = lines.iter().find_map(|l| after(l, "longest gap "));
     match (spread, gap) {
-        (None, None) => lines.first().copied().unwrap_or_default().to_string(),
+        (None, None) => clip(lines.first().copied().unwrap_or_default()),
         (s, g) => format!(
             "cpu-time spread {}, longest gap {}",
             s.as_deref().unwrap_or("?"),
