@@ -14,7 +14,7 @@
 //! | `KTSTR_BUSYBOX` | static busybox for `ktstr shell` | `/bin/busybox` |
 //! | `KTSTR_HOST_CPUS` | host cores VMs may use at once | the CPUs this process may run on |
 //! | `KTSTR_SLOT_DIR` | the host-wide VM slot locks | `/tmp/ktstr-slots-<uid>` |
-//! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (one thread when vCPUs outnumber host cores) |
+//! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (instruction counting: one host thread, fixed guest clock rate) |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |

@@ -2,7 +2,7 @@
 //! 7.3, EEVDF): every work type makes progress in its own unit, and the
 //! scenarios that need controllers or CPUs the build host cannot offer
 //! (cpusets, `cpu.weight`, CPU hotplug, SCHED_EXT) run and pass their checks.
-//! Three VMs of about 10-15 s each; the host-side proofs are in
+//! Four VMs of about 10-35 s each; the host-side proofs are in
 //! `ops/tests/host_*.rs`.
 
 use std::time::Duration;
@@ -14,17 +14,13 @@ fn for_(ctx: &Ctx, ms: u64) -> Ctx {
     ctx.clone().with_duration(Duration::from_millis(ms))
 }
 
-/// Each work type alone in its cgroup for 150 ms: progress above zero in its
+const SCX_KTSTR: Scheduler =
+    Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
+
+/// Each work type alone in its cgroup for 500 ms: progress above zero in its
 /// unit, wake-up latencies where it measures them, and no placement check
 /// fails (timing is judged by the scenario tests, not here).
-#[ktstr_test(
-    llcs = 1,
-    cores = 2,
-    threads = 1,
-    duration_s = 1,
-    watchdog_timeout_s = 60
-)]
-fn every_work_type_progresses_in_the_guest(ctx: &Ctx) -> Result<AssertResult> {
+fn every_work_type(ctx: &Ctx) -> Result<AssertResult> {
     let short = for_(ctx, 500);
     let mut v = AssertResult::pass();
     let mut reports = Vec::new();
@@ -52,6 +48,31 @@ fn every_work_type_progresses_in_the_guest(ctx: &Ctx) -> Result<AssertResult> {
         .merged(checks::cpuset_isolation(&reports))
         .merged(checks::affinity(&reports))
         .with_workers(reports))
+}
+
+/// Every work type under EEVDF, one VM.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 1,
+    watchdog_timeout_s = 90
+)]
+fn every_work_type_progresses_in_the_guest(ctx: &Ctx) -> Result<AssertResult> {
+    every_work_type(ctx)
+}
+
+/// Every work type under the scx-ktstr fixture scheduler, one VM.
+#[ktstr_test(
+    scheduler = SCX_KTSTR,
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 1,
+    watchdog_timeout_s = 90
+)]
+fn every_work_type_progresses_under_scx_ktstr(ctx: &Ctx) -> Result<AssertResult> {
+    every_work_type(ctx)
 }
 
 /// Cpusets applied, resized and cleared, a cgroup removed and workers re-pinned

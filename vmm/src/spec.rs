@@ -47,7 +47,8 @@ pub enum TcgMode {
     /// All vCPUs interleaved on one host thread.
     Single,
     /// One thread, and guest time counted in instructions executed
-    /// (`-icount shift=auto`): host preemption is invisible to the guest.
+    /// (`-icount shift=2`, see [`crate::qemu::ICOUNT`]): host preemption and
+    /// host speed are invisible to the guest.
     InstructionCount,
 }
 

@@ -115,12 +115,13 @@ fn shell(b: &ShellBench) -> Result<(), String> {
         c.args([
             "-machine",
             "pc",
-            // The same CPU emulation ktstr uses (instruction counting), so
-            // the ratio is the harness's overhead alone.
+            // The same CPU emulation ktstr uses (instruction counting with
+            // ktstr_vmm::qemu::ICOUNT), so the ratio is the harness's
+            // overhead alone.
             "-accel",
             "tcg,thread=single",
             "-icount",
-            "shift=auto,sleep=on",
+            "shift=2,sleep=on",
             "-cpu",
             "Nehalem,level=0x20",
         ])

@@ -243,10 +243,10 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm and \
                  ktstr_tests_on_the_own_vmm, the own KVM VMM's Linux tests in a nested-SVM L1 \
                  guest (about 6 minutes here, over CI's budget); \
-                 every_work_type_progresses_in_the_guest and hotplug_weights_and_class_switches, \
-                 which fail intermittently under instruction counting (root causes open; see \
-                 .config/nextest.toml); real_schedulers, published sched_ext schedulers built \
-                 with cargo install (`cargo xtask schedulers`, minutes of CPU each)"
+                 hotplug_weights_and_class_switches, whose weighted-cgroups and class-switch \
+                 scenarios fail intermittently (see .config/nextest.toml); real_schedulers, \
+                 published sched_ext schedulers built with cargo install (`cargo xtask \
+                 schedulers`, minutes of CPU each)"
             );
         }
         print_slowest(&junit, 10);

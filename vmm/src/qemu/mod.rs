@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use args::Accel;
+pub use args::{Accel, ICOUNT};
 
 use crate::console::{Tail, spawn_reader};
 use crate::{
