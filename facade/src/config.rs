@@ -18,7 +18,11 @@
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
-//! | `KTSTR_RESULTS` | append one JSON line per test here | none |
+//! | `KTSTR_RESULTS` | also append each test's record as one JSON line here | none |
+//! | `KTSTR_RESULTS_DIR` | the results store: one JSON record per test under `runs/<run>/` | `<target dir>/ktstr` of the test binary |
+//! | `KTSTR_RUN` | the run a record belongs to (`cargo ktstr` sets it) | the start time and pid of the process that started the tests |
+//! | `KTSTR_SCHEDULER` | run every sched_ext test with this scheduler binary instead of its declared one | the declared one |
+//! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
@@ -71,10 +75,29 @@ pub struct HostConfig {
     pub allow_inconclusive: bool,
     /// Where to append one JSON line per test.
     pub results: Option<PathBuf>,
+    /// The results store (`None`: the target directory of the test binary).
+    pub results_dir: Option<PathBuf>,
+    /// The run this process's records belong to (`None`: derived from the
+    /// process that started the tests).
+    pub run_id: Option<String>,
+    /// A scheduler binary replacing the declared one of sched_ext tests.
+    pub scheduler_binary: Option<PathBuf>,
+    /// Arguments appended to the booted scheduler's.
+    pub sched_args: Vec<String>,
     /// Periodic samples of guest memory per second (0: none).
     pub monitor_hz: u32,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
+}
+
+/// Whether `id` can name a run's directory: letters, digits, `-`, `_`, `.`,
+/// not starting with a dot.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Periodic monitor samples per second by default.
@@ -162,6 +185,22 @@ impl HostConfig {
             verbose: set("KTSTR_VERBOSE").is_some_and(|v| v != "0"),
             allow_inconclusive: set("KTSTR_ALLOW_INCONCLUSIVE").is_some_and(|v| v != "0"),
             results: set("KTSTR_RESULTS").map(PathBuf::from),
+            results_dir: set("KTSTR_RESULTS_DIR").map(PathBuf::from),
+            run_id: match text("KTSTR_RUN")? {
+                Some(r) if !valid_run_id(&r) => {
+                    return Err(ConfigError {
+                        var: "KTSTR_RUN",
+                        value: r,
+                        why: "expected letters, digits, `-`, `_` or `.` (it names a directory)"
+                            .into(),
+                    });
+                }
+                r => r,
+            },
+            scheduler_binary: set("KTSTR_SCHEDULER").map(PathBuf::from),
+            sched_args: text("KTSTR_SCHED_ARGS")?
+                .map(|a| a.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
             monitor_hz: match text("KTSTR_MONITOR_HZ")? {
                 None => DEFAULT_MONITOR_HZ,
                 Some(v) => match v.trim().parse::<u32>() {
@@ -286,6 +325,10 @@ mod tests {
             ("KTSTR_RESULTS", "/r.jsonl"),
             ("KTSTR_MONITOR_HZ", "0"),
             ("KTSTR_KERNEL_SUITES", "a, b,"),
+            ("KTSTR_RESULTS_DIR", "/store"),
+            ("KTSTR_RUN", "run-1"),
+            ("KTSTR_SCHEDULER", "/bin/scx"),
+            ("KTSTR_SCHED_ARGS", " --slow  --slow-us 10000 "),
         ]))
         .expect("config");
         assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
@@ -297,6 +340,10 @@ mod tests {
         assert!(c.verbose);
         assert_eq!(c.results.as_deref(), Some(Path::new("/r.jsonl")));
         assert_eq!(c.monitor_hz, 0);
+        assert_eq!(c.results_dir.as_deref(), Some(Path::new("/store")));
+        assert_eq!(c.run_id.as_deref(), Some("run-1"));
+        assert_eq!(c.scheduler_binary.as_deref(), Some(Path::new("/bin/scx")));
+        assert_eq!(c.sched_args, ["--slow", "--slow-us", "10000"]);
         assert_eq!(
             c.kernel_suites,
             Some(vec!["a".to_string(), "b".to_string()])
@@ -312,5 +359,8 @@ mod tests {
         assert!(e.to_string().contains("KTSTR_BACKEND=\"xen\""), "{e}");
         let e = HostConfig::from_vars(vars(&[("KTSTR_BOOT_TIMEOUT_S", "0")])).expect_err("zero");
         assert_eq!(e.var, "KTSTR_BOOT_TIMEOUT_S");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_RUN", "../x")])).expect_err("run");
+        assert_eq!(e.var, "KTSTR_RUN");
+        assert!(e.to_string().contains("names a directory"), "{e}");
     }
 }

@@ -20,7 +20,11 @@ pub fn guest_ctor() {
     ktstr_ops::runtime::run_as_init(&|name| {
         let entry = registry::find(name)?;
         let body = move |cfg: &GuestConfig, sup: &Supervisor| {
-            let ctx = context(cfg, sup)?;
+            let mut ctx = context(cfg, sup)?;
+            // Thresholds, layer two of three: the scheduler's declaration.
+            if let Some(s) = &entry.config.scheduler {
+                ctx.thresholds = s.layer_thresholds(ctx.thresholds);
+            }
             // Creates the cgroup root before the body and removes it after.
             ctx.run(entry.func)
         };

@@ -44,6 +44,19 @@
 //! # fn main() {}
 //! ```
 //!
+//! The gauntlet: every test also gets `#[ignore]`d variants, one per topology
+//! preset its constraints allow (`min_cpus`, `max_cpus`, `requires_smt`,
+//! `min_numa_nodes`, `min_llcs`), named `<test>::gauntlet::<preset>`;
+//! `cargo ktstr gauntlet` runs them. Constraints no preset meets are a
+//! compile error:
+//!
+//! ```compile_fail
+//! use ktstr::prelude::*;
+//! #[ktstr_test(min_cpus = 300)]
+//! fn huge(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
+//!
 //! The host watches the guest kernel from outside while the test runs
 //! ([`monitor`]): runqueues, the scheduler's DSQs, sched_ext event counters
 //! and the scheduler's BPF globals, read from guest memory. A `post_vm` check
@@ -71,7 +84,7 @@ mod error;
 mod guest;
 pub mod monitor;
 mod registry;
-mod results;
+pub mod results;
 mod runner;
 mod schedulers;
 pub mod shell;

@@ -10,7 +10,16 @@ use crate::verdict::Outcome;
 
 /// The host side of a generated `#[test]`: runs the VM, panics on failure.
 pub fn run_host(entry: &TestEntry) {
-    match crate::runner::run(entry, None) {
+    report(entry, crate::runner::run(entry, None));
+}
+
+/// The host side of a generated gauntlet variant: the test on `preset`.
+pub fn run_gauntlet(entry: &TestEntry, preset: &str) {
+    report(entry, crate::runner::run_on(entry, None, Some(preset)));
+}
+
+fn report(entry: &TestEntry, outcome: Outcome) {
+    match outcome {
         // The verdict and its notes: visible with --nocapture or on failure.
         Outcome::Pass(text) => println!("{text}"),
         Outcome::Inconclusive(why) => {

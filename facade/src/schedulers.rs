@@ -204,18 +204,22 @@ pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), SchedulerS
     Ok(())
 }
 
-fn args_text(s: &Scheduler) -> Vec<u8> {
+fn args_text(s: &Scheduler, extra: &[String]) -> Vec<u8> {
     s.sched_args
         .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
         .map(|a| format!("{a}\n"))
         .collect::<String>()
         .into_bytes()
 }
 
 /// Adds the boot and staged schedulers to the base archive (binaries with
-/// their libraries) and their arguments to the per-test overlay.
+/// their libraries) and their arguments to the per-test overlay; `extra`
+/// follows the boot scheduler's declared arguments.
 pub fn pack(
     boot: Option<(&Scheduler, PathBuf)>,
+    extra: &[String],
     staged: &[(&Scheduler, PathBuf)],
     mut base: BaseSpec,
     overlay: &mut Archive,
@@ -230,7 +234,7 @@ pub fn pack(
     if let Some((s, bin)) = boot {
         base = base.binary(bin, BOOT_SCHEDULER);
         overlay
-            .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s))
+            .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s, extra))
             .map_err(packing(s))?;
         pack_attach_timeout(s, Path::new(BOOT_SCHED_ARGS), overlay)?;
         pack_files(s, overlay)?;
@@ -239,7 +243,7 @@ pub fn pack(
         let (guest_bin, guest_args, _) = staged_paths(s.name);
         base = base.binary(bin.clone(), &guest_bin.to_string_lossy());
         overlay
-            .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s))
+            .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s, &[]))
             .map_err(packing(s))?;
         pack_attach_timeout(s, &guest_args, overlay)?;
         pack_files(s, overlay)?;

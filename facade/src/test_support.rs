@@ -21,3 +21,12 @@ pub fn run_test_with_kernel(name: &str, kernel: Option<&std::path::Path>) -> Out
         None => Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
     }
 }
+
+/// Runs the gauntlet variant of the registered test `name` on the preset
+/// called `preset`, as `cargo ktstr gauntlet` does, and returns its outcome.
+pub fn run_variant(name: &str, preset: &str) -> Outcome {
+    match crate::registry::find(name) {
+        Some(entry) => crate::runner::run_on(entry, None, Some(preset)),
+        None => Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
+    }
+}

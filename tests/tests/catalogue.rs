@@ -114,3 +114,82 @@ fn hotplug_weights_and_class_switches(ctx: &Ctx) -> Result<AssertResult> {
         .merged(scenarios::weighted_cgroups(&c)?)
         .merged(scenarios::class_switch(&c)?))
 }
+
+/// Every scenario of the catalogue under EEVDF on two LLCs (1n2l2c1t), 3 s
+/// each, one VM: each passes every check it runs. `rt_starvation` runs its
+/// passing twin (`Hog::Off`); its failing twin is in tests/starvation.rs.
+#[ktstr_test(
+    llcs = 2,
+    cores = 2,
+    threads = 1,
+    duration_s = 1,
+    watchdog_timeout_s = 400
+)]
+fn every_scenario_passes_under_eevdf_on_two_llcs(ctx: &Ctx) -> Result<AssertResult> {
+    use ktstr::scenario::scenarios::Hog;
+    type Scenario = fn(&Ctx) -> anyhow::Result<AssertResult>;
+    let all: [(&str, Scenario); 19] = [
+        ("steady", scenarios::steady),
+        ("steady_llc", scenarios::steady_llc),
+        ("oversubscribed", scenarios::oversubscribed),
+        ("pinned_workers", scenarios::pinned_workers),
+        ("mixed_workloads", scenarios::mixed_workloads),
+        ("nested_cgroups", scenarios::nested_cgroups),
+        ("host_contention", scenarios::host_contention),
+        ("cpuset_apply", scenarios::cpuset_apply),
+        ("cpuset_clear", scenarios::cpuset_clear),
+        ("cpuset_resize", scenarios::cpuset_resize),
+        ("cgroup_add", scenarios::cgroup_add),
+        ("cgroup_remove", scenarios::cgroup_remove),
+        ("affinity_change", scenarios::affinity_change),
+        ("cpu_hotplug", scenarios::cpu_hotplug),
+        ("class_switch", scenarios::class_switch),
+        ("weighted_cgroups", scenarios::weighted_cgroups),
+        ("many_cgroups", scenarios::many_cgroups),
+        ("many_workers", scenarios::many_workers),
+        ("rapid_cpuset_changes", scenarios::rapid_cpuset_changes),
+    ];
+    let c = for_(ctx, 3000);
+    let mut v = AssertResult::pass();
+    for (name, scenario) in all {
+        let r = scenario(&c)?;
+        v = v.note(
+            "scenario",
+            format!("{name}: {}", if r.is_pass() { "pass" } else { "FAIL" }),
+        );
+        v.merge(r);
+    }
+    v.merge(scenarios::rt_starvation(&c, Hog::Off)?);
+    Ok(v)
+}
+
+/// EEVDF declared with a threshold layer: a 2 s gap limit instead of 1 s.
+const EEVDF_LOOSE_GAPS: Scheduler = Scheduler::named("eevdf_loose_gaps")
+    .thresholds(ktstr::scenario::ThresholdOverrides::new().max_gap(Duration::from_secs(2)));
+
+/// Thresholds merge in three layers: the defaults, the scheduler's declaration
+/// (here: max_gap 2 s), then the test's own (here: max_spread 0.5). The body
+/// sees the first two in `ctx.thresholds` and applies the third.
+#[ktstr_test(scheduler = EEVDF_LOOSE_GAPS, llcs = 1, cores = 2, threads = 1, duration_s = 1)]
+fn thresholds_merge_defaults_scheduler_then_test(ctx: &Ctx) -> Result<AssertResult> {
+    let defaults = ktstr::scenario::Thresholds::default();
+    let mut v = AssertResult::pass();
+    if ctx.thresholds.max_gap != Duration::from_secs(2) {
+        v.merge(AssertResult::fail_msg(format!(
+            "the scheduler's layer did not apply: max_gap {:?}",
+            ctx.thresholds.max_gap
+        )));
+    }
+    if ctx.thresholds.max_spread != defaults.max_spread {
+        v.merge(AssertResult::fail_msg("max_spread is not the default"));
+    }
+    let test = ctx
+        .clone()
+        .with_thresholds(ctx.thresholds.with_max_spread(0.5));
+    if test.thresholds.max_spread != 0.5 || test.thresholds.max_gap != Duration::from_secs(2) {
+        v.merge(AssertResult::fail_msg(
+            "the test's layer lost a layer below it",
+        ));
+    }
+    Ok(v.merged(scenarios::steady(&test)?))
+}

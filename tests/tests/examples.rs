@@ -15,8 +15,9 @@ fn steady_two_llcs_with_smt(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)
 }
 
-/// Two cgroups on disjoint cpusets: each keeps to its CPUs.
-#[ktstr_test(llcs = 2, cores = 2, threads = 1, duration_s = 3)]
+/// Two cgroups on disjoint cpusets: each keeps to its CPUs (0-3: its
+/// gauntlet variants need 4 CPUs).
+#[ktstr_test(llcs = 2, cores = 2, threads = 1, duration_s = 3, min_cpus = 4)]
 fn cpusets_split_two_llcs(ctx: &Ctx) -> Result<AssertResult> {
     execute_defs(
         ctx,

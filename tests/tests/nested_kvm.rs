@@ -51,8 +51,13 @@ const LIBTEST_SETS: &[(&str, &[&str])] = &[
             "scheduler_restart_mid_experiment_reattaches_cleanly",
             "scheduler_replace_mid_experiment_swaps_via_staged_pack",
             "replace_with_broken_binary_surfaces_startup_died",
-            "broken_staged_binary_downcasts_to_startup_died",
             "dispatch_hold_truncates_when_scheduler_dies_midstep",
+        ],
+    ),
+    (
+        "scheduler_ops",
+        &[
+            "broken_staged_binary_downcasts_to_startup_died",
             "stall_ends_the_hold_early_with_scx_exit_error_stall",
         ],
     ),
@@ -130,7 +135,7 @@ fn binaries() -> Binaries {
     }
     let tests = built(&args);
     let scheduler = built(&["build", "-p", "ktstr-tests", "--bin", "scx-ktstr"]);
-    let ktstr = built(&["build", "-p", "ktstr", "--bin", "ktstr"]);
+    let ktstr = built(&["build", "-p", "ktstr-cli", "--bin", "ktstr"]);
     let find = |list: &[(String, PathBuf)], name: &str| {
         list.iter()
             .find(|(n, _)| n == name)
@@ -185,15 +190,11 @@ fn inner_tests(path_of: &dyn Fn(&str) -> String) -> Vec<Inner> {
     v
 }
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The shell lines that run every inner test between markers.
 fn script(inner: &[Inner]) -> String {
     let mut s = String::from("export KTSTR_BACKEND=kvm\n");
     for t in inner {
-        let argv: Vec<String> = t.argv.iter().map(|a| quote(a)).collect();
+        let argv: Vec<String> = t.argv.iter().map(|a| nested::shell_quote(a)).collect();
         s.push_str(&format!(
             "echo '{BEGIN}{name}'; {cmd} 2>&1; echo \"{END}{name} rc=$?\"\n",
             name = t.name,
@@ -366,9 +367,16 @@ fn ktstr_tests_on_the_own_vmm() {
             files,
             script: script(&inner),
             timeout: Duration::from_secs(420),
+            single_thread: false,
+            kvm_amd_params: String::new(),
         };
         let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!("L1 ended: {} after {:?}", out.end, out.wall);
+        eprintln!(
+            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+            out.end,
+            out.wall.as_secs_f64(),
+            out.slot_wait.as_secs_f64()
+        );
         (inner, out.lines, "in a nested-SVM L1")
     };
     let ran = parse(&lines);

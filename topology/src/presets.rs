@@ -115,6 +115,26 @@ pub const PRESETS: &[Preset] = &[
         valid(4, 8, 2, 2),
     ),
     named(
+        "llc3x3",
+        "odd LLC count, odd cores: 3 LLCs of 3",
+        valid(1, 3, 3, 1),
+    ),
+    named(
+        "llc5x3",
+        "odd LLC count, odd cores: 5 LLCs of 3",
+        valid(1, 5, 3, 1),
+    ),
+    named(
+        "llc7x2",
+        "odd LLC count: 7 LLCs of 2, no SMT",
+        valid(1, 7, 2, 1),
+    ),
+    named(
+        "numa2-llc4x4",
+        "two NUMA nodes, two LLCs of 4 SMT cores each",
+        valid(2, 4, 4, 2),
+    ),
+    named(
         "large",
         "252 CPUs: 63 LLCs of 2 SMT cores in one socket",
         valid(1, 63, 2, 2),
@@ -125,6 +145,106 @@ pub const PRESETS: &[Preset] = &[
         valid(4, 4, 63, 1),
     ),
 ];
+
+/// What a test needs of a topology to run on it: the gauntlet runs a test on
+/// every preset these allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Constraints {
+    /// Fewest CPUs.
+    pub min_cpus: u32,
+    /// Most CPUs (default [`Constraints::DEFAULT_MAX_CPUS`]: larger shapes
+    /// take minutes to boot under software emulation; a test opts in).
+    pub max_cpus: u32,
+    /// Only shapes with SMT siblings.
+    pub requires_smt: bool,
+    /// Fewest NUMA nodes.
+    pub min_numa_nodes: u32,
+    /// Fewest LLCs.
+    pub min_llcs: u32,
+}
+
+impl Constraints {
+    /// The default `max_cpus`.
+    pub const DEFAULT_MAX_CPUS: u32 = 16;
+
+    /// No constraint but the default `max_cpus`.
+    pub const DEFAULT: Constraints = Constraints {
+        min_cpus: 1,
+        max_cpus: Self::DEFAULT_MAX_CPUS,
+        requires_smt: false,
+        min_numa_nodes: 1,
+        min_llcs: 1,
+    };
+
+    /// Whether a test with these constraints runs on `t`.
+    pub const fn allows(&self, t: &Topology) -> bool {
+        t.nr_cpus() >= self.min_cpus
+            && t.nr_cpus() <= self.max_cpus
+            && (!self.requires_smt || t.threads_per_core() > 1)
+            && t.numa_nodes() >= self.min_numa_nodes
+            && t.llcs() >= self.min_llcs
+    }
+}
+
+impl Default for Constraints {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// A shape feature a topology exercises, for the gauntlet's coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShapeFeature {
+    /// One LLC, no SMT, one node: the baseline.
+    Flat,
+    /// SMT siblings.
+    Smt,
+    /// Several LLCs.
+    SeveralLlcs,
+    /// An odd number of LLCs above one.
+    OddLlcs,
+    /// Several NUMA nodes.
+    Numa,
+}
+
+impl ShapeFeature {
+    /// Every feature.
+    pub const ALL: [ShapeFeature; 5] = [
+        ShapeFeature::Flat,
+        ShapeFeature::Smt,
+        ShapeFeature::SeveralLlcs,
+        ShapeFeature::OddLlcs,
+        ShapeFeature::Numa,
+    ];
+
+    /// Whether `t` has this feature.
+    pub const fn of(self, t: &Topology) -> bool {
+        match self {
+            ShapeFeature::Flat => t.llcs() == 1 && t.threads_per_core() == 1 && t.numa_nodes() == 1,
+            ShapeFeature::Smt => t.threads_per_core() > 1,
+            ShapeFeature::SeveralLlcs => t.llcs() > 1,
+            ShapeFeature::OddLlcs => t.llcs() > 1 && t.llcs() % 2 == 1,
+            ShapeFeature::Numa => t.numa_nodes() > 1,
+        }
+    }
+
+    /// Its name in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShapeFeature::Flat => "flat",
+            ShapeFeature::Smt => "smt",
+            ShapeFeature::SeveralLlcs => "several-llcs",
+            ShapeFeature::OddLlcs => "odd-llcs",
+            ShapeFeature::Numa => "numa",
+        }
+    }
+}
+
+impl fmt::Display for ShapeFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The preset called `name`.
 ///
@@ -187,6 +307,63 @@ mod tests {
                 Backend::ALL,
                 "{} ({t}) should boot everywhere",
                 p.name
+            );
+        }
+    }
+
+    #[test]
+    fn constraints_pick_presets_and_features_describe_them() {
+        let allowed = |c: Constraints| -> Vec<&str> {
+            PRESETS
+                .iter()
+                .filter(|p| c.allows(&p.topology))
+                .map(|p| p.name)
+                .collect()
+        };
+        let all = allowed(Constraints::DEFAULT);
+        assert!(all.contains(&"tiny") && all.contains(&"llc3x3"));
+        assert!(
+            !all.contains(&"large"),
+            "252 CPUs is past the default max_cpus"
+        );
+        let smt = allowed(Constraints {
+            requires_smt: true,
+            ..Constraints::DEFAULT
+        });
+        assert!(
+            smt.iter()
+                .all(|n| preset(n).is_some_and(|p| p.topology.threads_per_core() > 1))
+        );
+        assert!(smt.contains(&"smt"));
+        let numa = allowed(Constraints {
+            min_numa_nodes: 2,
+            min_llcs: 4,
+            max_cpus: 32,
+            ..Constraints::DEFAULT
+        });
+        assert_eq!(numa, ["numa2-llc4", "numa4", "numa4-llc8", "numa2-llc4x4"]);
+        assert!(
+            allowed(Constraints {
+                min_cpus: 17,
+                ..Constraints::DEFAULT
+            })
+            .is_empty()
+        );
+        let t = |n| preset(n).expect("preset").topology;
+        assert!(ShapeFeature::Flat.of(&t("tiny")));
+        assert!(!ShapeFeature::Flat.of(&t("smt")));
+        assert!(ShapeFeature::OddLlcs.of(&t("llc5x3")));
+        assert!(!ShapeFeature::OddLlcs.of(&t("llc4")));
+        assert!(
+            ShapeFeature::Numa.of(&t("numa2-llc4x4")) && ShapeFeature::Smt.of(&t("numa2-llc4x4"))
+        );
+        // Every feature is on some preset within the default constraints.
+        for f in ShapeFeature::ALL {
+            assert!(
+                PRESETS
+                    .iter()
+                    .any(|p| Constraints::DEFAULT.allows(&p.topology) && f.of(&p.topology)),
+                "{f}"
             );
         }
     }

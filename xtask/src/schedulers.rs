@@ -218,11 +218,8 @@ pub fn print_results(path: &Path) {
                 r["verdict"].as_str().unwrap_or("?").to_string(),
                 // The VM's own time: the wait for host slots depends on
                 // what else the host runs.
-                format!(
-                    "{:.0}s",
-                    r["wall_s"].as_f64().unwrap_or(0.0) - r["slot_wait_s"].as_f64().unwrap_or(0.0)
-                ),
-                key_figure(r["details"].as_str().unwrap_or_default()),
+                format!("{:.0}s", own_time(&r)),
+                key_figure(&details_text(&r)),
             ])
         })
         .collect();
@@ -245,6 +242,44 @@ pub fn print_results(path: &Path) {
             "{:<12} {:<8} {:<9} {:<8} {:<8} {:>5}  {}",
             r[0], r[1], r[2], r[3], r[4], r[5], r[6]
         );
+    }
+}
+
+/// A record's time without its wait for host slots, in seconds.
+fn own_time(r: &serde_json::Value) -> f64 {
+    let p = &r["phases_s"];
+    match (p["total"].as_f64(), p["slot_wait"].as_f64()) {
+        (Some(total), wait) => total - wait.unwrap_or(0.0),
+        // Records written before the results store had these two.
+        (None, _) => r["wall_s"].as_f64().unwrap_or(0.0) - r["slot_wait_s"].as_f64().unwrap_or(0.0),
+    }
+}
+
+/// A record's verdict as text: the failure, else one line per check
+/// (`· [check] message`, `✗` for a failed one).
+fn details_text(r: &serde_json::Value) -> String {
+    if let Some(f) = r["failure"].as_str() {
+        return f.to_string();
+    }
+    let checks = r["checks"].as_array().into_iter().flatten();
+    let lines: Vec<String> = checks
+        .map(|c| {
+            let mark = if c["failed"].as_bool() == Some(true) {
+                '✗'
+            } else {
+                '·'
+            };
+            format!(
+                "{mark} [{}] {}",
+                c["check"].as_str().unwrap_or("?"),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        r["details"].as_str().unwrap_or_default().to_string()
+    } else {
+        format!("pass\n{}", lines.join("\n"))
     }
 }
 

@@ -38,7 +38,7 @@ mod version;
 
 use std::path::{Path, PathBuf};
 
-pub use cache::{CachedKernel, KernelCache, KernelMetadata, list_table};
+pub use cache::{CachedKernel, KernelCache, KernelMetadata, file_sha256, list_table};
 #[cfg(feature = "fetch")]
 pub use fetch::{FetchOptions, FetchOutcome, describe_fetch, fetch};
 pub use image::Codec;

@@ -26,6 +26,8 @@ struct Config {
     cleanup_budget_ms: u64,
     num_snapshots: u32,
     post_vm: Option<Expr>,
+    constraints: ktstr_topology::Constraints,
+    gauntlet: bool,
 }
 
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
@@ -62,6 +64,19 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
         post_vm: None,
+        constraints: ktstr_topology::Constraints::DEFAULT,
+        gauntlet: true,
+    };
+    let boolean = |nv: &MetaNameValue, key: &str| -> syn::Result<bool> {
+        match &nv.value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(b), ..
+            }) => Ok(b.value),
+            other => Err(syn::Error::new_spanned(
+                other,
+                format!("{key} takes true or false"),
+            )),
+        }
     };
     for nv in &args {
         let key = nv
@@ -107,6 +122,12 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                 }
             },
             "cleanup_budget_ms" => c.cleanup_budget_ms = int(nv)?,
+            "min_cpus" => c.constraints.min_cpus = int(nv)?,
+            "max_cpus" => c.constraints.max_cpus = int(nv)?,
+            "min_numa_nodes" => c.constraints.min_numa_nodes = int(nv)?,
+            "min_llcs" => c.constraints.min_llcs = int(nv)?,
+            "requires_smt" => c.constraints.requires_smt = boolean(nv, "requires_smt")?,
+            "gauntlet" => c.gauntlet = boolean(nv, "gauntlet")?,
             "num_snapshots" => c.num_snapshots = int(nv)?,
             "post_vm" => match &nv.value {
                 Expr::Path(_) => c.post_vm = Some(nv.value.clone()),
@@ -157,7 +178,8 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
                          allow_inconclusive, scheduler, staged_schedulers, auto_repro, \
-                         cleanup_budget_ms, num_snapshots, post_vm, harness_fixture)"
+                         cleanup_budget_ms, num_snapshots, post_vm, harness_fixture, \
+                         min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
                 ));
             }
@@ -177,7 +199,30 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             ),
         ));
     }
+    if c.gauntlet && !c.harness_fixture && gauntlet_presets(&c).is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "no gauntlet preset meets min_cpus/max_cpus/requires_smt/min_numa_nodes/min_llcs \
+             (and memory_mib): relax them, or set gauntlet = false (`ktstr topo` lists the \
+             presets)",
+        ));
+    }
     Ok(c)
+}
+
+/// The presets a test's gauntlet variants run on: those its constraints
+/// allow, whose nodes get enough of its memory.
+fn gauntlet_presets(c: &Config) -> Vec<&'static ktstr_topology::Preset> {
+    ktstr_topology::PRESETS
+        .iter()
+        .filter(|p| c.constraints.allows(&p.topology))
+        .filter(|p| p.topology.with_memory_mib(c.memory_mib).is_ok())
+        .collect()
+}
+
+/// The libtest name of a preset's variant function (`llc2-smt` -> `llc2_smt`).
+fn preset_ident(name: &str) -> proc_macro2::Ident {
+    format_ident!("{}", name.replace(['-', '.'], "_"))
 }
 
 /// Declares a test that boots a VM with the declared topology and runs the
@@ -191,6 +236,12 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
 /// after the VM; its error fails the test), and
 /// `harness_fixture` (register without a `#[test]`, for tests of the harness
 /// that run it with `ktstr::test_support::run_test` and judge its outcome).
+///
+/// The gauntlet: `min_cpus`, `max_cpus` (default 16), `requires_smt`,
+/// `min_numa_nodes`, `min_llcs` choose the topology presets the test also
+/// runs on, as `#[ignore]`d variants `<test>::gauntlet::<preset>` (presets'
+/// `-` become `_`), run by `cargo ktstr gauntlet` or by
+/// `cargo test -- --ignored <filter>`; `gauntlet = false` generates none.
 #[proc_macro_attribute]
 pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args =
@@ -200,6 +251,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(c) => c,
         Err(e) => return e.to_compile_error().into(),
     };
+    let presets = gauntlet_presets(&cfg);
     let name = func.sig.ident.clone();
     let body_ident = format_ident!("__ktstr_body_{}", name);
     let entry_ident = format_ident!("__KTSTR_ENTRY_{}", name.to_string().to_uppercase());
@@ -224,6 +276,8 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         cleanup_budget_ms,
         num_snapshots,
         post_vm,
+        constraints: _,
+        gauntlet,
     } = cfg;
     let scheduler = match scheduler {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
@@ -239,6 +293,36 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let expect_err_matching = match expect_err_matching {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
         None => quote! { ::core::option::Option::None },
+    };
+    let variants = if gauntlet && !harness_fixture {
+        let fns = presets.iter().map(|p| {
+            let ident = preset_ident(p.name);
+            let pname = p.name;
+            let doc = format!(
+                " `{name}` on the gauntlet preset `{pname}` ({}).",
+                p.topology
+            );
+            quote! {
+                #[doc = #doc]
+                #[test]
+                #[ignore = "gauntlet variant: cargo ktstr gauntlet, or --ignored with a filter"]
+                fn #ident() {
+                    ::ktstr::__private::run_gauntlet(&super::super::#entry_ident, #pname);
+                }
+            }
+        });
+        quote! {
+            /// Gauntlet variants (generated by `#[ktstr_test]`).
+            #[allow(non_snake_case)]
+            mod #name {
+                /// The test on each preset its constraints allow.
+                pub mod gauntlet {
+                    #(#fns)*
+                }
+            }
+        }
+    } else {
+        quote! {}
     };
     let doc = format!(" Runs `{name}` in a VM ({numa_nodes}n{llcs}l{cores}c{threads}t).");
     let registration = quote! {
@@ -301,6 +385,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     quote! {
         #registration
         #test_fn
+        #variants
     }
     .into()
 }

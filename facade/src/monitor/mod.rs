@@ -513,3 +513,42 @@ pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Out
         o => o,
     }
 }
+
+/// What the results store keeps of the periodic samples: how many, at what
+/// rate, the deepest DSQ and longest head-of-queue wait seen, the last one,
+/// and the series of per-CPU `nr_running`, DSQ depth and scheduler.
+pub(crate) fn summary_json(log: &MonitorLog) -> serde_json::Value {
+    let samples = log.samples();
+    let deepest = samples
+        .iter()
+        .filter_map(|s| s.deepest_dsq().map(|d| d.nr))
+        .max();
+    let oldest_ms = samples
+        .iter()
+        .filter_map(Sample::oldest_wait)
+        .max()
+        .map(|d| d.as_secs_f64() * 1e3);
+    // The time series, for reports: per sample its time from boot, each
+    // CPU's nr_running, the deepest DSQ and the attached scheduler.
+    let series: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|s| {
+            let cpus = s.cpus.as_ref().ok();
+            serde_json::json!({
+                "t": s.elapsed.as_secs_f64(),
+                "nr_running": cpus.map(|c| c.iter().map(|c| c.nr_running).collect::<Vec<_>>()),
+                "deepest_dsq": s.deepest_dsq().map(|d| d.nr),
+                "scheduler": s.scheduler.as_ref().ok().cloned().flatten(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "hz": log.hz(),
+        "samples": samples.len(),
+        "series": series,
+        "unavailable": log.unavailable().map(ToString::to_string),
+        "deepest_dsq": deepest,
+        "oldest_wait_ms": oldest_ms,
+        "last": samples.last().map(Sample::summary),
+    })
+}

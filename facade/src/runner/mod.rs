@@ -21,30 +21,96 @@ fn secs(d: Option<Duration>) -> String {
 
 /// Runs one test in a VM booting `kernel` (default: the host configuration's).
 pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
+    run_on(entry, kernel, None)
+}
+
+/// Runs one test on its declared topology, or on the gauntlet preset named
+/// `preset`; records the run in the results store.
+pub fn run_on(
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    preset: Option<&str>,
+) -> Outcome {
     let t0 = Instant::now();
     let host = match HostConfig::global() {
         Ok(h) => h,
         Err(e) => return Outcome::Fail(RunError::from(e).to_string()),
     };
-    match run_in(host, entry, kernel, t0) {
+    let shape = match preset.map(|p| (p, ktstr_topology::preset(p))) {
+        None => None,
+        Some((_, Some(p))) => Some(p.topology),
+        Some((name, None)) => {
+            return Outcome::Fail(format!(
+                "gauntlet preset {name:?} does not exist (see `cargo ktstr topo`)"
+            ));
+        }
+    };
+    let mut facts = RunFacts::default();
+    let outcome = match run_in(host, entry, kernel, shape.as_ref(), t0, &mut facts) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Fail(e.to_string()),
-    }
+    };
+    let topology = match (&facts.topology, shape) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => {
+            let c = &entry.config;
+            format!("{}n{}l{}c{}t", c.numa_nodes, c.llcs, c.cores, c.threads)
+        }
+    };
+    let run = crate::results::run_id(host);
+    let record = crate::results::Facts {
+        run: &run,
+        entry,
+        preset,
+        topology,
+        backend: facts.backend.clone().unwrap_or_default(),
+        kernel: facts.kernel.as_ref(),
+        scheduler: facts.scheduler.as_ref(),
+        outcome: &outcome,
+        verdict: facts.verdict.as_ref(),
+        monitor: facts.monitor.take().unwrap_or_default(),
+        phases: crate::results::Phases {
+            total: t0.elapsed(),
+            ..facts.phases
+        },
+    };
+    crate::results::record(host, &record);
+    outcome
+}
+
+/// What a run learned on its way, for its record (as far as it got).
+#[derive(Debug, Default)]
+struct RunFacts {
+    topology: Option<String>,
+    backend: Option<String>,
+    kernel: Option<ktstr_kernel::Kernel>,
+    scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+    verdict: Option<ktstr_ops::assert::AssertResult>,
+    monitor: Option<serde_json::Value>,
+    phases: crate::results::Phases,
 }
 
 fn run_in(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
+    shape: Option<&ktstr_topology::Topology>,
     t0: Instant,
+    facts: &mut RunFacts,
 ) -> Result<Outcome, RunError> {
     let cfg = &entry.config;
     let backend = host.backend().map_err(|source| RunError::Backend {
         backend: "selection".into(),
         source,
     })?;
-    let prepared = prepare::prepare(host, entry, kernel, backend.as_ref())?;
+    facts.backend = Some(backend.name());
+    let mut prepared = prepare::prepare(host, entry, kernel, shape, backend.as_ref())?;
+    facts.kernel = Some(prepared.kernel.clone());
+    facts.scheduler = prepared.scheduler.take();
+    facts.topology = Some(prepared.topology.to_string());
     let initramfs = t0.elapsed();
+    facts.phases.initramfs = initramfs;
     let topo = prepared.topology.to_string();
     let limits = Limits {
         boot_to_init: host.boot_timeout,
@@ -59,6 +125,7 @@ fn run_in(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
+    facts.phases.slot_wait = slot_wait;
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.spec.kernel.clone(),
@@ -73,7 +140,13 @@ fn run_in(
     let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
     drop(vm);
     let (observed, times) = match watched {
-        Watched::Done(observed, times) => (observed, times),
+        Watched::Done(observed, times) => {
+            facts.phases.boot_to_init = times.boot_to_init;
+            facts.phases.body = times.body;
+            facts.phases.teardown = times.teardown;
+            facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
+            (observed, times)
+        }
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
@@ -96,7 +169,9 @@ fn run_in(
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, monitor.finish());
+    let finished = monitor.finish();
+    facts.monitor = Some(crate::monitor::summary_json(&finished.log));
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
@@ -111,8 +186,5 @@ fn run_in(
     );
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(path) = &host.results {
-        crate::results::record(path, entry, &topo, &outcome, total, slot_wait);
-    }
     Ok(outcome)
 }

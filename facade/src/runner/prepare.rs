@@ -17,14 +17,22 @@ use crate::registry::TestEntry;
 pub(crate) struct Prepared {
     pub(crate) spec: VmSpec,
     pub(crate) topology: Topology,
+    /// The kernel it boots.
+    pub(crate) kernel: ktstr_kernel::Kernel,
+    /// The booted sched_ext scheduler: name, host binary, arguments.
+    pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     /// The initrd file; kept until the VM is gone.
     pub(crate) _initrd: InitrdFile,
 }
 
-/// The declared topology of `entry`.
-fn topology_of(entry: &TestEntry) -> Result<Topology, RunError> {
+/// The topology `entry` runs on: a gauntlet preset's, else its declared one.
+fn topology_of(entry: &TestEntry, preset: Option<&Topology>) -> Result<Topology, RunError> {
     let c = &entry.config;
-    Ok(Topology::new(c.numa_nodes, c.llcs, c.cores, c.threads)?.with_memory_mib(c.memory_mib)?)
+    let shape = match preset {
+        Some(t) => *t,
+        None => Topology::new(c.numa_nodes, c.llcs, c.cores, c.threads)?,
+    };
+    Ok(shape.with_memory_mib(c.memory_mib)?)
 }
 
 /// Builds the VM description of `entry`.
@@ -32,10 +40,11 @@ pub(crate) fn prepare(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
+    preset: Option<&Topology>,
     backend: &dyn Backend,
 ) -> Result<Prepared, RunError> {
     let cfg = &entry.config;
-    let topology = topology_of(entry)?;
+    let topology = topology_of(entry, preset)?;
     let node0_mib = u64::from(topology.node_memory_mib(0).unwrap_or(0));
     let channel_end_mib = (channel::CHANNEL_GPA + channel::CHANNEL_SIZE) >> 20;
     let need_mib = channel::MIN_GUEST_MIB.max(channel_end_mib + 16);
@@ -50,9 +59,24 @@ pub(crate) fn prepare(
     let exe = std::env::current_exe().map_err(RunError::TestBinary)?;
     let cache = host.initramfs_cache()?;
     // Schedulers: resolved on the host, checked against the kernel, packed.
-    let boot = match cfg.scheduler.filter(|s| s.is_sched_ext()) {
-        Some(s) => crate::schedulers::resolve(&s, &host.path, &host.cache_root)?.map(|p| (s, p)),
-        None => None,
+    // A run-wide replacement binary (KTSTR_SCHEDULER) takes the declared
+    // one's place; it must exist like a declared path.
+    let boot = match (
+        cfg.scheduler.filter(|s| s.is_sched_ext()),
+        &host.scheduler_binary,
+    ) {
+        (Some(s), Some(bin)) if bin.is_file() => Some((s, bin.clone())),
+        (Some(s), Some(bin)) => {
+            return Err(crate::SchedulerSetupError::MissingPath {
+                name: s.name.into(),
+                path: bin.clone(),
+            }
+            .into());
+        }
+        (Some(s), None) => {
+            crate::schedulers::resolve(&s, &host.path, &host.cache_root)?.map(|p| (s, p))
+        }
+        (None, _) => None,
     };
     let mut staged = Vec::new();
     for s in cfg.staged_schedulers {
@@ -66,6 +90,7 @@ pub(crate) fn prepare(
     let mut overlay = Archive::new();
     let base_spec = crate::schedulers::pack(
         boot.as_ref().map(|(s, p)| (s, p.clone())),
+        &host.sched_args,
         &staged,
         BaseSpec::new().binary(exe, "/init"),
         &mut overlay,
@@ -108,9 +133,19 @@ pub(crate) fn prepare(
         std::process::id(),
         entry.name.replace("::", "-")
     );
+    let scheduler = boot.map(|(s, p)| {
+        let args = s.sched_args.iter().map(|a| a.to_string());
+        (
+            s.name.to_string(),
+            p,
+            args.chain(host.sched_args.iter().cloned()).collect(),
+        )
+    });
     Ok(Prepared {
         spec,
         topology,
+        kernel,
+        scheduler,
         _initrd: initrd,
     })
 }

@@ -13,6 +13,8 @@ mod supervisor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::checks::{ThresholdOverrides, Thresholds};
+
 pub use cause::likely_cause;
 pub use exit::{ExitKind, kernel_exit};
 pub use supervisor::{Supervisor, scx_attached};
@@ -35,7 +37,7 @@ pub enum SchedulerSpec {
 }
 
 /// A scheduler declaration, usable in `const`s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheduler {
     /// Its name: staging and reports key on it (not the BPF ops name).
     pub name: &'static str,
@@ -50,6 +52,8 @@ pub struct Scheduler {
     /// How long it may take to attach, in seconds (0: the default, 30 s).
     /// Large BPF programs take minutes to verify under a software CPU.
     pub attach_timeout_s: u32,
+    /// Its layer of check thresholds (see [`Scheduler::thresholds`]).
+    pub thresholds: ThresholdOverrides,
 }
 
 impl Scheduler {
@@ -61,7 +65,35 @@ impl Scheduler {
             sched_args: &[],
             files: &[],
             attach_timeout_s: 0,
+            thresholds: ThresholdOverrides::new(),
         }
+    }
+
+    /// Sets the scheduler's layer of check thresholds. Thresholds merge in
+    /// three layers: the defaults ([`Thresholds::default`]), then these, then
+    /// the test's own ([`Ctx::with_thresholds`](crate::scenario::Ctx::with_thresholds)
+    /// in its body). `ctx.thresholds` holds the first two when the body starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ktstr_ops::checks::ThresholdOverrides;
+    /// use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
+    ///
+    /// // A scheduler with long slices: allow a worst gap of 2 s instead of 1 s.
+    /// const LONG_SLICES: Scheduler = Scheduler::named("long_slices")
+    ///     .binary(SchedulerSpec::Discover("scx_long"))
+    ///     .thresholds(ThresholdOverrides::new().max_gap(Duration::from_secs(2)));
+    /// # let t = LONG_SLICES.layer_thresholds(Default::default());
+    /// # assert_eq!(t.max_gap, Duration::from_secs(2));
+    /// ```
+    pub const fn thresholds(mut self, layer: ThresholdOverrides) -> Self {
+        self.thresholds = layer;
+        self
+    }
+
+    /// `base` with this scheduler's layer of thresholds applied.
+    pub fn layer_thresholds(&self, base: Thresholds) -> Thresholds {
+        base.overlay(&self.thresholds)
     }
 
     /// Sets the binary.

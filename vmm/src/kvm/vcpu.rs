@@ -30,6 +30,12 @@ pub struct VcpuRegs {
     pub gs_base: u64,
     /// `IA32_KERNEL_GS_BASE`: the per-CPU area while in user mode (swapgs).
     pub kernel_gs_base: u64,
+    /// RFLAGS (bit 9: interrupts enabled).
+    pub rflags: u64,
+    /// KVM's multiprocessing state of the vCPU: 0 runnable, 1 waiting for
+    /// INIT (an AP never started), 2 INIT received, 3 halted, 4 SIPI
+    /// received (`KVM_MP_STATE_*`); `u32::MAX` if KVM would not say.
+    pub mp_state: u32,
 }
 
 /// Why the VM stopped on its own.
@@ -242,7 +248,30 @@ fn read_regs(vcpu: &VcpuFd) -> Result<VcpuRegs, String> {
         efer: sregs.efer,
         gs_base: sregs.gs.base,
         kernel_gs_base,
+        rflags: regs.rflags,
+        mp_state: vcpu.get_mp_state().map_or(u32::MAX, |m| m.mp_state),
     })
+}
+
+/// What is left of a vCPU that triple-faulted, for the log. AMD's KVM
+/// re-initializes the vCPU on a shutdown (its registers then read as after
+/// INIT); the last exception and interrupt in the vCPU events survive.
+fn describe_shutdown(vcpu: &VcpuFd) -> String {
+    let regs = match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+            r.rip, r.rsp, r.rflags, s.cs.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+        ),
+        (r, s) => format!("registers unreadable ({:?}, {:?})", r.err(), s.err()),
+    };
+    let events = match vcpu.get_vcpu_events() {
+        Ok(e) => format!(
+            "last exception {} (error code {:#x}), last interrupt {:#x}",
+            e.exception.nr, e.exception.error_code, e.interrupt.nr
+        ),
+        Err(e) => format!("events unreadable ({e})"),
+    };
+    format!("{regs}; {events}")
 }
 
 /// The body of vCPU thread `index`.
@@ -276,7 +305,14 @@ pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
             Ok(VcpuExit::MmioWrite(..)) => None,
             // With the in-kernel irqchip HLT stays in the kernel; without it, nothing to do.
             Ok(VcpuExit::Hlt) => None,
-            Ok(VcpuExit::Shutdown) => Some(End::Reset),
+            Ok(VcpuExit::Shutdown) => {
+                // A triple fault leaves nothing on the console: say it here.
+                eprintln!(
+                    "ktstr-vmm: vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN): {}",
+                    describe_shutdown(&vcpu)
+                );
+                Some(End::Reset)
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => End::PowerOff,
                 kvm_bindings::KVM_SYSTEM_EVENT_RESET => End::Reset,

@@ -51,11 +51,13 @@ pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
 /// emulated (Linux's kvm_amd loads on it), under KVM the host CPU (which has
 /// the host's own vmx/svm).
 ///
-/// A nested-SVM L1 runs one thread per vCPU whatever the TCG mode: it hosts
-/// KVM guests, and no verdict is judged on its own clock.
+/// A nested-SVM L1 hosts KVM guests and no verdict is judged on its own
+/// clock, so it never counts instructions: it runs one thread per vCPU unless
+/// its spec asks for [`TcgMode::Single`] (all vCPUs on one thread).
 pub(crate) fn cpu_args(accel: Accel, tcg: TcgMode, nested_svm: bool) -> [&'static str; 4] {
     let threads = match tcg {
-        TcgMode::Single | TcgMode::InstructionCount if !nested_svm => "tcg,thread=single",
+        TcgMode::Single => "tcg,thread=single",
+        TcgMode::InstructionCount if !nested_svm => "tcg,thread=single",
         _ => "tcg,thread=multi",
     };
     match (accel, nested_svm) {
@@ -228,6 +230,10 @@ mod tests {
         assert_eq!(
             cpu_args(Accel::Tcg, TcgMode::InstructionCount, false),
             ["-accel", "tcg,thread=single", "-cpu", "Nehalem,level=0x20"]
+        );
+        assert_eq!(
+            cpu_args(Accel::Tcg, TcgMode::Single, true)[1],
+            "tcg,thread=single"
         );
         assert_eq!(cpu_args(Accel::Kvm, TcgMode::Auto, true)[3], "host");
     }

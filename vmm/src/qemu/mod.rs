@@ -152,10 +152,11 @@ impl Backend for QemuBackend {
 
     fn host_threads(&self, spec: &VmSpec) -> usize {
         match (self.accel, spec.resolved_tcg()) {
-            // A nested-SVM L1 runs one thread per vCPU (args::cpu_args).
-            _ if self.nested_svm => spec.topology.nr_cpus() as usize,
             // Single-threaded TCG runs every vCPU on one thread.
-            (Accel::Tcg, crate::TcgMode::Single | crate::TcgMode::InstructionCount) => 1,
+            (Accel::Tcg, crate::TcgMode::Single) => 1,
+            // A nested-SVM L1 otherwise runs one thread per vCPU (args::cpu_args).
+            _ if self.nested_svm => spec.topology.nr_cpus() as usize,
+            (Accel::Tcg, crate::TcgMode::InstructionCount) => 1,
             _ => spec.topology.nr_cpus() as usize,
         }
     }

@@ -30,10 +30,15 @@ pub struct L1Run<'a> {
     /// (host path, path in the L1).
     pub files: Vec<(PathBuf, String)>,
     /// Shell lines the L1's `/init` runs (in `/tmp`, with `KTSTR_KERNEL` set
-    /// to the kernel, whose `bzImage` sits beside it).
+    /// to the kernel's directory: `vmlinux`, `bzImage`, `config`).
     pub script: String,
-    /// Kill the L1 after this long.
+    /// Kill the L1 this long after it booted (after its wait for host slots).
     pub timeout: Duration,
+    /// Run the L1's vCPUs on one host thread (one host slot) instead of one
+    /// thread each.
+    pub single_thread: bool,
+    /// Parameters for `kvm-amd.ko` (e.g. `npt=0`), empty for its defaults.
+    pub kvm_amd_params: String,
 }
 
 /// How the L1 went: every console line, and how it ended.
@@ -41,6 +46,8 @@ pub struct L1Outcome {
     pub lines: Vec<String>,
     pub end: EndReason,
     pub wall: Duration,
+    /// Of `wall`, the time spent waiting for host slots before the L1 booted.
+    pub slot_wait: Duration,
 }
 
 /// A newc cpio writer (Documentation/driver-api/early-userspace/buffer-format.rst).
@@ -129,21 +136,29 @@ fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `s` as one single-quoted shell word.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The L1's `/init`.
-fn init_script(script: &str) -> String {
+fn init_script(script: &str, kvm_amd_params: &str) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel/vmlinux
+export PATH=/bin HOME=/root TMPDIR=/tmp KTSTR_KERNEL=/kernel
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
-for m in {modules}; do insmod /mod/$m.ko || echo "{p}insmod $m failed"; done
+for m in {modules}; do
+  args=; [ $m = kvm-amd ] && args="{kvm_amd_params}"
+  insmod /mod/$m.ko $args || echo "{p}insmod $m failed"
+done
 echo "{p}ready kvm=$(test -c /dev/kvm && echo yes || echo no) svm=$(grep -c -w svm /proc/cpuinfo) cpus=$(nproc)"
 cd /tmp
 {script}
@@ -153,6 +168,7 @@ poweroff -f
 "#,
         modules = KVM_MODULES.join(" "),
         p = L1_PREFIX,
+        kvm_amd_params = kvm_amd_params.replace(['"', '\\', '$', '`'], ""),
     )
 }
 
@@ -173,7 +189,7 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
     cpio.file(
         "/init",
         0o100_755,
-        init_script(&run.script).as_bytes(),
+        init_script(&run.script, &run.kvm_amd_params).as_bytes(),
         &mut seen,
     );
     let mut libs: Vec<PathBuf> = Vec::new();
@@ -192,6 +208,14 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
     for k in ["vmlinux", "bzImage"] {
         let p = run.kernel_dir.join(k);
         cpio.file(&format!("/kernel/{k}"), 0o100_644, &read(&p), &mut seen);
+    }
+    // The kernel's config and metadata, when cached: tests in the L1 give the
+    // guest its /boot/config (schedulers with __kconfig externs read it).
+    for k in ["config", "metadata.json"] {
+        let p = run.kernel_dir.join(k);
+        if p.is_file() {
+            cpio.file(&format!("/kernel/{k}"), 0o100_644, &read(&p), &mut seen);
+        }
     }
     for m in KVM_MODULES {
         let p = run.kernel_dir.join("modules").join(format!("{m}.ko"));
@@ -222,11 +246,14 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     spec.initrd = Some(initrd);
     spec.cmdline.push_str(" rdinit=/init");
     spec.name = "ktstr-nested-l1".into();
+    if run.single_thread {
+        spec.tcg = ktstr_vmm::TcgMode::Single;
+    }
     let qemu = QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
         .expect("QEMU (cargo xtask setup installs it)")
         .with_accel(ktstr_vmm::qemu::Accel::Tcg)
         .with_nested_svm(true);
-    // The L1 keeps both its vCPU threads busy: it takes host slots for them.
+    // The L1 keeps its vCPU threads busy: it takes host slots for them.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let qemu = ktstr_vmm::Slotted::new(
         qemu,
@@ -234,7 +261,9 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     );
     let mut vm = qemu.boot(&spec).expect("boot the L1");
     let console = vm.take_console().expect("console");
-    let deadline = start + run.timeout;
+    // The timeout counts from the boot: the wait for host slots (minutes on
+    // a busy host) is not the L1's time.
+    let deadline = Instant::now() + run.timeout;
     let mut lines = Vec::new();
     while let Some(l) = console.next_line(deadline.saturating_duration_since(Instant::now())) {
         on_line(&l);
@@ -247,6 +276,7 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
         lines,
         end,
         wall: start.elapsed(),
+        slot_wait: vm.slot_wait(),
     }
 }
 
@@ -256,12 +286,10 @@ mod tests {
 
     #[test]
     fn init_loads_the_modules_then_runs_the_script() {
-        let s = init_script("/test --exact x");
-        let insmod = s.find("insmod /mod/$m.ko").expect("insmod");
+        let s = init_script("/test --exact x", "npt=0");
+        let insmod = s.find("insmod /mod/$m.ko $args").expect("insmod");
         let run = s.find("\n/test --exact x\n").expect("the script");
-        assert!(
-            insmod < run && s.contains("KTSTR_KERNEL=/kernel/vmlinux"),
-            "{s}"
-        );
+        assert!(insmod < run && s.contains("KTSTR_KERNEL=/kernel\n"), "{s}");
+        assert!(s.contains(r#"args="npt=0""#), "{s}");
     }
 }

@@ -1,0 +1,320 @@
+//! The HTML report of a run: one self-contained file (inline SVG, no
+//! scripts, nothing fetched) with the verdict table, the failures' text on
+//! top, and per test SVG plots (plotters) of what each worker did.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::report::xml_escape;
+
+fn secs(d: &Value) -> f64 {
+    d["secs"].as_f64().unwrap_or(0.0) + d["nanos"].as_f64().unwrap_or(0.0) * 1e-9
+}
+
+/// One bar per worker: (label, value).
+fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let max = values
+            .iter()
+            .map(|(_, v)| *v)
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.15;
+        let n = values.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0usize..n).into_segmented(), 0.0..max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.min(16))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => {
+                    values.get(*i).map(|(l, _)| l.clone()).unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            .x_desc("worker")
+            .y_desc(unit)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, (_, v))| {
+                let mut r = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *v),
+                    ],
+                    BLUE.mix(0.6).filled(),
+                );
+                r.set_margin(0, 0, 4, 4);
+                r
+            }))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// One line per series over time: (name, [(seconds, value)]).
+fn lines(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let pts = series.iter().flat_map(|(_, p)| p.iter());
+        let (t0, t1, max) = pts.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, m), (t, v)| {
+            (a.min(*t), b.max(*t), m.max(*v))
+        });
+        let (t0, t1) = if t0 < t1 { (t0, t1) } else { (0.0, 1.0) };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(t0..t1, 0.0..(max * 1.15).max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds from boot")
+            .y_desc(unit)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (name, p)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// The monitor's time series of a record: per-CPU nr_running, DSQ depth.
+fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
+    let samples: Vec<&Value> = r["monitor"]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let cpus = samples
+        .iter()
+        .filter_map(|s| s["nr_running"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    if cpus > 0 {
+        let series: Vec<(String, Vec<(f64, f64)>)> = (0..cpus.min(16))
+            .map(|c| {
+                let p = samples
+                    .iter()
+                    .filter_map(|s| Some((s["t"].as_f64()?, s["nr_running"][c].as_f64()?)))
+                    .collect();
+                (format!("cpu{c}"), p)
+            })
+            .collect();
+        out.push(lines(
+            "runnable tasks per CPU (nr_running)",
+            "tasks",
+            &series,
+        ));
+    }
+    let dsq: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["deepest_dsq"].as_f64()?)))
+        .collect();
+    if !dsq.is_empty() {
+        out.push(lines(
+            "deepest DSQ of the scheduler",
+            "queued tasks",
+            &[("deepest".into(), dsq)],
+        ));
+    }
+    out
+}
+
+/// The plots of one record: the monitor's series and its workers' figures.
+fn plots(r: &Value) -> Vec<Result<String, String>> {
+    let mut out = monitor_plots(r);
+    out.extend(worker_plots(r));
+    out
+}
+
+/// The plots of one record's workers (none without workers).
+fn worker_plots(r: &Value) -> Vec<Result<String, String>> {
+    let workers: Vec<&Value> = r["workers"].as_array().into_iter().flatten().collect();
+    if workers.is_empty() {
+        return Vec::new();
+    }
+    let label = |w: &Value| format!("{}", w["index"]);
+    let rate: Vec<(String, f64)> = workers
+        .iter()
+        .map(|w| {
+            let wall = secs(&w["wall"]);
+            let p = w["progress"].as_f64().unwrap_or(0.0);
+            (label(w), if wall > 0.0 { p / wall } else { 0.0 })
+        })
+        .collect();
+    let delay: Vec<(String, f64)> = workers
+        .iter()
+        .map(|w| {
+            let wall = secs(&w["wall"]);
+            let d = secs(&w["run_delay"]);
+            (label(w), if wall > 0.0 { 100.0 * d / wall } else { 0.0 })
+        })
+        .collect();
+    let gap: Vec<(String, f64)> = workers
+        .iter()
+        .map(|w| (label(w), secs(&w["max_gap"]) * 1e3))
+        .collect();
+    let mut out = vec![
+        bars("work done per second, by worker", "units/s", &rate),
+        bars(
+            "time runnable but waiting, by worker",
+            "% of window",
+            &delay,
+        ),
+        bars("longest gap in its own loop, by worker", "ms", &gap),
+    ];
+    let wake: Vec<(String, f64)> = workers
+        .iter()
+        .filter(|w| w["wake_latency"].is_object())
+        .map(|w| (label(w), secs(&w["wake_latency"]["p99"]) * 1e6))
+        .collect();
+    if !wake.is_empty() {
+        out.push(bars("wake-up latency p99, by worker", "us", &wake));
+    }
+    out
+}
+
+/// The HTML report of `run`'s records.
+pub fn html(run: &str, records: &[Value]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ktstr run {0}</title>\
+         <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}\
+         .fail{{color:#b00}}.pass{{color:#070}}.inconclusive{{color:#a60}}\
+         pre{{background:#f6f6f6;padding:6px;white-space:pre-wrap}}</style></head><body>\n\
+         <h1>ktstr run {0}</h1>\n",
+        xml_escape(run)
+    );
+    let name = |r: &Value| {
+        r["variant"]
+            .as_str()
+            .or(r["test"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    for r in records.iter().filter(|r| r["verdict"] == "fail") {
+        let _ = write!(
+            h,
+            "<h2 class=\"fail\">FAIL: {}</h2>\n<pre>{}</pre>\n",
+            xml_escape(&name(r)),
+            xml_escape(r["failure"].as_str().unwrap_or(""))
+        );
+    }
+    h.push_str(
+        "<h2>Verdicts</h2>\n<table><tr><th>test</th><th>topology</th><th>verdict</th>\
+         <th>wall</th><th>key figures</th></tr>\n",
+    );
+    for r in records {
+        let v = r["verdict"].as_str().unwrap_or("?");
+        let figs: Vec<String> = r["figures"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_f64().map(|f| format!("{k} {f:.1}")))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"{v}\">{v}</td><td>{:.1} s</td><td>{}</td></tr>",
+            xml_escape(&name(r)),
+            xml_escape(r["topology"].as_str().unwrap_or("?")),
+            r["phases_s"]["total"].as_f64().unwrap_or(0.0),
+            xml_escape(&figs.join(", "))
+        );
+    }
+    h.push_str("</table>\n");
+    for r in records {
+        let ps = plots(r);
+        if ps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(h, "<h2>{}</h2>", xml_escape(&name(r)));
+        for p in ps {
+            match p {
+                Ok(svg) => {
+                    h.push_str(&svg);
+                    h.push('\n');
+                }
+                Err(e) => {
+                    let _ = writeln!(h, "<p>(plot not drawn: {})</p>", xml_escape(&e));
+                }
+            }
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_report_puts_failures_first_and_draws_worker_plots() {
+        let w = |i: u64, p: u64| {
+            json!({"index": i, "progress": p, "wall": {"secs": 2, "nanos": 0},
+                "run_delay": {"secs": 1, "nanos": 0}, "max_gap": {"secs": 0, "nanos": 30_000_000}})
+        };
+        let recs = vec![
+            json!({"test": "t::ok", "verdict": "pass", "topology": "1n1l2c1t",
+                "figures": {"worst_gap_ms": 30.0}, "workers": [w(0, 100), w(1, 300)],
+                "monitor": {"series": [
+                    {"t": 1.0, "nr_running": [1, 2], "deepest_dsq": 3},
+                    {"t": 2.0, "nr_running": [2, 2], "deepest_dsq": 1}]},
+                "phases_s": {"total": 10.0}}),
+            json!({"test": "t::bad", "variant": "gauntlet/bad/llc3", "verdict": "fail",
+                "failure": "fairness <spread> 60%", "phases_s": {"total": 9.0}}),
+        ];
+        let h = html("r1", &recs);
+        let fail_at = h.find("FAIL: gauntlet/bad/llc3").expect("failure heading");
+        assert!(
+            fail_at < h.find("<table>").expect("table"),
+            "failures come first"
+        );
+        assert!(h.contains("fairness &lt;spread&gt; 60%"));
+        assert_eq!(
+            h.matches("<svg").count(),
+            5,
+            "two monitor plots and three worker plots of the one test with them"
+        );
+        assert!(h.contains("runnable tasks per CPU") && h.contains("deepest DSQ"));
+        assert!(h.contains("work done per second"));
+        assert!(
+            !h.contains("<script") && !h.contains("src=") && !h.contains("href="),
+            "self-contained"
+        );
+    }
+}

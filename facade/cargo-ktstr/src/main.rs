@@ -1,0 +1,300 @@
+//! `cargo ktstr`: run a package's ktstr tests with settings as flags, run the
+//! topology gauntlet within a time budget, and compare stored results A/B.
+//!
+//! Install: `cargo install --path facade/cargo-ktstr` (from a ktstr
+//! checkout); then `cargo ktstr --help` in any package that takes `ktstr` as
+//! a dev-dependency.
+
+mod cargo;
+mod compare;
+mod html;
+mod report;
+mod runs;
+mod select;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+/// Test Linux schedulers in VMs: the package's ktstr tests, the topology
+/// gauntlet, stored results and their A/B comparison.
+#[derive(FromArgs, Debug)]
+struct Cli {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Cmd {
+    Test(TestCmd),
+    Gauntlet(GauntletCmd),
+    Stats(StatsCmd),
+    Report(ReportCmd),
+    Kernel(ktstr_kernel::cli::KernelCmd),
+    Shell(ktstr_cli::ShellCmd),
+    Topo(ktstr_cli::TopoCmd),
+}
+
+/// Run the package's tests (nextest when installed, else cargo test); each
+/// test writes one record to the results store (target/ktstr/runs/<run>/).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "test")]
+pub struct TestCmd {
+    #[argh(option)]
+    /// kernel to boot: a vmlinux, bzImage, build tree or cache entry; repeat
+    /// it to run everything once per kernel (default: KTSTR_KERNEL, then the
+    /// newest cached)
+    kernel: Vec<PathBuf>,
+    #[argh(option)]
+    /// run the gauntlet variants on this preset instead (`cargo ktstr topo`
+    /// lists the presets)
+    topology: Option<String>,
+    #[argh(option)]
+    /// after the tests, run gauntlet variants picked to fit this budget
+    /// (e.g. 20m)
+    budget: Option<String>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a test
+    allow_inconclusive: bool,
+    #[argh(option)]
+    /// VM backend: kvm, qemu or auto (default auto)
+    backend: Option<String>,
+    #[argh(switch, short = 'v')]
+    /// echo the guests' consoles
+    verbose: bool,
+    #[argh(option)]
+    /// host cores VMs may use at once (default: all)
+    host_cpus: Option<u32>,
+    #[argh(option)]
+    /// monitor samples per second, 0 for none (default 10)
+    monitor_hz: Option<u32>,
+    #[argh(option, short = 'p')]
+    /// package to test (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(option)]
+    /// integration test target to run (repeatable; default: all)
+    test: Vec<String>,
+    #[argh(switch)]
+    /// test every package of the workspace
+    workspace: bool,
+    #[argh(switch)]
+    /// use cargo test even when nextest is installed
+    no_nextest: bool,
+    #[argh(positional, greedy)]
+    /// test name filters, passed to nextest or libtest
+    filters: Vec<String>,
+}
+
+/// Run every #[ktstr_test] on the topology presets its constraints allow
+/// (variants gauntlet/<test>/<preset>), all of them or those that cover the
+/// most (test, shape feature) pairs per expected second within --budget.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "gauntlet")]
+pub struct GauntletCmd {
+    #[argh(switch)]
+    /// list the variants (with their features and expected seconds) and stop
+    list: bool,
+    #[argh(option)]
+    /// time budget, e.g. 3m or 1h30m: pick the variants that fit
+    budget: Option<String>,
+    #[argh(option)]
+    /// only variants on this preset (repeatable)
+    preset: Vec<String>,
+    #[argh(option)]
+    /// kernel to boot (repeatable: the kernel becomes a dimension of the run)
+    kernel: Vec<PathBuf>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a variant
+    allow_inconclusive: bool,
+    #[argh(option)]
+    /// VM backend: kvm, qemu or auto (default auto)
+    backend: Option<String>,
+    #[argh(switch, short = 'v')]
+    /// echo the guests' consoles
+    verbose: bool,
+    #[argh(option, short = 'p')]
+    /// package (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(option)]
+    /// integration test target (repeatable; default: all)
+    test: Vec<String>,
+    #[argh(switch)]
+    /// use cargo test even when nextest is installed
+    no_nextest: bool,
+    #[argh(positional, greedy)]
+    /// only variants whose name contains one of these (gauntlet/<test>/<preset>
+    /// or <test>::gauntlet::<preset>)
+    filters: Vec<String>,
+}
+
+/// Write a run's reports under <store>/reports/<run>/: report.html (verdict
+/// table, failures, SVG plots per test), junit.xml (one testcase per test
+/// and variant) and trace.json (Chrome trace events; Perfetto's UI opens it).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "report")]
+pub struct ReportCmd {
+    #[argh(positional)]
+    /// the run (default: the newest)
+    run: Option<String>,
+    #[argh(option)]
+    /// the results store (default: <target dir>/ktstr)
+    store: Option<PathBuf>,
+}
+
+/// The results store: list runs, compare two sides.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+pub struct StatsCmd {
+    #[argh(subcommand)]
+    cmd: StatsSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum StatsSub {
+    List(ListCmd),
+    Compare(CompareCmd),
+}
+
+/// List the stored runs, or the records of one run with their key figures.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListCmd {
+    #[argh(option)]
+    /// show this run's records
+    run: Option<String>,
+    #[argh(option)]
+    /// the results store (default: <target dir>/ktstr)
+    store: Option<PathBuf>,
+}
+
+/// Compare key figures of one test between two sides, repeated runs each;
+/// exit 1 on a regression of B against A. A side is `run:ID[,ID..]` (stored
+/// runs), `kernel:PATH` or `scheduler:[BINARY] [ARGS..]` (run --reps times
+/// with that kernel, or with that scheduler binary and extra arguments).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "compare")]
+pub struct CompareCmd {
+    #[argh(option)]
+    /// side A, the baseline
+    a: String,
+    #[argh(option)]
+    /// side B, the candidate
+    b: String,
+    #[argh(option)]
+    /// the test (libtest name, e.g. steady_under_scx_ktstr); required for
+    /// kernel: and scheduler: sides
+    test_name: Option<String>,
+    #[argh(option, default = "5")]
+    /// runs per side for kernel: and scheduler: sides (default 5; at least 4
+    /// for the test to be able to reach p < 0.05)
+    reps: usize,
+    #[argh(option)]
+    /// compare only these figures (repeatable; default: every one both sides have)
+    figure: Vec<String>,
+    #[argh(option, default = "0.05")]
+    /// significance level, shared by the figures (default 0.05)
+    alpha: f64,
+    #[argh(option, short = 'p')]
+    /// package (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(option)]
+    /// integration test target (repeatable)
+    test: Vec<String>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a run (its figures count)
+    allow_inconclusive: bool,
+    #[argh(switch)]
+    /// use cargo test even when nextest is installed
+    no_nextest: bool,
+    #[argh(option)]
+    /// the results store (default: <target dir>/ktstr)
+    store: Option<PathBuf>,
+}
+
+/// What a subcommand ended with.
+#[derive(Debug)]
+pub enum Done {
+    /// Everything passed.
+    Ok,
+    /// Tests failed, or a comparison found a regression.
+    Failed(String),
+}
+
+fn main() -> ExitCode {
+    // In a shell VM this binary is the guest's init: that never returns.
+    ktstr::shell::agent_main();
+    // `cargo ktstr ...` runs `cargo-ktstr ktstr ...`.
+    let args: Vec<String> = std::env::args().collect();
+    let skip = if args.get(1).map(String::as_str) == Some("ktstr") {
+        2
+    } else {
+        1
+    };
+    let rest: Vec<&str> = args[skip.min(args.len())..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let cli = match Cli::from_args(&["cargo ktstr"], &rest) {
+        Ok(c) => c,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}\nRun cargo ktstr --help for help.", early.output.trim());
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    let done = match cli.cmd {
+        Cmd::Test(c) => runs::test(&c),
+        Cmd::Gauntlet(c) => runs::gauntlet(&c),
+        Cmd::Stats(StatsCmd {
+            cmd: StatsSub::List(c),
+        }) => runs::stats_list(&c),
+        Cmd::Stats(StatsCmd {
+            cmd: StatsSub::Compare(c),
+        }) => runs::stats_compare(&c),
+        Cmd::Report(c) => runs::report(&c),
+        Cmd::Kernel(k) => host().and_then(|h| {
+            let env = ktstr_kernel::cli::KernelCmdEnv {
+                cache: h.kernel_cache(),
+                suites: h.kernel_suites.clone(),
+            };
+            k.run("cargo ktstr", &env).map(|()| Done::Ok)
+        }),
+        Cmd::Shell(c) => {
+            return match host().and_then(|h| ktstr_cli::shell(c, &h)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("cargo ktstr: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok),
+    };
+    match done {
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::Failed(why)) => {
+            eprintln!("cargo ktstr: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("cargo ktstr: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The host configuration from the environment.
+fn host() -> Result<ktstr::config::HostConfig, String> {
+    ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())
+}

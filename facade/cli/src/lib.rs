@@ -1,0 +1,150 @@
+//! The commands of the `ktstr` binary, shared with `cargo ktstr`: boot a
+//! shell VM with a topology, show topologies. (Kernels: `ktstr_kernel::cli`.)
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+use ktstr::config::HostConfig;
+use ktstr::shell::{GUEST_DIED_STATUS, ShellError, ShellOptions};
+use ktstr_topology::Topology;
+
+/// Test Linux schedulers in VMs with declared CPU topologies.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    /// the subcommand
+    #[argh(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+#[allow(missing_docs)]
+pub enum Cmd {
+    Shell(ShellCmd),
+    Topo(TopoCmd),
+    Kernel(ktstr_kernel::cli::KernelCmd),
+}
+
+/// Boot a VM with a topology and run a command in it (or a shell on the console).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "shell")]
+pub struct ShellCmd {
+    /// topology as NnLlCcTt (e.g. 1n2l4c2t) or a preset name (default 1n1l2c1t)
+    #[argh(option, default = "String::from(\"1n1l2c1t\")")]
+    topology: String,
+    /// kernel: a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
+    #[argh(option)]
+    kernel: Option<PathBuf>,
+    /// guest memory in MiB, spread evenly over the NUMA nodes (default 512)
+    #[argh(option)]
+    memory_mib: Option<u64>,
+    /// command to run in the guest's shell; its exit status becomes ktstr's
+    #[argh(option)]
+    exec: Option<String>,
+    /// kill the VM after this many seconds
+    #[argh(option)]
+    timeout_s: Option<u64>,
+    /// also print the guest's boot messages (to stderr)
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+    /// a host binary to pack at /bin/NAME with its shared libraries (repeatable)
+    #[argh(option)]
+    include: Vec<PathBuf>,
+    /// more kernel command-line arguments (e.g. "loglevel=7")
+    #[argh(option)]
+    kernel_args: Option<String>,
+}
+
+/// Print the CPU map of a topology or preset: cpu -> node, LLC, core, thread, APIC id.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "topo")]
+pub struct TopoCmd {
+    /// topology as NnLlCcTt or a preset name; without it, list the presets
+    #[argh(positional)]
+    spec: Option<String>,
+}
+
+/// A topology given as `NnLlCcTt` or a preset name.
+pub fn parse_topology(spec: &str) -> Result<Topology, String> {
+    if let Some(p) = ktstr_topology::preset(spec) {
+        return Ok(p.topology);
+    }
+    spec.parse::<Topology>().map_err(|e| {
+        format!("topology {spec:?}: {e} (use NnLlCcTt such as 1n2l4c2t, or a preset: `ktstr topo`)")
+    })
+}
+
+/// `topo`: the presets, or the CPU map of one topology.
+pub fn topo(cmd: &TopoCmd) -> Result<(), String> {
+    let Some(spec) = &cmd.spec else {
+        println!(
+            "{:<16} {:<10} {:>5}  BACKENDS  PURPOSE",
+            "PRESET", "TOPOLOGY", "CPUS"
+        );
+        for p in ktstr_topology::PRESETS {
+            let backends: Vec<String> = p.backends().map(|b| b.to_string()).collect();
+            println!(
+                "{:<16} {:<10} {:>5}  {:<8}  {}",
+                p.name,
+                p.topology.to_string(),
+                p.topology.nr_cpus(),
+                backends.join(","),
+                p.purpose
+            );
+        }
+        return Ok(());
+    };
+    let t = parse_topology(spec)?;
+    println!(
+        "{t}: {} CPUs, {} NUMA nodes, {} LLCs, {} cores per LLC, {} threads per core, {} MiB",
+        t.nr_cpus(),
+        t.numa_nodes(),
+        t.llcs(),
+        t.cores_per_llc(),
+        t.threads_per_core(),
+        t.memory_mib()
+    );
+    println!(
+        "{:>4} {:>5} {:>4} {:>5} {:>7} {:>8} {:>4} {:>5}",
+        "CPU", "NODE", "LLC", "CORE", "THREAD", "PACKAGE", "DIE", "APIC"
+    );
+    for c in t.cpus() {
+        println!(
+            "{:>4} {:>5} {:>4} {:>5} {:>7} {:>8} {:>4} {:>5}",
+            c.cpu, c.node, c.llc, c.core, c.thread, c.package, c.die, c.apic_id
+        );
+    }
+    Ok(())
+}
+
+/// `shell`: boots the VM and returns the guest command's exit status.
+pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
+    let mut topology = parse_topology(&cmd.topology)?;
+    if let Some(m) = cmd.memory_mib {
+        topology = topology
+            .with_memory_mib(m)
+            .map_err(|e| format!("--memory-mib {m}: {e}"))?;
+    }
+    let opts = ShellOptions {
+        topology,
+        kernel: cmd.kernel,
+        exec: cmd.exec,
+        timeout: cmd.timeout_s.map(Duration::from_secs),
+        verbose: cmd.verbose,
+        include: cmd.include,
+        agent: None,
+        kernel_args: cmd.kernel_args.unwrap_or_default(),
+    };
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    match ktstr::shell::run(&opts, host, &mut stdout, &mut stderr) {
+        Ok(rc) => Ok(ExitCode::from(u8::try_from(rc).unwrap_or(u8::MAX))),
+        Err(ShellError::GuestDied { reason }) => {
+            eprintln!("ktstr shell: {reason}");
+            Ok(ExitCode::from(GUEST_DIED_STATUS as u8))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
