@@ -155,4 +155,6 @@ real_scheduler!(scx_flash, "scx_flash", lifecycle_tests);
 // with the guest idle, 63 s for a second instance), and competing with one
 // spinning worker per CPU it got 12-30% of a CPU and did not attach within
 // 240 s in two runs on 1n2l2c1t. A live replace would need minutes per switch.
+// Its steady_1n2l2c2t fails fairness (one cgroup's CPU-time spread 36-49% in
+// 3 runs, limit 35%): a finding about the scheduler, left red on purpose.
 real_scheduler!(scx_lavd, "scx_lavd");
