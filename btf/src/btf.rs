@@ -142,6 +142,13 @@ impl<'a> Btf<'a> {
         TypeId(self.start_id)
     }
 
+    /// The string at offset `off` of the string section (of the base, then
+    /// this BTF); empty when out of range. For records that name strings by
+    /// offset, such as `.BTF.ext` line info.
+    pub fn string_at(&self, off: u32) -> &'a str {
+        self.strings.get(off)
+    }
+
     /// The base BTF of a split BTF.
     pub fn base(&self) -> Option<&'a Btf<'a>> {
         self.base

@@ -34,6 +34,7 @@ mod decode;
 #[cfg(feature = "std")]
 pub mod elf;
 mod error;
+pub mod ext;
 mod index;
 mod layout;
 mod query;

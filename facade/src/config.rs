@@ -23,6 +23,7 @@
 //! | `KTSTR_RUN` | the run a record belongs to (`cargo ktstr` sets it) | the start time and pid of the process that started the tests |
 //! | `KTSTR_SCHEDULER` | run every sched_ext test with this scheduler binary instead of its declared one | the declared one |
 //! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
+//! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
@@ -86,6 +87,9 @@ pub struct HostConfig {
     pub sched_args: Vec<String>,
     /// Periodic samples of guest memory per second (0: none).
     pub monitor_hz: u32,
+    /// Rerun scheduler crashes in a probe VM (tests with `auto_repro`, the
+    /// default); `KTSTR_AUTO_REPRO=0` turns it off for the whole run.
+    pub auto_repro: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
 }
@@ -214,6 +218,17 @@ impl HostConfig {
                     }
                 },
             },
+            auto_repro: match text("KTSTR_AUTO_REPRO")?.as_deref().map(str::trim) {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "KTSTR_AUTO_REPRO",
+                        value: v.into(),
+                        why: "expected 0 (no probe VM after a scheduler crash) or 1".into(),
+                    });
+                }
+            },
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
                     .map(|x| x.trim().to_string())
@@ -324,6 +339,7 @@ mod tests {
             ("KTSTR_VERBOSE", "1"),
             ("KTSTR_RESULTS", "/r.jsonl"),
             ("KTSTR_MONITOR_HZ", "0"),
+            ("KTSTR_AUTO_REPRO", "0"),
             ("KTSTR_KERNEL_SUITES", "a, b,"),
             ("KTSTR_RESULTS_DIR", "/store"),
             ("KTSTR_RUN", "run-1"),
@@ -344,6 +360,7 @@ mod tests {
         assert_eq!(c.run_id.as_deref(), Some("run-1"));
         assert_eq!(c.scheduler_binary.as_deref(), Some(Path::new("/bin/scx")));
         assert_eq!(c.sched_args, ["--slow", "--slow-us", "10000"]);
+        assert!(!c.auto_repro);
         assert_eq!(
             c.kernel_suites,
             Some(vec!["a".to_string(), "b".to_string()])

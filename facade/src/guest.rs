@@ -19,6 +19,19 @@ pub fn guest_ctor() {
     }
     ktstr_ops::runtime::run_as_init(&|name| {
         let entry = registry::find(name)?;
+        // In an auto-repro probe VM: the probes go in before the scheduler
+        // starts, and their records go to the host when the run ends (also
+        // when the scheduler dies before the body).
+        if let Some(cap) = probe_plan().map(|plan| ktstr_probe::guest::install(&plan)) {
+            ktstr_ops::runtime::on_run_end(Box::new(move |cfg| {
+                let mut cap = cap.clone();
+                ktstr_probe::guest::collect(&mut cap);
+                let data = serde_json::to_value(&cap).unwrap_or_default();
+                if !ktstr_ops::runtime::send_report(cfg, PROBE_REPORT, data) {
+                    eprintln!("ktstr-init: could not send the probe records to the host");
+                }
+            }));
+        }
         let body = move |cfg: &GuestConfig, sup: &Supervisor| {
             let mut ctx = context(cfg, sup)?;
             // Thresholds, layer two of three: the scheduler's declaration.
@@ -30,6 +43,21 @@ pub fn guest_ctor() {
         };
         Some(Box::new(body))
     })
+}
+
+/// The kind of the channel report that carries a probe VM's records.
+pub(crate) const PROBE_REPORT: &str = "auto-repro-probe";
+
+/// The probe plan the runner packed, in a probe VM.
+fn probe_plan() -> Option<ktstr_probe::Plan> {
+    let bytes = std::fs::read(ktstr_probe::guest::PLAN_PATH).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("ktstr-init: {}: {e}", ktstr_probe::guest::PLAN_PATH);
+            None
+        }
+    }
 }
 
 /// The body's context: the declared topology (memory and distances

@@ -108,6 +108,13 @@ pub mod scenario {
     pub use ktstr_ops::scenario::*;
 }
 
+/// A snapshot asked for from the body, at an exact point of its code (the
+/// step form is `Op::capture_snapshot`): returns once the host paused every
+/// vCPU, read the guest and resumed it.
+pub mod snapshot {
+    pub use ktstr_ops::snapshot::{SnapshotError, capture};
+}
+
 /// Scheduler processes in the guest: errors a body can downcast to.
 pub mod scheduler {
     pub use ktstr_ops::scheduler::{
@@ -138,7 +145,7 @@ pub mod prelude {
     pub use crate::assert::AssertResult;
     pub use crate::declare_scheduler;
     pub use crate::ktstr_test;
-    pub use crate::monitor::{Sample, SampleSeries, Series, VmResult};
+    pub use crate::monitor::{MonitorChecks, Sample, SampleSeries, Series, VmResult};
     pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
     pub use crate::test_support::{Scheduler, SchedulerSpec};
     pub use anyhow::Result;

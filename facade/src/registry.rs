@@ -41,8 +41,8 @@ pub struct TestConfig {
     pub scheduler: Option<Scheduler>,
     /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
     pub staged_schedulers: &'static [Scheduler],
-    /// Rerun a scheduler crash with BPF probes (`auto_repro`, default true;
-    /// accepted, the probe VM is not built yet).
+    /// Rerun a scheduler crash in a probe VM with probes on the crash path
+    /// (`auto_repro`, default true; see the `ktstr-probe` crate).
     pub auto_repro: bool,
     /// How long stopping the scheduler after the body may take
     /// (`cleanup_budget_ms`, default 5000).
@@ -53,6 +53,9 @@ pub struct TestConfig {
     /// A host-side check of the finished VM (`post_vm = path`); its error
     /// fails the test.
     pub post_vm: Option<crate::monitor::PostVmFn>,
+    /// The host monitor's checks (`monitor = MonitorChecks::INHERIT...`),
+    /// over the scheduler's, over the defaults.
+    pub monitor: ktstr_ops::scheduler::MonitorChecks,
 }
 
 /// A registered test: its full name, body and configuration.

@@ -41,6 +41,7 @@ fn entry() -> TestEntry {
             cleanup_budget_ms: 5000,
             num_snapshots: 0,
             post_vm: None,
+            monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
         },
     }
 }

@@ -30,3 +30,15 @@ pub fn run_variant(name: &str, preset: &str) -> Outcome {
         None => Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
     }
 }
+
+/// [`run_test`], also counting the VMs the run booted (the test's own and,
+/// after a scheduler crash, auto-repro's probe VM).
+pub fn run_test_counting_boots(name: &str) -> (Outcome, u32) {
+    match crate::registry::find(name) {
+        Some(entry) => crate::runner::run_counting_boots(entry, None),
+        None => (
+            Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
+            0,
+        ),
+    }
+}

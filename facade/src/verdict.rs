@@ -5,6 +5,9 @@ use ktstr_ops::assert::AssertResult;
 use ktstr_ops::scheduler::SchedulerDied;
 use ktstr_vmm::EndReason;
 
+pub mod monitor;
+pub use monitor::{MonitorFindings, MonitorInput, judge_monitor};
+
 /// Console lines quoted in a failure.
 const QUOTED_LINES: usize = 30;
 
@@ -31,8 +34,6 @@ pub struct Expectation<'a> {
     pub allow_inconclusive: bool,
     /// The host-side hang limit, for the failure text.
     pub watchdog_timeout_s: u32,
-    /// Whether a scheduler death would rerun in a probe VM.
-    pub auto_repro: bool,
 }
 
 /// Everything the host observed of one VM that reached its end.
@@ -52,6 +53,12 @@ pub struct Observed {
     pub channel_fault: Option<String>,
     /// The console's last lines.
     pub console: Vec<String>,
+    /// Whether the body started (the scheduler was up and the workload ran).
+    pub body_started: bool,
+    /// An auto-repro probe VM's records, as the guest reported them.
+    pub probe: Option<serde_json::Value>,
+    /// What the monitor's checks found in the samples of the body.
+    pub monitor: MonitorFindings,
 }
 
 #[cfg(test)]
@@ -66,6 +73,9 @@ impl Observed {
             scheduler_death: None,
             channel_fault: None,
             console: Vec::new(),
+            body_started: false,
+            probe: None,
+            monitor: MonitorFindings::default(),
         }
     }
 }
@@ -120,28 +130,43 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
             "the guest ended ({end}) after its verdict with harness errors"
         ));
     }
-    let failed = !v.is_pass();
+    // The monitor's checks join the guest's: a failure fails, a check that
+    // could not judge is one more inconclusive reason.
+    let mon = &obs.monitor;
+    let failed = !v.is_pass() || !mon.failures.is_empty();
     let mut text = match body_error {
         Some(e) if v.details().len() <= 1 => e.clone(),
         _ => v.to_string(),
     };
+    for f in &mon.failures {
+        text.push_str(&format!("\n  {f}"));
+    }
+    for n in &mon.notes {
+        text.push_str(&format!("\n  {n}"));
+    }
+    let inconclusive: Vec<&str> = v
+        .inconclusive()
+        .iter()
+        .map(String::as_str)
+        .chain(mon.inconclusive.iter().map(String::as_str))
+        .collect();
     if let Some(death) = &obs.scheduler_death {
-        text.push_str(&scheduler_death_text(death, &obs.console, exp.auto_repro));
+        text.push_str(&scheduler_death_text(death, &obs.console));
     }
     match (failed, exp.expect_err) {
         // Timing checks that would have failed on an overcommitted VM are
         // notes plus inconclusive reasons: no hard failure, no trustworthy pass.
-        (false, false) if !v.inconclusive().is_empty() && exp.allow_inconclusive => {
+        (false, false) if !inconclusive.is_empty() && exp.allow_inconclusive => {
             Outcome::Inconclusive(format!(
                 "{text}\n  inconclusive: {}",
-                v.inconclusive().join("; ")
+                inconclusive.join("; ")
             ))
         }
         // A check that could not judge is not a pass.
-        (false, false) if !v.inconclusive().is_empty() => Outcome::Fail(format!(
+        (false, false) if !inconclusive.is_empty() => Outcome::Fail(format!(
             "inconclusive: {} (accept with allow_inconclusive = true on the test, or \
              KTSTR_ALLOW_INCONCLUSIVE=1 for the run)\n{text}",
-            v.inconclusive().join("; ")
+            inconclusive.join("; ")
         )),
         (false, false) => Outcome::Pass(text),
         (true, true) => match exp.expect_err_matching {
@@ -160,8 +185,9 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
 }
 
 /// What follows a failure text when a scheduler died: the kernel's own
-/// sched_ext dump from the console, and what auto-repro would do.
-fn scheduler_death_text(death: &SchedulerDied, console: &[String], auto_repro: bool) -> String {
+/// sched_ext dump from the console. (The runner appends auto-repro's
+/// AUTO-PROBE block after its probe VM.)
+fn scheduler_death_text(death: &SchedulerDied, console: &[String]) -> String {
     let mut text = format!("\n  scheduler death: {death}");
     let dump: Vec<&str> = console
         .iter()
@@ -174,12 +200,6 @@ fn scheduler_death_text(death: &SchedulerDied, console: &[String], auto_repro: b
             "\n  kernel sched_ext dump (console):\n    {}",
             dump.join("\n    ")
         ));
-    }
-    if auto_repro {
-        text.push_str(
-            "\n  auto-repro: this scheduler death would rerun the scenario in a probe VM \
-             (auto-repro is not built yet)",
-        );
     }
     text
 }

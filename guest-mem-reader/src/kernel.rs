@@ -1,7 +1,10 @@
 //! [`GuestKernel`]: one running guest kernel seen from the host — its memory, its symbols, its
 //! BTF and how its addresses translate — with bounded, fallible reads.
 
-use ktstr_btf::{Btf, Kind, TypeId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ktstr_btf::{Btf, BtfError, Kind, MemberInfo, TypeId};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use crate::error::{Error, Result};
@@ -24,7 +27,24 @@ pub struct GuestKernel<'k, M: ?Sized> {
     syms: &'k KernelSymbols,
     btf: &'k Btf<'k>,
     tr: Translator,
+    /// Member lookups already answered: a sampler asks the same few paths of
+    /// the same types at every sample, and a BTF path walk costs microseconds.
+    members: MemberCache,
+    /// Page-table walks already done: 4 KiB virtual page -> physical page.
+    /// Cleared by [`GuestKernel::forget_translations`] (a sampler does so
+    /// before each sample, so a mapping the guest changed is seen within one
+    /// sample) and when it grows past [`TLB_MAX`].
+    tlb: Mutex<HashMap<u64, u64>>,
 }
+
+/// Most remembered page-table walks.
+const TLB_MAX: usize = 4096;
+
+/// Bounded: paths come from code and from test authors, not from the guest,
+/// but a long-lived reader should still not grow without end.
+const MEMBER_CACHE_MAX: usize = 4096;
+
+type MemberCache = Mutex<HashMap<(TypeId, String), std::result::Result<MemberInfo, BtfError>>>;
 
 // By hand: the derived form would print every symbol and the whole BTF.
 impl<M: ?Sized> std::fmt::Debug for GuestKernel<'_, M> {
@@ -60,6 +80,8 @@ impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {
             syms,
             btf,
             tr: Translator::new(layout, image, mem),
+            members: Mutex::new(HashMap::new()),
+            tlb: Mutex::new(HashMap::new()),
         })
     }
 
@@ -80,6 +102,51 @@ impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {
             self.tr.image.0.wrapping_sub(slide),
             self.tr.image.1.wrapping_sub(slide),
         )
+    }
+
+    /// [`Btf::member_of`], remembered: the same answer without walking the path again.
+    pub(crate) fn member_of(
+        &self,
+        ty: TypeId,
+        path: &str,
+    ) -> std::result::Result<MemberInfo, BtfError> {
+        let mut cache = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cache.get(&(ty, path.to_string())) {
+            return r.clone();
+        }
+        let r = self.btf.member_of(ty, path);
+        if cache.len() >= MEMBER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert((ty, path.to_string()), r.clone());
+        r
+    }
+
+    /// Forgets the page-table walks remembered so far: the next read of each
+    /// page walks the guest's page tables again. A long-lived reader calls it
+    /// before each coherent read (a sample), as the guest may have remapped.
+    pub fn forget_translations(&self) {
+        self.tlb.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// (physical address, bytes contiguous) of `va`, remembering page walks.
+    fn translate_run(&self, va: u64) -> Result<(u64, u64)> {
+        if self.tr.by_arithmetic(va) {
+            return self.tr.translate(self.mem, va);
+        }
+        let (page, off) = (va & !0xfff, va & 0xfff);
+        let mut tlb = self.tlb.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pa) = tlb.get(&page) {
+            return Ok((pa + off, 0x1000 - off));
+        }
+        let (pa, run) = self.tr.translate(self.mem, va)?;
+        if run >= 0x1000 - off {
+            if tlb.len() >= TLB_MAX {
+                tlb.clear();
+            }
+            tlb.insert(page, pa - off);
+        }
+        Ok((pa, run.min(0x1000 - off)))
     }
 
     /// The address layout in use.
@@ -112,7 +179,7 @@ impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {
 
     /// Guest physical address of `va`.
     pub fn translate(&self, va: u64) -> Result<u64> {
-        self.tr.translate(self.mem, va).map(|(pa, _)| pa)
+        self.translate_run(va).map(|(pa, _)| pa)
     }
 
     /// Read guest physical memory.
@@ -130,7 +197,7 @@ impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {
         let mut done = 0usize;
         while done < buf.len() {
             let at = va.wrapping_add(done as u64);
-            let (pa, run) = self.tr.translate(self.mem, at)?;
+            let (pa, run) = self.translate_run(at)?;
             let n = usize::try_from(run)
                 .unwrap_or(usize::MAX)
                 .min(buf.len() - done);

@@ -124,6 +124,15 @@ impl Translator {
         }
     }
 
+    /// Whether `va` translates by arithmetic (kernel image or direct map), not by a walk.
+    pub fn by_arithmetic(&self, va: u64) -> bool {
+        let (start, end) = self.image;
+        (va >= start && va < end)
+            || va
+                .checked_sub(self.layout.page_offset_base)
+                .is_some_and(|off| off < self.direct_len)
+    }
+
     /// (guest physical address, bytes it stays contiguous for) of `va`.
     pub fn translate<M: GuestMemory + ?Sized>(&self, mem: &M, va: u64) -> Result<(u64, u64)> {
         let (start, end) = self.image;

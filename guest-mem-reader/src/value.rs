@@ -120,7 +120,7 @@ impl<'g, M: GuestMemory + ?Sized> Value<'g, M> {
         if self.bits.is_some() {
             return Err(self.wrong("a struct or union", path));
         }
-        let m = self.btf().member_of(self.ty, path)?;
+        let m = self.k.member_of(self.ty, path)?;
         let addr = self.addr.wrapping_add(m.bit_offset / 8);
         let bits = m
             .is_bitfield()
@@ -191,7 +191,7 @@ impl<'g, M: GuestMemory + ?Sized> Value<'g, M> {
     /// The struct `ty_name` that holds this value as its member `path` (`container_of`).
     pub fn container_of(&self, ty_name: &str, path: &str) -> Result<Value<'g, M>> {
         let outer = self.k.value(0, ty_name)?;
-        let m = self.btf().member_of(outer.ty, path)?;
+        let m = self.k.member_of(outer.ty, path)?;
         Ok(Value::new(
             self.k,
             self.addr.wrapping_sub(m.bit_offset / 8),

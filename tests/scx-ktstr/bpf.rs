@@ -41,7 +41,8 @@ const CTL_CRASH: usize = 4;
 const CTL_SLOW_NS: usize = 8;
 const CTL_UNFAIR: usize = 16;
 const CTL_NO_COUNT: usize = 20;
-const CTL_SIZE: usize = 24;
+const CTL_FAIL_INIT: usize = 24;
+const CTL_SIZE: usize = 32;
 /// Offset of `done` in `struct ktstr_exit_rec`.
 const EXIT_DONE: usize = 4;
 
@@ -199,6 +200,12 @@ impl Bss<'_> {
     /// Makes ktstr_dispatch stop counting its dispatches (it still dispatches).
     pub fn set_no_count(&self) {
         self.atomic_u32(self.layout.ctl + CTL_NO_COUNT)
+            .store(1, Ordering::Relaxed);
+    }
+
+    /// Makes ktstr_init fail (set before attaching).
+    pub fn set_fail_init(&self) {
+        self.atomic_u32(self.layout.ctl + CTL_FAIL_INIT)
             .store(1, Ordering::Relaxed);
     }
 

@@ -11,7 +11,8 @@
  *   crash   - the next callback calls scx_bpf_error() (SCX_EXIT_ERROR_BPF);
  *   slow_ns - ktstr_dispatch spins this long before pulling a queued task;
  *   no_count - ktstr_dispatch still dispatches but never counts it (a
- *             bind-without-dispatch regression, as the host monitor sees it).
+ *             bind-without-dispatch regression, as the host monitor sees it);
+ *   fail_init - ktstr_init fails, so the kernel ejects us while attaching.
  * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
  * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
  * by name through BTF, by the host-side monitor. `nr_select_cpu` and
@@ -72,6 +73,8 @@ struct ktstr_ctl {
 	/* A planted fairness bug: odd pids get a 4x longer slice. */
 	u32 unfair;
 	u32 no_count;
+	/* ktstr_init fails: an error exit before any task is scheduled. */
+	u32 fail_init;
 };
 struct ktstr_ctl ktstr_ctl;
 
@@ -163,6 +166,8 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 s32 KTSTR_OP_SLEEPABLE(ktstr_init)
 {
 	kconfig_hz = CONFIG_HZ;
+	if (ktstr_ctl.fail_init)
+		return -22; /* -EINVAL: "ops.init() failed", SCX_EXIT_ERROR */
 	return scx_bpf_create_dsq(KTSTR_DSQ, -1);
 }
 

@@ -67,6 +67,11 @@ struct Args {
     #[argh(switch)]
     no_dispatch_count: bool,
 
+    /// make ktstr_init fail, so the kernel ejects the scheduler while it
+    /// attaches (SCX_EXIT_ERROR, "ops.init() failed") and the loader exits
+    #[argh(switch)]
+    fail_init: bool,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -94,6 +99,7 @@ struct Config {
     slow_ns: u64,
     unfair: bool,
     no_dispatch_count: bool,
+    fail_init: bool,
     mark: Option<u64>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
@@ -116,6 +122,7 @@ impl Config {
             slow_ns: if args.slow { args.slow_us * 1000 } else { 0 },
             unfair: args.unfair,
             no_dispatch_count: args.no_dispatch_count,
+            fail_init: args.fail_init,
             mark: args.mark,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
@@ -205,6 +212,9 @@ fn run(config: &Config) -> Result<ExitCode> {
         let bss = loaded.bss()?;
         if config.no_dispatch_count {
             bss.set_no_count();
+        }
+        if config.fail_init {
+            bss.set_fail_init();
         }
         if let Some(v) = config.mark {
             bss.set_mark(v);
@@ -323,6 +333,7 @@ mod tests {
                 slow_ns: 0,
                 unfair: false,
                 no_dispatch_count: false,
+                fail_init: false,
                 mark: None,
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
@@ -358,6 +369,7 @@ mod tests {
                 slow_ns: 200_000,
                 unfair: true,
                 no_dispatch_count: true,
+                fail_init: false,
                 mark: Some(77),
                 timeout_ms: 5000,
                 stats_interval: None,

@@ -3,7 +3,7 @@
 //! the kernel's words. Plus the bad inputs of scheduler declarations.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test, run_test_with_kernel};
+use ktstr::test_support::{Outcome, run_test, run_test_counting_boots, run_test_with_kernel};
 
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
@@ -62,18 +62,125 @@ fn expect_fail(outcome: Outcome, needles: &[&str]) {
 
 #[test]
 fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
+    let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_stalling_scheduler");
+    let text = format!("{outcome:?}");
+    // The failure with its AUTO-PROBE block, for --nocapture readers.
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
+    // The stall, then auto-repro's block for it: the task the stall names.
     expect_fail(
-        run_test("scx_ktstr::fixture_steady_stalling_scheduler"),
-        &["SCX_EXIT_ERROR_STALL", "runnable task stall"],
+        outcome,
+        &[
+            "SCX_EXIT_ERROR_STALL",
+            "runnable task stall",
+            "=== AUTO-PROBE: scx_exit fired ===",
+            "the repro failed again: runnable task stall",
+            // A stall names its task ("comm[pid] failed to run"), or, when
+            // the watchdog itself could not run ("watchdog failed to check
+            // in"), the task of the last call on the exiting CPU is followed.
+            "triggering task: pid ",
+            "task_struct *p",
+            "cpus_ptr ",
+            "dsq_id ",
+            "scx_flags ",
+        ],
     );
+    assert!(
+        text.contains("  enqueue_task_scx "),
+        "no enqueue row:\n{text}"
+    );
+    assert_eq!(boots, 2, "the test's VM and the probe VM");
 }
 
+/// A scheduler whose ops.init fails: the kernel ejects it while it attaches
+/// (an error exit), so the test fails before its body, and so does the repro.
+/// (`--crash-after 0` is no such fixture: whether the crash comes before the
+/// start-up check ends is a race.)
+const FAILS_INIT: Scheduler = Scheduler::named("scx_ktstr_fail_init")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .sched_args(&["--fail-init"]);
+
+#[ktstr_test(harness_fixture = true, scheduler = FAILS_INIT, duration_s = 2)]
+fn fixture_scheduler_crashing_before_the_workload(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+/// Auto-repro says when the first VM never reached the workload, and still
+/// shows the crash path the probe VM recorded.
+#[test]
+fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
+    let (outcome, boots) =
+        run_test_counting_boots("scx_ktstr::fixture_scheduler_crashing_before_the_workload");
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
+    expect_fail(
+        outcome,
+        &[
+            "=== AUTO-PROBE: scx_exit fired ===",
+            "the first VM did not reach the workload",
+            "the repro failed again: runtime error",
+            "the probe VM did not reach the workload either",
+            // The sched_ext_exit tracepoint's record, at least.
+            "  exit on cpu ",
+        ],
+    );
+    assert_eq!(boots, 2, "the test's VM and the probe VM");
+}
+
+/// The crash fails the test with the kernel's words, and auto-repro's probe
+/// VM adds the AUTO-PROBE block: the callback that raised the error with
+/// its `file:line`, a kernel caller, the triggering task's fields decoded.
 #[test]
 fn vm_crashing_scheduler_fails_steady_with_the_scx_bpf_error_message() {
+    let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_crashing_scheduler");
+    let text = format!("{outcome:?}");
+    // The failure with its AUTO-PROBE block, for --nocapture readers.
+    if let Outcome::Fail(t) = &outcome {
+        println!("{t}");
+    }
     expect_fail(
-        run_test("scx_ktstr::fixture_steady_crashing_scheduler"),
-        &["SCX_EXIT_ERROR_BPF", "crash requested"],
+        outcome,
+        &[
+            "SCX_EXIT_ERROR_BPF",
+            "crash requested",
+            "=== AUTO-PROBE: scx_exit fired ===",
+            "the repro failed again: scx_bpf_error",
+            "triggering task: pid ",
+            "ktstr.bpf.c:",
+            "task_struct *p",
+            "pid ",
+            "cpus_ptr ",
+            "dsq_id ",
+            "scx_flags ",
+        ],
     );
+    assert!(
+        text.contains("  ktstr_enqueue ") || text.contains("  ktstr_dispatch "),
+        "no ktstr_enqueue/ktstr_dispatch row:\n{text}"
+    );
+    assert!(
+        text.contains("  enqueue_task_scx ") || text.contains("  do_pick_task_scx "),
+        "no kernel caller row:\n{text}"
+    );
+    assert_eq!(boots, 2, "the test's VM and the probe VM");
+}
+
+#[ktstr_test(harness_fixture = true, scheduler = CRASHES, auto_repro = false, duration_s = 3)]
+fn fixture_crashing_scheduler_without_auto_repro(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+/// `auto_repro = false`: the crash fails the test, and no probe VM boots.
+#[test]
+fn vm_auto_repro_false_boots_once() {
+    let (outcome, boots) =
+        run_test_counting_boots("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
+    let text = format!("{outcome:?}");
+    expect_fail(outcome, &["SCX_EXIT_ERROR_BPF", "crash requested"]);
+    assert!(!text.contains("AUTO-PROBE"), "{text}");
+    assert_eq!(boots, 1, "auto_repro = false boots one VM");
 }
 
 #[test]

@@ -248,8 +248,12 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  see vmm/README.md); \
                  hotplug_weights_and_class_switches, whose weighted-cgroups and class-switch \
                  scenarios fail intermittently (see .config/nextest.toml); \
+                 every_scenario_passes_under_eevdf_on_two_llcs, whose oversubscribed \
+                 scenario's spread is just over its threshold (see .config/nextest.toml); \
                  scratch_package_lists_its_gauntlet, which builds a package outside the \
-                 workspace (about 1.5 minutes of compiling); real_schedulers, published \
+                 workspace (about 1.5 minutes of compiling); \
+                 vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
+                 early-failure label (two more VMs); real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"
             );

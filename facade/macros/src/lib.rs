@@ -26,6 +26,7 @@ struct Config {
     cleanup_budget_ms: u64,
     num_snapshots: u32,
     post_vm: Option<Expr>,
+    monitor: Option<Expr>,
     constraints: ktstr_topology::Constraints,
     gauntlet: bool,
 }
@@ -64,6 +65,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
         post_vm: None,
+        monitor: None,
         constraints: ktstr_topology::Constraints::DEFAULT,
         gauntlet: true,
     };
@@ -138,6 +140,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "monitor" => c.monitor = Some(nv.value.clone()),
             "auto_repro" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -178,7 +181,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
                          allow_inconclusive, scheduler, staged_schedulers, auto_repro, \
-                         cleanup_budget_ms, num_snapshots, post_vm, harness_fixture, \
+                         cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
                 ));
@@ -230,10 +233,12 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
 /// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
-/// `auto_repro` (accepted; the probe VM is not built yet), `cleanup_budget_ms`,
+/// `auto_repro` (default true: a scheduler crash reruns in a probe VM), `cleanup_budget_ms`,
 /// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
 /// `post_vm = path` (a `fn(&VmResult) -> anyhow::Result<()>` run on the host
-/// after the VM; its error fails the test), and
+/// after the VM; its error fails the test), `monitor` (a
+/// `ktstr::monitor::MonitorChecks` layered over the scheduler's and the
+/// defaults: `MonitorChecks::INHERIT.dsq_depth(8, 500).no_stuck()`), and
 /// `harness_fixture` (register without a `#[test]`, for tests of the harness
 /// that run it with `ktstr::test_support::run_test` and judge its outcome).
 ///
@@ -276,6 +281,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         cleanup_budget_ms,
         num_snapshots,
         post_vm,
+        monitor,
         constraints: _,
         gauntlet,
     } = cfg;
@@ -289,6 +295,10 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let post_vm = match post_vm {
         Some(p) => quote! { ::core::option::Option::Some(#p as ::ktstr::monitor::PostVmFn) },
         None => quote! { ::core::option::Option::None },
+    };
+    let monitor = match monitor {
+        Some(m) => quote! { #m },
+        None => quote! { ::ktstr::monitor::MonitorChecks::INHERIT },
     };
     let expect_err_matching = match expect_err_matching {
         Some(s) => quote! { ::core::option::Option::Some(#s) },
@@ -352,6 +362,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 cleanup_budget_ms: #cleanup_budget_ms,
                 num_snapshots: #num_snapshots,
                 post_vm: #post_vm,
+                monitor: #monitor,
             },
         };
 

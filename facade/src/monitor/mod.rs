@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
+pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 
@@ -102,6 +103,8 @@ pub struct CpuSample {
     pub clock: Option<u64>,
     /// `rq->scx.nr_running`.
     pub scx_nr_running: Option<u32>,
+    /// `rq->nr_switches`: context switches on this CPU since boot.
+    pub nr_switches: Option<u64>,
     /// Tasks on the CPU's local DSQ.
     pub local_dsq_nr: Option<u32>,
     /// The current task's pid.
@@ -111,6 +114,29 @@ pub struct CpuSample {
     /// How long the first task of the local DSQ has waited to run (its
     /// `sched_info.last_queued` against this rq's clock).
     pub oldest_wait_ns: Option<u64>,
+    /// The runqueue's schedstats (`None`: a kernel without `CONFIG_SCHEDSTATS`).
+    pub schedstat: Option<Schedstat>,
+}
+
+/// One CPU's scheduler statistics (`CONFIG_SCHEDSTATS`), the counters of its
+/// line in the guest's `/proc/schedstat`. Cumulative since boot; the series
+/// API turns them into rates ([`SampleSeries::schedstat_rate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedstat {
+    /// `rq->rq_sched_info.run_delay`: ns tasks spent waiting on this runqueue.
+    pub run_delay: u64,
+    /// `rq->rq_sched_info.pcount`: tasks that ran here.
+    pub pcount: u64,
+    /// `rq->yld_count`: `sched_yield()` calls.
+    pub yld_count: u64,
+    /// `rq->sched_count`: `schedule()` calls.
+    pub sched_count: u64,
+    /// `rq->sched_goidle`: of those, switches to idle.
+    pub sched_goidle: u64,
+    /// `rq->ttwu_count`: wakeups of tasks onto this CPU.
+    pub ttwu_count: u64,
+    /// `rq->ttwu_local`: of those, woken by this CPU.
+    pub ttwu_local: u64,
 }
 
 /// A DSQ the scheduler created, in a sample.
@@ -366,6 +392,8 @@ struct LogInner {
     samples: Vec<Sample>,
     hz: u32,
     unavailable: Option<MonitorError>,
+    /// CPU time the periodic samples took on the host, in all.
+    cpu: Duration,
 }
 
 impl MonitorLog {
@@ -374,7 +402,27 @@ impl MonitorLog {
             samples,
             hz,
             unavailable,
+            cpu: Duration::ZERO,
         }))
+    }
+
+    pub(crate) fn with_cpu_time(self, cpu: Duration) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| LogInner {
+            samples: a.samples.clone(),
+            hz: a.hz,
+            unavailable: a.unavailable.clone(),
+            cpu: a.cpu,
+        });
+        MonitorLog(Arc::new(LogInner { cpu, ..inner }))
+    }
+
+    /// Host CPU time of one periodic sample, on average (the monitor thread's
+    /// own clock: what sampling takes from the host's cores).
+    pub fn cpu_per_sample(&self) -> Option<Duration> {
+        let n = u32::try_from(self.samples().len())
+            .ok()
+            .filter(|n| *n > 0)?;
+        Some(self.0.cpu / n)
     }
 
     /// The samples, oldest first.

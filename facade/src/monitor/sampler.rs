@@ -14,7 +14,7 @@ use ktstr_guest_mem::{
 };
 use vm_memory::GuestMemory;
 
-use super::{CpuSample, DsqSample, Global, MonitorError, Sample, SampleKind};
+use super::{CpuSample, DsqSample, Global, MonitorError, Sample, SampleKind, Schedstat};
 
 /// Most data-section maps read per sample (a guest with hundreds of BPF
 /// programs is not what the monitor is for).
@@ -60,6 +60,40 @@ pub(crate) struct Sampler<'k, M: GuestMemory + ?Sized> {
     events: Option<Vec<(String, u64, u64)>>,
     /// Data-section maps by (id, address of their `struct btf`); `None`: not one.
     maps: HashMap<(u32, u64), Option<Arc<DataMap>>>,
+    /// `struct rq` schedstat members: (byte offset, size) in [`SCHEDSTAT_PATHS`]
+    /// order, and the span to read; `None`: no `CONFIG_SCHEDSTATS`.
+    schedstat: Option<SchedstatLayout>,
+    /// Most CPUs believed (`None`: any `nr_cpu_ids`).
+    max_cpus: Option<u32>,
+}
+
+/// (offset, size) of each schedstat member, the first byte, the span.
+type SchedstatLayout = (Vec<(u64, u64)>, u64, u64);
+
+/// The schedstat members of `struct rq`, in [`Schedstat`]'s field order.
+const SCHEDSTAT_PATHS: [&str; 7] = [
+    "rq_sched_info.run_delay",
+    "rq_sched_info.pcount",
+    "yld_count",
+    "sched_count",
+    "sched_goidle",
+    "ttwu_count",
+    "ttwu_local",
+];
+
+/// (offsets and sizes, first byte, span) of the schedstat members in `btf`'s `struct rq`.
+fn schedstat_layout(btf: &Btf<'_>) -> Option<SchedstatLayout> {
+    let fields = SCHEDSTAT_PATHS
+        .iter()
+        .map(|p| {
+            let m = btf.member("rq", p).ok()?;
+            let size = btf.size_of(m.ty).ok()?;
+            (m.bit_offset % 8 == 0 && (1..=8).contains(&size)).then_some((m.bit_offset / 8, size))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let lo = fields.iter().map(|f| f.0).min()?;
+    let hi = fields.iter().map(|f| f.0 + f.1).max()?;
+    Some((fields, lo, hi - lo))
 }
 
 impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
@@ -75,16 +109,38 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
                 })
                 .collect::<Option<Vec<_>>>()
         });
+        let schedstat = schedstat_layout(btf);
         Sampler {
             k,
             events,
             maps: HashMap::new(),
+            schedstat,
+            max_cpus: None,
+        }
+    }
+
+    /// Reads no CPU while the guest's `nr_cpu_ids` exceeds `n` (early boot,
+    /// where it still holds `NR_CPUS`: thousands of runqueues not set up).
+    pub(crate) fn with_max_cpus(mut self, n: u32) -> Self {
+        self.max_cpus = Some(n).filter(|n| *n > 0);
+        self
+    }
+
+    /// `nr_cpu_ids`, once the guest has counted its CPUs.
+    fn nr_cpus(&self) -> Result<u32, MonitorError> {
+        let n = self.k.nr_cpu_ids()?;
+        match self.max_cpus {
+            Some(max) if n > max => Err(MonitorError::Missing(format!(
+                "nr_cpu_ids is {n}, the VM has {max} CPUs: the guest has not counted them yet"
+            ))),
+            _ => Ok(n),
         }
     }
 
     /// One full read of the guest, stamped `kind` at `elapsed`.
     pub(crate) fn sample(&mut self, kind: SampleKind, elapsed: Duration) -> Sample {
         let t0 = Instant::now();
+        self.k.forget_translations();
         let cpus = self.cpus();
         let clock = cpus
             .as_ref()
@@ -119,26 +175,61 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     fn cpus(&self) -> Result<Vec<CpuSample>, MonitorError> {
         // Read each time: the image's initial value (NR_CPUS) holds until the
         // guest counted its CPUs.
-        let n = self.k.nr_cpu_ids()?;
+        let n = self.nr_cpus()?;
         (0..n)
             .map(|cpu| {
                 let s = self.k.rq_sample(cpu)?;
+                let rq = self.k.rq(cpu)?;
                 let wait = self
-                    .first_task_queued(self.k.rq(cpu)?.field("scx.local_dsq")?.addr())
+                    .first_task_queued(rq.field("scx.local_dsq")?.addr())
                     .ok()
                     .flatten();
+                let schedstat = self.schedstat(rq.addr())?;
+                let nr_switches = rq.get("nr_switches")?.map(|v| v.u64()).transpose()?;
                 Ok(CpuSample {
                     cpu,
                     nr_running: s.nr_running,
                     clock: s.clock,
                     scx_nr_running: s.scx_nr_running,
+                    nr_switches,
                     local_dsq_nr: s.local_dsq_nr,
                     curr_pid: s.curr_pid,
                     curr_comm: s.curr_comm,
                     oldest_wait_ns: wait.zip(s.clock).map(|(q, c)| c.saturating_sub(q)),
+                    schedstat,
                 })
             })
             .collect()
+    }
+
+    /// The schedstats of the `struct rq` at `rq`, in one read.
+    fn schedstat(&self, rq: u64) -> Result<Option<Schedstat>, MonitorError> {
+        let Some((fields, lo, len)) = &self.schedstat else {
+            return Ok(None);
+        };
+        let bytes = self
+            .k
+            .read_vec(rq.wrapping_add(*lo), *len, "rq schedstats")?;
+        let v: Vec<u64> = fields
+            .iter()
+            .map(|(off, size)| {
+                let at = (off - lo) as usize;
+                let mut b = [0u8; 8];
+                if let Some(raw) = bytes.get(at..at + *size as usize) {
+                    b[..raw.len()].copy_from_slice(raw);
+                }
+                u64::from_le_bytes(b)
+            })
+            .collect();
+        Ok(Some(Schedstat {
+            run_delay: v[0],
+            pcount: v[1],
+            yld_count: v[2],
+            sched_count: v[3],
+            sched_goidle: v[4],
+            ttwu_count: v[5],
+            ttwu_local: v[6],
+        }))
     }
 
     /// `sched_info.last_queued` of the first task of the DSQ at `dsq`
@@ -184,7 +275,7 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
         };
         let pcpu = sch.field("pcpu")?.u64()?;
         let mut sums = vec![0i64; members.len()];
-        for cpu in 0..self.k.nr_cpu_ids()? {
+        for cpu in 0..self.nr_cpus()? {
             let at = pcpu.wrapping_add(self.k.per_cpu_offset(cpu)?);
             let stats = self.k.value(at, "scx_sched_pcpu")?.field("event_stats")?;
             let bytes = stats.bytes()?;

@@ -80,3 +80,17 @@ fn a_layout_from_the_kernels_own_page_table_symbol() {
     let e = nokaslr_layout(&g.kernel()).expect_err("no init_top_pgt");
     assert!(e.to_string().contains("init_top_pgt"), "{e}");
 }
+
+#[test]
+fn a_guest_that_has_not_counted_its_cpus_is_not_read() {
+    let g = Guest::new();
+    let s = Sampler::new(g.kernel())
+        .with_max_cpus(1)
+        .sample(SampleKind::Monitor, Duration::ZERO);
+    let e = s.cpus.expect_err("nr_cpu_ids 2 > 1");
+    assert!(e.to_string().contains("has not counted them yet"), "{e}");
+    let s = Sampler::new(g.kernel())
+        .with_max_cpus(2)
+        .sample(SampleKind::Monitor, Duration::ZERO);
+    assert!(s.cpus.is_ok(), "{:?}", s.cpus);
+}

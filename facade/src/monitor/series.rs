@@ -140,9 +140,81 @@ impl SampleSeries {
         self.samples.iter().filter_map(Sample::oldest_wait).max()
     }
 
+    /// One schedstat counter of CPU `cpu` per sample (`|s| s.sched_count`),
+    /// cumulative since boot.
+    pub fn schedstat(
+        &self,
+        label: &str,
+        cpu: u32,
+        f: impl Fn(&super::Schedstat) -> u64,
+    ) -> Series<u64> {
+        self.cpu_field(label, cpu, |c| c.schedstat.as_ref().map(&f))
+    }
+
+    /// The rate of one schedstat counter of CPU `cpu`, per second of guest
+    /// time (the samples' largest rq clock), between each sample and the one
+    /// before it; the first point is an error (no previous sample).
+    ///
+    /// ```no_run
+    /// # use ktstr::prelude::*;
+    /// # fn check(result: &VmResult) -> anyhow::Result<()> {
+    /// let switches = result.series().schedstat_rate("sched_count", 0, |s| s.sched_count);
+    /// println!("CPU 0: up to {:?} schedule() calls per second", switches.max());
+    /// # Ok(()) }
+    /// ```
+    pub fn schedstat_rate(
+        &self,
+        label: &str,
+        cpu: u32,
+        f: impl Fn(&super::Schedstat) -> u64,
+    ) -> Series<f64> {
+        let label = format!("cpu{cpu} {label}/s");
+        let read = |s: &Sample| -> Result<(u64, u64), MonitorError> {
+            let c = s.cpu(cpu)?;
+            let v = c.schedstat.as_ref().map(&f).ok_or_else(|| {
+                MonitorError::Missing(format!(
+                    "no schedstats for CPU {cpu} (a kernel without CONFIG_SCHEDSTATS)"
+                ))
+            })?;
+            Ok((guest_ns(s)?, v))
+        };
+        let mut points = Vec::with_capacity(self.samples.len());
+        let mut prev: Option<(u64, u64)> = None;
+        for s in &self.samples {
+            let now = read(s);
+            let rate = match (&now, prev) {
+                (Ok((t, v)), Some((t0, v0))) if *t > t0 => {
+                    Ok(v.wrapping_sub(v0) as f64 * 1e9 / (t - t0) as f64)
+                }
+                (Ok(_), Some(_)) => Err(MonitorError::Missing(
+                    "guest time did not advance since the previous sample".into(),
+                )),
+                (Ok(_), None) => Err(MonitorError::Missing("no previous sample".into())),
+                (Err(e), _) => Err(e.clone()),
+            };
+            if let Ok(n) = now {
+                prev = Some(n);
+            }
+            points.push((s.kind.clone(), s.elapsed, rate));
+        }
+        Series { label, points }
+    }
+
     /// A sched_ext event counter per sample.
     pub fn event(&self, name: &str) -> Series<i64> {
         self.map(name, |s| s.event(name))
+    }
+}
+
+/// A sample's guest time: its largest rq clock.
+fn guest_ns(s: &Sample) -> Result<u64, MonitorError> {
+    match &s.cpus {
+        Ok(c) => c
+            .iter()
+            .filter_map(|c| c.clock)
+            .max()
+            .ok_or_else(|| MonitorError::Missing("no rq clock in the sample".into())),
+        Err(e) => Err(e.clone()),
     }
 }
 

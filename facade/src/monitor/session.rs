@@ -33,6 +33,9 @@ pub(crate) struct Plan {
     pub(crate) num_snapshots: u32,
     /// The body's declared duration.
     pub(crate) duration: Duration,
+    /// CPUs the VM has: a guest whose `nr_cpu_ids` is still above it (its
+    /// boot-time `NR_CPUS`) has not counted its CPUs yet, and is not read.
+    pub(crate) nr_cpus: u32,
 }
 
 enum Cmd {
@@ -40,8 +43,27 @@ enum Cmd {
     Stop,
 }
 
-/// The thread's answer when it ends: its samples, or why it never sampled.
-type ThreadEnd = (Vec<Sample>, Option<MonitorError>);
+/// The thread's answer when it ends: its samples, or why it never sampled,
+/// and the CPU time its periodic samples took.
+type ThreadEnd = (Vec<Sample>, Option<MonitorError>, Duration);
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
+    // a clock every Linux has; on failure `ts` stays zero.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
 
 /// One VM's monitor.
 pub(crate) struct Session {
@@ -52,6 +74,8 @@ pub(crate) struct Session {
     /// Periodic snapshots still to take, soonest first.
     due: Vec<Instant>,
     snapshots: Vec<Sample>,
+    /// When the body started and when the guest sent its verdict (from boot).
+    body: (Option<Duration>, Option<Duration>),
 }
 
 impl std::fmt::Debug for Session {
@@ -70,6 +94,8 @@ pub(crate) struct Finished {
     pub(crate) log: MonitorLog,
     pub(crate) periodic_target: u32,
     pub(crate) periodic_fired: u32,
+    /// The body's run, from boot: its start to the guest's verdict.
+    pub(crate) window: Option<(Duration, Duration)>,
 }
 
 impl Session {
@@ -89,6 +115,7 @@ impl Session {
             thread,
             due: Vec::new(),
             snapshots: Vec::new(),
+            body: (None, None),
         }
     }
 
@@ -103,13 +130,17 @@ impl Session {
     ) {
         match msg {
             Message::BodyStarted => {
+                self.body.0 = Some(self.boot_at.elapsed());
                 let n = self.plan.num_snapshots;
                 let now = Instant::now();
                 self.due = (1..=n)
                     .map(|i| now + self.plan.duration.mul_f64(f64::from(i) / f64::from(n + 1)))
                     .collect();
             }
-            Message::Verdict { .. } => self.due.clear(),
+            Message::Verdict { .. } => {
+                self.body.1 = Some(self.boot_at.elapsed());
+                self.due.clear();
+            }
             Message::SnapshotRequest { name, seq } => {
                 self.snapshot(vm, SampleKind::Named(name.clone()));
                 reader.ack(*seq);
@@ -185,19 +216,21 @@ impl Session {
     /// Stops the thread and hands over what was learned.
     pub(crate) fn finish(mut self) -> Finished {
         let _ = self.tx.send(Cmd::Stop);
-        let (samples, unavailable) = match self.thread.take().map(JoinHandle::join) {
+        let (samples, unavailable, cpu) = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(end)) => end,
             Some(Err(_)) => (
                 Vec::new(),
                 Some(MonitorError::Unavailable(
                     "the monitor thread panicked".into(),
                 )),
+                Duration::ZERO,
             ),
             None => (
                 Vec::new(),
                 Some(MonitorError::Unavailable(
                     "the monitor thread could not be started".into(),
                 )),
+                Duration::ZERO,
             ),
         };
         let target = self.plan.num_snapshots;
@@ -206,7 +239,8 @@ impl Session {
             periodic_target: target,
             periodic_fired: bridge.stats().periodic_fired,
             bridge,
-            log: MonitorLog::new(samples, self.plan.hz, unavailable),
+            log: MonitorLog::new(samples, self.plan.hz, unavailable).with_cpu_time(cpu),
+            window: self.body.0.zip(self.body.1),
         }
     }
 }
@@ -246,9 +280,10 @@ fn sampling_thread(
         Ok(k) => k,
         Err(e) => return answer_errors(e, rx),
     };
-    let mut sampler = Sampler::new(kernel);
+    let mut sampler = Sampler::new(kernel).with_max_cpus(plan.nr_cpus);
     let period = (plan.hz > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(plan.hz)));
     let mut samples = Vec::new();
+    let mut cpu = Duration::ZERO;
     let mut next = Instant::now();
     loop {
         let cmd = match period {
@@ -271,7 +306,9 @@ fn sampling_thread(
         };
         match cmd {
             None => {
+                let c0 = thread_cpu_time();
                 samples.push(sampler.sample(SampleKind::Monitor, boot_at.elapsed()));
+                cpu += thread_cpu_time().saturating_sub(c0);
                 if samples.len() > MAX_SAMPLES {
                     samples.drain(..MAX_SAMPLES / 2);
                 }
@@ -279,7 +316,7 @@ fn sampling_thread(
             Some(Cmd::Snapshot(kind, elapsed, reply)) => {
                 let _ = reply.send(sampler.sample(kind, elapsed));
             }
-            Some(Cmd::Stop) => return (samples, None),
+            Some(Cmd::Stop) => return (samples, None, cpu),
         }
     }
 }
@@ -299,5 +336,5 @@ fn answer_errors(e: MonitorError, rx: &mpsc::Receiver<Cmd>) -> ThreadEnd {
             globals: Err(e.clone()),
         });
     }
-    (Vec::new(), Some(e))
+    (Vec::new(), Some(e), Duration::ZERO)
 }

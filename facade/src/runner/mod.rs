@@ -3,6 +3,7 @@
 //! its end, judge, record. The runner never knows which backend runs.
 
 mod prepare;
+mod repro;
 mod watch;
 
 use std::io::Write;
@@ -13,10 +14,49 @@ use crate::error::RunError;
 use crate::registry::TestEntry;
 use crate::verdict::{self, Expectation, Outcome};
 
-use watch::{Limits, Watched};
+use watch::Limits;
+pub(crate) use watch::Watched;
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+/// The monitor's checks of `entry` (test over scheduler over defaults),
+/// judged over what `finished` read.
+fn monitor_findings(
+    entry: &TestEntry,
+    prepared: &prepare::Prepared,
+    backend: &dyn ktstr_vmm::Backend,
+    finished: &crate::monitor::Finished,
+) -> verdict::MonitorFindings {
+    let cfg = &entry.config;
+    let checks = cfg
+        .monitor
+        .over(
+            cfg.scheduler
+                .map_or(ktstr_ops::scheduler::MonitorChecks::INHERIT, |s| s.monitor),
+        )
+        .resolved();
+    let mut samples = finished.bridge.ordered_with_stats().snapshots;
+    samples.extend(finished.log.samples().iter().cloned());
+    samples.sort_by_key(|s| s.elapsed);
+    let llc_of: Vec<u32> = prepared.topology.cpus().map(|c| c.llc).collect();
+    // vCPUs sharing a host thread take turns of up to 100 ms (QEMU's
+    // TCG_KICK_PERIOD): a vCPU may wait one turn per other vCPU.
+    let threads = backend.host_threads(&prepared.spec).max(1);
+    let per_thread = (llc_of.len()).div_ceil(threads) as u32;
+    verdict::judge_monitor(
+        &verdict::MonitorInput {
+            samples: &samples,
+            unavailable: finished.log.unavailable(),
+            hz: finished.log.hz(),
+            window: finished.window,
+            llc_of: &llc_of,
+            timing_reliable: backend.timing_reliable(&prepared.spec),
+            turn_allowance: Duration::from_millis(100) * per_thread.saturating_sub(1),
+        },
+        &checks,
+    )
 }
 
 /// Runs one test in a VM booting `kernel` (default: the host configuration's).
@@ -91,26 +131,44 @@ struct RunFacts {
     phases: crate::results::Phases,
 }
 
-fn run_in(
+thread_local! {
+    /// VMs booted by this thread (a test and its probe VM run on one thread).
+    static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs one test like [`run`] and counts the VMs it booted.
+pub fn run_counting_boots(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, u32) {
+    let before = BOOTS.with(std::cell::Cell::get);
+    let outcome = run(entry, kernel);
+    (outcome, BOOTS.with(std::cell::Cell::get) - before)
+}
+
+/// One VM of a test, booted and followed to its end.
+pub(crate) struct Booted {
+    pub(crate) watched: Watched,
+    pub(crate) monitor: crate::monitor::Session,
+    pub(crate) topo: String,
+    pub(crate) slot_wait: Duration,
+    pub(crate) initramfs: Duration,
+    /// What the VM was booted from: kernel, scheduler, topology, spec.
+    pub(crate) prepared: prepare::Prepared,
+}
+
+/// Prepares, boots and watches one VM of `entry` (`probe_plan`: an
+/// auto-repro probe VM's plan, JSON).
+pub(crate) fn boot_once(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
     shape: Option<&ktstr_topology::Topology>,
-    t0: Instant,
-    facts: &mut RunFacts,
-) -> Result<Outcome, RunError> {
+    backend: &dyn ktstr_vmm::Backend,
+    probe_plan: Option<&[u8]>,
+) -> Result<Booted, RunError> {
+    let t0 = Instant::now();
+    BOOTS.with(|b| b.set(b.get() + 1));
     let cfg = &entry.config;
-    let backend = host.backend().map_err(|source| RunError::Backend {
-        backend: "selection".into(),
-        source,
-    })?;
-    facts.backend = Some(backend.name());
-    let mut prepared = prepare::prepare(host, entry, kernel, shape, backend.as_ref())?;
-    facts.kernel = Some(prepared.kernel.clone());
-    facts.scheduler = prepared.scheduler.take();
-    facts.topology = Some(prepared.topology.to_string());
+    let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
-    facts.phases.initramfs = initramfs;
     let topo = prepared.topology.to_string();
     let limits = Limits {
         boot_to_init: host.boot_timeout,
@@ -125,7 +183,6 @@ fn run_in(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
-    facts.phases.slot_wait = slot_wait;
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.spec.kernel.clone(),
@@ -133,13 +190,55 @@ fn run_in(
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,
             duration: Duration::from_secs(u64::from(cfg.duration_s)),
+            nr_cpus: prepared.topology.nr_cpus(),
         },
         vm.memory().clone(),
         boot_at,
     );
     let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
     drop(vm);
-    let (observed, times) = match watched {
+    Ok(Booted {
+        watched,
+        monitor,
+        topo,
+        slot_wait,
+        initramfs,
+        prepared,
+    })
+}
+
+/// The failure text of a guest that never reached init.
+fn no_init_text(after: Duration, console: &[String]) -> String {
+    format!(
+        "hung before init: the guest did not reach the harness's init within {:.0}s \
+         (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
+        after.as_secs_f64(),
+        verdict::quote(console)
+    )
+}
+
+fn run_in(
+    host: &HostConfig,
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    shape: Option<&ktstr_topology::Topology>,
+    t0: Instant,
+    facts: &mut RunFacts,
+) -> Result<Outcome, RunError> {
+    let cfg = &entry.config;
+    let backend = host.backend().map_err(|source| RunError::Backend {
+        backend: "selection".into(),
+        source,
+    })?;
+    facts.backend = Some(backend.name());
+    let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
+    facts.kernel = Some(booted.prepared.kernel.clone());
+    facts.scheduler = booted.prepared.scheduler.take();
+    facts.topology = Some(booted.topo.clone());
+    let (topo, slot_wait, initramfs) = (booted.topo, booted.slot_wait, booted.initramfs);
+    facts.phases.initramfs = initramfs;
+    facts.phases.slot_wait = slot_wait;
+    let (observed, times) = match booted.watched {
         Watched::Done(observed, times) => {
             facts.phases.boot_to_init = times.boot_to_init;
             facts.phases.body = times.body;
@@ -150,14 +249,13 @@ fn run_in(
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
-            return Ok(Outcome::Fail(format!(
-                "hung before init: the guest did not reach the harness's init within {:.0}s \
-                 (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
-                after.as_secs_f64(),
-                verdict::quote(&console)
-            )));
+            return Ok(Outcome::Fail(no_init_text(after, &console)));
         }
     };
+    // The monitor's checks over the body's samples join the verdict.
+    let finished = booted.monitor.finish();
+    let mut observed = observed;
+    observed.monitor = monitor_findings(entry, &booted.prepared, backend.as_ref(), &finished);
     let outcome = verdict::judge(
         &observed,
         &Expectation {
@@ -165,11 +263,9 @@ fn run_in(
             expect_err_matching: cfg.expect_err_matching,
             allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
             watchdog_timeout_s: cfg.watchdog_timeout_s,
-            auto_repro: cfg.auto_repro,
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    let finished = monitor.finish();
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
     let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
     let total = t0.elapsed();
@@ -186,5 +282,14 @@ fn run_in(
     );
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
-    Ok(outcome)
+    // A scheduler crash reruns in a probe VM; its block follows the failure.
+    Ok(repro::after(
+        host,
+        entry,
+        kernel,
+        shape,
+        backend.as_ref(),
+        &observed,
+        outcome,
+    ))
 }

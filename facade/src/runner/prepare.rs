@@ -42,6 +42,7 @@ pub(crate) fn prepare(
     kernel: Option<&std::path::Path>,
     preset: Option<&Topology>,
     backend: &dyn Backend,
+    probe_plan: Option<&[u8]>,
 ) -> Result<Prepared, RunError> {
     let cfg = &entry.config;
     let topology = topology_of(entry, preset)?;
@@ -119,10 +120,17 @@ pub(crate) fn prepare(
     };
     let json = serde_json::to_vec(&guest_cfg).expect("the guest config serializes");
     overlay.add_bytes(CONFIG_PATH, 0o644, json)?;
+    // An auto-repro probe VM: the guest entry installs these probes.
+    if let Some(plan) = probe_plan {
+        overlay.add_bytes(ktstr_probe::guest::PLAN_PATH, 0o644, plan.to_vec())?;
+    }
     let initrd = base.with_overlay(&overlay.to_vec()?)?;
 
     spec.initrd = Some(initrd.path().to_path_buf());
     spec.cmdline.push_str(" rdinit=/init ");
+    // The scheduler's counters (yld_count, sched_count, ttwu_count, ...) count
+    // only with schedstats on; the monitor reads them per CPU.
+    spec.cmdline.push_str("schedstats=enable ");
     spec.cmdline.push_str(INIT_ENVIRONMENT);
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,

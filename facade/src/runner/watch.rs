@@ -51,6 +51,8 @@ struct Seen {
     guest_errors: Vec<String>,
     death: Option<ktstr_ops::scheduler::SchedulerDied>,
     times: Times,
+    body_started: bool,
+    probe: Option<serde_json::Value>,
 }
 
 impl Seen {
@@ -72,6 +74,10 @@ impl Seen {
                 Message::Log(l) => println!("guest: {l}"),
                 Message::GuestError(e) => self.guest_errors.push(e),
                 Message::SchedulerDied(d) => self.death = Some(d),
+                Message::BodyStarted => self.body_started = true,
+                Message::Report { kind, data } if kind == crate::guest::PROBE_REPORT => {
+                    self.probe = Some(data);
+                }
                 _ => {}
             }
         }
@@ -162,6 +168,9 @@ pub(crate) fn watch(
         scheduler_death: seen.death,
         channel_fault: channel_fault.map(|f| f.to_string()),
         console: lines,
+        body_started: seen.body_started,
+        probe: seen.probe,
+        monitor: crate::verdict::MonitorFindings::default(),
     };
     Ok(Watched::Done(Box::new(observed), seen.times))
 }

@@ -10,12 +10,13 @@ fn exp(expect_err: bool) -> Expectation<'static> {
         expect_err_matching: None,
         allow_inconclusive: false,
         watchdog_timeout_s: 65,
-        auto_repro: false,
     }
 }
 
 fn powered_off(v: AssertResult, body_error: Option<&str>) -> Observed {
     Observed {
+        body_started: true,
+        probe: None,
         verdict: Some((v, body_error.map(str::to_string))),
         console: vec!["booting".into(), "ktstr-init: up".into()],
         ..Observed::ended(EndReason::PowerOff)
@@ -188,11 +189,7 @@ fn a_scheduler_death_is_named_from_the_typed_message() {
         "sched_ext: BPF scheduler \"s\" disabled (runnable task stall)".into(),
         "sched_ext: s: watchdog failed to check in".into(),
     ];
-    let e = Expectation {
-        auto_repro: true,
-        ..exp(false)
-    };
-    let Outcome::Fail(t) = judge(&obs, &e) else {
+    let Outcome::Fail(t) = judge(&obs, &exp(false)) else {
         panic!("a death fails");
     };
     assert!(
@@ -201,7 +198,6 @@ fn a_scheduler_death_is_named_from_the_typed_message() {
     );
     assert!(t.contains("kernel sched_ext dump"), "{t}");
     assert!(!t.contains("noise"), "{t}");
-    assert!(t.contains("auto-repro"), "{t}");
     // Expected (expect_err): the death passes, still named.
     let Outcome::Pass(t) = judge(&obs, &exp(true)) else {
         panic!("expected death passes");
@@ -253,4 +249,48 @@ fn an_expect_err_matcher_accepts_only_its_failure() {
         judge(&passed, &wants("StartupDied")),
         Outcome::Fail(_)
     ));
+}
+
+#[test]
+fn monitor_findings_join_the_verdict() {
+    let with = |failures: &[&str], inconclusive: &[&str]| Observed {
+        monitor: MonitorFindings {
+            failures: failures.iter().map(|s| s.to_string()).collect(),
+            inconclusive: inconclusive.iter().map(|s| s.to_string()).collect(),
+            notes: vec!["monitor checks [stuck] judged over 40 samples".into()],
+        },
+        ..powered_off(AssertResult::pass(), None)
+    };
+    // A monitor failure fails a guest pass, and expect_err can ask for it.
+    let stuck = with(&["monitor.stuck: CPU 1 had 2 runnable tasks"], &[]);
+    match judge(&stuck, &exp(false)) {
+        Outcome::Fail(t) => assert!(t.contains("monitor.stuck: CPU 1"), "{t}"),
+        o => panic!("{o:?}"),
+    }
+    let e = Expectation {
+        expect_err_matching: Some("monitor.stuck"),
+        ..exp(true)
+    };
+    assert!(matches!(judge(&stuck, &e), Outcome::Pass(_)));
+    let e = Expectation {
+        expect_err_matching: Some("monitor.wait"),
+        ..exp(true)
+    };
+    assert!(matches!(judge(&stuck, &e), Outcome::Fail(_)));
+    // A check that could not judge is inconclusive: a failure unless allowed.
+    let cannot = with(&[], &["monitor checks [stuck] could not judge: no BTF"]);
+    match judge(&cannot, &exp(false)) {
+        Outcome::Fail(t) => assert!(t.starts_with("inconclusive: monitor checks"), "{t}"),
+        o => panic!("{o:?}"),
+    }
+    let allow = Expectation {
+        allow_inconclusive: true,
+        ..exp(false)
+    };
+    assert!(matches!(judge(&cannot, &allow), Outcome::Inconclusive(_)));
+    // A clean pass says what was judged.
+    match judge(&with(&[], &[]), &exp(false)) {
+        Outcome::Pass(t) => assert!(t.contains("judged over 40 samples"), "{t}"),
+        o => panic!("{o:?}"),
+    }
 }

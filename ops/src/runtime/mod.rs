@@ -119,6 +119,45 @@ pub fn is_guest_init() -> bool {
     pid1 && std::path::Path::new(CONFIG_PATH).exists()
 }
 
+/// What runs in the body's process when the run ends, however it ended
+/// (after the body, or after the boot scheduler failed to start), before
+/// the verdict goes out. Set once, in PID 1 before the body's process forks.
+pub type EndHook = Box<dyn Fn(&GuestConfig) + Send + Sync>;
+static END_HOOK: std::sync::OnceLock<EndHook> = std::sync::OnceLock::new();
+
+/// Registers the [`EndHook`] (the facade's guest entry reports auto-repro's
+/// probe records from it). False when one is registered already.
+pub fn on_run_end(hook: EndHook) -> bool {
+    END_HOOK.set(hook).is_ok()
+}
+
+fn run_end_hook(cfg: &GuestConfig) {
+    if let Some(h) = END_HOOK.get() {
+        h(cfg);
+    }
+}
+
+/// Sends a [`Message::Report`] to the host from the body's process (the
+/// facade's guest entry reports what it collected, such as auto-repro's
+/// probe records). Call it from the body only: it writes through a second
+/// writer of the channel, which nothing else uses while the body runs.
+/// False when the channel could not be reached or stayed full.
+pub fn send_report(cfg: &GuestConfig, kind: &str, data: serde_json::Value) -> bool {
+    let Ok(m) = DevMem::map(cfg.channel_gpa, cfg.channel_size) else {
+        return false;
+    };
+    let Some(w) = Writer::attach(m) else {
+        return false;
+    };
+    w.send(
+        &Message::Report {
+            kind: kind.into(),
+            data,
+        },
+        Duration::from_secs(5),
+    )
+}
+
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 /// Runs the body in this (child) process and sends its verdict.
@@ -150,6 +189,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                     "boot scheduler {name} is not packed at {}",
                     crate::scheduler::BOOT_SCHEDULER
                 );
+                run_end_hook(cfg);
                 send_verdict(
                     ch,
                     AssertResult::fail("scheduler", text.clone()),
@@ -161,6 +201,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             }
             Err(e) => {
                 let text = e.to_string();
+                run_end_hook(cfg);
                 send_verdict(
                     ch,
                     AssertResult::fail("scheduler", text.clone()),
@@ -228,6 +269,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             Ok(_) => {}
         }
     }
+    run_end_hook(cfg);
     send_verdict(ch, verdict, body_error, body_ms, error_kinds);
 }
 

@@ -98,6 +98,45 @@ pub fn parse_exit<'a>(
     reason.map(|r| (r, message))
 }
 
+/// The backtrace the kernel logs after the last sched_ext error exit
+/// (`   scx_bpf_error_bstr+0x60/0xa0` records), innermost first. At the
+/// default log level they reach the kernel log but not the console.
+pub fn parse_backtrace<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut frames = Vec::new();
+    let mut after_exit = false;
+    for text in records {
+        if text.starts_with("sched_ext: BPF scheduler ") && text.contains(" disabled (") {
+            after_exit = true;
+            frames.clear();
+        } else if after_exit && is_frame(text) {
+            frames.push(text.trim().to_string());
+        } else if after_exit && !frames.is_empty() {
+            after_exit = false;
+        }
+    }
+    frames
+}
+
+/// A backtrace record: `sym+0x60/0xa0`, maybe with ` [module]`.
+fn is_frame(text: &str) -> bool {
+    let mut words = text.split_whitespace();
+    let Some(sym) = words.next() else {
+        return false;
+    };
+    let module = words.next();
+    words.next().is_none()
+        && module.is_none_or(|m| m.starts_with('['))
+        && sym
+            .split_once("+0x")
+            .is_some_and(|(name, off)| !name.is_empty() && off.contains("/0x"))
+}
+
+/// The kernel log's backtrace of the last sched_ext exit ([`parse_backtrace`]).
+pub fn kernel_backtrace() -> Vec<String> {
+    let records = kmsg_records();
+    parse_backtrace(records.iter().map(String::as_str))
+}
+
 /// The kernel log's record texts (`/dev/kmsg`, "prio,seq,ts,flags;text").
 fn kmsg_records() -> Vec<String> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -172,5 +211,23 @@ mod tests {
             Some(("scx_bpf_error".into(), Some("b: crash requested".into())))
         );
         assert_eq!(parse_exit(["nothing here"]), None);
+    }
+
+    #[test]
+    fn the_backtrace_follows_the_last_exit() {
+        let log = [
+            "sched_ext: BPF scheduler \"b\" disabled (scx_bpf_error)",
+            "sched_ext: b: crash requested",
+            "   scx_bpf_error_bstr+0x60/0xa0",
+            "   enqueue_task_scx+0x2d8/0xcb0",
+            "later noise+0x1/0x2",
+        ];
+        assert_eq!(
+            parse_backtrace(log),
+            [
+                "scx_bpf_error_bstr+0x60/0xa0",
+                "enqueue_task_scx+0x2d8/0xcb0"
+            ]
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 mod cause;
 mod exit;
+mod monitor_checks;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use std::time::Duration;
 use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
-pub use exit::{ExitKind, kernel_exit};
+pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
+pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 
 /// Where a scheduler's binary comes from (resolved on the host).
@@ -52,6 +54,9 @@ pub struct Scheduler {
     /// How long it may take to attach, in seconds (0: the default, 30 s).
     /// Large BPF programs take minutes to verify under a software CPU.
     pub attach_timeout_s: u32,
+    /// The host monitor's checks for it, over the defaults (a test's own
+    /// `monitor = ..` key goes over these).
+    pub monitor: MonitorChecks,
     /// Its layer of check thresholds (see [`Scheduler::thresholds`]).
     pub thresholds: ThresholdOverrides,
 }
@@ -65,6 +70,7 @@ impl Scheduler {
             sched_args: &[],
             files: &[],
             attach_timeout_s: 0,
+            monitor: MonitorChecks::INHERIT,
             thresholds: ThresholdOverrides::new(),
         }
     }
@@ -118,6 +124,12 @@ impl Scheduler {
     /// Sets how long it may take to attach, in seconds (0: the default).
     pub const fn attach_timeout_s(mut self, secs: u32) -> Self {
         self.attach_timeout_s = secs;
+        self
+    }
+
+    /// Sets the host monitor's checks for this scheduler.
+    pub const fn monitor(mut self, checks: MonitorChecks) -> Self {
+        self.monitor = checks;
         self
     }
 

@@ -332,6 +332,15 @@ impl Supervisor {
         }
         drop(cur);
         eprintln!("ktstr-init: {d}\n{}", log_tail(&log, 10));
+        // The exit's backtrace, which the kernel logs below the console's
+        // level: on the console, auto-repro takes the crash path from it.
+        let bt = super::kernel_backtrace();
+        if !bt.is_empty() {
+            eprintln!(
+                "ktstr-init: kernel backtrace of the exit:\n    {}",
+                bt.join("\n    ")
+            );
+        }
         *self.inner.died.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
         Some(d)
     }

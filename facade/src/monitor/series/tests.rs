@@ -12,12 +12,17 @@ fn sample(kind: SampleKind, ms: u64, dispatched: Option<u64>, nr: u32) -> Sample
         cpus: Ok(vec![CpuSample {
             cpu: 1,
             nr_running: Some(nr),
-            clock: Some(1_000_000),
+            clock: Some(ms * 1_000_000),
             scx_nr_running: Some(nr),
+            nr_switches: Some(0),
             local_dsq_nr: Some(0),
             curr_pid: Some(1),
             curr_comm: Some("init".into()),
             oldest_wait_ns: Some(500),
+            schedstat: Some(crate::monitor::Schedstat {
+                sched_count: ms * 3,
+                ..Default::default()
+            }),
         }]),
         scheduler: Ok(Some("ktstr".into())),
         dsqs: Ok(vec![DsqSample {
@@ -134,5 +139,37 @@ fn one_line_questions() {
         present.summary().contains("nr_dispatched=5"),
         "{}",
         present.summary()
+    );
+}
+
+#[test]
+fn schedstat_rates_are_per_second_of_guest_time() {
+    let series = SampleSeries::from_drained_typed(
+        DrainedSnapshots {
+            snapshots: vec![
+                sample(SampleKind::Periodic, 1000, Some(1), 1),
+                sample(SampleKind::Periodic, 1500, Some(1), 1),
+                sample(SampleKind::Periodic, 2500, Some(1), 1),
+            ],
+            stats: BridgeStats::default(),
+        },
+        MonitorLog::default(),
+    );
+    // sched_count = 3 per guest ms: 3000 per guest second.
+    let rate = series.schedstat_rate("sched_count", 1, |s| s.sched_count);
+    assert_eq!(
+        rate.values().copied().collect::<Vec<f64>>(),
+        [3000.0, 3000.0]
+    );
+    assert!(rate.iter_full().next().is_some_and(|p| p.2.is_err()));
+    assert_eq!(rate.label(), "cpu1 sched_count/s");
+    let total = series.schedstat("sched_count", 1, |s| s.sched_count);
+    assert_eq!(total.last(), Some(&7500));
+    assert!(
+        series
+            .schedstat_rate("x", 5, |s| s.pcount)
+            .values()
+            .next()
+            .is_none()
     );
 }

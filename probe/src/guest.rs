@@ -1,0 +1,128 @@
+//! The guest side: install a [`Plan`]'s probes through tracefs before the
+//! scheduler starts, stop tracing at the scheduler's exit (the
+//! `sched_ext_exit` tracepoint's `traceoff` trigger), and read the buffer
+//! back after the scenario. Plain file writes: no BPF loader, no C library.
+
+use std::path::Path;
+
+use crate::plan::{GROUP, Plan};
+
+/// Where the runner puts the plan in the probe VM's initramfs.
+pub const PLAN_PATH: &str = "/ktstr-probe.json";
+/// tracefs.
+const TRACEFS: &str = "/sys/kernel/tracing";
+/// Per-CPU trace buffer: the last few thousand records before the exit.
+const BUFFER_KB: &str = "1024";
+/// Records handed back at most (the newest).
+pub const MAX_LINES: usize = 4000;
+
+/// What [`install`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Capture {
+    /// Probes installed (function names).
+    pub installed: Vec<String>,
+    /// What failed, each naming the probe or file.
+    pub errors: Vec<String>,
+    /// The trace records, oldest first (filled by [`collect`]).
+    pub lines: Vec<String>,
+}
+
+fn write(path: &str, text: &str) -> Result<(), String> {
+    std::fs::write(Path::new(TRACEFS).join(path), text).map_err(|e| format!("{path}: {e}"))
+}
+
+fn append(path: &str, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(Path::new(TRACEFS).join(path))
+        .map_err(|e| format!("{path}: {e}"))?;
+    f.write_all(format!("{text}\n").as_bytes())
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn mount_tracefs() -> Result<(), String> {
+    if Path::new(TRACEFS).join("dynamic_events").exists() {
+        return Ok(());
+    }
+    let src = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: the pointers are NUL-terminated C strings that live through the
+    // call; mount does not keep them. A NULL data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mounting tracefs at {TRACEFS}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Installs and enables the probes of `plan`; tracing stops by itself at
+/// the scheduler's exit. Failures are collected, never fatal.
+pub fn install(plan: &Plan) -> Capture {
+    let mut cap = Capture::default();
+    if let Err(e) = mount_tracefs() {
+        cap.errors.push(e);
+        return cap;
+    }
+    let _ = write("tracing_on", "0");
+    if let Err(e) = write("buffer_size_kb", BUFFER_KB) {
+        cap.errors.push(e);
+    }
+    for p in &plan.probes {
+        let entry = append("dynamic_events", &p.entry_def);
+        let exit = append("dynamic_events", &p.exit_def);
+        match (entry, exit) {
+            (Ok(()), Ok(())) => cap.installed.push(p.func.clone()),
+            (e, x) => {
+                let why = e.err().or(x.err()).unwrap_or_default();
+                let log = std::fs::read_to_string(Path::new(TRACEFS).join("error_log"))
+                    .unwrap_or_default();
+                let last = log.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+                cap.errors
+                    .push(format!("probe on {} not installed: {why} ({last})", p.func));
+                let _ = append("dynamic_events", &format!("-:{GROUP}/{}", p.entry_event));
+            }
+        }
+    }
+    if !cap.installed.is_empty()
+        && let Err(e) = write(&format!("events/{GROUP}/enable"), "1")
+    {
+        cap.errors.push(e);
+    }
+    let exit_tp = "events/sched_ext/sched_ext_exit";
+    if let Err(e) = write(&format!("{exit_tp}/enable"), "1")
+        .and_then(|()| write(&format!("{exit_tp}/trigger"), "traceoff"))
+    {
+        cap.errors.push(format!(
+            "{e} (the kernel lacks the sched_ext_exit tracepoint: records run past the exit)"
+        ));
+    }
+    if let Err(e) = write("tracing_on", "1") {
+        cap.errors.push(e);
+    }
+    cap
+}
+
+/// Stops tracing and reads the buffer into `cap` (the newest [`MAX_LINES`]).
+pub fn collect(cap: &mut Capture) {
+    let _ = write("tracing_on", "0");
+    match std::fs::read_to_string(Path::new(TRACEFS).join("trace")) {
+        Ok(t) => {
+            let lines: Vec<&str> = t.lines().filter(|l| !l.starts_with('#')).collect();
+            let from = lines.len().saturating_sub(MAX_LINES);
+            cap.lines = lines[from..].iter().map(|l| l.to_string()).collect();
+        }
+        Err(e) => cap.errors.push(format!("reading {TRACEFS}/trace: {e}")),
+    }
+}
