@@ -6,16 +6,32 @@ use std::sync::{Mutex, OnceLock};
 
 use ktstr_initramfs::{Archive, BaseSpec, InitramfsError};
 use ktstr_ops::scheduler::{
-    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, staged_paths,
+    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, attach_timeout_path, staged_paths,
 };
 
-/// Finds a scheduler's binary on the host.
+/// Where [`SchedulerSpec::Installed`] binaries live below the cache root.
+pub const INSTALLED_DIR: &str = "schedulers/bin";
+
+/// Finds a scheduler's binary on the host: `path` is the `PATH` to search,
+/// `cache_root` the ktstr cache (for [`SchedulerSpec::Installed`]).
 pub fn resolve(
     s: &Scheduler,
     path: &std::ffi::OsStr,
+    cache_root: &Path,
 ) -> Result<Option<PathBuf>, SchedulerSetupError> {
     match s.binary {
         SchedulerSpec::Eevdf => Ok(None),
+        SchedulerSpec::Installed(name) => {
+            let p = cache_root.join(INSTALLED_DIR).join(name);
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                Err(SchedulerSetupError::NotInstalled {
+                    name: s.name.into(),
+                    path: p,
+                })
+            }
+        }
         SchedulerSpec::Path(p) => {
             let p = PathBuf::from(p);
             if p.is_file() {
@@ -65,6 +81,33 @@ pub enum SchedulerSetupError {
         binary: String,
         /// Where it was looked for.
         looked: String,
+    },
+    /// A scheduler to take from the cache is not installed there.
+    #[error(
+        "scheduler {name}: {} is not installed (or is a dangling link); build the published \
+         schedulers into the cache first: `cargo xtask schedulers` in the ktstr repository \
+         (or `cargo install --root DIR` and link DIR/bin/<binary> there)",
+        path.display()
+    )]
+    NotInstalled {
+        /// The scheduler.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A declared file of a scheduler is missing on the host.
+    #[error(
+        "scheduler {name}: its file {} (to pack at {guest}) does not exist; fix the path in its \
+         `files`",
+        host.display()
+    )]
+    MissingFile {
+        /// The scheduler.
+        name: String,
+        /// The host path.
+        host: PathBuf,
+        /// Where it was to go in the guest.
+        guest: String,
     },
     /// The kernel's BTF could not be read.
     #[error("kernel {}: cannot read its BTF: {why}", kernel.display())]
@@ -193,6 +236,8 @@ pub fn pack(
         overlay
             .add_bytes(BOOT_SCHED_ARGS, 0o644, args_text(s, extra))
             .map_err(packing(s))?;
+        pack_attach_timeout(s, Path::new(BOOT_SCHED_ARGS), overlay)?;
+        pack_files(s, overlay)?;
     }
     for (s, bin) in staged {
         let (guest_bin, guest_args, _) = staged_paths(s.name);
@@ -200,8 +245,73 @@ pub fn pack(
         overlay
             .add_bytes(&guest_args.to_string_lossy(), 0o644, args_text(s, &[]))
             .map_err(packing(s))?;
+        pack_attach_timeout(s, &guest_args, overlay)?;
+        pack_files(s, overlay)?;
     }
     Ok(base)
+}
+
+/// Writes a declared attach timeout next to the scheduler's arguments.
+fn pack_attach_timeout(
+    s: &Scheduler,
+    args: &Path,
+    overlay: &mut Archive,
+) -> Result<(), SchedulerSetupError> {
+    if s.attach_timeout_s == 0 {
+        return Ok(());
+    }
+    overlay
+        .add_bytes(
+            &attach_timeout_path(args).to_string_lossy(),
+            0o644,
+            format!("{}\n", s.attach_timeout_s).into_bytes(),
+        )
+        .map_err(|e| SchedulerSetupError::Pack {
+            name: s.name.into(),
+            why: e.to_string(),
+        })
+}
+
+/// Adds a scheduler's declared files to the overlay (a file shared by two
+/// schedulers of one test, such as a scheduler staged as its own restart, is
+/// packed once).
+fn pack_files(s: &Scheduler, overlay: &mut Archive) -> Result<(), SchedulerSetupError> {
+    for (host, guest) in s.files {
+        let host_path = Path::new(host);
+        if !host_path.is_file() {
+            return Err(SchedulerSetupError::MissingFile {
+                name: s.name.into(),
+                host: host_path.into(),
+                guest: (*guest).into(),
+            });
+        }
+        if !guest.starts_with('/') {
+            return Err(SchedulerSetupError::Pack {
+                name: s.name.into(),
+                why: format!("guest path {guest:?} of {host} is not absolute"),
+            });
+        }
+        if overlay.contains(guest) {
+            continue;
+        }
+        let mode = if is_executable(host_path) {
+            0o755
+        } else {
+            0o644
+        };
+        overlay
+            .add_file(guest, mode, host_path)
+            .map_err(|e| SchedulerSetupError::Pack {
+                name: s.name.into(),
+                why: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -211,7 +321,7 @@ mod tests {
     #[test]
     fn missing_binaries_say_where_they_looked() {
         let s = Scheduler::named("x").binary(SchedulerSpec::Discover("no-such-scheduler-binary"));
-        let err = resolve(&s, "/usr/bin".as_ref())
+        let err = resolve(&s, "/usr/bin".as_ref(), Path::new("/nonexistent"))
             .expect_err("missing")
             .to_string();
         assert!(
@@ -219,9 +329,61 @@ mod tests {
             "{err}"
         );
         let s = Scheduler::named("y").binary(SchedulerSpec::Path("/no/such/path"));
-        let err = resolve(&s, "".as_ref()).expect_err("missing").to_string();
+        let none = Path::new("/nonexistent");
+        let err = resolve(&s, "".as_ref(), none)
+            .expect_err("missing")
+            .to_string();
         assert!(err.contains("/no/such/path"), "{err}");
-        assert_eq!(resolve(&Scheduler::named("z"), "".as_ref()), Ok(None));
+        assert_eq!(resolve(&Scheduler::named("z"), "".as_ref(), none), Ok(None));
+    }
+
+    #[test]
+    fn installed_schedulers_come_from_the_cache_or_say_how_to_build_them() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let s = Scheduler::named("b").binary(SchedulerSpec::Installed("scx_thing"));
+        let err = resolve(&s, "".as_ref(), cache.path())
+            .expect_err("not installed")
+            .to_string();
+        assert!(
+            err.contains("cargo xtask schedulers") && err.contains("schedulers/bin/scx_thing"),
+            "{err}"
+        );
+        let bin = cache.path().join(INSTALLED_DIR);
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("scx_thing"), b"elf").expect("write");
+        assert_eq!(
+            resolve(&s, "".as_ref(), cache.path()),
+            Ok(Some(bin.join("scx_thing")))
+        );
+    }
+
+    #[test]
+    fn declared_files_are_packed_once_or_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("sched.json");
+        std::fs::write(&cfg, b"{}").expect("write");
+        let host: &'static str = Box::leak(cfg.to_string_lossy().into_owned().into_boxed_str());
+        let files: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![(host, "/etc/sched.json")].into_boxed_slice());
+        let s = Scheduler::named("a").files(files);
+        let mut overlay = Archive::new();
+        pack_files(&s, &mut overlay).expect("packed");
+        pack_files(&s, &mut overlay).expect("a second scheduler with the same file");
+        assert!(overlay.contains("/etc/sched.json"));
+        let missing = Scheduler::named("m").files(&[("/no/such/cfg", "/etc/x")]);
+        let err = pack_files(&missing, &mut overlay)
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("/no/such/cfg") && err.contains("files"),
+            "{err}"
+        );
+        let relative = Scheduler::named("r").files(files_relative());
+        assert!(pack_files(&relative, &mut Archive::new()).is_err());
+    }
+
+    fn files_relative() -> &'static [(&'static str, &'static str)] {
+        &[("/bin/sh", "etc/relative")]
     }
 
     #[test]

@@ -175,6 +175,10 @@ impl ShellVm {
         let mut overlay = Archive::new();
         let json = serde_json::to_vec(&config).expect("the shell config serializes");
         overlay.add_bytes(SHELL_CONFIG_PATH, 0o644, json)?;
+        // As in tests: /boot/config-$(uname -r) for schedulers with __kconfig externs.
+        if let Some(kconfig) = kernel.config.as_ref().filter(|c| c.is_file()) {
+            overlay.add_file(ktstr_ops::runtime::KERNEL_CONFIG_PATH, 0o644, kconfig)?;
+        }
         let initrd = base.with_overlay(&overlay.to_vec()?)?;
         let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
         spec.initrd = Some(initrd.path().to_path_buf());

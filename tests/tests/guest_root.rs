@@ -6,9 +6,15 @@
 use ktstr::prelude::*;
 use ktstr::scenario::ops::{HoldSpec, Op, Step, execute_steps};
 
-/// scx-ktstr reads CONFIG_HZ through a __kconfig extern.
-const KCONFIG_READER: Scheduler =
-    Scheduler::named("kconfig_reader").binary(SchedulerSpec::Discover("scx-ktstr"));
+/// scx-ktstr reads CONFIG_HZ through a __kconfig extern. It declares a file of
+/// its own, as a scheduler with a config file would.
+const KCONFIG_READER: Scheduler = Scheduler::named("kconfig_reader")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .files(&[(CONFIG_FILE_HOST, CONFIG_FILE_GUEST)]);
+
+const CONFIG_FILE_HOST: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scheduler.conf");
+const CONFIG_FILE_GUEST: &str = "/etc/kconfig_reader/scheduler.conf";
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -94,9 +100,17 @@ fn scheduler_without_the_kernel_config_fails_naming_it(ctx: &Ctx) -> Result<Asse
     )
 }
 
-/// Its twin: with the config in place the same scheduler attaches.
+/// Its twin: with the config in place the same scheduler attaches; its
+/// declared file is in the guest, byte for byte.
 #[ktstr_test(staged_schedulers = [KCONFIG_READER], duration_s = 2)]
 fn scheduler_with_the_kernel_config_attaches(ctx: &Ctx) -> Result<AssertResult> {
+    let packed = read(CONFIG_FILE_GUEST);
+    if packed != include_str!("fixtures/scheduler.conf") {
+        return Ok(AssertResult::fail(
+            "scheduler files",
+            format!("{CONFIG_FILE_GUEST} holds {packed:?}, not the declared file"),
+        ));
+    }
     let hold = HoldSpec::fixed(std::time::Duration::from_millis(500));
     execute_steps(
         ctx,

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_monitor;
+mod schedulers;
 mod setup;
 mod stress;
 mod test;
@@ -27,6 +28,7 @@ enum Cmd {
     Kernel(ktstr_kernel::cli::KernelCmd),
     Test(test::TestCmd),
     Demo(test::DemoCmd),
+    Schedulers(schedulers::SchedulersCmd),
     Bench(bench::BenchCmd),
     StressBoots(stress::StressCmd),
     Initramfs(InitramfsCmd),
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Kernel(k) => kernel_env().and_then(|env| k.run("kernel", &env)),
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
+        Cmd::Schedulers(s) => schedulers::run(&s),
         Cmd::Bench(b) => bench::run(&b),
         Cmd::StressBoots(s) => stress::run(&s),
         Cmd::Btf(BtfCmd {

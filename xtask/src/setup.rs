@@ -26,19 +26,19 @@ const NEEDS: &[Need] = &[
         package: "clang-19",
         from_backports: false,
         min_major: None,
-        why: "builds BPF schedulers",
+        why: "builds BPF schedulers (scx-ktstr; `cargo xtask schedulers`: clang and libclang for bindgen)",
     },
     Need {
         package: "libelf-dev",
         from_backports: false,
         min_major: None,
-        why: "libelf for the vendored libbpf of scx-ktstr",
+        why: "libelf for the vendored libbpf of scx-ktstr and the published schedulers",
     },
     Need {
         package: "zlib1g-dev",
         from_backports: false,
         min_major: None,
-        why: "zlib for the vendored libbpf of scx-ktstr",
+        why: "zlib for the vendored libbpf of scx-ktstr and the published schedulers",
     },
     Need {
         package: "gcc",

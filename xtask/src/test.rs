@@ -23,6 +23,10 @@ pub struct TestCmd {
     /// use the cached kernel only, never the network
     #[argh(switch)]
     offline: bool,
+    /// with --full: another version of a pinned real scheduler, NAME=VERSION
+    /// (repeatable; see `cargo xtask schedulers`)
+    #[argh(option)]
+    scheduler_version: Vec<String>,
 }
 
 /// Set-up, kernel fetch, then the example tests with a verdict table.
@@ -208,15 +212,33 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
         // the host-wide slots are proven under the runner CI uses.
         let junit = workspace().join("target/nextest/default/junit.xml");
         let _ = std::fs::remove_file(&junit);
+        if args.full {
+            // The real-scheduler tests fail (by design) without their binaries.
+            phases.run("real schedulers (cargo xtask schedulers)", || {
+                crate::schedulers::run(&crate::schedulers::SchedulersCmd {
+                    version: args.scheduler_version.clone(),
+                    force: false,
+                    table: None,
+                })
+            });
+        }
+        let results =
+            std::env::temp_dir().join(format!("ktstr-test-full-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&results);
         phases.run("tests (cargo nextest)", || {
             let mut c = cargo();
             c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
             if args.full {
-                c.arg("--ignore-default-filter").env("KTSTR_FULL", "1");
+                c.arg("--ignore-default-filter")
+                    .env("KTSTR_FULL", "1")
+                    .env("KTSTR_RESULTS", &results);
             }
             status(c)
         });
-        if !args.full {
+        if args.full {
+            crate::schedulers::print_results(&results);
+            let _ = std::fs::remove_file(&results);
+        } else {
             println!(
                 "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm, \
                  kvm_linux_more_on_the_own_vmm, ktstr_tests_on_the_own_vmm, \
@@ -231,7 +253,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  scratch_package_lists_its_gauntlet, which builds a package outside the \
                  workspace (about 1.5 minutes of compiling); \
                  vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
-                 early-failure label (two more VMs)"
+                 early-failure label (two more VMs); real_schedulers, published \
+                 sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
+                 minutes of CPU each)"
             );
         }
         print_slowest(&junit, 10);

@@ -74,12 +74,14 @@ pub(crate) fn prepare(
             }
             .into());
         }
-        (Some(s), None) => crate::schedulers::resolve(&s, &host.path)?.map(|p| (s, p)),
+        (Some(s), None) => {
+            crate::schedulers::resolve(&s, &host.path, &host.cache_root)?.map(|p| (s, p))
+        }
         (None, _) => None,
     };
     let mut staged = Vec::new();
     for s in cfg.staged_schedulers {
-        if let Some(p) = crate::schedulers::resolve(s, &host.path)? {
+        if let Some(p) = crate::schedulers::resolve(s, &host.path, &host.cache_root)? {
             staged.push((s, p));
         }
     }

@@ -85,7 +85,7 @@ fn block(
     let btf = ktstr_btf::Btf::parse(btf_bytes)
         .map_err(|e| format!("{}: BTF: {e}", resolved.vmlinux.display()))?;
     let callbacks = match entry.config.scheduler {
-        Some(s) => crate::schedulers::resolve(&s, &host.path)
+        Some(s) => crate::schedulers::resolve(&s, &host.path, &host.cache_root)
             .ok()
             .flatten()
             .and_then(|p| std::fs::read(p).ok())

@@ -29,6 +29,11 @@ pub enum SchedulerSpec {
     Discover(&'static str),
     /// A binary at this host path.
     Path(&'static str),
+    /// A binary installed into the host's ktstr cache, found as
+    /// `<cache>/schedulers/bin/<name>` (a published scheduler built with
+    /// `cargo install`; in this repository `cargo xtask schedulers` puts them
+    /// there).
+    Installed(&'static str),
     /// No sched_ext scheduler: the kernel's default (EEVDF).
     Eevdf,
 }
@@ -42,6 +47,13 @@ pub struct Scheduler {
     pub binary: SchedulerSpec,
     /// Arguments passed to it.
     pub sched_args: &'static [&'static str],
+    /// Its own files, `(host path, guest path)`: a config file it reads, a
+    /// directory it writes to. Packed with it; a missing host file fails the
+    /// test before boot.
+    pub files: &'static [(&'static str, &'static str)],
+    /// How long it may take to attach, in seconds (0: the default, 30 s).
+    /// Large BPF programs take minutes to verify under a software CPU.
+    pub attach_timeout_s: u32,
     /// The host monitor's checks for it, over the defaults (a test's own
     /// `monitor = ..` key goes over these).
     pub monitor: MonitorChecks,
@@ -56,6 +68,8 @@ impl Scheduler {
             name,
             binary: SchedulerSpec::Eevdf,
             sched_args: &[],
+            files: &[],
+            attach_timeout_s: 0,
             monitor: MonitorChecks::INHERIT,
             thresholds: ThresholdOverrides::new(),
         }
@@ -100,6 +114,19 @@ impl Scheduler {
         self
     }
 
+    /// Sets its own files, `(host path, guest path)` pairs (absolute guest
+    /// paths), packed into the guest with it.
+    pub const fn files(mut self, files: &'static [(&'static str, &'static str)]) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Sets how long it may take to attach, in seconds (0: the default).
+    pub const fn attach_timeout_s(mut self, secs: u32) -> Self {
+        self.attach_timeout_s = secs;
+        self
+    }
+
     /// Sets the host monitor's checks for this scheduler.
     pub const fn monitor(mut self, checks: MonitorChecks) -> Self {
         self.monitor = checks;
@@ -129,6 +156,14 @@ pub fn staged_paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("sched_args"),
         PathBuf::from(format!("/tmp/sched-{name}.log")),
     )
+}
+
+/// Guest path of the attach timeout (seconds, text) of the scheduler whose
+/// arguments are at `args_path`; absent: the default.
+pub fn attach_timeout_path(args_path: &Path) -> PathBuf {
+    let mut p = args_path.as_os_str().to_owned();
+    p.push(".attach_timeout_s");
+    PathBuf::from(p)
 }
 
 /// Why a scheduler could not be started.
@@ -256,10 +291,18 @@ mod tests {
         assert!(S.is_sched_ext());
         assert!(!Scheduler::named("eevdf").is_sched_ext());
         assert_eq!(S.sched_args.len(), 2);
+        const F: Scheduler = S.files(&[("cfg.json", "/etc/sched.json")]);
+        assert_eq!(F.files, &[("cfg.json", "/etc/sched.json")]);
+        assert!(S.files.is_empty());
         let (bin, args, log) = staged_paths("alt");
         assert_eq!(bin, Path::new("/staging/schedulers/alt/scheduler"));
         assert_eq!(args, Path::new("/staging/schedulers/alt/sched_args"));
         assert_eq!(log, Path::new("/tmp/sched-alt.log"));
+        assert_eq!(
+            attach_timeout_path(&args),
+            Path::new("/staging/schedulers/alt/sched_args.attach_timeout_s")
+        );
+        assert_eq!(S.attach_timeout_s(300).attach_timeout_s, 300);
     }
 
     #[test]

@@ -18,7 +18,8 @@ const SCX_STATE: &str = "/sys/kernel/sched_ext/state";
 const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 /// How long a freshly spawned scheduler must stay alive to count as started.
 const LIVENESS_WINDOW: Duration = Duration::from_secs(1);
-/// How long it may take to attach (BPF verification is slow under TCG).
+/// How long it may take to attach (BPF verification is slow under TCG),
+/// unless its declaration says otherwise ([`super::attach_timeout_path`]).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the kernel gets to log an exit after the state changed.
 const EXIT_RECORD_WAIT: Duration = Duration::from_secs(2);
@@ -61,9 +62,41 @@ fn read_trim(p: &str) -> String {
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = strip_ansi(&String::from_utf8_lossy(
+        &std::fs::read(path).unwrap_or_default(),
+    ));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Drops terminal colour codes (`ESC [ ... letter`): published schedulers log
+/// through tracing, which colours its output even into a file.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The declared attach timeout next to `args_path`, else the default.
+fn attach_timeout(args_path: &Path) -> Duration {
+    std::fs::read_to_string(super::attach_timeout_path(args_path))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(ATTACH_TIMEOUT, Duration::from_secs)
 }
 
 fn read_args(path: &Path) -> Vec<String> {
@@ -171,11 +204,12 @@ impl Supervisor {
             .spawn()
             .map_err(spawn_err)?;
         let pid = child.id() as i32;
+        let attach_limit = attach_timeout(args_path);
         // Liveness window, then the attach poll; a death anywhere is StartupDied.
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let full = std::fs::read_to_string(log).unwrap_or_default();
+                let full = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
                 return Err(SpawnSchedulerError::StartupDied {
                     name: name.into(),
                     status: status.to_string(),
@@ -187,7 +221,7 @@ impl Supervisor {
             if waited >= LIVENESS_WINDOW && scx_attached() {
                 break;
             }
-            if waited >= ATTACH_TIMEOUT {
+            if waited >= attach_limit {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SpawnSchedulerError::NotAttached {
@@ -325,5 +359,19 @@ impl Supervisor {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_leave_the_text() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m libbpf: x"),
+            "2026  INFO libbpf: x"
+        );
+        assert_eq!(strip_ansi("plain\u{1b}"), "plain");
     }
 }
