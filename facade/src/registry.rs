@@ -58,6 +58,31 @@ pub struct TestConfig {
     pub monitor: ktstr_ops::scheduler::MonitorChecks,
 }
 
+impl TestConfig {
+    /// What `#[ktstr_test]` with no keys declares (1n1l2c1t, 512 MiB, 5 s,
+    /// EEVDF): a base for configurations built by hand, e.g. in unit tests,
+    /// `TestConfig { duration_s: 1, ..TestConfig::DEFAULT }`.
+    pub const DEFAULT: TestConfig = TestConfig {
+        numa_nodes: 1,
+        llcs: 1,
+        cores: 2,
+        threads: 1,
+        memory_mib: 512,
+        duration_s: 5,
+        watchdog_timeout_s: 65,
+        expect_err: false,
+        expect_err_matching: None,
+        allow_inconclusive: false,
+        scheduler: None,
+        staged_schedulers: &[],
+        auto_repro: true,
+        cleanup_budget_ms: 5000,
+        num_snapshots: 0,
+        post_vm: None,
+        monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
+    };
+}
+
 /// A registered test: its full name, body and configuration.
 #[derive(Debug)]
 pub struct TestEntry {

@@ -171,7 +171,7 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         json!({
             "path": k.vmlinux.display().to_string(),
             "release": k.release,
-            "sha256": hash_of(&k.vmlinux),
+            "sha256": k.vmlinux_sha256.as_ref().map_or_else(|| hash_of(&k.vmlinux), |h| json!(h)),
         })
     });
     let scheduler = f.scheduler.map_or(Value::Null, |(name, bin, args)| {

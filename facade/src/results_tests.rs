@@ -24,25 +24,7 @@ fn entry() -> TestEntry {
     TestEntry {
         name: "examples::steady",
         func: body,
-        config: TestConfig {
-            numa_nodes: 1,
-            llcs: 1,
-            cores: 2,
-            threads: 1,
-            memory_mib: 512,
-            duration_s: 5,
-            watchdog_timeout_s: 65,
-            expect_err: false,
-            expect_err_matching: None,
-            allow_inconclusive: false,
-            scheduler: None,
-            staged_schedulers: &[],
-            auto_repro: true,
-            cleanup_budget_ms: 5000,
-            num_snapshots: 0,
-            post_vm: None,
-            monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
-        },
+        config: TestConfig::DEFAULT,
     }
 }
 

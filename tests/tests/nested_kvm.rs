@@ -370,13 +370,7 @@ fn ktstr_tests_on_the_own_vmm() {
             single_thread: false,
             kvm_amd_params: String::new(),
         };
-        let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!(
-            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
-            out.end,
-            out.wall.as_secs_f64(),
-            out.slot_wait.as_secs_f64()
-        );
+        let out = nested::run_in_l1_logged(&run);
         (inner, out.lines, "in a nested-SVM L1")
     };
     let ran = parse(&lines);

@@ -627,13 +627,7 @@ fn run_set(set: Set) {
             single_thread: false,
             kvm_amd_params: String::new(),
         };
-        let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!(
-            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
-            out.end,
-            out.wall.as_secs_f64(),
-            out.slot_wait.as_secs_f64()
-        );
+        let out = nested::run_in_l1_logged(&run);
         let results = out
             .lines
             .iter()
@@ -717,13 +711,7 @@ fn kvm_linux_boot_stress() {
         single_thread: std::env::var("KTSTR_STRESS_L1").is_ok_and(|v| v == "single"),
         kvm_amd_params: std::env::var("KTSTR_STRESS_KVM_AMD").unwrap_or_default(),
     };
-    let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-    eprintln!(
-        "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
-        out.end,
-        out.wall.as_secs_f64(),
-        out.slot_wait.as_secs_f64()
-    );
+    let out = nested::run_in_l1_logged(&run);
     let summary = out
         .lines
         .iter()
@@ -755,13 +743,7 @@ fn kvm_vs_qemu_kvm_boot_to_init() {
             single_thread: false,
             kvm_amd_params: String::new(),
         };
-        let out = nested::run_in_l1(&run, |l| eprintln!("L1: {l}"));
-        eprintln!(
-            "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
-            out.end,
-            out.wall.as_secs_f64(),
-            out.slot_wait.as_secs_f64()
-        );
+        let out = nested::run_in_l1_logged(&run);
         let ok = out
             .lines
             .iter()

@@ -180,6 +180,9 @@ pub struct Kernel {
     pub config: Option<PathBuf>,
     /// The kernel release, when known.
     pub release: Option<String>,
+    /// The vmlinux's SHA-256 (hex), when already known (a cache entry
+    /// records it at fetch time); `None`: hash the file if you need it.
+    pub vmlinux_sha256: Option<String>,
     /// How it was found.
     pub origin: KernelOrigin,
 }
@@ -198,6 +201,7 @@ pub fn resolve(explicit: Option<&Path>, cache: &KernelCache) -> Result<Kernel, K
         bz_image: Some(k.bz_image()),
         config: Some(k.config()),
         release: Some(k.metadata.release),
+        vmlinux_sha256: Some(k.metadata.vmlinux_sha256),
         origin: KernelOrigin::Cache,
     })
 }
@@ -218,6 +222,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             ));
         }
         let first = |c: [&str; 2]| c.iter().map(|n| p.join(n)).find(|f| f.is_file());
+        let entry = cache.load(p);
         let k = Kernel {
             vmlinux,
             bz_image: first(["arch/x86/boot/bzImage", "bzImage"]),
@@ -225,7 +230,8 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             release: std::fs::read_to_string(p.join("include/config/kernel.release"))
                 .ok()
                 .map(|s| s.trim().to_string())
-                .or_else(|| cache.load(p).map(|k| k.metadata.release)),
+                .or_else(|| entry.as_ref().map(|k| k.metadata.release.clone())),
+            vmlinux_sha256: entry.map(|k| k.metadata.vmlinux_sha256),
             origin,
         };
         check_vmlinux_file(&k.vmlinux)?;
@@ -242,6 +248,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             bz_image: None,
             config: None,
             release: None,
+            vmlinux_sha256: None,
             origin,
         });
     }
@@ -265,6 +272,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             bz_image: Some(p.to_path_buf()),
             config: None,
             release: None,
+            vmlinux_sha256: None,
             origin,
         });
     }

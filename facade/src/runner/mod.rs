@@ -26,7 +26,6 @@ fn secs(d: Option<Duration>) -> String {
 fn monitor_findings(
     entry: &TestEntry,
     prepared: &prepare::Prepared,
-    backend: &dyn ktstr_vmm::Backend,
     finished: &crate::monitor::Finished,
 ) -> verdict::MonitorFindings {
     let cfg = &entry.config;
@@ -41,10 +40,9 @@ fn monitor_findings(
     samples.extend(finished.log.samples().iter().cloned());
     samples.sort_by_key(|s| s.elapsed);
     let llc_of: Vec<u32> = prepared.topology.cpus().map(|c| c.llc).collect();
-    // vCPUs sharing a host thread take turns of up to 100 ms (QEMU's
-    // TCG_KICK_PERIOD): a vCPU may wait one turn per other vCPU.
-    let threads = backend.host_threads(&prepared.spec).max(1);
-    let per_thread = (llc_of.len()).div_ceil(threads) as u32;
+    // vCPUs sharing a host thread take turns: a vCPU may wait one turn per
+    // other vCPU on its thread.
+    let turns = prepared.vcpus_per_thread.saturating_sub(1);
     verdict::judge_monitor(
         &verdict::MonitorInput {
             samples: &samples,
@@ -52,8 +50,8 @@ fn monitor_findings(
             hz: finished.log.hz(),
             window: finished.window,
             llc_of: &llc_of,
-            timing_reliable: backend.timing_reliable(&prepared.spec),
-            turn_allowance: Duration::from_millis(100) * per_thread.saturating_sub(1),
+            timing_reliable: prepared.timing_reliable,
+            turn_allowance: ktstr_ops::scenario::RR_TURN * turns,
         },
         &checks,
     )
@@ -147,7 +145,6 @@ pub fn run_counting_boots(entry: &TestEntry, kernel: Option<&std::path::Path>) -
 pub(crate) struct Booted {
     pub(crate) watched: Watched,
     pub(crate) monitor: crate::monitor::Session,
-    pub(crate) topo: String,
     pub(crate) slot_wait: Duration,
     pub(crate) initramfs: Duration,
     /// What the VM was booted from: kernel, scheduler, topology, spec.
@@ -169,7 +166,6 @@ pub(crate) fn boot_once(
     let cfg = &entry.config;
     let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
-    let topo = prepared.topology.to_string();
     let limits = Limits {
         boot_to_init: host.boot_timeout,
         watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)),
@@ -199,7 +195,6 @@ pub(crate) fn boot_once(
     Ok(Booted {
         watched,
         monitor,
-        topo,
         slot_wait,
         initramfs,
         prepared,
@@ -233,8 +228,9 @@ fn run_in(
     let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
     facts.kernel = Some(booted.prepared.kernel.clone());
     facts.scheduler = booted.prepared.scheduler.take();
-    facts.topology = Some(booted.topo.clone());
-    let (topo, slot_wait, initramfs) = (booted.topo, booted.slot_wait, booted.initramfs);
+    let topo = booted.prepared.topology.to_string();
+    facts.topology = Some(topo.clone());
+    let (slot_wait, initramfs) = (booted.slot_wait, booted.initramfs);
     facts.phases.initramfs = initramfs;
     facts.phases.slot_wait = slot_wait;
     let (observed, times) = match booted.watched {
@@ -254,7 +250,7 @@ fn run_in(
     // The monitor's checks over the body's samples join the verdict.
     let finished = booted.monitor.finish();
     let mut observed = observed;
-    observed.monitor = monitor_findings(entry, &booted.prepared, backend.as_ref(), &finished);
+    observed.monitor = monitor_findings(entry, &booted.prepared, &finished);
     let outcome = verdict::judge(
         &observed,
         &Expectation {

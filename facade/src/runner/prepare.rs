@@ -21,6 +21,10 @@ pub(crate) struct Prepared {
     pub(crate) kernel: ktstr_kernel::Kernel,
     /// The booted sched_ext scheduler: name, host binary, arguments.
     pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+    /// Whether the backend vouches for the guest's timing (as the guest was told).
+    pub(crate) timing_reliable: bool,
+    /// vCPUs sharing one host thread (as the guest was told).
+    pub(crate) vcpus_per_thread: u32,
     /// The initrd file; kept until the VM is gone.
     pub(crate) _initrd: InitrdFile,
 }
@@ -155,6 +159,8 @@ pub(crate) fn prepare(
         topology,
         kernel,
         scheduler,
+        timing_reliable: guest_cfg.timing_reliable,
+        vcpus_per_thread: guest_cfg.vcpus_per_thread,
         _initrd: initrd,
     })
 }

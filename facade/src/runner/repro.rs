@@ -195,23 +195,12 @@ mod tests {
             name: "t",
             func: body,
             config: TestConfig {
-                numa_nodes: 1,
-                llcs: 1,
-                cores: 2,
-                threads: 1,
-                memory_mib: 512,
                 duration_s: 1,
                 watchdog_timeout_s: 61,
                 expect_err,
-                expect_err_matching: None,
-                allow_inconclusive: false,
                 scheduler,
-                staged_schedulers: &[],
                 auto_repro,
-                cleanup_budget_ms: 5000,
-                num_snapshots: 0,
-                post_vm: None,
-                monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
+                ..TestConfig::DEFAULT
             },
         }
     }

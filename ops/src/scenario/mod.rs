@@ -25,7 +25,7 @@ mod steps;
 
 pub use crate::checks::{self, ThresholdOverrides, Thresholds};
 pub use crate::workload::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType, WorkerReport};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, RR_TURN};
 pub use ops::{HoldSpec, Op, Step, execute_steps};
 
 use anyhow::Context as _;

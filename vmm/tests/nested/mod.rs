@@ -232,6 +232,18 @@ fn l1_root(run: &L1Run<'_>, dir: &Path) -> PathBuf {
     path
 }
 
+/// [`run_in_l1`], echoing the L1's console to stderr and saying how it ended.
+pub fn run_in_l1_logged(run: &L1Run<'_>) -> L1Outcome {
+    let out = run_in_l1(run, |l| eprintln!("L1: {l}"));
+    eprintln!(
+        "L1 ended: {} after {:.1} s ({:.1} s of it waiting for host slots)",
+        out.end,
+        out.wall.as_secs_f64(),
+        out.slot_wait.as_secs_f64()
+    );
+    out
+}
+
 /// Boots the L1, runs the binary in it, and returns its console.
 pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     let start = Instant::now();
