@@ -19,6 +19,9 @@ const MONITORED: Scheduler = Scheduler::named("monitored")
 /// Spinners pinned to one CPU while the snapshot is taken.
 const PINNED: u32 = 3;
 const PINNED_CPU: u32 = 1;
+/// Tasks other than the spinners that may be runnable on that CPU when the
+/// snapshot pauses the guest: the agent that requested it, and a kernel thread.
+const OTHERS: u32 = 2;
 
 /// `nr_select_cpu` is a counter of scx-ktstr the loader never prints: it
 /// reads in every paused snapshot, grows, and stays coherent with the other
@@ -99,6 +102,13 @@ fn monitor_reads_a_global_the_loader_never_prints(ctx: &Ctx) -> Result<AssertRes
 /// host read in that snapshot: CPU 1's runqueue has the pinned spinners (all
 /// sched_ext tasks in FULL mode), the scheduler is scx-ktstr's ops, and the
 /// global the loader wrote once has its value.
+///
+/// The spinners are a floor, not the whole count: the guest agent that asked
+/// for the snapshot is itself runnable when the host pauses the VM (it has
+/// just written the request and not yet blocked on the answer), and may sit
+/// on CPU 1 — CI saw `nr=4 curr=init` there once. A kernel thread may be
+/// queued too. So CPU 1 holds the spinners plus at most [`OTHERS`] others;
+/// a reader that took CPU 0's runqueue, or none, reads fewer than the floor.
 fn snapshot_equals_what_the_guest_held(result: &VmResult) -> Result<()> {
     let series = result.series();
     let held = series
@@ -106,15 +116,19 @@ fn snapshot_equals_what_the_guest_held(result: &VmResult) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no snapshot \"held\" on the bridge"))?;
     ensure!(held.paused.is_some(), "the snapshot did not pause the VM");
     let cpu = held.cpu(PINNED_CPU)?;
+    let holds_the_spinners =
+        |n: Option<u32>| n.is_some_and(|n| (PINNED..=PINNED + OTHERS).contains(&n));
     ensure!(
-        cpu.nr_running == Some(PINNED),
-        "CPU {PINNED_CPU} nr_running {:?}, the guest held {PINNED} spinners there: {}",
+        holds_the_spinners(cpu.nr_running),
+        "CPU {PINNED_CPU} nr_running {:?}, the guest held {PINNED} spinners there \
+         (plus at most {OTHERS} others: the requesting agent, a kernel thread): {}",
         cpu.nr_running,
         held.summary()
     );
     ensure!(
-        cpu.scx_nr_running == Some(PINNED),
-        "CPU {PINNED_CPU} scx.nr_running {:?}, expected {PINNED}: {}",
+        holds_the_spinners(cpu.scx_nr_running),
+        "CPU {PINNED_CPU} scx.nr_running {:?}, expected {PINNED} spinners \
+         (plus at most {OTHERS} others): {}",
         cpu.scx_nr_running,
         held.summary()
     );
