@@ -23,6 +23,27 @@ use ktstr::test_support::{Scheduler, SchedulerSpec};
 /// the README's table).
 const ATTACH_TIMEOUT_S: u32 = 240;
 
+/// `steady`, and when it fails, the last lines of the scheduler's own log
+/// (its periodic statistics where the declaration passes a `--stats`-like
+/// flag) beside the workers' table (CPU time, wait, CPUs, migrations): what
+/// the scheduler's developer needs to see why.
+fn steady_explained(ctx: &Ctx) -> Result<AssertResult> {
+    let verdict = scenarios::steady(ctx)?;
+    if verdict.is_pass() {
+        return Ok(verdict);
+    }
+    let log = ctx.scheduler.current_log().unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    Ok(verdict.note(
+        "scheduler log",
+        format!("its last {} lines:\n{}", tail.len(), tail.join("\n")),
+    ))
+}
+
+/// How much of the scheduler's log a failed `steady` shows.
+const LOG_TAIL_LINES: usize = 40;
+
 /// The lifecycle test: one spinning worker per CPU in two cgroups; a third of
 /// the run in, the scheduler is replaced by `again` (the same binary, staged
 /// under another name); two thirds in, `RestartScheduler` brings the boot
@@ -110,12 +131,16 @@ macro_rules! lifecycle_tests {
 #[rustfmt::skip]
 macro_rules! real_scheduler {
     ($module:ident, $binary:literal $(, $lifecycle:ident)?) => {
+        real_scheduler!($module, $binary, [] $(, $lifecycle)?);
+    };
+    ($module:ident, $binary:literal, [$($arg:literal),*] $(, $lifecycle:ident)?) => {
         mod $module {
             use super::*;
 
-            /// The boot scheduler, from the cache.
+            /// The boot scheduler, from the cache, with its arguments.
             const SCHED: Scheduler = Scheduler::named($binary)
                 .binary(SchedulerSpec::Installed($binary))
+                .sched_args(&[$($arg),*])
                 .attach_timeout_s(ATTACH_TIMEOUT_S);
 
             #[ktstr_test(
@@ -127,7 +152,7 @@ macro_rules! real_scheduler {
                 watchdog_timeout_s = 360,
             )]
             fn steady_1n2l2c1t(ctx: &Ctx) -> Result<AssertResult> {
-                scenarios::steady(ctx)
+                steady_explained(ctx)
             }
 
             #[ktstr_test(
@@ -139,7 +164,7 @@ macro_rules! real_scheduler {
                 watchdog_timeout_s = 360,
             )]
             fn steady_1n2l2c2t(ctx: &Ctx) -> Result<AssertResult> {
-                scenarios::steady(ctx)
+                steady_explained(ctx)
             }
 
             $($lifecycle!($binary);)?
@@ -150,6 +175,7 @@ macro_rules! real_scheduler {
 // The suite's schedulers; their versions are pinned in xtask/src/schedulers.rs.
 real_scheduler!(scx_bpfland, "scx_bpfland", lifecycle_tests);
 real_scheduler!(scx_flash, "scx_flash", lifecycle_tests);
+real_scheduler!(scx_beerland, "scx_beerland", lifecycle_tests);
 // No lifecycle test for scx_lavd 1.1.4: its loader needs about 20 s of kernel
 // CPU to verify its BPF program under QEMU's software CPU (attach in 58-91 s
 // with the guest idle, 63 s for a second instance), and competing with one

@@ -20,6 +20,7 @@ pub const PINNED: &[(&str, &str)] = &[
     ("scx_bpfland", "1.1.4"),
     ("scx_lavd", "1.1.4"),
     ("scx_flash", "1.1.4"),
+    ("scx_beerland", "1.1.4"),
 ];
 
 /// Build the published sched_ext schedulers of the `--full` suite into the
