@@ -21,6 +21,8 @@ pub const PINNED: &[(&str, &str)] = &[
     ("scx_lavd", "1.1.4"),
     ("scx_flash", "1.1.4"),
     ("scx_beerland", "1.1.4"),
+    ("scx_p2dq", "1.1.4"),
+    ("scx_cosmos", "1.1.7"),
 ];
 
 /// Build the published sched_ext schedulers of the `--full` suite into the
