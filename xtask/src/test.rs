@@ -253,7 +253,10 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  scratch_package_lists_its_gauntlet, which builds a package outside the \
                  workspace (about 1.5 minutes of compiling); \
                  vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
-                 early-failure label (two more VMs); real_schedulers, published \
+                 early-failure label (two more VMs); \
+                 a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
+                 QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
+                 real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"
             );
