@@ -280,18 +280,25 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// (year, month, day, hour, minute, second) of a UTC time.
+fn utc(unix_secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+    let (y, m, d) = civil((unix_secs / 86_400) as i64);
+    let s = unix_secs % 86_400;
+    (y, m, d, s / 3600, s / 60 % 60, s % 60)
+}
+
 /// A run id from a UTC time and a process id: `YYYYMMDD-HHMMSS-<pid>`, so
 /// runs sort by time.
 pub fn run_id_at(unix_secs: u64, pid: u32) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let (y, m, d) = civil(days);
-    let s = unix_secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{pid}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc(unix_secs);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{pid}")
+}
+
+/// A UTC time in ISO 8601 without a zone, `YYYY-MM-DDTHH:MM:SS` (the form
+/// JUnit XML's `timestamp` takes).
+pub fn utc_datetime(unix_secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc(unix_secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}")
 }
 
 /// The start time (Unix seconds) of process `pid`, from `/proc`.

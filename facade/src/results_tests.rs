@@ -113,6 +113,7 @@ fn run_ids_sort_by_time_and_name_a_directory() {
     // Leap day.
     assert_eq!(run_id_at(951_782_400, 1), "20000229-000000-1");
     assert!(crate::config::valid_run_id(&run_id_at(1_795_772_461, 42)));
+    assert_eq!(utc_datetime(1_795_772_461), "2026-11-27T09:41:01");
 }
 
 #[test]

@@ -8,6 +8,8 @@
 mod cargo;
 mod compare;
 mod html;
+#[cfg(test)]
+mod junit_schema;
 mod report;
 mod runs;
 mod select;

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-/// `text` with XML's five special characters escaped, and the control
-/// characters XML 1.0 forbids dropped.
+/// `text` with XML's five special characters escaped, and the characters
+/// XML 1.0 forbids (controls, U+FFFE, U+FFFF) dropped.
 pub fn xml_escape(text: &str) -> String {
     let mut s = String::with_capacity(text.len());
     for c in text.chars() {
@@ -17,7 +17,7 @@ pub fn xml_escape(text: &str) -> String {
             '"' => s.push_str("&quot;"),
             '\'' => s.push_str("&apos;"),
             '\t' | '\n' | '\r' => s.push(c),
-            c if (c as u32) < 0x20 => {}
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
             c => s.push(c),
         }
     }
@@ -42,36 +42,68 @@ fn name_of(r: &Value) -> (String, String) {
     }
 }
 
+/// `text` as an XML Schema token: whitespace runs collapsed to one space,
+/// none at the ends, `?` for nothing (JUnit's names and host name).
+fn token(text: &str) -> String {
+    let t = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.is_empty() { "?".into() } else { t }
+}
+
+/// Seconds as JUnit's `time`: a non-negative decimal, 3 places.
+fn junit_secs(s: f64) -> String {
+    // `+ 0.0` turns -0.0 (the sum of no records) into 0.0.
+    format!("{:.3}", if s.is_finite() { s.max(0.0) + 0.0 } else { 0.0 })
+}
+
 /// The JUnit XML of one run's records: one testcase per test and variant,
 /// a failure's text in `<failure>`, an inconclusive verdict as `<skipped>`.
+/// The suite's `timestamp` is the earliest start of a record (UTC), its
+/// `hostname` the host of the first record.
 pub fn junit(run: &str, records: &[Value]) -> String {
     let count = |v: &str| records.iter().filter(|r| r["verdict"] == v).count();
     let time = |r: &Value| r["phases_s"]["total"].as_f64().unwrap_or(0.0);
     let total: f64 = records.iter().map(time).sum();
+    let started = records
+        .iter()
+        .filter_map(|r| Some(r["host"]["unix_time"].as_f64()? - time(r)))
+        .fold(f64::MAX, f64::min);
+    let started = if started == f64::MAX {
+        0
+    } else {
+        started.max(0.0) as u64
+    };
+    let host = records
+        .iter()
+        .find_map(|r| r["host"]["hostname"].as_str())
+        .unwrap_or("localhost");
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuites name=\"ktstr\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{total:.3}\">",
+        "<testsuites name=\"ktstr\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\">",
         records.len(),
         count("fail"),
         count("inconclusive"),
+        junit_secs(total),
     );
     let _ = writeln!(
         x,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{total:.3}\">",
-        xml_escape(run),
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\" timestamp=\"{}\" hostname=\"{}\">",
+        xml_escape(&token(run)),
         records.len(),
         count("fail"),
         count("inconclusive"),
+        junit_secs(total),
+        ktstr::results::utc_datetime(started),
+        xml_escape(&token(host)),
     );
     for r in records {
         let (class, name) = name_of(r);
         let _ = writeln!(
             x,
-            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-            xml_escape(&class),
-            xml_escape(&name),
-            time(r)
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\">",
+            xml_escape(&token(&class)),
+            xml_escape(&token(&name)),
+            junit_secs(time(r))
         );
         let detail = r["detail"].as_str().unwrap_or("");
         let failure = r["failure"].as_str().unwrap_or(detail);
@@ -291,6 +323,41 @@ mod tests {
             assert_eq!(open, x.matches(&format!("</{tag}>")).count(), "{tag}");
         }
         assert_eq!(xml_escape("a'b\"c"), "a&apos;b&quot;c");
+    }
+
+    #[test]
+    fn the_junit_of_a_run_validates_against_the_junit_schema() {
+        let mut recs = records();
+        recs[0]["host"] = json!({"hostname": "ci box", "unix_time": 1_795_772_461});
+        let x = junit("run-1", &recs);
+        assert_eq!(
+            crate::junit_schema::violations(&x),
+            Vec::<String>::new(),
+            "{x}"
+        );
+        assert!(
+            x.contains("timestamp=\"2026-11-27T09:40:48\" hostname=\"ci box\""),
+            "{x}"
+        );
+        // What a record may hold that the schema's types do not take: names
+        // with line breaks, a negative or missing time, forbidden characters,
+        // no records at all.
+        let odd = vec![
+            json!({"test": "k::a  b\nc", "verdict": "fail", "detail": "\u{fffe}x",
+            "failure": "\u{0}y", "phases_s": {"total": -3.0}, "host": {"hostname": ""}}),
+        ];
+        let x = junit("run 2", &odd);
+        assert_eq!(
+            crate::junit_schema::violations(&x),
+            Vec::<String>::new(),
+            "{x}"
+        );
+        let x = junit("", &[]);
+        assert_eq!(
+            crate::junit_schema::violations(&x),
+            Vec::<String>::new(),
+            "{x}"
+        );
     }
 
     #[test]
