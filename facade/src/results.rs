@@ -5,7 +5,8 @@
 //! A record holds the test and its gauntlet variant, the topology, the
 //! kernel and scheduler (with hashes of their files), the verdict, every
 //! check's figure and threshold, every worker's report, a summary of the
-//! monitor, the duration of each phase and facts of the host. The key
+//! monitor, the start of each scenario step, the duration of each phase and
+//! facts of the host. The key
 //! figures ([`key_figures`]) are computed once here so every reader agrees.
 
 use std::io::Write;
@@ -33,6 +34,23 @@ pub(crate) struct Phases {
     pub(crate) body: Option<Duration>,
     pub(crate) teardown: Option<Duration>,
     pub(crate) total: Duration,
+    /// When the host read the verdict, from the boot (the monitor samples'
+    /// clock, where the body's own duration is the guest's).
+    pub(crate) verdict_at: Option<Duration>,
+}
+
+/// The start of one scenario step, as the host read it from the channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepMark {
+    /// The step's index, from 0.
+    pub(crate) index: u32,
+    /// When the host read it, from the VM's boot: the monitor samples' clock.
+    pub(crate) at: Duration,
+    /// The guest's uptime at the step's start (the guest's clock, which
+    /// under instruction counting runs at its own pace).
+    pub(crate) guest_uptime: Duration,
+    /// Its ops' labels.
+    pub(crate) ops: Vec<String>,
 }
 
 /// Everything one record is made of.
@@ -51,6 +69,8 @@ pub(crate) struct Facts<'a> {
     /// The guest's own verdict, when it sent one.
     pub(crate) verdict: Option<&'a AssertResult>,
     pub(crate) monitor: Value,
+    /// The scenario's steps as they started (none: not a step scenario).
+    pub(crate) steps: &'a [StepMark],
     pub(crate) phases: Phases,
 }
 
@@ -201,6 +221,14 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         "checks": checks,
         "workers": workers,
         "monitor": f.monitor,
+        // `t`: seconds from the boot, as the monitor's series and
+        // `verdict_t`; `guest_s`: the guest's uptime.
+        "steps": f.steps.iter().map(|s| json!({
+            "index": s.index,
+            "t": s.at.as_secs_f64(),
+            "guest_s": s.guest_uptime.as_secs_f64(),
+            "ops": s.ops,
+        })).collect::<Vec<_>>(),
         "phases_s": {
             "initramfs": p.initramfs.as_secs_f64(),
             "slot_wait": p.slot_wait.as_secs_f64(),
@@ -209,6 +237,7 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
             "teardown": secs(p.teardown),
             "total": p.total.as_secs_f64(),
         },
+        "verdict_t": secs(p.verdict_at),
         "host": host_facts,
     });
     let figures = key_figures(&rec);

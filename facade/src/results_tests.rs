@@ -77,9 +77,16 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
         outcome: &outcome,
         verdict: Some(&v),
         monitor: Value::Null,
+        steps: &[StepMark {
+            index: 0,
+            at: Duration::from_millis(7250),
+            guest_uptime: Duration::from_millis(9100),
+            ops: vec!["add cg_0 (2 workers)".into()],
+        }],
         phases: Phases {
             total: Duration::from_secs(12),
             body: Some(Duration::from_secs(5)),
+            verdict_at: Some(Duration::from_millis(11500)),
             ..Phases::default()
         },
     };
@@ -99,6 +106,11 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     assert_eq!(r["phases_s"]["total"], json!(12.0));
     assert_eq!(r["phases_s"]["body"], json!(5.0));
     assert_eq!(r["phases_s"]["boot_to_init"], Value::Null);
+    // Steps on the monitor's clock, with the guest's beside it.
+    assert_eq!(r["steps"][0]["t"], json!(7.25));
+    assert_eq!(r["steps"][0]["guest_s"], json!(9.1));
+    assert_eq!(r["steps"][0]["ops"][0], "add cg_0 (2 workers)");
+    assert_eq!(r["verdict_t"], json!(11.5));
     // A binary that cannot be read has no hash, said as null.
     assert_eq!(r["scheduler"]["name"], "scx_x");
     assert_eq!(r["scheduler"]["sha256"], Value::Null);

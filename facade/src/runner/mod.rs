@@ -108,6 +108,7 @@ pub fn run_on(
         outcome: &outcome,
         verdict: facts.verdict.as_ref(),
         monitor: facts.monitor.take().unwrap_or_default(),
+        steps: &facts.steps,
         phases: crate::results::Phases {
             total: t0.elapsed(),
             ..facts.phases
@@ -126,6 +127,7 @@ struct RunFacts {
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     verdict: Option<ktstr_ops::assert::AssertResult>,
     monitor: Option<serde_json::Value>,
+    steps: Vec<crate::results::StepMark>,
     phases: crate::results::Phases,
 }
 
@@ -238,6 +240,8 @@ fn run_in(
             facts.phases.boot_to_init = times.boot_to_init;
             facts.phases.body = times.body;
             facts.phases.teardown = times.teardown;
+            facts.steps = times.steps.clone();
+            facts.phases.verdict_at = times.verdict_at;
             facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
             (observed, times)
         }

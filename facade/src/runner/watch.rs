@@ -15,11 +15,15 @@ const TEARDOWN_BUDGET: Duration = Duration::from_secs(30);
 const KEPT_LINES: usize = 2000;
 
 /// Timestamps of one boot, from the channel.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Times {
     pub(crate) boot_to_init: Option<Duration>,
     pub(crate) body: Option<Duration>,
     pub(crate) teardown: Option<Duration>,
+    /// The scenario's steps as they started.
+    pub(crate) steps: Vec<crate::results::StepMark>,
+    /// When the host read the verdict, from the boot (the end of the last step).
+    pub(crate) verdict_at: Option<Duration>,
 }
 
 /// How one boot went.
@@ -70,11 +74,24 @@ impl Seen {
                     self.times.body = Some(Duration::from_millis(body_ms));
                     self.verdict = Some((verdict, body_error));
                     self.verdict_at = Some(Instant::now());
+                    self.times.verdict_at = Some(boot_at.elapsed());
                 }
                 Message::Log(l) => println!("guest: {l}"),
                 Message::GuestError(e) => self.guest_errors.push(e),
                 Message::SchedulerDied(d) => self.death = Some(d),
                 Message::BodyStarted => self.body_started = true,
+                // Stamped on the monitor samples' clock (from the boot, by
+                // the host), within one poll of the guest's writing it.
+                Message::StepStarted {
+                    index,
+                    uptime_ms,
+                    ops,
+                } => self.times.steps.push(crate::results::StepMark {
+                    index,
+                    at: boot_at.elapsed(),
+                    guest_uptime: Duration::from_millis(uptime_ms),
+                    ops,
+                }),
                 Message::Report { kind, data } if kind == crate::guest::PROBE_REPORT => {
                     self.probe = Some(data);
                 }

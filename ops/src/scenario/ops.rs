@@ -134,6 +134,30 @@ impl Op {
         Op::CaptureSnapshot(name.into())
     }
 
+    /// A short label of the op, for step boundaries in reports
+    /// (`add cg_0 (4 workers)`, `cpuset cg_0 = 0-1`, `restart scheduler`).
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Op::AddCgroup(d) => format!("add {} ({} workers)", d.name(), d.workers),
+            Op::Spawn(d) => format!("spawn {} workers in {}", d.workers, d.name()),
+            Op::RemoveCgroup(n) => format!("remove {n}"),
+            Op::Stop(n) => format!("stop {n}"),
+            Op::SetCpuset(n, c) => format!("cpuset {n} = {c}"),
+            Op::ClearCpuset(n) => format!("clear cpuset {n}"),
+            Op::SetWeight(n, w) => format!("weight {n} = {w}"),
+            Op::MoveWorkers(a, b) => format!("move {a} to {b}"),
+            Op::SetAffinity(n, c) => format!("pin {n} to {c}"),
+            Op::SetCpuOnline(c, on) => {
+                format!("CPU {c} {}", if *on { "online" } else { "offline" })
+            }
+            Op::AttachScheduler(s) => format!("attach {}", s.name),
+            Op::DetachScheduler => "detach scheduler".into(),
+            Op::RestartScheduler => "restart scheduler".into(),
+            Op::ReplaceScheduler(s) => format!("replace scheduler by {}", s.name),
+            Op::CaptureSnapshot(n) => format!("snapshot {n}"),
+        }
+    }
+
     /// Applies a scheduler operation; `None` for the others.
     pub(crate) fn apply_scheduler(&self, sup: &Supervisor) -> Option<anyhow::Result<String>> {
         Some(match self {
