@@ -14,6 +14,8 @@ mod report;
 mod runs;
 mod select;
 mod store;
+#[cfg(test)]
+mod trace_format;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
