@@ -39,18 +39,22 @@ pub(crate) struct Phases {
     pub(crate) verdict_at: Option<Duration>,
 }
 
-/// The start of one scenario step, as the host read it from the channel.
+/// The start of one scenario step (`execute_steps`), as the host read it
+/// from the channel: in the record's `steps` and [`VmResult::steps`](crate::monitor::VmResult::steps).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StepMark {
+#[non_exhaustive]
+pub struct StepStart {
     /// The step's index, from 0.
-    pub(crate) index: u32,
-    /// When the host read it, from the VM's boot: the monitor samples' clock.
-    pub(crate) at: Duration,
+    pub index: u32,
+    /// When the host read it, from the VM's boot: the clock of the monitor's
+    /// samples and snapshots (`Sample::elapsed`), within one poll (20 ms)
+    /// of the guest's sending it.
+    pub at: Duration,
     /// The guest's uptime at the step's start (the guest's clock, which
     /// under instruction counting runs at its own pace).
-    pub(crate) guest_uptime: Duration,
-    /// Its ops' labels.
-    pub(crate) ops: Vec<String>,
+    pub guest_uptime: Duration,
+    /// A short label of each op the step applies (`add cg_0 (2 workers)`).
+    pub ops: Vec<String>,
 }
 
 /// Everything one record is made of.
@@ -70,7 +74,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) verdict: Option<&'a AssertResult>,
     pub(crate) monitor: Value,
     /// The scenario's steps as they started (none: not a step scenario).
-    pub(crate) steps: &'a [StepMark],
+    pub(crate) steps: &'a [StepStart],
     pub(crate) phases: Phases,
 }
 

@@ -77,7 +77,7 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
         outcome: &outcome,
         verdict: Some(&v),
         monitor: Value::Null,
-        steps: &[StepMark {
+        steps: &[StepStart {
             index: 0,
             at: Duration::from_millis(7250),
             guest_uptime: Duration::from_millis(9100),

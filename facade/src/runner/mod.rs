@@ -127,7 +127,7 @@ struct RunFacts {
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     verdict: Option<ktstr_ops::assert::AssertResult>,
     monitor: Option<serde_json::Value>,
-    steps: Vec<crate::results::StepMark>,
+    steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
 }
 
@@ -266,7 +266,7 @@ fn run_in(
     );
     // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished, &times.steps);
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",

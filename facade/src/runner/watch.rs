@@ -21,7 +21,7 @@ pub(crate) struct Times {
     pub(crate) body: Option<Duration>,
     pub(crate) teardown: Option<Duration>,
     /// The scenario's steps as they started.
-    pub(crate) steps: Vec<crate::results::StepMark>,
+    pub(crate) steps: Vec<crate::results::StepStart>,
     /// When the host read the verdict, from the boot (the end of the last step).
     pub(crate) verdict_at: Option<Duration>,
 }
@@ -60,10 +60,13 @@ struct Seen {
 }
 
 impl Seen {
-    fn absorb(&mut self, msgs: Vec<Message>, boot_at: Instant) {
+    /// Takes in the messages of one poll, read `read_at` from the boot
+    /// (before the monitor acted on them: a snapshot a step asked for comes
+    /// after the step's start).
+    fn absorb(&mut self, msgs: Vec<Message>, read_at: Duration) {
         for m in msgs {
             match m {
-                Message::Hello { .. } => self.times.boot_to_init = Some(boot_at.elapsed()),
+                Message::Hello { .. } => self.times.boot_to_init = Some(read_at),
                 Message::Verdict {
                     verdict,
                     body_error,
@@ -74,7 +77,7 @@ impl Seen {
                     self.times.body = Some(Duration::from_millis(body_ms));
                     self.verdict = Some((verdict, body_error));
                     self.verdict_at = Some(Instant::now());
-                    self.times.verdict_at = Some(boot_at.elapsed());
+                    self.times.verdict_at = Some(read_at);
                 }
                 Message::Log(l) => println!("guest: {l}"),
                 Message::GuestError(e) => self.guest_errors.push(e),
@@ -86,9 +89,9 @@ impl Seen {
                     index,
                     uptime_ms,
                     ops,
-                } => self.times.steps.push(crate::results::StepMark {
+                } => self.times.steps.push(crate::results::StepStart {
                     index,
-                    at: boot_at.elapsed(),
+                    at: read_at,
                     guest_uptime: Duration::from_millis(uptime_ms),
                     ops,
                 }),
@@ -133,10 +136,11 @@ pub(crate) fn watch(
         }
         match reader.poll() {
             Ok(msgs) => {
+                let read_at = boot_at.elapsed();
                 for m in &msgs {
                     monitor.observe(m, vm, &reader);
                 }
-                seen.absorb(msgs, boot_at);
+                seen.absorb(msgs, read_at);
             }
             Err(ChannelError::NotInitialized) => {}
             Err(e) => channel_fault = Some(e),
@@ -168,7 +172,7 @@ pub(crate) fn watch(
     };
     // The mapping outlives the VM: collect what the guest wrote last.
     if let Ok(msgs) = reader.poll() {
-        seen.absorb(msgs, boot_at);
+        seen.absorb(msgs, boot_at.elapsed());
     }
     if let Some(c) = &console {
         while let Some(l) = c.next_line(Duration::from_millis(50)) {
