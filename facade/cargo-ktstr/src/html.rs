@@ -131,7 +131,7 @@ fn lines(
                 .draw_series(std::iter::once(Text::new(
                     label.clone(),
                     (*t, top),
-                    ("sans-serif", 11).into_font().color(&grey),
+                    ("sans-serif", 13).into_font().color(&grey),
                 )))
                 .map_err(|e| e.to_string())?;
         }

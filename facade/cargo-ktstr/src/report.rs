@@ -355,7 +355,7 @@ mod tests {
                     {"t": 7.0, "nr_running": [1, 2], "deepest_dsq": null, "scheduler": null},
                     {"t": 8.0, "nr_running": [3, null], "deepest_dsq": 4, "scheduler": "scx_x"},
                     {"t": 9.0, "nr_running": [0, 0], "deepest_dsq": 0, "scheduler": null}]},
-                "steps": [{"index": 0, "t": 7.5, "guest_s": 9.0, "ops": ["add cg_0 (1 workers)"]},
+                "steps": [{"index": 0, "t": 7.5, "guest_s": 9.0, "ops": ["add cg_0 (1 worker)"]},
                     {"index": 1, "t": 8.25, "guest_s": 10.2, "ops": ["stop cg_0"]}],
                 "verdict_t": 12.0}),
             json!({"test": "examples::m::bad", "preset": "llc3", "verdict": "fail",
@@ -470,7 +470,7 @@ mod tests {
         let step0 = of("X", "step 0", 1);
         assert_eq!(step0[0]["ts"].as_f64(), Some(9e6));
         assert_eq!(step0[0]["dur"].as_f64(), Some(0.75e6));
-        assert_eq!(step0[0]["args"]["ops"][0], "add cg_0 (1 workers)");
+        assert_eq!(step0[0]["args"]["ops"][0], "add cg_0 (1 worker)");
         let step1 = of("X", "step 1", 1);
         assert_eq!(step1[0]["ts"].as_f64(), Some(9.75e6));
         assert_eq!(step1[0]["dur"].as_f64(), Some(3.75e6));
