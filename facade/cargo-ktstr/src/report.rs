@@ -545,4 +545,64 @@ mod tests {
             Vec::<String>::new()
         );
     }
+
+    /// The records of a real run, one failing and two passing two-step
+    /// tests: `facade/cargo-ktstr/scripts/report-demo.sh` made them (the
+    /// records under `target/ktstr/runs/<run>/` of its package, as a JSON
+    /// array, the monitor series thinned to every 4th sample, the host name
+    /// replaced).
+    fn demo_run() -> Vec<Value> {
+        serde_json::from_str(include_str!("testdata/demo-run.json")).expect("the fixture parses")
+    }
+
+    #[test]
+    fn a_real_runs_junit_and_trace_validate_with_its_steps() {
+        let recs = demo_run();
+        let x = junit("20261127-131835-17268", &recs);
+        assert_eq!(
+            crate::junit_schema::violations(&x),
+            Vec::<String>::new(),
+            "{x}"
+        );
+        assert!(x.contains("tests=\"3\" failures=\"1\""), "{x}");
+        let t = trace(&recs);
+        assert_eq!(crate::trace_format::violations(&t), Vec::<String>::new());
+        let ev = t["traceEvents"].as_array().expect("events");
+        for pid in 1..=3u64 {
+            let steps: Vec<&Value> = ev
+                .iter()
+                .filter(|e| e["pid"] == pid && e["cat"] == "step")
+                .collect();
+            let names: Vec<&str> = steps.iter().filter_map(|e| e["name"].as_str()).collect();
+            assert_eq!(names, ["step 0", "step 1"], "pid {pid}");
+            // Step 0 ends where step 1 starts; step 1 lasts until the verdict.
+            let end0 =
+                steps[0]["ts"].as_f64().unwrap_or(0.0) + steps[0]["dur"].as_f64().unwrap_or(0.0);
+            assert_eq!(Some(end0), steps[1]["ts"].as_f64());
+            assert!(steps[1]["dur"].as_f64().is_some_and(|d| d > 0.0));
+            let nr = ev
+                .iter()
+                .filter(|e| e["pid"] == pid && e["ph"] == "C" && e["name"] == "nr_running")
+                .count();
+            // One counter per sample that read a runqueue.
+            let read = recs[pid as usize - 1]["monitor"]["series"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s["nr_running"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(Value::is_u64))
+                })
+                .count();
+            assert!(read > 10);
+            assert_eq!(nr, read, "pid {pid}");
+        }
+        let h = crate::html::html("demo", &recs);
+        assert_eq!(
+            h.matches("\nstep 1\n</text>").count(),
+            3,
+            "one plot over time per test"
+        );
+    }
 }
