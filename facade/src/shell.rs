@@ -184,6 +184,8 @@ impl ShellVm {
         let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
         spec.initrd = Some(initrd.path().to_path_buf());
         spec.cmdline.push_str(" rdinit=/init ");
+        spec.cmdline.push_str(crate::runner::QUIET_GUEST);
+        spec.cmdline.push(' ');
         spec.cmdline.push_str(ktstr_ops::runtime::INIT_ENVIRONMENT);
         if !opts.kernel_args.is_empty() {
             spec.cmdline.push(' ');
