@@ -109,6 +109,7 @@ pub fn run_on(
         outcome: &outcome,
         verdict: facts.verdict.as_ref(),
         monitor: facts.monitor.take().unwrap_or_default(),
+        steps: &facts.steps,
         phases: crate::results::Phases {
             total: t0.elapsed(),
             ..facts.phases
@@ -127,6 +128,7 @@ struct RunFacts {
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     verdict: Option<ktstr_ops::assert::AssertResult>,
     monitor: Option<serde_json::Value>,
+    steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
 }
 
@@ -239,6 +241,8 @@ fn run_in(
             facts.phases.boot_to_init = times.boot_to_init;
             facts.phases.body = times.body;
             facts.phases.teardown = times.teardown;
+            facts.steps = times.steps.clone();
+            facts.phases.verdict_at = times.verdict_at;
             facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
             (observed, times)
         }
@@ -263,7 +267,7 @@ fn run_in(
     );
     // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
+    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished, &times.steps);
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
