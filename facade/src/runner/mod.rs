@@ -135,6 +135,19 @@ struct RunFacts {
 thread_local! {
     /// VMs booted by this thread (a test and its probe VM run on one thread).
     static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Time this thread's VMs waited for host slots.
+    static SLOT_WAIT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Runs one test like [`run`] and says how long its VMs waited for host
+/// slots (time a busy host adds that no limit of the test counts).
+pub fn run_measuring_slot_wait(
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+) -> (Outcome, Duration) {
+    let before = SLOT_WAIT.with(std::cell::Cell::get);
+    let outcome = run(entry, kernel);
+    (outcome, SLOT_WAIT.with(std::cell::Cell::get) - before)
 }
 
 /// Runs one test like [`run`] and counts the VMs it booted.
@@ -182,6 +195,7 @@ pub(crate) fn boot_once(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
+    SLOT_WAIT.with(|w| w.set(w.get() + slot_wait));
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.spec.kernel.clone(),
