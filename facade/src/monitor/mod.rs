@@ -494,6 +494,9 @@ pub struct VmResult {
     pub scheduler_died: Option<String>,
     /// The console's last lines.
     pub console: Vec<String>,
+    /// The scenario's steps as they started, on the samples' clock (none
+    /// but for `execute_steps` bodies).
+    pub steps: Vec<crate::results::StepStart>,
 }
 
 impl VmResult {
@@ -515,6 +518,7 @@ pub(crate) fn judge_vm(
     observed: &crate::verdict::Observed,
     outcome: Outcome,
     finished: Finished,
+    steps: &[crate::results::StepStart],
 ) -> Outcome {
     let result = VmResult {
         test: entry.name,
@@ -527,6 +531,7 @@ pub(crate) fn judge_vm(
         outcome,
         scheduler_died: observed.scheduler_death.as_ref().map(ToString::to_string),
         console: observed.console.clone(),
+        steps: steps.to_vec(),
     };
     judge_post_vm(&result, entry.config.post_vm)
 }
