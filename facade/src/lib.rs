@@ -164,6 +164,14 @@ pub mod topology {
     };
 }
 
+/// Probes on request (`#[ktstr_test(probes = ["enqueue_task_scx", ..]])`):
+/// what `VmResult::probes` holds, each call decoded with the kernel's BTF.
+pub mod probe {
+    pub use ktstr_probe::{
+        CALLS_SHOWN, MAX_FUNCTIONS, ProbeReport, ProbedArg, ProbedCall, ProbedField, probeable,
+    };
+}
+
 /// Kernels: what a run boots (see [`config::HostConfig::resolve_kernel`]).
 pub mod kernel {
     pub use ktstr_kernel::{Kernel, KernelCache, KernelError, KernelOrigin};

@@ -211,7 +211,7 @@ impl View<'_> {
                 .iter()
                 .filter(|r| r.caller == c.func)
                 .collect();
-            if plan.requested.iter().any(|r| *r == c.func) || cbs.is_empty() {
+            if plan.requested.contains(&c.func) || cbs.is_empty() {
                 calls.push(c.clone());
             }
             for cb in cbs {

@@ -32,6 +32,7 @@ pub mod debian;
 #[cfg(feature = "fetch")]
 mod fetch;
 pub mod image;
+pub mod lines;
 #[cfg(feature = "fetch")]
 pub mod modules;
 mod version;

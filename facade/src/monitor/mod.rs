@@ -494,6 +494,10 @@ pub struct VmResult {
     pub scheduler_died: Option<String>,
     /// The console's last lines.
     pub console: Vec<String>,
+    /// What the test's on-request probes (`probes = [..]`) saw: each
+    /// call decoded (`calls_of("enqueue_task_scx")`) and the printed block;
+    /// `None` without the key.
+    pub probes: Option<ktstr_probe::ProbeReport>,
 }
 
 impl VmResult {
@@ -515,6 +519,7 @@ pub(crate) fn judge_vm(
     observed: &crate::verdict::Observed,
     outcome: Outcome,
     finished: Finished,
+    probes: Option<ktstr_probe::ProbeReport>,
 ) -> Outcome {
     let result = VmResult {
         test: entry.name,
@@ -527,6 +532,7 @@ pub(crate) fn judge_vm(
         outcome,
         scheduler_died: observed.scheduler_death.as_ref().map(ToString::to_string),
         console: observed.console.clone(),
+        probes,
     };
     judge_post_vm(&result, entry.config.post_vm)
 }
