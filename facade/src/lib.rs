@@ -174,5 +174,6 @@ pub mod probe {
 
 /// Kernels: what a run boots (see [`config::HostConfig::resolve_kernel`]).
 pub mod kernel {
+    pub use ktstr_kernel::lines::LineIndex;
     pub use ktstr_kernel::{Kernel, KernelCache, KernelError, KernelOrigin};
 }

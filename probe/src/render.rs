@@ -150,8 +150,14 @@ impl<'b> View<'b> {
         }
     }
 
-    /// The block's body: the crash path of the triggering task.
-    pub fn render(&self, crash: &CrashInfo, callbacks: &[Callback]) -> String {
+    /// The block's body: the crash path of the triggering task. `locate`
+    /// gives a kernel function's `file:line` (of its entry), or why there is none.
+    pub fn render(
+        &self,
+        crash: &CrashInfo,
+        callbacks: &[Callback],
+        locate: &dyn Fn(&str) -> Result<String, String>,
+    ) -> String {
         let mut out = String::new();
         let Some(exit) = self.exit() else {
             out.push_str("  no probe records: the probe VM's trace buffer was empty\n");
@@ -195,6 +201,7 @@ impl<'b> View<'b> {
             out.push_str("  each function's last call for it before the exit, in time order:\n");
         }
         let bt = crash.kernel_funcs();
+        let mut unlocated: Vec<String> = Vec::new();
         for i in chosen {
             let c = &calls[i];
             // The scheduler callback this function calls, first.
@@ -207,10 +214,20 @@ impl<'b> View<'b> {
                 );
                 write_args(&mut out, &self.decode_call(c), false);
             }
-            let loc = bt.iter().find(|(f, _)| *f == c.probe.func).map_or_else(
-                || "kernel".to_string(),
-                |(f, o)| format!("{f}+{o:#x} (backtrace)"),
-            );
+            let in_bt = bt.iter().find(|(f, _)| *f == c.probe.func);
+            let loc = match (locate(&c.probe.func), in_bt) {
+                (Ok(l), Some((_, o))) => format!("{l} (+{o:#x} in the backtrace)"),
+                (Ok(l), None) => l,
+                (Err(why), bt) => {
+                    if !unlocated.contains(&why) {
+                        unlocated.push(why);
+                    }
+                    bt.map_or_else(
+                        || "kernel".to_string(),
+                        |(f, o)| format!("{f}+{o:#x} (backtrace)"),
+                    )
+                }
+            };
             heading(&mut out, &c.probe.func, &loc);
             write_args(&mut out, &self.decode_call(c), true);
         }
@@ -221,6 +238,9 @@ impl<'b> View<'b> {
             exit.ts_ns / 1_000_000_000,
             exit.ts_ns % 1_000_000_000 / 1000
         );
+        for why in unlocated {
+            let _ = writeln!(out, "  no file:line for kernel functions: {why}");
+        }
         out
     }
 

@@ -215,7 +215,13 @@ fn records_render_the_triggering_task_with_changes() {
     };
     let view = View::new(&btf, &plan, &cap);
     assert_eq!(view.skipped, 1);
-    let out = view.render(&CrashInfo::default(), &[]);
+    let located = |f: &str| -> Result<String, String> {
+        match f {
+            "enqueue_task_scx" => Ok("kernel/sched/ext/ext.c:2172".into()),
+            _ => Err("no index".into()),
+        }
+    };
+    let out = view.render(&CrashInfo::default(), &[], &located);
     assert!(out.contains("triggering task: pid 97"), "{out}");
     assert!(
         !out.contains("pid            50"),
@@ -235,13 +241,24 @@ fn records_render_the_triggering_task_with_changes() {
         "{out}"
     );
     assert!(out.contains("exit on cpu 1"), "{out}");
+    assert!(
+        out.contains("  enqueue_task_scx") && out.contains("kernel/sched/ext/ext.c:2172\n"),
+        "the function's entry line: {out}"
+    );
+    // Without an index: no line, and the reason once.
+    let out = view.render(&CrashInfo::default(), &[], &|_| Err("not cached".into()));
+    assert!(!out.contains("ext.c:"), "{out}");
+    assert!(
+        out.contains("no file:line for kernel functions: not cached"),
+        "{out}"
+    );
     // A stall names its task: that one is followed.
     let stall = CrashInfo {
         reason: "runnable task stall".into(),
         message: Some("sh[50] failed to run for 3.1s".into()),
         frames: vec![],
     };
-    let out = view.render(&stall, &[]);
+    let out = view.render(&stall, &[], &located);
     assert!(
         out.contains("triggering task: pid 50 (named by the stall)"),
         "{out}"
@@ -250,7 +267,7 @@ fn records_render_the_triggering_task_with_changes() {
     let empty = View::new(&btf, &plan, &Capture::default());
     assert!(
         empty
-            .render(&CrashInfo::default(), &[])
+            .render(&CrashInfo::default(), &[], &located)
             .contains("trace buffer was empty")
     );
 }

@@ -30,6 +30,8 @@ pub mod cli;
 #[cfg(feature = "fetch")]
 pub mod debian;
 #[cfg(feature = "fetch")]
+pub mod debuginfo;
+#[cfg(feature = "fetch")]
 mod fetch;
 pub mod image;
 pub mod lines;

@@ -61,7 +61,12 @@ impl Sources {
     /// `file:line` of kernel functions from the cached kernel's line index,
     /// or why there is none.
     pub(crate) fn locations(&self) -> Locations {
-        match &self.kernel_dir {
+        Sources::locations_of(self.kernel_dir.as_deref())
+    }
+
+    /// The locations of the kernel whose vmlinux sits in `kernel_dir`.
+    pub(crate) fn locations_of(kernel_dir: Option<&std::path::Path>) -> Locations {
+        match kernel_dir {
             Some(dir) => match ktstr_kernel::lines::LineIndex::load(dir) {
                 Ok(Some(index)) => Locations::Index(index),
                 Ok(None) => Locations::None(
@@ -168,5 +173,48 @@ pub(crate) fn fold(
         (Outcome::Pass(t) | Outcome::Inconclusive(t), Some(p)) => {
             Outcome::Fail(format!("{p}\n(guest verdict: {t}){block}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Outcome;
+
+    fn report(errors: &[&str]) -> ProbeReport {
+        let mut r = ProbeReport::default();
+        r.text = "=== PROBES (on request): f ===\n".into();
+        r.errors = errors.iter().map(|e| e.to_string()).collect();
+        r
+    }
+
+    #[test]
+    fn without_probes_the_outcome_is_untouched() {
+        let pass = Outcome::Pass("ok".into());
+        assert_eq!(fold(pass.clone(), None), pass);
+        assert_eq!(fold(pass.clone(), Some(&Ok(report(&[])))), pass);
+    }
+
+    #[test]
+    fn a_probe_that_could_not_run_fails_the_test_naming_why() {
+        let pass = Outcome::Pass("ok".into());
+        let Outcome::Fail(t) = fold(
+            pass.clone(),
+            Some(&Ok(report(&["probe on f not installed"]))),
+        ) else {
+            panic!("a refused probe must fail the test");
+        };
+        assert!(t.starts_with("probes: probe on f not installed"), "{t}");
+        assert!(t.contains("=== PROBES"), "{t}");
+        let Outcome::Fail(t) = fold(pass, Some(&Err("the guest sent no probe records".into())))
+        else {
+            panic!("no records must fail the test");
+        };
+        assert!(t.contains("the guest sent no probe records"), "{t}");
+        // A failing test gets the block after its own text.
+        let Outcome::Fail(t) = fold(Outcome::Fail("boom".into()), Some(&Ok(report(&[])))) else {
+            panic!("stays failed");
+        };
+        assert!(t.starts_with("boom\n\n=== PROBES"), "{t}");
     }
 }

@@ -174,7 +174,8 @@ fn block(
             String::new()
         }
     );
-    out.push_str(&view.render(&crash, &callbacks));
+    let locations = super::probes::Sources::locations_of(resolved.vmlinux.parent());
+    out.push_str(&view.render(&crash, &callbacks, &|f| locations.locate(f)));
     Ok(out)
 }
 
