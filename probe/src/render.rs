@@ -49,6 +49,8 @@ pub struct View<'b> {
     records: Vec<Record>,
     /// Trace lines that did not parse.
     pub skipped: usize,
+    /// Older records the guest left out.
+    pub dropped: usize,
 }
 
 impl<'b> View<'b> {
@@ -68,6 +70,7 @@ impl<'b> View<'b> {
             plan,
             records,
             skipped,
+            dropped: cap.dropped,
         }
     }
 

@@ -170,7 +170,8 @@ pub struct ProbeReport {
     /// The names the test asked for, in its order.
     pub requested: Vec<String>,
     /// Every paired call the captured records hold, in time order (the
-    /// guest keeps the newest [`crate::guest::MAX_LINES`] records).
+    /// guest keeps the newest [`crate::guest::MAX_LINES`] records, at most
+    /// [`crate::guest::MAX_BYTES`]).
     pub calls: Vec<ProbedCall>,
     /// Trace records captured.
     pub records: usize,
@@ -237,9 +238,19 @@ impl View<'_> {
         );
         let _ = writeln!(
             out,
-            "  {} records (the newest {} are kept){}",
+            "  {} records{}{}",
             report.records,
-            crate::guest::MAX_LINES,
+            if self.dropped > 0 {
+                format!(
+                    " (the newest; {} older ones dropped to fit the guest's limit of {} \
+                     records or {} KiB)",
+                    self.dropped,
+                    crate::guest::MAX_LINES,
+                    crate::guest::MAX_BYTES >> 10
+                )
+            } else {
+                String::new()
+            },
             if report.unreadable > 0 {
                 format!(", {} unreadable", report.unreadable)
             } else {

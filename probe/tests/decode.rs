@@ -212,6 +212,7 @@ fn records_render_the_triggering_task_with_changes() {
             "garbage line".into(),
             "init-1 [001] d..2. 2.000020: sched_ext_exit: kind=1025".into(),
         ],
+        dropped: 0,
     };
     let view = View::new(&btf, &plan, &cap);
     assert_eq!(view.skipped, 1);
@@ -359,6 +360,7 @@ fn the_report_shows_the_last_calls_of_each_requested_name() {
         installed: vec![],
         errors: vec![],
         lines,
+        dropped: 0,
     };
     let view = View::new(&btf, &plan, &cap);
     let located = |f: &str| -> Result<String, String> {

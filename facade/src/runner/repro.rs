@@ -166,8 +166,13 @@ fn block(
     let view = View::new(&btf, &plan, &cap);
     let _ = writeln!(
         out,
-        "  {} records{}",
+        "  {} records{}{}",
         cap.lines.len(),
+        if view.dropped > 0 {
+            format!(" (the newest; {} older ones dropped)", view.dropped)
+        } else {
+            String::new()
+        },
         if view.skipped > 0 {
             format!(", {} unreadable", view.skipped)
         } else {
