@@ -242,6 +242,33 @@ mod tests {
         assert_eq!(source_path(cd, "x", "/abs/file.c"), "/abs/file.c");
     }
 
+    /// A function at a known line of this file, in this test binary.
+    #[inline(never)]
+    fn a_marker_function_for_the_index() -> u32 {
+        std::hint::black_box(7)
+    }
+    const MARKER_LINE: u32 = line!() - 3;
+
+    /// The oracle is the compiler: this test binary's own DWARF puts the
+    /// marker function at the line of its `fn`.
+    #[test]
+    fn this_binary_indexes_its_own_function_at_its_line() {
+        assert_eq!(a_marker_function_for_the_index(), 7);
+        let exe = std::fs::read(std::env::current_exe().expect("exe")).expect("read exe");
+        let index = index_of("self", &exe).expect("the test binary has line tables");
+        let found: Vec<(&str, &str)> = index
+            .iter()
+            .filter(|(n, _)| n.contains("a_marker_function_for_the_index"))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let want = format!("{}:{MARKER_LINE}", file!());
+        assert!(
+            found[0].1.ends_with(&want),
+            "{} is not at {want}",
+            found[0].1
+        );
+    }
+
     #[test]
     fn a_file_without_symbols_or_not_elf_is_an_error() {
         assert!(index_of("r", b"not an elf").is_err());

@@ -102,6 +102,11 @@ impl LineIndex {
         self.by_func.get(func).cloned()
     }
 
+    /// Every (function, `file:line`), sorted by function.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_func.iter().map(|(f, l)| (f.as_str(), l.as_str()))
+    }
+
     /// Functions indexed.
     pub fn len(&self) -> usize {
         self.by_func.len()

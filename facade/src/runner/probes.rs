@@ -188,6 +188,36 @@ mod tests {
         r
     }
 
+    fn entry(probes: &'static [&'static str]) -> TestEntry {
+        fn body(_: &crate::scenario::Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
+            Ok(ktstr_ops::assert::AssertResult::pass())
+        }
+        TestEntry {
+            name: "t",
+            func: body,
+            config: crate::registry::TestConfig {
+                probes,
+                ..crate::registry::TestConfig::DEFAULT
+            },
+        }
+    }
+
+    #[test]
+    fn without_the_key_nothing_is_read_or_planned() {
+        // A kernel that does not exist: only a test with probes looks at it.
+        let host = HostConfig::from_vars(|k| match k {
+            "KTSTR_KERNEL" => Some("/nonexistent/vmlinux".into()),
+            "HOME" => Some("/h".into()),
+            _ => None,
+        })
+        .expect("config");
+        assert!(matches!(plan(&host, &entry(&[]), None), Ok(None)));
+        let e = plan(&host, &entry(&["enqueue_task_scx"]), None)
+            .err()
+            .expect("no kernel to plan with");
+        assert!(e.starts_with("probes = [\"enqueue_task_scx\"]: "), "{e}");
+    }
+
     #[test]
     fn without_probes_the_outcome_is_untouched() {
         let pass = Outcome::Pass("ok".into());
