@@ -8,10 +8,14 @@
 mod cargo;
 mod compare;
 mod html;
+#[cfg(test)]
+mod junit_schema;
 mod report;
 mod runs;
 mod select;
 mod store;
+#[cfg(test)]
+mod trace_format;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
