@@ -497,6 +497,10 @@ pub struct VmResult {
     /// The scenario's steps as they started, on the samples' clock (none
     /// but for `execute_steps` bodies).
     pub steps: Vec<crate::results::StepStart>,
+    /// What the test's on-request probes (`probes = [..]`) saw: each
+    /// call decoded (`calls_of("enqueue_task_scx")`) and the printed block;
+    /// `None` without the key.
+    pub probes: Option<ktstr_probe::ProbeReport>,
 }
 
 impl VmResult {
@@ -519,6 +523,7 @@ pub(crate) fn judge_vm(
     outcome: Outcome,
     finished: Finished,
     steps: &[crate::results::StepStart],
+    probes: Option<ktstr_probe::ProbeReport>,
 ) -> Outcome {
     let result = VmResult {
         test: entry.name,
@@ -532,6 +537,7 @@ pub(crate) fn judge_vm(
         scheduler_died: observed.scheduler_death.as_ref().map(ToString::to_string),
         console: observed.console.clone(),
         steps: steps.to_vec(),
+        probes,
     };
     judge_post_vm(&result, entry.config.post_vm)
 }

@@ -4,6 +4,7 @@
 
 mod prepare;
 pub(crate) use prepare::QUIET_GUEST;
+mod probes;
 mod repro;
 mod watch;
 
@@ -242,7 +243,22 @@ fn run_in(
         source,
     })?;
     facts.backend = Some(backend.name());
-    let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
+    // Probes on request: checked before any VM boots; none without the key.
+    let on_request = match probes::plan(host, entry, kernel) {
+        Ok(p) => p,
+        Err(e) => return Ok(Outcome::Fail(e)),
+    };
+    let plan_json = on_request
+        .as_ref()
+        .map(|(plan, _)| serde_json::to_vec(plan).expect("a probe plan serializes"));
+    let mut booted = boot_once(
+        host,
+        entry,
+        kernel,
+        shape,
+        backend.as_ref(),
+        plan_json.as_deref(),
+    )?;
     facts.kernel = Some(booted.prepared.kernel.clone());
     facts.scheduler = booted.prepared.scheduler.take();
     let topo = booted.prepared.topology.to_string();
@@ -281,7 +297,22 @@ fn run_in(
     );
     // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished, &times.steps);
+    let report = on_request
+        .as_ref()
+        .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));
+    if let Some(Ok(r)) = &report {
+        // Straight to the stream, like the line below: a passing run's too.
+        let _ = std::io::stderr().write_all(r.text.as_bytes());
+    }
+    let outcome = probes::fold(outcome, report.as_ref());
+    let outcome = crate::monitor::judge_vm(
+        entry,
+        &observed,
+        outcome,
+        finished,
+        &times.steps,
+        report.and_then(Result::ok),
+    );
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
