@@ -95,9 +95,22 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its answer.
     pub(crate) fn execute(&self, command: &str) -> Result<Value, VmmError> {
+        self.execute_with(command, None)
+    }
+
+    /// Runs a command with `arguments` (a JSON object) and returns its answer.
+    pub(crate) fn execute_with(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, VmmError> {
         {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let msg = format!("{{\"execute\":\"{command}\"}}\n");
+            let mut msg = serde_json::json!({ "execute": command });
+            if let Some(a) = arguments {
+                msg["arguments"] = a;
+            }
+            let msg = format!("{msg}\n");
             w.write_all(msg.as_bytes())
                 .map_err(|e| VmmError::Control(format!("sending QMP {command}: {e}")))?;
         }
