@@ -38,6 +38,7 @@ mod cache;
 mod error;
 pub mod image;
 pub mod kallsyms;
+pub mod kaslr;
 mod kernel;
 mod sched;
 mod symbols;

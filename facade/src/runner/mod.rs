@@ -181,7 +181,8 @@ pub(crate) fn boot_once(
     let slot_wait = vm.slot_wait();
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
-            vmlinux: prepared.spec.kernel.clone(),
+            vmlinux: prepared.kernel.vmlinux.clone(),
+            kaslr: prepared.kaslr,
             cache_root: host.cache_root.clone(),
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,

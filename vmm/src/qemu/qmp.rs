@@ -104,6 +104,17 @@ impl Qmp {
         self.answer(command)
     }
 
+    /// Runs a command with arguments (a JSON object) and returns its answer.
+    pub(crate) fn execute_with(&self, command: &str, arguments: Value) -> Result<Value, VmmError> {
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let msg = serde_json::json!({ "execute": command, "arguments": arguments });
+            w.write_all(format!("{msg}\n").as_bytes())
+                .map_err(|e| VmmError::Control(format!("sending QMP {command}: {e}")))?;
+        }
+        self.answer(command)
+    }
+
     /// The SHUTDOWN reason, if QEMU reported one.
     pub(crate) fn shutdown_reason(&self) -> Option<String> {
         self.events
