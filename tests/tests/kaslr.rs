@@ -42,13 +42,25 @@ static SLIDES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 /// read it: every snapshot has each CPU's runqueue, and the scheduler's
 /// `nr_dispatched` (a BPF global, in vmalloc) moved.
 fn located_and_read(result: &VmResult) -> Result<()> {
+    placed_and_read(result, true)
+}
+
+/// The same for a `nokaslr` boot of the vmlinux: slide 0, checked.
+fn fixed_and_read(result: &VmResult) -> Result<()> {
+    placed_and_read(result, false)
+}
+
+fn placed_and_read(result: &VmResult, randomized: bool) -> Result<()> {
     let p = result.kernel_placement().ok_or_else(|| {
         anyhow::anyhow!(
             "the monitor never placed the kernel: {:?}",
             result.monitor.unavailable()
         )
     })?;
-    anyhow::ensure!(p.randomized, "the boot was not randomized: {p:?}");
+    anyhow::ensure!(
+        p.randomized == randomized,
+        "expected randomized = {randomized}: {p:?}"
+    );
     let guest_text = result
         .console
         .iter()
@@ -72,7 +84,7 @@ fn located_and_read(result: &VmResult) -> Result<()> {
         dispatched
             .iter_full()
             .any(|(_, _, v)| matches!(v, Ok(n) if *n > 0)),
-        "nr_dispatched was never read above 0 on the randomized kernel"
+        "nr_dispatched was never read above 0"
     );
     let samples = result.monitor.samples();
     let full = samples
@@ -84,10 +96,21 @@ fn located_and_read(result: &VmResult) -> Result<()> {
         "only {full} of {} periodic samples read both runqueues",
         samples.len()
     );
-    SLIDES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(p.slide);
+    println!(
+        "kaslr: randomized {} slide {:#x} phys_base {:#x} page_offset_base {:#x}, \
+         located {:.2}s after boot",
+        p.randomized,
+        p.slide,
+        p.phys_base,
+        p.page_offset_base,
+        p.located_after.as_secs_f64()
+    );
+    if randomized {
+        SLIDES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(p.slide);
+    }
     Ok(())
 }
 
@@ -119,6 +142,35 @@ fn kaslr_boot_is_located_and_read(ctx: &Ctx) -> Result<AssertResult> {
 fn kaslr_fixture_boot(ctx: &Ctx) -> Result<AssertResult> {
     report_text()?;
     scenarios::steady(ctx)
+}
+
+#[ktstr_test(
+    harness_fixture = true,
+    scheduler = SCX,
+    llcs = 1,
+    cores = 2,
+    duration_s = 1,
+    num_snapshots = 2,
+    post_vm = fixed_and_read
+)]
+fn nokaslr_fixture_boot(ctx: &Ctx) -> Result<AssertResult> {
+    report_text()?;
+    scenarios::steady(ctx)
+}
+
+/// Both boot paths, alternating, three times each: the vmlinux at its link
+/// address (checked, slide 0) and the bzImage randomized (located); each
+/// prints its `boot-to-init`, the figures of the README's KASLR section.
+#[test]
+fn both_boot_paths_are_placed_and_read() {
+    for i in 0..3 {
+        for name in ["kaslr::nokaslr_fixture_boot", "kaslr::kaslr_fixture_boot"] {
+            match run_test(name) {
+                Outcome::Pass(_) => {}
+                other => panic!("{name}, round {}: {other:?}", i + 1),
+            }
+        }
+    }
 }
 
 /// Five randomized boots: each located where its guest says, at least three

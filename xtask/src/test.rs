@@ -253,7 +253,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  scratch_package_lists_its_gauntlet, which builds a package outside the \
                  workspace (about 1.5 minutes of compiling); \
                  vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
-                 early-failure label (two more VMs); real_schedulers, published \
+                 early-failure label (two more VMs); \
+                 five_randomized_boots_show_three_slides and \
+                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"
             );
