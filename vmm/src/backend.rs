@@ -97,8 +97,13 @@ pub trait Machine: Send {
     /// Kills the VM now. Idempotent.
     fn kill(&mut self);
     /// Registers of logical CPU `cpu` as they are now (a running VM may be
-    /// paused for the read; a paused one stays paused).
-    fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError>;
+    /// paused for the read; a paused one stays paused). Both backends
+    /// implement it; the default says the machine cannot.
+    fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
+        Err(VmmError::Control(format!(
+            "this machine cannot read vCPU {cpu}'s registers"
+        )))
+    }
     /// How long booting waited for host CPU slots ([`crate::Slotted`]).
     fn slot_wait(&self) -> std::time::Duration {
         std::time::Duration::ZERO
