@@ -73,7 +73,8 @@ pub struct ShellOptions {
     pub kernel: Option<PathBuf>,
     /// The command to run; `None` for an interactive shell on the console.
     pub exec: Option<String>,
-    /// Kill the VM after this long.
+    /// Kill the VM after it has run this long (counted from launch: a wait
+    /// for host slots does not count).
     pub timeout: Option<Duration>,
     /// Print the guest's boot messages too.
     pub verbose: bool,
@@ -183,6 +184,8 @@ impl ShellVm {
         let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
         spec.initrd = Some(initrd.path().to_path_buf());
         spec.cmdline.push_str(" rdinit=/init ");
+        spec.cmdline.push_str(crate::runner::QUIET_GUEST);
+        spec.cmdline.push(' ');
         spec.cmdline.push_str(ktstr_ops::runtime::INIT_ENVIRONMENT);
         if !opts.kernel_args.is_empty() {
             spec.cmdline.push(' ');
@@ -257,8 +260,11 @@ pub fn run(
     out: &mut dyn Write,
     diag: &mut dyn Write,
 ) -> Result<i32, ShellError> {
-    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    // The limit is the VM's: it starts once the backend has the host slots
+    // and has launched the VM, so a wait for slots other VMs hold on a busy
+    // host never counts against it.
     let mut vm = ShellVm::boot(opts, host)?;
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
     if opts.verbose {
         let _ = writeln!(diag, "ktstr shell: booted on {}", vm.backend());
     }

@@ -6,6 +6,12 @@
 //! moves itself between cgroups). Floors are for 2 workers over 300 ms on a
 //! shared, loaded 2-core machine: a tenth or less of what it measured, so
 //! they catch a work loop that is broken, not a busy host.
+//!
+//! A worker that falls short while the host kept it from running (runnable
+//! but waiting half the window, or under a tenth of it on a CPU) was held
+//! back by the host, not broken (a CI run beside VM builds saw a yield
+//! worker get 1.84 ms of 300 ms): that kind runs once more over ten windows,
+//! and the test prints so. A broken loop stays short however long it runs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,7 +59,33 @@ fn root() -> PathBuf {
         .join(format!("ktstr-ops-catalogue-{}", std::process::id()))
 }
 
-fn run(work: &WorkType, cg: &Cgroup) -> Vec<WorkerReport> {
+/// What is wrong with one worker's report: below the floor, not exited
+/// cleanly, or latencies missing (or present where the kind has none).
+fn problems(work: &WorkType, r: &WorkerReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let f = floor(work);
+    if r.progress < f || !r.exited_cleanly {
+        out.push(format!(
+            "{}: {} {} (floor {f}), exited cleanly: {}",
+            r.work, r.progress, r.unit, r.exited_cleanly
+        ));
+    }
+    if work.measures_latency() && r.wake_latency.is_none_or(|l| l.samples == 0) {
+        out.push(format!("{}: no wake-up latency measured", r.work));
+    }
+    if !work.measures_latency() && r.wake_latency.is_some() {
+        out.push(format!("{}: latencies from a kind that has none", r.work));
+    }
+    out
+}
+
+/// The host kept this worker from running: it waited runnable for half the
+/// window or more, or got under a tenth of it on a CPU.
+fn held_back_by_host(r: &WorkerReport, window: Duration) -> bool {
+    r.run_delay >= window / 2 || r.cpu_time < window / 10
+}
+
+fn run(work: &WorkType, cg: &Cgroup, window: Duration) -> Vec<WorkerReport> {
     let specs = (0..WORKERS)
         .map(|_| {
             let mut s = WorkerSpec::new(work.clone(), work.kind());
@@ -63,7 +95,7 @@ fn run(work: &WorkType, cg: &Cgroup) -> Vec<WorkerReport> {
         .collect();
     let mut load = Workload::spawn(specs).unwrap_or_else(|e| panic!("{work}: spawn: {e:#}"));
     load.start().expect("start");
-    std::thread::sleep(WINDOW);
+    std::thread::sleep(window);
     load.stop()
 }
 
@@ -74,21 +106,21 @@ fn every_work_type_makes_progress_above_its_floor() {
     let mut short = Vec::new();
     for work in WorkType::catalogue() {
         let cg = top.child(work.kind()).expect("cgroup");
-        let reports = run(&work, &cg);
+        let mut reports = run(&work, &cg, WINDOW);
+        if reports
+            .iter()
+            .any(|r| !problems(&work, r).is_empty() && held_back_by_host(r, WINDOW))
+        {
+            println!(
+                "{work}: a worker fell short while the host kept it from running (runnable \
+                 but waiting half of {WINDOW:.0?}, or under a tenth of it on a CPU): the \
+                 host's load, not the work loop; running it again over {:.0?}",
+                WINDOW * 10
+            );
+            reports = run(&work, &cg, WINDOW * 10);
+        }
         for r in &reports {
-            let f = floor(&work);
-            if r.progress < f || !r.exited_cleanly {
-                short.push(format!(
-                    "{}: {} {} (floor {f}), exited cleanly: {}",
-                    r.work, r.progress, r.unit, r.exited_cleanly
-                ));
-            }
-            if work.measures_latency() && r.wake_latency.is_none_or(|l| l.samples == 0) {
-                short.push(format!("{}: no wake-up latency measured", r.work));
-            }
-            if !work.measures_latency() && r.wake_latency.is_some() {
-                short.push(format!("{}: latencies from a kind that has none", r.work));
-            }
+            short.extend(problems(&work, r));
         }
         all.extend(reports);
     }

@@ -43,7 +43,7 @@ pub struct ShellCmd {
     /// command to run in the guest's shell; its exit status becomes ktstr's
     #[argh(option)]
     exec: Option<String>,
-    /// kill the VM after this many seconds
+    /// kill the VM after it has run this many seconds (a wait for host slots does not count)
     #[argh(option)]
     timeout_s: Option<u64>,
     /// also print the guest's boot messages (to stderr)

@@ -3,6 +3,7 @@
 //! its end, judge, record. The runner never knows which backend runs.
 
 mod prepare;
+pub(crate) use prepare::QUIET_GUEST;
 mod repro;
 mod watch;
 
