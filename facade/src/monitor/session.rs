@@ -350,12 +350,7 @@ fn sampling_thread(
                     samples.drain(..MAX_SAMPLES / 2);
                 }
             }
-            Some(Cmd::Registers(r)) => {
-                locator.registers(r);
-                if locator.placed() {
-                    placed.store(true, Ordering::Relaxed);
-                }
-            }
+            Some(Cmd::Registers(r)) => locator.registers(r),
             Some(Cmd::Snapshot(kind, elapsed, reply)) => {
                 let s = if ready(&mut sampler, &mut locator, &mut placement, plan, boot_at)
                     && let Some(s) = sampler.as_mut()
@@ -371,6 +366,9 @@ fn sampling_thread(
                 return (samples, why, cpu, placement);
             }
         }
+        // The runner sends registers while this is false: a placement the
+        // guest's own phys_base contradicted is dropped, and asked for again.
+        placed.store(locator.placed(), Ordering::Relaxed);
     }
 }
 
