@@ -174,3 +174,55 @@ fn placement_of(p: &Placement, randomized: bool, layout: AddressLayout) -> Kerne
         located_after: Duration::ZERO,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_guest_mem::testkit::{Guest, kernel_btf};
+
+    /// A signature the crafted guest shows at its link place: its `jiffies`.
+    fn sig(g: &Guest) -> Signature {
+        let va = g.syms.address("jiffies").expect("crafted jiffies");
+        let mut bytes = vec![0u8; 8];
+        g.kernel().read(va, &mut bytes).expect("crafted image");
+        Signature { va, bytes }
+    }
+
+    #[test]
+    fn a_nokaslr_image_is_checked_by_its_bytes() {
+        let g = Guest::new();
+        let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), sig(&g), false, 2);
+        assert!(l.placed());
+        // The banner matched; the crafted image then lacks init_top_pgt.
+        let e = l.kernel().err().expect("no init_top_pgt");
+        assert!(e.to_string().contains("init_top_pgt"), "{e}");
+        let mut other = sig(&g);
+        other.bytes[0] ^= 0xff;
+        let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), other, false, 2);
+        let e = l.kernel().err().expect("another image");
+        assert!(e.to_string().contains("linux_banner"), "{e}");
+    }
+
+    #[test]
+    fn a_randomized_kernel_without_usable_registers_says_why() {
+        let g = Guest::new();
+        let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), sig(&g), true, 2);
+        assert!(!l.placed());
+        let e = l.kernel().err().expect("nothing read yet");
+        assert!(e.to_string().contains("not been located"), "{e}");
+        l.registers(Err("QMP is gone".into()));
+        assert!(l.why().to_string().contains("QMP is gone"), "{}", l.why());
+        // The crafted tables map no image in the kernel window; garbage CR3s
+        // read outside RAM: errors, not panics, and still not placed.
+        for cr3 in [g.layout.page_table().expect("root").cr3, u64::MAX, 0] {
+            let regs = VcpuRegs {
+                cr3,
+                cr4: CR4_LA57,
+                ..VcpuRegs::default()
+            };
+            l.registers(Ok(regs));
+            assert!(!l.placed());
+            assert!(l.why().to_string().contains("KASLR"), "{}", l.why());
+        }
+    }
+}
