@@ -194,12 +194,12 @@ mod tests {
         let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), sig(&g), false, 2);
         assert!(l.placed());
         // The banner matched; the crafted image then lacks init_top_pgt.
-        let e = l.kernel().err().expect("no init_top_pgt");
+        let e = l.kernel().expect_err("no init_top_pgt");
         assert!(e.to_string().contains("init_top_pgt"), "{e}");
         let mut other = sig(&g);
         other.bytes[0] ^= 0xff;
         let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), other, false, 2);
-        let e = l.kernel().err().expect("another image");
+        let e = l.kernel().expect_err("another image");
         assert!(e.to_string().contains("linux_banner"), "{e}");
     }
 
@@ -208,7 +208,7 @@ mod tests {
         let g = Guest::new();
         let mut l = Locator::new(&g.mem, &g.syms, kernel_btf(), sig(&g), true, 2);
         assert!(!l.placed());
-        let e = l.kernel().err().expect("nothing read yet");
+        let e = l.kernel().expect_err("nothing read yet");
         assert!(e.to_string().contains("not been located"), "{e}");
         l.registers(Err("QMP is gone".into()));
         assert!(l.why().to_string().contains("QMP is gone"), "{}", l.why());
