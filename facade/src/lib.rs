@@ -77,6 +77,36 @@
 //! fn monitored(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
 //! # fn main() {}
 //! ```
+//!
+//! Probes on request: name kernel functions (or the scheduler's BPF
+//! callbacks) and their calls come back decoded, printed after the VM and
+//! in [`monitor::VmResult::probes`] (`ktstr probe list PATTERN` lists the
+//! kernel's):
+//!
+//! ```no_run
+//! use ktstr::prelude::*;
+//!
+//! fn enqueued(result: &VmResult) -> Result<()> {
+//!     let probes = result.probes.as_ref().expect("the test has probes");
+//!     for call in probes.calls_of("enqueue_task_scx") {
+//!         println!("pid {:?} on cpu {}", call.pid, call.cpu);
+//!     }
+//!     Ok(())
+//! }
+//!
+//! #[ktstr_test(probes = ["enqueue_task_scx"], post_vm = enqueued)]
+//! fn watched(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
+//!
+//! A probe name must be a literal, non-empty function name:
+//!
+//! ```compile_fail
+//! use ktstr::prelude::*;
+//! #[ktstr_test(probes = ["enqueue task"])]
+//! fn bad(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
 
 mod channel;
 pub mod config;
@@ -166,7 +196,16 @@ pub mod topology {
     };
 }
 
+/// Probes on request (`#[ktstr_test(probes = ["enqueue_task_scx", ..]])`):
+/// what `VmResult::probes` holds, each call decoded with the kernel's BTF.
+pub mod probe {
+    pub use ktstr_probe::{
+        CALLS_SHOWN, MAX_FUNCTIONS, ProbeReport, ProbedArg, ProbedCall, ProbedField, probeable,
+    };
+}
+
 /// Kernels: what a run boots (see [`config::HostConfig::resolve_kernel`]).
 pub mod kernel {
+    pub use ktstr_kernel::lines::LineIndex;
     pub use ktstr_kernel::{Kernel, KernelCache, KernelError, KernelOrigin};
 }

@@ -48,6 +48,11 @@ pub struct TestConfig {
     /// Rerun a scheduler crash in a probe VM with probes on the crash path
     /// (`auto_repro`, default true; see the `ktstr-probe` crate).
     pub auto_repro: bool,
+    /// Kernel functions (or the scheduler's BPF callbacks) to probe in this
+    /// run, passing or not (`probes = ["enqueue_task_scx", ..]`, default
+    /// none): their decoded calls are printed after the VM and reach
+    /// `post_vm` as `VmResult::probes`.
+    pub probes: &'static [&'static str],
     /// How long stopping the scheduler after the body may take
     /// (`cleanup_budget_ms`, default 5000).
     pub cleanup_budget_ms: u64,
@@ -81,6 +86,7 @@ impl TestConfig {
         scheduler: None,
         staged_schedulers: &[],
         auto_repro: true,
+        probes: &[],
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
         post_vm: None,

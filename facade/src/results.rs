@@ -5,7 +5,8 @@
 //! A record holds the test and its gauntlet variant, the topology, the
 //! kernel and scheduler (with hashes of their files), the verdict, every
 //! check's figure and threshold, every worker's report, a summary of the
-//! monitor, the duration of each phase and facts of the host. The key
+//! monitor, the start of each scenario step, the duration of each phase and
+//! facts of the host. The key
 //! figures ([`key_figures`]) are computed once here so every reader agrees.
 
 use std::io::Write;
@@ -33,6 +34,27 @@ pub(crate) struct Phases {
     pub(crate) body: Option<Duration>,
     pub(crate) teardown: Option<Duration>,
     pub(crate) total: Duration,
+    /// When the host read the verdict, from the boot (the monitor samples'
+    /// clock, where the body's own duration is the guest's).
+    pub(crate) verdict_at: Option<Duration>,
+}
+
+/// The start of one scenario step (`execute_steps`), as the host read it
+/// from the channel: in the record's `steps` and [`VmResult::steps`](crate::monitor::VmResult::steps).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StepStart {
+    /// The step's index, from 0.
+    pub index: u32,
+    /// When the host read it, from the VM's boot: the clock of the monitor's
+    /// samples and snapshots (`Sample::elapsed`), within one poll (20 ms)
+    /// of the guest's sending it.
+    pub at: Duration,
+    /// The guest's uptime at the step's start (the guest's clock, which
+    /// under instruction counting runs at its own pace).
+    pub guest_uptime: Duration,
+    /// A short label of each op the step applies (`add cg_0 (2 workers)`).
+    pub ops: Vec<String>,
 }
 
 /// Everything one record is made of.
@@ -51,6 +73,8 @@ pub(crate) struct Facts<'a> {
     /// The guest's own verdict, when it sent one.
     pub(crate) verdict: Option<&'a AssertResult>,
     pub(crate) monitor: Value,
+    /// The scenario's steps as they started (none: not a step scenario).
+    pub(crate) steps: &'a [StepStart],
     pub(crate) phases: Phases,
 }
 
@@ -201,6 +225,14 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         "checks": checks,
         "workers": workers,
         "monitor": f.monitor,
+        // `t`: seconds from the boot, as the monitor's series and
+        // `verdict_t`; `guest_s`: the guest's uptime.
+        "steps": f.steps.iter().map(|s| json!({
+            "index": s.index,
+            "t": s.at.as_secs_f64(),
+            "guest_s": s.guest_uptime.as_secs_f64(),
+            "ops": s.ops,
+        })).collect::<Vec<_>>(),
         "phases_s": {
             "initramfs": p.initramfs.as_secs_f64(),
             "slot_wait": p.slot_wait.as_secs_f64(),
@@ -209,6 +241,7 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
             "teardown": secs(p.teardown),
             "total": p.total.as_secs_f64(),
         },
+        "verdict_t": secs(p.verdict_at),
         "host": host_facts,
     });
     let figures = key_figures(&rec);
@@ -280,18 +313,25 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// (year, month, day, hour, minute, second) of a UTC time.
+fn utc(unix_secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+    let (y, m, d) = civil((unix_secs / 86_400) as i64);
+    let s = unix_secs % 86_400;
+    (y, m, d, s / 3600, s / 60 % 60, s % 60)
+}
+
 /// A run id from a UTC time and a process id: `YYYYMMDD-HHMMSS-<pid>`, so
 /// runs sort by time.
 pub fn run_id_at(unix_secs: u64, pid: u32) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let (y, m, d) = civil(days);
-    let s = unix_secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{pid}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc(unix_secs);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{pid}")
+}
+
+/// A UTC time in ISO 8601 without a zone, `YYYY-MM-DDTHH:MM:SS` (the form
+/// JUnit XML's `timestamp` takes).
+pub fn utc_datetime(unix_secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc(unix_secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}")
 }
 
 /// The start time (Unix seconds) of process `pid`, from `/proc`.

@@ -77,9 +77,16 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
         outcome: &outcome,
         verdict: Some(&v),
         monitor: Value::Null,
+        steps: &[StepStart {
+            index: 0,
+            at: Duration::from_millis(7250),
+            guest_uptime: Duration::from_millis(9100),
+            ops: vec!["add cg_0 (2 workers)".into()],
+        }],
         phases: Phases {
             total: Duration::from_secs(12),
             body: Some(Duration::from_secs(5)),
+            verdict_at: Some(Duration::from_millis(11500)),
             ..Phases::default()
         },
     };
@@ -99,6 +106,11 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     assert_eq!(r["phases_s"]["total"], json!(12.0));
     assert_eq!(r["phases_s"]["body"], json!(5.0));
     assert_eq!(r["phases_s"]["boot_to_init"], Value::Null);
+    // Steps on the monitor's clock, with the guest's beside it.
+    assert_eq!(r["steps"][0]["t"], json!(7.25));
+    assert_eq!(r["steps"][0]["guest_s"], json!(9.1));
+    assert_eq!(r["steps"][0]["ops"][0], "add cg_0 (2 workers)");
+    assert_eq!(r["verdict_t"], json!(11.5));
     // A binary that cannot be read has no hash, said as null.
     assert_eq!(r["scheduler"]["name"], "scx_x");
     assert_eq!(r["scheduler"]["sha256"], Value::Null);
@@ -113,6 +125,7 @@ fn run_ids_sort_by_time_and_name_a_directory() {
     // Leap day.
     assert_eq!(run_id_at(951_782_400, 1), "20000229-000000-1");
     assert!(crate::config::valid_run_id(&run_id_at(1_795_772_461, 42)));
+    assert_eq!(utc_datetime(1_795_772_461), "2026-11-27T09:41:01");
 }
 
 #[test]

@@ -251,6 +251,13 @@ impl ShellVm {
     }
 }
 
+/// Start of the line `ktstr shell` prints (to its diagnostics) when it
+/// waited for host slots, followed by the seconds: `…: 12.3s (…)`.
+pub const SLOT_WAIT_PREFIX: &str = "ktstr shell: waited for host slots: ";
+
+/// Waits shorter than this go unsaid.
+const SLOT_WAIT_WORTH_SAYING: Duration = Duration::from_secs(1);
+
 /// Boots the VM, runs the command, and returns its exit status (0 for an
 /// interactive shell that powered off). The command's output goes to `out`,
 /// guest diagnostics to `diag`.
@@ -265,6 +272,14 @@ pub fn run(
     // host never counts against it.
     let mut vm = ShellVm::boot(opts, host)?;
     let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let waited = vm.machine().slot_wait();
+    if waited >= SLOT_WAIT_WORTH_SAYING {
+        let _ = writeln!(
+            diag,
+            "{SLOT_WAIT_PREFIX}{:.1}s (other VMs on this host held them)",
+            waited.as_secs_f64()
+        );
+    }
     if opts.verbose {
         let _ = writeln!(diag, "ktstr shell: booted on {}", vm.backend());
     }

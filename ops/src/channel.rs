@@ -75,6 +75,17 @@ pub enum Message {
     },
     /// The body started.
     BodyStarted,
+    /// A scenario step starts (before its ops are applied): the step
+    /// boundaries of reports and traces.
+    StepStarted {
+        /// The step's index, from 0.
+        index: u32,
+        /// The guest kernel's uptime at the step's start, in milliseconds
+        /// (the guest's clock).
+        uptime_ms: u64,
+        /// A short label of each op the step applies.
+        ops: Vec<String>,
+    },
     /// The body's verdict. `body_error` is set when the body returned `Err`
     /// or panicked; `verdict` then holds that failure.
     Verdict {

@@ -52,21 +52,36 @@ pub trait SnapshotLink: Send + Sync {
     /// Asks for periodic snapshot number `index` (1-based) of the test's
     /// `num_snapshots`; returns once the host answered.
     fn request_periodic(&self, index: u32, timeout: Duration) -> Result<Duration, SnapshotError>;
+
+    /// Sends `msg` to the host without waiting for an answer (a step's
+    /// start); false when it could not be sent.
+    fn notify(&self, msg: &Message) -> bool {
+        let _ = msg;
+        false
+    }
 }
 
 /// A [`SnapshotLink`] over a channel writer. Requests are numbered and
-/// serialized: one outstanding request at a time.
+/// serialized: one outstanding request at a time. The writer is locked only
+/// to write, so a notice goes out while a request waits for its answer.
 #[derive(Debug)]
 pub struct ChannelLink<M: ChannelMem> {
-    inner: Mutex<(Writer<M>, u64)>,
+    writer: Mutex<Writer<M>>,
+    /// The last request's `seq`; held for a whole request.
+    last: Mutex<u64>,
 }
 
 impl<M: ChannelMem> ChannelLink<M> {
     /// A link sending through `writer`.
     pub fn new(writer: Writer<M>) -> Self {
         ChannelLink {
-            inner: Mutex::new((writer, 0)),
+            writer: Mutex::new(writer),
+            last: Mutex::new(0),
         }
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer<M>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -78,6 +93,10 @@ impl<M: ChannelMem + Send> SnapshotLink for ChannelLink<M> {
     fn request_periodic(&self, index: u32, timeout: Duration) -> Result<Duration, SnapshotError> {
         self.send_request(&format!("periodic-{index}"), true, timeout)
     }
+
+    fn notify(&self, msg: &Message) -> bool {
+        self.writer().send(msg, Duration::from_secs(1))
+    }
 }
 
 impl<M: ChannelMem + Send> ChannelLink<M> {
@@ -87,16 +106,15 @@ impl<M: ChannelMem + Send> ChannelLink<M> {
         periodic: bool,
         timeout: Duration,
     ) -> Result<Duration, SnapshotError> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (writer, last) = &mut *g;
-        let seq = (*last).max(writer.acked()) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = (*last).max(self.writer().acked()) + 1;
         let t0 = Instant::now();
         let msg = Message::SnapshotRequest {
             name: name.to_string(),
             seq,
             periodic,
         };
-        if !writer.send(&msg, Duration::from_secs(1)) {
+        if !self.writer().send(&msg, Duration::from_secs(1)) {
             return Err(SnapshotError::NotSent { name: name.into() });
         }
         *last = seq;
@@ -104,7 +122,7 @@ impl<M: ChannelMem + Send> ChannelLink<M> {
         // what the host reads; and seldom, because each look adds a context
         // switch and a wake-up to the schedstats the snapshot reads (2 ms
         // rounds put 7-13 extra events in a 4 s window).
-        while writer.acked() < seq {
+        while self.writer().acked() < seq {
             let waited = t0.elapsed();
             if waited >= timeout {
                 return Err(SnapshotError::NoAnswer {
@@ -147,6 +165,18 @@ pub fn pace_periodic(n: u32, duration: Duration, stop: &std::sync::atomic::Atomi
             return;
         }
     }
+}
+
+/// Tells the host that step `index` starts now (its guest uptime and ops'
+/// labels): the step boundaries of the host's reports. False outside a
+/// ktstr VM or when the channel stayed full; the step goes on either way.
+pub fn step_started(index: u32, ops: Vec<String>) -> bool {
+    let msg = Message::StepStarted {
+        index,
+        uptime_ms: crate::runtime::uptime_ms(),
+        ops,
+    };
+    LINK.get().is_some_and(|l| l.notify(&msg))
 }
 
 /// Asks the host for the snapshot `name` and waits for it (at most
@@ -214,5 +244,37 @@ mod tests {
             .expect_err("no host");
         assert!(matches!(e, SnapshotError::NoAnswer { .. }), "{e}");
         assert!(matches!(capture("x"), Err(SnapshotError::NoHost { .. })));
+        assert!(!step_started(0, Vec::new()), "no host to tell");
+    }
+
+    #[test]
+    fn a_step_notice_goes_out_while_a_request_waits_for_its_answer() {
+        let buf: &'static Buf = Box::leak(Box::new(Buf(Mutex::new(vec![0; 0x4000]))));
+        let link = std::sync::Arc::new(ChannelLink::new(Writer::init(buf, 0x4000)));
+        let waiting = {
+            let link = link.clone();
+            std::thread::spawn(move || link.request("slow", Duration::from_secs(10)))
+        };
+        let mut r = Reader::new(buf);
+        let mut msgs = Vec::new();
+        let t0 = Instant::now();
+        let seq = loop {
+            msgs.extend(r.poll().expect("poll"));
+            if let Some(Message::SnapshotRequest { seq, .. }) = msgs.first() {
+                break *seq;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no request");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let step = Message::StepStarted {
+            index: 1,
+            uptime_ms: 5,
+            ops: vec!["stop cg_0".into()],
+        };
+        // The request is not answered yet: the notice must not wait for it.
+        assert!(link.notify(&step));
+        assert_eq!(r.poll().expect("poll"), [step]);
+        r.ack(seq);
+        waiting.join().expect("request").expect("answered");
     }
 }

@@ -15,6 +15,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const BUFFER_KB: &str = "1024";
 /// Records handed back at most (the newest).
 pub const MAX_LINES: usize = 4000;
+/// Bytes of records handed back at most: the capture travels as one channel
+/// message (at most 1 MiB of JSON, quotes escaped).
+pub const MAX_BYTES: usize = 768 << 10;
 
 /// What [`install`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,6 +28,9 @@ pub struct Capture {
     pub errors: Vec<String>,
     /// The trace records, oldest first (filled by [`collect`]).
     pub lines: Vec<String>,
+    /// Older records left out by [`MAX_LINES`] and [`MAX_BYTES`].
+    #[serde(default)]
+    pub dropped: usize,
 }
 
 fn write(path: &str, text: &str) -> Result<(), String> {
@@ -120,9 +126,65 @@ pub fn collect(cap: &mut Capture) {
     match std::fs::read_to_string(Path::new(TRACEFS).join("trace")) {
         Ok(t) => {
             let lines: Vec<&str> = t.lines().filter(|l| !l.starts_with('#')).collect();
-            let from = lines.len().saturating_sub(MAX_LINES);
-            cap.lines = lines[from..].iter().map(|l| l.to_string()).collect();
+            let (kept, dropped) = newest(&lines, MAX_LINES, MAX_BYTES);
+            cap.lines = kept;
+            cap.dropped = dropped;
         }
         Err(e) => cap.errors.push(format!("reading {TRACEFS}/trace: {e}")),
+    }
+}
+
+/// The newest of `lines` within `max_lines` and `max_bytes` (each line
+/// counted with a byte of separator), oldest first, and how many were left out.
+pub fn newest(lines: &[&str], max_lines: usize, max_bytes: usize) -> (Vec<String>, usize) {
+    let mut bytes = 0usize;
+    let mut from = lines.len();
+    for (i, l) in lines.iter().enumerate().rev() {
+        if lines.len() - i > max_lines || bytes + l.len() + 1 > max_bytes {
+            break;
+        }
+        bytes += l.len() + 1;
+        from = i;
+    }
+    (lines[from..].iter().map(|l| l.to_string()).collect(), from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_records_within_both_bounds_are_kept() {
+        let lines = ["aaaa", "bbbb", "cccc", "dddd"];
+        assert_eq!(
+            newest(&lines, 10, 100),
+            (lines.map(String::from).to_vec(), 0)
+        );
+        assert_eq!(
+            newest(&lines, 2, 100),
+            (vec!["cccc".into(), "dddd".into()], 2)
+        );
+        assert_eq!(
+            newest(&lines, 10, 12),
+            (vec!["cccc".into(), "dddd".into()], 2)
+        );
+        assert_eq!(newest(&lines, 10, 3), (vec![], 4));
+        assert_eq!(newest(&[], 10, 10), (vec![], 0));
+    }
+
+    #[test]
+    fn a_full_capture_fits_one_channel_message() {
+        // 4000 records of a long fprobe line, quotes escaped in JSON.
+        let line = format!("{}\"x\"", "a".repeat(400));
+        let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), MAX_LINES).collect();
+        let (kept, dropped) = newest(&lines, MAX_LINES, MAX_BYTES);
+        assert!(dropped > 0);
+        let cap = Capture {
+            lines: kept,
+            dropped,
+            ..Capture::default()
+        };
+        let json = serde_json::to_vec(&cap).expect("serializes");
+        assert!(json.len() < 1 << 20, "{} bytes", json.len());
     }
 }

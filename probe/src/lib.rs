@@ -37,11 +37,13 @@ pub mod fields;
 pub mod guest;
 mod plan;
 mod render;
+mod request;
 pub mod trace;
 
 pub use crash::{CrashInfo, Frame};
 pub use plan::{GROUP, KFUNCS, OP_CALLERS, Plan, Probe, ProbeArg};
-pub use render::{Trigger, View};
+pub use render::{ProbedArg, ProbedCall, ProbedField, Trigger, View};
+pub use request::{CALLS_SHOWN, MAX_FUNCTIONS, ProbeReport, RequestedCallback, probeable};
 
 /// Why a plan could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,22 @@ pub enum ProbeError {
     /// A field whose size no probe fetch type reads.
     #[error("field {0}: no probe fetch type for its size")]
     Unsupported(String),
+    /// A name asked for that is neither a kernel function nor a callback
+    /// of the scheduler.
+    #[error(
+        "no kernel function `{name}` in the kernel's BTF and no BPF callback of the scheduler \
+         so named{}; `ktstr probe list PATTERN` lists the kernel functions that can be probed",
+        if similar.is_empty() { String::new() } else { format!(" (close: {})", similar.join(", ")) }
+    )]
+    UnknownFunction {
+        /// The name.
+        name: String,
+        /// Close names that exist.
+        similar: Vec<String>,
+    },
+    /// More names than [`MAX_FUNCTIONS`].
+    #[error("{0} functions asked for; at most {MAX_FUNCTIONS} can be probed in one test")]
+    TooMany(usize),
 }
 
 impl ProbeError {

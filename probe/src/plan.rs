@@ -61,6 +61,13 @@ pub struct Probe {
 pub struct Plan {
     /// The probes.
     pub probes: Vec<Probe>,
+    /// On request: the names the test asked for, in its order.
+    #[serde(default)]
+    pub requested: Vec<String>,
+    /// On request: the scheduler callbacks asked for, each with the kernel
+    /// caller probed for it.
+    #[serde(default)]
+    pub callbacks: Vec<crate::request::RequestedCallback>,
 }
 
 impl Plan {
@@ -76,49 +83,10 @@ impl Plan {
                 continue;
             }
             let Ok(sig) = btf.func(func) else { continue };
-            let args: Vec<ProbeArg> = sig
-                .params
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    ArgKind::of_param(btf, p.ty).map(|kind| ProbeArg {
-                        name: if p.name.is_empty() {
-                            format!("arg{}", i + 1)
-                        } else {
-                            p.name.to_string()
-                        },
-                        index: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                        kind,
-                    })
-                })
-                .collect();
-            if args.is_empty() {
-                continue;
+            let probe = probe_of(btf, func, &sig, plan.probes.len())?;
+            if !probe.args.is_empty() {
+                plan.probes.push(probe);
             }
-            let n = plan.probes.len();
-            let entry_event = format!("kp{n}e");
-            let exit_event = format!("kp{n}x");
-            let mut fetch = Vec::new();
-            for a in &args {
-                for (k, spec) in a.kind.fields().iter().enumerate() {
-                    fetch.push(fetch_arg(
-                        btf,
-                        a.kind,
-                        spec,
-                        &format!("$arg{}", a.index),
-                        &format!("a{}f{k}", a.index),
-                    )?);
-                }
-            }
-            let fetch = fetch.join(" ");
-            plan.probes.push(Probe {
-                func: func.to_string(),
-                entry_def: format!("f:{GROUP}/{entry_event} {func} {fetch}"),
-                exit_def: format!("f:{GROUP}/{exit_event} {func}%return {fetch}"),
-                entry_event,
-                exit_event,
-                args,
-            });
         }
         Ok(plan)
     }
@@ -151,4 +119,55 @@ impl Plan {
             }
         })
     }
+}
+
+/// The probe of `func` (signature `sig`), the `n`th of its plan: an entry
+/// and an exit event whose fetch arguments read the fields of each task and
+/// runqueue argument (none when it takes neither).
+pub(crate) fn probe_of(
+    btf: &Btf<'_>,
+    func: &str,
+    sig: &ktstr_btf::FuncSig<'_>,
+    n: usize,
+) -> Result<Probe, ProbeError> {
+    let args: Vec<ProbeArg> = sig
+        .params
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            ArgKind::of_param(btf, p.ty).map(|kind| ProbeArg {
+                name: if p.name.is_empty() {
+                    format!("arg{}", i + 1)
+                } else {
+                    p.name.to_string()
+                },
+                index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                kind,
+            })
+        })
+        .collect();
+    let entry_event = format!("kp{n}e");
+    let exit_event = format!("kp{n}x");
+    let mut fetch = Vec::new();
+    for a in &args {
+        for (k, spec) in a.kind.fields().iter().enumerate() {
+            fetch.push(fetch_arg(
+                btf,
+                a.kind,
+                spec,
+                &format!("$arg{}", a.index),
+                &format!("a{}f{k}", a.index),
+            )?);
+        }
+    }
+    let fetch = fetch.join(" ");
+    let sep = if fetch.is_empty() { "" } else { " " };
+    Ok(Probe {
+        func: func.to_string(),
+        entry_def: format!("f:{GROUP}/{entry_event} {func}{sep}{fetch}"),
+        exit_def: format!("f:{GROUP}/{exit_event} {func}%return{sep}{fetch}"),
+        entry_event,
+        exit_event,
+        args,
+    })
 }

@@ -49,6 +49,8 @@ pub struct View<'b> {
     records: Vec<Record>,
     /// Trace lines that did not parse.
     pub skipped: usize,
+    /// Older records the guest left out.
+    pub dropped: usize,
 }
 
 impl<'b> View<'b> {
@@ -68,6 +70,7 @@ impl<'b> View<'b> {
             plan,
             records,
             skipped,
+            dropped: cap.dropped,
         }
     }
 
@@ -150,8 +153,14 @@ impl<'b> View<'b> {
         }
     }
 
-    /// The block's body: the crash path of the triggering task.
-    pub fn render(&self, crash: &CrashInfo, callbacks: &[Callback]) -> String {
+    /// The block's body: the crash path of the triggering task. `locate`
+    /// gives a kernel function's `file:line` (of its entry), or why there is none.
+    pub fn render(
+        &self,
+        crash: &CrashInfo,
+        callbacks: &[Callback],
+        locate: &dyn Fn(&str) -> Result<String, String>,
+    ) -> String {
         let mut out = String::new();
         let Some(exit) = self.exit() else {
             out.push_str("  no probe records: the probe VM's trace buffer was empty\n");
@@ -195,6 +204,7 @@ impl<'b> View<'b> {
             out.push_str("  each function's last call for it before the exit, in time order:\n");
         }
         let bt = crash.kernel_funcs();
+        let mut unlocated: Vec<String> = Vec::new();
         for i in chosen {
             let c = &calls[i];
             // The scheduler callback this function calls, first.
@@ -205,14 +215,24 @@ impl<'b> View<'b> {
                     "    (BPF callback: its arguments as {} passed them)",
                     c.probe.func
                 );
-                self.args(&mut out, c, None, false);
+                write_args(&mut out, &self.decode_call(c), false);
             }
-            let loc = bt.iter().find(|(f, _)| *f == c.probe.func).map_or_else(
-                || "kernel".to_string(),
-                |(f, o)| format!("{f}+{o:#x} (backtrace)"),
-            );
+            let in_bt = bt.iter().find(|(f, _)| *f == c.probe.func);
+            let loc = match (locate(&c.probe.func), in_bt) {
+                (Ok(l), Some((_, o))) => format!("{l} (+{o:#x} in the backtrace)"),
+                (Ok(l), None) => l,
+                (Err(why), bt) => {
+                    if !unlocated.contains(&why) {
+                        unlocated.push(why);
+                    }
+                    bt.map_or_else(
+                        || "kernel".to_string(),
+                        |(f, o)| format!("{f}+{o:#x} (backtrace)"),
+                    )
+                }
+            };
             heading(&mut out, &c.probe.func, &loc);
-            self.args(&mut out, c, None, true);
+            write_args(&mut out, &self.decode_call(c), true);
         }
         let _ = writeln!(
             out,
@@ -221,44 +241,147 @@ impl<'b> View<'b> {
             exit.ts_ns / 1_000_000_000,
             exit.ts_ns % 1_000_000_000 / 1000
         );
+        for why in unlocated {
+            let _ = writeln!(out, "  no file:line for kernel functions: {why}");
+        }
         out
     }
 
-    fn args(&self, out: &mut String, c: &Call<'_>, only: Option<ArgKind>, with_exit: bool) {
-        for a in &c.probe.args {
-            if only.is_some_and(|k| k != a.kind) {
-                continue;
-            }
-            let _ = writeln!(out, "    {} *{}", a.kind.struct_name(), a.name);
-            for (k, spec) in a.kind.fields().iter().enumerate() {
-                let name = format!("a{}f{k}", a.index);
-                let show = |r: &Record| {
-                    // A field behind a NULL pointer has no value.
-                    let null = matches!(spec.decode, Decode::Deref(..))
-                        && r.value(&pointer_name(&name)) == Some(&RawValue::Num(0));
-                    match r.value(&name) {
-                        _ if null => Shown::None,
-                        Some(raw) => decode(self.btf, a.kind, spec, raw),
-                        None => Shown::Error(format!("{name} is not in the record")),
-                    }
-                };
-                let before = show(c.entry);
-                let after = c.exit.filter(|_| with_exit).map(show);
-                let b = before.to_string();
-                match after.map(|a| a.to_string()) {
-                    Some(a) if a != b => {
-                        let _ = writeln!(out, "      {:<15}{b:<24} →  {a}", spec.label);
-                    }
-                    _ => {
-                        let _ = writeln!(out, "      {:<15}{b}", spec.label);
-                    }
+    /// The plan the records belong to.
+    pub(crate) fn plan(&self) -> &Plan {
+        self.plan
+    }
+
+    /// Records parsed.
+    pub(crate) fn records_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Every paired call, decoded, in entry order.
+    pub fn decoded_calls(&self) -> Vec<ProbedCall> {
+        self.calls().iter().map(|c| self.decode_call(c)).collect()
+    }
+
+    fn decode_call(&self, c: &Call<'_>) -> ProbedCall {
+        let args = c
+            .probe
+            .args
+            .iter()
+            .map(|a| ProbedArg {
+                name: a.name.clone(),
+                ty: a.kind.struct_name(),
+                fields: a
+                    .kind
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(k, spec)| {
+                        let name = format!("a{}f{k}", a.index);
+                        let show = |r: &Record| {
+                            // A field behind a NULL pointer has no value.
+                            let null = matches!(spec.decode, Decode::Deref(..))
+                                && r.value(&pointer_name(&name)) == Some(&RawValue::Num(0));
+                            match r.value(&name) {
+                                _ if null => Shown::None,
+                                Some(raw) => decode(self.btf, a.kind, spec, raw),
+                                None => Shown::Error(format!("{name} is not in the record")),
+                            }
+                            .to_string()
+                        };
+                        ProbedField {
+                            label: spec.label,
+                            entry: show(c.entry),
+                            exit: c.exit.map(show),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        ProbedCall {
+            func: c.probe.func.clone(),
+            callback: None,
+            cpu: c.entry.cpu,
+            ts_ns: c.entry.ts_ns,
+            pid: self.pid_of(c.probe, c.entry),
+            returned: c.exit.is_some(),
+            args,
+        }
+    }
+}
+
+/// One call of a probed function, decoded with the kernel's BTF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbedCall {
+    /// The kernel function probed.
+    pub func: String,
+    /// The scheduler callback this call stands for (its kernel caller was
+    /// probed), when one was asked for by name.
+    pub callback: Option<String>,
+    /// The CPU it ran on.
+    pub cpu: u32,
+    /// Entry time, nanoseconds of the guest's trace clock (since boot).
+    pub ts_ns: u64,
+    /// The pid of its task argument, if it has one.
+    pub pid: Option<i64>,
+    /// Whether its return was recorded.
+    pub returned: bool,
+    /// Its `task_struct *` and `rq *` arguments.
+    pub args: Vec<ProbedArg>,
+}
+
+impl ProbedCall {
+    /// The field `label` (`pid`, `dsq_id`, `cpu`) of the first argument that has it.
+    pub fn field(&self, label: &str) -> Option<&ProbedField> {
+        self.args
+            .iter()
+            .flat_map(|a| a.fields.iter())
+            .find(|f| f.label == label)
+    }
+}
+
+/// A decoded pointer argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedArg {
+    /// The parameter's name (`p`).
+    pub name: String,
+    /// The struct it points to (`task_struct`).
+    pub ty: &'static str,
+    /// Its captured fields.
+    pub fields: Vec<ProbedField>,
+}
+
+/// One captured field, as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedField {
+    /// Its label (`dsq_id`).
+    pub label: &'static str,
+    /// At entry.
+    pub entry: String,
+    /// At return (`None`: no return recorded).
+    pub exit: Option<String>,
+}
+
+/// Writes the arguments of `c`, with `→` where a field changed by the
+/// return (when `with_exit`).
+pub(crate) fn write_args(out: &mut String, c: &ProbedCall, with_exit: bool) {
+    for a in &c.args {
+        let _ = writeln!(out, "    {} *{}", a.ty, a.name);
+        for f in &a.fields {
+            let b = &f.entry;
+            match f.exit.as_ref().filter(|_| with_exit) {
+                Some(x) if x != b => {
+                    let _ = writeln!(out, "      {:<15}{b:<24} →  {x}", f.label);
+                }
+                _ => {
+                    let _ = writeln!(out, "      {:<15}{b}", f.label);
                 }
             }
         }
     }
 }
 
-fn heading(out: &mut String, name: &str, loc: &str) {
+pub(crate) fn heading(out: &mut String, name: &str, loc: &str) {
     let pad = LOCATION_COL.saturating_sub(2 + name.len()).max(2);
     let _ = writeln!(out, "  {name}{}{loc}", " ".repeat(pad));
 }

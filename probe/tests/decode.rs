@@ -212,10 +212,17 @@ fn records_render_the_triggering_task_with_changes() {
             "garbage line".into(),
             "init-1 [001] d..2. 2.000020: sched_ext_exit: kind=1025".into(),
         ],
+        dropped: 0,
     };
     let view = View::new(&btf, &plan, &cap);
     assert_eq!(view.skipped, 1);
-    let out = view.render(&CrashInfo::default(), &[]);
+    let located = |f: &str| -> Result<String, String> {
+        match f {
+            "enqueue_task_scx" => Ok("kernel/sched/ext/ext.c:2172".into()),
+            _ => Err("no index".into()),
+        }
+    };
+    let out = view.render(&CrashInfo::default(), &[], &located);
     assert!(out.contains("triggering task: pid 97"), "{out}");
     assert!(
         !out.contains("pid            50"),
@@ -235,13 +242,24 @@ fn records_render_the_triggering_task_with_changes() {
         "{out}"
     );
     assert!(out.contains("exit on cpu 1"), "{out}");
+    assert!(
+        out.contains("  enqueue_task_scx") && out.contains("kernel/sched/ext/ext.c:2172\n"),
+        "the function's entry line: {out}"
+    );
+    // Without an index: no line, and the reason once.
+    let out = view.render(&CrashInfo::default(), &[], &|_| Err("not cached".into()));
+    assert!(!out.contains("ext.c:"), "{out}");
+    assert!(
+        out.contains("no file:line for kernel functions: not cached"),
+        "{out}"
+    );
     // A stall names its task: that one is followed.
     let stall = CrashInfo {
         reason: "runnable task stall".into(),
         message: Some("sh[50] failed to run for 3.1s".into()),
         frames: vec![],
     };
-    let out = view.render(&stall, &[]);
+    let out = view.render(&stall, &[], &located);
     assert!(
         out.contains("triggering task: pid 50 (named by the stall)"),
         "{out}"
@@ -250,7 +268,151 @@ fn records_render_the_triggering_task_with_changes() {
     let empty = View::new(&btf, &plan, &Capture::default());
     assert!(
         empty
-            .render(&CrashInfo::default(), &[])
+            .render(&CrashInfo::default(), &[], &located)
             .contains("trace buffer was empty")
+    );
+}
+
+/// A trace line of `enqueue_task_scx` (probe 0 of a plan) for task `pid`.
+fn enqueue_line(ts: &str, cpu: u32, ev: &str, pid: u32, dsq: u64, flags: u32) -> String {
+    let ptr: u64 = if dsq == 0 { 0 } else { 0xffff_8880_0000_1000 };
+    format!(
+        "sh-{pid} [{cpu:03}] d..2. {ts}: {ev}: (enqueue_task_scx+0x0/0x10) a1f0=0x{cpu:x} a1f1=0x1 a1f2=0x1 \
+         a2f0=0x{pid:x} a2f1=\"sh\" a2f2=0xf a2f3=0x{dsq:x} a2f3p=0x{ptr:x} a2f4=0x{BUILTIN:x} a2f5=0x{flags:x} a2f6=0x0"
+    )
+}
+
+#[test]
+fn an_unknown_name_is_an_error_naming_it_and_close_names() {
+    let data = kernel_btf();
+    let btf = Btf::parse(&data).unwrap();
+    let err = Plan::on_request(&btf, &["enqueue_task_sxc"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`enqueue_task_sxc`"), "{err}");
+    assert!(err.contains("close: enqueue_task_scx"), "{err}");
+    assert!(err.contains("ktstr probe list"), "{err}");
+    let many: Vec<&str> = std::iter::repeat_n("enqueue_task_scx", 17).collect();
+    let err = Plan::on_request(&btf, &many, &[]).unwrap_err().to_string();
+    assert!(err.contains("at most 16"), "{err}");
+}
+
+#[test]
+fn requested_functions_callbacks_and_argless_functions_are_planned() {
+    let data = kernel_btf();
+    let btf = Btf::parse(&data).unwrap();
+    let cb = ktstr_probe::bpf_obj::Callback {
+        name: "mine_enqueue".into(),
+        section: "struct_ops/mine_enqueue".into(),
+        location: "mine.bpf.c:12".into(),
+    };
+    let plan = Plan::on_request(
+        &btf,
+        &["no_task_here", "mine_enqueue", "enqueue_task_scx"],
+        std::slice::from_ref(&cb),
+    )
+    .unwrap();
+    let funcs: Vec<&str> = plan.probes.iter().map(|p| p.func.as_str()).collect();
+    assert_eq!(
+        funcs,
+        ["no_task_here", "enqueue_task_scx"],
+        "the caller once"
+    );
+    assert_eq!(plan.probes[0].entry_def, "f:ktstr/kp0e no_task_here");
+    assert_eq!(plan.probes[0].exit_def, "f:ktstr/kp0x no_task_here%return");
+    assert_eq!(plan.callbacks[0].caller, "enqueue_task_scx");
+    assert_eq!(
+        plan.requested,
+        ["no_task_here", "mine_enqueue", "enqueue_task_scx"]
+    );
+    let listed = ktstr_probe::probeable(&btf, "task");
+    assert_eq!(
+        listed,
+        ["enqueue_task_scx(rq *rq, task_struct *p)", "no_task_here()"]
+    );
+}
+
+#[test]
+fn the_report_shows_the_last_calls_of_each_requested_name() {
+    let data = kernel_btf();
+    let btf = Btf::parse(&data).unwrap();
+    let cb = ktstr_probe::bpf_obj::Callback {
+        name: "mine_enqueue".into(),
+        section: "struct_ops/mine_enqueue".into(),
+        location: "mine.bpf.c:12".into(),
+    };
+    let plan = Plan::on_request(
+        &btf,
+        &["enqueue_task_scx", "mine_enqueue", "no_task_here"],
+        std::slice::from_ref(&cb),
+    )
+    .unwrap();
+    let mut lines = Vec::new();
+    for i in 0..5u32 {
+        let ts = format!("{}.000000", i + 1);
+        let ts2 = format!("{}.000010", i + 1);
+        lines.push(enqueue_line(&ts, i % 2, "kp0e", 100 + i, 0, 8));
+        lines.push(enqueue_line(&ts2, i % 2, "kp0x", 100 + i, BUILTIN | 2, 1));
+    }
+    lines.push("x-1 [000] d..2. 9.5: kp1e: (no_task_here+0x0/0x10)".into());
+    lines.push("bad".into());
+    let cap = Capture {
+        installed: vec![],
+        errors: vec![],
+        lines,
+        dropped: 0,
+    };
+    let view = View::new(&btf, &plan, &cap);
+    let located = |f: &str| -> Result<String, String> {
+        if f == "enqueue_task_scx" {
+            Ok("kernel/sched/ext.c:1410".into())
+        } else {
+            Err("not in the index".into())
+        }
+    };
+    let r = view.report(std::slice::from_ref(&cb), &located);
+    assert_eq!((r.records, r.unreadable), (11, 1));
+    assert_eq!(r.calls_of("enqueue_task_scx").count(), 5);
+    assert_eq!(r.calls_of("mine_enqueue").count(), 5);
+    let last = r.calls_of("enqueue_task_scx").last().unwrap();
+    assert_eq!(last.pid, Some(104));
+    let dsq = last.field("dsq_id").unwrap();
+    assert_eq!(
+        (dsq.entry.as_str(), dsq.exit.as_deref()),
+        ("-", Some("SCX_DSQ_LOCAL"))
+    );
+    let t = &r.text;
+    assert!(
+        t.starts_with(
+            "=== PROBES (on request): enqueue_task_scx, mine_enqueue, no_task_here ===\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("enqueue_task_scx: 5 calls in the records; the last 3, in time order:"),
+        "{t}"
+    );
+    // Bounded: the first two calls are counted, not printed.
+    assert!(!t.contains("pid            100\n"), "{t}");
+    assert!(t.contains("pid            104\n"), "{t}");
+    assert!(t.contains("kernel/sched/ext.c:1410"), "{t}");
+    assert!(
+        t.contains("mine_enqueue") && t.contains("mine.bpf.c:12"),
+        "{t}"
+    );
+    assert!(
+        t.contains("(BPF callback: its arguments as enqueue_task_scx passed them)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("dsq_id         -                        →  SCX_DSQ_LOCAL"),
+        "{t}"
+    );
+    assert!(t.contains("no_task_here: 1 call in the records"), "{t}");
+    assert!(t.contains("(no return recorded)"), "{t}");
+    assert!(t.contains("only the call is recorded"), "{t}");
+    assert!(
+        t.contains("no file:line for kernel functions: not in the index"),
+        "{t}"
     );
 }

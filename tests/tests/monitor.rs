@@ -142,6 +142,26 @@ fn snapshot_equals_what_the_guest_held(result: &VmResult) -> Result<()> {
         "scheduler {:?}",
         held.scheduler
     );
+    // The steps' starts reached the host in order, on the snapshots' clock:
+    // step 1 asked for "held", so it started before the host took it. (Two
+    // starts read in one poll of a busy host share a stamp: `<=`.)
+    let steps: Vec<(u32, &[String])> = result
+        .steps
+        .iter()
+        .map(|s| (s.index, s.ops.as_slice()))
+        .collect();
+    ensure!(
+        steps.len() == 2 && steps[0].0 == 0 && steps[1] == (1, &["snapshot held".to_string()][..]),
+        "steps {:?}",
+        result.steps
+    );
+    ensure!(
+        result.steps[0].at <= result.steps[1].at && result.steps[1].at <= held.elapsed,
+        "step starts {:?} and {:?}, snapshot \"held\" at {:?}",
+        result.steps[0].at,
+        result.steps[1].at,
+        held.elapsed
+    );
     Ok(())
 }
 

@@ -100,8 +100,18 @@ pub trait Machine: Send {
     /// paused for the read; a paused one stays paused). Both backends
     /// implement it; the default says the machine cannot.
     fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
-        Err(VmmError::Control(format!(
+        Err(VmmError::Unsupported(format!(
             "this machine cannot read vCPU {cpu}'s registers"
+        )))
+    }
+    /// Saves the machine to `image` and ends it: the vCPUs stop, the device
+    /// state and every page of guest RAM that is not zero go to the file,
+    /// then the VM is gone. [`Backend::restore`] starts any number of
+    /// machines from the image; none of them writes to it.
+    fn save(&mut self, image: &std::path::Path) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "this backend cannot save a machine (to {})",
+            image.display()
         )))
     }
     /// How long booting waited for host CPU slots ([`crate::Slotted`]).
@@ -116,6 +126,24 @@ pub trait Backend {
     fn name(&self) -> String;
     /// Boots the VM; returns once it runs.
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError>;
+    /// Starts a machine from `image` (written by [`Machine::save`] of a
+    /// machine booted from this same `spec`) with `payload` at the start of
+    /// its payload region ([`VmSpec::payload_bytes`]); returns once it runs.
+    /// Guest RAM is fresh memory filled from the image, host-readable like a
+    /// booted machine's; the image is never written.
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        image: &std::path::Path,
+        payload: &[u8],
+    ) -> Result<Box<dyn Machine>, VmmError> {
+        let _ = (spec, payload);
+        Err(VmmError::Unsupported(format!(
+            "backend {} cannot restore a machine (from {})",
+            self.name(),
+            image.display()
+        )))
+    }
     /// How many host threads a VM of `spec` can keep busy: one per vCPU
     /// unless the backend runs them otherwise.
     fn host_threads(&self, spec: &VmSpec) -> usize {

@@ -41,6 +41,17 @@ pub enum VmmError {
     /// The control channel (QMP) failed.
     #[error("VM control channel: {0}")]
     Control(String),
+    /// The backend cannot do what was asked (snapshots on a backend without them).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Saving or restoring a machine failed.
+    #[error("snapshot {}: {why}", image.display())]
+    Snapshot {
+        /// The image file.
+        image: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
     /// An OS call failed.
     #[error("{what}: {source}")]
     Os {

@@ -63,6 +63,23 @@ pub fn pc_ram_layout(node_bytes: &[u64]) -> Vec<RamRegion> {
     out
 }
 
+/// An anonymous memory file of `size` bytes (zero-filled, sparse), closed on
+/// exec.
+pub(crate) fn memfd(name: &str, size: u64) -> Result<File, VmmError> {
+    let cname = format!("{name}\0");
+    // SAFETY: `cname` is NUL-terminated and outlives the call; the flags are
+    // valid memfd_create flags.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr().cast(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(VmmError::os("memfd_create for guest memory"));
+    }
+    // SAFETY: memfd_create just returned this descriptor and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)
+        .map_err(|e| VmmError::Memory(format!("sizing {name} to {size} bytes: {e}")))?;
+    Ok(file)
+}
+
 /// Guest RAM shared between the VM and the harness: one memory file per NUMA
 /// node (an anonymous memfd, so nothing appears in /dev/shm and the kernel
 /// frees it when the last user exits), mapped into the host.
@@ -78,19 +95,7 @@ impl GuestRam {
     pub fn new(node_bytes: &[u64]) -> Result<Self, VmmError> {
         let mut files = Vec::new();
         for (node, &size) in node_bytes.iter().enumerate() {
-            let name = format!("ktstr-node{node}\0");
-            // SAFETY: `name` is NUL-terminated and outlives the call; the
-            // flags are valid memfd_create flags.
-            let fd = unsafe { libc::memfd_create(name.as_ptr().cast(), libc::MFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(VmmError::os("memfd_create for guest RAM"));
-            }
-            // SAFETY: memfd_create just returned this descriptor and nothing else owns it.
-            let file = unsafe { File::from_raw_fd(fd) };
-            file.set_len(size).map_err(|e| {
-                VmmError::Memory(format!("sizing node {node} RAM to {size} bytes: {e}"))
-            })?;
-            files.push(file);
+            files.push(memfd(&format!("ktstr-node{node}"), size)?);
         }
         let layout = pc_ram_layout(node_bytes);
         let mut ranges = Vec::new();

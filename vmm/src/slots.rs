@@ -168,6 +168,26 @@ impl<B: crate::Backend> crate::Backend for Slotted<B> {
     }
 
     fn boot(&self, spec: &crate::VmSpec) -> Result<Box<dyn crate::Machine>, crate::VmmError> {
+        self.slotted(spec, || self.inner.boot(spec))
+    }
+
+    fn restore(
+        &self,
+        spec: &crate::VmSpec,
+        image: &Path,
+        payload: &[u8],
+    ) -> Result<Box<dyn crate::Machine>, crate::VmmError> {
+        self.slotted(spec, || self.inner.restore(spec, image, payload))
+    }
+}
+
+impl<B: crate::Backend> Slotted<B> {
+    /// Takes the slots a VM of `spec` needs, then starts it with `start`.
+    fn slotted(
+        &self,
+        spec: &crate::VmSpec,
+        start: impl FnOnce() -> Result<Box<dyn crate::Machine>, crate::VmmError>,
+    ) -> Result<Box<dyn crate::Machine>, crate::VmmError> {
         let guard = self
             .slots
             .acquire(self.inner.host_threads(spec))
@@ -175,7 +195,7 @@ impl<B: crate::Backend> crate::Backend for Slotted<B> {
                 what: "taking host CPU slots",
                 source: e,
             })?;
-        let inner = self.inner.boot(spec)?;
+        let inner = start()?;
         Ok(Box::new(SlottedMachine {
             inner,
             _guard: guard.held,
@@ -222,6 +242,11 @@ impl crate::Machine for SlottedMachine {
     fn kill(&mut self) {
         self.inner.kill();
         self._guard.clear();
+    }
+    fn save(&mut self, image: &Path) -> Result<(), crate::VmmError> {
+        let saved = self.inner.save(image);
+        self._guard.clear();
+        saved
     }
     fn slot_wait(&self) -> Duration {
         self.waited

@@ -75,7 +75,20 @@ pub struct VmSpec {
     pub host_threads: Option<usize>,
     /// How a software CPU runs the vCPUs.
     pub tcg: TcgMode,
+    /// Bytes of the payload region (0: none): shared memory outside guest
+    /// RAM that the host fills before the guest runs, how a guest restored
+    /// from a snapshot receives what it did not have when it was saved. QEMU
+    /// shows it as an `ivshmem-plain` PCI device ([`PAYLOAD_PCI_ID`]) whose
+    /// BAR 2 is the region. A power of two of at least 1 MiB. A snapshot is
+    /// restored with the spec it was saved with, this size included. The
+    /// guest only reads it: a page it wrote before the save would be in the
+    /// image and would overwrite the host's payload on every restore.
+    pub payload_bytes: u64,
 }
+
+/// PCI vendor and device ID of the payload region's device (QEMU's
+/// `ivshmem-plain`): the guest finds the region as that device's BAR 2.
+pub const PAYLOAD_PCI_ID: (u16, u16) = (0x1af4, 0x1110);
 
 impl VmSpec {
     /// A spec with the command line every ktstr VM starts from: serial console,
@@ -92,6 +105,7 @@ impl VmSpec {
             name: format!("ktstr-{}", std::process::id()),
             host_threads: None,
             tcg: TcgMode::Auto,
+            payload_bytes: 0,
         }
     }
 
@@ -118,10 +132,16 @@ impl VmSpec {
                 ": run `cargo xtask kernel fetch` or pass --kernel",
             ));
         }
-        match &self.initrd {
-            Some(i) if !i.is_file() => Err(missing("initramfs", i, "")),
-            _ => Ok(()),
+        if let Some(i) = self.initrd.as_ref().filter(|i| !i.is_file()) {
+            return Err(missing("initramfs", i, ""));
         }
+        let p = self.payload_bytes;
+        if p != 0 && (!p.is_power_of_two() || p < 1 << 20) {
+            return Err(crate::VmmError::InvalidSpec(format!(
+                "payload region of {p} bytes: it must be a power of two of at least 1 MiB"
+            )));
+        }
+        Ok(())
     }
 
     /// Total guest RAM in bytes.

@@ -35,62 +35,7 @@ mod linux_bench;
 mod linux_stress;
 mod nested;
 
-/// The kernel: `$KTSTR_KERNEL` (a vmlinux, or a directory holding one),
-/// else the first cached `vmlinux`.
-fn kernel() -> PathBuf {
-    if let Some(k) = std::env::var_os("KTSTR_KERNEL") {
-        let k = PathBuf::from(k);
-        return if k.is_dir() { k.join("vmlinux") } else { k };
-    }
-    let cache = std::env::var_os("KTSTR_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ktstr")))
-        .expect("KTSTR_CACHE_DIR or HOME");
-    let kernels = cache.join("kernels");
-    std::fs::read_dir(&kernels)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask kernel fetch`", kernels.display()))
-        .filter_map(Result::ok)
-        .map(|d| d.path().join("vmlinux"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no vmlinux under {}; run `cargo xtask kernel fetch`",
-                kernels.display()
-            )
-        })
-}
-
-/// A newc cpio entry (Documentation/driver-api/early-userspace/buffer-format.rst).
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        name.len() as u32 + 1,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
+use common::kernel;
 
 /// An initramfs with `/init` and the mount points it uses.
 fn initramfs(dir: &std::path::Path) -> PathBuf {
@@ -101,10 +46,10 @@ fn initramfs(dir: &std::path::Path) -> PathBuf {
     let init: &[u8] = panic!("the Linux test /init was not built: see the build script's warning");
     let mut cpio = Vec::new();
     for (i, d) in ["dev", "sys", "proc"].iter().enumerate() {
-        cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
+        common::cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
     }
-    cpio_entry(&mut cpio, 10, "init", 0o100_755, init);
-    cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, &[]);
+    common::cpio_entry(&mut cpio, 10, "init", 0o100_755, init);
+    common::cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, &[]);
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, cpio).expect("write initramfs");
     path

@@ -22,6 +22,18 @@ enum Which {
     Shell(ShellBench),
     Monitor(crate::bench_monitor::MonitorBench),
     MonitorOnce(crate::bench_monitor::MonitorOnce),
+    Restore(RestoreBench),
+}
+
+/// Boot once, restore many (QEMU): cold boot to a waiting guest agent
+/// against restoring a saved one to the agent's answer, on 1n1l2c1t and
+/// 1n2l2c2t; medians and ratio (vmm/tests/qemu_restore.rs).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore")]
+struct RestoreBench {
+    /// timed cold boots and restores of each shape
+    #[argh(option, default = "5")]
+    runs: usize,
 }
 
 /// `ktstr shell --topology 1n1l2c1t --exec true` against bare qemu-system-x86_64
@@ -39,6 +51,22 @@ pub fn run(cmd: &BenchCmd) -> Result<(), String> {
         Which::Shell(b) => shell(b),
         Which::Monitor(b) => crate::bench_monitor::run(b),
         Which::MonitorOnce(b) => crate::bench_monitor::once(b),
+        Which::Restore(b) => restore(b),
+    }
+}
+
+fn restore(b: &RestoreBench) -> Result<(), String> {
+    let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(workspace())
+        .args(["test", "-q", "-p", "ktstr-vmm", "--test", "qemu_restore"])
+        .args(["restore_vs_cold_boot_bench", "--", "--exact", "--nocapture"])
+        .env("KTSTR_BENCH_RUNS", b.runs.to_string())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("the restore benchmark failed ({st})"))
     }
 }
 

@@ -246,16 +246,20 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  Linux tests in a nested-SVM L1 guest (QEMU TCG's nested emulation now and then \
                  loses a guest's memory view: about 1 boot in 44 with 2-4 vCPUs, 1 in 12 with 8; \
                  see vmm/README.md); \
-                 hotplug_weights_and_class_switches, whose weighted-cgroups and class-switch \
-                 scenarios fail intermittently (see .config/nextest.toml); \
-                 every_scenario_passes_under_eevdf_on_two_llcs, whose oversubscribed \
-                 scenario's spread is just over its threshold (see .config/nextest.toml); \
+                 hotplug_weights_and_class_switches, whose class-switch scenario left \
+                 1-2 s gaps in earlier runs (see .config/nextest.toml); \
+                 every_scenario_passes_under_eevdf_on_two_llcs, where EEVDF's load \
+                 balancer fails the fairness of oversubscribed and cpu_hotplug (see \
+                 .config/nextest.toml); \
                  scratch_package_lists_its_gauntlet, which builds a package outside the \
                  workspace (about 1.5 minutes of compiling); \
                  vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
                  early-failure label (two more VMs); \
+                 a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
+                 QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
                  five_randomized_boots_show_three_slides and \
-                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; real_schedulers, published \
+                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
+                 real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"
             );

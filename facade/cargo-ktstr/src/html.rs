@@ -65,8 +65,25 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
     Ok(svg)
 }
 
-/// One line per series over time: (name, [(seconds, value)]).
-fn lines(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, String> {
+/// The scenario's step boundaries of a record: (seconds from boot, label),
+/// on the monitor series' clock.
+fn step_marks(r: &Value) -> Vec<(f64, String)> {
+    r["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["t"].as_f64()?, format!("step {}", s["index"].as_u64()?))))
+        .collect()
+}
+
+/// One line per series over time: (name, [(seconds, value)]), with each
+/// step boundary of `marks` as a dashed vertical line.
+fn lines(
+    title: &str,
+    unit: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    marks: &[(f64, String)],
+) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
@@ -75,13 +92,24 @@ fn lines(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)]) -> Resul
         let (t0, t1, max) = pts.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, m), (t, v)| {
             (a.min(*t), b.max(*t), m.max(*v))
         });
+        // The marks widen the time axis: a step outside the samples shows.
+        let (t0, t1) = marks
+            .iter()
+            .fold((t0, t1), |(a, b), (t, _)| (a.min(*t), b.max(*t)));
         let (t0, t1) = if t0 < t1 { (t0, t1) } else { (0.0, 1.0) };
+        // Room on the right for the label of a step at the end.
+        let t1 = if marks.is_empty() {
+            t1
+        } else {
+            t1 + (t1 - t0) * 0.08
+        };
+        let top = (max * 1.15).max(1.0);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(t0..t1, 0.0..(max * 1.15).max(1.0))
+            .build_cartesian_2d(t0..t1, 0.0..top)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -89,6 +117,24 @@ fn lines(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)]) -> Resul
             .y_desc(unit)
             .draw()
             .map_err(|e| e.to_string())?;
+        for (t, label) in marks {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(*t, 0.0), (*t, top)],
+                    5,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.clone(),
+                    (*t, top),
+                    ("sans-serif", 13).into_font().color(&grey),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
         for (i, (name, p)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
@@ -120,6 +166,7 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
         .filter_map(|s| s["nr_running"].as_array().map(Vec::len))
         .max()
         .unwrap_or(0);
+    let marks = step_marks(r);
     let mut out = Vec::new();
     if cpus > 0 {
         let series: Vec<(String, Vec<(f64, f64)>)> = (0..cpus.min(16))
@@ -135,6 +182,7 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
             "runnable tasks per CPU (nr_running)",
             "tasks",
             &series,
+            &marks,
         ));
     }
     let dsq: Vec<(f64, f64)> = samples
@@ -146,6 +194,7 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
             "deepest DSQ of the scheduler",
             "queued tasks",
             &[("deepest".into(), dsq)],
+            &marks,
         ));
     }
     out
@@ -257,10 +306,37 @@ pub fn html(run: &str, records: &[Value]) -> String {
     h.push_str("</table>\n");
     for r in records {
         let ps = plots(r);
-        if ps.is_empty() {
+        let steps: Vec<String> = r["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let ops: Vec<&str> = s["ops"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!(
+                    "<li>step {} at {:.2} s from boot (guest uptime {:.2} s): {}</li>",
+                    s["index"],
+                    s["t"].as_f64().unwrap_or(f64::NAN),
+                    s["guest_s"].as_f64().unwrap_or(f64::NAN),
+                    xml_escape(&ops.join(", "))
+                )
+            })
+            .collect();
+        if ps.is_empty() && steps.is_empty() {
             continue;
         }
         let _ = writeln!(h, "<h2>{}</h2>", xml_escape(&name(r)));
+        if !steps.is_empty() {
+            let _ = writeln!(
+                h,
+                "<p>Scenario steps (dashed lines in the plots over time):</p>\n<ul>{}</ul>",
+                steps.concat()
+            );
+        }
         for p in ps {
             match p {
                 Ok(svg) => {
@@ -294,6 +370,8 @@ mod tests {
                 "monitor": {"series": [
                     {"t": 1.0, "nr_running": [1, 2], "deepest_dsq": 3},
                     {"t": 2.0, "nr_running": [2, 2], "deepest_dsq": 1}]},
+                "steps": [{"index": 0, "t": 1.5, "guest_s": 2.4, "ops": ["add cg_0 (2 workers)"]},
+                    {"index": 1, "t": 2.5, "guest_s": 4.0, "ops": ["stop <cg_0>"]}],
                 "phases_s": {"total": 10.0}}),
             json!({"test": "t::bad", "variant": "gauntlet/bad/llc3", "verdict": "fail",
                 "failure": "fairness <spread> 60%", "phases_s": {"total": 9.0}}),
@@ -312,6 +390,13 @@ mod tests {
         );
         assert!(h.contains("runnable tasks per CPU") && h.contains("deepest DSQ"));
         assert!(h.contains("work done per second"));
+        // Each step boundary: a dashed line and its label in both plots over
+        // time (the second outside the samples widens the axis), and a list.
+        assert_eq!(h.matches("\nstep 0\n</text>").count(), 2, "{h}");
+        assert_eq!(h.matches("\nstep 1\n</text>").count(), 2);
+        assert!(h.contains(
+            "<li>step 1 at 2.50 s from boot (guest uptime 4.00 s): stop &lt;cg_0&gt;</li>"
+        ));
         assert!(
             !h.contains("<script") && !h.contains("src=") && !h.contains("href="),
             "self-contained"

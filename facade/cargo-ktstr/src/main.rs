@@ -8,10 +8,14 @@
 mod cargo;
 mod compare;
 mod html;
+#[cfg(test)]
+mod junit_schema;
 mod report;
 mod runs;
 mod select;
 mod store;
+#[cfg(test)]
+mod trace_format;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +40,7 @@ enum Cmd {
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
+    Probe(ktstr_cli::ProbeCmd),
 }
 
 /// Run the package's tests (nextest when installed, else cargo test); each
@@ -280,6 +285,7 @@ fn main() -> ExitCode {
             };
         }
         Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok),
+        Cmd::Probe(c) => host().and_then(|h| ktstr_cli::probe(&c, &h).map(|()| Done::Ok)),
     };
     match done {
         Ok(Done::Ok) => ExitCode::SUCCESS,

@@ -25,6 +25,78 @@ pub enum Cmd {
     Shell(ShellCmd),
     Topo(TopoCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
+    Probe(ProbeCmd),
+}
+
+/// Probes on request (`#[ktstr_test(probes = [..])]`): what can be probed.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "probe")]
+pub struct ProbeCmd {
+    /// the subcommand
+    #[argh(subcommand)]
+    pub cmd: ProbeSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+#[allow(missing_docs)]
+pub enum ProbeSub {
+    List(ProbeListCmd),
+}
+
+/// List the kernel functions a test can name in `probes = [..]`, with the
+/// task and runqueue arguments each call decodes (and `file:line` when the
+/// kernel's debug info is cached).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ProbeListCmd {
+    /// only functions whose name contains this
+    #[argh(positional)]
+    pattern: Option<String>,
+    /// kernel: a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
+    #[argh(option)]
+    kernel: Option<PathBuf>,
+}
+
+/// `ktstr probe list`: the probeable functions of the kernel a run boots.
+pub fn probe(cmd: &ProbeCmd, host: &HostConfig) -> Result<(), String> {
+    let ProbeSub::List(list) = &cmd.cmd;
+    let kernel = host
+        .resolve_kernel(list.kernel.as_deref())
+        .map_err(|e| e.to_string())?;
+    let bytes =
+        std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
+    let btf = ktstr_btf::elf::btf_section(&bytes)
+        .and_then(ktstr_btf::Btf::parse)
+        .map_err(|e| format!("{}: BTF: {e}", kernel.vmlinux.display()))?;
+    let index = kernel
+        .vmlinux
+        .parent()
+        .map(ktstr_kernel::lines::LineIndex::load)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .flatten();
+    let pattern = list.pattern.as_deref().unwrap_or("");
+    let found = ktstr::probe::probeable(&btf, pattern);
+    for f in &found {
+        let name = f.split('(').next().unwrap_or(f);
+        match index.as_ref().and_then(|i| i.locate(name)) {
+            Some(loc) => println!("{f:<64} {loc}"),
+            None => println!("{f}"),
+        }
+    }
+    eprintln!(
+        "{} functions of {} match {pattern:?}{}; a notrace or inlined one fails at install \
+         with the kernel's reason",
+        found.len(),
+        kernel.vmlinux.display(),
+        if index.is_some() {
+            ""
+        } else {
+            " (no file:line: the kernel's debug info is not cached)"
+        }
+    );
+    Ok(())
 }
 
 /// Boot a VM with a topology and run a command in it (or a shell on the console).

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use ktstr::config::HostConfig;
-use ktstr_cli::{Cli, Cmd, shell, topo};
+use ktstr_cli::{Cli, Cmd, probe, shell, topo};
 
 fn main() -> ExitCode {
     // In a shell VM this binary is the guest's init: that never returns.
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Shell(c) => shell(c, &host),
         Cmd::Topo(c) => topo(&c).map(|()| ExitCode::SUCCESS),
+        Cmd::Probe(c) => probe(&c, &host).map(|()| ExitCode::SUCCESS),
         Cmd::Kernel(k) => {
             let env = ktstr_kernel::cli::KernelCmdEnv {
                 cache: host.kernel_cache(),

@@ -349,9 +349,9 @@ impl PrivateApt {
             .to_string())
     }
 
-    /// Downloads `package` (the .deb only, nothing is installed) into `into`
-    /// and unpacks it into `into/root`.
-    pub fn download_and_unpack(&self, package: &str, into: &Path) -> Result<(), KernelError> {
+    /// Downloads `package` (the .deb only, nothing is installed) into `into`;
+    /// returns the file's path.
+    pub fn download(&self, package: &str, into: &Path) -> Result<PathBuf, KernelError> {
         let mut c = self.command("apt-get");
         c.args(["-q", "download", package]).current_dir(into);
         self.run(c, &format!("apt-get download {package}"))?;
@@ -369,6 +369,13 @@ impl PrivateApt {
                 command: format!("apt-get download {package}"),
                 detail: "no .deb file appeared".into(),
             })?;
+        Ok(deb)
+    }
+
+    /// Downloads `package` (the .deb only, nothing is installed) into `into`
+    /// and unpacks it into `into/root`.
+    pub fn download_and_unpack(&self, package: &str, into: &Path) -> Result<(), KernelError> {
+        let deb = self.download(package, into)?;
         let root = into.join("root");
         let mut c = Command::new("dpkg-deb");
         c.arg("-x").arg(&deb).arg(&root);

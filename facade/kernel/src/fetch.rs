@@ -1,7 +1,7 @@
 //! Fetching Debian's sched_ext-enabled cloud kernels into the cache
 //! (feature `fetch`: the only part of this crate that downloads).
 
-use crate::{CachedKernel, KernelCache, KernelError, debian, image, modules};
+use crate::{CachedKernel, KernelCache, KernelError, debian, debuginfo, image, modules};
 
 /// How a fetch ended.
 #[derive(Debug, Clone)]
@@ -87,6 +87,7 @@ pub fn fetch(
             progress(&format!("newest kernel {} is already cached", cand.release));
             let tmp = cache.scratch()?;
             modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
+            keep_line_index(&apt, &cand.release, &k, &cache, progress);
             return Ok(FetchOutcome::AlreadyCached(k));
         }
         let version = apt.version(&cand.package)?;
@@ -126,6 +127,7 @@ pub fn fetch(
         let k = cache.insert(&cand.release, &source, &bz, &config)?;
         let tmp = cache.scratch()?;
         modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
+        keep_line_index(&apt, &cand.release, &k, &cache, progress);
         return Ok(FetchOutcome::Fetched(k));
     }
     Err(KernelError::NoSchedExtPackage {
@@ -151,4 +153,23 @@ pub fn describe_fetch(outcome: &FetchOutcome) -> String {
         k.metadata.btf_bytes >> 10,
         k.dir.display()
     )
+}
+
+/// The kernel's `file:line` index ([`debuginfo`]): optional, so a failure
+/// is reported and the fetch goes on (probes then print no line).
+fn keep_line_index(
+    apt: &debian::PrivateApt,
+    release: &str,
+    k: &CachedKernel,
+    cache: &KernelCache,
+    progress: &mut dyn FnMut(&str),
+) {
+    let res = cache
+        .scratch()
+        .and_then(|tmp| debuginfo::keep_line_index(apt, release, &k.dir, &tmp.0, progress));
+    if let Err(e) = res {
+        progress(&format!(
+            "no file:line index for {release} (probes show kernel functions without it): {e}"
+        ));
+    }
 }

@@ -30,8 +30,11 @@ pub mod cli;
 #[cfg(feature = "fetch")]
 pub mod debian;
 #[cfg(feature = "fetch")]
+pub mod debuginfo;
+#[cfg(feature = "fetch")]
 mod fetch;
 pub mod image;
+pub mod lines;
 #[cfg(feature = "fetch")]
 pub mod modules;
 mod version;

@@ -24,6 +24,7 @@ struct Config {
     scheduler: Option<Expr>,
     staged: Vec<Expr>,
     auto_repro: bool,
+    probes: Vec<String>,
     cleanup_budget_ms: u64,
     num_snapshots: u32,
     post_vm: Option<Expr>,
@@ -47,6 +48,39 @@ where
     }
 }
 
+/// Most functions one test may probe (`ktstr_probe::MAX_FUNCTIONS`).
+const MAX_PROBES: usize = 16;
+
+/// `probes = ["fn", ..]`: non-empty function names, at most [`MAX_PROBES`].
+fn probes(nv: &MetaNameValue) -> syn::Result<Vec<String>> {
+    let usage = "probes takes [\"function\", ..]: kernel functions or the scheduler's BPF \
+                 callbacks (`ktstr probe list PATTERN` lists the kernel's)";
+    let Expr::Array(a) = &nv.value else {
+        return Err(syn::Error::new_spanned(&nv.value, usage));
+    };
+    let mut out = Vec::new();
+    for e in &a.elems {
+        match e {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) if !s.value().trim().is_empty() && !s.value().contains(char::is_whitespace) => {
+                out.push(s.value())
+            }
+            other => return Err(syn::Error::new_spanned(other, usage)),
+        }
+    }
+    if out.len() > MAX_PROBES {
+        return Err(syn::Error::new_spanned(
+            &nv.value,
+            format!(
+                "probes names {} functions; at most {MAX_PROBES} can be probed in one test",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Config> {
     let mut c = Config {
         numa_nodes: 1,
@@ -64,6 +98,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         scheduler: None,
         staged: vec![],
         auto_repro: true,
+        probes: vec![],
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
         post_vm: None,
@@ -125,6 +160,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "probes" => c.probes = probes(nv)?,
             "cleanup_budget_ms" => c.cleanup_budget_ms = int(nv)?,
             "min_cpus" => c.constraints.min_cpus = int(nv)?,
             "max_cpus" => c.constraints.max_cpus = int(nv)?,
@@ -190,7 +226,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
-                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, \
+                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, probes, \
                          cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
@@ -243,7 +279,9 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
 /// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
-/// `auto_repro` (default true: a scheduler crash reruns in a probe VM), `cleanup_budget_ms`,
+/// `auto_repro` (default true: a scheduler crash reruns in a probe VM),
+/// `probes = ["fn", ..]` (kernel functions or the scheduler's callbacks whose
+/// decoded calls are printed after the VM and given to `post_vm`), `cleanup_budget_ms`,
 /// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
 /// `post_vm = path` (a `fn(&VmResult) -> anyhow::Result<()>` run on the host
 /// after the VM; its error fails the test), `monitor` (a
@@ -289,6 +327,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         scheduler,
         staged,
         auto_repro,
+        probes,
         cleanup_budget_ms,
         num_snapshots,
         post_vm,
@@ -371,6 +410,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 scheduler: #scheduler,
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,
+                probes: &[#(#probes),*],
                 cleanup_budget_ms: #cleanup_budget_ms,
                 num_snapshots: #num_snapshots,
                 post_vm: #post_vm,

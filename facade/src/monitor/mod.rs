@@ -533,6 +533,13 @@ pub struct VmResult {
     pub scheduler_died: Option<String>,
     /// The console's last lines.
     pub console: Vec<String>,
+    /// The scenario's steps as they started, on the samples' clock (none
+    /// but for `execute_steps` bodies).
+    pub steps: Vec<crate::results::StepStart>,
+    /// What the test's on-request probes (`probes = [..]`) saw: each
+    /// call decoded (`calls_of("enqueue_task_scx")`) and the printed block;
+    /// `None` without the key.
+    pub probes: Option<ktstr_probe::ProbeReport>,
 }
 
 impl VmResult {
@@ -559,6 +566,8 @@ pub(crate) fn judge_vm(
     observed: &crate::verdict::Observed,
     outcome: Outcome,
     finished: Finished,
+    steps: &[crate::results::StepStart],
+    probes: Option<ktstr_probe::ProbeReport>,
 ) -> Outcome {
     let result = VmResult {
         test: entry.name,
@@ -571,6 +580,8 @@ pub(crate) fn judge_vm(
         outcome,
         scheduler_died: observed.scheduler_death.as_ref().map(ToString::to_string),
         console: observed.console.clone(),
+        steps: steps.to_vec(),
+        probes,
     };
     judge_post_vm(&result, entry.config.post_vm)
 }

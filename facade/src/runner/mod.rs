@@ -4,6 +4,7 @@
 
 mod prepare;
 pub(crate) use prepare::QUIET_GUEST;
+mod probes;
 mod repro;
 mod watch;
 
@@ -109,6 +110,7 @@ pub fn run_on(
         outcome: &outcome,
         verdict: facts.verdict.as_ref(),
         monitor: facts.monitor.take().unwrap_or_default(),
+        steps: &facts.steps,
         phases: crate::results::Phases {
             total: t0.elapsed(),
             ..facts.phases
@@ -127,6 +129,7 @@ struct RunFacts {
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     verdict: Option<ktstr_ops::assert::AssertResult>,
     monitor: Option<serde_json::Value>,
+    steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
 }
 
@@ -138,6 +141,19 @@ const KASLR_BOOT_MARGIN: Duration = Duration::from_secs(30);
 thread_local! {
     /// VMs booted by this thread (a test and its probe VM run on one thread).
     static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Time this thread's VMs waited for host slots.
+    static SLOT_WAIT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Runs one test like [`run`] and says how long its VMs waited for host
+/// slots (time a busy host adds that no limit of the test counts).
+pub fn run_measuring_slot_wait(
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+) -> (Outcome, Duration) {
+    let before = SLOT_WAIT.with(std::cell::Cell::get);
+    let outcome = run(entry, kernel);
+    (outcome, SLOT_WAIT.with(std::cell::Cell::get) - before)
 }
 
 /// Runs one test like [`run`] and counts the VMs it booted.
@@ -192,6 +208,7 @@ pub(crate) fn boot_once(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
+    SLOT_WAIT.with(|w| w.set(w.get() + slot_wait));
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.kernel.vmlinux.clone(),
@@ -239,7 +256,22 @@ fn run_in(
         source,
     })?;
     facts.backend = Some(backend.name());
-    let mut booted = boot_once(host, entry, kernel, shape, backend.as_ref(), None)?;
+    // Probes on request: checked before any VM boots; none without the key.
+    let on_request = match probes::plan(host, entry, kernel) {
+        Ok(p) => p,
+        Err(e) => return Ok(Outcome::Fail(e)),
+    };
+    let plan_json = on_request
+        .as_ref()
+        .map(|(plan, _)| serde_json::to_vec(plan).expect("a probe plan serializes"));
+    let mut booted = boot_once(
+        host,
+        entry,
+        kernel,
+        shape,
+        backend.as_ref(),
+        plan_json.as_deref(),
+    )?;
     facts.kernel = Some(booted.prepared.kernel.clone());
     facts.scheduler = booted.prepared.scheduler.take();
     let topo = booted.prepared.topology.to_string();
@@ -252,6 +284,8 @@ fn run_in(
             facts.phases.boot_to_init = times.boot_to_init;
             facts.phases.body = times.body;
             facts.phases.teardown = times.teardown;
+            facts.steps = times.steps.clone();
+            facts.phases.verdict_at = times.verdict_at;
             facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
             (observed, times)
         }
@@ -276,7 +310,22 @@ fn run_in(
     );
     // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_json(&finished.log));
-    let outcome = crate::monitor::judge_vm(entry, &observed, outcome, finished);
+    let report = on_request
+        .as_ref()
+        .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));
+    if let Some(Ok(r)) = &report {
+        // Straight to the stream, like the line below: a passing run's too.
+        let _ = std::io::stderr().write_all(r.text.as_bytes());
+    }
+    let outcome = probes::fold(outcome, report.as_ref());
+    let outcome = crate::monitor::judge_vm(
+        entry,
+        &observed,
+        outcome,
+        finished,
+        &times.steps,
+        report.and_then(Result::ok),
+    );
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",

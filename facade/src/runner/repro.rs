@@ -166,15 +166,21 @@ fn block(
     let view = View::new(&btf, &plan, &cap);
     let _ = writeln!(
         out,
-        "  {} records{}",
+        "  {} records{}{}",
         cap.lines.len(),
+        if view.dropped > 0 {
+            format!(" (the newest; {} older ones dropped)", view.dropped)
+        } else {
+            String::new()
+        },
         if view.skipped > 0 {
             format!(", {} unreadable", view.skipped)
         } else {
             String::new()
         }
     );
-    out.push_str(&view.render(&crash, &callbacks));
+    let locations = super::probes::Sources::locations_of(resolved.vmlinux.parent());
+    out.push_str(&view.render(&crash, &callbacks, &|f| locations.locate(f)));
     Ok(out)
 }
 

@@ -15,11 +15,15 @@ const TEARDOWN_BUDGET: Duration = Duration::from_secs(30);
 const KEPT_LINES: usize = 2000;
 
 /// Timestamps of one boot, from the channel.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Times {
     pub(crate) boot_to_init: Option<Duration>,
     pub(crate) body: Option<Duration>,
     pub(crate) teardown: Option<Duration>,
+    /// The scenario's steps as they started.
+    pub(crate) steps: Vec<crate::results::StepStart>,
+    /// When the host read the verdict, from the boot (the end of the last step).
+    pub(crate) verdict_at: Option<Duration>,
 }
 
 /// How one boot went.
@@ -56,10 +60,13 @@ struct Seen {
 }
 
 impl Seen {
-    fn absorb(&mut self, msgs: Vec<Message>, boot_at: Instant) {
+    /// Takes in the messages of one poll, read `read_at` from the boot
+    /// (before the monitor acted on them: a snapshot a step asked for comes
+    /// after the step's start).
+    fn absorb(&mut self, msgs: Vec<Message>, read_at: Duration) {
         for m in msgs {
             match m {
-                Message::Hello { .. } => self.times.boot_to_init = Some(boot_at.elapsed()),
+                Message::Hello { .. } => self.times.boot_to_init = Some(read_at),
                 Message::Verdict {
                     verdict,
                     body_error,
@@ -70,11 +77,24 @@ impl Seen {
                     self.times.body = Some(Duration::from_millis(body_ms));
                     self.verdict = Some((verdict, body_error));
                     self.verdict_at = Some(Instant::now());
+                    self.times.verdict_at = Some(read_at);
                 }
                 Message::Log(l) => println!("guest: {l}"),
                 Message::GuestError(e) => self.guest_errors.push(e),
                 Message::SchedulerDied(d) => self.death = Some(d),
                 Message::BodyStarted => self.body_started = true,
+                // Stamped on the monitor samples' clock (from the boot, by
+                // the host), within one poll of the guest's writing it.
+                Message::StepStarted {
+                    index,
+                    uptime_ms,
+                    ops,
+                } => self.times.steps.push(crate::results::StepStart {
+                    index,
+                    at: read_at,
+                    guest_uptime: Duration::from_millis(uptime_ms),
+                    ops,
+                }),
                 Message::Report { kind, data } if kind == crate::guest::PROBE_REPORT => {
                     self.probe = Some(data);
                 }
@@ -116,10 +136,11 @@ pub(crate) fn watch(
         }
         match reader.poll() {
             Ok(msgs) => {
+                let read_at = boot_at.elapsed();
                 for m in &msgs {
                     monitor.observe(m, vm, &reader);
                 }
-                seen.absorb(msgs, boot_at);
+                seen.absorb(msgs, read_at);
             }
             Err(ChannelError::NotInitialized) => {}
             Err(e) => channel_fault = Some(e),
@@ -152,7 +173,7 @@ pub(crate) fn watch(
     };
     // The mapping outlives the VM: collect what the guest wrote last.
     if let Ok(msgs) = reader.poll() {
-        seen.absorb(msgs, boot_at);
+        seen.absorb(msgs, boot_at.elapsed());
     }
     if let Some(c) = &console {
         while let Some(l) = c.next_line(Duration::from_millis(50)) {

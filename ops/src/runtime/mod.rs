@@ -15,7 +15,8 @@ mod shell;
 mod system;
 
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
-use system::{DevMem, console, power_off, setup_mounts, uptime_ms};
+pub(crate) use system::uptime_ms;
+use system::{DevMem, console, power_off, setup_mounts};
 pub use system::{INIT_ENVIRONMENT, KERNEL_CONFIG_PATH};
 
 use crate::assert::AssertResult;

@@ -134,6 +134,31 @@ impl Op {
         Op::CaptureSnapshot(name.into())
     }
 
+    /// A short label of the op, for step boundaries in reports
+    /// (`add cg_0 (4 workers)`, `cpuset cg_0 = 0-1`, `restart scheduler`).
+    pub(crate) fn label(&self) -> String {
+        let workers = |n: usize| format!("{n} worker{}", if n == 1 { "" } else { "s" });
+        match self {
+            Op::AddCgroup(d) => format!("add {} ({})", d.name(), workers(d.workers)),
+            Op::Spawn(d) => format!("spawn {} in {}", workers(d.workers), d.name()),
+            Op::RemoveCgroup(n) => format!("remove {n}"),
+            Op::Stop(n) => format!("stop {n}"),
+            Op::SetCpuset(n, c) => format!("cpuset {n} = {c}"),
+            Op::ClearCpuset(n) => format!("clear cpuset {n}"),
+            Op::SetWeight(n, w) => format!("weight {n} = {w}"),
+            Op::MoveWorkers(a, b) => format!("move {a} to {b}"),
+            Op::SetAffinity(n, c) => format!("pin {n} to {c}"),
+            Op::SetCpuOnline(c, on) => {
+                format!("CPU {c} {}", if *on { "online" } else { "offline" })
+            }
+            Op::AttachScheduler(s) => format!("attach {}", s.name),
+            Op::DetachScheduler => "detach scheduler".into(),
+            Op::RestartScheduler => "restart scheduler".into(),
+            Op::ReplaceScheduler(s) => format!("replace scheduler by {}", s.name),
+            Op::CaptureSnapshot(n) => format!("snapshot {n}"),
+        }
+    }
+
     /// Applies a scheduler operation; `None` for the others.
     pub(crate) fn apply_scheduler(&self, sup: &Supervisor) -> Option<anyhow::Result<String>> {
         Some(match self {
@@ -251,4 +276,37 @@ pub(crate) fn hold_or_sched_died(
 /// [`scheduler::KillSchedulerError`]).
 pub fn execute_steps(ctx: &Ctx, steps: Vec<Step>) -> anyhow::Result<AssertResult> {
     super::steps::run(ctx, steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_short_and_name_what_the_op_touches() {
+        let labels: Vec<String> = [
+            Op::add_cgroup(CgroupDef::named("cg_a").workers(1)),
+            Op::spawn(CgroupDef::named("cg_b").workers(3)),
+            Op::set_cpuset("cg_a", [0, 1]),
+            Op::move_workers("cg_a", "cg_b"),
+            Op::cpu_offline(1),
+            Op::restart_scheduler(),
+            Op::capture_snapshot("held"),
+        ]
+        .iter()
+        .map(Op::label)
+        .collect();
+        assert_eq!(
+            labels,
+            [
+                "add cg_a (1 worker)",
+                "spawn 3 workers in cg_b",
+                "cpuset cg_a = 0-1",
+                "move cg_a to cg_b",
+                "CPU 1 offline",
+                "restart scheduler",
+                "snapshot held",
+            ]
+        );
+    }
 }

@@ -262,6 +262,12 @@ pub(crate) fn run(ctx: &Ctx, steps: Vec<Step>) -> anyhow::Result<AssertResult> {
     let mut verdict = AssertResult::pass();
     let mut outcome: anyhow::Result<()> = Ok(());
     'steps: for (i, step) in steps.into_iter().enumerate() {
+        // The host stamps the boundary when it reads this; outside a VM
+        // there is no host to tell.
+        crate::snapshot::step_started(
+            u32::try_from(i).unwrap_or(u32::MAX),
+            step.ops.iter().map(Op::label).collect(),
+        );
         let mut settle = Vec::new();
         for op in &step.ops {
             match run.apply(op, sup, &mut settle) {

@@ -227,6 +227,12 @@ fn captured(tail: Tail) -> Result<(Console, Box<dyn std::io::Write + Send>), Vmm
 impl KvmVm {
     fn boot(spec: &VmSpec, huge_pages: bool) -> Result<Self, VmmError> {
         spec.check_files()?;
+        if spec.payload_bytes != 0 {
+            return Err(VmmError::Unsupported(
+                "the own KVM VMM has no payload region yet (VmSpec::payload_bytes);                  use the QEMU backend (KTSTR_BACKEND=qemu)"
+                    .into(),
+            ));
+        }
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDRESS)

@@ -33,6 +33,8 @@ pub(crate) struct PassedFds {
     pub node_memory: Vec<i32>,
     /// The connected QMP socket.
     pub qmp: i32,
+    /// The payload region's memory file ([`VmSpec::payload_bytes`]).
+    pub payload: Option<i32>,
 }
 
 /// The full kernel command line: the spec's plus the reserved regions.
@@ -140,6 +142,19 @@ pub(crate) fn qemu_args(
             }
         }
     }
+    if let (Some(fd), bytes @ 1..) = (fds.payload, spec.payload_bytes) {
+        // The payload region: shared memory as a PCI BAR, outside guest RAM.
+        // master=on makes the device migratable (a peer blocks migration).
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-file,id=payload,size={}M,mem-path=/proc/self/fd/{fd},share=on",
+                bytes >> 20
+            ),
+            "-device",
+            "ivshmem-plain,memdev=payload,master=on",
+        ]);
+    }
     push(&[
         "-chardev",
         "stdio,id=con,signal=off",
@@ -178,6 +193,7 @@ mod tests {
             &PassedFds {
                 node_memory: (0..8).map(|i| 10 + i).collect(),
                 qmp: 3,
+                payload: Some(30),
             },
         )
     }
@@ -199,6 +215,31 @@ mod tests {
         assert!(value_of(&a, "-machine")[0].contains("memory-backend=m0"));
         assert!(value_of(&a, "-numa").is_empty());
         assert!(value_of(&a, "-append")[0].ends_with("memmap=0x1000000$0x1f000000"));
+        // No payload region unless the spec asks for one.
+        assert!(
+            !value_of(&a, "-device")
+                .iter()
+                .any(|d| d.contains("ivshmem"))
+        );
+    }
+
+    #[test]
+    fn a_payload_region_is_a_migratable_ivshmem_bar() {
+        let mut spec = VmSpec::new("/k", "1n1l2c1t".parse().expect("topology"));
+        spec.payload_bytes = 64 << 20;
+        let fds = PassedFds {
+            node_memory: vec![10],
+            qmp: 3,
+            payload: Some(30),
+        };
+        let a = qemu_args(&spec, Accel::Tcg, false, &fds);
+        assert_eq!(
+            value_of(&a, "-device"),
+            ["ivshmem-plain,memdev=payload,master=on"]
+        );
+        assert!(
+            value_of(&a, "-object")[1].ends_with("size=64M,mem-path=/proc/self/fd/30,share=on")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod args;
 mod qmp;
 mod regs;
+mod snapshot;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -179,8 +180,62 @@ impl Backend for QemuBackend {
     }
 
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
+        self.start(spec, None)
+            .map(|m| Box::new(m) as Box<dyn Machine>)
+    }
+
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        image: &std::path::Path,
+        payload: &[u8],
+    ) -> Result<Box<dyn Machine>, VmmError> {
+        snapshot::check_image(image)?;
+        let mut machine = self.start(spec, Some(payload))?;
+        if let Err(e) = snapshot::load(machine.qmp()?, image) {
+            machine.kill();
+            let words = machine.stderr_text();
+            return Err(match e {
+                VmmError::Snapshot { image, why } if !words.trim().is_empty() => {
+                    VmmError::Snapshot {
+                        image,
+                        why: format!("{why}; QEMU said: {}", words.trim()),
+                    }
+                }
+                e => e,
+            });
+        }
+        Ok(Box::new(machine))
+    }
+}
+
+impl QemuBackend {
+    /// Starts QEMU for `spec`: booting it, or (`restoring`: the payload)
+    /// waiting for a migration stream with the vCPUs stopped.
+    fn start(&self, spec: &VmSpec, restoring: Option<&[u8]>) -> Result<QemuMachine, VmmError> {
         spec.check_files()?;
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
+        let payload = match spec.payload_bytes {
+            0 => None,
+            bytes => {
+                let file = crate::memory::memfd("ktstr-payload", bytes)?;
+                let data = restoring.unwrap_or_default();
+                if data.len() as u64 > bytes {
+                    return Err(VmmError::InvalidSpec(format!(
+                        "a payload of {} bytes does not fit the {bytes}-byte payload region",
+                        data.len()
+                    )));
+                }
+                std::os::unix::fs::FileExt::write_all_at(&file, data, 0)
+                    .map_err(|e| VmmError::Memory(format!("writing the payload: {e}")))?;
+                Some(file)
+            }
+        };
+        if payload.is_none() && restoring.is_some_and(|p| !p.is_empty()) {
+            return Err(VmmError::InvalidSpec(
+                "a payload to hand over, but the spec has no payload region (payload_bytes)".into(),
+            ));
+        }
         let (ours, theirs) = UnixStream::pair().map_err(|e| VmmError::Os {
             what: "socketpair for QMP",
             source: e,
@@ -189,9 +244,14 @@ impl Backend for QemuBackend {
         let fds = args::PassedFds {
             node_memory: ram.node_fds(),
             qmp: theirs.as_raw_fd(),
+            payload: payload.as_ref().map(AsRawFd::as_raw_fd),
         };
         let mut cmd = Command::new(&self.binary);
         cmd.args(args::qemu_args(spec, self.accel, self.nested_svm, &fds));
+        if restoring.is_some() {
+            // Stopped until the stream is in; loaded over QMP (snapshot::load).
+            cmd.args(["-S", "-incoming", "defer"]);
+        }
         match spec.console {
             ConsoleMode::Capture => {
                 cmd.stdin(Stdio::null()).stdout(Stdio::piped());
@@ -203,6 +263,7 @@ impl Backend for QemuBackend {
         cmd.stderr(Stdio::piped());
         let mut inherit: Vec<i32> = fds.node_memory.clone();
         inherit.push(fds.qmp);
+        inherit.extend(fds.payload);
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and only
@@ -281,7 +342,7 @@ impl Backend for QemuBackend {
                 });
             }
         }
-        Ok(Box::new(machine))
+        Ok(machine)
     }
 }
 
@@ -358,7 +419,7 @@ impl Machine for QemuMachine {
     fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
         let answer = self.qmp()?.execute_with(
             "human-monitor-command",
-            serde_json::json!({ "command-line": "info registers", "cpu-index": cpu }),
+            Some(serde_json::json!({ "command-line": "info registers", "cpu-index": cpu })),
         )?;
         regs::parse(answer.as_str().unwrap_or_default())
     }
@@ -393,6 +454,12 @@ impl Machine for QemuMachine {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn save(&mut self, image: &std::path::Path) -> Result<(), VmmError> {
+        let saved = snapshot::save(self.qmp()?, image);
+        self.kill();
+        saved
     }
 
     fn kill(&mut self) {

@@ -95,21 +95,23 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its answer.
     pub(crate) fn execute(&self, command: &str) -> Result<Value, VmmError> {
-        {
-            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let msg = format!("{{\"execute\":\"{command}\"}}\n");
-            w.write_all(msg.as_bytes())
-                .map_err(|e| VmmError::Control(format!("sending QMP {command}: {e}")))?;
-        }
-        self.answer(command)
+        self.execute_with(command, None)
     }
 
-    /// Runs a command with arguments (a JSON object) and returns its answer.
-    pub(crate) fn execute_with(&self, command: &str, arguments: Value) -> Result<Value, VmmError> {
+    /// Runs a command with `arguments` (a JSON object) and returns its answer.
+    pub(crate) fn execute_with(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, VmmError> {
         {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let msg = serde_json::json!({ "execute": command, "arguments": arguments });
-            w.write_all(format!("{msg}\n").as_bytes())
+            let mut msg = serde_json::json!({ "execute": command });
+            if let Some(a) = arguments {
+                msg["arguments"] = a;
+            }
+            let msg = format!("{msg}\n");
+            w.write_all(msg.as_bytes())
                 .map_err(|e| VmmError::Control(format!("sending QMP {command}: {e}")))?;
         }
         self.answer(command)
