@@ -15,6 +15,7 @@
 //! | `KTSTR_HOST_CPUS` | host cores VMs may use at once | the CPUs this process may run on |
 //! | `KTSTR_SLOT_DIR` | the host-wide VM slot locks | `/tmp/ktstr-slots-<uid>` |
 //! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (instruction counting: one host thread, fixed guest clock rate) |
+//! | `KTSTR_KASLR` | `1`: boot every test's kernel from its bzImage with KASLR on (randomized), `0`: the ELF vmlinux at its link address | `0` (faster boot; see the README's KASLR section) |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
@@ -68,6 +69,9 @@ pub struct HostConfig {
     pub slot_dir: PathBuf,
     /// How QEMU's software CPU runs vCPUs.
     pub tcg: TcgMode,
+    /// Boot every test randomized: the bzImage with KASLR on
+    /// (`KTSTR_KASLR=1`; a test can ask for it alone with `kaslr = true`).
+    pub kaslr: bool,
     /// How long a guest may take from boot to the harness's init.
     pub boot_timeout: Duration,
     /// Echo guest consoles to stderr.
@@ -173,9 +177,22 @@ impl HostConfig {
                 });
             }
         };
+        let kaslr = match text("KTSTR_KASLR")?.as_deref().map(str::trim) {
+            None | Some("" | "0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "KTSTR_KASLR",
+                    value: other.into(),
+                    why: "expected `1` (bzImage, randomized) or `0` (vmlinux at its link address)"
+                        .into(),
+                });
+            }
+        };
         Ok(HostConfig {
             cache_root,
             tcg,
+            kaslr,
             slot_dir: set("KTSTR_SLOT_DIR")
                 .map_or_else(ktstr_vmm::HostSlots::default_dir, PathBuf::from),
             kernel: set("KTSTR_KERNEL").map(PathBuf::from),
@@ -345,8 +362,10 @@ mod tests {
             ("KTSTR_RUN", "run-1"),
             ("KTSTR_SCHEDULER", "/bin/scx"),
             ("KTSTR_SCHED_ARGS", " --slow  --slow-us 10000 "),
+            ("KTSTR_KASLR", "1"),
         ]))
         .expect("config");
+        assert!(c.kaslr);
         assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
         assert_eq!(c.backend, BackendChoice::Qemu);
         assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));
@@ -379,5 +398,8 @@ mod tests {
         let e = HostConfig::from_vars(vars(&[("KTSTR_RUN", "../x")])).expect_err("run");
         assert_eq!(e.var, "KTSTR_RUN");
         assert!(e.to_string().contains("names a directory"), "{e}");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_KASLR", "yes")])).expect_err("kaslr");
+        assert_eq!(e.var, "KTSTR_KASLR");
+        assert!(e.to_string().contains("bzImage"), "{e}");
     }
 }

@@ -30,6 +30,16 @@ pub enum RunError {
     /// No usable kernel.
     #[error(transparent)]
     Kernel(#[from] ktstr_kernel::KernelError),
+    /// A randomized boot was asked for, and the kernel has no bzImage.
+    #[error(
+        "KASLR (kaslr = true or KTSTR_KASLR=1) boots the kernel's bzImage, and {vmlinux} has \
+         none beside it: use a cached kernel (`cargo xtask kernel fetch`) or pass its bzImage \
+         as KTSTR_KERNEL"
+    )]
+    NoBzImage {
+        /// The vmlinux in use.
+        vmlinux: std::path::PathBuf,
+    },
     /// A scheduler under test cannot be used.
     #[error(transparent)]
     Scheduler(#[from] SchedulerSetupError),

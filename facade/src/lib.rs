@@ -175,7 +175,9 @@ pub mod prelude {
     pub use crate::assert::AssertResult;
     pub use crate::declare_scheduler;
     pub use crate::ktstr_test;
-    pub use crate::monitor::{MonitorChecks, Sample, SampleSeries, Series, VmResult};
+    pub use crate::monitor::{
+        KernelPlacement, MonitorChecks, Sample, SampleSeries, Series, VmResult,
+    };
     pub use crate::scenario::{CgroupDef, Ctx, execute_defs, scenarios};
     pub use crate::test_support::{Scheduler, SchedulerSpec};
     pub use anyhow::Result;

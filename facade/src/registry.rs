@@ -37,6 +37,10 @@ pub struct TestConfig {
     /// Accept a verdict that could not be judged (`allow_inconclusive`,
     /// default false: an inconclusive verdict fails the test, naming why).
     pub allow_inconclusive: bool,
+    /// Boot the compressed image (bzImage) with KASLR on, so the kernel runs
+    /// at a random place (`kaslr`, default false: the ELF vmlinux at its link
+    /// address; `KTSTR_KASLR=1` turns it on for every test of a run).
+    pub kaslr: bool,
     /// The scheduler the VM boots with (`scheduler`, default: EEVDF).
     pub scheduler: Option<Scheduler>,
     /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
@@ -78,6 +82,7 @@ impl TestConfig {
         expect_err: false,
         expect_err_matching: None,
         allow_inconclusive: false,
+        kaslr: false,
         scheduler: None,
         staged_schedulers: &[],
         auto_repro: true,

@@ -62,6 +62,9 @@ pub enum Error {
     /// The kallsyms tables could not be found or decoded in the image.
     #[error("kallsyms: {0}")]
     Kallsyms(String),
+    /// Where a randomized kernel runs could not be told (see [`crate::kaslr::locate`]).
+    #[error("KASLR: {0}")]
+    Kaslr(String),
     /// The kernel image is not a usable ELF vmlinux.
     #[error("kernel image {path}: {what}")]
     Image {

@@ -33,3 +33,43 @@ pub fn read_btf(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| image(format!("reading .BTF: {e}")))?;
     Ok(data.to_vec())
 }
+
+/// `len` bytes of the image at link-time virtual address `va`, as the ELF's loadable segments
+/// hold them (only the headers and those bytes are read). An address outside every segment's
+/// file bytes is an error naming it.
+pub fn read_at(path: &Path, va: u64, len: usize) -> Result<Vec<u8>> {
+    use object::ObjectSegment;
+    let image = |what: String| Error::Image {
+        path: path.to_owned(),
+        what,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cache = object::ReadCache::new(std::io::BufReader::new(file));
+    let elf = object::File::parse(&cache).map_err(|e| image(format!("not an ELF file: {e}")))?;
+    for seg in elf.segments() {
+        let (off, size) = seg.file_range();
+        let Some(rel) = va.checked_sub(seg.address()) else {
+            continue;
+        };
+        if rel.saturating_add(len as u64) > size {
+            continue;
+        }
+        let data = seg
+            .data_range(seg.address() + rel, len as u64)
+            .map_err(|e| {
+                image(format!(
+                    "reading {len} bytes at {va:#x} (file offset {:#x}): {e}",
+                    off + rel
+                ))
+            })?;
+        if let Some(d) = data {
+            return Ok(d.to_vec());
+        }
+    }
+    Err(image(format!(
+        "no loadable segment holds {len} bytes at {va:#x}"
+    )))
+}

@@ -8,7 +8,8 @@
 //!   ([`kallsyms`]) once per kernel and cached beside it ([`KernelSymbols::load_or_build`]).
 //! - [`AddressLayout`]: KASLR slide, `phys_base`, `page_offset_base`, page-table root — values
 //!   the caller gives; the image and the direct map translate by arithmetic, everything else
-//!   through a 4- or 5-level page-table walk ([`PageTable`]).
+//!   through a 4- or 5-level page-table walk ([`PageTable`]). A randomized (KASLR) kernel's
+//!   slide and `phys_base` come from [`kaslr::locate`], given a vCPU's CR3.
 //! - [`GuestKernel`]: bounded reads, symbols, per-CPU variables, typed [`Value`]s that follow
 //!   member paths through `ktstr-btf`; runqueue samples and user DSQs ([`RqSample`],
 //!   [`DsqInfo`]); BPF maps, their values and a program's globals by name ([`BpfMap`],
@@ -38,6 +39,7 @@ mod cache;
 mod error;
 pub mod image;
 pub mod kallsyms;
+pub mod kaslr;
 mod kernel;
 mod sched;
 mod symbols;

@@ -3,8 +3,8 @@
 //!
 //! Every input that depends on how the guest booted — the KASLR slide, `phys_base`,
 //! `page_offset_base`, CR3 and the paging depth — is a value in [`AddressLayout`]: the reader
-//! never guesses them. With `nokaslr` (today's default boot) [`AddressLayout::nokaslr`] is
-//! exact; with KASLR the caller passes what the guest reports.
+//! never guesses them. With `nokaslr` (the default boot) [`AddressLayout::nokaslr`] is
+//! exact; with KASLR the caller passes what [`crate::kaslr::locate`] found from a vCPU's CR3.
 
 use vm_memory::{GuestMemory, GuestMemoryBackend};
 

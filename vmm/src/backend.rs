@@ -50,6 +50,36 @@ impl fmt::Display for EndReason {
     }
 }
 
+/// Registers of one vCPU: what a reader of guest memory needs to translate
+/// addresses (CR3, CR4) and to place the kernel (RIP, GS base). The own KVM
+/// VMM fills every field; QEMU fills what `info registers` prints
+/// (`kernel_gs_base` 0, `mp_state` `u32::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VcpuRegs {
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3: the page table root (the running task's `mm->pgd` under Linux).
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// GS base: Linux's per-CPU area while in the kernel.
+    pub gs_base: u64,
+    /// `IA32_KERNEL_GS_BASE`: the per-CPU area while in user mode (swapgs).
+    pub kernel_gs_base: u64,
+    /// RFLAGS (bit 9: interrupts enabled).
+    pub rflags: u64,
+    /// KVM's multiprocessing state of the vCPU: 0 runnable, 1 waiting for
+    /// INIT (an AP never started), 2 INIT received, 3 halted, 4 SIPI
+    /// received (`KVM_MP_STATE_*`); `u32::MAX` if KVM would not say.
+    pub mp_state: u32,
+}
+
 /// A running VM.
 pub trait Machine: Send {
     /// The guest's physical RAM, mapped in the host.
@@ -66,6 +96,14 @@ pub trait Machine: Send {
     fn try_wait(&mut self) -> Result<Option<EndReason>, VmmError>;
     /// Kills the VM now. Idempotent.
     fn kill(&mut self);
+    /// Registers of logical CPU `cpu` as they are now (a running VM may be
+    /// paused for the read; a paused one stays paused). Both backends
+    /// implement it; the default says the machine cannot.
+    fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "this machine cannot read vCPU {cpu}'s registers"
+        )))
+    }
     /// Saves the machine to `image` and ends it: the vCPUs stop, the device
     /// state and every page of guest RAM that is not zero go to the file,
     /// then the VM is gone. [`Backend::restore`] starts any number of

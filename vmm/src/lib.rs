@@ -66,11 +66,11 @@ pub mod qemu;
 mod slots;
 mod spec;
 
-pub use backend::{Backend, EndReason, Machine, hardware_virtualization};
+pub use backend::{Backend, EndReason, Machine, VcpuRegs, hardware_virtualization};
 pub use console::{Console, ConsoleEvent};
 pub use error::VmmError;
 #[cfg(target_arch = "x86_64")]
-pub use kvm::{KvmBackend, KvmBackendBuilder, KvmVm, MACHINE_CMDLINE, NO_HW_VIRT_REASON, VcpuRegs};
+pub use kvm::{KvmBackend, KvmBackendBuilder, KvmVm, MACHINE_CMDLINE, NO_HW_VIRT_REASON};
 pub use memory::{GuestRam, RamRegion, pc_ram_layout};
 pub use qemu::QemuBackend;
 pub use slots::{HostSlots, SlotGuard, Slotted};

@@ -251,6 +251,9 @@ impl crate::Machine for SlottedMachine {
     fn slot_wait(&self) -> Duration {
         self.waited
     }
+    fn vcpu_regs(&mut self, cpu: u32) -> Result<crate::VcpuRegs, crate::VmmError> {
+        self.inner.vcpu_regs(cpu)
+    }
 }
 
 #[cfg(test)]

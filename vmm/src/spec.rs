@@ -92,7 +92,8 @@ pub const PAYLOAD_PCI_ID: (u16, u16) = (0x1af4, 0x1110);
 
 impl VmSpec {
     /// A spec with the command line every ktstr VM starts from: serial console,
-    /// a panic ends the VM at once, no KASLR (the monitor reads kernel symbols).
+    /// a panic ends the VM at once, `nokaslr` (a PVH boot of the vmlinux is never
+    /// randomized anyway; a caller booting a bzImage randomized drops the word).
     pub fn new(kernel: impl Into<PathBuf>, topology: Topology) -> Self {
         VmSpec {
             kernel: kernel.into(),

@@ -257,6 +257,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  early-failure label (two more VMs); \
                  a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
                  QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
+                 five_randomized_boots_show_three_slides and \
+                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
                  real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"

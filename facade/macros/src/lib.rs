@@ -19,6 +19,7 @@ struct Config {
     expect_err: bool,
     expect_err_matching: Option<String>,
     allow_inconclusive: bool,
+    kaslr: bool,
     harness_fixture: bool,
     scheduler: Option<Expr>,
     staged: Vec<Expr>,
@@ -92,6 +93,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         expect_err: false,
         expect_err_matching: None,
         allow_inconclusive: false,
+        kaslr: false,
         harness_fixture: false,
         scheduler: None,
         staged: vec![],
@@ -199,6 +201,14 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "kaslr" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.kaslr = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(other, "kaslr takes true or false"));
+                }
+            },
             "harness_fixture" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -216,7 +226,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
-                         allow_inconclusive, scheduler, staged_schedulers, auto_repro, probes, \
+                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, probes, \
                          cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
@@ -312,6 +322,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         expect_err,
         expect_err_matching,
         allow_inconclusive,
+        kaslr,
         harness_fixture,
         scheduler,
         staged,
@@ -395,6 +406,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 expect_err: #expect_err,
                 expect_err_matching: #expect_err_matching,
                 allow_inconclusive: #allow_inconclusive,
+                kaslr: #kaslr,
                 scheduler: #scheduler,
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,

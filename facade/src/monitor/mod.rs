@@ -15,6 +15,7 @@
 
 mod bridge;
 mod files;
+mod locate;
 mod sampler;
 mod series;
 mod session;
@@ -383,6 +384,24 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
+/// Where the guest kernel ran, as the monitor found it for this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelPlacement {
+    /// Booted randomized (bzImage, KASLR) and located from vCPU registers;
+    /// `false`: a `nokaslr` boot at the link address, checked.
+    pub randomized: bool,
+    /// Virtual slide: a symbol runs at its link address plus this.
+    pub slide: u64,
+    /// `phys_base`: an image address's physical address is
+    /// `virt - __START_KERNEL_map + phys_base` (wrapping).
+    pub phys_base: u64,
+    /// Where the direct map starts (`page_offset_base`).
+    pub page_offset_base: u64,
+    /// From boot until the layout was known (the first read after it).
+    pub located_after: Duration,
+}
+
 /// The periodic samples of one VM, cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct MonitorLog(Arc<LogInner>);
@@ -394,6 +413,7 @@ struct LogInner {
     unavailable: Option<MonitorError>,
     /// CPU time the periodic samples took on the host, in all.
     cpu: Duration,
+    placement: Option<KernelPlacement>,
 }
 
 impl MonitorLog {
@@ -403,7 +423,25 @@ impl MonitorLog {
             hz,
             unavailable,
             cpu: Duration::ZERO,
+            placement: None,
         }))
+    }
+
+    pub(crate) fn with_placement(self, placement: Option<KernelPlacement>) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| LogInner {
+            samples: a.samples.clone(),
+            hz: a.hz,
+            unavailable: a.unavailable.clone(),
+            cpu: a.cpu,
+            placement: a.placement,
+        });
+        MonitorLog(Arc::new(LogInner { placement, ..inner }))
+    }
+
+    /// Where the guest kernel ran (KASLR slide, `phys_base`, direct map), if
+    /// the monitor could tell.
+    pub fn kernel_placement(&self) -> Option<KernelPlacement> {
+        self.0.placement
     }
 
     pub(crate) fn with_cpu_time(self, cpu: Duration) -> Self {
@@ -412,6 +450,7 @@ impl MonitorLog {
             hz: a.hz,
             unavailable: a.unavailable.clone(),
             cpu: a.cpu,
+            placement: a.placement,
         });
         MonitorLog(Arc::new(LogInner { cpu, ..inner }))
     }
@@ -504,6 +543,11 @@ pub struct VmResult {
 }
 
 impl VmResult {
+    /// Where the guest kernel ran: [`MonitorLog::kernel_placement`].
+    pub fn kernel_placement(&self) -> Option<KernelPlacement> {
+        self.monitor.kernel_placement()
+    }
+
     /// Every snapshot and periodic sample as one series (the snapshots stay
     /// on the bridge).
     pub fn series(&self) -> SampleSeries {
@@ -606,6 +650,13 @@ pub(crate) fn summary_json(log: &MonitorLog) -> serde_json::Value {
         "samples": samples.len(),
         "series": series,
         "unavailable": log.unavailable().map(ToString::to_string),
+        "kernel": log.kernel_placement().map(|p| serde_json::json!({
+            "randomized": p.randomized,
+            "slide": format!("{:#x}", p.slide),
+            "phys_base": format!("{:#x}", p.phys_base),
+            "page_offset_base": format!("{:#x}", p.page_offset_base),
+            "located_after_s": p.located_after.as_secs_f64(),
+        })),
         "deepest_dsq": deepest,
         "oldest_wait_ms": oldest_ms,
         "last": samples.last().map(Sample::summary),

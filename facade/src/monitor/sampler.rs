@@ -20,13 +20,13 @@ use super::{CpuSample, DsqSample, Global, MonitorError, Sample, SampleKind, Sche
 /// programs is not what the monitor is for).
 const MAX_DATA_MAPS: usize = 64;
 
-/// The layout of a `nokaslr` guest, walking page tables from the kernel's own
-/// `init_top_pgt` (kernel-half mappings are the same in every address space):
-/// no vCPU register is needed.
-pub(crate) fn nokaslr_layout<M: GuestMemory + ?Sized>(
+/// `k`'s layout (slide, `phys_base`, direct map) walking page tables from
+/// the kernel's own `init_top_pgt` (kernel-half mappings are the same in
+/// every address space): no vCPU register is needed for the walks.
+pub(crate) fn kernel_layout<M: GuestMemory + ?Sized>(
     k: &GuestKernel<'_, M>,
 ) -> Result<AddressLayout, MonitorError> {
-    let base = AddressLayout::nokaslr();
+    let base = k.layout();
     let pgt = k.symbol("init_top_pgt")?;
     // `__pgtable_l5_enabled` (7.x) or `pgtable_l5_enabled` (older); absent: 4 levels.
     let l5 = ["__pgtable_l5_enabled", "pgtable_l5_enabled"]

@@ -77,7 +77,7 @@ fn garbage_pointers_and_a_gone_map_are_errors_in_their_part_only() {
 fn a_layout_from_the_kernels_own_page_table_symbol() {
     let g = Guest::new();
     // The crafted image has no init_top_pgt: a clear error, not a guess.
-    let e = nokaslr_layout(&g.kernel()).expect_err("no init_top_pgt");
+    let e = kernel_layout(&g.kernel()).expect_err("no init_top_pgt");
     assert!(e.to_string().contains("init_top_pgt"), "{e}");
 }
 

@@ -3,28 +3,36 @@
 //! machine it owns (periodic ones on schedule, named ones when a step asks).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ktstr_btf::Btf;
-use ktstr_guest_mem::GuestKernel;
+use ktstr_guest_mem::kaslr::Signature;
 use ktstr_ops::channel::{ChannelMem, Message, Reader};
-use ktstr_vmm::{GuestMemoryMmap, Machine};
+use ktstr_vmm::{GuestMemoryMmap, Machine, VcpuRegs};
 
-use super::sampler::{Sampler, nokaslr_layout};
-use super::{MonitorError, MonitorLog, Sample, SampleKind, SnapshotBridge};
+use super::locate::Locator;
+use super::sampler::Sampler;
+use super::{KernelPlacement, MonitorError, MonitorLog, Sample, SampleKind, SnapshotBridge};
 
 /// Periodic samples kept (the oldest half is dropped past it).
 const MAX_SAMPLES: usize = 20_000;
 /// How long a snapshot may take to read before the VM is resumed anyway.
 const SNAPSHOT_READ_LIMIT: Duration = Duration::from_secs(10);
+/// How often vCPU registers are read while a randomized kernel is not
+/// located yet (the vCPU may still be in the decompressor).
+const REGISTERS_EVERY: Duration = Duration::from_millis(200);
 
 /// What one VM's monitor does.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    /// The booted image.
+    /// The booted kernel's ELF vmlinux (symbols, BTF, the banner).
     pub(crate) vmlinux: PathBuf,
+    /// Booted randomized (bzImage, KASLR): locate it from vCPU registers.
+    pub(crate) kaslr: bool,
     /// Where a symbol cache goes when the image's directory is read-only.
     pub(crate) cache_root: PathBuf,
     /// Periodic samples per second (0: none).
@@ -38,12 +46,18 @@ pub(crate) struct Plan {
 
 enum Cmd {
     Snapshot(SampleKind, Duration, mpsc::Sender<Sample>),
+    Registers(Result<VcpuRegs, String>),
     Stop,
 }
 
 /// The thread's answer when it ends: its samples, or why it never sampled,
-/// and the CPU time its periodic samples took.
-type ThreadEnd = (Vec<Sample>, Option<MonitorError>, Duration);
+/// the CPU time its periodic samples took, and where the kernel ran.
+type ThreadEnd = (
+    Vec<Sample>,
+    Option<MonitorError>,
+    Duration,
+    Option<KernelPlacement>,
+);
 
 /// CPU time the calling thread has used.
 fn thread_cpu_time() -> Duration {
@@ -72,6 +86,10 @@ pub(crate) struct Session {
     snapshots: Vec<Sample>,
     /// When the body started and when the guest sent its verdict (from boot).
     body: (Option<Duration>, Option<Duration>),
+    /// Set by the thread once the kernel is placed (no more registers needed).
+    placed: Arc<AtomicBool>,
+    /// When registers were last sent.
+    registers_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Session {
@@ -100,9 +118,11 @@ impl Session {
     pub(crate) fn start(plan: Plan, mem: GuestMemoryMmap, boot_at: Instant) -> Self {
         let (tx, rx) = mpsc::channel();
         let p = plan.clone();
+        let placed = Arc::new(AtomicBool::new(!plan.kaslr));
+        let flag = Arc::clone(&placed);
         let thread = std::thread::Builder::new()
             .name("ktstr-monitor".into())
-            .spawn(move || sampling_thread(&p, &mem, boot_at, &rx))
+            .spawn(move || sampling_thread(&p, &mem, boot_at, &rx, &flag))
             .ok();
         Session {
             plan,
@@ -111,7 +131,26 @@ impl Session {
             thread,
             snapshots: Vec::new(),
             body: (None, None),
+            placed,
+            registers_at: None,
         }
+    }
+
+    /// Called on each turn of the runner's watch loop: while a randomized
+    /// kernel is not located, hands the thread vCPU 0's registers (read
+    /// through the backend) every [`REGISTERS_EVERY`].
+    pub(crate) fn tick(&mut self, vm: &mut dyn Machine) {
+        if self.placed.load(Ordering::Relaxed)
+            || self
+                .registers_at
+                .is_some_and(|t| t.elapsed() < REGISTERS_EVERY)
+            || self.thread.as_ref().is_none_or(|t| t.is_finished())
+        {
+            return;
+        }
+        self.registers_at = Some(Instant::now());
+        let regs = vm.vcpu_regs(0).map_err(|e| e.to_string());
+        let _ = self.tx.send(Cmd::Registers(regs));
     }
 
     /// Reacts to a message from the guest: the body's start schedules the
@@ -207,7 +246,8 @@ impl Session {
     /// Stops the thread and hands over what was learned.
     pub(crate) fn finish(mut self) -> Finished {
         let _ = self.tx.send(Cmd::Stop);
-        let (samples, unavailable, cpu) = match self.thread.take().map(JoinHandle::join) {
+        let (samples, unavailable, cpu, placement) = match self.thread.take().map(JoinHandle::join)
+        {
             Some(Ok(end)) => end,
             Some(Err(_)) => (
                 Vec::new(),
@@ -215,6 +255,7 @@ impl Session {
                     "the monitor thread panicked".into(),
                 )),
                 Duration::ZERO,
+                None,
             ),
             None => (
                 Vec::new(),
@@ -222,6 +263,7 @@ impl Session {
                     "the monitor thread could not be started".into(),
                 )),
                 Duration::ZERO,
+                None,
             ),
         };
         let target = self.plan.num_snapshots;
@@ -230,19 +272,23 @@ impl Session {
             periodic_target: target,
             periodic_fired: bridge.stats().periodic_fired,
             bridge,
-            log: MonitorLog::new(samples, self.plan.hz, unavailable).with_cpu_time(cpu),
+            log: MonitorLog::new(samples, self.plan.hz, unavailable)
+                .with_cpu_time(cpu)
+                .with_placement(placement),
             window: self.body.0.zip(self.body.1),
         }
     }
 }
 
-/// The sampling thread: loads the kernel's files, then samples at `plan.hz`
-/// and answers snapshot commands until told to stop.
+/// The sampling thread: loads the kernel's files, places the kernel in
+/// guest memory ([`Locator`]), then samples at `plan.hz` and answers
+/// snapshot commands until told to stop.
 fn sampling_thread(
     plan: &Plan,
     mem: &GuestMemoryMmap,
     boot_at: Instant,
     rx: &mpsc::Receiver<Cmd>,
+    placed: &AtomicBool,
 ) -> ThreadEnd {
     let files = match super::files::load(&plan.vmlinux, &plan.cache_root) {
         Ok(f) => f,
@@ -255,23 +301,19 @@ fn sampling_thread(
             return answer_errors(e, rx);
         }
     };
-    let layout = GuestKernel::new(
-        mem,
-        &files.syms,
-        &btf,
-        ktstr_guest_mem::AddressLayout::nokaslr(),
-    )
-    .map_err(MonitorError::from)
-    .and_then(|k| nokaslr_layout(&k));
-    let kernel = layout.and_then(|l| {
-        GuestKernel::new(mem, &files.syms, &btf, l)
-            .map_err(|e| MonitorError::Unavailable(e.to_string()))
-    });
-    let kernel = match kernel {
-        Ok(k) => k,
-        Err(e) => return answer_errors(e, rx),
+    let sig = match Signature::from_image(&plan.vmlinux, &files.syms) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = MonitorError::Unavailable(format!(
+                "the banner of {} (to recognize the booted kernel): {e}",
+                plan.vmlinux.display()
+            ));
+            return answer_errors(e, rx);
+        }
     };
-    let mut sampler = Sampler::new(kernel).with_max_cpus(plan.nr_cpus);
+    let mut locator = Locator::new(mem, &files.syms, &btf, sig, plan.kaslr, plan.nr_cpus);
+    let mut sampler: Option<Sampler<'_, GuestMemoryMmap>> = None;
+    let mut placement: Option<KernelPlacement> = None;
     let period = (plan.hz > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(plan.hz)));
     let mut samples = Vec::new();
     let mut cpu = Duration::ZERO;
@@ -298,34 +340,81 @@ fn sampling_thread(
         match cmd {
             None => {
                 let c0 = thread_cpu_time();
-                samples.push(sampler.sample(SampleKind::Monitor, boot_at.elapsed()));
+                if ready(&mut sampler, &mut locator, &mut placement, plan, boot_at)
+                    && let Some(s) = sampler.as_mut()
+                {
+                    samples.push(s.sample(SampleKind::Monitor, boot_at.elapsed()));
+                }
                 cpu += thread_cpu_time().saturating_sub(c0);
                 if samples.len() > MAX_SAMPLES {
                     samples.drain(..MAX_SAMPLES / 2);
                 }
             }
+            Some(Cmd::Registers(r)) => locator.registers(r),
             Some(Cmd::Snapshot(kind, elapsed, reply)) => {
-                let _ = reply.send(sampler.sample(kind, elapsed));
+                let s = if ready(&mut sampler, &mut locator, &mut placement, plan, boot_at)
+                    && let Some(s) = sampler.as_mut()
+                {
+                    s.sample(kind, elapsed)
+                } else {
+                    failed_sample(kind, elapsed, &locator.why())
+                };
+                let _ = reply.send(s);
             }
-            Some(Cmd::Stop) => return (samples, None, cpu),
+            Some(Cmd::Stop) => {
+                let why = sampler.is_none().then(|| locator.why());
+                return (samples, why, cpu, placement);
+            }
         }
+        // The runner sends registers while this is false: a placement the
+        // guest's own phys_base contradicted is dropped, and asked for again.
+        placed.store(locator.placed(), Ordering::Relaxed);
+    }
+}
+
+/// Builds the sampler once the kernel's layout is known; whether there is one.
+fn ready<'k>(
+    sampler: &mut Option<Sampler<'k, GuestMemoryMmap>>,
+    locator: &mut Locator<'k, GuestMemoryMmap>,
+    placement: &mut Option<KernelPlacement>,
+    plan: &Plan,
+    boot_at: Instant,
+) -> bool {
+    if sampler.is_none()
+        && let Ok((k, mut p)) = locator.kernel()
+    {
+        p.located_after = boot_at.elapsed();
+        *placement = Some(p);
+        *sampler = Some(Sampler::new(k).with_max_cpus(plan.nr_cpus));
+    }
+    sampler.is_some()
+}
+
+/// A sample that could not be read, for `e`.
+fn failed_sample(kind: SampleKind, elapsed: Duration, e: &MonitorError) -> Sample {
+    Sample {
+        kind,
+        elapsed,
+        paused: None,
+        read_time: Duration::ZERO,
+        cpus: Err(e.clone()),
+        scheduler: Err(e.clone()),
+        dsqs: Err(e.clone()),
+        events: Err(e.clone()),
+        globals: Err(e.clone()),
     }
 }
 
 /// The thread of a VM the monitor cannot read: every snapshot gets the reason.
 fn answer_errors(e: MonitorError, rx: &mpsc::Receiver<Cmd>) -> ThreadEnd {
-    while let Ok(Cmd::Snapshot(kind, elapsed, reply)) = rx.recv() {
-        let _ = reply.send(Sample {
-            kind,
-            elapsed,
-            paused: None,
-            read_time: Duration::ZERO,
-            cpus: Err(e.clone()),
-            scheduler: Err(e.clone()),
-            dsqs: Err(e.clone()),
-            events: Err(e.clone()),
-            globals: Err(e.clone()),
-        });
+    loop {
+        match rx.recv() {
+            Ok(Cmd::Snapshot(kind, elapsed, reply)) => {
+                let _ = reply.send(failed_sample(kind, elapsed, &e));
+            }
+            Ok(Cmd::Registers(_)) => {}
+            Ok(Cmd::Stop) | Err(_) => break,
+        }
     }
-    (Vec::new(), Some(e), Duration::ZERO)
+    (Vec::new(), Some(e), Duration::ZERO, None)
 }

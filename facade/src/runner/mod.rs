@@ -133,6 +133,11 @@ struct RunFacts {
     phases: crate::results::Phases,
 }
 
+/// Extra boot-to-init and watchdog time for a randomized (bzImage) boot:
+/// its firmware path and decompressor took seconds to tens of seconds more
+/// than a PVH boot of the vmlinux on a loaded 2-core host (README: KASLR).
+const KASLR_BOOT_MARGIN: Duration = Duration::from_secs(30);
+
 thread_local! {
     /// VMs booted by this thread (a test and its probe VM run on one thread).
     static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
@@ -183,9 +188,16 @@ pub(crate) fn boot_once(
     let cfg = &entry.config;
     let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
+    // A randomized boot first runs the bzImage's firmware path and
+    // decompressor, which under TCG costs seconds more (README: KASLR).
+    let margin = if prepared.kaslr {
+        KASLR_BOOT_MARGIN
+    } else {
+        Duration::ZERO
+    };
     let limits = Limits {
-        boot_to_init: host.boot_timeout,
-        watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)),
+        boot_to_init: host.boot_timeout + margin,
+        watchdog: Duration::from_secs(u64::from(cfg.watchdog_timeout_s)) + margin,
         echo_console: host.verbose,
     };
     let backend_err = |source| RunError::Backend {
@@ -199,7 +211,8 @@ pub(crate) fn boot_once(
     SLOT_WAIT.with(|w| w.set(w.get() + slot_wait));
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
-            vmlinux: prepared.spec.kernel.clone(),
+            vmlinux: prepared.kernel.vmlinux.clone(),
+            kaslr: prepared.kaslr,
             cache_root: host.cache_root.clone(),
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,

@@ -32,6 +32,8 @@ pub(crate) struct Prepared {
     pub(crate) kernel: ktstr_kernel::Kernel,
     /// The booted sched_ext scheduler: name, host binary, arguments.
     pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+    /// Booted from the bzImage with KASLR on (else the vmlinux, `nokaslr`).
+    pub(crate) kaslr: bool,
     /// Whether the backend vouches for the guest's timing (as the guest was told).
     pub(crate) timing_reliable: bool,
     /// vCPUs sharing one host thread (as the guest was told).
@@ -117,7 +119,29 @@ pub(crate) fn prepare(
         overlay.add_file(KERNEL_CONFIG_PATH, 0o644, config)?;
     }
     let base = cache.base(&base_spec)?;
-    let mut spec = VmSpec::new(&kernel.vmlinux, topology);
+    // KASLR is applied by the bzImage's decompressor: a PVH boot of the ELF
+    // vmlinux always runs at the link address.
+    let kaslr = host.kaslr || cfg.kaslr;
+    let image = if kaslr {
+        kernel
+            .bz_image
+            .clone()
+            .filter(|p| p.is_file())
+            .ok_or_else(|| RunError::NoBzImage {
+                vmlinux: kernel.vmlinux.clone(),
+            })?
+    } else {
+        kernel.vmlinux.clone()
+    };
+    let mut spec = VmSpec::new(&image, topology);
+    if kaslr {
+        spec.cmdline = spec
+            .cmdline
+            .split_whitespace()
+            .filter(|w| *w != "nokaslr")
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     spec.host_threads = Some(host.host_cpus);
     spec.tcg = host.tcg;
     let guest_cfg = GuestConfig {
@@ -172,6 +196,7 @@ pub(crate) fn prepare(
         topology,
         kernel,
         scheduler,
+        kaslr,
         timing_reliable: guest_cfg.timing_reliable,
         vcpus_per_thread: guest_cfg.vcpus_per_thread,
         _initrd: initrd,

@@ -145,6 +145,7 @@ pub(crate) fn watch(
             Err(ChannelError::NotInitialized) => {}
             Err(e) => channel_fault = Some(e),
         }
+        monitor.tick(vm);
         if let Some(end) = vm.try_wait()? {
             break end;
         }

@@ -463,6 +463,10 @@ impl Machine for KvmVm {
         Ok(())
     }
 
+    fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
+        KvmVm::vcpu_regs(self, cpu)
+    }
+
     fn take_console(&mut self) -> Option<Console> {
         self.console.take()
     }

@@ -10,33 +10,7 @@ use kvm_bindings::{Msrs, kvm_msr_entry, kvm_run};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::devices::{BusEvent, IoBus};
-
-/// Registers of one vCPU, read while it is parked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VcpuRegs {
-    /// Instruction pointer.
-    pub rip: u64,
-    /// Stack pointer.
-    pub rsp: u64,
-    /// CR0.
-    pub cr0: u64,
-    /// CR3: the page table root (the running task's `mm->pgd` under Linux).
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: u64,
-    /// EFER.
-    pub efer: u64,
-    /// GS base: Linux's per-CPU area while in the kernel.
-    pub gs_base: u64,
-    /// `IA32_KERNEL_GS_BASE`: the per-CPU area while in user mode (swapgs).
-    pub kernel_gs_base: u64,
-    /// RFLAGS (bit 9: interrupts enabled).
-    pub rflags: u64,
-    /// KVM's multiprocessing state of the vCPU: 0 runnable, 1 waiting for
-    /// INIT (an AP never started), 2 INIT received, 3 halted, 4 SIPI
-    /// received (`KVM_MP_STATE_*`); `u32::MAX` if KVM would not say.
-    pub mp_state: u32,
-}
+pub use crate::VcpuRegs;
 
 /// Why the VM stopped on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 
 mod args;
 mod qmp;
+mod regs;
 mod snapshot;
 
 use std::io::Read;
@@ -23,7 +24,8 @@ pub use args::{Accel, ICOUNT};
 
 use crate::console::{Tail, spawn_reader};
 use crate::{
-    Backend, Console, ConsoleMode, EndReason, GuestMemoryMmap, GuestRam, Machine, VmSpec, VmmError,
+    Backend, Console, ConsoleMode, EndReason, GuestMemoryMmap, GuestRam, Machine, VcpuRegs, VmSpec,
+    VmmError,
 };
 
 /// The QEMU version whose `smp-cache` property places one L3 per die.
@@ -412,6 +414,14 @@ impl Machine for QemuMachine {
 
     fn take_console(&mut self) -> Option<Console> {
         self.console.take()
+    }
+
+    fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
+        let answer = self.qmp()?.execute_with(
+            "human-monitor-command",
+            Some(serde_json::json!({ "command-line": "info registers", "cpu-index": cpu })),
+        )?;
+        regs::parse(answer.as_str().unwrap_or_default())
     }
 
     fn try_wait(&mut self) -> Result<Option<EndReason>, VmmError> {
