@@ -14,7 +14,7 @@ use ktstr_initramfs::{Archive, BaseSpec, Cache, InitrdFile};
 use ktstr_ops::channel::{self, ChannelError, Message, Reader};
 use ktstr_ops::runtime::{SHELL_CONFIG_PATH, ShellConfig};
 use ktstr_topology::Topology;
-use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, ReservedRegion, VmSpec};
+use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, ReservedRegion};
 
 use crate::channel::HostChannel;
 use crate::config::{ConfigError, HostConfig};
@@ -48,6 +48,17 @@ pub enum ShellError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// `KTSTR_KASLR=1` asked for a randomized boot, and the kernel has no
+    /// bzImage.
+    #[error(
+        "KTSTR_KASLR=1 boots the kernel's bzImage, and {} has none beside it: use a cached \
+         kernel (`cargo xtask kernel fetch`) or pass its bzImage with --kernel",
+        vmlinux.display()
+    )]
+    NoBzImage {
+        /// The vmlinux in use.
+        vmlinux: PathBuf,
     },
     /// The guest's harness failed.
     #[error("the guest's shell agent failed: {0}")]
@@ -181,7 +192,9 @@ impl ShellVm {
             overlay.add_file(ktstr_ops::runtime::KERNEL_CONFIG_PATH, 0o644, kconfig)?;
         }
         let initrd = base.with_overlay(&overlay.to_vec()?)?;
-        let mut spec = VmSpec::new(&kernel.vmlinux, opts.topology);
+        // KTSTR_KASLR=1 boots the bzImage randomized, as it does for tests.
+        let mut spec = crate::runner::vm_spec_of(&kernel, opts.topology, host.kaslr)
+            .map_err(|vmlinux| ShellError::NoBzImage { vmlinux })?;
         spec.initrd = Some(initrd.path().to_path_buf());
         spec.cmdline.push_str(" rdinit=/init ");
         spec.cmdline.push_str(crate::runner::QUIET_GUEST);

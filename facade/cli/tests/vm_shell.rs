@@ -351,3 +351,51 @@ fn vm_two_one_vcpu_vms_overlap_with_two_host_cpus() {
     a.machine().kill();
     b.machine().kill();
 }
+
+/// `KTSTR_KASLR=1` boots the shell's kernel randomized, as it does tests:
+/// the command line has no `nokaslr`, and `_text` is away from the x86-64
+/// link address (`__START_KERNEL_map` + `CONFIG_PHYSICAL_START`) in at least
+/// one of two boots (KASLR may draw slide 0, about 1 in 490 per boot).
+#[test]
+fn vm_kaslr_shell_boots_randomized() {
+    const LINK_TEXT: &str = "ffffffff81000000";
+    let _g = one_vm();
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_ktstr"))
+            .env("KTSTR_KASLR", "1")
+            .args([
+                "shell",
+                "--timeout-s",
+                "150",
+                "--exec",
+                "cat /proc/cmdline; grep ' _text$' /proc/kallsyms",
+            ])
+            .output()
+            .expect("run ktstr");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines = stdout.lines();
+        let cmdline = lines.next().unwrap_or_default();
+        assert!(
+            !cmdline.split_whitespace().any(|w| w == "nokaslr"),
+            "a randomized boot's command line: {cmdline}"
+        );
+        let text = lines
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(text.len(), 16, "no _text in /proc/kallsyms: {stdout}");
+        texts.push(text);
+    }
+    assert!(
+        texts.iter().any(|t| t != LINK_TEXT),
+        "_text at the link address in both boots: {texts:?}"
+    );
+}

@@ -13,7 +13,6 @@ use crate::config::HostConfig;
 use crate::error::RunError;
 use crate::registry::TestEntry;
 
-/// A test VM ready to boot.
 /// Kernel arguments that keep the guest free of boot-time background work
 /// that would compete with a test's workers.
 ///
@@ -25,6 +24,34 @@ use crate::registry::TestEntry;
 /// cgroups got 5:1 for 3:1). Without them init is also reached ~2 s sooner.
 pub(crate) const QUIET_GUEST: &str = "cryptomgr.notests=1";
 
+/// The VM of `kernel`, randomized or not: with `kaslr` the bzImage, whose
+/// decompressor applies KASLR, and a command line without `nokaslr`; else the
+/// ELF vmlinux, which a PVH boot runs at its link address. `Err` carries the
+/// vmlinux when a randomized boot has no bzImage to boot.
+pub(crate) fn vm_spec_of(
+    kernel: &ktstr_kernel::Kernel,
+    topology: Topology,
+    kaslr: bool,
+) -> Result<VmSpec, std::path::PathBuf> {
+    if !kaslr {
+        return Ok(VmSpec::new(&kernel.vmlinux, topology));
+    }
+    let bz = kernel
+        .bz_image
+        .clone()
+        .filter(|p| p.is_file())
+        .ok_or_else(|| kernel.vmlinux.clone())?;
+    let mut spec = VmSpec::new(&bz, topology);
+    spec.cmdline = spec
+        .cmdline
+        .split_whitespace()
+        .filter(|w| *w != "nokaslr")
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(spec)
+}
+
+/// A test VM ready to boot.
 pub(crate) struct Prepared {
     pub(crate) spec: VmSpec,
     pub(crate) topology: Topology,
@@ -122,26 +149,8 @@ pub(crate) fn prepare(
     // KASLR is applied by the bzImage's decompressor: a PVH boot of the ELF
     // vmlinux always runs at the link address.
     let kaslr = host.kaslr || cfg.kaslr;
-    let image = if kaslr {
-        kernel
-            .bz_image
-            .clone()
-            .filter(|p| p.is_file())
-            .ok_or_else(|| RunError::NoBzImage {
-                vmlinux: kernel.vmlinux.clone(),
-            })?
-    } else {
-        kernel.vmlinux.clone()
-    };
-    let mut spec = VmSpec::new(&image, topology);
-    if kaslr {
-        spec.cmdline = spec
-            .cmdline
-            .split_whitespace()
-            .filter(|w| *w != "nokaslr")
-            .collect::<Vec<_>>()
-            .join(" ");
-    }
+    let mut spec =
+        vm_spec_of(&kernel, topology, kaslr).map_err(|vmlinux| RunError::NoBzImage { vmlinux })?;
     spec.host_threads = Some(host.host_cpus);
     spec.tcg = host.tcg;
     let guest_cfg = GuestConfig {
