@@ -31,27 +31,17 @@ pub fn run_variant(name: &str, preset: &str) -> Outcome {
     }
 }
 
-/// [`run_test`], also saying how long its VMs waited for host slots: a
-/// test of the harness's own timing subtracts it, since a busy host (other
-/// VMs holding the slots) adds it and no limit of the test counts it.
-pub fn run_test_measuring_slot_wait(name: &str) -> (Outcome, std::time::Duration) {
-    match crate::registry::find(name) {
-        Some(entry) => crate::runner::run_measuring_slot_wait(entry, None),
-        None => (
-            Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-            std::time::Duration::ZERO,
-        ),
-    }
-}
+pub use crate::runner::RunTally;
 
-/// [`run_test`], also counting the VMs the run booted (the test's own and,
-/// after a scheduler crash, auto-repro's probe VM).
-pub fn run_test_counting_boots(name: &str) -> (Outcome, u32) {
+/// [`run_test`], also tallying its VMs: how many booted (the test's own and,
+/// after a scheduler crash, auto-repro's probe VM) and how long they waited
+/// for host slots, which a test of the harness's own timing subtracts.
+pub fn run_test_tallied(name: &str) -> (Outcome, RunTally) {
     match crate::registry::find(name) {
-        Some(entry) => crate::runner::run_counting_boots(entry, None),
+        Some(entry) => crate::runner::run_tallied(entry, None),
         None => (
             Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-            0,
+            RunTally::default(),
         ),
     }
 }

@@ -297,15 +297,20 @@ fn an_unknown_name_is_an_error_naming_it_and_close_names() {
     assert!(err.contains("at most 16"), "{err}");
 }
 
+/// The callback a crafted scheduler `mine` declares: `enqueue`, at line 12.
+fn mine_enqueue() -> ktstr_probe::bpf_obj::Callback {
+    ktstr_probe::bpf_obj::Callback {
+        name: "mine_enqueue".into(),
+        section: "struct_ops/mine_enqueue".into(),
+        location: "mine.bpf.c:12".into(),
+    }
+}
+
 #[test]
 fn requested_functions_callbacks_and_argless_functions_are_planned() {
     let data = kernel_btf();
     let btf = Btf::parse(&data).unwrap();
-    let cb = ktstr_probe::bpf_obj::Callback {
-        name: "mine_enqueue".into(),
-        section: "struct_ops/mine_enqueue".into(),
-        location: "mine.bpf.c:12".into(),
-    };
+    let cb = mine_enqueue();
     let plan = Plan::on_request(
         &btf,
         &["no_task_here", "mine_enqueue", "enqueue_task_scx"],
@@ -336,11 +341,7 @@ fn requested_functions_callbacks_and_argless_functions_are_planned() {
 fn the_report_shows_the_last_calls_of_each_requested_name() {
     let data = kernel_btf();
     let btf = Btf::parse(&data).unwrap();
-    let cb = ktstr_probe::bpf_obj::Callback {
-        name: "mine_enqueue".into(),
-        section: "struct_ops/mine_enqueue".into(),
-        location: "mine.bpf.c:12".into(),
-    };
+    let cb = mine_enqueue();
     let plan = Plan::on_request(
         &btf,
         &["enqueue_task_scx", "mine_enqueue", "no_task_here"],

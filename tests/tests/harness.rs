@@ -96,8 +96,8 @@ fn vm_body_error_fails_showing_the_error() {
 #[test]
 fn vm_hanging_body_fails_as_hung_at_the_watchdog() {
     let t0 = Instant::now();
-    let (outcome, slot_wait) =
-        ktstr::test_support::run_test_measuring_slot_wait("harness::fixture_hangs");
+    let (outcome, ktstr::test_support::RunTally { slot_wait, .. }) =
+        ktstr::test_support::run_test_tallied("harness::fixture_hangs");
     match outcome {
         Outcome::Fail(msg) => {
             for n in ["hung", "watchdog_timeout_s = 12"] {

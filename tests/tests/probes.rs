@@ -4,7 +4,7 @@
 //! before any VM boots, naming it and the close names.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test_counting_boots};
+use ktstr::test_support::{Outcome, RunTally, run_test_tallied};
 
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
@@ -93,7 +93,8 @@ fn fixture_probes_a_misspelled_function(_ctx: &Ctx) -> Result<AssertResult> {
 /// and how to list what can be probed.
 #[test]
 fn an_unknown_probe_fails_before_booting_naming_it() {
-    let (outcome, boots) = run_test_counting_boots("probes::fixture_probes_a_misspelled_function");
+    let (outcome, RunTally { boots, .. }) =
+        run_test_tallied("probes::fixture_probes_a_misspelled_function");
     let Outcome::Fail(text) = outcome else {
         panic!("expected a failure, got {outcome:?}");
     };

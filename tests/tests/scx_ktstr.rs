@@ -3,7 +3,7 @@
 //! the kernel's words. Plus the bad inputs of scheduler declarations.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test, run_test_counting_boots, run_test_with_kernel};
+use ktstr::test_support::{Outcome, RunTally, run_test, run_test_tallied, run_test_with_kernel};
 
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
@@ -62,7 +62,8 @@ fn expect_fail(outcome: Outcome, needles: &[&str]) {
 
 #[test]
 fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
-    let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_stalling_scheduler");
+    let (outcome, RunTally { boots, .. }) =
+        run_test_tallied("scx_ktstr::fixture_steady_stalling_scheduler");
     let text = format!("{outcome:?}");
     // The failure with its AUTO-PROBE block, for --nocapture readers.
     if let Outcome::Fail(t) = &outcome {
@@ -110,8 +111,8 @@ fn fixture_scheduler_crashing_before_the_workload(ctx: &Ctx) -> Result<AssertRes
 /// shows the crash path the probe VM recorded.
 #[test]
 fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
-    let (outcome, boots) =
-        run_test_counting_boots("scx_ktstr::fixture_scheduler_crashing_before_the_workload");
+    let (outcome, RunTally { boots, .. }) =
+        run_test_tallied("scx_ktstr::fixture_scheduler_crashing_before_the_workload");
     if let Outcome::Fail(t) = &outcome {
         println!("{t}");
     }
@@ -134,7 +135,8 @@ fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
 /// its `file:line`, a kernel caller, the triggering task's fields decoded.
 #[test]
 fn vm_crashing_scheduler_fails_steady_with_the_scx_bpf_error_message() {
-    let (outcome, boots) = run_test_counting_boots("scx_ktstr::fixture_steady_crashing_scheduler");
+    let (outcome, RunTally { boots, .. }) =
+        run_test_tallied("scx_ktstr::fixture_steady_crashing_scheduler");
     let text = format!("{outcome:?}");
     // The failure with its AUTO-PROBE block, for --nocapture readers.
     if let Outcome::Fail(t) = &outcome {
@@ -175,8 +177,8 @@ fn fixture_crashing_scheduler_without_auto_repro(ctx: &Ctx) -> Result<AssertResu
 /// `auto_repro = false`: the crash fails the test, and no probe VM boots.
 #[test]
 fn vm_auto_repro_false_boots_once() {
-    let (outcome, boots) =
-        run_test_counting_boots("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
+    let (outcome, RunTally { boots, .. }) =
+        run_test_tallied("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
     let text = format!("{outcome:?}");
     expect_fail(outcome, &["SCX_EXIT_ERROR_BPF", "crash requested"]);
     assert!(!text.contains("AUTO-PROBE"), "{text}");

@@ -138,29 +138,35 @@ struct RunFacts {
 /// than a PVH boot of the vmlinux on a loaded 2-core host (README: KASLR).
 const KASLR_BOOT_MARGIN: Duration = Duration::from_secs(30);
 
+/// What the VMs of one run cost beyond the test's own work: how many booted
+/// (the test's and, after a scheduler crash, auto-repro's probe VM) and how
+/// long they waited for host slots (time a busy host adds, which no limit of
+/// the test counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTally {
+    /// VMs booted.
+    pub boots: u32,
+    /// Time spent waiting for host slots.
+    pub slot_wait: Duration,
+}
+
 thread_local! {
-    /// VMs booted by this thread (a test and its probe VM run on one thread).
-    static BOOTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// Time this thread's VMs waited for host slots.
-    static SLOT_WAIT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    /// This thread's tally (a test and its probe VM run on one thread).
+    static TALLY: std::cell::Cell<RunTally> = const {
+        std::cell::Cell::new(RunTally { boots: 0, slot_wait: Duration::ZERO })
+    };
 }
 
-/// Runs one test like [`run`] and says how long its VMs waited for host
-/// slots (time a busy host adds that no limit of the test counts).
-pub fn run_measuring_slot_wait(
-    entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-) -> (Outcome, Duration) {
-    let before = SLOT_WAIT.with(std::cell::Cell::get);
+/// Runs one test like [`run`] and tallies its VMs.
+pub fn run_tallied(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, RunTally) {
+    let before = TALLY.with(std::cell::Cell::get);
     let outcome = run(entry, kernel);
-    (outcome, SLOT_WAIT.with(std::cell::Cell::get) - before)
-}
-
-/// Runs one test like [`run`] and counts the VMs it booted.
-pub fn run_counting_boots(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, u32) {
-    let before = BOOTS.with(std::cell::Cell::get);
-    let outcome = run(entry, kernel);
-    (outcome, BOOTS.with(std::cell::Cell::get) - before)
+    let after = TALLY.with(std::cell::Cell::get);
+    let tally = RunTally {
+        boots: after.boots - before.boots,
+        slot_wait: after.slot_wait - before.slot_wait,
+    };
+    (outcome, tally)
 }
 
 /// One VM of a test, booted and followed to its end.
@@ -184,7 +190,12 @@ pub(crate) fn boot_once(
     probe_plan: Option<&[u8]>,
 ) -> Result<Booted, RunError> {
     let t0 = Instant::now();
-    BOOTS.with(|b| b.set(b.get() + 1));
+    TALLY.with(|t| {
+        t.set(RunTally {
+            boots: t.get().boots + 1,
+            ..t.get()
+        })
+    });
     let cfg = &entry.config;
     let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
@@ -208,7 +219,12 @@ pub(crate) fn boot_once(
     let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
     let boot_at = Instant::now();
     let slot_wait = vm.slot_wait();
-    SLOT_WAIT.with(|w| w.set(w.get() + slot_wait));
+    TALLY.with(|t| {
+        t.set(RunTally {
+            slot_wait: t.get().slot_wait + slot_wait,
+            ..t.get()
+        })
+    });
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.kernel.vmlinux.clone(),
