@@ -192,14 +192,11 @@ impl ShellVm {
             overlay.add_file(ktstr_ops::runtime::KERNEL_CONFIG_PATH, 0o644, kconfig)?;
         }
         let initrd = base.with_overlay(&overlay.to_vec()?)?;
-        // KTSTR_KASLR=1 boots the bzImage randomized, as it does for tests.
+        // As for tests: KTSTR_KASLR=1 boots the bzImage randomized, and the
+        // command line starts /init in a quiet guest.
         let mut spec = crate::runner::vm_spec_of(&kernel, opts.topology, host.kaslr)
             .map_err(|vmlinux| ShellError::NoBzImage { vmlinux })?;
         spec.initrd = Some(initrd.path().to_path_buf());
-        spec.cmdline.push_str(" rdinit=/init ");
-        spec.cmdline.push_str(crate::runner::QUIET_GUEST);
-        spec.cmdline.push(' ');
-        spec.cmdline.push_str(ktstr_ops::runtime::INIT_ENVIRONMENT);
         if !opts.kernel_args.is_empty() {
             spec.cmdline.push(' ');
             spec.cmdline.push_str(&opts.kernel_args);

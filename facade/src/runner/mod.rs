@@ -3,7 +3,7 @@
 //! its end, judge, record. The runner never knows which backend runs.
 
 mod prepare;
-pub(crate) use prepare::{QUIET_GUEST, vm_spec_of};
+pub(crate) use prepare::vm_spec_of;
 mod probes;
 mod repro;
 mod watch;

@@ -22,32 +22,38 @@ use crate::registry::TestEntry;
 /// 12 s on 1n1l2c1t, measured with `ktstr shell`): root-cgroup hogs beside
 /// the workers, which skewed every check run early in a guest (weighted
 /// cgroups got 5:1 for 3:1). Without them init is also reached ~2 s sooner.
-pub(crate) const QUIET_GUEST: &str = "cryptomgr.notests=1";
+const QUIET_GUEST: &str = "cryptomgr.notests=1";
 
 /// The VM of `kernel`, randomized or not: with `kaslr` the bzImage, whose
 /// decompressor applies KASLR, and a command line without `nokaslr`; else the
-/// ELF vmlinux, which a PVH boot runs at its link address. `Err` carries the
-/// vmlinux when a randomized boot has no bzImage to boot.
+/// ELF vmlinux, which a PVH boot runs at its link address. Either way the
+/// command line starts the guest's `/init` in a quiet guest ([`QUIET_GUEST`])
+/// with its environment. `Err` carries the vmlinux when a randomized boot
+/// has no bzImage to boot.
 pub(crate) fn vm_spec_of(
     kernel: &ktstr_kernel::Kernel,
     topology: Topology,
     kaslr: bool,
 ) -> Result<VmSpec, std::path::PathBuf> {
-    if !kaslr {
-        return Ok(VmSpec::new(&kernel.vmlinux, topology));
-    }
-    let bz = kernel
-        .bz_image
-        .clone()
-        .filter(|p| p.is_file())
-        .ok_or_else(|| kernel.vmlinux.clone())?;
-    let mut spec = VmSpec::new(&bz, topology);
-    spec.cmdline = spec
-        .cmdline
-        .split_whitespace()
-        .filter(|w| *w != "nokaslr")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mut spec = if kaslr {
+        let bz = kernel
+            .bz_image
+            .clone()
+            .filter(|p| p.is_file())
+            .ok_or_else(|| kernel.vmlinux.clone())?;
+        let mut spec = VmSpec::new(&bz, topology);
+        spec.cmdline = spec
+            .cmdline
+            .split_whitespace()
+            .filter(|w| *w != "nokaslr")
+            .collect::<Vec<_>>()
+            .join(" ");
+        spec
+    } else {
+        VmSpec::new(&kernel.vmlinux, topology)
+    };
+    spec.cmdline
+        .push_str(&format!(" rdinit=/init {QUIET_GUEST} {INIT_ENVIRONMENT}"));
     Ok(spec)
 }
 
@@ -176,13 +182,9 @@ pub(crate) fn prepare(
     let initrd = base.with_overlay(&overlay.to_vec()?)?;
 
     spec.initrd = Some(initrd.path().to_path_buf());
-    spec.cmdline.push_str(" rdinit=/init ");
     // The scheduler's counters (yld_count, sched_count, ttwu_count, ...) count
     // only with schedstats on; the monitor reads them per CPU.
-    spec.cmdline.push_str("schedstats=enable ");
-    spec.cmdline.push_str(QUIET_GUEST);
-    spec.cmdline.push(' ');
-    spec.cmdline.push_str(INIT_ENVIRONMENT);
+    spec.cmdline.push_str(" schedstats=enable");
     spec.reserved.push(ReservedRegion {
         gpa: channel::CHANNEL_GPA,
         size: channel::CHANNEL_SIZE,
