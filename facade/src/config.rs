@@ -26,6 +26,8 @@
 //! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
 //! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
+//! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `0` (opt-in until the whole suite passes both ways) |
+//! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 4096 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
@@ -96,7 +98,15 @@ pub struct HostConfig {
     pub auto_repro: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
+    /// Start tests from a snapshot of a booted guest (`KTSTR_RESTORE=1`;
+    /// `--no-restore` turns it off).
+    pub restore: bool,
+    /// Disk the snapshot cache may hold, in MiB.
+    pub snapshot_cache_mib: u64,
 }
+
+/// Disk the snapshot cache may hold by default, in MiB.
+pub const DEFAULT_SNAPSHOT_CACHE_MIB: u64 = 4096;
 
 /// Whether `id` can name a run's directory: letters, digits, `-`, `_`, `.`,
 /// not starting with a dot.
@@ -246,6 +256,21 @@ impl HostConfig {
                     });
                 }
             },
+            restore: match text("KTSTR_RESTORE")?.as_deref().map(str::trim) {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "KTSTR_RESTORE",
+                        value: v.into(),
+                        why: "expected 1 (start tests from a snapshot of a booted guest) or 0 \
+                              (boot every test cold)"
+                            .into(),
+                    });
+                }
+            },
+            snapshot_cache_mib: number("KTSTR_SNAPSHOT_CACHE_MIB")?
+                .unwrap_or(DEFAULT_SNAPSHOT_CACHE_MIB),
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
                     .map(|x| x.trim().to_string())
@@ -276,6 +301,11 @@ impl HostConfig {
         explicit: Option<&Path>,
     ) -> Result<ktstr_kernel::Kernel, ktstr_kernel::KernelError> {
         ktstr_kernel::resolve(explicit.or(self.kernel.as_deref()), &self.kernel_cache())
+    }
+
+    /// The snapshot cache's directory.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.cache_root.join("snapshots")
     }
 
     /// The initramfs base cache.
@@ -330,6 +360,8 @@ mod tests {
         assert!(c.host_cpus >= 1);
         assert!(!c.verbose);
         assert_eq!(c.monitor_hz, DEFAULT_MONITOR_HZ);
+        assert!(!c.restore);
+        assert_eq!(c.snapshot_cache_mib, DEFAULT_SNAPSHOT_CACHE_MIB);
         let c =
             HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
         assert_eq!(c.cache_root, Path::new("/x/ktstr"));
@@ -363,9 +395,13 @@ mod tests {
             ("KTSTR_SCHEDULER", "/bin/scx"),
             ("KTSTR_SCHED_ARGS", " --slow  --slow-us 10000 "),
             ("KTSTR_KASLR", "1"),
+            ("KTSTR_RESTORE", "1"),
+            ("KTSTR_SNAPSHOT_CACHE_MIB", "100"),
         ]))
         .expect("config");
         assert!(c.kaslr);
+        assert!(c.restore);
+        assert_eq!(c.snapshot_cache_mib, 100);
         assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
         assert_eq!(c.backend, BackendChoice::Qemu);
         assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));
@@ -401,5 +437,8 @@ mod tests {
         let e = HostConfig::from_vars(vars(&[("KTSTR_KASLR", "yes")])).expect_err("kaslr");
         assert_eq!(e.var, "KTSTR_KASLR");
         assert!(e.to_string().contains("bzImage"), "{e}");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_RESTORE", "yes")])).expect_err("restore");
+        assert_eq!(e.var, "KTSTR_RESTORE");
+        assert!(e.to_string().contains("snapshot"), "{e}");
     }
 }

@@ -14,7 +14,15 @@ use crate::scenario::Ctx;
 /// returns at once and the binary behaves as a normal test binary.
 pub fn guest_ctor() {
     static ONCE: AtomicBool = AtomicBool::new(false);
-    if ONCE.swap(true, Ordering::SeqCst) || !ktstr_ops::runtime::is_guest_init() {
+    if ONCE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Booted to become a snapshot: wait for a restore's hand-off, then exec
+    // /init, which comes back here as the test's init.
+    if ktstr_ops::runtime::is_agent() {
+        ktstr_ops::runtime::run_as_agent();
+    }
+    if !ktstr_ops::runtime::is_guest_init() {
         return;
     }
     ktstr_ops::runtime::run_as_init(&|name| {

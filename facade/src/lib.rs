@@ -117,6 +117,7 @@ mod registry;
 pub mod results;
 mod runner;
 mod schedulers;
+mod snapshots;
 pub mod shell;
 pub mod test_support;
 mod verdict;

@@ -37,6 +37,11 @@ pub(crate) struct Phases {
     /// When the host read the verdict, from the boot (the monitor samples'
     /// clock, where the body's own duration is the guest's).
     pub(crate) verdict_at: Option<Duration>,
+    /// How the VM started: `cold` (booted) or `restored` (from a snapshot);
+    /// `boot_to_init` is then restore-to-init.
+    pub(crate) start: &'static str,
+    /// The guest's `CLOCK_REALTIME` minus the host's as init started, seconds.
+    pub(crate) clock_skew: Option<f64>,
 }
 
 /// The start of one scenario step (`execute_steps`), as the host read it
@@ -241,6 +246,8 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
             "teardown": secs(p.teardown),
             "total": p.total.as_secs_f64(),
         },
+        "start": if p.start.is_empty() { Value::Null } else { json!(p.start) },
+        "guest_clock_skew_s": p.clock_skew,
         "verdict_t": secs(p.verdict_at),
         "host": host_facts,
     });

@@ -31,7 +31,7 @@ pub fn run_variant(name: &str, preset: &str) -> Outcome {
     }
 }
 
-pub use crate::runner::RunTally;
+pub use crate::runner::{RunTally, StartInfo};
 
 /// [`run_test`], also tallying its VMs: how many booted (the test's own and,
 /// after a scheduler crash, auto-repro's probe VM) and how long they waited
@@ -42,6 +42,20 @@ pub fn run_test_tallied(name: &str) -> (Outcome, RunTally) {
         None => (
             Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
             RunTally::default(),
+        ),
+    }
+}
+
+/// [`run_test`] restored from a snapshot (`restore`) or booted cold, whatever
+/// the configuration says (`KTSTR_RESTORE`); also how its VM started
+/// and how far the guest's clock was from the host's, for tests of boot
+/// once, restore many.
+pub fn run_test_started(name: &str, restore: bool) -> (Outcome, StartInfo) {
+    match crate::registry::find(name) {
+        Some(entry) => crate::runner::run_started(entry, None, restore),
+        None => (
+            Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
+            StartInfo::default(),
         ),
     }
 }

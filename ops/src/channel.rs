@@ -15,6 +15,9 @@
 //! 0x020  dropped u64  frames the guest dropped because the ring was full
 //! 0x028  signals u64  host -> guest signal bits
 //! 0x030  acked   u64  host -> guest: the highest request `seq` the host answered
+//! 0x038  go      u64  host -> restored agent: the hand-off below is written
+//! 0x040  time    u64  host's CLOCK_REALTIME at the hand-off, ns since the epoch
+//! 0x048  random  64 bytes from the host's RNG, to reseed the guest's
 //! 0x1000 data    ring of frames: len u32, kind u32, crc32 u32, pad u32, payload, padding to 8
 //! ```
 
@@ -38,6 +41,11 @@ const OFF_TAIL: u64 = 0x18;
 const OFF_DROPPED: u64 = 0x20;
 const OFF_SIGNALS: u64 = 0x28;
 const OFF_ACKED: u64 = 0x30;
+const OFF_GO: u64 = 0x38;
+const OFF_TIME: u64 = 0x40;
+const OFF_RANDOM: u64 = 0x48;
+/// The `go` word's value once the hand-off is written.
+const GO: u64 = u64::from_le_bytes(*b"KTSTRGO1");
 const DATA: u64 = 0x1000;
 const FRAME_HEADER: u64 = 16;
 /// Largest payload of one frame.
@@ -72,6 +80,11 @@ pub enum Message {
         uptime_ms: u64,
         /// The test the guest will run.
         test: String,
+        /// The guest's `CLOCK_REALTIME` as init started, in nanoseconds
+        /// since the epoch (0: not known): how far the guest's clock is
+        /// from the host's.
+        #[serde(default)]
+        realtime_ns: u64,
     },
     /// The body started.
     BodyStarted,
@@ -123,6 +136,14 @@ pub enum Message {
         /// The command's exit status (128 + signal when killed).
         status: i32,
     },
+    /// A restore agent is up and waits for the host's hand-off
+    /// ([`HandOff`]): the machine can be saved now.
+    AgentReady {
+        /// Guest uptime, in milliseconds.
+        uptime_ms: u64,
+        /// The agent's protocol version (`runtime::AGENT_VERSION`).
+        version: u32,
+    },
     /// A step asks the host for a snapshot of the guest with every vCPU
     /// paused (`Op::CaptureSnapshot`). The host answers by raising the
     /// `acked` word to `seq` once the VM runs again.
@@ -156,16 +177,39 @@ pub enum ChannelError {
     },
 }
 
-/// CRC-32 (IEEE 802.3, reflected 0xEDB88320), bitwise: frames are small.
+/// CRC-32 (IEEE 802.3, reflected 0xEDB88320), one table lookup per byte:
+/// a restored guest checks megabytes of payload with it under TCG.
 pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = (c >> 1) ^ (0xEDB8_8320 & 0u32.wrapping_sub(c & 1));
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
     let mut crc = !0u32;
     for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & 0u32.wrapping_sub(crc & 1));
-        }
+        crc = (crc >> 8) ^ TABLE[((crc ^ u32::from(b)) & 0xff) as usize];
     }
     !crc
+}
+
+/// What the host hands a restored agent through the channel's header: the
+/// time to set and fresh bytes for the guest's RNG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOff {
+    /// The host's `CLOCK_REALTIME`, nanoseconds since the epoch.
+    pub realtime_ns: u64,
+    /// Bytes from the host's RNG.
+    pub random: [u8; 64],
 }
 
 fn ring_copy_in(mem: &dyn ChannelMem, cap: u64, pos: u64, bytes: &[u8]) {
@@ -269,6 +313,23 @@ impl<M: ChannelMem> Writer<M> {
     pub fn acked(&self) -> u64 {
         self.mem.load_u64(OFF_ACKED)
     }
+
+    /// The host's hand-off to a restored agent, once written; never blocks.
+    pub fn hand_off(&self) -> Option<HandOff> {
+        read_hand_off(&self.mem)
+    }
+}
+
+fn read_hand_off(mem: &dyn ChannelMem) -> Option<HandOff> {
+    if mem.load_u64(OFF_GO) != GO {
+        return None;
+    }
+    let mut random = [0u8; 64];
+    mem.read(OFF_RANDOM, &mut random);
+    Some(HandOff {
+        realtime_ns: mem.load_u64(OFF_TIME),
+        random,
+    })
 }
 
 /// The host's end: consumes messages.
@@ -341,6 +402,17 @@ impl<M: ChannelMem> Reader<M> {
     pub fn signal(&self, bits: u64) {
         let v = self.mem.load_u64(OFF_SIGNALS);
         self.mem.store_u64(OFF_SIGNALS, v | bits);
+    }
+
+    /// Hands `h` to a restored agent waiting in [`Writer::hand_off`]. The
+    /// region is marked uninitialized first: the agent's earlier messages
+    /// were read before the save, and the init it starts initializes the
+    /// region anew.
+    pub fn hand_off(&self, h: &HandOff) {
+        self.mem.store_u64(OFF_MAGIC, 0);
+        self.mem.store_u64(OFF_TIME, h.realtime_ns);
+        self.mem.write(OFF_RANDOM, &h.random);
+        self.mem.store_u64(OFF_GO, GO);
     }
 
     /// Tells the guest that its request `seq` (and every earlier one) is
@@ -429,6 +501,19 @@ mod tests {
         r.ack(2);
         r.ack(1);
         assert_eq!(w.acked(), 2);
+        // A restored agent's hand-off: nothing until the host writes it; the
+        // region then waits for a fresh init.
+        assert_eq!(w.hand_off(), None);
+        let h = HandOff {
+            realtime_ns: 1_700_000_000_123_456_789,
+            random: [7; 64],
+        };
+        r.hand_off(&h);
+        assert_eq!(w.hand_off(), Some(h));
+        assert_eq!(r.poll(), Err(ChannelError::NotInitialized));
+        let w = Writer::init(&buf, 0x1000 + 512);
+        assert!(w.send(&Message::BodyStarted, Duration::ZERO));
+        assert_eq!(r.poll().expect("poll"), vec![Message::BodyStarted]);
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub trait Backend {
             image.display()
         )))
     }
+    /// What names this backend in a snapshot cache's key (its name and
+    /// version: an image is restored only by the backend that saved it), or
+    /// `None` when it cannot save and restore machines.
+    fn snapshot_id(&self) -> Option<String> {
+        None
+    }
     /// How many host threads a VM of `spec` can keep busy: one per vCPU
     /// unless the backend runs them otherwise.
     fn host_threads(&self, spec: &VmSpec) -> usize {

@@ -163,6 +163,10 @@ impl<B: crate::Backend> crate::Backend for Slotted<B> {
         self.inner.host_threads(spec)
     }
 
+    fn snapshot_id(&self) -> Option<String> {
+        self.inner.snapshot_id()
+    }
+
     fn timing_reliable(&self, spec: &crate::VmSpec) -> bool {
         self.inner.timing_reliable(spec)
     }

@@ -6,6 +6,7 @@ mod prepare;
 pub(crate) use prepare::vm_spec_of;
 mod probes;
 mod repro;
+mod restore;
 mod watch;
 
 use std::io::Write;
@@ -169,12 +170,49 @@ pub fn run_tallied(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outc
     (outcome, tally)
 }
 
+thread_local! {
+    /// This thread's choice of start, over the host configuration's (tests
+    /// of the restore path itself).
+    static RESTORE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// How this thread's last test VM started.
+    static LAST_START: std::cell::Cell<StartInfo> =
+        const { std::cell::Cell::new(StartInfo { start: None, clock_skew_s: None }) };
+}
+
+/// How a test's VM started, for tests of boot once, restore many.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StartInfo {
+    /// `"cold"` (booted) or `"restored"` (from a snapshot); `None` when no
+    /// VM started.
+    pub start: Option<&'static str>,
+    /// The guest's `CLOCK_REALTIME` minus the host's as the guest's init
+    /// started, in seconds.
+    pub clock_skew_s: Option<f64>,
+}
+
+/// Runs one test like [`run`], restored from a snapshot (`true`) or booted
+/// cold (`false`) whatever the configuration says; also says how its VM
+/// started (`"cold"` or `"restored"`; a test that may not restore boots cold).
+pub fn run_started(
+    entry: &TestEntry,
+    kernel: Option<&std::path::Path>,
+    restore: bool,
+) -> (Outcome, StartInfo) {
+    RESTORE.with(|r| r.set(Some(restore)));
+    LAST_START.with(|s| s.set(StartInfo::default()));
+    let outcome = run(entry, kernel);
+    RESTORE.with(|r| r.set(None));
+    (outcome, LAST_START.with(std::cell::Cell::get))
+}
+
 /// One VM of a test, booted and followed to its end.
 pub(crate) struct Booted {
     pub(crate) watched: Watched,
     pub(crate) monitor: crate::monitor::Session,
     pub(crate) slot_wait: Duration,
     pub(crate) initramfs: Duration,
+    /// Booted or restored.
+    pub(crate) start: restore::Start,
     /// What the VM was booted from: kernel, scheduler, topology, spec.
     pub(crate) prepared: prepare::Prepared,
 }
@@ -216,9 +254,26 @@ pub(crate) fn boot_once(
         source,
     };
     // The backend takes the host slots first; the boot clock starts after.
-    let mut vm = backend.boot(&prepared.spec).map_err(backend_err)?;
+    let restore = RESTORE.with(|r| r.get()).unwrap_or(host.restore);
+    let started = restore::start(host, backend, &prepared, restore).map_err(backend_err)?;
     let boot_at = Instant::now();
-    let slot_wait = vm.slot_wait();
+    let mut vm = started.vm;
+    LAST_START.with(|s| {
+        s.set(StartInfo {
+            start: Some(started.start.as_str()),
+            clock_skew_s: None,
+        })
+    });
+    let mut slot_wait = vm.slot_wait();
+    if let Some((took, waited)) = started.made {
+        slot_wait += waited;
+        let line = format!(
+            "ktstr: {}: snapshot made in {:.2}s (agent boot and save)\n",
+            entry.name,
+            took.as_secs_f64()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
     TALLY.with(|t| {
         t.set(RunTally {
             slot_wait: t.get().slot_wait + slot_wait,
@@ -244,6 +299,7 @@ pub(crate) fn boot_once(
         monitor,
         slot_wait,
         initramfs,
+        start: started.start,
         prepared,
     })
 }
@@ -295,6 +351,7 @@ fn run_in(
     let (slot_wait, initramfs) = (booted.slot_wait, booted.initramfs);
     facts.phases.initramfs = initramfs;
     facts.phases.slot_wait = slot_wait;
+    facts.phases.start = booted.start.as_str();
     let (observed, times) = match booted.watched {
         Watched::Done(observed, times) => {
             facts.phases.boot_to_init = times.boot_to_init;
@@ -302,6 +359,13 @@ fn run_in(
             facts.phases.teardown = times.teardown;
             facts.steps = times.steps.clone();
             facts.phases.verdict_at = times.verdict_at;
+            facts.phases.clock_skew = times.clock_skew;
+            LAST_START.with(|s| {
+                s.set(StartInfo {
+                    clock_skew_s: times.clock_skew,
+                    ..s.get()
+                })
+            });
             facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
             (observed, times)
         }
@@ -344,9 +408,10 @@ fn run_in(
     );
     let total = t0.elapsed();
     let line = format!(
-        "ktstr: {} [{topo}] on {}: initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
+        "ktstr: {} [{topo}] on {} ({}): initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
         entry.name,
         backend.name(),
+        booted.start.as_str(),
         initramfs.as_secs_f64() * 1000.0,
         slot_wait.as_secs_f64(),
         secs(times.boot_to_init),

@@ -73,6 +73,11 @@ pub(crate) struct Prepared {
     pub(crate) vcpus_per_thread: u32,
     /// The initrd file; kept until the VM is gone.
     pub(crate) _initrd: InitrdFile,
+    /// The base archive the initrd starts with (test binary, libraries,
+    /// scheduler binaries): what a restore agent boots from.
+    pub(crate) base: ktstr_initramfs::Base,
+    /// The per-test overlay (plain cpio): what a restored agent unpacks.
+    pub(crate) overlay: Vec<u8>,
 }
 
 /// The topology `entry` runs on: a gauntlet preset's, else its declared one.
@@ -179,7 +184,8 @@ pub(crate) fn prepare(
     if let Some(plan) = probe_plan {
         overlay.add_bytes(ktstr_probe::guest::PLAN_PATH, 0o644, plan.to_vec())?;
     }
-    let initrd = base.with_overlay(&overlay.to_vec()?)?;
+    let overlay = overlay.to_vec()?;
+    let initrd = base.with_overlay(&overlay)?;
 
     spec.initrd = Some(initrd.path().to_path_buf());
     // The scheduler's counters (yld_count, sched_count, ttwu_count, ...) count
@@ -211,5 +217,7 @@ pub(crate) fn prepare(
         timing_reliable: guest_cfg.timing_reliable,
         vcpus_per_thread: guest_cfg.vcpus_per_thread,
         _initrd: initrd,
+        base,
+        overlay,
     })
 }

@@ -24,6 +24,9 @@ pub(crate) struct Times {
     pub(crate) steps: Vec<crate::results::StepStart>,
     /// When the host read the verdict, from the boot (the end of the last step).
     pub(crate) verdict_at: Option<Duration>,
+    /// The guest's `CLOCK_REALTIME` minus the host's as init started, in
+    /// seconds (within one poll of the guest's reading).
+    pub(crate) clock_skew: Option<f64>,
 }
 
 /// How one boot went.
@@ -66,7 +69,14 @@ impl Seen {
     fn absorb(&mut self, msgs: Vec<Message>, read_at: Duration) {
         for m in msgs {
             match m {
-                Message::Hello { .. } => self.times.boot_to_init = Some(read_at),
+                Message::Hello { realtime_ns, .. } => {
+                    self.times.boot_to_init = Some(read_at);
+                    let host = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    self.times.clock_skew =
+                        (realtime_ns > 0).then(|| realtime_ns as f64 * 1e-9 - host);
+                }
                 Message::Verdict {
                     verdict,
                     body_error,

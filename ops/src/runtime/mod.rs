@@ -11,9 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use ktstr_topology::{Topology, TopologyError};
 
+mod agent;
 mod shell;
 mod system;
 
+pub use agent::{
+    AGENT_MARKER, AGENT_VERSION, PAYLOAD_HEADER, decode_payload, encode_payload, is_agent,
+    run_as_agent,
+};
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
 pub(crate) use system::uptime_ms;
 use system::{DevMem, console, power_off, setup_mounts};
@@ -384,6 +389,7 @@ pub fn run_as_init(lookup: &dyn Fn(&str) -> Option<BoxedBody>) -> ! {
     ch.send(
         &Message::Hello {
             uptime_ms: uptime_ms(),
+            realtime_ns: system::realtime_ns(),
             test: cfg.test.clone(),
         },
         Duration::from_secs(1),

@@ -69,6 +69,7 @@ pub fn run_shell_agent() -> ! {
     ch.send(
         &Message::Hello {
             uptime_ms: uptime_ms(),
+            realtime_ns: super::system::realtime_ns(),
             test: "shell".into(),
         },
         Duration::from_secs(1),

@@ -58,6 +58,14 @@ impl DevMem {
         })
     }
 
+    /// The whole mapping as bytes (the payload region, which only the host
+    /// writes, and only before the guest runs).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: base..base+len is a live mapping owned by self; nothing
+        // in this guest writes the payload region it is used for.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+
     fn check(&self, off: u64, n: usize) -> usize {
         let off = off as usize;
         assert!(off + n <= self.len, "channel access out of the mapping");
@@ -96,8 +104,24 @@ pub(crate) fn console(msg: &str) {
     let _ = writeln!(std::io::stderr(), "ktstr-init: {msg}");
 }
 
+/// Whether `target` is a mount point already (another device than its
+/// parent's): an init exec'd by the restore agent finds its mounts in place.
+fn mounted(target: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = std::path::Path::new(target)
+        .parent()
+        .unwrap_or(std::path::Path::new("/"));
+    match (std::fs::metadata(target), std::fs::metadata(parent)) {
+        (Ok(t), Ok(p)) => t.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 pub(crate) fn mount(src: &str, target: &str, fstype: &str) {
     let _ = std::fs::create_dir_all(target);
+    if mounted(target) {
+        return;
+    }
     let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
     let (src_c, target_c, fstype_c) = (c(src), c(target), c(fstype));
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
@@ -172,6 +196,13 @@ pub(crate) fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// `CLOCK_REALTIME` in nanoseconds since the epoch (0 before it).
+pub(crate) fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn uptime_ms() -> u64 {

@@ -111,10 +111,11 @@ impl QemuBackend {
     }
 }
 
-/// Checks that `binary` runs and is QEMU [`MIN_QEMU_MAJOR`] or newer; the
-/// answer is kept per binary, since every VM of a test run asks.
-fn check_version(binary: &std::path::Path) -> Result<(), String> {
-    type Checked = Vec<(PathBuf, Result<(), String>)>;
+/// Checks that `binary` runs and is QEMU [`MIN_QEMU_MAJOR`] or newer and
+/// returns its version line; the answer is kept per binary, since every VM
+/// of a test run asks.
+fn check_version(binary: &std::path::Path) -> Result<String, String> {
+    type Checked = Vec<(PathBuf, Result<String, String>)>;
     static CHECKED: OnceLock<Mutex<Checked>> = OnceLock::new();
     let checked = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
     let mut seen = checked.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +140,7 @@ fn check_version(binary: &std::path::Path) -> Result<(), String> {
                 binary.display()
             ));
         }
-        Ok(())
+        Ok(text.lines().next().unwrap_or_default().trim().to_string())
     })();
     seen.push((binary.to_path_buf(), result.clone()));
     result
@@ -151,6 +152,11 @@ impl Backend for QemuBackend {
             Accel::Kvm => "qemu-kvm".into(),
             Accel::Tcg => "qemu-tcg".into(),
         }
+    }
+
+    fn snapshot_id(&self) -> Option<String> {
+        let version = check_version(&self.binary).ok()?;
+        Some(format!("{} nested-svm={} {version}", self.name(), self.nested_svm))
     }
 
     fn host_threads(&self, spec: &VmSpec) -> usize {

@@ -1,0 +1,261 @@
+//! Starting a test's VM: from a snapshot of a guest booted once to the
+//! restore agent when the run asks for it and the test allows it, else with
+//! a cold boot (docs/boot-once-restore-many.md).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use ktstr_ops::channel::{self, HandOff, Message, Reader};
+use ktstr_ops::runtime::{AGENT_MARKER, AGENT_VERSION, TopologyData, encode_payload};
+use ktstr_vmm::{Backend, Machine, VmSpec};
+
+use super::prepare::Prepared;
+use crate::channel::HostChannel;
+use crate::config::HostConfig;
+use crate::snapshots::{Cache, Key};
+
+/// Bytes of the payload region a restored guest gets its overlay in (the
+/// overlay is the configuration and the schedulers' files: small).
+pub(crate) const PAYLOAD_BYTES: u64 = 64 << 20;
+
+/// How a test's VM started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Start {
+    /// Booted.
+    #[default]
+    Cold,
+    /// Restored from a snapshot.
+    Restored,
+}
+
+impl Start {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Restored => "restored",
+        }
+    }
+}
+
+/// A started VM.
+pub(crate) struct Started {
+    pub(crate) vm: Box<dyn Machine>,
+    pub(crate) start: Start,
+    /// Making the snapshot this run restored from, when this run made it:
+    /// how long it took and how long it waited for host slots.
+    pub(crate) made: Option<(Duration, Duration)>,
+}
+
+/// Starts the VM of `prepared`: restored when `restore` and a snapshot can
+/// serve it (made first when there is none), else booted. Why a restore
+/// was not possible goes to stderr.
+pub(crate) fn start(
+    host: &HostConfig,
+    backend: &dyn Backend,
+    prepared: &Prepared,
+    restore: bool,
+) -> Result<Started, ktstr_vmm::VmmError> {
+    if restore {
+        match restored(host, backend, prepared) {
+            Ok(s) => return Ok(s),
+            Err(why) => eprintln!("ktstr: {}: boots cold: {why}", prepared.spec.name),
+        }
+    }
+    Ok(Started {
+        vm: backend.boot(&prepared.spec)?,
+        start: Start::Cold,
+        made: None,
+    })
+}
+
+/// Everything that changes the guest booted to the agent.
+fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str) -> Key {
+    let k = &prepared.kernel;
+    let kernel = k.vmlinux_sha256.clone().unwrap_or_else(|| {
+        // No recorded hash: the file's identity stands in for its content.
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&spec.kernel).ok();
+        format!(
+            "{} size={} mtime={}",
+            spec.kernel.display(),
+            m.as_ref().map_or(0, |m| m.size()),
+            m.as_ref().map_or(0, |m| m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        )
+    });
+    let base = prepared
+        .base
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Key::of(serde_json::json!({
+        "base": base,
+        "kernel": kernel,
+        "kernel_path": spec.kernel,
+        "topology": TopologyData::of(&prepared.topology),
+        "cmdline": spec.cmdline,
+        "reserved": spec.reserved.iter().map(|r| [r.gpa, r.size]).collect::<Vec<_>>(),
+        "payload_bytes": spec.payload_bytes,
+        "agent_version": AGENT_VERSION,
+        "backend": backend_id,
+        "tcg": format!("{:?}", spec.resolved_tcg()),
+        "console": format!("{:?}", spec.console),
+    }))
+}
+
+fn restored(
+    host: &HostConfig,
+    backend: &dyn Backend,
+    prepared: &Prepared,
+) -> Result<Started, String> {
+    if prepared.kaslr {
+        // One snapshot holds one slide: restoring it would give every test
+        // the same layout, which is what a randomized boot is asked not to.
+        return Err("KASLR is on (a snapshot would fix one slide for every test)".into());
+    }
+    let id = backend.snapshot_id().ok_or_else(|| {
+        format!(
+            "the {} backend cannot save and restore machines",
+            backend.name()
+        )
+    })?;
+    let payload = encode_payload(&prepared.overlay);
+    if payload.len() as u64 > PAYLOAD_BYTES {
+        return Err(format!(
+            "the test's overlay ({} bytes: configuration and schedulers' files) does not fit \
+             the {PAYLOAD_BYTES}-byte payload region",
+            prepared.overlay.len()
+        ));
+    }
+    let mut spec = prepared.spec.clone();
+    spec.payload_bytes = PAYLOAD_BYTES;
+    spec.initrd = None;
+    let key = key(prepared, &spec, &id);
+    let cache = Cache::new(host.snapshot_dir(), host.snapshot_cache_mib);
+    let mut made = None;
+    let (entry, _) = cache.get_or_create(&key, |dir| {
+        let t0 = Instant::now();
+        let waited = make(host, backend, prepared, &spec, dir)?;
+        made = Some((t0.elapsed() - waited, waited));
+        Ok(())
+    })?;
+    spec.initrd = Some(entry.initrd());
+    let vm = match backend.restore(&spec, &entry.image(), &payload) {
+        Ok(vm) => vm,
+        Err(e) => {
+            drop(entry);
+            cache.remove(&key);
+            return Err(format!(
+                "restoring snapshot {} failed, the image is deleted: {e}",
+                key.hex
+            ));
+        }
+    };
+    drop(entry);
+    hand_off(vm.as_ref())?;
+    Ok(Started {
+        vm,
+        start: Start::Restored,
+        made,
+    })
+}
+
+/// The host's half of the hand-off: its time and fresh random bytes.
+fn hand_off(vm: &dyn Machine) -> Result<(), String> {
+    let mut random = [0u8; 64];
+    // SAFETY: getrandom writes at most random.len() bytes into random.
+    let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    if n != random.len() as isize {
+        return Err(format!(
+            "getrandom: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let realtime_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Reader::new(HostChannel {
+        mem: vm.memory().clone(),
+        base: channel::CHANNEL_GPA,
+    })
+    .hand_off(&HandOff {
+        realtime_ns,
+        random,
+    });
+    Ok(())
+}
+
+/// Boots the agent of `spec` in `dir` and saves it there: `initrd.cpio`
+/// (the test binary's base archive with the agent marker) and `image`.
+/// Returns the time it waited for host slots.
+fn make(
+    host: &HostConfig,
+    backend: &dyn Backend,
+    prepared: &Prepared,
+    spec: &VmSpec,
+    dir: &std::path::Path,
+) -> Result<Duration, String> {
+    let mut marker = ktstr_initramfs::Archive::new();
+    marker
+        .add_bytes(AGENT_MARKER, 0o644, Vec::new())
+        .map_err(|e| e.to_string())?;
+    let marker = marker.to_vec().map_err(|e| e.to_string())?;
+    let copy = prepared
+        .base
+        .copy_with_overlay(&marker, dir)
+        .map_err(|e| format!("writing the agent initramfs: {e}"))?;
+    let initrd = dir.join("initrd.cpio");
+    std::fs::hard_link(copy.path(), &initrd)
+        .map_err(|e| format!("linking {}: {e}", initrd.display()))?;
+    drop(copy);
+    let mut spec = spec.clone();
+    spec.initrd = Some(initrd);
+    let booting = |e: ktstr_vmm::VmmError| format!("booting the agent: {e}");
+    let mut vm = backend.boot(&spec).map_err(booting)?;
+    let waited = vm.slot_wait();
+    let console = vm.take_console();
+    let mut reader = Reader::new(HostChannel {
+        mem: vm.memory().clone(),
+        base: channel::CHANNEL_GPA,
+    });
+    let deadline = Instant::now() + host.boot_timeout;
+    let mut lines = Vec::new();
+    let ready = loop {
+        if let Some(c) = &console {
+            while let ktstr_vmm::ConsoleEvent::Line(l) = c.recv(Duration::ZERO) {
+                lines.push(l);
+            }
+        }
+        let msgs = reader.poll().unwrap_or_default();
+        if let Some(v) = msgs.iter().find_map(|m| match m {
+            Message::AgentReady { version, .. } => Some(*version),
+            _ => None,
+        }) {
+            break v;
+        }
+        if let Some(end) = vm.try_wait().map_err(booting)? {
+            return Err(format!(
+                "the agent's VM ended before it was ready ({end}); console: {}",
+                lines.join(" | ")
+            ));
+        }
+        if Instant::now() >= deadline {
+            vm.kill();
+            let tail = lines.len().saturating_sub(20);
+            return Err(format!(
+                "the agent was not ready within {:?} (KTSTR_BOOT_TIMEOUT_S); console: {}",
+                host.boot_timeout,
+                lines[tail..].join(" | ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if ready != AGENT_VERSION {
+        vm.kill();
+        return Err(format!(
+            "the agent speaks version {ready}, the host {AGENT_VERSION}"
+        ));
+    }
+    vm.save(&dir.join("image"))
+        .map_err(|e| format!("saving the agent: {e}"))?;
+    Ok(waited)
+}

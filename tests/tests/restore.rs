@@ -1,0 +1,127 @@
+//! Boot once, restore many, end to end through `#[ktstr_test]`: tests whose
+//! VM starts from a snapshot of the guest booted once to the restore agent
+//! must not be able to tell, except by timing (docs/boot-once-restore-many.md).
+//! Each driver below forces the restore path whatever `KTSTR_RESTORE` says.
+
+use ktstr::prelude::*;
+use ktstr::test_support::{Outcome, run_test_started};
+
+/// 32 bytes of the guest's `/dev/urandom`, as a note.
+#[ktstr_test(harness_fixture = true, duration_s = 1)]
+fn fixture_urandom(_ctx: &Ctx) -> Result<AssertResult> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(AssertResult::pass().note("urandom", format!("urandom={hex}")))
+}
+
+/// Fails when an earlier test's file is there; leaves its own behind.
+#[ktstr_test(harness_fixture = true, duration_s = 1)]
+fn fixture_leaves_a_file(_ctx: &Ctx) -> Result<AssertResult> {
+    for p in ["/tmp/ktstr-left-by-a-test", "/ktstr-left-by-a-test"] {
+        if std::path::Path::new(p).exists() {
+            return Ok(AssertResult::fail_msg(format!(
+                "{p} is there: an earlier test's file reached this one"
+            )));
+        }
+        std::fs::write(p, "left behind")?;
+    }
+    Ok(AssertResult::pass())
+}
+
+/// The kernel log words of a guest in trouble: RCU stalls, soft and hard
+/// lockups, the sched_ext watchdog, hung tasks.
+const TROUBLE: [&str; 7] = [
+    "self-detected stall",
+    "rcu: INFO: rcu_",
+    "BUG: soft lockup",
+    "hard LOCKUP",
+    "runnable task stall",
+    "watchdog failed",
+    "blocked for more than",
+];
+
+/// Fails when the kernel log holds a [`TROUBLE`] line.
+#[ktstr_test(harness_fixture = true, duration_s = 1)]
+fn fixture_quiet_kernel_log(_ctx: &Ctx) -> Result<AssertResult> {
+    // SAFETY: klogctl with a null buffer and size 0 returns the log's size.
+    let size = unsafe { libc::klogctl(10, std::ptr::null_mut(), 0) };
+    let mut buf = vec![0u8; size.max(1 << 16) as usize];
+    // SAFETY: buf is valid for buf.len() bytes; 3 is SYSLOG_ACTION_READ_ALL.
+    let n = unsafe { libc::klogctl(3, buf.as_mut_ptr().cast(), buf.len() as i32) };
+    if n < 0 {
+        anyhow::bail!("klogctl: {}", std::io::Error::last_os_error());
+    }
+    let log = String::from_utf8_lossy(&buf[..n as usize]);
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| TROUBLE.iter().any(|t| l.contains(t)))
+        .collect();
+    if bad.is_empty() {
+        Ok(AssertResult::pass())
+    } else {
+        Ok(AssertResult::fail_msg(format!(
+            "the kernel log has trouble:\n{}",
+            bad.join("\n")
+        )))
+    }
+}
+
+fn restored(name: &str) -> (String, ktstr::test_support::StartInfo) {
+    let (outcome, info) = run_test_started(&format!("restore::{name}"), true);
+    assert_eq!(info.start, Some("restored"), "{name}: {outcome:?}");
+    match outcome {
+        Outcome::Pass(text) => (text, info),
+        other => panic!("{name} must pass restored, got {other:?}"),
+    }
+}
+
+fn urandom(text: &str) -> String {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("urandom="))
+        .unwrap_or_else(|| panic!("no urandom= in {text:?}"))
+        .to_string()
+}
+
+#[test]
+fn restored_tests_draw_different_random_bytes() {
+    let (a, _) = restored("fixture_urandom");
+    let (b, _) = restored("fixture_urandom");
+    let (a, b) = (urandom(&a), urandom(&b));
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b, "two restores of one snapshot read the same bytes");
+}
+
+#[test]
+fn a_restored_guest_keeps_the_hosts_time() {
+    let (_, info) = restored("fixture_urandom");
+    let skew = info.clock_skew_s.expect("the guest's init stamps its clock");
+    assert!(
+        skew.abs() < 1.0,
+        "the restored guest's CLOCK_REALTIME is {skew:.3} s from the host's"
+    );
+}
+
+#[test]
+fn a_file_written_by_one_restored_test_is_absent_in_the_next() {
+    for _ in 0..2 {
+        restored("fixture_leaves_a_file");
+    }
+}
+
+/// 50 restores in a row, each guest's kernel log free of stalls, lockups
+/// and watchdog complaints. Long: `cargo xtask test --full`.
+#[test]
+fn fifty_restores_in_a_row_stay_quiet() {
+    let t0 = std::time::Instant::now();
+    for i in 0..50 {
+        let (outcome, info) = run_test_started("restore::fixture_quiet_kernel_log", true);
+        assert_eq!(info.start, Some("restored"), "restore {i}: {outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Pass(_)),
+            "restore {i}: {outcome:?}"
+        );
+    }
+    eprintln!("50 restores in {:.1}s", t0.elapsed().as_secs_f64());
+}
