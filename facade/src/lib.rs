@@ -117,8 +117,8 @@ mod registry;
 pub mod results;
 mod runner;
 mod schedulers;
-mod snapshots;
 pub mod shell;
+mod snapshots;
 pub mod test_support;
 mod verdict;
 

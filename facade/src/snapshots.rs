@@ -192,7 +192,9 @@ impl Cache {
     /// processes restoring it hold the files open, or fail and boot cold.
     pub(crate) fn remove(&self, key: &Key) {
         let dir = self.entry_dir(key);
-        let gone = self.dir.join(format!("{}.gone-{}", key.hex, std::process::id()));
+        let gone = self
+            .dir
+            .join(format!("{}.gone-{}", key.hex, std::process::id()));
         if std::fs::rename(&dir, &gone).is_ok() {
             let _ = std::fs::remove_dir_all(&gone);
         }
@@ -291,8 +293,8 @@ mod tests {
             .get_or_create(&key(1), |_| panic!("must not make it twice"))
             .expect("found");
         assert!(!made);
-        let manifest = std::fs::read_to_string(e.image().with_file_name("manifest.json"))
-            .expect("manifest");
+        let manifest =
+            std::fs::read_to_string(e.image().with_file_name("manifest.json")).expect("manifest");
         assert!(manifest.contains("\"n\": 1"), "{manifest}");
         drop(e);
         // A failed creation leaves nothing and says why.

@@ -96,7 +96,9 @@ fn restored_tests_draw_different_random_bytes() {
 #[test]
 fn a_restored_guest_keeps_the_hosts_time() {
     let (_, info) = restored("fixture_urandom");
-    let skew = info.clock_skew_s.expect("the guest's init stamps its clock");
+    let skew = info
+        .clock_skew_s
+        .expect("the guest's init stamps its clock");
     assert!(
         skew.abs() < 1.0,
         "the restored guest's CLOCK_REALTIME is {skew:.3} s from the host's"

@@ -78,7 +78,8 @@ fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str) -> Key {
             "{} size={} mtime={}",
             spec.kernel.display(),
             m.as_ref().map_or(0, |m| m.size()),
-            m.as_ref().map_or(0, |m| m.mtime_nsec() + m.mtime() * 1_000_000_000)
+            m.as_ref()
+                .map_or(0, |m| m.mtime_nsec() + m.mtime() * 1_000_000_000)
         )
     });
     let base = prepared
@@ -165,10 +166,7 @@ fn hand_off(vm: &dyn Machine) -> Result<(), String> {
     // SAFETY: getrandom writes at most random.len() bytes into random.
     let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
     if n != random.len() as isize {
-        return Err(format!(
-            "getrandom: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("getrandom: {}", std::io::Error::last_os_error()));
     }
     let realtime_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

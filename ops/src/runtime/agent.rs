@@ -84,7 +84,12 @@ pub fn decode_payload(region: &[u8]) -> Result<&[u8], String> {
     let len = usize::try_from(word(16, 8)).unwrap_or(usize::MAX);
     let data = region
         .get(PAYLOAD_HEADER..PAYLOAD_HEADER.saturating_add(len))
-        .ok_or_else(|| format!("payload length {len} overruns the {}-byte region", region.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "payload length {len} overruns the {}-byte region",
+                region.len()
+            )
+        })?;
     let crc = word(12, 4) as u32;
     if channel::crc32(data) != crc {
         return Err("payload checksum mismatch".into());
@@ -223,11 +228,17 @@ fn reseed(random: &[u8; 64]) -> Result<(), String> {
     // SAFETY: info is a complete rand_pool_info (header and buf_size bytes)
     // that outlives the call; the kernel only reads it.
     if unsafe { libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) } < 0 {
-        return Err(format!("RNDADDENTROPY: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "RNDADDENTROPY: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: RNDRESEEDCRNG takes no argument.
     if unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) } < 0 {
-        return Err(format!("RNDRESEEDCRNG: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "RNDRESEEDCRNG: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -344,7 +355,10 @@ mod tests {
 
     #[test]
     fn a_payload_round_trips_and_damage_is_named() {
-        let overlay = newc(&[("ktstr", 0o040_755, b""), ("ktstr/config.json", 0o100_644, b"{}")]);
+        let overlay = newc(&[
+            ("ktstr", 0o040_755, b""),
+            ("ktstr/config.json", 0o100_644, b"{}"),
+        ]);
         let mut region = encode_payload(&overlay);
         region.resize(1 << 16, 0);
         assert_eq!(decode_payload(&region), Ok(&overlay[..]));

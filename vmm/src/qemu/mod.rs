@@ -156,7 +156,11 @@ impl Backend for QemuBackend {
 
     fn snapshot_id(&self) -> Option<String> {
         let version = check_version(&self.binary).ok()?;
-        Some(format!("{} nested-svm={} {version}", self.name(), self.nested_svm))
+        Some(format!(
+            "{} nested-svm={} {version}",
+            self.name(),
+            self.nested_svm
+        ))
     }
 
     fn host_threads(&self, spec: &VmSpec) -> usize {
