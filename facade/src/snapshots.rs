@@ -3,10 +3,9 @@
 //! guest would boot the same (docs/boot-once-restore-many.md).
 //!
 //! An entry is a directory holding `image` (the backend's saved machine, a
-//! sparse file), `initrd.cpio` (the agent initramfs it booted from: QEMU
-//! wants its `-initrd` on restore too), `manifest.json` (the key's parts, to
-//! read what a snapshot is of) and `used` (its modification time is the
-//! last restore, for eviction). Beside it, `<key>.lock`: creation takes it
+//! sparse file), `manifest.json` (the key's parts, to read what a snapshot
+//! is of) and `used` (its modification time is the last restore, for
+//! eviction). Beside it, `<key>.lock`: creation takes it
 //! exclusively (nextest runs each test in its own process; the first makes
 //! the snapshot, the others wait and restore it), a restore shares it, and
 //! eviction only removes an entry whose lock it can take at once.
@@ -54,10 +53,6 @@ impl Entry {
     /// The saved machine.
     pub(crate) fn image(&self) -> PathBuf {
         self.dir.join("image")
-    }
-    /// The agent initramfs the machine booted from.
-    pub(crate) fn initrd(&self) -> PathBuf {
-        self.dir.join("initrd.cpio")
     }
 }
 
@@ -135,8 +130,8 @@ impl Cache {
     }
 
     /// The entry of `key`, made by `create` when there is none: `create`
-    /// gets an empty directory to fill with `image` and `initrd.cpio` and
-    /// answers why it could not. True with the entry when this call made it.
+    /// gets an empty directory to write `image` in (other files it leaves
+    /// there stay) and answers why it could not. True with the entry when this call made it.
     pub(crate) fn get_or_create(
         &self,
         key: &Key,
@@ -268,8 +263,7 @@ mod tests {
     }
 
     fn fill(dir: &Path, bytes: usize) -> Result<(), String> {
-        std::fs::write(dir.join("image"), vec![1u8; bytes]).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("initrd.cpio"), b"x").map_err(|e| e.to_string())
+        std::fs::write(dir.join("image"), vec![1u8; bytes]).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -287,7 +281,7 @@ mod tests {
             .get_or_create(&key(1), |d| fill(d, 4096))
             .expect("create");
         assert!(made);
-        assert!(e.image().is_file() && e.initrd().is_file());
+        assert!(e.image().is_file());
         drop(e);
         let (e, made) = cache
             .get_or_create(&key(1), |_| panic!("must not make it twice"))

@@ -127,3 +127,76 @@ fn fifty_restores_in_a_row_stay_quiet() {
     }
     eprintln!("50 restores in {:.1}s", t0.elapsed().as_secs_f64());
 }
+
+#[ktstr_test(
+    harness_fixture = true,
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 1
+)]
+fn fixture_trivial_1n1l2c1t(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+#[ktstr_test(
+    harness_fixture = true,
+    llcs = 2,
+    cores = 2,
+    threads = 2,
+    duration_s = 1
+)]
+fn fixture_trivial_1n2l2c2t(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The per-test overhead (wall minus body minus the wait for host slots) of
+/// a trivial test, booted cold against restored, on two shapes, runs
+/// alternating; medians and ratio. `cargo xtask bench restore` runs it
+/// (`KTSTR_BENCH_RUNS`, default 3, set by its `--runs`).
+#[test]
+fn restore_vs_cold_test_overhead_bench() {
+    let runs: usize = std::env::var("KTSTR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let overhead = |name: &str, restore: bool| -> f64 {
+        let (outcome, info) = run_test_started(&format!("restore::{name}"), restore);
+        assert!(matches!(outcome, Outcome::Pass(_)), "{name}: {outcome:?}");
+        let want = if restore { "restored" } else { "cold" };
+        assert_eq!(info.start, Some(want), "{name}");
+        info.overhead
+            .expect("a finished run has an overhead")
+            .as_secs_f64()
+    };
+    let mut table = Vec::new();
+    for topo in ["1n1l2c1t", "1n2l2c2t"] {
+        let name = format!("fixture_trivial_{topo}");
+        // The first restore makes the snapshot when there is none.
+        let first = overhead(&name, true);
+        let (mut cold, mut restored) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            cold.push(overhead(&name, false));
+            restored.push(overhead(&name, true));
+        }
+        eprintln!(
+            "{topo}: first restore (snapshot made if missing) {first:.2}s; cold {cold:.2?}; \
+             restored {restored:.2?}"
+        );
+        table.push((topo, median(cold), median(restored)));
+    }
+    eprintln!("per-test overhead (wall - body - slot wait), medians of {runs}:");
+    eprintln!("shape       cold boot   restored   ratio");
+    for (topo, cold, restored) in table {
+        eprintln!(
+            "{topo}  {cold:>9.2}s  {restored:>8.2}s  {:>5.1}x",
+            cold / restored.max(1e-9)
+        );
+    }
+}

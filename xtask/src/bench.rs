@@ -26,8 +26,10 @@ enum Which {
 }
 
 /// Boot once, restore many (QEMU): cold boot to a waiting guest agent
-/// against restoring a saved one to the agent's answer, on 1n1l2c1t and
-/// 1n2l2c2t; medians and ratio (vmm/tests/qemu_restore.rs).
+/// against restoring a saved one to the agent's answer (vmm/tests/qemu_restore.rs),
+/// then the per-test overhead (wall minus body minus host-slot wait) of a
+/// trivial `#[ktstr_test]` booted cold against restored (tests/tests/restore.rs);
+/// both on 1n1l2c1t and 1n2l2c2t, medians and ratio.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "restore")]
 struct RestoreBench {
@@ -56,18 +58,26 @@ pub fn run(cmd: &BenchCmd) -> Result<(), String> {
 }
 
 fn restore(b: &RestoreBench) -> Result<(), String> {
-    let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(workspace())
-        .args(["test", "-q", "-p", "ktstr-vmm", "--test", "qemu_restore"])
-        .args(["restore_vs_cold_boot_bench", "--", "--exact", "--nocapture"])
-        .env("KTSTR_BENCH_RUNS", b.runs.to_string())
-        .status()
-        .map_err(|e| e.to_string())?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("the restore benchmark failed ({st})"))
+    for (package, target, test) in [
+        ("ktstr-vmm", "qemu_restore", "restore_vs_cold_boot_bench"),
+        (
+            "ktstr-tests",
+            "restore",
+            "restore_vs_cold_test_overhead_bench",
+        ),
+    ] {
+        let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace())
+            .args(["test", "-q", "-p", package, "--test", target])
+            .args([test, "--", "--exact", "--nocapture"])
+            .env("KTSTR_BENCH_RUNS", b.runs.to_string())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !st.success() {
+            return Err(format!("the restore benchmark {test} failed ({st})"));
+        }
     }
+    Ok(())
 }
 
 fn workspace() -> PathBuf {

@@ -20,6 +20,9 @@ pub struct TestCmd {
     /// skip `cargo xtask setup` (for quick iteration on a prepared machine)
     #[argh(switch)]
     no_setup: bool,
+    /// boot every test cold, never from a snapshot (KTSTR_RESTORE=0)
+    #[argh(switch)]
+    no_restore: bool,
     /// use the cached kernel only, never the network
     #[argh(switch)]
     offline: bool,
@@ -228,6 +231,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
         phases.run("tests (cargo nextest)", || {
             let mut c = cargo();
             c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            if args.no_restore {
+                c.env("KTSTR_RESTORE", "0");
+            }
             if args.full {
                 c.arg("--ignore-default-filter")
                     .env("KTSTR_FULL", "1")
@@ -257,6 +263,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  early-failure label (two more VMs); \
                  a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
                  QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
+                 fifty_restores_in_a_row_stay_quiet (50 restored tests, new) and \
+                 restore_vs_cold_test_overhead_bench; \
                  five_randomized_boots_show_three_slides and \
                  both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
                  real_schedulers, published \

@@ -64,6 +64,9 @@ pub struct TestCmd {
     #[argh(switch)]
     /// an inconclusive verdict does not fail a test
     allow_inconclusive: bool,
+    #[argh(switch)]
+    /// boot every test cold, never from a snapshot of a booted guest
+    no_restore: bool,
     #[argh(option)]
     /// VM backend: kvm, qemu or auto (default auto)
     backend: Option<String>,
@@ -114,6 +117,9 @@ pub struct GauntletCmd {
     #[argh(switch)]
     /// an inconclusive verdict does not fail a variant
     allow_inconclusive: bool,
+    #[argh(switch)]
+    /// boot every variant cold, never from a snapshot of a booted guest
+    no_restore: bool,
     #[argh(option)]
     /// VM backend: kvm, qemu or auto (default auto)
     backend: Option<String>,

@@ -24,6 +24,7 @@ fn new_run_id(suffix: &str) -> String {
 /// Settings shared by the running subcommands.
 struct Knobs<'a> {
     allow_inconclusive: bool,
+    no_restore: bool,
     backend: Option<&'a str>,
     verbose: bool,
     host_cpus: Option<u32>,
@@ -47,6 +48,9 @@ impl Knobs<'_> {
         }
         if self.allow_inconclusive {
             e.set("KTSTR_ALLOW_INCONCLUSIVE", "1");
+        }
+        if self.no_restore {
+            e.set("KTSTR_RESTORE", "0");
         }
         if let Some(b) = self.backend {
             if !matches!(b, "kvm" | "qemu" | "auto") {
@@ -149,6 +153,7 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
     };
     let knobs = Knobs {
         allow_inconclusive: c.allow_inconclusive,
+        no_restore: c.no_restore,
         backend: c.backend.as_deref(),
         verbose: c.verbose,
         host_cpus: c.host_cpus,
@@ -427,6 +432,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
     }
     let knobs = Knobs {
         allow_inconclusive: c.allow_inconclusive,
+        no_restore: c.no_restore,
         backend: c.backend.as_deref(),
         verbose: c.verbose,
         host_cpus: None,
@@ -585,6 +591,7 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
         let target = cargo::target_dir()?;
         let knobs = Knobs {
             allow_inconclusive: c.allow_inconclusive,
+            no_restore: false,
             backend: None,
             verbose: false,
             host_cpus: None,

@@ -118,6 +118,17 @@ pub fn run_on(
         },
     };
     crate::results::record(host, &record);
+    let p = &record.phases;
+    let overhead = p
+        .total
+        .checked_sub(p.body.unwrap_or_default())
+        .and_then(|d| d.checked_sub(p.slot_wait));
+    LAST_START.with(|s| {
+        s.set(StartInfo {
+            overhead,
+            ..s.get()
+        })
+    });
     outcome
 }
 
@@ -176,7 +187,7 @@ thread_local! {
     static RESTORE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     /// How this thread's last test VM started.
     static LAST_START: std::cell::Cell<StartInfo> =
-        const { std::cell::Cell::new(StartInfo { start: None, clock_skew_s: None }) };
+        const { std::cell::Cell::new(StartInfo { start: None, clock_skew_s: None, overhead: None }) };
 }
 
 /// How a test's VM started, for tests of boot once, restore many.
@@ -188,6 +199,9 @@ pub struct StartInfo {
     /// The guest's `CLOCK_REALTIME` minus the host's as the guest's init
     /// started, in seconds.
     pub clock_skew_s: Option<f64>,
+    /// What the run cost beyond the test's body: its wall time minus the
+    /// body and the wait for host slots.
+    pub overhead: Option<Duration>,
 }
 
 /// Runs one test like [`run`], restored from a snapshot (`true`) or booted
@@ -261,7 +275,7 @@ pub(crate) fn boot_once(
     LAST_START.with(|s| {
         s.set(StartInfo {
             start: Some(started.start.as_str()),
-            clock_skew_s: None,
+            ..StartInfo::default()
         })
     });
     let mut slot_wait = vm.slot_wait();

@@ -75,7 +75,7 @@ impl Seen {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64());
                     self.times.clock_skew =
-                        (realtime_ns > 0).then(|| realtime_ns as f64 * 1e-9 - host);
+                        (realtime_ns > 0).then_some(realtime_ns as f64 * 1e-9 - host);
                 }
                 Message::Verdict {
                     verdict,

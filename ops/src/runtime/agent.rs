@@ -380,11 +380,23 @@ mod tests {
         );
         let mut bad = region.clone();
         bad[PAYLOAD_HEADER + 3] ^= 1;
-        assert!(decode_payload(&bad).unwrap_err().contains("checksum"));
-        assert!(decode_payload(&[0u8; 64]).unwrap_err().contains("magic"));
+        assert!(
+            decode_payload(&bad)
+                .expect_err("damaged")
+                .contains("checksum")
+        );
+        assert!(
+            decode_payload(&[0u8; 64])
+                .expect_err("empty")
+                .contains("magic")
+        );
         let mut long = region.clone();
         long[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(decode_payload(&long).unwrap_err().contains("overruns"));
+        assert!(
+            decode_payload(&long)
+                .expect_err("long")
+                .contains("overruns")
+        );
         // Truncated archives are errors, never panics.
         for cut in [0, 10, 111, overlay.len() - 10] {
             assert!(cpio_entries(&overlay[..cut]).is_err(), "cut at {cut}");
