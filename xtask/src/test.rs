@@ -263,7 +263,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  early-failure label (two more VMs); \
                  a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
                  QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
-                 fifty_restores_in_a_row_stay_quiet (50 restored tests, new) and \
+                 fifty_restores_in_a_row_stay_quiet (50 restored tests, new), \
+                 a_restored_guest_keeps_the_hosts_time (a restored guest's clock within 1 s \
+                 of the host's: load-dependent under instruction counting, new) and \
                  restore_vs_cold_test_overhead_bench; \
                  five_randomized_boots_show_three_slides and \
                  both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
