@@ -246,8 +246,8 @@ impl Cache {
                     parts: serde_json::Value::Null,
                     hex: name,
                 };
+                // The lock file stays: a process may be waiting on it.
                 self.remove(&key);
-                let _ = std::fs::remove_file(&lock_path);
                 total = total.saturating_sub(bytes);
             }
         }
