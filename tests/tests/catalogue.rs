@@ -149,7 +149,14 @@ fn every_scenario_passes_under_eevdf_on_two_llcs(ctx: &Ctx) -> Result<AssertResu
         ("many_workers", scenarios::many_workers),
         ("rapid_cpuset_changes", scenarios::rapid_cpuset_changes),
     ];
-    let c = for_(ctx, 3000);
+    // The test's threshold layer: fairness spread 50% instead of 35%. Over
+    // 3 s windows (1 s phases) EEVDF's balancer leaves uneven splits that
+    // the scenarios do not ask for: 8 spinners split 5:3 between the LLCs
+    // for a whole 1 s phase after cpuset_resize widened their cpuset
+    // (spread 37%), a 3/3/2 split around cpu_hotplug (39.6%), spinners
+    // beside fork and page-fault churn in host_contention (37.8%). A worker
+    // held to half its share among 8 still shows 57%.
+    let c = for_(ctx, 3000).with_thresholds(ctx.thresholds.with_max_spread(0.5));
     let mut v = AssertResult::pass();
     for (name, scenario) in all {
         let r = scenario(&c)?;
