@@ -138,14 +138,21 @@ pub fn weighted_cgroups(ctx: &Ctx) -> anyhow::Result<AssertResult> {
 
 /// A noisy neighbour: cgroup `noisy` runs two spinners per CPU, fork/exit
 /// churn and page-fault churn, while cgroup `app` runs pipe ping-pong and a
-/// sleeper whose progress and wake-ups must hold up.
+/// sleeper whose progress and wake-ups must hold up. The noise is judged for
+/// starvation and gaps, not for fairness among itself ([`CgroupDef::noise`]).
 pub fn host_contention(ctx: &Ctx) -> anyhow::Result<AssertResult> {
     execute_defs(
         ctx,
         [
-            CgroupDef::named("noisy/spin").workers(per_cpu(ctx, 2, 32)),
-            CgroupDef::named("noisy/fork").work(WorkType::ForkExit),
-            CgroupDef::named("noisy/faults").work(WorkType::PageFaultChurn { kib: 4096 }),
+            CgroupDef::named("noisy/spin")
+                .workers(per_cpu(ctx, 2, 32))
+                .noise(),
+            CgroupDef::named("noisy/fork")
+                .work(WorkType::ForkExit)
+                .noise(),
+            CgroupDef::named("noisy/faults")
+                .work(WorkType::PageFaultChurn { kib: 4096 })
+                .noise(),
             CgroupDef::named("app/pipe").work(WorkType::PipePingPong),
             CgroupDef::named("app/sleep").work(WorkType::SleepWake {
                 run: MS(1),
