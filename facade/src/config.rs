@@ -28,6 +28,7 @@
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `0` (opt-in until the whole suite passes both ways) |
 //! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 4096 |
+//! | `KTSTR_INITRAMFS_CACHE_MIB` | disk cap of the initramfs cache (least recently used archives go first; those used in the last 10 minutes stay) | 4096 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
@@ -103,6 +104,8 @@ pub struct HostConfig {
     pub restore: bool,
     /// Disk the snapshot cache may hold, in MiB.
     pub snapshot_cache_mib: u64,
+    /// Disk cap of the initramfs cache, bytes (`KTSTR_INITRAMFS_CACHE_MIB`).
+    pub initramfs_cache_bytes: u64,
 }
 
 /// Disk the snapshot cache may hold by default, in MiB.
@@ -271,6 +274,10 @@ impl HostConfig {
             },
             snapshot_cache_mib: number("KTSTR_SNAPSHOT_CACHE_MIB")?
                 .unwrap_or(DEFAULT_SNAPSHOT_CACHE_MIB),
+            initramfs_cache_bytes: number("KTSTR_INITRAMFS_CACHE_MIB")?
+                .map_or(ktstr_initramfs::DEFAULT_CAP_BYTES, |mib| {
+                    mib.saturating_mul(1 << 20)
+                }),
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
                     .map(|x| x.trim().to_string())
@@ -313,6 +320,7 @@ impl HostConfig {
         &self,
     ) -> Result<ktstr_initramfs::Cache, ktstr_initramfs::InitramfsError> {
         ktstr_initramfs::Cache::open(self.cache_root.join("initramfs"))
+            .map(|c| c.with_cap(self.initramfs_cache_bytes))
     }
 
     /// The QEMU backend of this configuration.
@@ -362,6 +370,7 @@ mod tests {
         assert_eq!(c.monitor_hz, DEFAULT_MONITOR_HZ);
         assert!(!c.restore);
         assert_eq!(c.snapshot_cache_mib, DEFAULT_SNAPSHOT_CACHE_MIB);
+        assert_eq!(c.initramfs_cache_bytes, ktstr_initramfs::DEFAULT_CAP_BYTES);
         let c =
             HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
         assert_eq!(c.cache_root, Path::new("/x/ktstr"));
@@ -397,11 +406,13 @@ mod tests {
             ("KTSTR_KASLR", "1"),
             ("KTSTR_RESTORE", "1"),
             ("KTSTR_SNAPSHOT_CACHE_MIB", "100"),
+            ("KTSTR_INITRAMFS_CACHE_MIB", "512"),
         ]))
         .expect("config");
         assert!(c.kaslr);
         assert!(c.restore);
         assert_eq!(c.snapshot_cache_mib, 100);
+        assert_eq!(c.initramfs_cache_bytes, 512 << 20);
         assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
         assert_eq!(c.backend, BackendChoice::Qemu);
         assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));
