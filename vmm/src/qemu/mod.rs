@@ -389,7 +389,10 @@ impl QemuMachine {
         if let Some(lines) = self.tail.crash_report() {
             return EndReason::Panic { lines };
         }
-        let reason = self.qmp.as_ref().and_then(qmp::Qmp::shutdown_reason);
+        let reason = self
+            .qmp
+            .as_ref()
+            .and_then(|q| q.shutdown_reason(Duration::from_secs(2)));
         match reason.as_deref() {
             Some("guest-shutdown") => EndReason::PowerOff,
             Some("guest-reset") => EndReason::Reset,

@@ -22,6 +22,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Events {
     /// The `reason` of the first SHUTDOWN event (`guest-shutdown`, `guest-reset`, ...).
     pub shutdown_reason: Option<String>,
+    /// The reader reached the end of the stream (QEMU closed it, or exited):
+    /// every event QEMU sent is in.
+    pub closed: bool,
 }
 
 /// A connected QMP session.
@@ -70,6 +73,7 @@ impl Qmp {
                             .to_string()));
                     }
                 }
+                ev.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
             })
             .map_err(|e| VmmError::Control(format!("starting the QMP reader: {e}")))?;
         let qmp = Qmp {
@@ -117,12 +121,23 @@ impl Qmp {
         self.answer(command)
     }
 
-    /// The SHUTDOWN reason, if QEMU reported one.
-    pub(crate) fn shutdown_reason(&self) -> Option<String> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .shutdown_reason
-            .clone()
+    /// The SHUTDOWN reason, if QEMU reported one. Call it once QEMU has
+    /// exited: it waits up to `patience` for the reader to take in the rest
+    /// of the stream, since QEMU writes the event just before it exits and
+    /// a loaded host can run the reader thread after the exit is seen.
+    pub(crate) fn shutdown_reason(&self, patience: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            {
+                let e = self.events.lock().unwrap_or_else(|p| p.into_inner());
+                if e.shutdown_reason.is_some() || e.closed {
+                    return e.shutdown_reason.clone();
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
