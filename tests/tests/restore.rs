@@ -200,3 +200,55 @@ fn restore_vs_cold_test_overhead_bench() {
         );
     }
 }
+
+/// A test of its own memory size, so its snapshot is its own.
+#[ktstr_test(harness_fixture = true, memory_mib = 448, duration_s = 1)]
+fn fixture_own_snapshot(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+/// The snapshot directories of [`fixture_own_snapshot`]'s key (node memory 448 MiB).
+fn own_snapshots() -> Vec<std::path::PathBuf> {
+    let dir = ktstr::config::HostConfig::global()
+        .expect("host configuration")
+        .snapshot_dir();
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("manifest.json")).is_ok_and(|m| {
+                let m: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
+                m["topology"]["node_memory_mib"] == serde_json::json!([448])
+            })
+        })
+        .collect()
+}
+
+/// An image that fails to restore is deleted and the test boots cold (and
+/// passes); the next test makes a new snapshot. `--full`: three VMs, new.
+#[test]
+fn a_damaged_snapshot_is_deleted_and_the_test_boots_cold() {
+    let name = "restore::fixture_own_snapshot";
+    let (outcome, info) = run_test_started(name, true);
+    assert_eq!(info.start, Some("restored"), "{outcome:?}");
+    let entries = own_snapshots();
+    assert!(
+        !entries.is_empty(),
+        "the restored test's snapshot is in the cache"
+    );
+    for e in &entries {
+        std::fs::write(e.join("image"), b"not a migration stream").expect("damage the image");
+    }
+    let (outcome, info) = run_test_started(name, true);
+    assert!(matches!(outcome, Outcome::Pass(_)), "{outcome:?}");
+    assert_eq!(info.start, Some("cold"), "a damaged image must not restore");
+    assert!(
+        own_snapshots().is_empty(),
+        "the damaged snapshot is deleted: {:?}",
+        own_snapshots()
+    );
+    let (outcome, info) = run_test_started(name, true);
+    assert_eq!(info.start, Some("restored"), "made anew: {outcome:?}");
+}

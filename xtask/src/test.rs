@@ -264,7 +264,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
                  fifty_restores_in_a_row_stay_quiet (50 restored tests, new), \
                  a_restored_guest_keeps_the_hosts_time (a restored guest's clock within 1 s \
-                 of the host's: load-dependent under instruction counting, new) and \
+                 of the host's: load-dependent under instruction counting, new), \
+                 a_damaged_snapshot_is_deleted_and_the_test_boots_cold (three VMs, new) and \
                  restore_vs_cold_test_overhead_bench; \
                  five_randomized_boots_show_three_slides and \
                  both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
