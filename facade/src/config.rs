@@ -26,7 +26,7 @@
 //! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
 //! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
-//! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `0` (opt-in until the whole suite passes both ways) |
+//! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `1` |
 //! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 4096 |
 //! | `KTSTR_INITRAMFS_CACHE_MIB` | disk cap of the initramfs cache (least recently used archives go first; those used in the last 10 minutes stay) | 4096 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
@@ -99,8 +99,8 @@ pub struct HostConfig {
     pub auto_repro: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
-    /// Start tests from a snapshot of a booted guest (`KTSTR_RESTORE=1`;
-    /// `--no-restore` turns it off).
+    /// Start tests from a snapshot of a booted guest (the default;
+    /// `KTSTR_RESTORE=0` or `--no-restore` turns it off).
     pub restore: bool,
     /// Disk the snapshot cache may hold, in MiB.
     pub snapshot_cache_mib: u64,
@@ -260,8 +260,8 @@ impl HostConfig {
                 }
             },
             restore: match text("KTSTR_RESTORE")?.as_deref().map(str::trim) {
-                None | Some("0") => false,
-                Some("1") => true,
+                Some("0") => false,
+                None | Some("1") => true,
                 Some(v) => {
                     return Err(ConfigError {
                         var: "KTSTR_RESTORE",
@@ -368,8 +368,10 @@ mod tests {
         assert!(c.host_cpus >= 1);
         assert!(!c.verbose);
         assert_eq!(c.monitor_hz, DEFAULT_MONITOR_HZ);
-        assert!(!c.restore);
+        assert!(c.restore);
         assert_eq!(c.snapshot_cache_mib, DEFAULT_SNAPSHOT_CACHE_MIB);
+        let c = HostConfig::from_vars(vars(&[("KTSTR_RESTORE", "0")])).expect("off");
+        assert!(!c.restore);
         assert_eq!(c.initramfs_cache_bytes, ktstr_initramfs::DEFAULT_CAP_BYTES);
         let c =
             HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
