@@ -9,7 +9,10 @@
 //! e820 map that keeps the host-guest channel reserved, and each vCPU gets the
 //! CPUID leaves of `ktstr-topology` for its place in the topology (its KVM vCPU
 //! id is its APIC id). Devices: the in-kernel irqchip and PIT, COM1 (console)
-//! and COM2 on irqfds, the i8042 reset line, ACPI power-off.
+//! and COM2 on irqfds, the i8042 reset line, ACPI power-off; the payload
+//! region ([`VmSpec::payload_bytes`]) as a memory slot outside RAM named on
+//! the command line (`payload.rs`). A machine saves to a sparse image and
+//! restores from it into fresh memory (`snapshot.rs`, `state.rs`).
 //!
 //! On a host without hardware virtualization `/dev/kvm` may still exist as a
 //! software hypervisor: tiny guests run, Linux does not boot in useful time.
@@ -21,6 +24,7 @@
 mod devices;
 mod event_loop;
 pub(crate) mod payload;
+pub use payload::{KVM_PAYLOAD_GPA, KVM_PAYLOAD_MAX, PAYLOAD_CMDLINE_PARAM};
 mod snapshot;
 mod state;
 mod vcpu;

@@ -4,7 +4,7 @@
 //!
 //! The VMM has no PCI bus, so the guest cannot find the region as QEMU's
 //! ivshmem BAR. It finds it on the kernel command line instead:
-//! `ktstr.payload=SIZE@ADDR` (hexadecimal, [`PAYLOAD_PARAM`]); the e820 map
+//! `ktstr.payload=SIZE@ADDR` (hexadecimal, [`PAYLOAD_CMDLINE_PARAM`]); the e820 map
 //! lists the range as reserved, so Linux leaves it alone and `/dev/mem`
 //! maps it (a reserved range above 1 MiB is not "busy", which
 //! `IO_STRICT_DEVMEM` allows). A dotted parameter is not passed to init.
@@ -18,16 +18,20 @@ use crate::{ReservedRegion, VmSpec, VmmError};
 
 /// Where the region starts: the bottom of the PCI hole, above any RAM the
 /// `pc` layout keeps below 4 GiB (at most 3.5 GiB) and below the IOAPIC.
-pub const PAYLOAD_GPA: u64 = 0xe000_0000;
+pub const KVM_PAYLOAD_GPA: u64 = 0xe000_0000;
 /// The largest region that fits below the IOAPIC (0xfec0_0000).
-pub const PAYLOAD_MAX: u64 = 256 << 20;
+pub const KVM_PAYLOAD_MAX: u64 = 256 << 20;
 /// The command-line parameter that tells the guest where the region is.
-pub const PAYLOAD_PARAM: &str = "ktstr.payload";
+pub const PAYLOAD_CMDLINE_PARAM: &str = "ktstr.payload";
 
 /// The command-line word for `spec`'s region, if it has one.
 pub(crate) fn cmdline_word(spec: &VmSpec) -> Option<String> {
-    (spec.payload_bytes != 0)
-        .then(|| format!("{PAYLOAD_PARAM}={:#x}@{PAYLOAD_GPA:#x}", spec.payload_bytes))
+    (spec.payload_bytes != 0).then(|| {
+        format!(
+            "{PAYLOAD_CMDLINE_PARAM}={:#x}@{KVM_PAYLOAD_GPA:#x}",
+            spec.payload_bytes
+        )
+    })
 }
 
 /// The spec's reserved ranges plus the payload region.
@@ -35,7 +39,7 @@ pub(crate) fn reserved(spec: &VmSpec) -> Vec<ReservedRegion> {
     let mut r = spec.reserved.clone();
     if spec.payload_bytes != 0 {
         r.push(ReservedRegion {
-            gpa: PAYLOAD_GPA,
+            gpa: KVM_PAYLOAD_GPA,
             size: spec.payload_bytes,
         });
     }
@@ -60,11 +64,11 @@ impl PayloadRegion {
     /// A region of `spec.payload_bytes` holding `content` at its start.
     pub(crate) fn new(spec: &VmSpec, content: &[u8]) -> Result<Self, VmmError> {
         let bytes = spec.payload_bytes;
-        if bytes > PAYLOAD_MAX {
+        if bytes > KVM_PAYLOAD_MAX {
             return Err(VmmError::InvalidSpec(format!(
                 "payload region of {bytes} bytes: the own KVM VMM places it below 4 GiB, \
                  at most {} MiB",
-                PAYLOAD_MAX >> 20
+                KVM_PAYLOAD_MAX >> 20
             )));
         }
         if content.len() as u64 > bytes {
@@ -105,7 +109,7 @@ impl PayloadRegion {
         let mr = kvm_userspace_memory_region {
             slot,
             flags: 0,
-            guest_phys_addr: PAYLOAD_GPA,
+            guest_phys_addr: KVM_PAYLOAD_GPA,
             memory_size: self.len as u64,
             userspace_addr: self.host as u64,
         };
@@ -140,11 +144,16 @@ mod tests {
         assert_eq!(
             reserved(&spec),
             [ReservedRegion {
-                gpa: PAYLOAD_GPA,
+                gpa: KVM_PAYLOAD_GPA,
                 size: 64 << 20
             }]
         );
-        const { assert!(PAYLOAD_GPA + PAYLOAD_MAX <= 0xfec0_0000, "below the IOAPIC") };
+        const {
+            assert!(
+                KVM_PAYLOAD_GPA + KVM_PAYLOAD_MAX <= 0xfec0_0000,
+                "below the IOAPIC"
+            )
+        };
     }
 
     #[test]
