@@ -25,7 +25,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use vm_memory::{Bytes, GuestAddress};
 use vm_superio::serial::SerialState;
 
 use super::state::{Reader, Records, VcpuState, VmState};
@@ -227,6 +226,7 @@ fn node_bases(node_bytes: &[u64]) -> Vec<u64> {
 }
 
 const CHUNK: usize = 1 << 20;
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 /// Writes `saved` and the non-zero pages of `ram` to `image` (replacing it).
 pub(crate) fn write(image: &Path, saved: &Saved, ram: &GuestRam) -> Result<(), VmmError> {
@@ -271,15 +271,18 @@ pub(crate) fn write(image: &Path, saved: &Saved, ram: &GuestRam) -> Result<(), V
             let mut at = start;
             while at < end {
                 let n = ((end - at) as usize).min(CHUNK);
-                let gpa = GuestAddress(r.gpa + (at - r.node_offset));
-                ram.memory()
-                    .read_slice(&mut buf[..n], gpa)
-                    .map_err(|e| error(image, format!("reading guest RAM at {gpa:?}: {e}")))?;
+                // The node's memfd is the guest RAM the mapping shows.
+                node_files[node]
+                    .read_exact_at(&mut buf[..n], at)
+                    .map_err(io("reading guest RAM"))?;
                 // Write each run of non-zero pages.
                 let mut page = 0;
                 while page < n {
-                    let zero =
-                        |p: usize| buf[p..(p + PAGE as usize).min(n)].iter().all(|&b| b == 0);
+                    // Slice equality of bytes is a memcmp, quick even unoptimized.
+                    let zero = |p: usize| {
+                        let page = &buf[p..(p + PAGE as usize).min(n)];
+                        page == &ZERO_PAGE[..page.len()]
+                    };
                     if zero(page) {
                         page += PAGE as usize;
                         continue;
@@ -392,10 +395,10 @@ impl Opened {
                     self.file
                         .read_exact_at(&mut buf[..n], at)
                         .map_err(|e| error(image, format!("reading guest RAM: {e}")))?;
-                    let gpa = GuestAddress(r.gpa + (at - from));
-                    ram.memory()
-                        .write_slice(&buf[..n], gpa)
-                        .map_err(|e| error(image, format!("filling guest RAM at {gpa:?}: {e}")))?;
+                    // Into the node's memfd, which the VMM's mapping shows.
+                    ram.files()[r.node as usize]
+                        .write_all_at(&buf[..n], r.node_offset + (at - from))
+                        .map_err(|e| error(image, format!("filling guest RAM: {e}")))?;
                     at += n as u64;
                 }
             }
