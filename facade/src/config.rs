@@ -26,6 +26,7 @@
 //! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
 //! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
+//! | `KTSTR_INITRAMFS_CACHE_MIB` | disk cap of the initramfs cache (least recently used archives go first; those used in the last 10 minutes stay) | 4096 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
@@ -96,6 +97,8 @@ pub struct HostConfig {
     pub auto_repro: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
+    /// Disk cap of the initramfs cache, bytes (`KTSTR_INITRAMFS_CACHE_MIB`).
+    pub initramfs_cache_bytes: u64,
 }
 
 /// Whether `id` can name a run's directory: letters, digits, `-`, `_`, `.`,
@@ -246,6 +249,10 @@ impl HostConfig {
                     });
                 }
             },
+            initramfs_cache_bytes: number("KTSTR_INITRAMFS_CACHE_MIB")?
+                .map_or(ktstr_initramfs::DEFAULT_CAP_BYTES, |mib| {
+                    mib.saturating_mul(1 << 20)
+                }),
             kernel_suites: text("KTSTR_KERNEL_SUITES")?.map(|s| {
                 s.split(',')
                     .map(|x| x.trim().to_string())
@@ -283,6 +290,7 @@ impl HostConfig {
         &self,
     ) -> Result<ktstr_initramfs::Cache, ktstr_initramfs::InitramfsError> {
         ktstr_initramfs::Cache::open(self.cache_root.join("initramfs"))
+            .map(|c| c.with_cap(self.initramfs_cache_bytes))
     }
 
     /// The QEMU backend of this configuration.
@@ -330,6 +338,7 @@ mod tests {
         assert!(c.host_cpus >= 1);
         assert!(!c.verbose);
         assert_eq!(c.monitor_hz, DEFAULT_MONITOR_HZ);
+        assert_eq!(c.initramfs_cache_bytes, ktstr_initramfs::DEFAULT_CAP_BYTES);
         let c =
             HostConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).expect("xdg");
         assert_eq!(c.cache_root, Path::new("/x/ktstr"));
@@ -363,9 +372,11 @@ mod tests {
             ("KTSTR_SCHEDULER", "/bin/scx"),
             ("KTSTR_SCHED_ARGS", " --slow  --slow-us 10000 "),
             ("KTSTR_KASLR", "1"),
+            ("KTSTR_INITRAMFS_CACHE_MIB", "512"),
         ]))
         .expect("config");
         assert!(c.kaslr);
+        assert_eq!(c.initramfs_cache_bytes, 512 << 20);
         assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
         assert_eq!(c.backend, BackendChoice::Qemu);
         assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));

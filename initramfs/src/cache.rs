@@ -33,7 +33,7 @@ use crate::cpio::{Archive, Extent};
 use crate::error::{InitramfsError, Result, io};
 
 /// Bump when the archive layout or the manifest format changes.
-const FORMAT: &str = "ktstr-initramfs-manifest 1";
+pub(crate) const FORMAT: &str = "ktstr-initramfs-manifest 1";
 /// Temporary files older than this are left-overs of a crashed process.
 const STALE: Duration = Duration::from_secs(3600);
 /// The manifest's offset for files whose bytes are not stored plainly.
@@ -202,6 +202,15 @@ impl Manifest {
     }
 }
 
+/// The archive a manifest's text names, if it is one.
+pub(crate) fn manifest_archive(text: &str) -> Option<&str> {
+    let mut lines = text.lines();
+    if lines.next()? != FORMAT {
+        return None;
+    }
+    lines.next()?.strip_prefix("archive ")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -256,14 +265,27 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    cap: u64,
 }
 
 impl Cache {
-    /// The cache in `dir`, created if missing.
+    /// The cache in `dir`, created if missing, capped at
+    /// [`DEFAULT_CAP_BYTES`](crate::DEFAULT_CAP_BYTES).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(dir.join("run")).map_err(io(&dir, "create directory"))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            cap: crate::evict::DEFAULT_CAP_BYTES,
+        })
+    }
+
+    /// Cap the cache's disk use at `bytes` (archives and their run slots).
+    /// After each build, the least recently used archives are removed until
+    /// it fits; archives used in the last ten minutes are kept regardless.
+    pub fn with_cap(mut self, bytes: u64) -> Self {
+        self.cap = bytes;
+        self
     }
 
     /// The cache directory.
@@ -281,6 +303,7 @@ impl Cache {
         if let Some(m) = &old
             && let Some(base) = self.reuse(m, &manifest_path, spec.compression)?
         {
+            crate::evict::touch(&base.path);
             return Ok(base);
         }
         let base = self.build(spec, &request, &manifest_path)?;
@@ -293,6 +316,13 @@ impl Cache {
             remove_slots(&self.dir.join("run"), &m.archive);
         }
         self.sweep();
+        crate::evict::evict(
+            &self.dir,
+            &self.dir.join("run"),
+            self.cap,
+            &base.path,
+            SystemTime::now(),
+        );
         Ok(base)
     }
 
@@ -426,7 +456,7 @@ impl Cache {
 
 /// Unlink the slots of a superseded base. A process using one keeps its
 /// inode; `try_slot` notices the unlink and moves on.
-fn remove_slots(run: &Path, archive: &str) {
+pub(crate) fn remove_slots(run: &Path, archive: &str) {
     let prefix = format!("{archive}.slot");
     if let Ok(entries) = fs::read_dir(run) {
         for e in entries.flatten() {

@@ -27,6 +27,7 @@ mod compress;
 mod cpio;
 mod elf;
 mod error;
+mod evict;
 mod ldcache;
 mod pack;
 
@@ -34,6 +35,7 @@ pub use cache::{Base, BaseSpec, Cache, Compression, InitrdFile};
 pub use closure::{Closure, ClosureFile, Found, LoaderConfig, closure, merge};
 pub use cpio::{Archive, Contents, Entry, EntryKind, parse};
 pub use error::{InitramfsError, Result};
+pub use evict::DEFAULT_CAP_BYTES;
 /// Not API: the ld.so.cache parser, for the fuzz target and its corpus replay.
 #[doc(hidden)]
 pub use ldcache::exercise as exercise_ld_cache;

@@ -130,7 +130,8 @@ pub(crate) fn equal_weight_groups<'a>(
 
 /// Fails for every group of equal-weight CPU-bound workers whose CPU-time
 /// spread exceeds [`Thresholds::max_spread`] (workers that block or change
-/// their own weight are not compared). Starved workers are left out.
+/// their own weight are not compared, nor background noise). Starved workers
+/// are left out.
 ///
 /// On an overcommitted VM (`timing_reliable` false) the guest's clock charges
 /// a task for time its vCPU was preempted on the host, which inflates short
@@ -139,10 +140,25 @@ pub(crate) fn equal_weight_groups<'a>(
 /// executed for each worker), the CPU-time figure kept as a note.
 pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
     let mut groups: BTreeMap<WeightKey, Vec<&WorkerReport>> = BTreeMap::new();
-    for r in reports.iter().filter(|r| !is_starved(r, t) && r.cpu_bound) {
+    for r in reports
+        .iter()
+        .filter(|r| !is_starved(r, t) && r.cpu_bound && !r.noise)
+    {
         groups.entry(key(r)).or_default().push(r);
     }
     let mut out = AssertResult::pass();
+    let mut noise: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.noise && r.cpu_bound)
+        .map(|r| r.group.as_str())
+        .collect();
+    noise.dedup();
+    for g in noise {
+        out = out.note(
+            FAIRNESS,
+            format!("cgroup {g}: background noise, not compared"),
+        );
+    }
     for (k, group) in &groups {
         let Some((s, lo, hi)) = spread(group) else {
             continue;
@@ -403,6 +419,24 @@ mod tests {
         );
         let loose = Thresholds::default().with_max_spread(1.5);
         assert!(fairness(&rs, &loose, true).is_pass());
+    }
+
+    #[test]
+    fn noise_is_not_compared_but_says_so() {
+        let mut rs = [
+            report(0, "noisy", 1000, 10, 1),
+            report(1, "noisy", 3000, 10, 1),
+        ];
+        assert!(!fairness(&rs, &Thresholds::default(), true).is_pass());
+        rs.iter_mut().for_each(|r| r.noise = true);
+        let v = fairness(&rs, &Thresholds::default(), true);
+        assert!(v.is_pass(), "{v}");
+        assert!(
+            v.details()
+                .iter()
+                .any(|d| d.message == "cgroup noisy: background noise, not compared"),
+            "{v}"
+        );
     }
 
     #[test]

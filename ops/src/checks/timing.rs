@@ -143,7 +143,7 @@ pub fn weighted_fairness(
     timing_reliable: bool,
 ) -> AssertResult {
     let mut per: BTreeMap<&str, (u32, f64)> = BTreeMap::new();
-    for r in reports.iter().filter(|r| r.cpu_bound) {
+    for r in reports.iter().filter(|r| r.cpu_bound && !r.noise) {
         let Some(w) = r.cpu_weight else { continue };
         let e = per.entry(r.group.as_str()).or_insert((w, 0.0));
         e.1 += r.cpu_time.as_secs_f64();

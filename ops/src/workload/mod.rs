@@ -529,6 +529,7 @@ impl Workload {
         let mut r = WorkerReport::new(index, w.spec.group.clone(), &w.spec.work);
         r.policy = w.spec.policy;
         r.nice = w.spec.nice;
+        r.noise = w.spec.noise;
         r.pid = w.pid.unsigned_abs();
         r.wall = Duration::from_nanos(stop_ns.saturating_sub(go));
         r.cpu_time = Duration::from_nanos(stat.cpu_ns);

@@ -28,6 +28,9 @@ pub struct WorkerSpec {
     /// Released before the others, which wait until it has run (antagonists
     /// such as a real-time hog that must hold its CPU first).
     pub head_start: bool,
+    /// Background load (a noisy neighbour): reported and judged for
+    /// starvation and gaps, but not compared for fairness.
+    pub noise: bool,
 }
 
 impl WorkerSpec {
@@ -41,6 +44,7 @@ impl WorkerSpec {
             cgroup: None,
             group: group.into(),
             head_start: false,
+            noise: false,
         }
     }
 }
@@ -111,6 +115,10 @@ pub struct WorkerReport {
     /// Whether its work changes its own policy or nice value on purpose.
     #[serde(default)]
     pub changes_own_weight: bool,
+    /// Whether it is background load ([`WorkerSpec::noise`]), not compared
+    /// for fairness.
+    #[serde(default)]
+    pub noise: bool,
     /// Whether the worker saw the stop request and exited by itself (false: killed
     /// after the grace period).
     pub exited_cleanly: bool,
@@ -153,6 +161,7 @@ impl WorkerReport {
             cpu_bound: work.cpu_bound(),
             moves_itself: work.moves_itself(),
             changes_own_weight: work.changes_own_weight(),
+            noise: false,
             exited_cleanly: true,
             schedstat: true,
         }
