@@ -183,11 +183,15 @@ fn msr_indices() -> Result<Vec<u32>, String> {
     Ok(list.as_slice().to_vec())
 }
 
-fn read_msrs(vcpu: &VcpuFd) -> Result<Vec<(u32, u64)>, String> {
+/// The MSRs KVM lets this vCPU read, of `indices`.
+fn read_msrs_of(
+    vcpu: &VcpuFd,
+    indices: impl IntoIterator<Item = u32>,
+) -> Result<Vec<(u32, u64)>, String> {
     let mut out = Vec::new();
     // One at a time: KVM stops a batch at the first MSR it refuses, and
     // which it refuses depends on the CPU model.
-    for index in msr_indices()? {
+    for index in indices {
         let mut m = Msrs::from_entries(&[kvm_msr_entry {
             index,
             ..Default::default()
@@ -216,7 +220,7 @@ impl VcpuState {
         let xcrs = vcpu.get_xcrs().ok();
         let debug = vcpu.get_debug_regs().ok();
         let lapic = vcpu.get_lapic().map_err(e("KVM_GET_LAPIC"))?;
-        let msrs = read_msrs(vcpu)?;
+        let msrs = read_msrs_of(vcpu, msr_indices()?)?;
         let events = vcpu.get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?;
         Ok(VcpuState {
             mp,
@@ -257,8 +261,19 @@ impl VcpuState {
         }
         vcpu.set_lapic(&self.lapic)
             .map_err(kvm_err("KVM_SET_LAPIC"))?;
+        // Only the MSRs whose value differs from the fresh vCPU's: the same
+        // end state, and no write KVM would log as unimplemented (AMD's
+        // DEBUGCTL of 0 without LBR virtualization, "Unhandled WRMSR").
+        let fresh: Vec<(u32, u64)> =
+            read_msrs_of(vcpu, self.msrs.iter().map(|&(i, _)| i)).map_err(VmmError::Control)?;
+        let differ: Vec<(u32, u64)> = self
+            .msrs
+            .iter()
+            .filter(|m| !fresh.contains(m))
+            .copied()
+            .collect();
         let mut refused = Vec::new();
-        let mut rest: &[(u32, u64)] = &self.msrs;
+        let mut rest: &[(u32, u64)] = &differ;
         while !rest.is_empty() {
             let entries: Vec<kvm_msr_entry> = rest
                 .iter()
