@@ -70,7 +70,10 @@ pub use backend::{Backend, EndReason, Machine, VcpuRegs, hardware_virtualization
 pub use console::{Console, ConsoleEvent};
 pub use error::VmmError;
 #[cfg(target_arch = "x86_64")]
-pub use kvm::{KvmBackend, KvmBackendBuilder, KvmVm, MACHINE_CMDLINE, NO_HW_VIRT_REASON};
+pub use kvm::{
+    KVM_PAYLOAD_GPA, KVM_PAYLOAD_MAX, KvmBackend, KvmBackendBuilder, KvmVm, MACHINE_CMDLINE,
+    NO_HW_VIRT_REASON, PAYLOAD_CMDLINE_PARAM,
+};
 pub use memory::{GuestRam, RamRegion, pc_ram_layout};
 pub use qemu::QemuBackend;
 pub use slots::{HostSlots, SlotGuard, Slotted};

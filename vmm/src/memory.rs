@@ -126,6 +126,11 @@ impl GuestRam {
         &self.layout
     }
 
+    /// The node memory files, in node order.
+    pub(crate) fn files(&self) -> &[File] {
+        &self.files
+    }
+
     /// The raw descriptors of the node memory files, in node order (to hand to a VM process).
     pub fn node_fds(&self) -> Vec<i32> {
         self.files.iter().map(AsRawFd::as_raw_fd).collect()

@@ -79,7 +79,9 @@ pub struct VmSpec {
     /// RAM that the host fills before the guest runs, how a guest restored
     /// from a snapshot receives what it did not have when it was saved. QEMU
     /// shows it as an `ivshmem-plain` PCI device ([`PAYLOAD_PCI_ID`]) whose
-    /// BAR 2 is the region. A power of two of at least 1 MiB. A snapshot is
+    /// BAR 2 is the region; the own KVM VMM, which has no PCI bus, maps it
+    /// at [`crate::KVM_PAYLOAD_GPA`] and names it on the kernel command line
+    /// ([`crate::PAYLOAD_CMDLINE_PARAM`]`=SIZE@ADDR`). A power of two of at least 1 MiB. A snapshot is
     /// restored with the spec it was saved with, this size included. The
     /// guest only reads it: a page it wrote before the save would be in the
     /// image and would overwrite the host's payload on every restore.

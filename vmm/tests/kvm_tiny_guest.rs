@@ -470,3 +470,113 @@ fn kvm_tiny_through_the_backend_interface() {
 fn kvm_tiny_pvh_32_cpus() {
     check(Image::Pvh, "2n4l4c2t");
 }
+
+/// The next COM2 line starting with `word`, or a panic with what came.
+fn next_word(com2: &ktstr_vmm::Console, word: &str, budget: Duration) -> Line {
+    let deadline = Instant::now() + budget;
+    let mut seen = Vec::new();
+    while let Some(l) = com2.next_line(deadline.saturating_duration_since(Instant::now())) {
+        match Line::parse(&l) {
+            Some(line) if line.word == word => return line,
+            _ => seen.push(l),
+        }
+    }
+    panic!(
+        "no {word} line within {budget:?}; COM2:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// Boot once, restore many on the own VMM: the tiny guest (2 vCPUs, the
+/// second halted) counts in memory and reports on COM2; saved mid-run, it is
+/// restored three times into new VMs. Each restore goes on counting from the
+/// saved value (registers, memory and the serial port came back; CR3 reads
+/// back), reads its own payload from the payload region, and does not see
+/// what the host wrote into the previous restore's RAM; the image is never
+/// written. A spec that differs from the saved machine is refused.
+#[test]
+fn kvm_tiny_save_and_restore_many() {
+    use ktstr_vmm::Backend;
+    let mut spec = spec(Image::Pvh, "1n1l2c1t");
+    spec.cmdline.push_str(" mode=tick");
+    spec.payload_bytes = MIB;
+    let channel = 32 * MIB;
+    spec.reserved.push(ReservedRegion {
+        gpa: channel,
+        size: MIB,
+    });
+    let _slots = common::take_slots(spec.topology.nr_cpus());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("tiny.img");
+
+    let mut vm = backend().boot_vm(&spec).expect("boot");
+    let com2 = vm.take_com2().expect("COM2");
+    let counter = next_word(&com2, "COUNTER", Duration::from_secs(60));
+    assert_eq!(
+        counter.num("pay"),
+        0xe000_0000,
+        "payload address on the cmdline"
+    );
+    let tick = next_word(&com2, "TICK", Duration::from_secs(60));
+    assert_eq!(
+        tick.num("pay"),
+        0,
+        "a booted guest's payload region is empty"
+    );
+    let addr = GuestAddress(counter.num("addr"));
+    vm.save(&image).expect("save");
+    assert_eq!(vm.wait(None).expect("wait"), EndReason::Killed);
+    let saved: u64 = vm.memory().read_obj(addr).expect("counter at the save");
+    assert!(saved >= tick.num("n"), "{saved} < {}", tick.num("n"));
+    drop(vm);
+    let snapshot = std::fs::read(&image).expect("read the image");
+
+    let kvm = backend();
+    for round in 0..3u64 {
+        let tag = 0x7a9_0000 + round;
+        let mut vm = kvm
+            .restore_vm(&spec, &image, &tag.to_le_bytes())
+            .unwrap_or_else(|e| panic!("restore {round}: {e}"));
+        let now: u64 = vm.memory().read_obj(addr).expect("counter");
+        assert!(
+            now >= saved,
+            "restore {round}: counter {now} < saved {saved}"
+        );
+        let marker: u64 = vm.memory().read_obj(GuestAddress(channel)).expect("marker");
+        assert_eq!(
+            marker, 0,
+            "restore {round} sees the previous restore's write"
+        );
+        vm.memory()
+            .write_obj(0xfeed_u64 + round, GuestAddress(channel))
+            .expect("host write into guest RAM");
+        let com2 = vm.take_com2().expect("COM2");
+        let tick = next_word(&com2, "TICK", Duration::from_secs(60));
+        assert!(
+            tick.num("n") > saved,
+            "restore {round}: {tick:?} after {saved}"
+        );
+        assert_eq!(tick.num("pay"), tag, "restore {round}: its own payload");
+        assert_eq!(vm.vcpu_regs(0).expect("regs").cr3, counter.num("cr3"));
+        let ap = vm.vcpu_regs(1).expect("AP regs");
+        assert_eq!(ap.mp_state, 3, "restore {round}: the AP stays halted");
+        vm.kill();
+    }
+    assert!(
+        std::fs::read(&image).expect("image") == snapshot,
+        "a restore wrote the image"
+    );
+
+    let mut other = spec.clone();
+    other.payload_bytes = 2 * MIB;
+    let e = kvm
+        .restore(&other, &image, b"")
+        .err()
+        .expect("a different spec");
+    assert!(e.to_string().contains("payload region"), "{e}");
+    let e = kvm
+        .restore(&spec, &dir.path().join("missing.img"), b"")
+        .err()
+        .expect("no image");
+    assert!(e.to_string().contains("save a machine to it first"), "{e}");
+}

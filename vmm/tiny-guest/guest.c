@@ -11,7 +11,9 @@
  * its own CPU report; then each AP in MADT order, one at a time, started by
  * INIT-SIPI-SIPI as Linux does, writes its own CPU report. Finally the BSP powers
  * off through the FADT's sleep control register, or (cmdline "mode=count") counts
- * in memory forever for the pause/resume test. */
+ * in memory forever for the pause/resume test, or (cmdline "mode=tick") counts
+ * and reports on COM2 now and then, with the payload region's first word, for
+ * the save/restore test. */
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -109,6 +111,13 @@ static void cpuid(u32 leaf, u32 sub, u32 r[4])
 	__asm__ volatile("cpuid"
 			 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
 			 : "a"(leaf), "c"(sub));
+}
+
+static u64 rdtsc(void)
+{
+	u32 lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((u64)hi << 32) | lo;
 }
 
 static u64 read_cr3(void)
@@ -398,6 +407,39 @@ static void initrd_line(u64 addr, u64 size)
 
 static const char *cmdline_text;
 
+/* The payload region's address from "ktstr.payload=SIZE@ADDR" (hex), or 0. */
+static u64 payload_addr(const char *s)
+{
+	static const char key[] = "ktstr.payload=";
+	for (; s && *s; s++) {
+		const char *a = s, *b = key;
+		while (*b && *a == *b)
+			a++, b++;
+		if (*b)
+			continue;
+		while (*a && *a != '@' && *a != ' ')
+			a++;
+		if (*a != '@')
+			return 0;
+		a++;
+		if (a[0] == '0' && a[1] == 'x')
+			a += 2;
+		u64 v = 0;
+		for (;; a++) {
+			u64 d;
+			if (*a >= '0' && *a <= '9')
+				d = (u64)(*a - '0');
+			else if (*a >= 'a' && *a <= 'f')
+				d = (u64)(*a - 'a' + 10);
+			else
+				break;
+			v = v * 16 + d;
+		}
+		return v;
+	}
+	return 0;
+}
+
 static void pvh_info(u64 si)
 {
 	puts("BOOT proto=pvh");
@@ -567,6 +609,28 @@ void guest_main(u64 info, u32 proto)
 		puts("\n");
 		for (;;)
 			counter = counter + 1;
+	}
+	if (cmdline_text && has_word(cmdline_text, "mode=tick")) {
+		/* Counts, and every 2^26 TSC cycles says so on COM2 with the first
+		 * word of the payload region: what a save and restore must keep
+		 * going (registers, memory, the serial port). */
+		u64 pay = payload_addr(cmdline_text);
+		puts("COUNTER");
+		kv("addr", (u64)&counter);
+		kv("cr3", read_cr3());
+		kv("pay", pay);
+		puts("\n");
+		u64 last = rdtsc();
+		for (;;) {
+			counter = counter + 1;
+			if (rdtsc() - last > (1UL << 26)) {
+				last = rdtsc();
+				puts("TICK");
+				kv("n", counter);
+				kv("pay", pay ? rd64(pay) : 0);
+				puts("\n");
+			}
+		}
 	}
 	puts("END\n");
 	power_off(&t);

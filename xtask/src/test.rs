@@ -248,7 +248,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
             println!(
                 "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm, \
                  kvm_linux_more_on_the_own_vmm, ktstr_tests_on_the_own_vmm, \
-                 kvm_linux_boot_stress and kvm_vs_qemu_kvm_boot_to_init, the own KVM VMM's \
+                 kvm_linux_boot_stress, kvm_vs_qemu_kvm_boot_to_init and \
+                 kvm_linux_save_and_restore_many, the own KVM VMM's \
                  Linux tests in a nested-SVM L1 guest (QEMU TCG's nested emulation now and then \
                  loses a guest's memory view: about 1 boot in 44 with 2-4 vCPUs, 1 in 12 with 8; \
                  see vmm/README.md); \

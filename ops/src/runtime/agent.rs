@@ -182,8 +182,24 @@ fn unpack(overlay: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The payload region's physical range, from the PCI device's BAR 2.
+/// `ktstr.payload=SIZE@ADDR` (hex) on a kernel command line: where the own
+/// KVM VMM, which has no PCI bus, puts the payload region.
+fn payload_on_cmdline(cmdline: &str) -> Option<(u64, u64)> {
+    let v = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ktstr.payload="))?;
+    let (size, addr) = v.split_once('@')?;
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    Some((hex(addr)?, hex(size)?))
+}
+
+/// The payload region's physical range: the PCI device's BAR 2 (QEMU), else
+/// the command line's `ktstr.payload=` (the own KVM VMM).
 fn payload_region() -> Result<(u64, u64), String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(r) = payload_on_cmdline(&cmdline) {
+        return Ok(r);
+    }
     let dir = std::fs::read_dir("/sys/bus/pci/devices")
         .map_err(|e| format!("/sys/bus/pci/devices: {e}"))?;
     for d in dir.flatten() {
@@ -351,6 +367,20 @@ mod tests {
         }
         put("TRAILER!!!", 0, &[]);
         out
+    }
+
+    #[test]
+    fn the_own_vmms_payload_region_is_read_from_the_command_line() {
+        assert_eq!(
+            payload_on_cmdline("console=ttyS0 ktstr.payload=4000000@e0000000 quiet"),
+            Some((0xe000_0000, 0x400_0000))
+        );
+        assert_eq!(
+            payload_on_cmdline("ktstr.payload=0x100000@0xe0000000"),
+            Some((0xe000_0000, 0x10_0000))
+        );
+        assert_eq!(payload_on_cmdline("console=ttyS0"), None);
+        assert_eq!(payload_on_cmdline("ktstr.payload=zz@1"), None);
     }
 
     #[test]

@@ -71,6 +71,11 @@ impl IoBus {
         }
     }
 
+    /// The UARTs' registers and receive FIFOs, COM1 then COM2.
+    pub(crate) fn serial_states(&self) -> [vm_superio::serial::SerialState; 2] {
+        [lock(&self.com1).state(), lock(&self.com2).state()]
+    }
+
     /// A guest `in` of `data.len()` bytes from `port`.
     pub(crate) fn read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);

@@ -9,7 +9,10 @@
 //! e820 map that keeps the host-guest channel reserved, and each vCPU gets the
 //! CPUID leaves of `ktstr-topology` for its place in the topology (its KVM vCPU
 //! id is its APIC id). Devices: the in-kernel irqchip and PIT, COM1 (console)
-//! and COM2 on irqfds, the i8042 reset line, ACPI power-off.
+//! and COM2 on irqfds, the i8042 reset line, ACPI power-off; the payload
+//! region ([`VmSpec::payload_bytes`]) as a memory slot outside RAM named on
+//! the command line (`payload.rs`). A machine saves to a sparse image and
+//! restores from it into fresh memory (`snapshot.rs`, `state.rs`).
 //!
 //! On a host without hardware virtualization `/dev/kvm` may still exist as a
 //! software hypervisor: tiny guests run, Linux does not boot in useful time.
@@ -20,6 +23,10 @@
 
 mod devices;
 mod event_loop;
+pub(crate) mod payload;
+pub use payload::{KVM_PAYLOAD_GPA, KVM_PAYLOAD_MAX, PAYLOAD_CMDLINE_PARAM};
+mod snapshot;
+mod state;
 mod vcpu;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -148,7 +155,19 @@ impl KvmBackend {
     /// Boots `spec` and returns the concrete machine, which also offers COM2 and
     /// register reads.
     pub fn boot_vm(&self, spec: &VmSpec) -> Result<KvmVm, VmmError> {
-        KvmVm::boot(spec, self.huge_pages)
+        KvmVm::build(spec, self.huge_pages, None)
+    }
+
+    /// Starts a machine from `image`, written by [`Machine::save`] of a
+    /// machine booted from `spec`, with `payload` at the start of its payload
+    /// region; returns the concrete machine ([`Backend::restore`]).
+    pub fn restore_vm(
+        &self,
+        spec: &VmSpec,
+        image: &std::path::Path,
+        payload: &[u8],
+    ) -> Result<KvmVm, VmmError> {
+        KvmVm::build(spec, self.huge_pages, Some((image, payload)))
     }
 }
 
@@ -163,6 +182,15 @@ impl Backend for KvmBackend {
 
     fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Machine>, VmmError> {
         Ok(Box::new(self.boot_vm(spec)?))
+    }
+
+    fn restore(
+        &self,
+        spec: &VmSpec,
+        image: &std::path::Path,
+        payload: &[u8],
+    ) -> Result<Box<dyn Machine>, VmmError> {
+        Ok(Box::new(self.restore_vm(spec, image, payload)?))
     }
 }
 
@@ -207,12 +235,13 @@ pub struct KvmVm {
     tail: Tail,
     ended: Option<EndReason>,
     nr_vcpus: usize,
-    rsdp: u64,
-    initrd: Option<(u64, u64)>,
-    // Declared last: the VM (its irqchip, memory slots and irqfds), held only
-    // to keep it alive, goes before the RAM it maps.
-    _vm: VmFd,
+    /// What a snapshot of this machine records about it.
+    meta: snapshot::Meta,
+    // Declared last: the VM (its irqchip, memory slots and irqfds) goes
+    // before the memory it maps.
+    vm: VmFd,
     ram: GuestRam,
+    _payload: Option<payload::PayloadRegion>,
 }
 
 /// A pipe whose read end becomes a [`Console`] and whose write end a UART's output.
@@ -225,14 +254,14 @@ fn captured(tail: Tail) -> Result<(Console, Box<dyn std::io::Write + Send>), Vmm
 }
 
 impl KvmVm {
-    fn boot(spec: &VmSpec, huge_pages: bool) -> Result<Self, VmmError> {
+    /// Boots `spec`, or (`restore`: the image and the payload) starts it
+    /// from a saved image.
+    fn build(
+        spec: &VmSpec,
+        huge_pages: bool,
+        restore: Option<(&std::path::Path, &[u8])>,
+    ) -> Result<Self, VmmError> {
         spec.check_files()?;
-        if spec.payload_bytes != 0 {
-            return Err(VmmError::Unsupported(
-                "the own KVM VMM has no payload region yet (VmSpec::payload_bytes);                  use the QEMU backend (KTSTR_BACKEND=qemu)"
-                    .into(),
-            ));
-        }
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDRESS)
@@ -249,7 +278,8 @@ impl KvmVm {
 
         // Guest RAM: one memfd per node, one memory slot per region.
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
-        for (slot, region) in ram.memory().iter().enumerate() {
+        let mut slots = 0u32;
+        for region in ram.memory().iter() {
             let host = ram
                 .memory()
                 .get_host_address(region.start_addr())
@@ -260,7 +290,7 @@ impl KvmVm {
                 unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
             }
             let mr = kvm_userspace_memory_region {
-                slot: slot as u32,
+                slot: slots,
                 flags: 0,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
@@ -271,10 +301,44 @@ impl KvmVm {
             // stays valid for as long as KVM can touch it.
             unsafe { vm.set_user_memory_region(mr) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+            slots += 1;
         }
+        // The payload region: a memory slot of its own outside RAM.
+        let payload = match (spec.payload_bytes, restore) {
+            (0, Some((_, p))) if !p.is_empty() => {
+                return Err(VmmError::InvalidSpec(
+                    "a payload to hand over, but the spec has no payload region (payload_bytes)"
+                        .into(),
+                ));
+            }
+            (0, _) => None,
+            (_, r) => {
+                let region = payload::PayloadRegion::new(spec, r.map_or(&[][..], |(_, p)| p))?;
+                region.register(&vm, slots)?;
+                Some(region)
+            }
+        };
 
-        let layout = boot::load(ram.memory(), spec, ram.layout())?;
-        regs::write_boot_tables(ram.memory(), layout.entry)?;
+        // Restoring: the image fills RAM and holds every device's state.
+        let (opened, layout) = match restore {
+            Some((image, _)) => {
+                let want = snapshot::Meta::of(spec, 0, None);
+                let opened = snapshot::open(image, spec, &want)?;
+                opened.fill(image, &ram)?;
+                (Some((image, opened)), None)
+            }
+            None => {
+                let layout = boot::load(ram.memory(), spec, ram.layout())?;
+                regs::write_boot_tables(ram.memory(), layout.entry)?;
+                (None, Some(layout))
+            }
+        };
+        let meta = match (&opened, &layout) {
+            (Some((_, o)), _) => o.saved.meta.clone(),
+            (None, Some(l)) => snapshot::Meta::of(spec, l.rsdp, l.initrd),
+            (None, None) => unreachable!("either booted or restored"),
+        };
+        let saved = opened.as_ref().map(|(_, o)| &o.saved);
 
         // Serial ports: COM1 is the console, COM2 the test channel.
         let tail = Tail::default();
@@ -287,17 +351,26 @@ impl KvmVm {
                 ConsoleMode::Inherit => (None, Box::new(std::io::stdout())),
             };
         let (com2, com2_out) = captured(Tail::default())?;
-        let uart = |irq: u32, out: Box<dyn std::io::Write + Send>| -> Result<Uart, VmmError> {
+        let uart = |irq: u32,
+                    out: Box<dyn std::io::Write + Send>,
+                    state: Option<&vm_superio::serial::SerialState>|
+         -> Result<Uart, VmmError> {
             let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Os {
                 what: "eventfd for a serial interrupt",
                 source: e,
             })?;
             vm.register_irqfd(&evt, irq).map_err(kvm_err("KVM_IRQFD"))?;
-            Ok(Serial::new(IrqTrigger(evt), out))
+            match state {
+                None => Ok(Serial::new(IrqTrigger(evt), out)),
+                Some(s) => {
+                    Serial::from_state(s, IrqTrigger(evt), vm_superio::serial::NoEvents, out)
+                        .map_err(|e| VmmError::Control(format!("restoring a serial port: {e:?}")))
+                }
+            }
         };
         let bus = IoBus {
-            com1: std::sync::Mutex::new(uart(COM1_IRQ, com1_out)?),
-            com2: std::sync::Mutex::new(uart(COM2_IRQ, com2_out)?),
+            com1: std::sync::Mutex::new(uart(COM1_IRQ, com1_out, saved.map(|s| &s.serial[0]))?),
+            com2: std::sync::Mutex::new(uart(COM2_IRQ, com2_out, saved.map(|s| &s.serial[1]))?),
         };
 
         // vCPUs: KVM vCPU id = APIC id; CPU 0 (APIC id 0) is the boot vCPU.
@@ -311,17 +384,33 @@ impl KvmVm {
             cpuid::hide_unemulated(&mut supported);
         }
         let mut vcpus = Vec::new();
+        let mut refused = std::collections::BTreeSet::new();
         for cpu in spec.topology.cpus() {
             let vcpu = vm
                 .create_vcpu(u64::from(cpu.apic_id))
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
             vcpu.set_cpuid2(&cpuid::for_cpu(&supported, &spec.topology, cpu.cpu)?)
                 .map_err(kvm_err("KVM_SET_CPUID2"))?;
-            regs::setup_vcpu_common(&vcpu)?;
-            if cpu.cpu == 0 {
-                regs::setup_boot_vcpu(&vcpu, layout.entry)?;
+            match (saved, layout.as_ref()) {
+                (Some(s), _) => refused.extend(s.vcpus[cpu.cpu as usize].apply(&vcpu)?),
+                (None, Some(l)) => {
+                    regs::setup_vcpu_common(&vcpu)?;
+                    if cpu.cpu == 0 {
+                        regs::setup_boot_vcpu(&vcpu, l.entry)?;
+                    }
+                }
+                (None, None) => unreachable!("either booted or restored"),
             }
             vcpus.push(vcpu);
+        }
+        if let Some(s) = saved {
+            s.vm.apply(&vm)?;
+        }
+        if !refused.is_empty() {
+            eprintln!(
+                "ktstr-vmm: restore: KVM refused MSRs {:x?}; they keep their reset values",
+                refused
+            );
         }
 
         let nr_vcpus = vcpus.len();
@@ -350,11 +439,30 @@ impl KvmVm {
             tail,
             ended: None,
             nr_vcpus,
-            rsdp: layout.rsdp,
-            initrd: layout.initrd,
-            _vm: vm,
+            meta,
+            vm,
             ram,
+            _payload: payload,
         })
+    }
+
+    /// Saves the machine to `image` ([`Machine::save`]).
+    fn save_to(&mut self, image: &std::path::Path) -> Result<(), VmmError> {
+        let shared = self
+            .shared
+            .clone()
+            .ok_or_else(|| VmmError::Control("the VM has ended: nothing to save".into()))?;
+        let vcpus = shared.capture().map_err(|why| VmmError::Snapshot {
+            image: image.to_path_buf(),
+            why,
+        })?;
+        let saved = snapshot::Saved {
+            meta: self.meta.clone(),
+            serial: shared.bus.serial_states(),
+            vm: state::VmState::capture(&self.vm)?,
+            vcpus,
+        };
+        snapshot::write(image, &saved, &self.ram)
     }
 
     /// The lines the guest writes to COM2 (once; `None` afterwards).
@@ -364,12 +472,12 @@ impl KvmVm {
 
     /// Guest address of the ACPI RSDP.
     pub fn rsdp_address(&self) -> u64 {
-        self.rsdp
+        self.meta.rsdp
     }
 
     /// Where the initrd was placed: guest address and size.
     pub fn initrd_range(&self) -> Option<(u64, u64)> {
-        self.initrd
+        self.meta.initrd
     }
 
     /// The layout of RAM in guest physical memory.
@@ -465,6 +573,12 @@ impl Machine for KvmVm {
 
     fn vcpu_regs(&mut self, cpu: u32) -> Result<VcpuRegs, VmmError> {
         KvmVm::vcpu_regs(self, cpu)
+    }
+
+    fn save(&mut self, image: &std::path::Path) -> Result<(), VmmError> {
+        let saved = self.save_to(image);
+        self.kill();
+        saved
     }
 
     fn take_console(&mut self) -> Option<Console> {

@@ -10,6 +10,7 @@ use kvm_bindings::{Msrs, kvm_msr_entry, kvm_run};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::devices::{BusEvent, IoBus};
+use super::state::VcpuState;
 pub use crate::VcpuRegs;
 
 /// Why the VM stopped on its own.
@@ -28,6 +29,10 @@ struct State {
     end: Option<End>,
     regs: Vec<Option<Result<VcpuRegs, String>>>,
     threads: Vec<libc::pthread_t>,
+    /// The latest request for every parked vCPU's whole state ([`Shared::capture`]).
+    capture_gen: u64,
+    /// Per vCPU: the request it last answered, and its answer (taken by the requester).
+    captured: Vec<(u64, Option<Result<VcpuState, String>>)>,
 }
 
 /// What the vCPU threads and the machine share.
@@ -89,6 +94,7 @@ impl Shared {
             state: Mutex::new(State {
                 running: vcpus,
                 regs: vec![None; vcpus],
+                captured: (0..vcpus).map(|_| (0, None)).collect(),
                 ..State::default()
             }),
             cond: Condvar::new(),
@@ -173,13 +179,49 @@ impl Shared {
         std::mem::take(&mut self.lock().threads)
     }
 
-    fn park(&self, index: usize, vcpu: &VcpuFd) {
+    /// Pauses the VM and reads every vCPU's whole state (on its own thread,
+    /// while it is parked), in vCPU order. The VM stays paused.
+    pub(crate) fn capture(&self) -> Result<Vec<VcpuState>, String> {
+        self.pause();
+        let mut st = self.lock();
+        st.capture_gen += 1;
+        let want = st.capture_gen;
+        self.cond.notify_all();
+        while st.end.is_none() && st.captured.iter().any(|(g, _)| *g != want) {
+            st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(end) = &st.end {
+            return Err(format!(
+                "the VM ended ({end:?}) before its vCPUs were saved"
+            ));
+        }
+        st.captured
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (_, s))| {
+                s.take()
+                    .unwrap_or_else(|| Err("no state".into()))
+                    .map_err(|e| format!("vCPU {i}: {e}"))
+            })
+            .collect()
+    }
+
+    fn park(&self, index: usize, vcpu: &mut VcpuFd) {
         let regs = read_regs(vcpu);
         let mut st = self.lock();
         st.regs[index] = Some(regs);
         st.parked += 1;
         self.cond.notify_all();
         while self.pause.load(Ordering::SeqCst) && !self.exit.load(Ordering::SeqCst) {
+            if st.captured[index].0 != st.capture_gen {
+                let want = st.capture_gen;
+                drop(st);
+                let state = VcpuState::capture(vcpu);
+                st = self.lock();
+                st.captured[index] = (want, Some(state));
+                self.cond.notify_all();
+                continue;
+            }
             st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.parked -= 1;
@@ -260,7 +302,7 @@ pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
             break;
         }
         if shared.pause.load(Ordering::SeqCst) {
-            shared.park(index, &vcpu);
+            shared.park(index, &mut vcpu);
             continue;
         }
         let end = match vcpu.run() {

@@ -100,8 +100,12 @@ pub(crate) fn dsdt_aml() -> Vec<u8> {
 
 /// The command line the kernel gets: [`MACHINE_CMDLINE`](crate::kvm::MACHINE_CMDLINE)
 /// first, so that the spec's own parameters override it.
+/// A payload region adds where it is (`ktstr.payload=SIZE@ADDR`).
 pub(crate) fn kernel_cmdline(spec: &VmSpec) -> String {
-    format!("{} {}", crate::kvm::MACHINE_CMDLINE, spec.cmdline)
+    match crate::kvm::payload::cmdline_word(spec) {
+        Some(w) => format!("{} {} {w}", crate::kvm::MACHINE_CMDLINE, spec.cmdline),
+        None => format!("{} {}", crate::kvm::MACHINE_CMDLINE, spec.cmdline),
+    }
 }
 
 fn kernel_format(file: &mut File) -> std::io::Result<Format> {
@@ -162,7 +166,7 @@ pub(crate) fn load(
     spec: &VmSpec,
     ram: &[RamRegion],
 ) -> Result<BootLayout, VmmError> {
-    let e820 = e820_map(ram, &spec.reserved);
+    let e820 = e820_map(ram, &crate::kvm::payload::reserved(spec));
     let mut kernel = File::open(&spec.kernel).map_err(|e| VmmError::Os {
         what: "opening the kernel",
         source: e,
