@@ -17,13 +17,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ktstr_vmm::{Backend, Console, Machine, QemuBackend, ReservedRegion, Slotted, VmSpec};
+use ktstr_vmm::{Backend, Console, Machine, QemuBackend, Slotted, VmSpec};
 use vm_memory::{Bytes, GuestAddress};
 
-/// Where the host writes its "go" word (a reserved range, like the channel's).
-const GO_GPA: u64 = 0x0600_0000;
-const GO: u32 = 0x600d_f00d;
-const PAYLOAD_BYTES: u64 = 16 << 20;
+use common::{GO, GO_GPA, PAYLOAD_BYTES};
 
 const AGENT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -48,31 +45,8 @@ fn backend() -> Slotted<QemuBackend> {
     Slotted::new(qemu, common::host_slots())
 }
 
-fn initramfs(dir: &std::path::Path) -> std::path::PathBuf {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox: this test's agent is a busybox script (apt install busybox-static)");
-    let mut cpio = Vec::new();
-    for (i, d) in ["bin", "dev", "sys", "proc", "tmp"].iter().enumerate() {
-        common::cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
-    }
-    common::cpio_entry(&mut cpio, 10, "bin/busybox", 0o100_755, &busybox);
-    common::cpio_entry(&mut cpio, 11, "init", 0o100_755, AGENT.as_bytes());
-    common::cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, &[]);
-    let path = dir.join("agent.cpio");
-    std::fs::write(&path, cpio).expect("write the initramfs");
-    path
-}
-
 fn spec(dir: &std::path::Path, topo: &str) -> VmSpec {
-    let mut spec = VmSpec::new(common::kernel(), topo.parse().expect("topology"));
-    spec.initrd = Some(initramfs(dir));
-    spec.cmdline.push_str(" rdinit=/init");
-    spec.reserved.push(ReservedRegion {
-        gpa: GO_GPA,
-        size: 4 << 20,
-    });
-    spec.payload_bytes = PAYLOAD_BYTES;
-    spec
+    common::agent_spec(dir, topo, AGENT)
 }
 
 /// The first console line containing `marker`, or a panic with what came.

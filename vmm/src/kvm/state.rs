@@ -275,16 +275,7 @@ impl VcpuState {
         let mut refused = Vec::new();
         let mut rest: &[(u32, u64)] = &differ;
         while !rest.is_empty() {
-            let entries: Vec<kvm_msr_entry> = rest
-                .iter()
-                .map(|&(index, data)| kvm_msr_entry {
-                    index,
-                    data,
-                    ..Default::default()
-                })
-                .collect();
-            let msrs = Msrs::from_entries(&entries)
-                .map_err(|e| VmmError::Control(format!("MSR list: {e:?}")))?;
+            let msrs = super::x86_64::regs::msr_list(rest)?;
             let set = vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
             if set < rest.len() {
                 // KVM stopped at entry `set`: skip it and go on.

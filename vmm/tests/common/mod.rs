@@ -79,3 +79,41 @@ pub fn kernel() -> std::path::PathBuf {
             )
         })
 }
+
+/// Where the restore tests' host writes its "go" word (a reserved range, like
+/// the channel's).
+pub const GO_GPA: u64 = 0x0600_0000;
+/// The word that releases their agents.
+pub const GO: u32 = 0x600d_f00d;
+/// Their payload region.
+pub const PAYLOAD_BYTES: u64 = 16 << 20;
+
+/// A busybox initramfs in `dir` whose `/init` is `agent` (a shell script).
+pub fn agent_initramfs(dir: &std::path::Path, agent: &str) -> std::path::PathBuf {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox: this test's agent is a busybox script (apt install busybox-static)");
+    let mut cpio = Vec::new();
+    for (i, d) in ["bin", "dev", "sys", "proc", "tmp"].iter().enumerate() {
+        cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
+    }
+    cpio_entry(&mut cpio, 10, "bin/busybox", 0o100_755, &busybox);
+    cpio_entry(&mut cpio, 11, "init", 0o100_755, agent.as_bytes());
+    cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, &[]);
+    let path = dir.join("agent.cpio");
+    std::fs::write(&path, cpio).expect("write the initramfs");
+    path
+}
+
+/// The restore tests' VM: the cached kernel, `topo`, the agent initramfs, the
+/// go word's reserved range and a payload region.
+pub fn agent_spec(dir: &std::path::Path, topo: &str, agent: &str) -> ktstr_vmm::VmSpec {
+    let mut spec = ktstr_vmm::VmSpec::new(kernel(), topo.parse().expect("topology"));
+    spec.initrd = Some(agent_initramfs(dir, agent));
+    spec.cmdline.push_str(" rdinit=/init");
+    spec.reserved.push(ktstr_vmm::ReservedRegion {
+        gpa: GO_GPA,
+        size: 4 << 20,
+    });
+    spec.payload_bytes = PAYLOAD_BYTES;
+    spec
+}

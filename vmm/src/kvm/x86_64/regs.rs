@@ -168,9 +168,9 @@ const BOOT_MSRS: &[(u32, u64)] = &[
     (0x2ff, (1 << 11) | 6), // IA32_MTRR_DEF_TYPE: enabled, write-back
 ];
 
-/// MSRs, FPU and LAPIC LVTs of one vCPU.
-pub(crate) fn setup_vcpu_common(vcpu: &VcpuFd) -> Result<(), VmmError> {
-    let entries: Vec<kvm_msr_entry> = BOOT_MSRS
+/// The `KVM_SET_MSRS` list of `(index, value)` pairs.
+pub(crate) fn msr_list(pairs: &[(u32, u64)]) -> Result<Msrs, VmmError> {
+    let entries: Vec<kvm_msr_entry> = pairs
         .iter()
         .map(|&(index, data)| kvm_msr_entry {
             index,
@@ -178,14 +178,19 @@ pub(crate) fn setup_vcpu_common(vcpu: &VcpuFd) -> Result<(), VmmError> {
             ..Default::default()
         })
         .collect();
-    let msrs = Msrs::from_entries(&entries)
-        .map_err(|e| VmmError::InvalidSpec(format!("building the MSR list: {e:?}")))?;
+    Msrs::from_entries(&entries)
+        .map_err(|e| VmmError::InvalidSpec(format!("building the MSR list: {e:?}")))
+}
+
+/// MSRs, FPU and LAPIC LVTs of one vCPU.
+pub(crate) fn setup_vcpu_common(vcpu: &VcpuFd) -> Result<(), VmmError> {
+    let msrs = msr_list(BOOT_MSRS)?;
     let set = vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
-    if set != entries.len() {
+    if set != BOOT_MSRS.len() {
         return Err(VmmError::InvalidSpec(format!(
             "KVM refused MSR {:#x} (set {set} of {})",
-            entries[set].index,
-            entries.len()
+            BOOT_MSRS[set].0,
+            BOOT_MSRS.len()
         )));
     }
 
