@@ -63,27 +63,31 @@ pub(crate) struct Cache {
     cap: u64,
 }
 
+/// `flock` on `file`, shared or exclusive; waits when `wait`, else answers
+/// false when another process holds it.
 fn lock(file: &File, exclusive: bool, wait: bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let mut op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    if !wait {
-        op |= libc::LOCK_NB;
+    use std::fs::TryLockError;
+    if wait {
+        loop {
+            match if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            } {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r.map(|()| true),
+            }
+        }
     }
-    loop {
-        // SAFETY: flock on a descriptor this process owns.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
-            _ => return Err(e),
-        }
+    let tried = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match tried {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
     }
 }
 
