@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test};
+use ktstr::test_support::{Outcome, run_test_started};
 
 const SCX: Scheduler = Scheduler::named("scx").binary(SchedulerSpec::Discover("scx-ktstr"));
 
@@ -165,7 +165,8 @@ fn nokaslr_fixture_boot(ctx: &Ctx) -> Result<AssertResult> {
 fn both_boot_paths_are_placed_and_read() {
     for i in 0..3 {
         for name in ["kaslr::nokaslr_fixture_boot", "kaslr::kaslr_fixture_boot"] {
-            match run_test(name) {
+            // Cold: these are the boot paths' own figures.
+            match run_test_started(name, false).0 {
                 Outcome::Pass(_) => {}
                 other => panic!("{name}, round {}: {other:?}", i + 1),
             }
@@ -173,12 +174,13 @@ fn both_boot_paths_are_placed_and_read() {
     }
 }
 
-/// Five randomized boots: each located where its guest says, at least three
-/// distinct slides (KASLR's entropy here is ~490 2 MiB slots).
+/// Five randomized cold boots (a restore would reuse one of a few saved
+/// slides): each located where its guest says, at least three distinct
+/// slides (KASLR's entropy here is ~490 2 MiB slots).
 #[test]
 fn five_randomized_boots_show_three_slides() {
     for i in 0..5 {
-        match run_test("kaslr::kaslr_fixture_boot") {
+        match run_test_started("kaslr::kaslr_fixture_boot", false).0 {
             Outcome::Pass(_) => {}
             other => panic!("randomized boot {}: {other:?}", i + 1),
         }
@@ -191,6 +193,32 @@ fn five_randomized_boots_show_three_slides() {
     assert!(
         distinct.len() >= 3,
         "only {} distinct slides in 5 randomized boots: {slides:#x?}",
+        distinct.len()
+    );
+}
+
+/// Eight randomized tests restored from snapshots: each starts restored and
+/// is located where its guest says; the slides come from the few saved
+/// randomized guests (at most `KASLR_SNAPSHOTS`, 3), and not all from one
+/// (the chance that 8 picks of 3 land on one is 0.05%).
+#[test]
+fn restored_kaslr_tests_pick_among_saved_slides() {
+    SLIDES.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    for i in 0..8 {
+        match run_test_started("kaslr::kaslr_fixture_boot", true) {
+            (Outcome::Pass(_), s) if s.start == Some("restored") => {}
+            other => panic!("restored randomized test {}: {other:?}", i + 1),
+        }
+    }
+    let slides = SLIDES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut distinct = slides.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    println!("kaslr: slides of 8 restored tests: {slides:#x?}");
+    assert!(
+        (2..=3).contains(&distinct.len()),
+        "{} distinct slides in 8 restored randomized tests (want 2 or 3 of the 3 saved): \
+         {slides:#x?}",
         distinct.len()
     );
 }

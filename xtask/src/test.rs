@@ -269,7 +269,8 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                  a_damaged_snapshot_is_deleted_and_the_test_boots_cold (three VMs, new) and \
                  restore_vs_cold_test_overhead_bench; \
                  five_randomized_boots_show_three_slides and \
-                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots; \
+                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots, and \
+                 restored_kaslr_tests_pick_among_saved_slides (8 restores); \
                  real_schedulers, published \
                  sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
                  minutes of CPU each)"

@@ -17,6 +17,11 @@ use crate::snapshots::{Cache, Key};
 /// overlay is the configuration and the schedulers' files: small).
 pub(crate) const PAYLOAD_BYTES: u64 = 64 << 20;
 
+/// Snapshots kept of a randomized (KASLR) guest: each holds the slide its
+/// boot drew, and each test restores one of them picked at random, so tests
+/// do not all share one layout (a cold KASLR boot draws from ~490 slides).
+pub(crate) const KASLR_SNAPSHOTS: u32 = 3;
+
 /// How a test's VM started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Start {
@@ -54,10 +59,9 @@ pub(crate) fn start(
     prepared: &Prepared,
     restore: bool,
 ) -> Result<Started, ktstr_vmm::VmmError> {
-    // Cold without a word where a restore is not expected: a randomized
-    // boot (one snapshot holds one slide: restoring it would give every test
-    // the same layout) and a backend that cannot save.
-    let restore = restore && !prepared.kaslr && backend.snapshot_id().is_some();
+    // Cold without a word where a restore is not expected: a backend that
+    // cannot save.
+    let restore = restore && backend.snapshot_id().is_some();
     if restore {
         match restored(host, backend, prepared) {
             Ok(s) => return Ok(s),
@@ -71,8 +75,9 @@ pub(crate) fn start(
     })
 }
 
-/// Everything that changes the guest booted to the agent.
-fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str) -> Key {
+/// Everything that changes the guest booted to the agent; `kaslr_slot`
+/// tells a randomized guest's snapshots apart.
+fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str, kaslr_slot: Option<u32>) -> Key {
     let k = &prepared.kernel;
     let kernel = k.vmlinux_sha256.clone().unwrap_or_else(|| {
         // No recorded hash: the file's identity stands in for its content.
@@ -104,6 +109,7 @@ fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str) -> Key {
         "backend": backend_id,
         "tcg": format!("{:?}", spec.resolved_tcg()),
         "console": format!("{:?}", spec.console),
+        "kaslr_slot": kaslr_slot,
     }))
 }
 
@@ -129,7 +135,13 @@ fn restored(
     let mut spec = prepared.spec.clone();
     spec.payload_bytes = PAYLOAD_BYTES;
     spec.initrd = None;
-    let key = key(prepared, &spec, &id);
+    let kaslr_slot = if prepared.kaslr {
+        let [a, b, c, d] = random_bytes::<4>()?;
+        Some(u32::from_le_bytes([a, b, c, d]) % KASLR_SNAPSHOTS)
+    } else {
+        None
+    };
+    let key = key(prepared, &spec, &id, kaslr_slot);
     let cache = Cache::new(host.snapshot_dir(), host.snapshot_cache_mib);
     let mut made = None;
     let (entry, _) = cache.get_or_create(&key, |dir| {
@@ -162,14 +174,20 @@ fn restored(
     })
 }
 
-/// The host's half of the hand-off: its time and fresh random bytes.
-fn hand_off(vm: &dyn Machine) -> Result<(), String> {
-    let mut random = [0u8; 64];
+/// `N` bytes from the kernel's random source.
+fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut random = [0u8; N];
     // SAFETY: getrandom writes at most random.len() bytes into random.
     let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
     if n != random.len() as isize {
         return Err(format!("getrandom: {}", std::io::Error::last_os_error()));
     }
+    Ok(random)
+}
+
+/// The host's half of the hand-off: its time and fresh random bytes.
+fn hand_off(vm: &dyn Machine) -> Result<(), String> {
+    let random = random_bytes::<64>()?;
     let realtime_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

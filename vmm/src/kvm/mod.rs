@@ -184,6 +184,20 @@ impl Backend for KvmBackend {
         Ok(Box::new(self.boot_vm(spec)?))
     }
 
+    /// The image format, this VMM's version and the host kernel whose KVM
+    /// captured the state (its MSR list and CPUID): a snapshot is only
+    /// restored by the same.
+    fn snapshot_id(&self) -> Option<String> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+        Some(format!(
+            "{} image-v{} ktstr-vmm-{} host-kernel-{}",
+            self.name(),
+            snapshot::VERSION,
+            env!("CARGO_PKG_VERSION"),
+            host.trim()
+        ))
+    }
+
     fn restore(
         &self,
         spec: &VmSpec,
