@@ -193,6 +193,21 @@ impl<'b> View<'b> {
                 last.insert((c.probe.func.clone(), pid.unwrap_or(-1)), i);
             }
         }
+        // Task functions with no kept call for the triggering task: said, so
+        // a missing row is not read as "never called" (its last call may be
+        // older than the records kept).
+        let mut missing: Vec<String> = Vec::new();
+        if let Trigger::Task { pid: t, .. } = &trigger {
+            for c in &calls {
+                let f = &c.probe.func;
+                if self.pid_of(c.probe, c.entry).is_some()
+                    && !last.contains_key(&(f.clone(), *t))
+                    && !missing.contains(f)
+                {
+                    missing.push(f.clone());
+                }
+            }
+        }
         let mut chosen: Vec<usize> = last.into_values().collect();
         chosen.sort_by_key(|&i| calls[i].entry.ts_ns);
         if chosen.is_empty() {
@@ -233,6 +248,11 @@ impl<'b> View<'b> {
             };
             heading(&mut out, &c.probe.func, &loc);
             write_args(&mut out, &self.decode_call(c), true);
+        }
+        if let Trigger::Task { pid, .. } = &trigger {
+            for f in &missing {
+                let _ = writeln!(out, "  {f}: no call for pid {pid} among the records kept");
+            }
         }
         let _ = writeln!(
             out,

@@ -87,9 +87,14 @@ fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
             "scx_flags ",
         ],
     );
+    // The stalled task's last enqueue is shown, or, when it is older than
+    // the records the guest could hand back (a CI run kept 4000 of 6942 and
+    // lost it), the report says so instead of leaving the row out silently.
     assert!(
-        text.contains("  enqueue_task_scx "),
-        "no enqueue row:\n{text}"
+        text.contains("  enqueue_task_scx ")
+            || (text.contains("enqueue_task_scx: no call for pid ")
+                && text.contains("older ones dropped")),
+        "no enqueue row, and no word of why:\n{text}"
     );
     assert_eq!(boots, 2, "the test's VM and the probe VM");
 }
