@@ -191,17 +191,7 @@ impl Session {
     /// Pauses every vCPU, has the thread read the guest, resumes.
     fn snapshot(&mut self, vm: &mut dyn Machine, kind: SampleKind) {
         let elapsed = self.boot_at.elapsed();
-        let failed = |e: MonitorError| Sample {
-            kind: kind.clone(),
-            elapsed,
-            paused: None,
-            read_time: Duration::ZERO,
-            cpus: Err(e.clone()),
-            scheduler: Err(e.clone()),
-            dsqs: Err(e.clone()),
-            events: Err(e.clone()),
-            globals: Err(e),
-        };
+        let failed = |e: MonitorError| failed_sample(kind.clone(), elapsed, &e);
         let alive = self.thread.as_ref().is_some_and(|t| !t.is_finished());
         if !alive {
             let why = "the monitor thread is not running (see the monitor's error)";
