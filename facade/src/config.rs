@@ -32,7 +32,7 @@
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -56,8 +56,9 @@ pub struct ConfigError {
 pub struct HostConfig {
     /// The cache root: `kernels/`, `initramfs/`, `slots/` live below it.
     pub cache_root: PathBuf,
-    /// The kernel to boot instead of the newest cached one.
-    pub kernel: Option<PathBuf>,
+    /// The kernel to boot instead of the newest cached one (`KTSTR_KERNEL`:
+    /// a path or a version of a cached kernel).
+    pub kernel: Option<ktstr_kernel::KernelSpec>,
     /// Which VM backend runs.
     pub backend: BackendChoice,
     /// The QEMU binary (`None`: search `path`).
@@ -104,6 +105,9 @@ pub struct HostConfig {
     pub restore: bool,
     /// Disk the snapshot cache may hold, in MiB.
     pub snapshot_cache_mib: u64,
+    /// Disk the kernel cache may hold before the least recently used
+    /// kernels go, MiB (checked after each fetch).
+    pub kernel_cache_mib: u64,
     /// Disk cap of the initramfs cache, bytes (`KTSTR_INITRAMFS_CACHE_MIB`).
     pub initramfs_cache_bytes: u64,
 }
@@ -112,6 +116,10 @@ pub struct HostConfig {
 /// default suite's 29 snapshots took (~138 MB each, 4.0 GB), since a cache
 /// smaller than a run's snapshots evicts each before the run reuses it.
 pub const DEFAULT_SNAPSHOT_CACHE_MIB: u64 = 8192;
+
+/// The kernel cache's default cap: a Debian cloud kernel takes ~75 MiB
+/// (vmlinux, bzImage, KVM modules, `file:line` index), so ~50 kernels.
+pub const DEFAULT_KERNEL_CACHE_MIB: u64 = 4096;
 
 /// Whether `id` can name a run's directory: letters, digits, `-`, `_`, `.`,
 /// not starting with a dot.
@@ -210,7 +218,21 @@ impl HostConfig {
             kaslr,
             slot_dir: set("KTSTR_SLOT_DIR")
                 .map_or_else(ktstr_vmm::HostSlots::default_dir, PathBuf::from),
-            kernel: set("KTSTR_KERNEL").map(PathBuf::from),
+            kernel: match set("KTSTR_KERNEL").map(OsString::into_string) {
+                Some(Ok(v)) => {
+                    Some(
+                        v.parse()
+                            .map_err(|e: ktstr_kernel::SpecError| ConfigError {
+                                var: "KTSTR_KERNEL",
+                                value: v.clone(),
+                                why: e.why,
+                            })?,
+                    )
+                }
+                // Not UTF-8: only a path can be.
+                Some(Err(p)) => Some(ktstr_kernel::KernelSpec::Path(p.into())),
+                None => None,
+            },
             backend,
             qemu: set("KTSTR_QEMU").map(PathBuf::from),
             path: get("PATH").unwrap_or_default(),
@@ -276,6 +298,7 @@ impl HostConfig {
             },
             snapshot_cache_mib: number("KTSTR_SNAPSHOT_CACHE_MIB")?
                 .unwrap_or(DEFAULT_SNAPSHOT_CACHE_MIB),
+            kernel_cache_mib: number("KTSTR_KERNEL_CACHE_MIB")?.unwrap_or(DEFAULT_KERNEL_CACHE_MIB),
             initramfs_cache_bytes: number("KTSTR_INITRAMFS_CACHE_MIB")?
                 .map_or(ktstr_initramfs::DEFAULT_CAP_BYTES, |mib| {
                     mib.saturating_mul(1 << 20)
@@ -304,12 +327,22 @@ impl HostConfig {
     }
 
     /// The kernel to boot: `explicit` (a flag), else `KTSTR_KERNEL`, else the
-    /// newest cached kernel.
+    /// newest cached kernel. Nothing is fetched: a version names a cached kernel.
     pub fn resolve_kernel(
         &self,
-        explicit: Option<&Path>,
+        explicit: Option<&ktstr_kernel::KernelSpec>,
     ) -> Result<ktstr_kernel::Kernel, ktstr_kernel::KernelError> {
-        ktstr_kernel::resolve(explicit.or(self.kernel.as_deref()), &self.kernel_cache())
+        ktstr_kernel::resolve(explicit.or(self.kernel.as_ref()), &self.kernel_cache())
+    }
+
+    /// What the `kernel` subcommands need: the cache, the suites searched
+    /// and the cache's cap.
+    pub fn kernel_cmd_env(&self) -> ktstr_kernel::KernelCmdEnv {
+        ktstr_kernel::KernelCmdEnv {
+            cache: self.kernel_cache(),
+            suites: self.kernel_suites.clone(),
+            cap_bytes: self.kernel_cache_mib << 20,
+        }
     }
 
     /// The snapshot cache's directory.
@@ -347,6 +380,7 @@ impl HostConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
         let owned: Vec<(String, String)> = pairs
@@ -417,7 +451,10 @@ mod tests {
         assert!(c.restore);
         assert_eq!(c.snapshot_cache_mib, 100);
         assert_eq!(c.initramfs_cache_bytes, 512 << 20);
-        assert_eq!(c.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
+        assert_eq!(
+            c.kernel,
+            Some(ktstr_kernel::KernelSpec::Path("/k/vmlinux".into()))
+        );
         assert_eq!(c.backend, BackendChoice::Qemu);
         assert_eq!(c.qemu.as_deref(), Some(Path::new("/opt/qemu")));
         assert_eq!(c.busybox, Path::new("/opt/busybox"));
@@ -455,5 +492,20 @@ mod tests {
         let e = HostConfig::from_vars(vars(&[("KTSTR_RESTORE", "yes")])).expect_err("restore");
         assert_eq!(e.var, "KTSTR_RESTORE");
         assert!(e.to_string().contains("snapshot"), "{e}");
+        let e = HostConfig::from_vars(vars(&[("KTSTR_KERNEL", "7.3..7.0")])).expect_err("range");
+        assert_eq!(e.var, "KTSTR_KERNEL");
+        assert!(e.to_string().contains("(7.0..7.3)"), "{e}");
+    }
+
+    #[test]
+    fn kernel_versions_are_specs() {
+        let c = HostConfig::from_vars(vars(&[("KTSTR_KERNEL", "7.0")])).expect("7.0");
+        assert_eq!(
+            c.kernel,
+            Some(ktstr_kernel::KernelSpec::Version(
+                ktstr_kernel::VersionReq::Line(7, 0)
+            ))
+        );
+        assert_eq!(c.kernel_cache_mib, DEFAULT_KERNEL_CACHE_MIB);
     }
 }

@@ -196,12 +196,15 @@ pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
         .iter()
         .map(|w| serde_json::to_value(w).unwrap_or(Value::Null))
         .collect();
+    // The typed kernel identity (`ktstr_kernel::KernelId`), with the path
+    // booted, the `sha256` older readers take, and the label tables show.
     let kernel = f.kernel.map_or(Value::Null, |k| {
-        json!({
-            "path": k.vmlinux.display().to_string(),
-            "release": k.release,
-            "sha256": k.vmlinux_sha256.as_ref().map_or_else(|| hash_of(&k.vmlinux), |h| json!(h)),
-        })
+        let id = k.id_hashed(|p| hash_of(p).as_str().map(str::to_string));
+        let mut v = serde_json::to_value(&id).unwrap_or(Value::Null);
+        v["path"] = json!(k.vmlinux.display().to_string());
+        v["sha256"] = json!(id.vmlinux_sha256);
+        v["label"] = json!(id.label());
+        v
     });
     let scheduler = f.scheduler.map_or(Value::Null, |(name, bin, args)| {
         json!({

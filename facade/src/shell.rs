@@ -81,7 +81,7 @@ pub struct ShellOptions {
     pub topology: Topology,
     /// The kernel (`None`: the host configuration's: `KTSTR_KERNEL`, then
     /// the newest cached kernel).
-    pub kernel: Option<PathBuf>,
+    pub kernel: Option<ktstr_kernel::KernelSpec>,
     /// The command to run; `None` for an interactive shell on the console.
     pub exec: Option<String>,
     /// Kill the VM after it has run this long (counted from launch: a wait
@@ -169,7 +169,7 @@ impl ShellVm {
     /// Boots a VM for `opts` with the settings of `host`; the command (if
     /// any) starts as soon as init runs.
     pub fn boot(opts: &ShellOptions, host: &HostConfig) -> Result<Self, ShellError> {
-        let kernel = host.resolve_kernel(opts.kernel.as_deref())?;
+        let kernel = host.resolve_kernel(opts.kernel.as_ref())?;
         let cache = host.initramfs_cache()?;
         let agent = match &opts.agent {
             Some(a) => a.clone(),

@@ -55,7 +55,7 @@ enum BtfSub {
 struct DumpCCmd {
     /// the kernel (vmlinux, bzImage, build tree; default: KTSTR_KERNEL, then the newest cached)
     #[argh(option)]
-    kernel: Option<std::path::PathBuf>,
+    kernel: Option<ktstr_kernel::KernelSpec>,
     /// where to write the header (default: stdout)
     #[argh(option, short = 'o')]
     out: Option<std::path::PathBuf>,
@@ -63,7 +63,7 @@ struct DumpCCmd {
 
 fn btf_dump_c(cmd: &DumpCCmd) -> Result<(), String> {
     let kernel = host()?
-        .resolve_kernel(cmd.kernel.as_deref())
+        .resolve_kernel(cmd.kernel.as_ref())
         .map_err(|e| e.to_string())?;
     let elf =
         std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
@@ -138,10 +138,6 @@ pub(crate) fn host() -> Result<&'static ktstr::config::HostConfig, String> {
     ktstr::config::HostConfig::global().map_err(|e| e.to_string())
 }
 
-fn kernel_env() -> Result<ktstr_kernel::cli::KernelCmdEnv, String> {
-    let host = host()?;
-    Ok(ktstr_kernel::cli::KernelCmdEnv {
-        cache: host.kernel_cache(),
-        suites: host.kernel_suites.clone(),
-    })
+fn kernel_env() -> Result<ktstr_kernel::KernelCmdEnv, String> {
+    Ok(host()?.kernel_cmd_env())
 }

@@ -173,3 +173,26 @@ pub fn run_exact(
     }
     run(c, env)
 }
+
+/// Runs the tests whose name contains `filter`, ignored and
+/// default-filtered ones included: the user named them (`bisect`).
+pub fn run_named(t: &Targets, filter: &str, nextest: bool, env: &RunEnv) -> Result<bool, String> {
+    let mut c = cargo();
+    if nextest {
+        c.args([
+            "nextest",
+            "run",
+            "--no-fail-fast",
+            "--run-ignored",
+            "all",
+            "--ignore-default-filter",
+        ])
+        .args(t.args())
+        .args(["-E", &format!("test(~{filter})")]);
+    } else {
+        c.args(["test", "--tests", "--no-fail-fast"])
+            .args(t.args())
+            .args(["--", "--include-ignored", filter]);
+    }
+    run(c, env)
+}

@@ -283,8 +283,8 @@ pub fn html(run: &str, records: &[Value]) -> String {
         );
     }
     h.push_str(
-        "<h2>Verdicts</h2>\n<table><tr><th>test</th><th>topology</th><th>verdict</th>\
-         <th>wall</th><th>key figures</th></tr>\n",
+        "<h2>Verdicts</h2>\n<table><tr><th>test</th><th>topology</th><th>kernel</th>\
+         <th>verdict</th><th>wall</th><th>key figures</th></tr>\n",
     );
     for r in records {
         let v = r["verdict"].as_str().unwrap_or("?");
@@ -296,9 +296,15 @@ pub fn html(run: &str, records: &[Value]) -> String {
             .collect();
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"{v}\">{v}</td><td>{:.1} s</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{v}\">{v}</td><td>{:.1} s</td><td>{}</td></tr>",
             xml_escape(&name(r)),
             xml_escape(r["topology"].as_str().unwrap_or("?")),
+            xml_escape(
+                r["kernel"]["label"]
+                    .as_str()
+                    .or(r["kernel"]["release"].as_str())
+                    .unwrap_or("?")
+            ),
             r["phases_s"]["total"].as_f64().unwrap_or(0.0),
             xml_escape(&figs.join(", "))
         );

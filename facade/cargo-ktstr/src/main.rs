@@ -5,6 +5,7 @@
 //! checkout); then `cargo ktstr --help` in any package that takes `ktstr` as
 //! a dev-dependency.
 
+mod bisect;
 mod cargo;
 mod compare;
 mod html;
@@ -35,6 +36,7 @@ struct Cli {
 enum Cmd {
     Test(TestCmd),
     Gauntlet(GauntletCmd),
+    Bisect(BisectCmd),
     Stats(StatsCmd),
     Report(ReportCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
@@ -49,10 +51,15 @@ enum Cmd {
 #[argh(subcommand, name = "test")]
 pub struct TestCmd {
     #[argh(option)]
-    /// kernel to boot: a vmlinux, bzImage, build tree or cache entry; repeat
-    /// it to run everything once per kernel (default: KTSTR_KERNEL, then the
-    /// newest cached)
-    kernel: Vec<PathBuf>,
+    /// kernel to boot: a version (7.3, 7.0.13, newest), a range (6.18..7.3:
+    /// the newest of each line), a vmlinux, bzImage, build tree or cache
+    /// entry; versions are fetched when not cached; repeat it to run
+    /// everything once per kernel (default: KTSTR_KERNEL, then the newest
+    /// cached)
+    kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(switch)]
+    /// a --kernel range gives every release in it, not the newest of each line
+    all_releases: bool,
     #[argh(option)]
     /// run the gauntlet variants on this preset instead (`cargo ktstr topo`
     /// lists the presets)
@@ -112,8 +119,12 @@ pub struct GauntletCmd {
     /// only variants on this preset (repeatable)
     preset: Vec<String>,
     #[argh(option)]
-    /// kernel to boot (repeatable: the kernel becomes a dimension of the run)
-    kernel: Vec<PathBuf>,
+    /// kernel to boot, as for `test` (repeatable, ranges too: the kernel
+    /// becomes a dimension of the run, and --budget counts it)
+    kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(switch)]
+    /// a --kernel range gives every release in it, not the newest of each line
+    all_releases: bool,
     #[argh(switch)]
     /// an inconclusive verdict does not fail a variant
     allow_inconclusive: bool,
@@ -139,6 +150,41 @@ pub struct GauntletCmd {
     /// only variants whose name contains one of these (gauntlet/<test>/<preset>
     /// or <test>::gauntlet::<preset>)
     filters: Vec<String>,
+}
+
+/// Find the first kernel release where a test's verdict changes: run the
+/// test on releases of a range (every release, fetched as needed) by binary
+/// search, at most ceil(log2(N)) + 2 runs, and show both verdicts.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bisect")]
+pub struct BisectCmd {
+    #[argh(positional)]
+    /// the test: every test whose name contains this runs (ignored ones too)
+    test: String,
+    #[argh(option)]
+    /// the releases, as a range: 7.0..7.3, 6.18.5..6.18.15
+    kernel: ktstr_kernel::KernelSpec,
+    #[argh(option, short = 'p')]
+    /// package (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(option, long = "test")]
+    /// integration test target (repeatable; default: all)
+    test_target: Vec<String>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a run
+    allow_inconclusive: bool,
+    #[argh(switch)]
+    /// boot every run cold, never from a snapshot of a booted guest
+    no_restore: bool,
+    #[argh(option)]
+    /// VM backend: kvm, qemu or auto (default auto)
+    backend: Option<String>,
+    #[argh(switch)]
+    /// use only kernels already cached
+    offline: bool,
+    #[argh(switch)]
+    /// use cargo test even when nextest is installed
+    no_nextest: bool,
 }
 
 /// Write a run's reports under <store>/reports/<run>/: report.html (verdict
@@ -184,7 +230,7 @@ pub struct ListCmd {
 
 /// Compare key figures of one test between two sides, repeated runs each;
 /// exit 1 on a regression of B against A. A side is `run:ID[,ID..]` (stored
-/// runs), `kernel:PATH` or `scheduler:[BINARY] [ARGS..]` (run --reps times
+/// runs), `kernel:SPEC` (a version such as 7.3, or a path) or `scheduler:[BINARY] [ARGS..]` (run --reps times
 /// with that kernel, or with that scheduler binary and extra arguments).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "compare")]
@@ -267,6 +313,7 @@ fn main() -> ExitCode {
     let done = match cli.cmd {
         Cmd::Test(c) => runs::test(&c),
         Cmd::Gauntlet(c) => runs::gauntlet(&c),
+        Cmd::Bisect(c) => bisect::bisect(&c),
         Cmd::Stats(StatsCmd {
             cmd: StatsSub::List(c),
         }) => runs::stats_list(&c),
@@ -274,13 +321,9 @@ fn main() -> ExitCode {
             cmd: StatsSub::Compare(c),
         }) => runs::stats_compare(&c),
         Cmd::Report(c) => runs::report(&c),
-        Cmd::Kernel(k) => host().and_then(|h| {
-            let env = ktstr_kernel::cli::KernelCmdEnv {
-                cache: h.kernel_cache(),
-                suites: h.kernel_suites.clone(),
-            };
-            k.run("cargo ktstr", &env).map(|()| Done::Ok)
-        }),
+        Cmd::Kernel(k) => {
+            host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
+        }
         Cmd::Shell(c) => {
             return match host().and_then(|h| ktstr_cli::shell(c, &h)) {
                 Ok(code) => code,

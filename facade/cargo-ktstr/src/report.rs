@@ -27,8 +27,12 @@ pub fn xml_escape(text: &str) -> String {
 fn name_of(r: &Value) -> (String, String) {
     let test = r["test"].as_str().unwrap_or("?");
     let path = test.split_once("::").map_or(test, |(_, p)| p);
+    // The kernel is a dimension of a run: `steady@7.3.4`.
+    let at = r["kernel"]["label"]
+        .as_str()
+        .map_or_else(String::new, |k| format!("@{k}"));
     match r["preset"].as_str() {
-        Some(p) => (format!("gauntlet.{path}"), p.to_string()),
+        Some(p) => (format!("gauntlet.{path}"), format!("{p}{at}")),
         None => {
             let (class, name) = path.rsplit_once("::").unwrap_or(("", path));
             let krate = test.split_once("::").map_or("", |(k, _)| k);
@@ -37,7 +41,7 @@ fn name_of(r: &Value) -> (String, String) {
             } else {
                 format!("{krate}::{class}")
             };
-            (class, name.to_string())
+            (class, format!("{name}{at}"))
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::store::{History, Store};
 use crate::{CompareCmd, Done, GauntletCmd, ListCmd, ReportCmd, TestCmd};
 
 /// A fresh run id: `YYYYMMDD-HHMMSS-<pid>` plus `suffix`.
-fn new_run_id(suffix: &str) -> String {
+pub(crate) fn new_run_id(suffix: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -22,17 +22,22 @@ fn new_run_id(suffix: &str) -> String {
 }
 
 /// Settings shared by the running subcommands.
-struct Knobs<'a> {
-    allow_inconclusive: bool,
-    no_restore: bool,
-    backend: Option<&'a str>,
-    verbose: bool,
-    host_cpus: Option<u32>,
-    monitor_hz: Option<u32>,
+pub(crate) struct Knobs<'a> {
+    pub(crate) allow_inconclusive: bool,
+    pub(crate) no_restore: bool,
+    pub(crate) backend: Option<&'a str>,
+    pub(crate) verbose: bool,
+    pub(crate) host_cpus: Option<u32>,
+    pub(crate) monitor_hz: Option<u32>,
 }
 
 impl Knobs<'_> {
-    fn env(&self, store: &Path, run: &str, kernel: Option<&Path>) -> Result<RunEnv, String> {
+    pub(crate) fn env(
+        &self,
+        store: &Path,
+        run: &str,
+        kernel: Option<&Path>,
+    ) -> Result<RunEnv, String> {
         let mut e = RunEnv::default();
         e.set("KTSTR_RUN", run);
         e.set("KTSTR_RESULTS_DIR", store);
@@ -71,20 +76,68 @@ impl Knobs<'_> {
     }
 }
 
-fn store_dir(explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn store_dir(explicit: Option<&Path>) -> Result<PathBuf, String> {
     match explicit {
         Some(p) => Ok(p.to_path_buf()),
         None => Ok(cargo::target_dir()?.join("ktstr")),
     }
 }
 
-/// The kernels of a run: each given one, or the default once.
-fn kernels(given: &[PathBuf]) -> Vec<Option<&Path>> {
+/// A kernel of a run, resolved once by the command: the tests receive its path.
+#[derive(Debug, Clone)]
+pub(crate) struct RunKernel {
+    /// What tables and run ids call it (`7.3.4`).
+    pub(crate) label: String,
+    /// What `KTSTR_KERNEL` is set to: the path given, or the cache entry.
+    pub(crate) path: PathBuf,
+}
+
+/// The kernels of a run: each given spec's (versions fetched when not
+/// cached, each resolution printed), or the default once (`None`).
+pub(crate) fn kernels(
+    given: &[ktstr_kernel::KernelSpec],
+    all_releases: bool,
+) -> Result<Vec<Option<RunKernel>>, String> {
     if given.is_empty() {
-        vec![None]
-    } else {
-        given.iter().map(|k| Some(k.as_path())).collect()
+        return Ok(vec![None]);
     }
+    let host = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
+    let resolved = ktstr_kernel::cli::resolve_kernels(
+        given,
+        all_releases,
+        false,
+        "cargo ktstr",
+        &host.kernel_cmd_env(),
+    )?;
+    Ok(resolved
+        .into_iter()
+        .map(|r| {
+            let path = if given_path(&r.spec) {
+                PathBuf::from(&r.spec)
+            } else {
+                // A version: its cache entry (the tests read its release there).
+                r.kernel
+                    .vmlinux
+                    .parent()
+                    .map_or_else(|| r.kernel.vmlinux.clone(), Path::to_path_buf)
+            };
+            let label = r
+                .kernel
+                .release
+                .as_deref()
+                .and_then(ktstr_kernel::KernelVersion::of_release)
+                .map_or_else(|| path.display().to_string(), |v| v.to_string());
+            Some(RunKernel { label, path })
+        })
+        .collect())
+}
+
+/// Whether a spec's text is a path (passed on as given).
+fn given_path(spec: &str) -> bool {
+    matches!(
+        spec.parse::<ktstr_kernel::KernelSpec>(),
+        Ok(ktstr_kernel::KernelSpec::Path(_))
+    )
 }
 
 fn summary(store: &Store, run: &str) {
@@ -174,16 +227,18 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
     let store = Store::new(store_dir(None)?);
     let nextest = !c.no_nextest && cargo::has_nextest();
     let mut failed = Vec::new();
-    let many = c.kernel.len() > 1;
-    for (i, kernel) in kernels(&c.kernel).into_iter().enumerate() {
+    let kernels = kernels(&c.kernel, c.all_releases)?;
+    let many = kernels.len() > 1;
+    for (i, rk) in kernels.iter().enumerate() {
+        let kernel = rk.as_ref().map(|k| k.path.as_path());
         let run = new_run_id(&if many {
             format!("-k{i}")
         } else {
             String::new()
         });
         let env = knobs.env(&store.dir, &run, kernel)?;
-        if let Some(k) = kernel {
-            println!("== kernel {}", k.display());
+        if let Some(k) = rk {
+            println!("== kernel {} ({})", k.label, k.path.display());
         }
         let ok = match &c.topology {
             Some(p) => {
@@ -399,7 +454,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         .map(select::parse_duration)
         .transpose()?;
     let store = Store::new(store_dir(None)?);
-    let plan = GauntletPlan {
+    let mut plan = GauntletPlan {
         targets: &targets,
         filters: &c.filters,
         presets: &c.preset,
@@ -438,9 +493,27 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         host_cpus: None,
         monitor_hz: None,
     };
-    let many = c.kernel.len() > 1;
+    let kernels = kernels(&c.kernel, c.all_releases)?;
+    let many = kernels.len() > 1;
+    // The kernel is an axis of the budget: each kernel gets its share.
+    if let Some(b) = budget
+        && many
+    {
+        let share = b / u32::try_from(kernels.len()).unwrap_or(u32::MAX);
+        println!(
+            "gauntlet: {} kernels share the budget of {:.0}s: {:.0}s each",
+            kernels.len(),
+            b.as_secs_f64(),
+            share.as_secs_f64()
+        );
+        plan.budget = Some(share);
+    }
     let mut failed = Vec::new();
-    for (i, kernel) in kernels(&c.kernel).into_iter().enumerate() {
+    for (i, rk) in kernels.iter().enumerate() {
+        let kernel = rk.as_ref().map(|k| k.path.as_path());
+        if let Some(k) = rk {
+            println!("== kernel {} ({})", k.label, k.path.display());
+        }
         let run = new_run_id(&format!(
             "-g{}",
             if many { i.to_string() } else { String::new() }
@@ -489,7 +562,8 @@ enum Side {
 }
 
 fn parse_side(text: &str, store: &Store) -> Result<Side, String> {
-    let help = "a side is run:ID[,ID..], kernel:PATH or scheduler:[BINARY] [ARGS..]";
+    let help = "a side is run:ID[,ID..], kernel:SPEC (7.3, 7.0.13 or a path) or \
+                scheduler:[BINARY] [ARGS..]";
     if let Some(ids) = text.strip_prefix("run:") {
         let ids: Vec<String> = ids.split(',').map(|s| s.trim().to_string()).collect();
         for id in &ids {
@@ -503,7 +577,19 @@ fn parse_side(text: &str, store: &Store) -> Result<Side, String> {
         return Ok(Side::Runs(ids));
     }
     if let Some(k) = text.strip_prefix("kernel:") {
-        return Ok(Side::Kernel(PathBuf::from(k)));
+        let spec: ktstr_kernel::KernelSpec =
+            k.parse().map_err(|e| format!("side {text:?}: {e}"))?;
+        if let ktstr_kernel::KernelSpec::Path(p) = spec {
+            return Ok(Side::Kernel(p));
+        }
+        // A version: resolved (fetched if needed) once, here.
+        return match kernels(std::slice::from_ref(&spec), false)?.as_slice() {
+            [Some(one)] => Ok(Side::Kernel(one.path.clone())),
+            more => Err(format!(
+                "side {text:?} names {} kernels; a side is one kernel",
+                more.len()
+            )),
+        };
     }
     if let Some(s) = text.strip_prefix("scheduler:") {
         let mut words = s.split_whitespace().peekable();

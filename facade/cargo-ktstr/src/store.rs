@@ -167,8 +167,8 @@ pub fn list_run(store: &Store, id: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<52} {:<10} {:<12} {:>7}  FIGURES",
-        "TEST", "TOPOLOGY", "VERDICT", "WALL"
+        "{:<52} {:<10} {:<10} {:<12} {:>7}  FIGURES",
+        "TEST", "TOPOLOGY", "KERNEL", "VERDICT", "WALL"
     );
     for r in &recs {
         let name = r["variant"].as_str().or(r["test"].as_str()).unwrap_or("?");
@@ -180,8 +180,12 @@ pub fn list_run(store: &Store, id: &str) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{name:<52} {:<10} {:<12} {:>6.1}s  {}",
+            "{name:<52} {:<10} {:<10} {:<12} {:>6.1}s  {}",
             r["topology"].as_str().unwrap_or("?"),
+            r["kernel"]["label"]
+                .as_str()
+                .or(r["kernel"]["release"].as_str())
+                .unwrap_or("?"),
             r["verdict"].as_str().unwrap_or("?"),
             r["phases_s"]["total"].as_f64().unwrap_or(0.0),
             figs.join(" ")

@@ -53,16 +53,16 @@ pub struct ProbeListCmd {
     /// only functions whose name contains this
     #[argh(positional)]
     pattern: Option<String>,
-    /// kernel: a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
+    /// kernel: a version of a cached kernel (7.3, 7.0.13), a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
     #[argh(option)]
-    kernel: Option<PathBuf>,
+    kernel: Option<ktstr_kernel::KernelSpec>,
 }
 
 /// `ktstr probe list`: the probeable functions of the kernel a run boots.
 pub fn probe(cmd: &ProbeCmd, host: &HostConfig) -> Result<(), String> {
     let ProbeSub::List(list) = &cmd.cmd;
     let kernel = host
-        .resolve_kernel(list.kernel.as_deref())
+        .resolve_kernel(list.kernel.as_ref())
         .map_err(|e| e.to_string())?;
     let bytes =
         std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
@@ -106,9 +106,9 @@ pub struct ShellCmd {
     /// topology as NnLlCcTt (e.g. 1n2l4c2t) or a preset name (default 1n1l2c1t)
     #[argh(option, default = "String::from(\"1n1l2c1t\")")]
     topology: String,
-    /// kernel: a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
+    /// kernel: a version (7.3, 7.0.13, newest; fetched if not cached), a vmlinux, bzImage, build tree or cache entry (default: KTSTR_KERNEL, then the newest cached)
     #[argh(option)]
-    kernel: Option<PathBuf>,
+    kernel: Option<ktstr_kernel::KernelSpec>,
     /// guest memory in MiB, spread evenly over the NUMA nodes (default 512)
     #[argh(option)]
     memory_mib: Option<u64>,
@@ -199,9 +199,31 @@ pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
             .with_memory_mib(m)
             .map_err(|e| format!("--memory-mib {m}: {e}"))?;
     }
+    // A version is fetched here (the command may download; the library never does).
+    let kernel = match cmd.kernel {
+        Some(spec) if spec.is_version() => {
+            let resolved = ktstr_kernel::cli::resolve_kernels(
+                std::slice::from_ref(&spec),
+                false,
+                false,
+                "ktstr",
+                &host.kernel_cmd_env(),
+            )?;
+            match resolved.as_slice() {
+                [one] => Some(ktstr_kernel::KernelSpec::Path(one.kernel.vmlinux.clone())),
+                _ => {
+                    return Err(format!(
+                        "--kernel {spec} names {} kernels; a shell boots one",
+                        resolved.len()
+                    ));
+                }
+            }
+        }
+        other => other,
+    };
     let opts = ShellOptions {
         topology,
-        kernel: cmd.kernel,
+        kernel,
         exec: cmd.exec,
         timeout: cmd.timeout_s.map(Duration::from_secs),
         verbose: cmd.verbose,

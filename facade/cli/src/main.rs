@@ -21,13 +21,9 @@ fn main() -> ExitCode {
         Cmd::Shell(c) => shell(c, &host),
         Cmd::Topo(c) => topo(&c).map(|()| ExitCode::SUCCESS),
         Cmd::Probe(c) => probe(&c, &host).map(|()| ExitCode::SUCCESS),
-        Cmd::Kernel(k) => {
-            let env = ktstr_kernel::cli::KernelCmdEnv {
-                cache: host.kernel_cache(),
-                suites: host.kernel_suites.clone(),
-            };
-            k.run("ktstr", &env).map(|()| ExitCode::SUCCESS)
-        }
+        Cmd::Kernel(k) => k
+            .run("ktstr", &host.kernel_cmd_env())
+            .map(|()| ExitCode::SUCCESS),
     };
     res.unwrap_or_else(|e| {
         eprintln!("ktstr: error: {e}");

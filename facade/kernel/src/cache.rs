@@ -35,7 +35,14 @@ pub struct KernelMetadata {
     pub codec: String,
     /// When it was fetched (RFC 3339, UTC).
     pub fetched_at: String,
+    /// The archive no longer had its config: sched_ext was checked in the
+    /// BTF instead, and there is no `config` file.
+    #[serde(default)]
+    pub no_config: bool,
 }
+
+/// The file whose modification time says when a cached kernel was last used.
+const LAST_USED: &str = ".last-used";
 
 /// A kernel in the cache.
 #[derive(Debug, Clone)]
@@ -58,6 +65,10 @@ impl CachedKernel {
     /// The kernel config.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config")
+    }
+    /// The kernel config, when the entry has one.
+    pub fn config_if_any(&self) -> Option<PathBuf> {
+        (!self.metadata.no_config).then(|| self.config())
     }
 }
 
@@ -113,8 +124,120 @@ impl KernelCache {
         let size = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.len());
         (size(k.vmlinux()) == Some(k.metadata.vmlinux_bytes)
             && size(k.bz_image()) == Some(k.metadata.bzimage_bytes)
-            && k.config().is_file())
+            && (k.metadata.no_config || k.config().is_file()))
         .then_some(k)
+    }
+
+    /// Marks `k` as used now (the least recently used go first when the
+    /// cache is trimmed). Best effort: a read-only cache still boots.
+    pub fn touch(&self, k: &CachedKernel) {
+        let p = k.dir.join(LAST_USED);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+
+    /// When `k` was last booted or fetched.
+    pub fn last_used(&self, k: &CachedKernel) -> std::time::SystemTime {
+        let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        mtime(k.dir.join(LAST_USED))
+            .or_else(|| mtime(k.dir.join("metadata.json")))
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+
+    /// The bytes `k` takes on disk (every file of its directory).
+    pub fn disk_bytes(&self, k: &CachedKernel) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            rd.flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&k.dir)
+    }
+
+    /// Removes `k`: renamed out of the way first, so no reader ever finds
+    /// half an entry.
+    pub fn remove(&self, k: &CachedKernel) -> std::io::Result<()> {
+        let gone = self.dir.join(format!(
+            ".removed-{}-{}",
+            std::process::id(),
+            k.metadata.release
+        ));
+        std::fs::rename(&k.dir, &gone)?;
+        std::fs::remove_dir_all(&gone)
+    }
+
+    /// Keeps the `keep` most recently used kernels and removes the others;
+    /// returns the removed ones.
+    pub fn clean(&self, keep: usize) -> std::io::Result<Vec<CachedKernel>> {
+        let mut list = self.list();
+        list.sort_by_key(|k| std::cmp::Reverse(self.last_used(k)));
+        let gone: Vec<CachedKernel> = list.into_iter().skip(keep).collect();
+        for k in &gone {
+            self.remove(k)?;
+        }
+        Ok(gone)
+    }
+
+    /// Removes the least recently used kernels until the cache holds at most
+    /// `cap` bytes, never one named in `keep` nor one used in the last ten
+    /// minutes (a test may be about to boot it); returns the removed ones.
+    pub fn evict(&self, cap: u64, keep: &[&str]) -> std::io::Result<Vec<CachedKernel>> {
+        let mut list: Vec<(CachedKernel, u64)> = self
+            .list()
+            .into_iter()
+            .map(|k| {
+                let b = self.disk_bytes(&k);
+                (k, b)
+            })
+            .collect();
+        let mut total: u64 = list.iter().map(|(_, b)| b).sum();
+        list.sort_by_key(|(k, _)| self.last_used(k));
+        let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        let mut gone = Vec::new();
+        for (k, bytes) in list {
+            if total <= cap {
+                break;
+            }
+            if keep.contains(&k.metadata.release.as_str()) || self.last_used(&k) > recent {
+                continue;
+            }
+            self.remove(&k)?;
+            total -= bytes;
+            gone.push(k);
+        }
+        Ok(gone)
+    }
+
+    /// Removes scratch directories of processes that died before they
+    /// could (an interrupted fetch): `.tmp-<pid>-*` and `.removed-<pid>-*`.
+    pub fn remove_stale_scratch(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(".tmp-")
+                .or_else(|| name.strip_prefix(".removed-"))
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// A fresh scratch directory inside the cache, removed on drop; renaming
@@ -142,10 +265,28 @@ impl KernelCache {
         bz_image: &[u8],
         config: &str,
     ) -> Result<CachedKernel, KernelError> {
-        image::check_config(config)?;
+        self.insert_with(release, source, bz_image, Some(config))
+    }
+
+    /// As [`insert`](Self::insert); without a config (an archive that no
+    /// longer has it), sched_ext is checked in the vmlinux's BTF instead.
+    #[cfg(feature = "fetch")]
+    pub fn insert_with(
+        &self,
+        release: &str,
+        source: &str,
+        bz_image: &[u8],
+        config: Option<&str>,
+    ) -> Result<CachedKernel, KernelError> {
+        if let Some(config) = config {
+            image::check_config(config)?;
+        }
         let payload = image::locate_payload(bz_image)?;
         let vmlinux = image::extract_vmlinux(bz_image)?;
         let info = image::inspect_vmlinux(&vmlinux)?;
+        if config.is_none() && !image::btf_has_sched_ext(&vmlinux) {
+            return Err(KernelError::NoSchedExt);
+        }
         let metadata = KernelMetadata {
             release: release.to_string(),
             source: source.to_string(),
@@ -157,6 +298,7 @@ impl KernelCache {
             pvh_entry: info.pvh_entry,
             codec: format!("{:?}", payload.codec).to_lowercase(),
             fetched_at: rfc3339_now(),
+            no_config: config.is_none(),
         };
         let tmp = self.scratch()?;
         let write = |name: &str, bytes: &[u8]| {
@@ -165,7 +307,9 @@ impl KernelCache {
         };
         write("bzImage", bz_image)?;
         write("vmlinux", &vmlinux)?;
-        write("config", config.as_bytes())?;
+        if let Some(config) = config {
+            write("config", config.as_bytes())?;
+        }
         let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
         write("metadata.json", &json)?;
         let dest = self.dir.join(release);
@@ -248,29 +392,52 @@ pub(crate) fn rfc3339(secs: u64) -> String {
     )
 }
 
-/// The cached kernels as a table, newest first.
+/// The cached kernels as a table, newest first: release, upstream version,
+/// disk size (debug index and modules included), last use, source.
 pub fn list_table(cache: &KernelCache) -> String {
     let list = cache.list();
     if list.is_empty() {
         return format!(
-            "no cached kernels in {} (run `cargo xtask kernel fetch`)\n",
+            "no cached kernels in {} (run `cargo ktstr kernel fetch 7.3`, or `cargo xtask kernel fetch`)\n",
             cache.dir().display()
         );
     }
     let mut s = format!(
-        "{:<28} {:>8} {:>8}  {:<21} SOURCE\n",
-        "RELEASE", "VMLINUX", "BTF", "FETCHED"
+        "{:<30} {:>8} {:>8} {:<17} SOURCE\n",
+        "RELEASE", "DISK", "BTF", "LAST USED"
     );
+    let now = std::time::SystemTime::now();
+    let mut total = 0;
     for k in list {
         let m = &k.metadata;
+        let bytes = cache.disk_bytes(&k);
+        total += bytes;
+        let ago = now
+            .duration_since(cache.last_used(&k))
+            .map_or_else(|_| "now".to_string(), |d| ago(d.as_secs()));
         s.push_str(&format!(
-            "{:<28} {:>6}Mi {:>6}Ki  {:<21} {}\n",
+            "{:<30} {:>6}Mi {:>6}Ki {:<17} {}\n",
             m.release,
-            m.vmlinux_bytes >> 20,
+            bytes >> 20,
             m.btf_bytes >> 10,
-            m.fetched_at,
+            ago,
             m.source
         ));
     }
+    s.push_str(&format!(
+        "total {} MiB in {}\n",
+        total >> 20,
+        cache.dir().display()
+    ));
     s
+}
+
+/// `3d ago`, `5h ago`, `12m ago`, `now`.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => "now".into(),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
 }

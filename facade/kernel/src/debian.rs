@@ -180,11 +180,14 @@ pub struct Candidate {
     pub release: String,
 }
 
-/// Recognizes the cloud kernel image packages of both Debian layouts:
-/// `linux-binary-unsigned-<rel>` (7.x) and `linux-image-<rel>[-unsigned]`.
+/// Recognizes the cloud kernel image packages of Debian's layouts:
+/// `linux-binary-unsigned-<rel>` and `linux-binary-<rel>` (7.x; there
+/// `linux-image-<rel>` is a metapackage of them), and
+/// `linux-image-<rel>[-unsigned]` (6.x).
 pub fn candidate_from_name(package: &str) -> Option<Candidate> {
     let release = package
         .strip_prefix("linux-binary-unsigned-")
+        .or_else(|| package.strip_prefix("linux-binary-"))
         .or_else(|| package.strip_prefix("linux-image-"))?;
     let release = release.strip_suffix("-unsigned").unwrap_or(release);
     if !release.ends_with("-cloud-amd64") || !release.starts_with(|c: char| c.is_ascii_digit()) {
@@ -194,6 +197,19 @@ pub fn candidate_from_name(package: &str) -> Option<Candidate> {
         package: package.to_string(),
         release: release.to_string(),
     })
+}
+
+/// Which package of a release to take first (lower first).
+fn layout_rank(package: &str) -> u8 {
+    if package.starts_with("linux-binary-unsigned-") {
+        0
+    } else if package.starts_with("linux-binary-") {
+        1
+    } else if package.ends_with("-unsigned") {
+        2
+    } else {
+        3
+    }
 }
 
 /// A private apt state under the ktstr cache: its own sources, lists and archives.
@@ -308,7 +324,7 @@ impl PrivateApt {
         c.args([
             "search",
             "--names-only",
-            "^linux-(binary-unsigned|image)-[0-9].*-cloud-amd64",
+            "^linux-(binary-unsigned|binary|image)-[0-9].*-cloud-amd64",
         ]);
         let text = self.run(c, "apt-cache search")?;
         let mut found: Vec<Candidate> = text
@@ -318,12 +334,10 @@ impl PrivateApt {
             .collect();
         found.sort_by(|a, b| {
             super::version::compare(&b.release, &a.release)
-                // Prefer the unsigned image when both layouts exist.
-                .then_with(|| {
-                    b.package
-                        .contains("unsigned")
-                        .cmp(&a.package.contains("unsigned"))
-                })
+                // The package that holds the image itself first: the
+                // unsigned binary, the signed binary, then linux-image
+                // (only a metapackage where a binary package exists).
+                .then_with(|| layout_rank(&a.package).cmp(&layout_rank(&b.package)))
         });
         found.dedup_by(|a, b| a.release == b.release);
         Ok(found)
@@ -433,6 +447,9 @@ mod tests {
         assert_eq!(c.release, "7.3.4+deb13-cloud-amd64");
         let c = candidate_from_name("linux-image-6.12.38+deb13-cloud-amd64-unsigned").expect("6.x");
         assert_eq!(c.release, "6.12.38+deb13-cloud-amd64");
+        let c = candidate_from_name("linux-binary-7.0.13+deb13-cloud-amd64").expect("signed 7.x");
+        assert_eq!(c.release, "7.0.13+deb13-cloud-amd64");
+        assert!(layout_rank(&c.package) < layout_rank("linux-image-7.0.13+deb13-cloud-amd64"));
         assert!(candidate_from_name("linux-image-cloud-amd64").is_none());
         assert!(candidate_from_name("linux-image-7.3.4+deb13-amd64").is_none());
         assert!(candidate_from_name("linux-headers-7.3.4+deb13-cloud-amd64").is_none());

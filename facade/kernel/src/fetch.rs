@@ -35,22 +35,12 @@ pub struct FetchOptions {
     pub source: Option<debian::FetchSource>,
 }
 
-/// Fetches the newest Debian cloud kernel with sched_ext into the cache.
-///
-/// `progress` receives one line per step.
-pub fn fetch(
+/// The private apt state of `opts`, its lists refreshed.
+fn open_apt(
     opts: &FetchOptions,
     progress: &mut dyn FnMut(&str),
-) -> Result<FetchOutcome, KernelError> {
-    let cache = opts.cache.clone();
-    if opts.offline {
-        return cache
-            .newest()
-            .map(FetchOutcome::AlreadyCached)
-            .ok_or_else(|| KernelError::NoCachedKernel {
-                cache: cache.dir().to_path_buf(),
-            });
-    }
+) -> Result<debian::PrivateApt, KernelError> {
+    let cache = &opts.cache;
     let (mirror, suites) = match &opts.source {
         Some(src) => (
             debian::AptSource {
@@ -80,55 +70,44 @@ pub fn fetch(
         apt.mirror_uri()
     ));
     apt.update()?;
-    let candidates = apt.candidates()?;
+    Ok(apt)
+}
+
+/// Fetches the newest Debian cloud kernel with sched_ext into the cache.
+///
+/// `progress` receives one line per step.
+pub fn fetch(
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FetchOutcome, KernelError> {
+    let cache = opts.cache.clone();
+    if opts.offline {
+        return cache
+            .newest()
+            .map(FetchOutcome::AlreadyCached)
+            .ok_or_else(|| KernelError::NoCachedKernel {
+                cache: cache.dir().to_path_buf(),
+            });
+    }
+    let apt = open_apt(opts, progress)?;
     let mut checked = Vec::new();
-    for cand in candidates {
-        if let Some(k) = cache.get(&cand.release) {
-            progress(&format!("newest kernel {} is already cached", cand.release));
-            let tmp = cache.scratch()?;
-            modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
-            keep_line_index(&apt, &cand.release, &k, &cache, progress);
-            return Ok(FetchOutcome::AlreadyCached(k));
-        }
-        let version = apt.version(&cand.package)?;
-        progress(&format!("downloading {} {version}", cand.package));
-        let tmp = cache.scratch()?;
-        apt.download_and_unpack(&cand.package, &tmp.0)?;
-        let root = tmp.0.join("root");
-        let (mut image, mut config) = debian::locate_files(&root, &cand.release);
-        if config.is_none() {
-            // The 7.x layout keeps the config in linux-base-<release>.
-            let base = format!("linux-base-{}", cand.release);
-            if apt.has_package(&base) {
-                progress(&format!("downloading {base} for the kernel config"));
-                apt.download_and_unpack(&base, &tmp.0)?;
-                (image, config) = debian::locate_files(&root, &cand.release);
+    for cand in apt.candidates()? {
+        match fetch_release(&apt, &cand, &cache, progress) {
+            Ok(outcome) => return Ok(outcome),
+            Err(KernelError::NoSchedExtRelease { release, .. }) => {
+                progress(&format!(
+                    "{release} has no sched_ext; trying an older kernel"
+                ));
+                checked.push(format!("{release} (no sched_ext)"));
             }
+            Err(KernelError::Corrupt { what }) if what.starts_with(NO_FILES) => {
+                checked.push(format!(
+                    "{} (no image or config in the package)",
+                    cand.release
+                ));
+            }
+            Err(e) => return Err(e),
         }
-        let (Some(image), Some(config)) = (image, config) else {
-            checked.push(format!(
-                "{} (no image or config in the package)",
-                cand.release
-            ));
-            continue;
-        };
-        let config = std::fs::read_to_string(&config).map_err(|e| KernelError::io(&config, e))?;
-        if image::check_config(&config).is_err() {
-            progress(&format!(
-                "{} has no sched_ext; trying an older kernel",
-                cand.release
-            ));
-            checked.push(format!("{} (no sched_ext)", cand.release));
-            continue;
-        }
-        let bz = std::fs::read(&image).map_err(|e| KernelError::io(&image, e))?;
-        let source = format!("debian {} {version}", cand.package);
-        progress(&format!("extracting vmlinux of {}", cand.release));
-        let k = cache.insert(&cand.release, &source, &bz, &config)?;
-        let tmp = cache.scratch()?;
-        modules::keep_kvm_modules(&apt, &cand.release, &k.dir, &tmp.0, progress)?;
-        keep_line_index(&apt, &cand.release, &k, &cache, progress);
-        return Ok(FetchOutcome::Fetched(k));
     }
     Err(KernelError::NoSchedExtPackage {
         suites: apt.suites().join(", "),
@@ -138,6 +117,298 @@ pub fn fetch(
             checked.join(", ")
         },
     })
+}
+
+const NO_FILES: &str = "no kernel image or config in the package";
+
+/// Where refusals are remembered: a release found without sched_ext is not
+/// downloaded again to be refused again.
+fn refusal_path(cache: &KernelCache, release: &str) -> std::path::PathBuf {
+    cache.dir().join(".refused").join(release)
+}
+
+/// The config's own line about sched_ext, for the refusal.
+fn sched_ext_line(config: &str) -> String {
+    config
+        .lines()
+        .find(|l| l.contains("CONFIG_SCHED_CLASS_EXT"))
+        .map_or_else(
+            || "CONFIG_SCHED_CLASS_EXT is absent".to_string(),
+            |l| l.trim().to_string(),
+        )
+}
+
+/// Fetches one release into the cache (or finds it there), with its KVM
+/// modules and, when the archive has its debug package, its `file:line`
+/// index. A release without sched_ext is refused with its config line.
+fn fetch_release(
+    apt: &debian::PrivateApt,
+    cand: &debian::Candidate,
+    cache: &KernelCache,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FetchOutcome, KernelError> {
+    let refused = refusal_path(cache, &cand.release);
+    if let Ok(line) = std::fs::read_to_string(&refused) {
+        return Err(KernelError::NoSchedExtRelease {
+            release: cand.release.clone(),
+            line: line.trim().to_string(),
+        });
+    }
+    cache.remove_stale_scratch();
+    if let Some(k) = cache.get(&cand.release) {
+        progress(&format!("kernel {} is already cached", cand.release));
+        let tmp = cache.scratch()?;
+        modules::keep_kvm_modules(apt, &cand.release, &k.dir, &tmp.0, progress)?;
+        keep_line_index(apt, &cand.release, &k, cache, progress);
+        cache.touch(&k);
+        return Ok(FetchOutcome::AlreadyCached(k));
+    }
+    let version = apt.version(&cand.package)?;
+    progress(&format!("downloading {} {version}", cand.package));
+    let tmp = cache.scratch()?;
+    apt.download_and_unpack(&cand.package, &tmp.0)?;
+    let root = tmp.0.join("root");
+    let (mut image, mut config) = debian::locate_files(&root, &cand.release);
+    if config.is_none() {
+        // The 7.x layout keeps the config in linux-base-<release>.
+        let base = format!("linux-base-{}", cand.release);
+        if apt.has_package(&base) {
+            progress(&format!("downloading {base} for the kernel config"));
+            apt.download_and_unpack(&base, &tmp.0)?;
+            (image, config) = debian::locate_files(&root, &cand.release);
+        }
+    }
+    let Some(image) = image else {
+        return Err(KernelError::Corrupt {
+            what: format!("{NO_FILES} {}", cand.package),
+        });
+    };
+    let refuse = |line: String| {
+        if let Some(dir) = refused.parent() {
+            let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&refused, &line));
+        }
+        KernelError::NoSchedExtRelease {
+            release: cand.release.clone(),
+            line,
+        }
+    };
+    let config = match config {
+        Some(c) => Some(std::fs::read_to_string(&c).map_err(|e| KernelError::io(&c, e))?),
+        None => {
+            // Superseded backports lose their linux-base package (the
+            // config) before their image: check sched_ext in the BTF.
+            progress(&format!(
+                "{}: the archive no longer has its config (linux-base-{0}): sched_ext is \
+                 checked in its BTF, and schedulers that read the kernel config (`__kconfig`) \
+                 cannot load on it",
+                cand.release
+            ));
+            None
+        }
+    };
+    if let Some(c) = &config
+        && image::check_config(c).is_err()
+    {
+        return Err(refuse(sched_ext_line(c)));
+    }
+    let bz = std::fs::read(&image).map_err(|e| KernelError::io(&image, e))?;
+    let source = format!("debian {} {version}", cand.package);
+    progress(&format!("extracting vmlinux of {}", cand.release));
+    let k = match cache.insert_with(&cand.release, &source, &bz, config.as_deref()) {
+        Err(KernelError::NoSchedExt) => {
+            return Err(refuse(
+                "no `sched_ext_ops` in its BTF (config not available)".into(),
+            ));
+        }
+        other => other?,
+    };
+    drop(tmp);
+    let tmp = cache.scratch()?;
+    modules::keep_kvm_modules(apt, &cand.release, &k.dir, &tmp.0, progress)?;
+    keep_line_index(apt, &cand.release, &k, cache, progress);
+    cache.touch(&k);
+    Ok(FetchOutcome::Fetched(k))
+}
+
+/// A spec resolved to a kernel ready to boot.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The spec as given (`7.0`, `6.18..7.3`, a path).
+    pub spec: String,
+    /// The kernel.
+    pub kernel: crate::Kernel,
+    /// Whether it was downloaded now.
+    pub fetched: bool,
+}
+
+/// The archive (or, offline, the cache) a spec's releases are picked from,
+/// and fetched from when picked.
+#[derive(Debug)]
+pub struct Releases {
+    opts: FetchOptions,
+    apt: Option<debian::PrivateApt>,
+    offered: Vec<debian::Candidate>,
+}
+
+impl Releases {
+    /// Opens the archive's lists (the cache's entries with `opts.offline`).
+    pub fn open(opts: &FetchOptions, progress: &mut dyn FnMut(&str)) -> Result<Self, KernelError> {
+        let (apt, offered) = if opts.offline {
+            let offered = opts
+                .cache
+                .list()
+                .into_iter()
+                .map(|k| debian::Candidate {
+                    package: k.metadata.source.clone(),
+                    release: k.metadata.release.clone(),
+                })
+                .collect();
+            (None, offered)
+        } else {
+            let apt = open_apt(opts, progress)?;
+            let offered = apt.candidates()?;
+            (Some(apt), offered)
+        };
+        Ok(Releases {
+            opts: opts.clone(),
+            apt,
+            offered,
+        })
+    }
+
+    /// Where releases are looked up, for messages.
+    pub fn searched(&self) -> String {
+        match &self.apt {
+            Some(a) => format!("{} at {}", a.suites().join(", "), a.mirror_uri()),
+            None => format!("the cache {}", self.opts.cache.dir().display()),
+        }
+    }
+
+    /// The releases a version spec picks, oldest first, each version's
+    /// newest package release (`6.12.90+deb12.1` over `+deb12`); nothing
+    /// is fetched.
+    pub fn select(
+        &self,
+        spec: &crate::KernelSpec,
+        all_releases: bool,
+    ) -> Result<Vec<debian::Candidate>, KernelError> {
+        use crate::KernelVersion;
+        let versions: Vec<KernelVersion> = self
+            .offered
+            .iter()
+            .filter_map(|c| KernelVersion::of_release(&c.release))
+            .collect();
+        let picked =
+            spec.select(&versions, all_releases)
+                .map_err(|why| KernelError::UnknownVersion {
+                    spec: spec.to_string(),
+                    why,
+                    searched: self.searched(),
+                })?;
+        Ok(picked
+            .into_iter()
+            .filter_map(|v| {
+                self.offered
+                    .iter()
+                    .filter(|c| KernelVersion::of_release(&c.release) == Some(*v))
+                    .max_by(|a, b| crate::version::compare(&a.release, &b.release))
+                    .cloned()
+            })
+            .collect())
+    }
+
+    /// Fetches `cand` into the cache (offline: finds it there).
+    pub fn fetch(
+        &self,
+        cand: &debian::Candidate,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<FetchOutcome, KernelError> {
+        let cache = &self.opts.cache;
+        match &self.apt {
+            Some(a) => fetch_release(a, cand, cache, progress),
+            None => cache
+                .get(&cand.release)
+                .map(FetchOutcome::AlreadyCached)
+                .ok_or_else(|| KernelError::NoCachedKernel {
+                    cache: cache.dir().to_path_buf(),
+                }),
+        }
+    }
+}
+
+/// Resolves every spec to kernels, fetching what the cache lacks (nothing
+/// with `opts.offline`), in the order given; a range gives the newest
+/// release of each line in it (every release with `all_releases`), oldest
+/// first. Releases built without sched_ext are refused: an error for a
+/// version named alone, a line of `progress` (and no kernel) inside a range.
+pub fn resolve_specs(
+    specs: &[crate::KernelSpec],
+    opts: &FetchOptions,
+    all_releases: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Resolved>, KernelError> {
+    use crate::{Kernel, KernelOrigin, KernelSpec};
+    let cache = &opts.cache;
+    let mut releases: Option<Releases> = None;
+    let mut out: Vec<Resolved> = Vec::new();
+    for spec in specs {
+        let text = spec.to_string();
+        if !spec.is_version() {
+            let kernel = crate::resolve(Some(spec), cache)?;
+            out.push(Resolved {
+                spec: text,
+                kernel,
+                fetched: false,
+            });
+            continue;
+        }
+        if matches!(spec, KernelSpec::Newest) {
+            // The newest with sched_ext, as `fetch` picks it.
+            let outcome = fetch(opts, progress)?;
+            out.push(Resolved {
+                spec: text,
+                kernel: Kernel::of_cached(outcome.kernel(), KernelOrigin::Explicit),
+                fetched: matches!(outcome, FetchOutcome::Fetched(_)),
+            });
+            continue;
+        }
+        if releases.is_none() {
+            releases = Some(Releases::open(opts, progress)?);
+        }
+        let rel = releases.as_ref().expect("opened just above");
+        let wanted = rel.select(spec, all_releases)?;
+        let in_range = matches!(spec, KernelSpec::Range { .. });
+        let before = out.len();
+        let mut refused = Vec::new();
+        for cand in &wanted {
+            match rel.fetch(cand, progress) {
+                Ok(outcome) => out.push(Resolved {
+                    spec: text.clone(),
+                    kernel: Kernel::of_cached(outcome.kernel(), KernelOrigin::Explicit),
+                    fetched: matches!(outcome, FetchOutcome::Fetched(_)),
+                }),
+                Err(KernelError::NoSchedExtRelease { release, line }) if in_range => {
+                    progress(&format!(
+                        "{text}: {release} left out: built without sched_ext (`{line}`)"
+                    ));
+                    refused.push(release);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if out.len() == before {
+            return Err(KernelError::UnknownVersion {
+                spec: text,
+                why: crate::SelectError::NoMatch { closest: vec![] },
+                searched: format!(
+                    "{}; every release in it lacks sched_ext: {}",
+                    rel.searched(),
+                    refused.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One line saying what a fetch did, for the CLI and the xtask.

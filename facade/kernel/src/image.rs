@@ -331,6 +331,14 @@ fn has_pvh_note(bytes: &[u8]) -> bool {
 }
 
 /// Checks that a kernel `config` enables sched_ext.
+/// Whether the vmlinux was built with sched_ext, judged by its BTF names
+/// (`struct sched_ext_ops` exists only with CONFIG_SCHED_CLASS_EXT): for
+/// kernels whose config is not to be had.
+pub fn btf_has_sched_ext(vmlinux: &[u8]) -> bool {
+    const NAME: &[u8] = b"\0sched_ext_ops\0";
+    vmlinux.windows(NAME.len()).any(|w| w == NAME)
+}
+
 pub fn check_config(config: &str) -> Result<(), KernelError> {
     if config
         .lines()

@@ -33,18 +33,24 @@ pub mod debian;
 pub mod debuginfo;
 #[cfg(feature = "fetch")]
 mod fetch;
+mod id;
 pub mod image;
 pub mod lines;
 #[cfg(feature = "fetch")]
 pub mod modules;
+pub mod spec;
 mod version;
 
 use std::path::{Path, PathBuf};
 
 pub use cache::{CachedKernel, KernelCache, KernelMetadata, file_sha256, list_table};
 #[cfg(feature = "fetch")]
-pub use fetch::{FetchOptions, FetchOutcome, describe_fetch, fetch};
+pub use fetch::{
+    FetchOptions, FetchOutcome, Releases, Resolved, describe_fetch, fetch, resolve_specs,
+};
+pub use id::{KernelId, KernelSource};
 pub use image::Codec;
+pub use spec::{KernelSpec, KernelVersion, SelectError, SpecError, VersionReq};
 
 /// What went wrong while resolving, fetching or checking a kernel.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +114,59 @@ pub enum KernelError {
     /// The config lacks sched_ext.
     #[error("the kernel config lacks CONFIG_SCHED_CLASS_EXT=y, which sched_ext schedulers need")]
     NoSchedExt,
+    /// A version spec names no cached kernel (test binaries never fetch).
+    #[error(
+        "kernel {spec}: not in the cache ({}){}: fetch it first with `cargo ktstr kernel fetch {spec}`",
+        cache.display(),
+        if cached.is_empty() { String::new() } else { format!("; cached: {}", cached.join(", ")) }
+    )]
+    NotCached {
+        /// The spec as given.
+        spec: String,
+        /// The cache searched.
+        cache: PathBuf,
+        /// The releases it holds.
+        cached: Vec<String>,
+    },
+    /// A spec that names several kernels where one is needed.
+    #[error(
+        "kernel {spec} names several kernels; where one kernel boots give one version, or run          `cargo ktstr test --kernel {spec}` to run the tests once per kernel"
+    )]
+    SeveralKernels {
+        /// The spec as given.
+        spec: String,
+    },
+    /// Building kernels from source is not there yet.
+    #[error(
+        "kernel {spec}: building kernels from source is not available yet; build the tree \
+         yourself and pass its directory (with vmlinux) as --kernel"
+    )]
+    FromSource {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A version spec selected no release the source offers.
+    #[error("kernel {spec}: {why} (searched {searched})")]
+    UnknownVersion {
+        /// The spec as given.
+        spec: String,
+        /// What the selection said, with the closest releases.
+        why: SelectError,
+        /// Where the releases were looked up.
+        searched: String,
+    },
+    /// A release was asked for by version, and it has no sched_ext.
+    #[error(
+        "kernel {release}: built without sched_ext (its config says `{line}`); ktstr needs \
+         CONFIG_SCHED_CLASS_EXT=y: pick a release that has it (Debian's cloud kernels have it \
+         from 6.18), or build the kernel yourself"
+    )]
+    NoSchedExtRelease {
+        /// The release.
+        release: String,
+        /// The config's own line for CONFIG_SCHED_CLASS_EXT.
+        line: String,
+    },
     /// No mirror could be derived from the host's apt configuration.
     #[error("cannot find a Debian mirror in the host's apt sources: {detail}")]
     NoMirror {
@@ -163,6 +222,19 @@ impl KernelError {
     }
 }
 
+/// Where the `kernel` subcommands work: the cache and the fetch settings,
+/// resolved by the caller's host configuration.
+#[derive(Debug, Clone)]
+pub struct KernelCmdEnv {
+    /// The kernel cache.
+    pub cache: KernelCache,
+    /// Suites to search instead of the defaults (`KTSTR_KERNEL_SUITES`).
+    pub suites: Option<Vec<String>>,
+    /// The disk the cache may take before the least recently used kernels
+    /// go (`KTSTR_KERNEL_CACHE_MIB`), checked after each fetch.
+    pub cap_bytes: u64,
+}
+
 /// How a kernel was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelOrigin {
@@ -186,27 +258,102 @@ pub struct Kernel {
     /// The vmlinux's SHA-256 (hex), when already known (a cache entry
     /// records it at fetch time); `None`: hash the file if you need it.
     pub vmlinux_sha256: Option<String>,
+    /// Where it came from, when a cache entry says.
+    pub source: Option<KernelSource>,
     /// How it was found.
     pub origin: KernelOrigin,
 }
 
-/// Resolves the kernel to use: `explicit` (a flag or `KTSTR_KERNEL`, as the
-/// caller's configuration says), else the newest kernel in `cache`.
-pub fn resolve(explicit: Option<&Path>, cache: &KernelCache) -> Result<Kernel, KernelError> {
-    if let Some(p) = explicit {
-        return from_path(p, KernelOrigin::Explicit, cache);
+impl Kernel {
+    /// The kernel as a cache entry describes it.
+    pub fn of_cached(k: &CachedKernel, origin: KernelOrigin) -> Kernel {
+        Kernel {
+            vmlinux: k.vmlinux(),
+            bz_image: Some(k.bz_image()),
+            config: k.config_if_any(),
+            release: Some(k.metadata.release.clone()),
+            vmlinux_sha256: Some(k.metadata.vmlinux_sha256.clone()),
+            source: Some(KernelSource::from_cache_text(&k.metadata.source)),
+            origin,
+        }
     }
-    let k = cache.newest().ok_or_else(|| KernelError::NotFound {
-        cache: cache.dir().to_path_buf(),
-    })?;
-    Ok(Kernel {
-        vmlinux: k.vmlinux(),
-        bz_image: Some(k.bz_image()),
-        config: Some(k.config()),
-        release: Some(k.metadata.release),
-        vmlinux_sha256: Some(k.metadata.vmlinux_sha256),
-        origin: KernelOrigin::Cache,
-    })
+
+    /// Its typed identity, hashing the vmlinux and config where not known.
+    pub fn id(&self) -> Result<KernelId, KernelError> {
+        let mut failed = None;
+        let id = self.id_hashed(|p| match file_sha256(p) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                failed.get_or_insert(KernelError::io(p, e));
+                None
+            }
+        });
+        failed.map_or(Ok(id), Err)
+    }
+
+    /// Its typed identity, with `hash` giving a file's SHA-256 (hex) where
+    /// not known (a caller that keeps hashes per process); an unreadable
+    /// vmlinux leaves `vmlinux_sha256` empty.
+    pub fn id_hashed(&self, mut hash: impl FnMut(&Path) -> Option<String>) -> KernelId {
+        KernelId {
+            version: self.release.as_deref().and_then(KernelVersion::of_release),
+            release: self.release.clone(),
+            source: self.source.clone().unwrap_or_else(|| KernelSource::Path {
+                path: self.vmlinux.display().to_string(),
+            }),
+            vmlinux_sha256: self
+                .vmlinux_sha256
+                .clone()
+                .or_else(|| hash(&self.vmlinux))
+                .unwrap_or_default(),
+            config_sha256: self.config.as_deref().and_then(&mut hash),
+        }
+    }
+}
+
+/// Resolves the kernel to use: `spec` (a flag or `KTSTR_KERNEL`, as the
+/// caller's configuration says), else the newest kernel in `cache`.
+///
+/// Nothing is fetched here (test binaries call this): a version names the
+/// newest cached release that matches it; `cargo ktstr` and `ktstr kernel
+/// fetch` fetch what is missing first.
+pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel, KernelError> {
+    let Some(spec) = spec else {
+        let k = cache.newest().ok_or_else(|| KernelError::NotFound {
+            cache: cache.dir().to_path_buf(),
+        })?;
+        cache.touch(&k);
+        return Ok(Kernel::of_cached(&k, KernelOrigin::Cache));
+    };
+    match spec {
+        KernelSpec::Path(p) => from_path(p, KernelOrigin::Explicit, cache),
+        KernelSpec::Git(_) | KernelSpec::Source(_) => Err(KernelError::FromSource {
+            spec: spec.to_string(),
+        }),
+        KernelSpec::Range { .. } => Err(KernelError::SeveralKernels {
+            spec: spec.to_string(),
+        }),
+        KernelSpec::Newest | KernelSpec::Version(_) => {
+            let list = cache.list();
+            let found = list.iter().find(|k| match spec {
+                KernelSpec::Version(req) => {
+                    KernelVersion::of_release(&k.metadata.release).is_some_and(|v| req.matches(v))
+                }
+                _ => true,
+            });
+            match found {
+                Some(k) => {
+                    cache.touch(k);
+                    Ok(Kernel::of_cached(k, KernelOrigin::Explicit))
+                }
+                None => Err(KernelError::NotCached {
+                    spec: spec.to_string(),
+                    cache: cache.dir().to_path_buf(),
+                    cached: list.iter().map(|k| k.metadata.release.clone()).collect(),
+                }),
+            }
+        }
+    }
 }
 
 /// Interprets a path given as a kernel: a vmlinux, a bzImage, a build tree or a cache entry.
@@ -234,6 +381,9 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
                 .ok()
                 .map(|s| s.trim().to_string())
                 .or_else(|| entry.as_ref().map(|k| k.metadata.release.clone())),
+            source: entry
+                .as_ref()
+                .map(|k| KernelSource::from_cache_text(&k.metadata.source)),
             vmlinux_sha256: entry.map(|k| k.metadata.vmlinux_sha256),
             origin,
         };
@@ -252,6 +402,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             config: None,
             release: None,
             vmlinux_sha256: None,
+            source: None,
             origin,
         });
     }
@@ -276,6 +427,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             config: None,
             release: None,
             vmlinux_sha256: None,
+            source: None,
             origin,
         });
     }
@@ -566,6 +718,55 @@ mod tests {
         // A damaged entry (truncated vmlinux) is not listed.
         std::fs::write(list[0].vmlinux(), b"\x7fELF").expect("truncate");
         assert_eq!(cache.list().len(), 1);
+    }
+
+    #[test]
+    fn versions_resolve_in_the_cache_and_clean_keeps_the_recent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = KernelCache::new(dir.path().join("kernels"));
+        let bz = image::tests::tiny_bzimage(&image::tests::tiny_vmlinux(b"btf"));
+        let cfg = "CONFIG_SCHED_CLASS_EXT=y\n";
+        for r in [
+            "7.0.9+deb13-cloud-amd64",
+            "7.0.13+deb13-cloud-amd64",
+            "7.3.4+deb13-cloud-amd64",
+        ] {
+            cache
+                .insert(r, "debian linux-image-x 1", &bz, cfg)
+                .expect("insert");
+        }
+        let spec = |s: &str| s.parse::<KernelSpec>().expect("spec");
+        let k = resolve(Some(&spec("7.0")), &cache).expect("7.0 cached");
+        assert_eq!(k.release.as_deref(), Some("7.0.13+deb13-cloud-amd64"));
+        let id = k.id().expect("id");
+        assert_eq!(id.label(), "7.0.13");
+        assert!(matches!(id.source, KernelSource::Package { .. }), "{id:?}");
+        assert_eq!(id.config_sha256.as_deref().map(str::len), Some(64));
+        let err = resolve(Some(&spec("6.18")), &cache).expect_err("not cached");
+        assert!(
+            err.to_string().contains("cargo ktstr kernel fetch 6.18"),
+            "{err}"
+        );
+        let err = resolve(Some(&spec("7.0..7.3")), &cache).expect_err("range");
+        assert!(matches!(err, KernelError::SeveralKernels { .. }), "{err}");
+        let err = resolve(Some(&spec("git+file:///l#sha=1")), &cache).expect_err("git");
+        assert!(matches!(err, KernelError::FromSource { .. }), "{err}");
+        // 7.0.13 was used last: clean --keep 1 keeps it.
+        let gone = cache.clean(1).expect("clean");
+        assert_eq!(gone.len(), 2);
+        let left: Vec<String> = cache
+            .list()
+            .into_iter()
+            .map(|k| k.metadata.release)
+            .collect();
+        assert_eq!(left, ["7.0.13+deb13-cloud-amd64"]);
+        // A cap of 0 removes nothing used in the last ten minutes.
+        assert!(cache.evict(0, &[]).expect("evict").is_empty());
+        // A scratch directory of a dead process goes; no entry is listed from it.
+        let stale = cache.dir().join(".tmp-999999999-1");
+        std::fs::create_dir_all(&stale).expect("mkdir");
+        cache.remove_stale_scratch();
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub(crate) fn prepare(
             need_mib,
         });
     }
-    let kernel = host.resolve_kernel(kernel)?;
+    let kernel = host.resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())?;
     let exe = std::env::current_exe().map_err(RunError::TestBinary)?;
     let cache = host.initramfs_cache()?;
     // Schedulers: resolved on the host, checked against the kernel, packed.

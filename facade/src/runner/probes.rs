@@ -30,7 +30,7 @@ impl Sources {
         kernel: Option<&std::path::Path>,
     ) -> Result<Sources, String> {
         let resolved = host
-            .resolve_kernel(kernel)
+            .resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())
             .map_err(|e| format!("resolving the kernel: {e}"))?;
         let vmlinux = std::fs::read(&resolved.vmlinux)
             .map_err(|e| format!("{}: {e}", resolved.vmlinux.display()))?;

@@ -76,7 +76,7 @@ fn block(
     let crash = CrashInfo::from_console(&reason, message.as_deref(), &obs.console);
     // The kernel's BTF (offsets, enums) and the scheduler's BPF callbacks.
     let resolved = host
-        .resolve_kernel(kernel)
+        .resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())
         .map_err(|e| format!("resolving the kernel: {e}"))?;
     let vmlinux = std::fs::read(&resolved.vmlinux)
         .map_err(|e| format!("{}: {e}", resolved.vmlinux.display()))?;
