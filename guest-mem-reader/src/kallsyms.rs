@@ -12,7 +12,9 @@
 //! kallsyms_token_table  256 NUL-terminated tokens
 //! kallsyms_token_index  u16[256]: offset of each token in the table
 //! kallsyms_offsets      i32[N]: address = &kallsyms_offsets[i] + kallsyms_offsets[i]
-//!                       (place-relative, Linux 6.16+), or relative_base + (u32)offset
+//!                       (place-relative, Debian's 7.x), or relative_base + (u32)offset with
+//!                       kallsyms_relative_base after the offsets (6.10 to 6.18; before
+//!                       6.10 both come before kallsyms_num_syms)
 //! ```
 //!
 //! None of the table symbols can be looked up (they are what we are decoding), so the tables
@@ -326,7 +328,33 @@ fn addresses(
             Err(e) => tried.push(e),
         }
     }
-    // Before 6.16: offsets from kallsyms_relative_base, both just before num_syms.
+    // 6.10 to 6.18: offsets from kallsyms_relative_base, the offsets right after the token
+    // index and the base (8-aligned) right after them.
+    for align in [4usize, 8] {
+        let Some(offs_at) = t.index_end.checked_next_multiple_of(align) else {
+            continue;
+        };
+        let Some(base_at) = offs_at
+            .checked_add(4 * n)
+            .and_then(|e| e.checked_next_multiple_of(8))
+        else {
+            continue;
+        };
+        let Some(base) = ro
+            .get(base_at..base_at + 8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        else {
+            continue;
+        };
+        let rel = |i: usize| -> Option<u64> {
+            Some(base.wrapping_add(u64::from(u32_at(ro, offs_at + 4 * i)?)))
+        };
+        match build(ro, t, rel, text_addr) {
+            Ok(s) => return Ok(s),
+            Err(e) => tried.push(e),
+        }
+    }
+    // Before 6.10: offsets from kallsyms_relative_base, both just before num_syms.
     if let Some(base_at) = t.num_syms_at.checked_sub(8) {
         let base = ro
             .get(base_at..base_at + 8)

@@ -22,47 +22,31 @@ pub const STRUCTS: [&str; 10] = [
     "cgroup",
 ];
 
-/// The vmlinux ELF to test against: `$KTSTR_KERNEL` if it is a vmlinux ELF file, else the
-/// newest `kernels/*/vmlinux` in `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}`.
+/// The vmlinux ELF to test against: `$KTSTR_KERNEL` (a path, or a version of a cached
+/// kernel), else the newest cached release under `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}`.
+/// Panics — the test fails, it never skips — with the command that fetches one.
 pub fn kernel_vmlinux() -> PathBuf {
-    if let Some(p) = std::env::var_os("KTSTR_KERNEL") {
-        let p = PathBuf::from(p);
-        let candidate = if p.is_dir() { p.join("vmlinux") } else { p };
-        if is_elf(&candidate) {
-            return candidate;
-        }
-    }
+    let spec = match std::env::var("KTSTR_KERNEL") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse::<ktstr_kernel::KernelSpec>()
+                .unwrap_or_else(|e| panic!("KTSTR_KERNEL: {e}")),
+        ),
+        _ => None,
+    };
     let cache = std::env::var_os("KTSTR_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ktstr")))
         .expect("neither KTSTR_CACHE_DIR nor HOME is set");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache.join("kernels"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("vmlinux"))
-        .filter(|p| is_elf(p))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, p)) => p,
-        None => panic!(
-            "no kernel to test against: set KTSTR_KERNEL to a vmlinux ELF, or run \
-             `cargo xtask kernel fetch` to put one in {}/kernels/<release>/vmlinux",
-            cache.display()
+    let kernels = ktstr_kernel::KernelCache::new(cache.join("kernels"));
+    match ktstr_kernel::resolve(spec.as_ref(), &kernels) {
+        Ok(k) => k.vmlinux,
+        Err(e) => panic!(
+            "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
+             KTSTR_KERNEL to a vmlinux ELF"
         ),
     }
 }
 
-fn is_elf(p: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"\x7fELF"
-}
 
 /// Path of a required tool; the test fails (never skips) when it is missing.
 pub fn require_tool(name: &str, debian_package: &str) -> PathBuf {

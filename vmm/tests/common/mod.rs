@@ -53,31 +53,28 @@ pub fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8
     }
 }
 
-/// The kernel: `$KTSTR_KERNEL` (a vmlinux, or a directory holding one),
-/// else the first cached `vmlinux`.
+/// The kernel: `$KTSTR_KERNEL` (a path or a cached version), else the newest
+/// cached release.
 pub fn kernel() -> std::path::PathBuf {
-    if let Some(k) = std::env::var_os("KTSTR_KERNEL") {
-        let k = std::path::PathBuf::from(k);
-        return if k.is_dir() { k.join("vmlinux") } else { k };
-    }
+    let spec = match std::env::var("KTSTR_KERNEL") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse::<ktstr_kernel::KernelSpec>()
+                .unwrap_or_else(|e| panic!("KTSTR_KERNEL: {e}")),
+        ),
+        _ => None,
+    };
     let cache = std::env::var_os("KTSTR_CACHE_DIR")
         .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/ktstr"))
-        })
-        .expect("KTSTR_CACHE_DIR or HOME");
-    let kernels = cache.join("kernels");
-    std::fs::read_dir(&kernels)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask kernel fetch`", kernels.display()))
-        .filter_map(Result::ok)
-        .map(|d| d.path().join("vmlinux"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no vmlinux under {}; run `cargo xtask kernel fetch`",
-                kernels.display()
-            )
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/ktstr")))
+        .expect("neither KTSTR_CACHE_DIR nor HOME is set");
+    let kernels = ktstr_kernel::KernelCache::new(cache.join("kernels"));
+    match ktstr_kernel::resolve(spec.as_ref(), &kernels) {
+        Ok(k) => k.vmlinux,
+        Err(e) => panic!(
+            "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
+             KTSTR_KERNEL to a vmlinux ELF"
+        ),
+    }
 }
 
 /// Where the restore tests' host writes its "go" word (a reserved range, like
