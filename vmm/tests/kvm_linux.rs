@@ -18,7 +18,7 @@
 //! at build time. `kvm_linux_boot_stress` boots shapes again and again and
 //! dumps every boot that stalls or does not power off (`linux_stress/`).
 //!
-//! The guest's `/init` is `tiny-guest/linux-init.c`, built by the build script
+//! The guest's `/init` is `tiny-guest/linux-init.c`, built by the ktstr-tiny-guest build script
 //! and embedded here; the initramfs (newc cpio) is written here.
 #![cfg(target_arch = "x86_64")]
 
@@ -40,10 +40,8 @@ use common::kernel;
 /// An initramfs with `/init` and the mount points it uses.
 fn initramfs(dir: &std::path::Path) -> PathBuf {
     // Embedded, so the binary also runs where its build directory is not (the L1).
-    #[cfg(ktstr_tiny_guest)]
-    let init: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr-linux-init"));
-    #[cfg(not(ktstr_tiny_guest))]
-    let init: &[u8] = panic!("the Linux test /init was not built: see the build script's warning");
+    let init =
+        ktstr_tiny_guest::linux_init().unwrap_or_else(|e| panic!("the Linux tests' /init: {e}"));
     let mut cpio = Vec::new();
     for (i, d) in ["dev", "sys", "proc"].iter().enumerate() {
         common::cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
