@@ -501,7 +501,11 @@ fn not_full() {}
         ] {
             assert!(reasons.contains_key(name), "{name}: {reasons:?}");
         }
-        assert!(reasons.values().all(|r| !r.is_empty() && !r.contains("--full")));
+        assert!(
+            reasons
+                .values()
+                .all(|r| !r.is_empty() && !r.contains("--full"))
+        );
     }
 
     #[test]
