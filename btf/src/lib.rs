@@ -39,6 +39,7 @@ mod index;
 mod layout;
 mod query;
 mod raw;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testdata;
 mod types;

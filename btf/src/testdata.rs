@@ -1,5 +1,5 @@
 //! Small synthetic BTF shaped like the kernel's scheduler types, for doc examples and tests.
-//! Not part of the stable API.
+//! Not part of the stable API: compiled only with the `testkit` feature (and for unit tests).
 
 use alloc::vec::Vec;
 

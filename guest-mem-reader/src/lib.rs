@@ -43,6 +43,7 @@ pub mod kaslr;
 mod kernel;
 mod sched;
 mod symbols;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
 mod translate;

@@ -98,6 +98,7 @@ fn cpusets_cgroups_and_affinity_change_mid_run(ctx: &Ctx) -> Result<AssertResult
 
 /// CPU hotplug, weighted cgroups (1:3 by `cpu.weight`) and tasks switching
 /// between SCHED_EXT and the fair class: 2 s each, every check.
+#[ignore = "full: its class switch left 1-2 s gaps in earlier runs; no record of clean runs yet; run with cargo xtask test --full"]
 #[ktstr_test(
     llcs = 1,
     cores = 2,
@@ -119,6 +120,7 @@ fn hotplug_weights_and_class_switches(ctx: &Ctx) -> Result<AssertResult> {
 /// each, one VM: each passes every check it runs, at the default thresholds.
 /// `rt_starvation` runs its passing twin (`Hog::Off`); its failing twin is in
 /// tests/starvation.rs.
+#[ignore = "full: every scenario of the catalogue in one VM, about 135 s; run with cargo xtask test --full"]
 #[ktstr_test(
     llcs = 2,
     cores = 2,
@@ -200,4 +202,43 @@ fn thresholds_merge_defaults_scheduler_then_test(ctx: &Ctx) -> Result<AssertResu
         ));
     }
     Ok(v.merged(scenarios::steady(&test)?))
+}
+
+/// This binary's test names as it lists them (`--list` plus `extra`).
+fn listed(extra: &[&str]) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .arg("--list")
+        .args(extra)
+        .output()
+        .expect("the test binary lists its tests");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test").map(str::to_string))
+        .collect()
+}
+
+/// An `#[ignore = "full: ..."]` above `#[ktstr_test]` reaches the generated
+/// `#[test]`: the two `--full` tests here are listed as ignored, a test
+/// beside them without the attribute is not (no VM).
+#[test]
+fn full_tests_are_listed_as_ignored() {
+    let ignored = listed(&["--ignored"]);
+    for full in [
+        "hotplug_weights_and_class_switches",
+        "every_scenario_passes_under_eevdf_on_two_llcs",
+    ] {
+        assert!(ignored.iter().any(|n| n == full), "{full}: {ignored:?}");
+    }
+    assert!(
+        !ignored
+            .iter()
+            .any(|n| n == "cpusets_cgroups_and_affinity_change_mid_run")
+    );
+    assert!(
+        listed(&[])
+            .iter()
+            .any(|n| n == "cpusets_cgroups_and_affinity_change_mid_run")
+    );
 }

@@ -161,6 +161,7 @@ fn nokaslr_fixture_boot(ctx: &Ctx) -> Result<AssertResult> {
 /// Both boot paths, alternating, three times each: the vmlinux at its link
 /// address (checked, slide 0) and the bzImage randomized (located); each
 /// prints its `boot-to-init`, the figures of the README's KASLR section.
+#[ignore = "full: six boots, minutes with the slot waits; run with cargo xtask test --full"]
 #[test]
 fn both_boot_paths_are_placed_and_read() {
     for i in 0..3 {
@@ -177,6 +178,7 @@ fn both_boot_paths_are_placed_and_read() {
 /// Five randomized cold boots (a restore would reuse one of a few saved
 /// slides): each located where its guest says, at least three distinct
 /// slides (KASLR's entropy here is ~490 2 MiB slots).
+#[ignore = "full: five randomized boots, minutes with the slot waits; run with cargo xtask test --full"]
 #[test]
 fn five_randomized_boots_show_three_slides() {
     for i in 0..5 {
@@ -201,6 +203,7 @@ fn five_randomized_boots_show_three_slides() {
 /// is located where its guest says; the slides come from the few saved
 /// randomized guests (at most `KASLR_SNAPSHOTS`, 3), and not all from one
 /// (the chance that 8 picks of 3 land on one is 0.05%).
+#[ignore = "full: 8 restored randomized tests, up to 3 snapshots made first; run with cargo xtask test --full"]
 #[test]
 fn restored_kaslr_tests_pick_among_saved_slides() {
     SLIDES.lock().unwrap_or_else(|p| p.into_inner()).clear();

@@ -8,8 +8,9 @@
 //! `xtask/src/schedulers.rs`; a binary that is not there fails the test with
 //! that command in the message. Run by `cargo xtask test --full` (which builds
 //! them first and prints a table of scheduler, version, topology, test and
-//! verdict), never by the default run: `.config/nextest.toml` leaves this
-//! binary out.
+//! verdict), never by the default run: every test here is `#[ignore]`d with
+//! that reason (with plain cargo, once the binaries are built:
+//! `cargo test -p ktstr-tests --test real_schedulers -- --ignored --skip ::gauntlet::`).
 
 use anyhow::Result;
 use ktstr::assert::AssertResult;
@@ -94,6 +95,7 @@ macro_rules! lifecycle_tests {
                 .binary(SchedulerSpec::Installed($binary))
                 .attach_timeout_s(ATTACH_TIMEOUT_S);
 
+            #[ignore = "full: a published scheduler, built by cargo xtask schedulers (minutes of CPU); run with cargo xtask test --full"]
             #[ktstr_test(
                 scheduler = SCHED,
                 staged_schedulers = [AGAIN],
@@ -108,6 +110,7 @@ macro_rules! lifecycle_tests {
                 replace_and_restart(ctx, &AGAIN)
             }
 
+            #[ignore = "full: a published scheduler, built by cargo xtask schedulers (minutes of CPU); run with cargo xtask test --full"]
             #[ktstr_test(
                 scheduler = SCHED,
                 staged_schedulers = [AGAIN],
@@ -143,6 +146,7 @@ macro_rules! real_scheduler {
                 .sched_args(&[$($arg),*])
                 .attach_timeout_s(ATTACH_TIMEOUT_S);
 
+            #[ignore = "full: a published scheduler, built by cargo xtask schedulers (minutes of CPU); run with cargo xtask test --full"]
             #[ktstr_test(
                 scheduler = SCHED,
                 llcs = 2,
@@ -155,6 +159,7 @@ macro_rules! real_scheduler {
                 steady_explained(ctx)
             }
 
+            #[ignore = "full: a published scheduler, built by cargo xtask schedulers (minutes of CPU); run with cargo xtask test --full"]
             #[ktstr_test(
                 scheduler = SCHED,
                 llcs = 2,

@@ -18,7 +18,7 @@
 //! at build time. `kvm_linux_boot_stress` boots shapes again and again and
 //! dumps every boot that stalls or does not power off (`linux_stress/`).
 //!
-//! The guest's `/init` is `tiny-guest/linux-init.c`, built by the build script
+//! The guest's `/init` is `tiny-guest/linux-init.c`, built by the ktstr-tiny-guest build script
 //! and embedded here; the initramfs (newc cpio) is written here.
 #![cfg(target_arch = "x86_64")]
 
@@ -40,10 +40,8 @@ use common::kernel;
 /// An initramfs with `/init` and the mount points it uses.
 fn initramfs(dir: &std::path::Path) -> PathBuf {
     // Embedded, so the binary also runs where its build directory is not (the L1).
-    #[cfg(ktstr_tiny_guest)]
-    let init: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr-linux-init"));
-    #[cfg(not(ktstr_tiny_guest))]
-    let init: &[u8] = panic!("the Linux test /init was not built: see the build script's warning");
+    let init =
+        ktstr_tiny_guest::linux_init().unwrap_or_else(|e| panic!("the Linux tests' /init: {e}"));
     let mut cpio = Vec::new();
     for (i, d) in ["dev", "sys", "proc"].iter().enumerate() {
         common::cpio_entry(&mut cpio, i as u32 + 1, d, 0o040_755, &[]);
@@ -561,11 +559,12 @@ fn run_set(set: Set) {
         let exe = std::env::current_exe().expect("this test binary");
         let kernel = kernel();
         let kernel_dir = kernel.parent().expect("the kernel's directory");
+        // `--include-ignored`: the entries are `--full` tests, ignored by default.
         let run = nested::L1Run {
             kernel_dir,
             files: vec![(exe, "/test".into())],
             script: format!(
-                "/test --exact {} --nocapture --test-threads=1 2>&1",
+                "/test --include-ignored --exact {} --nocapture --test-threads=1 2>&1",
                 set.entry()
             ),
             timeout: Duration::from_secs(300),
@@ -601,6 +600,7 @@ fn run_set(set: Set) {
 /// The own KVM VMM boots Linux (vmlinux and bzImage), its registers read
 /// back, it keeps ticking across pause/resume, and Linux sees the declared
 /// topology on three small shapes (the short set, about 50 s in the L1).
+#[ignore = "full: Linux on the own VMM in a nested-SVM L1, whose emulation now and then loses a guest's memory (vmm/README.md); run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_on_the_own_vmm() {
     run_set(Set::Core);
@@ -609,6 +609,7 @@ fn kvm_linux_on_the_own_vmm() {
 /// Userland's console output arrives whole, a guest panic ends the VM as a
 /// panic and a reboot as a reset, and Linux sees the declared topology on
 /// 6- and 8-vCPU shapes (see `Set::More`).
+#[ignore = "full: Linux on the own VMM in a nested-SVM L1, whose emulation now and then loses a guest's memory (vmm/README.md); run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_more_on_the_own_vmm() {
     run_set(Set::More);
@@ -623,6 +624,7 @@ const STRESS_DEFAULT: &str = "30,1n1l2c1t+1n1l2c2t+1n2l1c2t+2n2l1c1t+1n3l1c1t";
 /// `KTSTR_STRESS=N,SHAPE[+SHAPE...][,extra cmdline]`, by default the shapes
 /// of the short set, 30 boots. Nested under QEMU TCG where the host has
 /// no vmx/svm; `KTSTR_STRESS_L1=single` runs that L1 on one host thread.
+#[ignore = "full: 30 Linux boots in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_boot_stress() {
     let arg = std::env::var("KTSTR_STRESS").unwrap_or_else(|_| STRESS_DEFAULT.into());
@@ -648,7 +650,7 @@ fn kvm_linux_boot_stress() {
         kernel_dir: kernel.parent().expect("the kernel's directory"),
         files: vec![(exe, "/test".into())],
         script: format!(
-            "mount -t debugfs none /sys/kernel/debug\nKTSTR_STRESS_JIFFIES={:#x} KTSTR_STRESS={} /test --exact kvm_linux_boot_stress --nocapture --test-threads=1 2>&1",
+            "mount -t debugfs none /sys/kernel/debug\nKTSTR_STRESS_JIFFIES={:#x} KTSTR_STRESS={} /test --include-ignored --exact kvm_linux_boot_stress --nocapture --test-threads=1 2>&1",
             linux_stress::jiffies_phys().expect("jiffies_64 in the kernel's kallsyms.ktstr"),
             nested::shell_quote(&arg)
         ),
@@ -670,6 +672,7 @@ fn kvm_linux_boot_stress() {
 /// its libraries and firmware packed into the L1's root), directly on a host
 /// with vmx/svm. Prints one line per boot and the medians; fails if a boot
 /// did not reach init or power off.
+#[ignore = "full: a boot benchmark in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
 #[test]
 fn kvm_vs_qemu_kvm_boot_to_init() {
     let (problems, lines) = if ktstr_vmm::hardware_virtualization() {
@@ -682,7 +685,7 @@ fn kvm_vs_qemu_kvm_boot_to_init() {
         let run = nested::L1Run {
             kernel_dir: kernel.parent().expect("the kernel's directory"),
             files,
-            script: "/test --exact kvm_vs_qemu_kvm_boot_to_init --nocapture --test-threads=1 2>&1"
+            script: "/test --include-ignored --exact kvm_vs_qemu_kvm_boot_to_init --nocapture --test-threads=1 2>&1"
                 .into(),
             timeout: Duration::from_secs(420),
             single_thread: false,

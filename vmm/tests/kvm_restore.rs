@@ -246,6 +246,7 @@ fn l1_problems(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+#[ignore = "full: Linux saved and restored in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_save_and_restore_many() {
     let problems = if ktstr_vmm::hardware_virtualization() {
@@ -257,7 +258,7 @@ fn kvm_linux_save_and_restore_many() {
             kernel_dir: kernel.parent().expect("the kernel's directory"),
             files: vec![(exe, "/test".into())],
             script:
-                "/test --exact kvm_linux_save_and_restore_many --nocapture --test-threads=1 2>&1"
+                "/test --include-ignored --exact kvm_linux_save_and_restore_many --nocapture --test-threads=1 2>&1"
                     .into(),
             timeout: Duration::from_secs(600),
             single_thread: false,

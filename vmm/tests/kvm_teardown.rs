@@ -23,10 +23,7 @@ fn threads(prefix: &str) -> usize {
 
 #[test]
 fn kvm_teardown_leaves_no_threads_and_closes_consoles() {
-    #[cfg(ktstr_tiny_guest)]
-    let kernel = concat!(env!("OUT_DIR"), "/tiny-guest.elf");
-    #[cfg(not(ktstr_tiny_guest))]
-    let kernel: &str = panic!("the tiny guest was not built: see the build script's warning");
+    let kernel = ktstr_tiny_guest::pvh_elf().unwrap_or_else(|e| panic!("{e}"));
     let backend = KvmBackend::builder()
         .huge_pages(true)
         .build()

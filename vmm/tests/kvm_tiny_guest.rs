@@ -25,19 +25,13 @@ enum Image {
 }
 
 fn image(kind: Image) -> String {
-    #[cfg(ktstr_tiny_guest)]
-    {
-        match kind {
-            Image::Pvh => concat!(env!("OUT_DIR"), "/tiny-guest.elf").to_string(),
-            Image::BzImage => concat!(env!("OUT_DIR"), "/tiny-guest.bzImage").to_string(),
-        }
-    }
-    #[cfg(not(ktstr_tiny_guest))]
-    {
-        panic!(
-            "the tiny guest ({kind:?}) was not built: see the build script's warning (gcc and objcopy are needed)"
-        )
-    }
+    let path = match kind {
+        Image::Pvh => ktstr_tiny_guest::pvh_elf(),
+        Image::BzImage => ktstr_tiny_guest::bzimage(),
+    };
+    path.unwrap_or_else(|e| panic!("{kind:?}: {e}"))
+        .display()
+        .to_string()
 }
 
 /// One line of the guest's report: a word, then `key=value` pairs.

@@ -69,7 +69,8 @@ fn restore(b: &RestoreBench) -> Result<(), String> {
         let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(workspace())
             .args(["test", "-q", "-p", package, "--test", target])
-            .args([test, "--", "--exact", "--nocapture"])
+            // Both are `--full` tests, `#[ignore]`d in the default run.
+            .args([test, "--", "--include-ignored", "--exact", "--nocapture"])
             .env("KTSTR_BENCH_RUNS", b.runs.to_string())
             .status()
             .map_err(|e| e.to_string())?;

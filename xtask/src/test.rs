@@ -14,7 +14,8 @@ use argh::FromArgs;
 #[argh(subcommand, name = "test")]
 pub struct TestCmd {
     /// also run what does not fit CI's budget: long soaks, the full matrices
-    /// and real schedulers (KTSTR_FULL=1 for the tests)
+    /// and real schedulers, the tests marked `#[ignore = "full: ..."]`
+    /// (KTSTR_FULL=1 for the tests)
     #[argh(switch)]
     full: bool,
     /// skip `cargo xtask setup` (for quick iteration on a prepared machine)
@@ -235,7 +236,10 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 c.env("KTSTR_RESTORE", "0");
             }
             if args.full {
-                c.arg("--ignore-default-filter")
+                // The `full:` tests are ignored ones; the gauntlet's variants,
+                // ignored too, stay `cargo ktstr gauntlet`'s.
+                c.args(["--run-ignored", "all", "--ignore-default-filter"])
+                    .args(["-E", NOT_GAUNTLET])
                     .env("KTSTR_FULL", "1")
                     .env("KTSTR_RESULTS", &results);
             }
@@ -245,40 +249,133 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
             crate::schedulers::print_results(&results);
             let _ = std::fs::remove_file(&results);
         } else {
-            println!(
-                "not run (cargo xtask test --full runs them): kvm_linux_on_the_own_vmm, \
-                 kvm_linux_more_on_the_own_vmm, ktstr_tests_on_the_own_vmm, \
-                 kvm_linux_boot_stress, kvm_vs_qemu_kvm_boot_to_init and \
-                 kvm_linux_save_and_restore_many, the own KVM VMM's \
-                 Linux tests in a nested-SVM L1 guest (QEMU TCG's nested emulation now and then \
-                 loses a guest's memory view: about 1 boot in 44 with 2-4 vCPUs, 1 in 12 with 8; \
-                 see vmm/README.md); \
-                 hotplug_weights_and_class_switches, whose class-switch scenario left \
-                 1-2 s gaps in earlier runs (see .config/nextest.toml); \
-                 every_scenario_passes_under_eevdf_on_two_llcs, every scenario of the \
-                 catalogue in one VM (~135 s); \
-                 scratch_package_lists_its_gauntlet, which builds a package outside the \
-                 workspace (about 1.5 minutes of compiling); \
-                 vm_early_crash_says_the_first_vm_did_not_reach_the_workload, auto-repro's \
-                 early-failure label (two more VMs); \
-                 a_saved_guest_restores_many_times_each_fresh, boot once and restore many on \
-                 QEMU (four VMs, new), and its benchmark restore_vs_cold_boot_bench; \
-                 fifty_restores_in_a_row_stay_quiet (50 restored tests, new), \
-                 a_restored_guest_keeps_the_hosts_time (a restored guest's clock within 1 s \
-                 of the host's: load-dependent under instruction counting, new), \
-                 a_damaged_snapshot_is_deleted_and_the_test_boots_cold (three VMs, new) and \
-                 restore_vs_cold_test_overhead_bench; \
-                 five_randomized_boots_show_three_slides and \
-                 both_boot_paths_are_placed_and_read, KASLR's 5 and 6 boots, and \
-                 restored_kaslr_tests_pick_among_saved_slides (8 restores); \
-                 real_schedulers, published \
-                 sched_ext schedulers built with cargo install (`cargo xtask schedulers`, \
-                 minutes of CPU each)"
-            );
+            print_left_out();
         }
         print_slowest(&junit, 10);
     }
     phases.summary()
+}
+
+/// The nextest filter of `--full`: everything but the gauntlet's variants.
+const NOT_GAUNTLET: &str = "not test(/::gauntlet::/)";
+
+/// Prints the tests the default run left out and why: the ones ignored with
+/// a `full:` reason (found in the sources) and any the nextest default-filter
+/// holds back. The names come from nextest's own list of this run's tests.
+fn print_left_out() {
+    let mut c = cargo();
+    c.args(["nextest", "list", "--workspace", "--message-format", "json"])
+        .stderr(std::process::Stdio::null());
+    let listed = c
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(o.stdout)
+            } else {
+                Err(format!("cargo nextest list exited with {}", o.status))
+            }
+        })
+        .and_then(|out| serde_json::from_slice(&out).map_err(|e| e.to_string()));
+    let listed: serde_json::Value = match listed {
+        Ok(v) => v,
+        Err(e) => {
+            println!("(the tests left out could not be listed: {e})");
+            return;
+        }
+    };
+    let reasons = full_reasons(&workspace());
+    let left_out = left_out(&listed);
+    println!(
+        "\nnot run ({} tests; `cargo xtask test --full` runs them, plain cargo \
+         `cargo test -- --ignored --skip ::gauntlet::`):",
+        left_out.len()
+    );
+    for (binary, name, why) in &left_out {
+        let fn_name = name.rsplit("::").next().unwrap_or(name);
+        let why = match (why.as_str(), reasons.get(fn_name)) {
+            ("ignored", Some(r)) => r.clone(),
+            ("ignored", None) => "#[ignore]d (no `full:` reason found in the sources)".into(),
+            ("default-filter", _) => "held back by .config/nextest.toml's default-filter".into(),
+            (other, _) => other.to_string(),
+        };
+        println!("  {binary} {name}: {why}");
+    }
+}
+
+/// `(binary, test, reason)` of every test a nextest JSON list shows as not
+/// matching (ignored, or held back by the default filter), sorted; the
+/// gauntlet's variants are `cargo ktstr gauntlet`'s, not left out.
+fn left_out(listed: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let suites = listed["rust-suites"].as_object().into_iter().flatten();
+    for (binary, suite) in suites {
+        for (name, case) in suite["testcases"].as_object().into_iter().flatten() {
+            let m = &case["filter-match"];
+            if m["status"].as_str() == Some("mismatch") && !name.contains("::gauntlet::") {
+                let why = m["reason"].as_str().unwrap_or("?").to_string();
+                out.push((binary.clone(), name.clone(), why));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Function name -> the reason of its `#[ignore = "full: REASON; run with
+/// cargo xtask test --full"]`, over the workspace's Rust sources.
+fn full_reasons(root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    dirs.push(path);
+                }
+            } else if name.ends_with(".rs")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                full_reasons_in(&text, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The `full:` ignore reasons of one source file, by the name of the next
+/// `fn` after each attribute.
+fn full_reasons_in(text: &str, out: &mut std::collections::BTreeMap<String, String>) {
+    const START: &str = "#[ignore = \"full: ";
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix(START) else {
+            continue;
+        };
+        let Some(reason) = rest.strip_suffix("\"]") else {
+            continue;
+        };
+        let reason = reason
+            .strip_suffix("; run with cargo xtask test --full")
+            .unwrap_or(reason);
+        let name = lines[i + 1..].iter().take(30).find_map(|l| {
+            let after = l
+                .trim_start()
+                .strip_prefix("pub ")
+                .unwrap_or(l.trim_start());
+            let after = after.strip_prefix("fn ")?;
+            Some(after.split(['(', '<']).next()?.trim().to_string())
+        });
+        if let Some(name) = name {
+            out.insert(name, reason.to_string());
+        }
+    }
 }
 
 pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
@@ -361,6 +458,85 @@ fn key_figures(f: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn full_reasons_are_found_above_test_and_ktstr_test_functions() {
+        let src = r#"
+/// Docs.
+#[ignore = "full: 50 restores; run with cargo xtask test --full"]
+#[test]
+fn fifty() {}
+
+#[ignore = "full: one VM, 135 s; run with cargo xtask test --full"]
+#[ktstr_test(
+    llcs = 2,
+    duration_s = 1
+)]
+fn every_scenario(ctx: &Ctx) -> Result<AssertResult> {}
+
+#[ignore = "gauntlet variant"]
+#[test]
+fn not_full() {}
+"#;
+        let mut got = std::collections::BTreeMap::new();
+        super::full_reasons_in(src, &mut got);
+        let want: std::collections::BTreeMap<String, String> = [
+            ("fifty".to_string(), "50 restores".to_string()),
+            ("every_scenario".to_string(), "one VM, 135 s".to_string()),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
+
+    /// The workspace's own `full:` tests all have a reason the xtask finds
+    /// (one per file kind: plain #[test], #[ktstr_test], inside macro_rules).
+    #[test]
+    fn the_workspace_full_tests_have_reasons() {
+        let reasons = super::full_reasons(&super::workspace());
+        for name in [
+            "kvm_linux_boot_stress",
+            "a_saved_guest_restores_many_times_each_fresh",
+            "every_scenario_passes_under_eevdf_on_two_llcs",
+            "steady_1n2l2c1t",
+            "replace_1n2l2c2t",
+        ] {
+            assert!(reasons.contains_key(name), "{name}: {reasons:?}");
+        }
+        assert!(
+            reasons
+                .values()
+                .all(|r| !r.is_empty() && !r.contains("--full"))
+        );
+    }
+
+    #[test]
+    fn left_out_lists_the_mismatches_with_their_reason() {
+        let listed = serde_json::json!({"rust-suites": {
+            "ktstr-vmm::kvm_linux": {"testcases": {
+                "kvm_linux_boot_stress": {"filter-match": {"status": "mismatch", "reason": "ignored"}},
+                "kvm_linux_smoke": {"filter-match": {"status": "matches"}},
+                "smoke::gauntlet::tiny": {"filter-match": {"status": "mismatch", "reason": "ignored"}},
+            }},
+            "ktstr-cargo::scratch": {"testcases": {
+                "scratch": {"filter-match": {"status": "mismatch", "reason": "default-filter"}},
+            }},
+        }});
+        assert_eq!(
+            super::left_out(&listed),
+            vec![
+                (
+                    "ktstr-cargo::scratch".into(),
+                    "scratch".into(),
+                    "default-filter".into()
+                ),
+                (
+                    "ktstr-vmm::kvm_linux".into(),
+                    "kvm_linux_boot_stress".into(),
+                    "ignored".into()
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn key_figures_are_shown_when_measured() {
         let f = serde_json::json!({

@@ -295,6 +295,10 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// runs on, as `#[ignore]`d variants `<test>::gauntlet::<preset>` (presets'
 /// `-` become `_`), run by `cargo ktstr gauntlet` or by
 /// `cargo test -- --ignored <filter>`; `gauntlet = false` generates none.
+///
+/// An `#[ignore]` or `#[ignore = "why"]` on the function (above or below
+/// `#[ktstr_test]`) goes on the generated `#[test]`: the suite's long tests
+/// are written `#[ignore = "full: ..."]` and run by `cargo xtask test --full`.
 #[proc_macro_attribute]
 pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args =
@@ -305,6 +309,17 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error().into(),
     };
     let presets = gauntlet_presets(&cfg);
+    let ignores = take_ignores(&mut func);
+    if cfg.harness_fixture
+        && let Some(first) = ignores.first()
+    {
+        return syn::Error::new_spanned(
+            first,
+            "a harness_fixture has no #[test] to ignore: leave #[ignore] to the test that runs it",
+        )
+        .to_compile_error()
+        .into();
+    }
     let name = func.sig.ident.clone();
     let body_ident = format_ident!("__ktstr_body_{}", name);
     let entry_ident = format_ident!("__KTSTR_ENTRY_{}", name.to_string().to_uppercase());
@@ -440,6 +455,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         quote! {
             #[doc = #doc]
             #[test]
+            #(#ignores)*
             #vis fn #name() {
                 ::ktstr::__private::run_host(&#entry_ident);
             }
@@ -451,4 +467,49 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         #variants
     }
     .into()
+}
+
+/// Removes the `#[ignore]` attributes from the test's function (which becomes
+/// the body, no test) and returns them for the generated `#[test]`.
+fn take_ignores(func: &mut ItemFn) -> Vec<syn::Attribute> {
+    let (ignores, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut func.attrs)
+        .into_iter()
+        .partition(|a| a.path().is_ident("ignore"));
+    func.attrs = rest;
+    ignores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_attributes_move_off_the_body_in_order() {
+        let mut func: ItemFn = syn::parse_quote! {
+            /// Docs stay.
+            #[ignore = "full: long; run with cargo xtask test --full"]
+            #[allow(dead_code)]
+            fn long_one(ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+        };
+        let ignores = take_ignores(&mut func);
+        assert_eq!(ignores.len(), 1);
+        let shown = quote!(#(#ignores)*).to_string();
+        assert!(
+            shown.contains("full: long; run with cargo xtask test --full"),
+            "{shown}"
+        );
+        assert!(func.attrs.iter().all(|a| !a.path().is_ident("ignore")));
+        // The other attributes (the doc comment, the allow) are still on the body.
+        assert_eq!(func.attrs.len(), 2);
+    }
+
+    #[test]
+    fn a_function_without_ignore_keeps_its_attributes() {
+        let mut func: ItemFn = syn::parse_quote! {
+            #[inline]
+            fn plain() {}
+        };
+        assert!(take_ignores(&mut func).is_empty());
+        assert_eq!(func.attrs.len(), 1);
+    }
 }

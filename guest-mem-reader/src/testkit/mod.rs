@@ -1,5 +1,5 @@
 //! A crafted guest kernel in process memory, for tests, doc examples and the fuzz target. Not
-//! part of the stable API.
+//! part of the stable API: compiled only with the `testkit` feature (and for unit tests).
 //!
 //! 64 MiB of `GuestMemoryMmap` holding what the reader walks in a real guest: hand-made 4-level
 //! page tables (vmalloc'ed objects are virtually contiguous, physically scattered), an image

@@ -442,10 +442,9 @@ mod tests {
         );
     }
 
-    #[cfg(ktstr_tiny_guest)]
     #[test]
     fn pvh_start_info_memory_map_and_initrd() {
-        let elf = std::path::Path::new(concat!(env!("OUT_DIR"), "/tiny-guest.elf"));
+        let elf = ktstr_tiny_guest::pvh_elf().unwrap_or_else(|e| panic!("{e}"));
         let (ram, mut spec) = ram_and_spec(elf);
         let dir = tempfile::tempdir().expect("tempdir");
         let rd = dir.path().join("initrd");
