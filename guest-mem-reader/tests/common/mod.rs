@@ -1,7 +1,7 @@
 //! Shared by the integration tests: which real kernel image to test against.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The vmlinux ELF to test against: `$KTSTR_KERNEL` (a path, or a version of a cached
 /// kernel), else the newest cached release under `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}`.
