@@ -356,6 +356,38 @@ pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel,
     }
 }
 
+/// The vmlinux the project's real-kernel tests use, resolved like a run's:
+/// `ktstr_kernel` (the `KTSTR_KERNEL` value: a path or a cached version),
+/// else the newest cached release, in the cache below `cache_root` (the
+/// `KTSTR_CACHE_DIR` value, else `home/.cache/ktstr`). The caller reads the
+/// environment; the error names the command that fetches a kernel.
+pub fn vmlinux_for_tests(
+    ktstr_kernel: Option<&str>,
+    cache_root: Option<&Path>,
+    home: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let spec = match ktstr_kernel.filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            v.parse::<KernelSpec>()
+                .map_err(|e| format!("KTSTR_KERNEL: {e}"))?,
+        ),
+        None => None,
+    };
+    let root = match (cache_root, home) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(h)) => h.join(".cache/ktstr"),
+        (None, None) => return Err("neither KTSTR_CACHE_DIR nor HOME is set".into()),
+    };
+    resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
+        .map(|k| k.vmlinux)
+        .map_err(|e| {
+            format!(
+                "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
+                 KTSTR_KERNEL to a vmlinux ELF"
+            )
+        })
+}
+
 /// Interprets a path given as a kernel: a vmlinux, a bzImage, a build tree or a cache entry.
 fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kernel, KernelError> {
     let bad = |reason: &str| KernelError::BadPath {
