@@ -260,6 +260,9 @@ pub struct Kernel {
     pub vmlinux_sha256: Option<String>,
     /// Where it came from, when a cache entry says.
     pub source: Option<KernelSource>,
+    /// The release whose config stands in for this one's (see
+    /// [`KernelMetadata::config_from`]).
+    pub config_from: Option<String>,
     /// How it was found.
     pub origin: KernelOrigin,
 }
@@ -274,6 +277,7 @@ impl Kernel {
             release: Some(k.metadata.release.clone()),
             vmlinux_sha256: Some(k.metadata.vmlinux_sha256.clone()),
             source: Some(KernelSource::from_cache_text(&k.metadata.source)),
+            config_from: k.metadata.config_from.clone(),
             origin,
         }
     }
@@ -307,6 +311,7 @@ impl Kernel {
                 .or_else(|| hash(&self.vmlinux))
                 .unwrap_or_default(),
             config_sha256: self.config.as_deref().and_then(&mut hash),
+            config_from: self.config_from.clone(),
         }
     }
 }
@@ -416,6 +421,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             source: entry
                 .as_ref()
                 .map(|k| KernelSource::from_cache_text(&k.metadata.source)),
+            config_from: entry.as_ref().and_then(|k| k.metadata.config_from.clone()),
             vmlinux_sha256: entry.map(|k| k.metadata.vmlinux_sha256),
             origin,
         };
@@ -435,6 +441,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             release: None,
             vmlinux_sha256: None,
             source: None,
+            config_from: None,
             origin,
         });
     }
@@ -460,6 +467,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             release: None,
             vmlinux_sha256: None,
             source: None,
+            config_from: None,
             origin,
         });
     }
