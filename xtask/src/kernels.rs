@@ -85,8 +85,9 @@ pub(crate) fn nextest_on(
     c
 }
 
-/// The `examples` on the second line, leaving out (and naming) what the
-/// kernel itself makes random there.
+/// The `examples` and the monitor checks (the monitor reads each kernel's
+/// own layouts: kallsyms, DSQs) on the second line, leaving out (and
+/// naming) what the kernel itself makes random there.
 pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), String> {
     let k = fetch_lines(&[SECOND_LINE], offline)?
         .pop()
@@ -99,7 +100,12 @@ pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), String> {
         .map(|(t, _)| format!("not test(={t})"))
         .collect();
     let filter = filter.join(" & ");
-    crate::test::status(nextest_on(&k, &["examples"], Some(&filter), None))
+    crate::test::status(nextest_on(
+        &k,
+        &["examples", "monitor_checks"],
+        Some(&filter),
+        None,
+    ))
 }
 
 /// `--full`'s kernel matrix: the test binaries on every line, then a table

@@ -188,7 +188,7 @@ fn prepare(phases: &mut Phases, no_setup: bool, offline: bool) -> bool {
 /// The phases of the kernel dimension: the `examples` on the second line,
 /// and with `--full` the matrix of every line.
 fn kernel_phases(phases: &mut Phases, args: &TestCmd) {
-    phases.run("examples on the newest 6.18.x", || {
+    phases.run("examples, monitor checks on the newest 6.18.x", || {
         crate::kernels::examples_on_second_line(args.offline)
     });
     if args.full {
