@@ -29,6 +29,12 @@ char _license[] SEC("license") = "GPL";
 /* The shared DSQ. Custom DSQ ids are any value without SCX_DSQ_FLAG_BUILTIN. */
 #define KTSTR_DSQ 0
 
+/* The DSQ tasks queue on: KTSTR_DSQ, or SCX_DSQ_GLOBAL where it cannot be created. */
+u64 ktstr_dsq = KTSTR_DSQ;
+
+/* A DSQ id nothing creates: inserting there is an error exit. */
+#define KTSTR_NO_DSQ 0x7ff00000ULL
+
 /* Longest spin of --slow, whatever the loader asks: keep a CPU usable. */
 #define KTSTR_SLOW_MAX_NS (10ULL * 1000 * 1000)
 
@@ -36,7 +42,19 @@ char _license[] SEC("license") = "GPL";
  * The kfuncs used, as 7.3 declares them in its BTF (`bpftool btf dump file
  * vmlinux | grep "FUNC 'scx_bpf_"`). No scx_bpf_dispatch in 7.x.
  */
-extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
+/*
+ * Weak: Debian's 7.2.x kernels declare scx_bpf_create_dsq and
+ * scx_bpf_error_bstr in their BTF with a third (fourth) argument, the
+ * calling program's aux, which the verifier fills in itself from the
+ * `_impl` twin of the kfunc -- and their BTF has no `_impl` twin ("cannot
+ * find function scx_bpf_error_bstr_impl in BTF"), so no program can call
+ * them there. libbpf leaves a weak kfunc whose prototype does not match
+ * unresolved, bpf_ksym_exists() says so, and the verifier accepts the call
+ * in dead code. Without them this scheduler queues on the built-in global
+ * DSQ (which the kernel moves to a CPU itself: dispatch only counts) and
+ * crashes by inserting into a DSQ that does not exist.
+ */
+extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym __weak;
 extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice,
 			       u64 enq_flags) __ksym;
 extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym;
@@ -44,7 +62,7 @@ extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags, bool *is_idle) __ksym;
 extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
-			       u32 data__sz) __ksym;
+			       u32 data__sz) __ksym __weak;
 
 /* One struct_ops callback; sleepable ones go to "struct_ops.s/". */
 #define KTSTR_OP(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
@@ -102,7 +120,10 @@ static void maybe_crash(void)
 	if (!ktstr_ctl.crash)
 		return;
 	data[0] = nr_dispatched;
-	scx_bpf_error_bstr(crash_fmt, data, sizeof(data));
+	if (bpf_ksym_exists(scx_bpf_error_bstr))
+		scx_bpf_error_bstr(crash_fmt, data, sizeof(data));
+	else
+		ktstr_dsq = KTSTR_NO_DSQ;
 }
 
 struct spin_ctx {
@@ -138,7 +159,7 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	__sync_fetch_and_add(&nr_enqueued, 1);
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
-	scx_bpf_dsq_insert(p, KTSTR_DSQ, slice, enq_flags);
+	scx_bpf_dsq_insert(p, ktstr_dsq, slice, enq_flags);
 	maybe_crash();
 }
 
@@ -150,7 +171,7 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 	if (ktstr_ctl.stall)
 		return;
 	/* Slow down handing out tasks, not idle CPUs looking for none. */
-	if (slow_ns && scx_bpf_dsq_nr_queued(KTSTR_DSQ) > 0) {
+	if (slow_ns && ktstr_dsq != SCX_DSQ_GLOBAL && scx_bpf_dsq_nr_queued(ktstr_dsq) > 0) {
 		struct spin_ctx ctx;
 
 		if (slow_ns > KTSTR_SLOW_MAX_NS)
@@ -159,7 +180,13 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 		/* The iteration bound is a backstop; the deadline ends it. */
 		bpf_loop(1 << 20, spin_step, &ctx, 0);
 	}
-	if (scx_bpf_dsq_move_to_local(KTSTR_DSQ) && !ktstr_ctl.no_count)
+	if (ktstr_dsq == SCX_DSQ_GLOBAL) {
+		/* The kernel consumes the global DSQ; only user DSQs move here. */
+		if (!ktstr_ctl.no_count)
+			__sync_fetch_and_add(&nr_dispatched, 1);
+		return;
+	}
+	if (scx_bpf_dsq_move_to_local(ktstr_dsq) && !ktstr_ctl.no_count)
 		__sync_fetch_and_add(&nr_dispatched, 1);
 }
 
@@ -168,7 +195,10 @@ s32 KTSTR_OP_SLEEPABLE(ktstr_init)
 	kconfig_hz = CONFIG_HZ;
 	if (ktstr_ctl.fail_init)
 		return -22; /* -EINVAL: "ops.init() failed", SCX_EXIT_ERROR */
-	return scx_bpf_create_dsq(KTSTR_DSQ, -1);
+	if (bpf_ksym_exists(scx_bpf_create_dsq))
+		return scx_bpf_create_dsq(KTSTR_DSQ, -1);
+	ktstr_dsq = SCX_DSQ_GLOBAL;
+	return 0;
 }
 
 void KTSTR_OP(ktstr_exit, struct scx_exit_info *ei)
