@@ -323,6 +323,16 @@ pub enum Start {
     Restored,
 }
 
+impl Start {
+    /// `cold` or `restored`, as the record writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Restored => "restored",
+        }
+    }
+}
+
 /// What a record says of the host it ran on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {

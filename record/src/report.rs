@@ -80,11 +80,12 @@ pub struct WakeLatency {
     pub mean: Duration,
 }
 
-/// What one worker did during the measured window.
+/// What one worker did during the measured window (`Default`: a worker
+/// that reported nothing, for building records by hand).
 ///
 /// CPU sets are kept as the text the guest wrote (`0-2,5`, the kernel's
 /// cpulist form); no reader interprets them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     /// Index in the scenario's order.
     pub index: usize,
