@@ -25,8 +25,8 @@ fn kallsyms_of_every_cached_kernel_decode() {
         let release = &k.metadata.release;
         let bytes = std::fs::read(k.vmlinux()).unwrap();
         let elf = object::File::parse(&*bytes).unwrap();
-        let syms = kallsyms::from_elf_bytes(&bytes)
-            .unwrap_or_else(|e| panic!("{release}: kallsyms: {e}"));
+        let syms =
+            kallsyms::from_elf_bytes(&bytes).unwrap_or_else(|e| panic!("{release}: kallsyms: {e}"));
         let text = elf.section_by_name(".text").unwrap().address();
         assert_eq!(syms.address("_text"), Some(text), "{release}");
         for name in [

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_monitor;
+mod kernels;
 mod schedulers;
 mod setup;
 mod stress;

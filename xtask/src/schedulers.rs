@@ -36,6 +36,9 @@ pub struct SchedulersCmd {
     /// rebuild even if the version is in the cache
     #[argh(switch)]
     pub force: bool,
+    /// build only this scheduler (repeatable; default: every pinned one)
+    #[argh(option)]
+    pub only: Vec<String>,
     /// build nothing: print the table of the real-scheduler tests in this
     /// results file (written by a run with KTSTR_RESULTS=FILE)
     #[argh(option)]
@@ -107,7 +110,15 @@ pub fn run(cmd: &SchedulersCmd) -> Result<(), String> {
         return Ok(());
     }
     let root = root()?;
-    let wanted = versions(&cmd.version)?;
+    let mut wanted = versions(&cmd.version)?;
+    if !cmd.only.is_empty() {
+        for o in &cmd.only {
+            if !wanted.iter().any(|(n, _)| n == o) {
+                return Err(format!("--only {o}: not a pinned scheduler"));
+            }
+        }
+        wanted.retain(|(n, _)| cmd.only.contains(n));
+    }
     std::fs::create_dir_all(root.join("bin")).map_err(|e| format!("{}: {e}", root.display()))?;
     let mut built = Vec::new();
     for (name, version) in &wanted {

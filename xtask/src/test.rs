@@ -158,14 +158,14 @@ fn fmt_check() -> Result<(), String> {
     status(c)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // Run from the workspace root whatever the caller's directory.
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     c
 }
 
-fn status(mut cmd: Command) -> Result<(), String> {
+pub(crate) fn status(mut cmd: Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     let st = cmd
         .status()
@@ -183,6 +183,19 @@ fn prepare(phases: &mut Phases, no_setup: bool, offline: bool) -> bool {
         return false;
     }
     phases.run("kernel fetch", || crate::kernel_fetch(offline).map(drop))
+}
+
+/// The phases of the kernel dimension: the `examples` on the second line,
+/// and with `--full` the matrix of every line.
+fn kernel_phases(phases: &mut Phases, args: &TestCmd) {
+    phases.run("examples, monitor checks on the newest 6.18.x", || {
+        crate::kernels::examples_on_second_line(args.offline)
+    });
+    if args.full {
+        phases.run("kernel matrix (6.18, 7.0, 7.2, 7.3)", || {
+            crate::kernels::matrix(args.offline)
+        });
+    }
 }
 
 pub fn run_test(args: &TestCmd) -> Result<(), String> {
@@ -222,6 +235,7 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 crate::schedulers::run(&crate::schedulers::SchedulersCmd {
                     version: args.scheduler_version.clone(),
                     force: false,
+                    only: Vec::new(),
                     table: None,
                 })
             });
@@ -252,6 +266,7 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
             print_left_out();
         }
         print_slowest(&junit, 10);
+        kernel_phases(&mut phases, args);
     }
     phases.summary()
 }

@@ -39,6 +39,11 @@ pub struct KernelMetadata {
     /// BTF instead, and there is no `config` file.
     #[serde(default)]
     pub no_config: bool,
+    /// The archive no longer had its config, and `config` is this other
+    /// release's (the nearest one with a config), so that schedulers'
+    /// `__kconfig` externs resolve; sched_ext was checked in the BTF.
+    #[serde(default)]
+    pub config_from: Option<String>,
 }
 
 /// The file whose modification time says when a cached kernel was last used.
@@ -278,13 +283,27 @@ impl KernelCache {
         bz_image: &[u8],
         config: Option<&str>,
     ) -> Result<CachedKernel, KernelError> {
+        self.insert_full(release, source, bz_image, config, None)
+    }
+
+    /// As [`insert_with`](Self::insert_with), with `config` borrowed from
+    /// release `config_from` (recorded, and written at the top of the file).
+    #[cfg(feature = "fetch")]
+    pub fn insert_full(
+        &self,
+        release: &str,
+        source: &str,
+        bz_image: &[u8],
+        config: Option<&str>,
+        config_from: Option<&str>,
+    ) -> Result<CachedKernel, KernelError> {
         if let Some(config) = config {
             image::check_config(config)?;
         }
         let payload = image::locate_payload(bz_image)?;
         let vmlinux = image::extract_vmlinux(bz_image)?;
         let info = image::inspect_vmlinux(&vmlinux)?;
-        if config.is_none() && !image::btf_has_sched_ext(&vmlinux) {
+        if (config.is_none() || config_from.is_some()) && !image::btf_has_sched_ext(&vmlinux) {
             return Err(KernelError::NoSchedExt);
         }
         let metadata = KernelMetadata {
@@ -299,6 +318,7 @@ impl KernelCache {
             codec: format!("{:?}", payload.codec).to_lowercase(),
             fetched_at: rfc3339_now(),
             no_config: config.is_none(),
+            config_from: config_from.map(str::to_string),
         };
         let tmp = self.scratch()?;
         let write = |name: &str, bytes: &[u8]| {
@@ -308,7 +328,14 @@ impl KernelCache {
         write("bzImage", bz_image)?;
         write("vmlinux", &vmlinux)?;
         if let Some(config) = config {
-            write("config", config.as_bytes())?;
+            let text = match config_from {
+                Some(from) => format!(
+                    "# ktstr: the archive no longer has {release}'s config; this is {from}'s, \
+                     for schedulers' __kconfig externs\n{config}"
+                ),
+                None => config.to_string(),
+            };
+            write("config", text.as_bytes())?;
         }
         let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
         write("metadata.json", &json)?;

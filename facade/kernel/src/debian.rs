@@ -343,6 +343,20 @@ impl PrivateApt {
         Ok(found)
     }
 
+    /// The releases whose `linux-base-<release>` (the config of the 7.x
+    /// layout) is in the lists.
+    pub fn base_releases(&self) -> Result<Vec<String>, KernelError> {
+        let mut c = self.command("apt-cache");
+        c.args(["search", "--names-only", "^linux-base-[0-9].*-cloud-amd64$"]);
+        let text = self.run(c, "apt-cache search")?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split(" - ").next())
+            .filter_map(|p| p.strip_prefix("linux-base-"))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Whether `package` is in the lists.
     pub fn has_package(&self, package: &str) -> bool {
         let mut c = self.command("apt-cache");

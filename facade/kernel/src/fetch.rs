@@ -192,18 +192,34 @@ fn fetch_release(
             line,
         }
     };
+    let mut config_from = None;
     let config = match config {
         Some(c) => Some(std::fs::read_to_string(&c).map_err(|e| KernelError::io(&c, e))?),
         None => {
             // Superseded backports lose their linux-base package (the
-            // config) before their image: check sched_ext in the BTF.
-            progress(&format!(
-                "{}: the archive no longer has its config (linux-base-{0}): sched_ext is \
-                 checked in its BTF, and schedulers that read the kernel config (`__kconfig`) \
-                 cannot load on it",
-                cand.release
-            ));
-            None
+            // config) before their image: sched_ext is checked in the BTF,
+            // and the nearest release's config stands in for libbpf.
+            match borrow_config(apt, &cand.release, &tmp.0, progress)? {
+                Some((from, text)) => {
+                    progress(&format!(
+                        "{}: the archive no longer has its config (linux-base-{0}): sched_ext \
+                         is checked in its BTF, and {from}'s config stands in for schedulers' \
+                         __kconfig externs",
+                        cand.release
+                    ));
+                    config_from = Some(from);
+                    Some(text)
+                }
+                None => {
+                    progress(&format!(
+                        "{}: the archive has no config of it nor of any other release: sched_ext \
+                         is checked in its BTF, and schedulers that read the kernel config \
+                         (`__kconfig`) cannot load on it",
+                        cand.release
+                    ));
+                    None
+                }
+            }
         }
     };
     if let Some(c) = &config
@@ -214,7 +230,13 @@ fn fetch_release(
     let bz = std::fs::read(&image).map_err(|e| KernelError::io(&image, e))?;
     let source = format!("debian {} {version}", cand.package);
     progress(&format!("extracting vmlinux of {}", cand.release));
-    let k = match cache.insert_with(&cand.release, &source, &bz, config.as_deref()) {
+    let k = match cache.insert_full(
+        &cand.release,
+        &source,
+        &bz,
+        config.as_deref(),
+        config_from.as_deref(),
+    ) {
         Err(KernelError::NoSchedExt) => {
             return Err(refuse(
                 "no `sched_ext_ops` in its BTF (config not available)".into(),
@@ -228,6 +250,46 @@ fn fetch_release(
     keep_line_index(apt, &cand.release, &k, cache, progress);
     cache.touch(&k);
     Ok(FetchOutcome::Fetched(k))
+}
+
+/// The config of the release nearest to `release` (same line first, then
+/// the closest line; the newer on a tie) whose `linux-base` is in the lists.
+fn borrow_config(
+    apt: &debian::PrivateApt,
+    release: &str,
+    scratch: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<(String, String)>, KernelError> {
+    use crate::KernelVersion;
+    let Some(want) = KernelVersion::of_release(release) else {
+        return Ok(None);
+    };
+    let key = |v: KernelVersion| {
+        (i64::from(v.major) << 40) | (i64::from(v.minor) << 20) | i64::from(v.patch.min(0xfffff))
+    };
+    let Some(from) = apt
+        .base_releases()?
+        .into_iter()
+        .filter_map(|r| KernelVersion::of_release(&r).map(|v| (v, r)))
+        .min_by_key(|(v, _)| ((key(*v) - key(want)).abs(), std::cmp::Reverse(*v)))
+        .map(|(_, r)| r)
+    else {
+        return Ok(None);
+    };
+    let dir = scratch.join("borrowed");
+    std::fs::create_dir_all(&dir).map_err(|e| KernelError::io(&dir, e))?;
+    progress(&format!(
+        "downloading linux-base-{from} for a stand-in config"
+    ));
+    apt.download_and_unpack(&format!("linux-base-{from}"), &dir)?;
+    let (_, config) = debian::locate_files(&dir.join("root"), &from);
+    match config {
+        Some(c) => Ok(Some((
+            from,
+            std::fs::read_to_string(&c).map_err(|e| KernelError::io(&c, e))?,
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// A spec resolved to a kernel ready to boot.

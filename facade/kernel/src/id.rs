@@ -72,6 +72,10 @@ pub struct KernelId {
     pub vmlinux_sha256: String,
     /// SHA-256 of the kernel config (hex), when the config is known.
     pub config_sha256: Option<String>,
+    /// When the config is another release's (the archive lost this one's),
+    /// that release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_from: Option<String>,
 }
 
 impl KernelId {
@@ -123,6 +127,7 @@ mod tests {
             },
             vmlinux_sha256: "0123456789abcdef".into(),
             config_sha256: None,
+            config_from: None,
         };
         assert_eq!(id.label(), "7.3.4");
         let json = serde_json::to_string(&id).expect("serializes");

@@ -260,6 +260,9 @@ pub struct Kernel {
     pub vmlinux_sha256: Option<String>,
     /// Where it came from, when a cache entry says.
     pub source: Option<KernelSource>,
+    /// The release whose config stands in for this one's (see
+    /// [`KernelMetadata::config_from`]).
+    pub config_from: Option<String>,
     /// How it was found.
     pub origin: KernelOrigin,
 }
@@ -274,6 +277,7 @@ impl Kernel {
             release: Some(k.metadata.release.clone()),
             vmlinux_sha256: Some(k.metadata.vmlinux_sha256.clone()),
             source: Some(KernelSource::from_cache_text(&k.metadata.source)),
+            config_from: k.metadata.config_from.clone(),
             origin,
         }
     }
@@ -307,6 +311,7 @@ impl Kernel {
                 .or_else(|| hash(&self.vmlinux))
                 .unwrap_or_default(),
             config_sha256: self.config.as_deref().and_then(&mut hash),
+            config_from: self.config_from.clone(),
         }
     }
 }
@@ -356,6 +361,38 @@ pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel,
     }
 }
 
+/// The vmlinux the project's real-kernel tests use, resolved like a run's:
+/// `ktstr_kernel` (the `KTSTR_KERNEL` value: a path or a cached version),
+/// else the newest cached release, in the cache below `cache_root` (the
+/// `KTSTR_CACHE_DIR` value, else `home/.cache/ktstr`). The caller reads the
+/// environment; the error names the command that fetches a kernel.
+pub fn vmlinux_for_tests(
+    ktstr_kernel: Option<&str>,
+    cache_root: Option<&Path>,
+    home: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let spec = match ktstr_kernel.filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            v.parse::<KernelSpec>()
+                .map_err(|e| format!("KTSTR_KERNEL: {e}"))?,
+        ),
+        None => None,
+    };
+    let root = match (cache_root, home) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(h)) => h.join(".cache/ktstr"),
+        (None, None) => return Err("neither KTSTR_CACHE_DIR nor HOME is set".into()),
+    };
+    resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
+        .map(|k| k.vmlinux)
+        .map_err(|e| {
+            format!(
+                "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
+                 KTSTR_KERNEL to a vmlinux ELF"
+            )
+        })
+}
+
 /// Interprets a path given as a kernel: a vmlinux, a bzImage, a build tree or a cache entry.
 fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kernel, KernelError> {
     let bad = |reason: &str| KernelError::BadPath {
@@ -384,6 +421,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             source: entry
                 .as_ref()
                 .map(|k| KernelSource::from_cache_text(&k.metadata.source)),
+            config_from: entry.as_ref().and_then(|k| k.metadata.config_from.clone()),
             vmlinux_sha256: entry.map(|k| k.metadata.vmlinux_sha256),
             origin,
         };
@@ -403,6 +441,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             release: None,
             vmlinux_sha256: None,
             source: None,
+            config_from: None,
             origin,
         });
     }
@@ -428,6 +467,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             release: None,
             vmlinux_sha256: None,
             source: None,
+            config_from: None,
             origin,
         });
     }

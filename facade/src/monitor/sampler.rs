@@ -236,14 +236,48 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     /// (`None`: empty, or the task is not waiting).
     fn first_task_queued(&self, dsq: u64) -> Result<Option<u64>, MonitorError> {
         let d = self.k.value(dsq, "scx_dispatch_q")?;
-        let Some(first) = d.get("first_task")? else {
-            return Ok(None);
+        let task = match d.get("first_task")? {
+            Some(first) => first.u64()?,
+            // Kernels before `first_task` (6.18 and older): the FIFO list.
+            None => self.first_in_list(dsq)?,
         };
-        if first.u64()? == 0 {
+        if task == 0 {
             return Ok(None);
         }
-        let q = first.deref()?.field("sched_info.last_queued")?.u64()?;
+        let q = self
+            .k
+            .value(task, "task_struct")?
+            .field("sched_info.last_queued")?
+            .u64()?;
         Ok((q != 0).then_some(q))
+    }
+
+    /// The first task on the DSQ's `list` (tasks link through
+    /// `task_struct.scx.dsq_list.node`), skipping BPF iterators' cursors
+    /// (`SCX_DSQ_LNODE_ITER_CURSOR`, bit 0 of the node's flags; kernel
+    /// `include/linux/sched/ext.h`); 0 when empty. Bounded: guest memory
+    /// read while the guest runs may be mid-update.
+    fn first_in_list(&self, dsq: u64) -> Result<u64, MonitorError> {
+        const ITER_CURSOR: u64 = 1;
+        let d = self.k.value(dsq, "scx_dispatch_q")?;
+        let head = d.field("list")?.addr();
+        // Offsets within task_struct, from a view at address 0 (nothing is read).
+        let t0 = self.k.value(0, "task_struct")?;
+        let node_off = t0.field("scx.dsq_list.node")?.addr();
+        let flags_off = t0.field("scx.dsq_list.flags")?.addr();
+        let mut node = d.field("list.next")?.u64()?;
+        for _ in 0..8 {
+            if node == head || node == 0 {
+                return Ok(0);
+            }
+            let task = node.wrapping_sub(node_off);
+            let flags = self.k.read_u64(task.wrapping_add(flags_off))? & 0xffff_ffff;
+            if flags & ITER_CURSOR == 0 {
+                return Ok(task);
+            }
+            node = self.k.read_u64(node)?;
+        }
+        Ok(0)
     }
 
     fn dsqs(&self, clock: Option<u64>) -> Result<Vec<DsqSample>, MonitorError> {

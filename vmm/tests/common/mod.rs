@@ -56,25 +56,14 @@ pub fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8
 /// The kernel: `$KTSTR_KERNEL` (a path or a cached version), else the newest
 /// cached release.
 pub fn kernel() -> std::path::PathBuf {
-    let spec = match std::env::var("KTSTR_KERNEL") {
-        Ok(v) if !v.is_empty() => Some(
-            v.parse::<ktstr_kernel::KernelSpec>()
-                .unwrap_or_else(|e| panic!("KTSTR_KERNEL: {e}")),
-        ),
-        _ => None,
-    };
-    let cache = std::env::var_os("KTSTR_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/ktstr")))
-        .expect("neither KTSTR_CACHE_DIR nor HOME is set");
-    let kernels = ktstr_kernel::KernelCache::new(cache.join("kernels"));
-    match ktstr_kernel::resolve(spec.as_ref(), &kernels) {
-        Ok(k) => k.vmlinux,
-        Err(e) => panic!(
-            "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
-             KTSTR_KERNEL to a vmlinux ELF"
-        ),
-    }
+    let var = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+    let spec = std::env::var("KTSTR_KERNEL").ok();
+    ktstr_kernel::vmlinux_for_tests(
+        spec.as_deref(),
+        var("KTSTR_CACHE_DIR").as_deref(),
+        var("HOME").as_deref(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Where the restore tests' host writes its "go" word (a reserved range, like

@@ -1,0 +1,204 @@
+//! The kernel as a dimension of the project's own suite: `cargo xtask test`
+//! runs the `examples` on a second kernel line as well as the newest, and
+//! `--full` runs the kernel matrix (examples, the spec file, the fairness
+//! pair and the monitor checks on every line with sched_ext we support).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The second line CI runs the `examples` on: the oldest Debian line with
+/// sched_ext (Debian's 6.12 has none).
+pub(crate) const SECOND_LINE: &str = "6.18";
+
+/// The lines of `--full`'s kernel matrix: the newest release of each.
+pub(crate) const MATRIX_LINES: &[&str] = &["6.18", "7.0", "7.2", "7.3"];
+
+/// Examples left out on the second line, with the measured reason.
+pub(crate) const NOT_ON_SECOND_LINE: &[(&str, &str)] = &[(
+    "steady_two_llcs_with_smt",
+    "EEVDF on 6.18.15 leaves 16 spinners on 8 SMT CPUs unbalanced for seconds \
+     (cpu time spread 38-54% in 2 of 4 runs; 7.3.4 passed 4 of 4): the kernel's \
+     verdict, not ktstr's, and random, so CI cannot hold it; --full runs it",
+)];
+
+/// A kernel resolved for a phase: its label (`6.18.15`) and cache entry.
+pub(crate) struct LineKernel {
+    pub(crate) label: String,
+    pub(crate) dir: PathBuf,
+}
+
+/// Resolves (fetching unless `offline`) the newest release of each line.
+pub(crate) fn fetch_lines(lines: &[&str], offline: bool) -> Result<Vec<LineKernel>, String> {
+    let specs = lines
+        .iter()
+        .map(|l| {
+            l.parse::<ktstr_kernel::KernelSpec>()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolved = ktstr_kernel::cli::resolve_kernels(
+        &specs,
+        false,
+        offline,
+        "kernel",
+        &crate::host()?.kernel_cmd_env(),
+    )?;
+    Ok(resolved
+        .into_iter()
+        .map(|r| {
+            let dir = r
+                .kernel
+                .vmlinux
+                .parent()
+                .map_or_else(|| r.kernel.vmlinux.clone(), std::path::Path::to_path_buf);
+            let label = r
+                .kernel
+                .release
+                .as_deref()
+                .and_then(ktstr_kernel::KernelVersion::of_release)
+                .map_or_else(|| r.spec.clone(), |v| v.to_string());
+            LineKernel { label, dir }
+        })
+        .collect())
+}
+
+/// `cargo nextest run` of `targets` (test binaries of ktstr-tests) booting
+/// `kernel`, every record appended to `results` when given.
+pub(crate) fn nextest_on(
+    kernel: &LineKernel,
+    targets: &[&str],
+    filter: Option<&str>,
+    results: Option<&std::path::Path>,
+) -> Command {
+    let mut c = crate::test::cargo();
+    c.args(["nextest", "run", "--no-fail-fast", "-p", "ktstr-tests"]);
+    for t in targets {
+        c.args(["--test", t]);
+    }
+    if let Some(f) = filter {
+        c.args(["-E", f]);
+    }
+    c.env("KTSTR_KERNEL", &kernel.dir);
+    if let Some(r) = results {
+        c.env("KTSTR_RESULTS", r);
+    }
+    c
+}
+
+/// The `examples` and the monitor checks (the monitor reads each kernel's
+/// own layouts: kallsyms, DSQs) on the second line, leaving out (and
+/// naming) what the kernel itself makes random there.
+pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), String> {
+    let k = fetch_lines(&[SECOND_LINE], offline)?
+        .pop()
+        .ok_or("no kernel resolved")?;
+    for (test, why) in NOT_ON_SECOND_LINE {
+        println!("not run on {}: examples::{test}: {why}", k.label);
+    }
+    let filter: Vec<String> = NOT_ON_SECOND_LINE
+        .iter()
+        .map(|(t, _)| format!("not test(={t})"))
+        .collect();
+    let filter = filter.join(" & ");
+    crate::test::status(nextest_on(
+        &k,
+        &["examples", "monitor_checks"],
+        Some(&filter),
+        None,
+    ))
+}
+
+/// `--full`'s kernel matrix: the test binaries on every line, then a table
+/// test x kernel with verdicts and wall times.
+pub(crate) fn matrix(offline: bool) -> Result<(), String> {
+    const TARGETS: &[&str] = &[
+        "examples",
+        "scheduler_lifecycle",
+        "fairness",
+        "monitor_checks",
+    ];
+    let kernels = fetch_lines(MATRIX_LINES, offline)?;
+    let results =
+        std::env::temp_dir().join(format!("ktstr-kernel-matrix-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&results);
+    let mut failed = Vec::new();
+    for k in &kernels {
+        println!("== kernel {} ({})", k.label, k.dir.display());
+        if crate::test::status(nextest_on(k, TARGETS, None, Some(&results))).is_err() {
+            failed.push(k.label.clone());
+        }
+    }
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let _ = std::fs::remove_file(&results);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    print!("{}", matrix_table(&records, &kernels));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("tests failed on {}", failed.join(", ")))
+    }
+}
+
+/// Rows: tests; columns: kernels; cells: verdict and wall seconds.
+fn matrix_table(records: &[serde_json::Value], kernels: &[LineKernel]) -> String {
+    use std::fmt::Write as _;
+    let mut tests: Vec<&str> = records.iter().filter_map(|r| r["test"].as_str()).collect();
+    tests.sort_unstable();
+    tests.dedup();
+    let mut s = format!("\n{:<72}", "TEST");
+    for k in kernels {
+        let _ = write!(s, " {:>18}", k.label);
+    }
+    s.push('\n');
+    for t in tests {
+        let _ = write!(s, "{t:<72}");
+        for k in kernels {
+            let cell = records
+                .iter()
+                .find(|r| r["test"] == t && r["kernel"]["label"] == k.label.as_str())
+                .map_or_else(
+                    || "-".to_string(),
+                    |r| {
+                        format!(
+                            "{} {:.1}s",
+                            r["verdict"].as_str().unwrap_or("?"),
+                            r["phases_s"]["total"].as_f64().unwrap_or(0.0)
+                        )
+                    },
+                );
+            let _ = write!(s, " {cell:>18}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_puts_each_record_under_its_kernel() {
+        let recs = vec![
+            serde_json::json!({"test": "t::a", "verdict": "pass", "kernel": {"label": "7.3.4"}, "phases_s": {"total": 9.5}}),
+            serde_json::json!({"test": "t::a", "verdict": "fail", "kernel": {"label": "6.18.15"}, "phases_s": {"total": 8.0}}),
+        ];
+        let ks = [
+            LineKernel {
+                label: "6.18.15".into(),
+                dir: "/k/6".into(),
+            },
+            LineKernel {
+                label: "7.3.4".into(),
+                dir: "/k/7".into(),
+            },
+        ];
+        let t = matrix_table(&recs, &ks);
+        let row = t.lines().find(|l| l.starts_with("t::a")).expect("row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, ["t::a", "fail", "8.0s", "pass", "9.5s"]);
+    }
+}
