@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ktstr_kernel::{KernelId, KernelSource, KernelVersion};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
+use serde_json::{Map, Value};
 
 use crate::monitor::MonitorSummary;
 use crate::report::{CheckRecord, WorkerRecord};
@@ -179,7 +180,7 @@ impl fmt::Display for Verdict {
 /// `path`, `release` and `sha256`: they load with the release's version, the
 /// path as the source and `sha256` as the vmlinux hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "KernelWire")]
+#[serde(try_from = "Map<String, Value>")]
 pub struct KernelRecord {
     /// The identity (its fields sit at the top of the kernel object).
     #[serde(flatten)]
@@ -204,48 +205,42 @@ impl KernelRecord {
     }
 }
 
-/// A kernel object as stored, of either form.
-#[derive(Deserialize)]
-struct KernelWire {
-    path: String,
-    #[serde(default)]
-    release: Option<String>,
-    #[serde(default)]
-    version: Option<KernelVersion>,
-    #[serde(default)]
-    source: Option<KernelSource>,
-    #[serde(default)]
-    vmlinux_sha256: Option<String>,
-    #[serde(default)]
-    config_sha256: Option<String>,
-    #[serde(default)]
-    sha256: Option<String>,
-    #[serde(default)]
-    label: Option<String>,
-}
+/// A kernel object as stored, of either form: the identity is read by
+/// `KernelId`'s own rules (so a field it gains needs nothing here), unless
+/// the object predates it (no `source`).
+impl TryFrom<Map<String, Value>> for KernelRecord {
+    type Error = serde_json::Error;
 
-impl From<KernelWire> for KernelRecord {
-    fn from(w: KernelWire) -> KernelRecord {
-        let id = KernelId {
-            version: w
-                .version
-                .or_else(|| w.release.as_deref().and_then(KernelVersion::of_release)),
-            release: w.release,
-            source: w.source.unwrap_or_else(|| KernelSource::Path {
-                path: w.path.clone(),
-            }),
-            vmlinux_sha256: w
-                .vmlinux_sha256
-                .or_else(|| w.sha256.clone())
-                .unwrap_or_default(),
-            config_sha256: w.config_sha256,
-        };
-        KernelRecord {
-            sha256: w.sha256.unwrap_or_else(|| id.vmlinux_sha256.clone()),
-            label: w.label.unwrap_or_else(|| id.label()),
-            path: w.path,
-            id,
+    fn try_from(mut m: Map<String, Value>) -> Result<KernelRecord, serde_json::Error> {
+        fn take(
+            m: &mut Map<String, Value>,
+            key: &str,
+        ) -> Result<Option<String>, serde_json::Error> {
+            m.remove(key)
+                .map_or(Ok(None), serde_json::from_value::<Option<String>>)
         }
+        let path = take(&mut m, "path")?.ok_or_else(|| de::Error::missing_field("path"))?;
+        let sha256 = take(&mut m, "sha256")?;
+        let label = take(&mut m, "label")?;
+        let id = if m.contains_key("source") {
+            serde_json::from_value(Value::Object(m))?
+        } else {
+            let release = take(&mut m, "release")?;
+            KernelId {
+                version: release.as_deref().and_then(KernelVersion::of_release),
+                release,
+                source: KernelSource::Path { path: path.clone() },
+                vmlinux_sha256: sha256.clone().unwrap_or_default(),
+                config_sha256: None,
+                config_from: None,
+            }
+        };
+        Ok(KernelRecord {
+            sha256: sha256.unwrap_or_else(|| id.vmlinux_sha256.clone()),
+            label: label.unwrap_or_else(|| id.label()),
+            path,
+            id,
+        })
     }
 }
 
@@ -348,4 +343,61 @@ pub struct HostFacts {
     pub hardware_virtualization: bool,
     /// When the record was written, Unix seconds.
     pub unix_time: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> KernelId {
+        KernelId {
+            release: Some("7.0.13+deb13-cloud-amd64".into()),
+            version: KernelVersion::of_release("7.0.13"),
+            source: KernelSource::Package {
+                distro: "debian".into(),
+                package: "linux-binary-7.0.13+deb13-cloud-amd64".into(),
+                version: "7.0.13-1".into(),
+            },
+            vmlinux_sha256: "ab".repeat(32),
+            config_sha256: Some("cd".repeat(32)),
+            config_from: Some("7.0.12+deb13-cloud-amd64".into()),
+        }
+    }
+
+    #[test]
+    fn a_kernel_writes_its_identity_at_the_top_and_reads_back() {
+        let k = KernelRecord::new(id(), "/k/vmlinux");
+        let v = serde_json::to_value(&k).expect("serializes");
+        assert_eq!(v["release"], "7.0.13+deb13-cloud-amd64");
+        assert_eq!(v["source"]["kind"], "package");
+        assert_eq!(v["config_from"], "7.0.12+deb13-cloud-amd64");
+        assert_eq!(v["sha256"], v["vmlinux_sha256"]);
+        assert_eq!(v["label"], "7.0.13");
+        assert_eq!(v["path"], "/k/vmlinux");
+        let back: KernelRecord = serde_json::from_value(v).expect("reads");
+        assert_eq!(back, k);
+    }
+
+    #[test]
+    fn a_kernel_of_before_the_identity_reads_with_what_it_has() {
+        let old = serde_json::json!({"path": "/k/vmlinux", "release": "7.3.4+deb13-cloud-amd64",
+            "sha256": "ef"});
+        let k: KernelRecord = serde_json::from_value(old).expect("reads");
+        assert_eq!(k.label, "7.3.4");
+        assert_eq!(k.id.vmlinux_sha256, "ef");
+        assert_eq!(
+            k.id.source,
+            KernelSource::Path {
+                path: "/k/vmlinux".into()
+            }
+        );
+        let none: KernelRecord = serde_json::from_value(
+            serde_json::json!({"path": "/k", "release": null, "sha256": null}),
+        )
+        .expect("reads");
+        assert_eq!((none.label.as_str(), none.sha256.as_str()), ("sha256:", ""));
+        let e = serde_json::from_value::<KernelRecord>(serde_json::json!({"release": "7.3"}))
+            .expect_err("no path");
+        assert!(e.to_string().contains("missing field `path`"), "{e}");
+    }
 }

@@ -459,6 +459,7 @@ mod tests {
                 },
                 vmlinux_sha256: "00".into(),
                 config_sha256: None,
+                config_from: None,
             },
             "/k/vmlinux",
         ));

@@ -201,6 +201,7 @@ mod tests {
             },
             vmlinux_sha256: "00".into(),
             config_sha256: None,
+            config_from: None,
         };
         r.kernel = Some(KernelRecord::new(id, "/k/vmlinux"));
         r.scheduler = Some(SchedulerRecord {
