@@ -1,29 +1,31 @@
-//! The results store: one JSON record per test run, under
+//! The results store: one record per test run, under
 //! `<target dir>/ktstr/runs/<run>/`, for verdict tables (`cargo xtask demo`),
 //! `cargo ktstr stats` and A/B comparisons.
 //!
-//! A record holds the test and its gauntlet variant, the topology, the
+//! The record is `ktstr_record::RunRecord` (the `record/` crate, versioned
+//! by its `SCHEMA`): the test and its gauntlet variant, the topology, the
 //! kernel and scheduler (with hashes of their files), the verdict, every
 //! check's figure and threshold, every worker's report, a summary of the
-//! monitor, the start of each scenario step, the duration of each phase and
-//! facts of the host. The key
-//! figures ([`key_figures`]) are computed once here so every reader agrees.
+//! monitor, the start of each scenario step, the duration of each phase,
+//! facts of the host and the key figures (`ktstr_record::key_figures`,
+//! computed once there so every reader agrees). This module builds it from
+//! what a run learned and writes it; `cargo ktstr` and the xtask read it
+//! through the record crate.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-
 use ktstr_ops::assert::AssertResult;
+use ktstr_record::{
+    CheckRecord, HostFacts, KernelRecord, MonitorSummary, PhaseSeconds, RunRecord, SchedulerRecord,
+    StepRecord, Verdict, WorkerRecord,
+};
 
 use crate::config::HostConfig;
 use crate::registry::TestEntry;
 use crate::verdict::Outcome;
-
-/// The version of the record layout; readers skip records of another.
-pub const SCHEMA: u64 = 1;
 
 /// The durations of a run's phases.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,9 +39,9 @@ pub(crate) struct Phases {
     /// When the host read the verdict, from the boot (the monitor samples'
     /// clock, where the body's own duration is the guest's).
     pub(crate) verdict_at: Option<Duration>,
-    /// How the VM started: `cold` (booted) or `restored` (from a snapshot);
-    /// `boot_to_init` is then restore-to-init.
-    pub(crate) start: &'static str,
+    /// How the VM started (`None`: it did not); `boot_to_init` is then
+    /// restore-to-init for a restored one.
+    pub(crate) start: Option<ktstr_record::Start>,
     /// The guest's `CLOCK_REALTIME` minus the host's as init started, seconds.
     pub(crate) clock_skew: Option<f64>,
 }
@@ -77,7 +79,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) outcome: &'a Outcome,
     /// The guest's own verdict, when it sent one.
     pub(crate) verdict: Option<&'a AssertResult>,
-    pub(crate) monitor: Value,
+    /// What the monitor read, when it ran.
+    pub(crate) monitor: Option<MonitorSummary>,
     /// The scenario's steps as they started (none: not a step scenario).
     pub(crate) steps: &'a [StepStart],
     pub(crate) phases: Phases,
@@ -93,202 +96,138 @@ pub fn variant_name(entry_name: &str, preset: &str) -> String {
     format!("gauntlet/{}/{preset}", test_path(entry_name))
 }
 
-fn secs(d: Option<Duration>) -> Value {
-    d.map_or(Value::Null, |d| json!(d.as_secs_f64()))
+fn secs(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
 }
 
-/// A serialized `Duration` (`{"secs": .., "nanos": ..}`) in seconds.
-fn dur(v: &Value) -> Option<f64> {
-    Some(v["secs"].as_f64()? + v["nanos"].as_f64().unwrap_or(0.0) * 1e-9)
-}
-
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-/// The key figures of a record, by name, computed from its `workers` and
-/// `checks` (so readers of older records get the same set):
-/// `cpu_share_pct` (mean share of its window each worker spent on a CPU:
-/// the work a CPU-bound worker was let do, independent of how fast the host
-/// emulates), `work_per_worker_per_s` (mean work units per second per
-/// worker; under software emulation it follows the host's load),
-/// `worst_gap_ms` (longest gap any worker saw in its own loop),
-/// `wake_p99_us` (worst p99 wake latency), `run_delay_pct` (mean share of
-/// the window spent runnable but waiting) and `fairness_spread_pct` (the
-/// fairness check's figure), each where the record has what it takes.
-pub fn key_figures(record: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
-    let workers: Vec<&Value> = record["workers"].as_array().into_iter().flatten().collect();
-    let timed: Vec<(&Value, f64)> = workers
-        .iter()
-        .filter_map(|w| dur(&w["wall"]).filter(|s| *s > 0.0).map(|s| (*w, s)))
-        .collect();
-    let with_schedstat: Vec<(&Value, f64)> = timed
-        .iter()
-        .copied()
-        .filter(|(w, _)| w["schedstat"] == true)
-        .collect();
-    let share: Vec<f64> = with_schedstat
-        .iter()
-        .filter_map(|(w, wall)| Some(100.0 * dur(&w["cpu_time"])? / wall))
-        .collect();
-    if let Some(v) = mean(&share) {
-        m.insert("cpu_share_pct".into(), json!(v));
+/// A guest report as the record's mirror of it: the two share their JSON
+/// form (see `ktstr_record`'s `report` module), so the conversion goes
+/// through it. It fails only if the two drifted apart, which the tests of
+/// this module catch with fully populated reports; a report that fails is
+/// left out of the record and said on stderr.
+fn mirror<T: serde::Serialize, R: serde::de::DeserializeOwned>(what: &str, v: &T) -> Option<R> {
+    match serde_json::to_value(v).and_then(serde_json::from_value) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "ktstr: a {what} does not fit the results record and is left out of it: {e}"
+            );
+            None
+        }
     }
-    let rates: Vec<f64> = timed
-        .iter()
-        .filter_map(|(w, wall)| Some(w["progress"].as_f64()? / wall))
-        .collect();
-    if let Some(v) = mean(&rates) {
-        m.insert("work_per_worker_per_s".into(), json!(v));
-    }
-    let gap = workers
-        .iter()
-        .filter_map(|w| dur(&w["max_gap"]))
-        .fold(None, |a: Option<f64>, g| Some(a.map_or(g, |a| a.max(g))));
-    if let Some(g) = gap {
-        m.insert("worst_gap_ms".into(), json!(g * 1e3));
-    }
-    let p99 = workers
-        .iter()
-        .filter_map(|w| dur(&w["wake_latency"]["p99"]))
-        .fold(None, |a: Option<f64>, p| Some(a.map_or(p, |a| a.max(p))));
-    if let Some(p) = p99 {
-        m.insert("wake_p99_us".into(), json!(p * 1e6));
-    }
-    let delays: Vec<f64> = with_schedstat
-        .iter()
-        .filter_map(|(w, wall)| Some(100.0 * dur(&w["run_delay"])? / wall))
-        .collect();
-    if let Some(v) = mean(&delays) {
-        m.insert("run_delay_pct".into(), json!(v));
-    }
-    if let Some(f) = record["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["check"] == ktstr_ops::checks::FAIRNESS)
-        .find_map(|d| d["figure"]["value"].as_f64())
-    {
-        m.insert("fairness_spread_pct".into(), json!(f));
-    }
-    m
 }
 
 /// The record of one test run (pure: no I/O but what `facts` holds).
-pub(crate) fn record_json(f: &Facts<'_>, host_facts: Value) -> Value {
+pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
     let (verdict, text) = match f.outcome {
-        Outcome::Pass(d) => ("pass", d),
-        Outcome::Fail(d) => ("fail", d),
-        Outcome::Inconclusive(d) => ("inconclusive", d),
+        Outcome::Pass(d) => (Verdict::Pass, d),
+        Outcome::Fail(d) => (Verdict::Fail, d),
+        Outcome::Inconclusive(d) => (Verdict::Inconclusive, d),
     };
-    let checks: Vec<Value> = f
+    let checks: Vec<CheckRecord> = f
         .verdict
         .map(|v| v.details())
         .unwrap_or_default()
         .iter()
-        .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+        .filter_map(|d| mirror("check detail", d))
         .collect();
-    let workers: Vec<Value> = f
+    let workers: Vec<WorkerRecord> = f
         .verdict
         .map(|v| v.workers())
         .unwrap_or_default()
         .iter()
-        .map(|w| serde_json::to_value(w).unwrap_or(Value::Null))
+        .filter_map(|w| mirror("worker report", w))
         .collect();
     // The typed kernel identity (`ktstr_kernel::KernelId`), with the path
     // booted, the `sha256` older readers take, and the label tables show.
-    let kernel = f.kernel.map_or(Value::Null, |k| {
-        let id = k.id_hashed(|p| hash_of(p).as_str().map(str::to_string));
-        let mut v = serde_json::to_value(&id).unwrap_or(Value::Null);
-        v["path"] = json!(k.vmlinux.display().to_string());
-        v["sha256"] = json!(id.vmlinux_sha256);
-        v["label"] = json!(id.label());
-        v
-    });
-    let scheduler = f.scheduler.map_or(Value::Null, |(name, bin, args)| {
-        json!({
-            "name": name,
-            "binary": bin.display().to_string(),
-            "sha256": hash_of(bin),
-            "args": args,
-        })
+    let kernel = f
+        .kernel
+        .map(|k| KernelRecord::new(k.id_hashed(hash_of), k.vmlinux.display().to_string()));
+    let scheduler = f.scheduler.map(|(name, bin, args)| SchedulerRecord {
+        name: name.clone(),
+        binary: bin.display().to_string(),
+        sha256: hash_of(bin),
+        args: args.clone(),
     });
     let p = &f.phases;
-    let mut rec = json!({
-        "schema": SCHEMA,
-        "run": f.run,
-        "test": f.entry.name,
-        "variant": f.preset.map(|p| variant_name(f.entry.name, p)),
-        "preset": f.preset,
-        "topology": f.topology,
-        "backend": f.backend,
-        "kernel": kernel,
-        "scheduler": scheduler,
-        "verdict": verdict,
-        "expect_err": f.entry.config.expect_err,
-        "duration_s": f.entry.config.duration_s,
-        "detail": text.lines().next().unwrap_or(""),
-        "failure": if verdict == "pass" { Value::Null } else { json!(text) },
-        "checks": checks,
-        "workers": workers,
-        "monitor": f.monitor,
+    let figures = ktstr_record::key_figures(&workers, &checks);
+    RunRecord {
+        schema: ktstr_record::SCHEMA,
+        run: f.run.to_string(),
+        test: f.entry.name.to_string(),
+        variant: f.preset.map(|p| variant_name(f.entry.name, p)),
+        preset: f.preset.map(str::to_string),
+        topology: f.topology.clone(),
+        backend: f.backend.clone(),
+        kernel,
+        scheduler,
+        verdict,
+        expect_err: f.entry.config.expect_err,
+        duration_s: f.entry.config.duration_s,
+        detail: text.lines().next().unwrap_or("").to_string(),
+        failure: (verdict != Verdict::Pass).then(|| text.clone()),
+        checks,
+        workers,
+        monitor: f.monitor.clone(),
         // `t`: seconds from the boot, as the monitor's series and
         // `verdict_t`; `guest_s`: the guest's uptime.
-        "steps": f.steps.iter().map(|s| json!({
-            "index": s.index,
-            "t": s.at.as_secs_f64(),
-            "guest_s": s.guest_uptime.as_secs_f64(),
-            "ops": s.ops,
-        })).collect::<Vec<_>>(),
-        "phases_s": {
-            "initramfs": p.initramfs.as_secs_f64(),
-            "slot_wait": p.slot_wait.as_secs_f64(),
-            "boot_to_init": secs(p.boot_to_init),
-            "body": secs(p.body),
-            "teardown": secs(p.teardown),
-            "total": p.total.as_secs_f64(),
+        steps: f
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                index: s.index,
+                t: s.at.as_secs_f64(),
+                guest_s: s.guest_uptime.as_secs_f64(),
+                ops: s.ops.clone(),
+            })
+            .collect(),
+        phases_s: PhaseSeconds {
+            initramfs: p.initramfs.as_secs_f64(),
+            slot_wait: p.slot_wait.as_secs_f64(),
+            boot_to_init: secs(p.boot_to_init),
+            body: secs(p.body),
+            teardown: secs(p.teardown),
+            total: p.total.as_secs_f64(),
         },
-        "start": if p.start.is_empty() { Value::Null } else { json!(p.start) },
-        "guest_clock_skew_s": p.clock_skew,
-        "verdict_t": secs(p.verdict_at),
-        "host": host_facts,
-    });
-    let figures = key_figures(&rec);
-    rec["figures"] = Value::Object(figures);
-    rec
+        start: p.start,
+        guest_clock_skew_s: p.clock_skew,
+        verdict_t: secs(p.verdict_at),
+        host,
+        figures,
+    }
 }
 
 /// The SHA-256 of a file, computed once per process per path.
-fn hash_of(path: &Path) -> Value {
+fn hash_of(path: &Path) -> Option<String> {
     static SEEN: Mutex<Vec<(PathBuf, Option<String>)>> = Mutex::new(Vec::new());
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, h)) = seen.iter().find(|(p, _)| p == path) {
-        return json!(h);
+        return h.clone();
     }
     let h = ktstr_kernel::file_sha256(path).ok();
     seen.push((path.to_path_buf(), h.clone()));
-    json!(h)
+    h
 }
 
 /// What a record says of the host it ran on.
-fn host_facts(host: &HostConfig) -> Value {
+fn host_facts(host: &HostConfig) -> HostFacts {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
             .ok()
     };
-    json!({
-        "hostname": read("/proc/sys/kernel/hostname"),
-        "kernel": read("/proc/sys/kernel/osrelease"),
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "host_cpus_for_vms": host.host_cpus,
-        "hardware_virtualization": read("/proc/cpuinfo")
+    HostFacts {
+        hostname: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+        host_cpus_for_vms: host.host_cpus as u64,
+        hardware_virtualization: read("/proc/cpuinfo")
             .is_some_and(|c| c.contains(" vmx") || c.contains(" svm")),
-        "unix_time": std::time::SystemTime::now()
+        unix_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-    })
+    }
 }
 
 /// The target directory the running test binary was built in: the first
@@ -410,7 +349,22 @@ pub fn record_file_name(entry_name: &str, preset: Option<&str>) -> String {
 /// to `KTSTR_RESULTS` when set). A store that cannot be written is said on
 /// stderr once; it never fails the test.
 pub(crate) fn record(host: &HostConfig, facts: &Facts<'_>) {
-    let rec = record_json(facts, host_facts(host));
+    let rec = run_record(facts, host_facts(host));
+    // Serializing a record cannot fail (string keys, no custom serializers
+    // that refuse); should it, the store says so once, as for a full disk.
+    let (line, pretty) = match (
+        serde_json::to_string(&rec),
+        serde_json::to_string_pretty(&rec),
+    ) {
+        (Ok(l), Ok(p)) => (l, p),
+        (Err(e), _) | (_, Err(e)) => {
+            warn_once(&format!(
+                "the record of {} does not serialize: {e}",
+                rec.test
+            ));
+            return;
+        }
+    };
     if let Some(path) = &host.results
         && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -418,7 +372,7 @@ pub(crate) fn record(host: &HostConfig, facts: &Facts<'_>) {
             .open(path)
     {
         // One write per line: appends from concurrent tests do not interleave.
-        let _ = f.write_all(format!("{rec}\n").as_bytes());
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
     let Some(store) = store_dir(host) else {
         warn_once("no target directory above the test binary; set KTSTR_RESULTS_DIR");
@@ -428,7 +382,7 @@ pub(crate) fn record(host: &HostConfig, facts: &Facts<'_>) {
     let file = dir.join(record_file_name(facts.entry.name, facts.preset));
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&tmp, format!("{rec:#}\n")))
+        .and_then(|()| std::fs::write(&tmp, format!("{pretty}\n")))
         .and_then(|()| std::fs::rename(&tmp, &file));
     if let Err(e) = written {
         warn_once(&format!("{}: {e}", file.display()));

@@ -3,6 +3,8 @@ use std::time::Duration;
 use ktstr_ops::assert::{AssertResult, Figure};
 use ktstr_ops::workload::{LatencySummary, WorkType, WorkerReport};
 
+use serde_json::{Value, json};
+
 use super::*;
 use crate::registry::TestConfig;
 
@@ -28,6 +30,23 @@ fn entry() -> TestEntry {
     }
 }
 
+fn facts<'a>(e: &'a TestEntry, outcome: &'a Outcome, v: &'a AssertResult) -> Facts<'a> {
+    Facts {
+        run: "r1",
+        entry: e,
+        preset: None,
+        topology: "1n1l2c1t".into(),
+        backend: "qemu".into(),
+        kernel: None,
+        scheduler: None,
+        outcome,
+        verdict: Some(v),
+        monitor: None,
+        steps: &[],
+        phases: Phases::default(),
+    }
+}
+
 #[test]
 fn key_figures_come_from_the_workers_and_the_fairness_check() {
     let mut w1 = worker(0, 1000, 2000, 30);
@@ -42,21 +61,73 @@ fn key_figures_come_from_the_workers_and_the_fairness_check() {
     let v = AssertResult::pass()
         .note_with("fairness", "spread 12%", Figure::new(12.0, 25.0, "%"))
         .with_workers([w1, worker(1, 3000, 2000, 70)]);
-    let rec = json!({
-        "workers": serde_json::to_value(v.workers()).expect("workers"),
-        "checks": serde_json::to_value(v.details()).expect("checks"),
-    });
-    let f = key_figures(&rec);
+    let (e, outcome) = (entry(), Outcome::Pass("pass".into()));
+    let f = run_record(&facts(&e, &outcome, &v), HostFacts::default()).figures;
     // (1000/2 + 3000/2) / 2 workers.
-    assert_eq!(f["work_per_worker_per_s"], json!(1000.0));
+    assert_eq!(f["work_per_worker_per_s"], 1000.0);
     // (1 s of 2 + 0 of 2) / 2.
-    assert_eq!(f["cpu_share_pct"], json!(25.0));
-    assert_eq!(f["worst_gap_ms"], json!(70.0));
-    assert_eq!(f["wake_p99_us"], json!(400.0));
-    assert_eq!(f["run_delay_pct"], json!(25.0));
-    assert_eq!(f["fairness_spread_pct"], json!(12.0));
+    assert_eq!(f["cpu_share_pct"], 25.0);
+    assert_eq!(f["worst_gap_ms"], 70.0);
+    assert_eq!(f["wake_p99_us"], 400.0);
+    assert_eq!(f["run_delay_pct"], 25.0);
+    assert_eq!(f["fairness_spread_pct"], 12.0);
     // Nothing measured: no figure at all, not zeros.
-    assert!(key_figures(&json!({})).is_empty());
+    let none = AssertResult::pass();
+    assert!(
+        run_record(&facts(&e, &outcome, &none), HostFacts::default())
+            .figures
+            .is_empty()
+    );
+    assert_eq!(ktstr_record::FAIRNESS_CHECK, ktstr_ops::checks::FAIRNESS);
+}
+
+/// The record's mirrors of the guest's reports hold every field the guest
+/// writes: a fully populated report converts, and writes the same JSON.
+#[test]
+fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
+    let mut w = worker(3, 77, 1500, 12);
+    w.policy = ktstr_ops::workload::SchedPolicy::Fifo(50);
+    w.nice = -5;
+    w.pid = 120;
+    w.cpu_time = Duration::from_nanos(1_234_567_891);
+    w.runs = 9;
+    w.iterations = 80;
+    w.max_gap_at = Duration::from_millis(333);
+    w.wake_latency = LatencySummary::from_samples(&[Duration::from_micros(70)]);
+    w.cpus = "0-2,5".parse().expect("cpus");
+    w.cpuset = Some("0-7".parse().expect("cpuset"));
+    w.affinity = Some("5".parse().expect("affinity"));
+    w.affinity_violations = 1;
+    w.cpu_weight = Some(50);
+    w.migrations = Some(4);
+    w.cpu_changes_seen = 3;
+    w.failures = 2;
+    w.helpers = 1;
+    w.cpu_bound = false;
+    w.moves_itself = true;
+    w.changes_own_weight = true;
+    w.noise = true;
+    w.exited_cleanly = false;
+    let v = AssertResult::fail_with("max_gap", "gap", Figure::new(f64::NAN, 500.0, "ms"))
+        .note("ops", "step 0")
+        .with_workers([w]);
+    let (e, outcome) = (entry(), Outcome::Fail("gap".into()));
+    let r = run_record(&facts(&e, &outcome, &v), HostFacts::default());
+    assert_eq!(
+        serde_json::to_value(&r.workers).expect("record"),
+        serde_json::to_value(v.workers()).expect("guest"),
+    );
+    assert_eq!(
+        serde_json::to_value(&r.checks).expect("record"),
+        serde_json::to_value(v.details()).expect("guest"),
+    );
+    assert_eq!(r.workers[0].policy, ktstr_record::Policy::Fifo(50));
+    assert!(
+        r.checks[0]
+            .figure
+            .as_ref()
+            .is_some_and(|f| f.value.is_nan())
+    );
 }
 
 #[test]
@@ -76,7 +147,7 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
         scheduler: Some(&sched),
         outcome: &outcome,
         verdict: Some(&v),
-        monitor: Value::Null,
+        monitor: None,
         steps: &[StepStart {
             index: 0,
             at: Duration::from_millis(7250),
@@ -90,8 +161,15 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
             ..Phases::default()
         },
     };
-    let r = record_json(&facts, json!({"cpus": 2}));
-    assert_eq!(r["schema"], json!(SCHEMA));
+    let rec = run_record(
+        &facts,
+        HostFacts {
+            cpus: 2,
+            ..HostFacts::default()
+        },
+    );
+    let r = serde_json::to_value(&rec).expect("serializes");
+    assert_eq!(r["schema"], json!(ktstr_record::SCHEMA));
     assert_eq!(r["run"], "r1");
     assert_eq!(r["test"], "examples::steady");
     assert_eq!(r["variant"], "gauntlet/steady/llc3");
@@ -102,7 +180,7 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     assert_eq!(r["checks"][0]["figure"]["threshold"], json!(500.0));
     assert_eq!(r["workers"][0]["progress"], json!(10));
     assert_eq!(r["figures"]["worst_gap_ms"], json!(900.0));
-    assert_eq!(r["figures"], Value::Object(key_figures(&r)));
+    assert_eq!(r["figures"], json!(rec.key_figures()));
     assert_eq!(r["phases_s"]["total"], json!(12.0));
     assert_eq!(r["phases_s"]["body"], json!(5.0));
     assert_eq!(r["phases_s"]["boot_to_init"], Value::Null);

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use ktstr_record::RunRecord;
+
 /// The second line CI runs the `examples` on: the oldest Debian line with
 /// sched_ext (Debian's 6.12 has none).
 pub(crate) const SECOND_LINE: &str = "6.18";
@@ -128,12 +130,8 @@ pub(crate) fn matrix(offline: bool) -> Result<(), String> {
             failed.push(k.label.clone());
         }
     }
-    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let records = crate::test::read_records(&results);
     let _ = std::fs::remove_file(&results);
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
     print!("{}", matrix_table(&records, &kernels));
     if failed.is_empty() {
         Ok(())
@@ -143,9 +141,9 @@ pub(crate) fn matrix(offline: bool) -> Result<(), String> {
 }
 
 /// Rows: tests; columns: kernels; cells: verdict and wall seconds.
-fn matrix_table(records: &[serde_json::Value], kernels: &[LineKernel]) -> String {
+fn matrix_table(records: &[RunRecord], kernels: &[LineKernel]) -> String {
     use std::fmt::Write as _;
-    let mut tests: Vec<&str> = records.iter().filter_map(|r| r["test"].as_str()).collect();
+    let mut tests: Vec<&str> = records.iter().map(|r| r.test.as_str()).collect();
     tests.sort_unstable();
     tests.dedup();
     let mut s = format!("\n{:<72}", "TEST");
@@ -158,16 +156,10 @@ fn matrix_table(records: &[serde_json::Value], kernels: &[LineKernel]) -> String
         for k in kernels {
             let cell = records
                 .iter()
-                .find(|r| r["test"] == t && r["kernel"]["label"] == k.label.as_str())
+                .find(|r| r.test == t && r.kernel_label() == Some(k.label.as_str()))
                 .map_or_else(
                     || "-".to_string(),
-                    |r| {
-                        format!(
-                            "{} {:.1}s",
-                            r["verdict"].as_str().unwrap_or("?"),
-                            r["phases_s"]["total"].as_f64().unwrap_or(0.0)
-                        )
-                    },
+                    |r| format!("{} {:.1}s", r.verdict, r.phases_s.total),
                 );
             let _ = write!(s, " {cell:>18}");
         }
@@ -179,12 +171,29 @@ fn matrix_table(records: &[serde_json::Value], kernels: &[LineKernel]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ktstr_record::Verdict;
 
     #[test]
     fn the_table_puts_each_record_under_its_kernel() {
+        let record = |verdict, release: &str, total| {
+            let mut r = RunRecord::new("t::a", verdict);
+            let id = ktstr_record::KernelId {
+                release: Some(release.into()),
+                version: ktstr_record::KernelVersion::of_release(release),
+                source: ktstr_record::KernelSource::Path {
+                    path: "/k/vmlinux".into(),
+                },
+                vmlinux_sha256: "00".into(),
+                config_sha256: None,
+                config_from: None,
+            };
+            r.kernel = Some(ktstr_record::KernelRecord::new(id, "/k/vmlinux"));
+            r.phases_s.total = total;
+            r
+        };
         let recs = vec![
-            serde_json::json!({"test": "t::a", "verdict": "pass", "kernel": {"label": "7.3.4"}, "phases_s": {"total": 9.5}}),
-            serde_json::json!({"test": "t::a", "verdict": "fail", "kernel": {"label": "6.18.15"}, "phases_s": {"total": 8.0}}),
+            record(Verdict::Pass, "7.3.4+deb13-cloud-amd64", 9.5),
+            record(Verdict::Fail, "6.18.15+deb13-cloud-amd64", 8.0),
         ];
         let ks = [
             LineKernel {

@@ -215,13 +215,10 @@ fn link(root: &Path, name: &str, version: &str) -> Result<(), String> {
 /// key figure.
 pub fn print_results(path: &Path) {
     let root = root().ok();
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let rows: Vec<[String; 7]> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let rows: Vec<[String; 7]> = crate::test::read_records(path)
+        .into_iter()
         .filter_map(|r| {
-            let name = r["test"].as_str()?;
-            let rest = name.strip_prefix("real_schedulers::")?;
+            let rest = r.test.strip_prefix("real_schedulers::")?;
             let (sched, func) = rest.split_once("::")?;
             let test = func.rsplit_once('_').map_or(func, |(t, _)| t);
             let version = root
@@ -231,9 +228,9 @@ pub fn print_results(path: &Path) {
             Some([
                 sched.to_string(),
                 version,
-                r["topology"].as_str().unwrap_or("?").to_string(),
+                r.topology.clone(),
                 test.to_string(),
-                r["verdict"].as_str().unwrap_or("?").to_string(),
+                r.verdict.to_string(),
                 // The VM's own time: the wait for host slots depends on
                 // what else the host runs.
                 format!("{:.0}s", own_time(&r)),
@@ -264,38 +261,26 @@ pub fn print_results(path: &Path) {
 }
 
 /// A record's time without its wait for host slots, in seconds.
-fn own_time(r: &serde_json::Value) -> f64 {
-    let p = &r["phases_s"];
-    match (p["total"].as_f64(), p["slot_wait"].as_f64()) {
-        (Some(total), wait) => total - wait.unwrap_or(0.0),
-        // Records written before the results store had these two.
-        (None, _) => r["wall_s"].as_f64().unwrap_or(0.0) - r["slot_wait_s"].as_f64().unwrap_or(0.0),
-    }
+fn own_time(r: &ktstr_record::RunRecord) -> f64 {
+    r.phases_s.total - r.phases_s.slot_wait
 }
 
 /// A record's verdict as text: the failure, else one line per check
 /// (`· [check] message`, `✗` for a failed one).
-fn details_text(r: &serde_json::Value) -> String {
-    if let Some(f) = r["failure"].as_str() {
-        return f.to_string();
+fn details_text(r: &ktstr_record::RunRecord) -> String {
+    if let Some(f) = &r.failure {
+        return f.clone();
     }
-    let checks = r["checks"].as_array().into_iter().flatten();
-    let lines: Vec<String> = checks
+    let lines: Vec<String> = r
+        .checks
+        .iter()
         .map(|c| {
-            let mark = if c["failed"].as_bool() == Some(true) {
-                '✗'
-            } else {
-                '·'
-            };
-            format!(
-                "{mark} [{}] {}",
-                c["check"].as_str().unwrap_or("?"),
-                c["message"].as_str().unwrap_or("")
-            )
+            let mark = if c.failed { '✗' } else { '·' };
+            format!("{mark} [{}] {}", c.check, c.message)
         })
         .collect();
     if lines.is_empty() {
-        r["details"].as_str().unwrap_or_default().to_string()
+        String::new()
     } else {
         format!("pass\n{}", lines.join("\n"))
     }

@@ -422,28 +422,24 @@ pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
 /// The verdict table of a results file written by the test runner, with
 /// each test's key figures (fairness spread, worst gap, work done).
 fn print_verdict_table(path: &std::path::Path) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut rows: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    rows.sort_by(|a, b| a["test"].as_str().cmp(&b["test"].as_str()));
+    let mut rows = read_records(path);
+    rows.sort_by(|a, b| a.test.cmp(&b.test));
     println!(
         "\n{:<48} {:<10} {:<13} {:>8}  KEY FIGURES",
         "TEST", "TOPOLOGY", "VERDICT", "WALL"
     );
     for r in &rows {
-        let mut verdict = r["verdict"].as_str().unwrap_or("?").to_string();
-        if r["expect_err"].as_bool() == Some(true) {
+        let mut verdict = r.verdict.to_string();
+        if r.expect_err {
             verdict.push_str(" (xfail)");
         }
         println!(
             "{:<48} {:<10} {:<13} {:>7.1}s  {}",
-            r["test"].as_str().unwrap_or("?"),
-            r["topology"].as_str().unwrap_or("?"),
+            r.test,
+            r.topology,
             verdict,
-            r["phases_s"]["total"].as_f64().unwrap_or(0.0),
-            key_figures(&r["figures"])
+            r.phases_s.total,
+            key_figures(&r.figures)
         );
     }
     if rows.is_empty() {
@@ -451,17 +447,30 @@ fn print_verdict_table(path: &std::path::Path) {
     }
 }
 
+/// The records of a results file (`KTSTR_RESULTS`, one per line); a line
+/// that is not a record of this schema is said on stderr and skipped.
+pub(crate) fn read_records(path: &std::path::Path) -> Vec<ktstr_record::RunRecord> {
+    // No file: no test reported (the table says so).
+    let Ok(lines) = ktstr_record::read_lines(path) else {
+        return Vec::new();
+    };
+    lines
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| eprintln!("skipped: {e}")).ok())
+        .collect()
+}
+
 /// `spread 12.0% · worst gap 31ms · work 1510/s per worker`, from a record's
 /// `figures` (what the test measured; `-` when it measured none).
-fn key_figures(f: &serde_json::Value) -> String {
+fn key_figures(f: &std::collections::BTreeMap<String, f64>) -> String {
     let mut out = Vec::new();
-    if let Some(v) = f["fairness_spread_pct"].as_f64() {
+    if let Some(v) = f.get("fairness_spread_pct") {
         out.push(format!("spread {v:.1}%"));
     }
-    if let Some(v) = f["worst_gap_ms"].as_f64() {
+    if let Some(v) = f.get("worst_gap_ms") {
         out.push(format!("worst gap {v:.0}ms"));
     }
-    if let Some(v) = f["work_per_worker_per_s"].as_f64() {
+    if let Some(v) = f.get("work_per_worker_per_s") {
         out.push(format!("work {v:.0}/s per worker"));
     }
     if out.is_empty() {
@@ -554,15 +563,16 @@ fn not_full() {}
 
     #[test]
     fn key_figures_are_shown_when_measured() {
-        let f = serde_json::json!({
-            "fairness_spread_pct": 12.04,
-            "worst_gap_ms": 31.2,
-            "work_per_worker_per_s": 1510.4,
-        });
+        let f = [
+            ("fairness_spread_pct".to_string(), 12.04),
+            ("worst_gap_ms".to_string(), 31.2),
+            ("work_per_worker_per_s".to_string(), 1510.4),
+        ]
+        .into();
         assert_eq!(
             super::key_figures(&f),
             "spread 12.0% · worst gap 31ms · work 1510/s per worker"
         );
-        assert_eq!(super::key_figures(&serde_json::json!({})), "-");
+        assert_eq!(super::key_figures(&Default::default()), "-");
     }
 }

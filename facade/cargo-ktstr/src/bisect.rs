@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use ktstr_kernel::{KernelSpec, Releases};
+use ktstr_record::{RunRecord, Verdict as RecordVerdict};
 
 use crate::cargo::{self, Targets};
 use crate::runs::{Knobs, new_run_id, store_dir};
@@ -22,26 +23,22 @@ pub(crate) struct Verdict {
 
 /// The verdict of a run's records: every test passed, else the first
 /// failure (then inconclusive) with its text. `None`: no record.
-pub(crate) fn run_verdict(records: &[serde_json::Value]) -> Option<Verdict> {
-    let first = |class: &str| {
+pub(crate) fn run_verdict(records: &[RunRecord]) -> Option<Verdict> {
+    let first = |class: RecordVerdict| {
         records
             .iter()
-            .find(|r| r["verdict"] == class)
+            .find(|r| r.verdict == class)
             .map(|r| Verdict {
-                class: class.to_string(),
-                detail: format!(
-                    "{}: {}",
-                    r["test"].as_str().unwrap_or("?"),
-                    r["detail"].as_str().unwrap_or("")
-                ),
+                class: class.as_str().to_string(),
+                detail: format!("{}: {}", r.test, r.detail),
             })
     };
     if records.is_empty() {
         return None;
     }
-    first("fail")
-        .or_else(|| first("inconclusive"))
-        .or_else(|| first("pass"))
+    first(RecordVerdict::Fail)
+        .or_else(|| first(RecordVerdict::Inconclusive))
+        .or_else(|| first(RecordVerdict::Pass))
 }
 
 /// The index of the first release whose verdict differs from release 0's,
@@ -275,9 +272,14 @@ mod tests {
 
     #[test]
     fn run_verdict_prefers_failures() {
+        let record = |test: &str, verdict, detail: &str| {
+            let mut r = RunRecord::new(test, verdict);
+            r.detail = detail.into();
+            r
+        };
         let recs = vec![
-            serde_json::json!({"test": "a", "verdict": "pass", "detail": "ok"}),
-            serde_json::json!({"test": "b", "verdict": "fail", "detail": "no kfunc"}),
+            record("a", RecordVerdict::Pass, "ok"),
+            record("b", RecordVerdict::Fail, "no kfunc"),
         ];
         let v = run_verdict(&recs).expect("verdict");
         assert_eq!(v.class, "fail");

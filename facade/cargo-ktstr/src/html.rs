@@ -4,14 +4,10 @@
 
 use std::fmt::Write as _;
 
+use ktstr_record::{RunRecord, Verdict, WorkerRecord, secs};
 use plotters::prelude::*;
-use serde_json::Value;
 
-use crate::report::xml_escape;
-
-fn secs(d: &Value) -> f64 {
-    d["secs"].as_f64().unwrap_or(0.0) + d["nanos"].as_f64().unwrap_or(0.0) * 1e-9
-}
+use crate::report::{or_unknown, xml_escape};
 
 /// One bar per worker: (label, value).
 fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, String> {
@@ -67,12 +63,10 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
 
 /// The scenario's step boundaries of a record: (seconds from boot, label),
 /// on the monitor series' clock.
-fn step_marks(r: &Value) -> Vec<(f64, String)> {
-    r["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s["t"].as_f64()?, format!("step {}", s["index"].as_u64()?))))
+fn step_marks(r: &RunRecord) -> Vec<(f64, String)> {
+    r.steps
+        .iter()
+        .map(|s| (s.t, format!("step {}", s.index)))
         .collect()
 }
 
@@ -155,15 +149,12 @@ fn lines(
 }
 
 /// The monitor's time series of a record: per-CPU nr_running, DSQ depth.
-fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
-    let samples: Vec<&Value> = r["monitor"]["series"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
+fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
+    let samples: Vec<&ktstr_record::MonitorSample> =
+        r.monitor.iter().flat_map(|m| &m.series).collect();
     let cpus = samples
         .iter()
-        .filter_map(|s| s["nr_running"].as_array().map(Vec::len))
+        .filter_map(|s| s.nr_running.as_ref().map(Vec::len))
         .max()
         .unwrap_or(0);
     let marks = step_marks(r);
@@ -173,7 +164,10 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
             .map(|c| {
                 let p = samples
                     .iter()
-                    .filter_map(|s| Some((s["t"].as_f64()?, s["nr_running"][c].as_f64()?)))
+                    .filter_map(|s| {
+                        let n = (*s.nr_running.as_ref()?.get(c)?)?;
+                        Some((s.t, f64::from(n)))
+                    })
                     .collect();
                 (format!("cpu{c}"), p)
             })
@@ -187,7 +181,7 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
     }
     let dsq: Vec<(f64, f64)> = samples
         .iter()
-        .filter_map(|s| Some((s["t"].as_f64()?, s["deepest_dsq"].as_f64()?)))
+        .filter_map(|s| Some((s.t, f64::from(s.deepest_dsq?))))
         .collect();
     if !dsq.is_empty() {
         out.push(lines(
@@ -201,38 +195,38 @@ fn monitor_plots(r: &Value) -> Vec<Result<String, String>> {
 }
 
 /// The plots of one record: the monitor's series and its workers' figures.
-fn plots(r: &Value) -> Vec<Result<String, String>> {
+fn plots(r: &RunRecord) -> Vec<Result<String, String>> {
     let mut out = monitor_plots(r);
     out.extend(worker_plots(r));
     out
 }
 
 /// The plots of one record's workers (none without workers).
-fn worker_plots(r: &Value) -> Vec<Result<String, String>> {
-    let workers: Vec<&Value> = r["workers"].as_array().into_iter().flatten().collect();
+fn worker_plots(r: &RunRecord) -> Vec<Result<String, String>> {
+    let workers = &r.workers;
     if workers.is_empty() {
         return Vec::new();
     }
-    let label = |w: &Value| format!("{}", w["index"]);
+    let label = |w: &WorkerRecord| w.index.to_string();
     let rate: Vec<(String, f64)> = workers
         .iter()
         .map(|w| {
-            let wall = secs(&w["wall"]);
-            let p = w["progress"].as_f64().unwrap_or(0.0);
+            let wall = secs(w.wall);
+            let p = w.progress as f64;
             (label(w), if wall > 0.0 { p / wall } else { 0.0 })
         })
         .collect();
     let delay: Vec<(String, f64)> = workers
         .iter()
         .map(|w| {
-            let wall = secs(&w["wall"]);
-            let d = secs(&w["run_delay"]);
+            let wall = secs(w.wall);
+            let d = secs(w.run_delay);
             (label(w), if wall > 0.0 { 100.0 * d / wall } else { 0.0 })
         })
         .collect();
     let gap: Vec<(String, f64)> = workers
         .iter()
-        .map(|w| (label(w), secs(&w["max_gap"]) * 1e3))
+        .map(|w| (label(w), secs(w.max_gap) * 1e3))
         .collect();
     let mut out = vec![
         bars("work done per second, by worker", "units/s", &rate),
@@ -245,8 +239,7 @@ fn worker_plots(r: &Value) -> Vec<Result<String, String>> {
     ];
     let wake: Vec<(String, f64)> = workers
         .iter()
-        .filter(|w| w["wake_latency"].is_object())
-        .map(|w| (label(w), secs(&w["wake_latency"]["p99"]) * 1e6))
+        .filter_map(|w| Some((label(w), secs(w.wake_latency?.p99) * 1e6)))
         .collect();
     if !wake.is_empty() {
         out.push(bars("wake-up latency p99, by worker", "us", &wake));
@@ -255,7 +248,7 @@ fn worker_plots(r: &Value) -> Vec<Result<String, String>> {
 }
 
 /// The HTML report of `run`'s records.
-pub fn html(run: &str, records: &[Value]) -> String {
+pub fn html(run: &str, records: &[RunRecord]) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -267,19 +260,12 @@ pub fn html(run: &str, records: &[Value]) -> String {
          <h1>ktstr run {0}</h1>\n",
         xml_escape(run)
     );
-    let name = |r: &Value| {
-        r["variant"]
-            .as_str()
-            .or(r["test"].as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    for r in records.iter().filter(|r| r["verdict"] == "fail") {
+    for r in records.iter().filter(|r| r.verdict == Verdict::Fail) {
         let _ = write!(
             h,
             "<h2 class=\"fail\">FAIL: {}</h2>\n<pre>{}</pre>\n",
-            xml_escape(&name(r)),
-            xml_escape(r["failure"].as_str().unwrap_or(""))
+            xml_escape(r.name()),
+            xml_escape(r.failure.as_deref().unwrap_or(""))
         );
     }
     h.push_str(
@@ -287,55 +273,42 @@ pub fn html(run: &str, records: &[Value]) -> String {
          <th>verdict</th><th>wall</th><th>key figures</th></tr>\n",
     );
     for r in records {
-        let v = r["verdict"].as_str().unwrap_or("?");
-        let figs: Vec<String> = r["figures"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_f64().map(|f| format!("{k} {f:.1}")))
+        let v = r.verdict.as_str();
+        let figs: Vec<String> = r
+            .figures
+            .iter()
+            .map(|(k, f)| format!("{k} {f:.1}"))
             .collect();
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{v}\">{v}</td><td>{:.1} s</td><td>{}</td></tr>",
-            xml_escape(&name(r)),
-            xml_escape(r["topology"].as_str().unwrap_or("?")),
-            xml_escape(
-                r["kernel"]["label"]
-                    .as_str()
-                    .or(r["kernel"]["release"].as_str())
-                    .unwrap_or("?")
-            ),
-            r["phases_s"]["total"].as_f64().unwrap_or(0.0),
+            xml_escape(r.name()),
+            xml_escape(or_unknown(&r.topology)),
+            xml_escape(r.kernel_label().unwrap_or("?")),
+            r.phases_s.total,
             xml_escape(&figs.join(", "))
         );
     }
     h.push_str("</table>\n");
     for r in records {
         let ps = plots(r);
-        let steps: Vec<String> = r["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let steps: Vec<String> = r
+            .steps
+            .iter()
             .map(|s| {
-                let ops: Vec<&str> = s["ops"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
                 format!(
                     "<li>step {} at {:.2} s from boot (guest uptime {:.2} s): {}</li>",
-                    s["index"],
-                    s["t"].as_f64().unwrap_or(f64::NAN),
-                    s["guest_s"].as_f64().unwrap_or(f64::NAN),
-                    xml_escape(&ops.join(", "))
+                    s.index,
+                    s.t,
+                    s.guest_s,
+                    xml_escape(&s.ops.join(", "))
                 )
             })
             .collect();
         if ps.is_empty() && steps.is_empty() {
             continue;
         }
-        let _ = writeln!(h, "<h2>{}</h2>", xml_escape(&name(r)));
+        let _ = writeln!(h, "<h2>{}</h2>", xml_escape(r.name()));
         if !steps.is_empty() {
             let _ = writeln!(
                 h,
@@ -362,26 +335,55 @@ pub fn html(run: &str, records: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use ktstr_record::{MonitorSample, MonitorSummary, StepRecord};
+    use std::time::Duration;
 
     #[test]
     fn the_report_puts_failures_first_and_draws_worker_plots() {
-        let w = |i: u64, p: u64| {
-            json!({"index": i, "progress": p, "wall": {"secs": 2, "nanos": 0},
-                "run_delay": {"secs": 1, "nanos": 0}, "max_gap": {"secs": 0, "nanos": 30_000_000}})
+        let w = |index: usize, progress: u64| WorkerRecord {
+            index,
+            progress,
+            wall: Duration::from_secs(2),
+            run_delay: Duration::from_secs(1),
+            max_gap: Duration::from_millis(30),
+            ..WorkerRecord::default()
         };
-        let recs = vec![
-            json!({"test": "t::ok", "verdict": "pass", "topology": "1n1l2c1t",
-                "figures": {"worst_gap_ms": 30.0}, "workers": [w(0, 100), w(1, 300)],
-                "monitor": {"series": [
-                    {"t": 1.0, "nr_running": [1, 2], "deepest_dsq": 3},
-                    {"t": 2.0, "nr_running": [2, 2], "deepest_dsq": 1}]},
-                "steps": [{"index": 0, "t": 1.5, "guest_s": 2.4, "ops": ["add cg_0 (2 workers)"]},
-                    {"index": 1, "t": 2.5, "guest_s": 4.0, "ops": ["stop <cg_0>"]}],
-                "phases_s": {"total": 10.0}}),
-            json!({"test": "t::bad", "variant": "gauntlet/bad/llc3", "verdict": "fail",
-                "failure": "fairness <spread> 60%", "phases_s": {"total": 9.0}}),
+        let sample = |t: f64, nr: [u32; 2], dsq: u32| MonitorSample {
+            t,
+            nr_running: Some(nr.into_iter().map(Some).collect()),
+            deepest_dsq: Some(dsq),
+            scheduler: None,
+        };
+        let step = |index: u32, t: f64, guest_s: f64, op: &str| StepRecord {
+            index,
+            t,
+            guest_s,
+            ops: vec![op.into()],
+        };
+        let mut ok = RunRecord::new("t::ok", Verdict::Pass);
+        ok.topology = "1n1l2c1t".into();
+        ok.figures = [("worst_gap_ms".to_string(), 30.0)].into();
+        ok.workers = vec![w(0, 100), w(1, 300)];
+        ok.monitor = Some(MonitorSummary {
+            hz: 10,
+            samples: 2,
+            series: vec![sample(1.0, [1, 2], 3), sample(2.0, [2, 2], 1)],
+            unavailable: None,
+            kernel: None,
+            deepest_dsq: Some(3),
+            oldest_wait_ms: None,
+            last: None,
+        });
+        ok.steps = vec![
+            step(0, 1.5, 2.4, "add cg_0 (2 workers)"),
+            step(1, 2.5, 4.0, "stop <cg_0>"),
         ];
+        ok.phases_s.total = 10.0;
+        let mut bad = RunRecord::new("t::bad", Verdict::Fail);
+        bad.variant = Some("gauntlet/bad/llc3".into());
+        bad.failure = Some("fairness <spread> 60%".into());
+        bad.phases_s.total = 9.0;
+        let recs = vec![ok, bad];
         let h = html("r1", &recs);
         let fail_at = h.find("FAIL: gauntlet/bad/llc3").expect("failure heading");
         assert!(

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use ktstr_record::{RunRecord, Verdict};
 use serde_json::{Value, json};
 
 /// `text` with XML's five special characters escaped, and the characters
@@ -24,14 +25,20 @@ pub fn xml_escape(text: &str) -> String {
     s
 }
 
-fn name_of(r: &Value) -> (String, String) {
-    let test = r["test"].as_str().unwrap_or("?");
+/// `text`, or `?` when empty (a record of a run that ended before it
+/// learned that).
+pub(crate) fn or_unknown(text: &str) -> &str {
+    if text.is_empty() { "?" } else { text }
+}
+
+fn name_of(r: &RunRecord) -> (String, String) {
+    let test = r.test.as_str();
     let path = test.split_once("::").map_or(test, |(_, p)| p);
     // The kernel is a dimension of a run: `steady@7.3.4`.
-    let at = r["kernel"]["label"]
-        .as_str()
+    let at = r
+        .kernel_label()
         .map_or_else(String::new, |k| format!("@{k}"));
-    match r["preset"].as_str() {
+    match r.preset.as_deref() {
         Some(p) => (format!("gauntlet.{path}"), format!("{p}{at}")),
         None => {
             let (class, name) = path.rsplit_once("::").unwrap_or(("", path));
@@ -63,13 +70,15 @@ fn junit_secs(s: f64) -> String {
 /// a failure's text in `<failure>`, an inconclusive verdict as `<skipped>`.
 /// The suite's `timestamp` is the earliest start of a record (UTC), its
 /// `hostname` the host of the first record.
-pub fn junit(run: &str, records: &[Value]) -> String {
-    let count = |v: &str| records.iter().filter(|r| r["verdict"] == v).count();
-    let time = |r: &Value| r["phases_s"]["total"].as_f64().unwrap_or(0.0);
+pub fn junit(run: &str, records: &[RunRecord]) -> String {
+    let count = |v: Verdict| records.iter().filter(|r| r.verdict == v).count();
+    let time = |r: &RunRecord| r.phases_s.total;
     let total: f64 = records.iter().map(time).sum();
+    // A record's end, less its time (0: a record that does not know it).
     let started = records
         .iter()
-        .filter_map(|r| Some(r["host"]["unix_time"].as_f64()? - time(r)))
+        .filter(|r| r.host.unix_time > 0)
+        .map(|r| r.host.unix_time as f64 - time(r))
         .fold(f64::MAX, f64::min);
     let started = if started == f64::MAX {
         0
@@ -78,15 +87,15 @@ pub fn junit(run: &str, records: &[Value]) -> String {
     };
     let host = records
         .iter()
-        .find_map(|r| r["host"]["hostname"].as_str())
+        .find_map(|r| r.host.hostname.as_deref())
         .unwrap_or("localhost");
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
         "<testsuites name=\"ktstr\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\">",
         records.len(),
-        count("fail"),
-        count("inconclusive"),
+        count(Verdict::Fail),
+        count(Verdict::Inconclusive),
         junit_secs(total),
     );
     let _ = writeln!(
@@ -94,8 +103,8 @@ pub fn junit(run: &str, records: &[Value]) -> String {
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\" timestamp=\"{}\" hostname=\"{}\">",
         xml_escape(&token(run)),
         records.len(),
-        count("fail"),
-        count("inconclusive"),
+        count(Verdict::Fail),
+        count(Verdict::Inconclusive),
         junit_secs(total),
         ktstr::results::utc_datetime(started),
         xml_escape(&token(host)),
@@ -109,10 +118,10 @@ pub fn junit(run: &str, records: &[Value]) -> String {
             xml_escape(&token(&name)),
             junit_secs(time(r))
         );
-        let detail = r["detail"].as_str().unwrap_or("");
-        let failure = r["failure"].as_str().unwrap_or(detail);
-        match r["verdict"].as_str() {
-            Some("fail") => {
+        let detail = r.detail.as_str();
+        let failure = r.failure_text();
+        match r.verdict {
+            Verdict::Fail => {
                 let _ = writeln!(
                     x,
                     "      <failure message=\"{}\" type=\"ktstr\">{}</failure>",
@@ -120,7 +129,7 @@ pub fn junit(run: &str, records: &[Value]) -> String {
                     xml_escape(failure)
                 );
             }
-            Some("inconclusive") => {
+            Verdict::Inconclusive => {
                 let _ = writeln!(
                     x,
                     "      <skipped message=\"inconclusive: {}\"/>",
@@ -129,32 +138,23 @@ pub fn junit(run: &str, records: &[Value]) -> String {
             }
             _ => {}
         }
-        let figures: Vec<String> = r["figures"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_f64().map(|f| format!("{k}={f:.2}")))
+        let figures: Vec<String> = r
+            .figures
+            .iter()
+            .map(|(k, f)| format!("{k}={f:.2}"))
             .collect();
         let _ = writeln!(
             x,
             "      <system-out>topology {} kernel {} scheduler {} {}</system-out>",
-            xml_escape(r["topology"].as_str().unwrap_or("?")),
-            xml_escape(r["kernel"]["release"].as_str().unwrap_or("?")),
-            xml_escape(r["scheduler"]["name"].as_str().unwrap_or("EEVDF")),
+            xml_escape(or_unknown(&r.topology)),
+            xml_escape(r.kernel_release().unwrap_or("?")),
+            xml_escape(r.scheduler.as_ref().map_or("EEVDF", |s| s.name.as_str())),
             xml_escape(&figures.join(" "))
         );
         x.push_str("    </testcase>\n");
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
-}
-
-/// The phases of a record, in order, as (name, seconds).
-fn phases(r: &Value) -> Vec<(&'static str, f64)> {
-    ["initramfs", "slot_wait", "boot_to_init", "body", "teardown"]
-        .into_iter()
-        .filter_map(|p| r["phases_s"][p].as_f64().map(|s| (p, s)))
-        .collect()
 }
 
 /// A Chrome trace-event JSON of one run (the Trace Event Format: every
@@ -168,7 +168,7 @@ fn phases(r: &Value) -> Vec<(&'static str, f64)> {
 /// instants; each worker a track with its measured CPU time and run delay
 /// as slices laid end to end (totals over the window: the record has no
 /// finer timeline).
-pub fn trace(records: &[Value]) -> Value {
+pub fn trace(records: &[RunRecord]) -> Value {
     let mut ev = Vec::new();
     for (i, r) in records.iter().enumerate() {
         trace_record(i + 1, r, &mut ev);
@@ -207,17 +207,17 @@ fn counter(pid: usize, name: &str, ts: f64, args: serde_json::Map<String, Value>
     )
 }
 
-fn trace_record(pid: usize, r: &Value, ev: &mut Vec<Value>) {
+fn trace_record(pid: usize, r: &RunRecord, ev: &mut Vec<Value>) {
     let (class, name) = name_of(r);
     let thread = |tid: usize, name: String| json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}});
     ev.push(
         json!({"ph": "M", "name": "process_name", "pid": pid, "tid": PHASES_TID,
-        "args": {"name": format!("{class}::{name} [{}]", r["topology"].as_str().unwrap_or("?"))}}),
+        "args": {"name": format!("{class}::{name} [{}]", or_unknown(&r.topology))}}),
     );
     ev.push(thread(PHASES_TID, "phases".into()));
     let mut t = 0.0f64;
     let mut body_end = None;
-    for (p, s) in phases(r) {
+    for (p, s) in r.phases_s.in_order() {
         let s = if s.is_finite() { s.max(0.0) } else { 0.0 };
         ev.push(
             json!({"ph": "X", "name": p, "cat": "phase", "pid": pid, "tid": PHASES_TID,
@@ -235,42 +235,37 @@ fn trace_record(pid: usize, r: &Value, ev: &mut Vec<Value>) {
         }
     }
     let at = us(body_end.unwrap_or(t));
-    for c in r["checks"].as_array().into_iter().flatten() {
-        ev.push(
-            json!({"ph": "i", "name": format!("check {}", c["check"].as_str().unwrap_or("?")),
-            "cat": if c["failed"] == true { "failed" } else { "check" },
+    for c in &r.checks {
+        ev.push(json!({"ph": "i", "name": format!("check {}", c.check),
+            "cat": if c.failed { "failed" } else { "check" },
             "pid": pid, "tid": PHASES_TID, "ts": at, "s": "t",
-            "args": {"message": c["message"], "figure": c["figure"]}}),
-        );
+            "args": {"message": c.message, "figure": c.figure}}));
     }
-    if let Some(figs) = r["figures"].as_object() {
-        for (k, v) in figs {
-            let args = [(k.clone(), v.clone())].into_iter().collect();
-            ev.extend(counter(pid, k, at, args));
-        }
+    for (k, v) in &r.figures {
+        let args = [(k.clone(), json!(v))].into_iter().collect();
+        ev.extend(counter(pid, k, at, args));
     }
     // Times from the boot (monitor samples, steps, the verdict) follow the
     // initramfs and the slot wait.
-    let boot = r["phases_s"]["initramfs"].as_f64().unwrap_or(0.0)
-        + r["phases_s"]["slot_wait"].as_f64().unwrap_or(0.0);
-    let from_boot = |v: &Value| v.as_f64().filter(|t| t.is_finite() && *t >= 0.0);
+    let boot = r.phases_s.initramfs + r.phases_s.slot_wait;
+    let from_boot = |t: f64| Some(t).filter(|t| t.is_finite() && *t >= 0.0);
     let mut attached: Option<String> = None;
-    for sample in r["monitor"]["series"].as_array().into_iter().flatten() {
-        let Some(st) = from_boot(&sample["t"]) else {
+    for sample in r.monitor.iter().flat_map(|m| &m.series) {
+        let Some(st) = from_boot(sample.t) else {
             continue;
         };
         let ts = us(boot + st);
-        let cpus: serde_json::Map<String, Value> = sample["nr_running"]
-            .as_array()
-            .into_iter()
+        let cpus: serde_json::Map<String, Value> = sample
+            .nr_running
+            .iter()
             .flatten()
             .enumerate()
-            .map(|(c, n)| (format!("cpu{c}"), n.clone()))
+            .map(|(c, n)| (format!("cpu{c}"), json!(n)))
             .collect();
         ev.extend(counter(pid, "nr_running", ts, cpus));
-        let dsq = [("queued".to_string(), sample["deepest_dsq"].clone())];
+        let dsq = [("queued".to_string(), json!(sample.deepest_dsq))];
         ev.extend(counter(pid, "deepest DSQ", ts, dsq.into_iter().collect()));
-        let now = sample["scheduler"].as_str().map(str::to_string);
+        let now = sample.scheduler.clone();
         if now != attached {
             let name = match (&attached, &now) {
                 (_, Some(n)) => format!("scheduler {n} attached"),
@@ -285,16 +280,15 @@ fn trace_record(pid: usize, r: &Value, ev: &mut Vec<Value>) {
         }
     }
     // The steps, each until the next starts; the last until the verdict.
-    let steps: Vec<(f64, &Value)> = r["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((from_boot(&s["t"])?, s)))
+    let steps: Vec<(f64, &ktstr_record::StepRecord)> = r
+        .steps
+        .iter()
+        .filter_map(|s| Some((from_boot(s.t)?, s)))
         .collect();
     if !steps.is_empty() {
         ev.push(thread(STEPS_TID, "steps".into()));
     }
-    let verdict = from_boot(&r["verdict_t"]);
+    let verdict = r.verdict_t.and_then(from_boot);
     for (k, (start, s)) in steps.iter().enumerate() {
         let end = steps
             .get(k + 1)
@@ -303,34 +297,30 @@ fn trace_record(pid: usize, r: &Value, ev: &mut Vec<Value>) {
             .unwrap_or(*start)
             .max(*start);
         ev.push(
-            json!({"ph": "X", "name": format!("step {}", s["index"]), "cat": "step",
+            json!({"ph": "X", "name": format!("step {}", s.index), "cat": "step",
             "pid": pid, "tid": STEPS_TID, "ts": us(boot + start), "dur": us(boot + end) - us(boot + start),
-            "args": {"ops": s["ops"], "guest_uptime_s": s["guest_s"]}}),
+            "args": {"ops": s.ops, "guest_uptime_s": s.guest_s}}),
         );
     }
-    let body_start = body_end.map(|e| e - r["phases_s"]["body"].as_f64().unwrap_or(0.0));
-    for (w, worker) in r["workers"].as_array().into_iter().flatten().enumerate() {
+    let body_start = body_end.map(|e| e - r.phases_s.body.unwrap_or(0.0));
+    for (w, worker) in r.workers.iter().enumerate() {
         let tid = w + FIRST_WORKER_TID;
         ev.push(thread(
             tid,
             format!(
                 "worker {} ({} {})",
-                worker["index"],
-                worker["group"].as_str().unwrap_or("?"),
-                worker["work"].as_str().unwrap_or("?")
+                worker.index,
+                or_unknown(&worker.group),
+                or_unknown(&worker.work)
             ),
         ));
-        let secs = |d: &Value| {
-            let s = d["secs"].as_f64().unwrap_or(0.0) + d["nanos"].as_f64().unwrap_or(0.0) * 1e-9;
-            if s.is_finite() { s.max(0.0) } else { 0.0 }
-        };
         let start = body_start.unwrap_or(0.0).max(0.0);
-        let run = secs(&worker["cpu_time"]);
-        let wait = secs(&worker["run_delay"]);
+        let run = ktstr_record::secs(worker.cpu_time);
+        let wait = ktstr_record::secs(worker.run_delay);
         ev.push(
             json!({"ph": "X", "name": "running (total)", "cat": "worker", "pid": pid,
             "tid": tid, "ts": us(start), "dur": us(start + run) - us(start),
-            "args": {"progress": worker["progress"], "unit": worker["unit"]}}),
+            "args": {"progress": worker.progress, "unit": worker.unit}}),
         );
         ev.push(
             json!({"ph": "X", "name": "waiting runnable (total)", "cat": "worker",
@@ -343,31 +333,105 @@ fn trace_record(pid: usize, r: &Value, ev: &mut Vec<Value>) {
 mod tests {
     use super::*;
 
-    fn records() -> Vec<Value> {
-        vec![
-            json!({"test": "examples::steady", "preset": null, "verdict": "pass",
-                "detail": "pass", "topology": "1n1l2c1t", "kernel": {"release": "7.3"},
-                "figures": {"worst_gap_ms": 12.5},
-                "checks": [{"check": "fairness", "failed": false, "message": "spread 3%",
-                    "figure": {"value": 3.0, "threshold": 25.0, "unit": "%"}}],
-                "workers": [{"index": 0, "group": "cg_0", "work": "spin", "unit": "spins",
-                    "progress": 10, "cpu_time": {"secs": 2, "nanos": 0},
-                    "run_delay": {"secs": 1, "nanos": 500_000_000}}],
-                "phases_s": {"initramfs": 0.5, "slot_wait": 1.0, "boot_to_init": 6.0,
-                    "body": 5.0, "teardown": 0.1, "total": 12.6},
-                "monitor": {"series": [
-                    {"t": 7.0, "nr_running": [1, 2], "deepest_dsq": null, "scheduler": null},
-                    {"t": 8.0, "nr_running": [3, null], "deepest_dsq": 4, "scheduler": "scx_x"},
-                    {"t": 9.0, "nr_running": [0, 0], "deepest_dsq": 0, "scheduler": null}]},
-                "steps": [{"index": 0, "t": 7.5, "guest_s": 9.0, "ops": ["add cg_0 (1 worker)"]},
-                    {"index": 1, "t": 8.25, "guest_s": 10.2, "ops": ["stop cg_0"]}],
-                "verdict_t": 12.0}),
-            json!({"test": "examples::m::bad", "preset": "llc3", "verdict": "fail",
-                "detail": "gap <1 s> & more", "failure": "gap <1 s> & more\nline2\u{1}",
-                "topology": "1n3l2c1t", "phases_s": {"total": 3.0}}),
-            json!({"test": "examples::odd", "verdict": "inconclusive", "detail": "timing",
-                "phases_s": {"total": 1.0}}),
-        ]
+    use ktstr_record::{
+        CheckRecord, Figure, HostFacts, MonitorSample, MonitorSummary, PhaseSeconds, StepRecord,
+        WorkerRecord,
+    };
+
+    fn phases(initramfs: f64, slot_wait: f64, boot: f64, body: f64, teardown: f64) -> PhaseSeconds {
+        PhaseSeconds {
+            initramfs,
+            slot_wait,
+            boot_to_init: Some(boot),
+            body: Some(body),
+            teardown: Some(teardown),
+            total: initramfs + slot_wait + boot + body + teardown,
+        }
+    }
+
+    fn monitor(series: Vec<MonitorSample>) -> MonitorSummary {
+        MonitorSummary {
+            hz: 10,
+            samples: series.len() as u64,
+            series,
+            unavailable: None,
+            kernel: None,
+            deepest_dsq: None,
+            oldest_wait_ms: None,
+            last: None,
+        }
+    }
+
+    fn sample(
+        t: f64,
+        nr: Option<Vec<Option<u32>>>,
+        dsq: Option<u32>,
+        sched: Option<&str>,
+    ) -> MonitorSample {
+        MonitorSample {
+            t,
+            nr_running: nr,
+            deepest_dsq: dsq,
+            scheduler: sched.map(str::to_string),
+        }
+    }
+
+    fn step(index: u32, t: f64, guest_s: f64, ops: &[&str]) -> StepRecord {
+        StepRecord {
+            index,
+            t,
+            guest_s,
+            ops: ops.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    fn records() -> Vec<RunRecord> {
+        let mut steady = RunRecord::new("examples::steady", Verdict::Pass);
+        steady.detail = "pass".into();
+        steady.topology = "1n1l2c1t".into();
+        steady.figures = [("worst_gap_ms".to_string(), 12.5)].into();
+        steady.checks = vec![CheckRecord {
+            check: "fairness".into(),
+            failed: false,
+            message: "spread 3%".into(),
+            figure: Some(Figure {
+                value: 3.0,
+                threshold: 25.0,
+                unit: "%".into(),
+            }),
+        }];
+        steady.workers = vec![WorkerRecord {
+            index: 0,
+            group: "cg_0".into(),
+            work: "spin".into(),
+            unit: "spins".into(),
+            progress: 10,
+            cpu_time: std::time::Duration::from_secs(2),
+            run_delay: std::time::Duration::from_millis(1500),
+            ..WorkerRecord::default()
+        }];
+        steady.phases_s = phases(0.5, 1.0, 6.0, 5.0, 0.1);
+        steady.phases_s.total = 12.6;
+        steady.monitor = Some(monitor(vec![
+            sample(7.0, Some(vec![Some(1), Some(2)]), None, None),
+            sample(8.0, Some(vec![Some(3), None]), Some(4), Some("scx_x")),
+            sample(9.0, Some(vec![Some(0), Some(0)]), Some(0), None),
+        ]));
+        steady.steps = vec![
+            step(0, 7.5, 9.0, &["add cg_0 (1 worker)"]),
+            step(1, 8.25, 10.2, &["stop cg_0"]),
+        ];
+        steady.verdict_t = Some(12.0);
+        let mut bad = RunRecord::new("examples::m::bad", Verdict::Fail);
+        bad.preset = Some("llc3".into());
+        bad.detail = "gap <1 s> & more".into();
+        bad.failure = Some("gap <1 s> & more\nline2\u{1}".into());
+        bad.topology = "1n3l2c1t".into();
+        bad.phases_s.total = 3.0;
+        let mut odd = RunRecord::new("examples::odd", Verdict::Inconclusive);
+        odd.detail = "timing".into();
+        odd.phases_s.total = 1.0;
+        vec![steady, bad, odd]
     }
 
     #[test]
@@ -384,6 +448,30 @@ mod tests {
         ));
         assert!(x.contains("<skipped message=\"inconclusive: timing\"/>"));
         assert!(x.contains("worst_gap_ms=12.50"));
+        // A record's kernel names its testcase (the kernel is a dimension).
+        let mut recs = records();
+        recs[0].kernel = Some(ktstr_record::KernelRecord::new(
+            ktstr_record::KernelId {
+                release: Some("7.3.4+deb13-cloud-amd64".into()),
+                version: ktstr_record::KernelVersion::of_release("7.3.4"),
+                source: ktstr_record::KernelSource::Path {
+                    path: "/k/vmlinux".into(),
+                },
+                vmlinux_sha256: "00".into(),
+                config_sha256: None,
+                config_from: None,
+            },
+            "/k/vmlinux",
+        ));
+        let x = junit("run-1", &recs);
+        assert!(
+            x.contains("classname=\"examples\" name=\"steady@7.3.4\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("kernel 7.3.4+deb13-cloud-amd64 scheduler EEVDF"),
+            "{x}"
+        );
         // Every opened element closes.
         for tag in [
             "testsuites",
@@ -402,7 +490,11 @@ mod tests {
     #[test]
     fn the_junit_of_a_run_validates_against_the_junit_schema() {
         let mut recs = records();
-        recs[0]["host"] = json!({"hostname": "ci box", "unix_time": 1_795_772_461});
+        recs[0].host = HostFacts {
+            hostname: Some("ci box".into()),
+            unix_time: 1_795_772_461,
+            ..HostFacts::default()
+        };
         let x = junit("run-1", &recs);
         assert_eq!(
             crate::junit_schema::violations(&x),
@@ -416,10 +508,12 @@ mod tests {
         // What a record may hold that the schema's types do not take: names
         // with line breaks, a negative or missing time, forbidden characters,
         // no records at all.
-        let odd = vec![
-            json!({"test": "k::a  b\nc", "verdict": "fail", "detail": "\u{fffe}x",
-            "failure": "\u{0}y", "phases_s": {"total": -3.0}, "host": {"hostname": ""}}),
-        ];
+        let mut odd = RunRecord::new("k::a  b\nc", Verdict::Fail);
+        odd.detail = "\u{fffe}x".into();
+        odd.failure = Some("\u{0}y".into());
+        odd.phases_s.total = -3.0;
+        odd.host.hostname = Some(String::new());
+        let odd = vec![odd];
         let x = junit("run 2", &odd);
         assert_eq!(
             crate::junit_schema::violations(&x),
@@ -528,22 +622,26 @@ mod tests {
         // A test without steps has no steps track; phases of a broken record
         // still conform.
         assert!(names("X", 2, 1).is_empty());
-        let broken = vec![
-            json!({"test": "k::x", "phases_s": {"body": -1.0, "total": 1.0},
-            "steps": [{"index": 0, "t": -2.0}, {"index": 1, "t": 1.0}], "verdict_t": 0.5,
-            "figures": {"a": null}, "monitor": {"series": [{"t": "x"}]}}),
-        ];
+        // (What a typed record cannot hold, a time that is not a number,
+        // is NaN here: JSON writes it as null.)
+        let mut broken = RunRecord::new("k::x", Verdict::Pass);
+        broken.phases_s.body = Some(-1.0);
+        broken.phases_s.total = 1.0;
+        broken.steps = vec![step(0, -2.0, 0.0, &[]), step(1, 1.0, 0.0, &[])];
+        broken.verdict_t = Some(0.5);
+        broken.figures = [("a".to_string(), f64::NAN)].into();
+        broken.monitor = Some(monitor(vec![sample(f64::NAN, None, None, None)]));
+        let broken = vec![broken];
         assert_eq!(
             crate::trace_format::violations(&trace(&broken)),
             Vec::<String>::new()
         );
         // Phases whose float sums round badly (a real run's: the boot began
         // a rounding error inside the slot wait) still lie end to end.
-        let awkward = vec![
-            json!({"test": "k::y", "phases_s": {"initramfs": 0.001_003_915,
-            "slot_wait": 72.588_984_5, "boot_to_init": 8.380_282_857, "body": 4.417,
-            "teardown": 0.09, "total": 84.3}}),
-        ];
+        let mut awkward = RunRecord::new("k::y", Verdict::Pass);
+        awkward.phases_s = phases(0.001_003_915, 72.588_984_5, 8.380_282_857, 4.417, 0.09);
+        awkward.phases_s.total = 84.3;
+        let awkward = vec![awkward];
         assert_eq!(
             crate::trace_format::violations(&trace(&awkward)),
             Vec::<String>::new()
@@ -554,8 +652,9 @@ mod tests {
     /// tests: `facade/cargo-ktstr/scripts/report-demo.sh` made them (the
     /// records under `target/ktstr/runs/<run>/` of its package, as a JSON
     /// array, the monitor series thinned to every 4th sample, the host name
-    /// replaced).
-    fn demo_run() -> Vec<Value> {
+    /// replaced). They are of schema 1 from before the typed kernel
+    /// identity: they still load.
+    fn demo_run() -> Vec<RunRecord> {
         serde_json::from_str(include_str!("testdata/demo-run.json")).expect("the fixture parses")
     }
 
@@ -589,14 +688,14 @@ mod tests {
                 .filter(|e| e["pid"] == pid && e["ph"] == "C" && e["name"] == "nr_running")
                 .count();
             // One counter per sample that read a runqueue.
-            let read = recs[pid as usize - 1]["monitor"]["series"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let read = recs[pid as usize - 1]
+                .monitor
+                .iter()
+                .flat_map(|m| &m.series)
                 .filter(|s| {
-                    s["nr_running"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().any(Value::is_u64))
+                    s.nr_running
+                        .as_ref()
+                        .is_some_and(|c| c.iter().any(Option::is_some))
                 })
                 .count();
             assert!(read > 10);

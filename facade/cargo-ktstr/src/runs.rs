@@ -378,7 +378,7 @@ impl GauntletPlan<'_> {
             .records(run)
             .0
             .iter()
-            .filter_map(|r| r["phases_s"]["slot_wait"].as_f64())
+            .map(|r| r.phases_s.slot_wait)
             .sum();
         println!(
             "gauntlet: {} variant(s) in {:.0}s wall, {waited:.0}s of it summed over the variants \
@@ -781,8 +781,8 @@ fn figures_of(
         let (recs, _) = store.records(run);
         let mut found = false;
         for r in recs {
-            let name = r["test"].as_str().map(ktstr::results::test_path);
-            let variant = r["variant"].as_str();
+            let name = Some(ktstr::results::test_path(&r.test));
+            let variant = r.variant.as_deref();
             let hit = match test {
                 None => true,
                 Some(t) => {
@@ -797,11 +797,7 @@ fn figures_of(
             }
             found = true;
             // Recomputed from the workers: older records get today's figures.
-            let figs = ktstr::results::key_figures(&r)
-                .into_iter()
-                .filter_map(|(k, v)| v.as_f64().map(|x| (k, x)))
-                .collect();
-            out.push(figs);
+            out.push(r.key_figures());
         }
         if !found {
             return Err(format!(

@@ -1,12 +1,12 @@
 //! Reading the results store: `<target dir>/ktstr/runs/<run>/*.json`, one
 //! record per test run (written by the `ktstr` library, see
-//! `ktstr::results`).
+//! `ktstr::results`; read as `ktstr_record::RunRecord`s).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use ktstr_record::{RecordError, RunRecord, Verdict};
 
 /// The results store.
 #[derive(Debug, Clone)]
@@ -43,19 +43,19 @@ impl Store {
         ktstr::config::valid_run_id(id) && self.runs_dir().join(id).is_dir()
     }
 
-    /// The records of run `id` of the current schema (unreadable files are
-    /// skipped, their paths returned apart).
-    pub fn records(&self, id: &str) -> (Vec<Value>, Vec<PathBuf>) {
+    /// The records of run `id` of the current schema (files that cannot be
+    /// read, or hold a record of another schema, are skipped and said apart).
+    pub fn records(&self, id: &str) -> (Vec<RunRecord>, Vec<RecordError>) {
         read_records(&self.runs_dir().join(id))
     }
 
     /// Every record of every run.
-    pub fn all_records(&self) -> Vec<Value> {
+    pub fn all_records(&self) -> Vec<RunRecord> {
         self.runs().iter().flat_map(|r| self.records(r).0).collect()
     }
 }
 
-fn read_records(dir: &Path) -> (Vec<Value>, Vec<PathBuf>) {
+fn read_records(dir: &Path) -> (Vec<RunRecord>, Vec<RecordError>) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -67,12 +67,9 @@ fn read_records(dir: &Path) -> (Vec<Value>, Vec<PathBuf>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for f in files {
-        match std::fs::read(&f)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        {
-            Some(v) if v["schema"].as_u64() == Some(ktstr::results::SCHEMA) => good.push(v),
-            _ => bad.push(f),
+        match ktstr_record::read_file(&f) {
+            Ok(r) => good.push(r),
+            Err(e) => bad.push(e),
         }
     }
     (good, bad)
@@ -90,26 +87,18 @@ pub struct History {
 
 impl History {
     /// The history in `records`.
-    pub fn of(records: &[Value]) -> Self {
+    pub fn of(records: &[RunRecord]) -> Self {
         let mut h = History::default();
         for r in records {
-            let test = r["test"].as_str().unwrap_or_default();
-            let path = ktstr::results::test_path(test).to_string();
-            if let Some(d) = r["duration_s"].as_u64().and_then(|d| u32::try_from(d).ok()) {
-                h.duration_s.insert(path, d);
-            }
+            let path = ktstr::results::test_path(&r.test).to_string();
+            h.duration_s.insert(path, r.duration_s);
             // Only runs that reached a verdict say how long a run takes.
-            let judged = r["phases_s"]["body"].as_f64().is_some();
-            if let (Some(v), Some(total), true) = (
-                r["variant"].as_str(),
-                r["phases_s"]["total"].as_f64(),
-                judged,
-            ) {
-                let wait = r["phases_s"]["slot_wait"].as_f64().unwrap_or(0.0);
+            let p = &r.phases_s;
+            if let (Some(v), true) = (&r.variant, p.body.is_some()) {
                 h.variant_seconds
-                    .entry(v.to_string())
+                    .entry(v.clone())
                     .or_default()
-                    .push((total - wait).max(0.0));
+                    .push((p.total - p.slot_wait).max(0.0));
             }
         }
         h
@@ -126,21 +115,15 @@ pub fn list_runs(store: &Store) -> String {
     );
     for id in store.runs() {
         let (recs, _) = store.records(&id);
-        let count = |v: &str| recs.iter().filter(|r| r["verdict"] == v).count();
+        let count = |v: Verdict| recs.iter().filter(|r| r.verdict == v).count();
         let mut what: Vec<String> = recs
             .iter()
             .map(|r| {
-                let k = r["kernel"]["release"].as_str().unwrap_or("?");
-                let sched = match r["scheduler"]["name"].as_str() {
-                    Some(n) => {
-                        let args: Vec<&str> = r["scheduler"]["args"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect();
-                        format!("{n} {}", args.join(" ")).trim().to_string()
-                    }
+                let k = r.kernel_release().unwrap_or("?");
+                let sched = match &r.scheduler {
+                    Some(s) => format!("{} {}", s.name, s.args.join(" "))
+                        .trim()
+                        .to_string(),
                     None => "EEVDF".into(),
                 };
                 format!("{k} / {sched}")
@@ -152,9 +135,9 @@ pub fn list_runs(store: &Store) -> String {
             s,
             "{id:<28} {:>5} {:>5} {:>5} {:>5}  {}",
             recs.len(),
-            count("pass"),
-            count("fail"),
-            count("inconclusive"),
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Inconclusive),
             what.join("; ")
         );
     }
@@ -171,28 +154,24 @@ pub fn list_run(store: &Store, id: &str) -> String {
         "TEST", "TOPOLOGY", "KERNEL", "VERDICT", "WALL"
     );
     for r in &recs {
-        let name = r["variant"].as_str().or(r["test"].as_str()).unwrap_or("?");
-        let figs: Vec<String> = r["figures"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k}={x:.1}")))
+        let figs: Vec<String> = r
+            .figures
+            .iter()
+            .map(|(k, x)| format!("{k}={x:.1}"))
             .collect();
         let _ = writeln!(
             s,
-            "{name:<52} {:<10} {:<10} {:<12} {:>6.1}s  {}",
-            r["topology"].as_str().unwrap_or("?"),
-            r["kernel"]["label"]
-                .as_str()
-                .or(r["kernel"]["release"].as_str())
-                .unwrap_or("?"),
-            r["verdict"].as_str().unwrap_or("?"),
-            r["phases_s"]["total"].as_f64().unwrap_or(0.0),
+            "{:<52} {:<10} {:<10} {:<12} {:>6.1}s  {}",
+            r.name(),
+            r.topology,
+            r.kernel_label().unwrap_or("?"),
+            r.verdict.as_str(),
+            r.phases_s.total,
             figs.join(" ")
         );
     }
     for b in bad {
-        let _ = writeln!(s, "(unreadable or of another schema: {})", b.display());
+        let _ = writeln!(s, "(skipped: {b})");
     }
     s
 }
@@ -200,42 +179,79 @@ pub fn list_run(store: &Store, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use ktstr_record::{KernelId, KernelRecord, KernelSource, SchedulerRecord};
 
-    fn rec(run: &str, test: &str, variant: Option<&str>, total: f64, verdict: &str) -> Value {
-        json!({
-            "schema": ktstr::results::SCHEMA, "run": run, "test": test, "variant": variant,
-            "verdict": verdict, "duration_s": 3, "topology": "1n1l2c1t",
-            "kernel": {"release": "7.3.0"}, "scheduler": {"name": "scx_x", "args": ["--slow"]},
-            "figures": {"work_per_worker_per_s": 100.0},
-            "phases_s": {"total": total, "slot_wait": 1.0, "body": 3.0},
-        })
+    fn rec(
+        run: &str,
+        test: &str,
+        variant: Option<&str>,
+        total: f64,
+        verdict: Verdict,
+    ) -> RunRecord {
+        let mut r = RunRecord::new(test, verdict);
+        r.run = run.into();
+        r.variant = variant.map(str::to_string);
+        r.duration_s = 3;
+        r.topology = "1n1l2c1t".into();
+        let id = KernelId {
+            release: Some("7.3.0".into()),
+            version: None,
+            source: KernelSource::Path {
+                path: "/k/vmlinux".into(),
+            },
+            vmlinux_sha256: "00".into(),
+            config_sha256: None,
+            config_from: None,
+        };
+        r.kernel = Some(KernelRecord::new(id, "/k/vmlinux"));
+        r.scheduler = Some(SchedulerRecord {
+            name: "scx_x".into(),
+            binary: "/b/scx_x".into(),
+            sha256: None,
+            args: vec!["--slow".into()],
+        });
+        r.figures = [("work_per_worker_per_s".to_string(), 100.0)].into();
+        r.phases_s.total = total;
+        r.phases_s.slot_wait = 1.0;
+        r.phases_s.body = Some(3.0);
+        r
     }
 
     #[test]
     fn the_store_lists_runs_and_learns_durations() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::new(dir.path());
-        let put = |run: &str, file: &str, v: &Value| {
+        let put = |run: &str, file: &str, text: &str| {
             let d = dir.path().join("runs").join(run);
             std::fs::create_dir_all(&d).expect("mkdir");
-            std::fs::write(d.join(file), v.to_string()).expect("write");
+            std::fs::write(d.join(file), text).expect("write");
         };
+        let json = |r: &RunRecord| serde_json::to_string(r).expect("serializes");
         put(
             "20261127-100000-1",
             "a.json",
-            &rec("r1", "t::a", None, 9.0, "pass"),
+            &json(&rec("r1", "t::a", None, 9.0, Verdict::Pass)),
         );
         put(
             "20261127-100000-1",
             "a@tiny.json",
-            &rec("r1", "t::a", Some("gauntlet/a/tiny"), 11.0, "fail"),
+            &json(&rec(
+                "r1",
+                "t::a",
+                Some("gauntlet/a/tiny"),
+                11.0,
+                Verdict::Fail,
+            )),
         );
-        put("20261127-090000-2", "junk.json", &json!({"schema": 999}));
+        put("20261127-090000-2", "junk.json", r#"{"schema": 999}"#);
         assert_eq!(store.runs(), ["20261127-090000-2", "20261127-100000-1"]);
         assert!(store.has_run("20261127-100000-1") && !store.has_run("../x"));
         let (recs, bad) = store.records("20261127-090000-2");
         assert!(recs.is_empty() && bad.len() == 1);
+        assert!(
+            list_run(&store, "20261127-090000-2").contains("a record of schema 999"),
+            "another schema is said with its number"
+        );
         let h = History::of(&store.all_records());
         assert_eq!(h.variant_seconds["gauntlet/a/tiny"], [10.0]);
         assert_eq!(h.duration_s["a"], 3);

@@ -620,7 +620,7 @@ pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Out
 /// What the results store keeps of the periodic samples: how many, at what
 /// rate, the deepest DSQ and longest head-of-queue wait seen, the last one,
 /// and the series of per-CPU `nr_running`, DSQ depth and scheduler.
-pub(crate) fn summary_json(log: &MonitorLog) -> serde_json::Value {
+pub(crate) fn summary_record(log: &MonitorLog) -> ktstr_record::MonitorSummary {
     let samples = log.samples();
     let deepest = samples
         .iter()
@@ -633,32 +633,35 @@ pub(crate) fn summary_json(log: &MonitorLog) -> serde_json::Value {
         .map(|d| d.as_secs_f64() * 1e3);
     // The time series, for reports: per sample its time from boot, each
     // CPU's nr_running, the deepest DSQ and the attached scheduler.
-    let series: Vec<serde_json::Value> = samples
+    let series = samples
         .iter()
-        .map(|s| {
-            let cpus = s.cpus.as_ref().ok();
-            serde_json::json!({
-                "t": s.elapsed.as_secs_f64(),
-                "nr_running": cpus.map(|c| c.iter().map(|c| c.nr_running).collect::<Vec<_>>()),
-                "deepest_dsq": s.deepest_dsq().map(|d| d.nr),
-                "scheduler": s.scheduler.as_ref().ok().cloned().flatten(),
-            })
+        .map(|s| ktstr_record::MonitorSample {
+            t: s.elapsed.as_secs_f64(),
+            nr_running: s
+                .cpus
+                .as_ref()
+                .ok()
+                .map(|c| c.iter().map(|c| c.nr_running).collect()),
+            deepest_dsq: s.deepest_dsq().map(|d| d.nr),
+            scheduler: s.scheduler.as_ref().ok().cloned().flatten(),
         })
         .collect();
-    serde_json::json!({
-        "hz": log.hz(),
-        "samples": samples.len(),
-        "series": series,
-        "unavailable": log.unavailable().map(ToString::to_string),
-        "kernel": log.kernel_placement().map(|p| serde_json::json!({
-            "randomized": p.randomized,
-            "slide": format!("{:#x}", p.slide),
-            "phys_base": format!("{:#x}", p.phys_base),
-            "page_offset_base": format!("{:#x}", p.page_offset_base),
-            "located_after_s": p.located_after.as_secs_f64(),
-        })),
-        "deepest_dsq": deepest,
-        "oldest_wait_ms": oldest_ms,
-        "last": samples.last().map(Sample::summary),
-    })
+    ktstr_record::MonitorSummary {
+        hz: log.hz(),
+        samples: samples.len() as u64,
+        series,
+        unavailable: log.unavailable().map(ToString::to_string),
+        kernel: log
+            .kernel_placement()
+            .map(|p| ktstr_record::KernelPlacement {
+                randomized: p.randomized,
+                slide: format!("{:#x}", p.slide),
+                phys_base: format!("{:#x}", p.phys_base),
+                page_offset_base: format!("{:#x}", p.page_offset_base),
+                located_after_s: p.located_after.as_secs_f64(),
+            }),
+        deepest_dsq: deepest,
+        oldest_wait_ms: oldest_ms,
+        last: samples.last().map(Sample::summary),
+    }
 }

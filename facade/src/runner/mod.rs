@@ -110,7 +110,7 @@ pub fn run_on(
         scheduler: facts.scheduler.as_ref(),
         outcome: &outcome,
         verdict: facts.verdict.as_ref(),
-        monitor: facts.monitor.take().unwrap_or_default(),
+        monitor: facts.monitor.take(),
         steps: &facts.steps,
         phases: crate::results::Phases {
             total: t0.elapsed(),
@@ -140,7 +140,7 @@ struct RunFacts {
     kernel: Option<ktstr_kernel::Kernel>,
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     verdict: Option<ktstr_ops::assert::AssertResult>,
-    monitor: Option<serde_json::Value>,
+    monitor: Option<ktstr_record::MonitorSummary>,
     steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
 }
@@ -365,7 +365,7 @@ fn run_in(
     let (slot_wait, initramfs) = (booted.slot_wait, booted.initramfs);
     facts.phases.initramfs = initramfs;
     facts.phases.slot_wait = slot_wait;
-    facts.phases.start = booted.start.as_str();
+    facts.phases.start = Some(booted.start.record());
     let (observed, times) = match booted.watched {
         Watched::Done(observed, times) => {
             facts.phases.boot_to_init = times.boot_to_init;
@@ -403,7 +403,7 @@ fn run_in(
         },
     );
     // The host's own checks of what the monitor saw (post_vm).
-    facts.monitor = Some(crate::monitor::summary_json(&finished.log));
+    facts.monitor = Some(crate::monitor::summary_record(&finished.log));
     let report = on_request
         .as_ref()
         .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));

@@ -34,9 +34,14 @@ pub(crate) enum Start {
 
 impl Start {
     pub(crate) fn as_str(self) -> &'static str {
+        self.record().as_str()
+    }
+
+    /// As the results record says it.
+    pub(crate) fn record(self) -> ktstr_record::Start {
         match self {
-            Start::Cold => "cold",
-            Start::Restored => "restored",
+            Start::Cold => ktstr_record::Start::Cold,
+            Start::Restored => ktstr_record::Start::Restored,
         }
     }
 }
