@@ -160,13 +160,19 @@ pub fn run(cmd: &KselftestCmd) -> Result<(), String> {
                 .map(move |p| format!("{}: {p}", run.topology))
         })
         .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    // Every problem was printed above; the error names the first few.
+    const NAMED: usize = 5;
+    match failed.len() {
+        0 => Ok(()),
+        n if n <= NAMED => Err(format!(
             "the sched_ext selftests failed: {}",
             failed.join("; ")
-        ))
+        )),
+        n => Err(format!(
+            "the sched_ext selftests failed: {}; and {} more (above)",
+            failed[..NAMED].join("; "),
+            n - NAMED
+        )),
     }
 }
 

@@ -18,7 +18,7 @@ const SELFTESTS: &str = "tools/testing/selftests/sched_ext";
 /// What is unpacked of the source tarball: the selftests' Makefile reaches
 /// `tools/` (libbpf, bpftool, the build scripts), `include/` and
 /// `arch/x86/include` (headers), `kernel/bpf/` (bpftool's disassembler) and
-/// `scripts/`; ~180 MB of the tree's ~1.5 GB.
+/// `scripts/`: ~180 MB of the tree's 1.6 GB.
 const SOURCE_PARTS: [&str; 5] = [
     "tools",
     "include",
