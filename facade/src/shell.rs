@@ -116,16 +116,25 @@ fn busybox(host: &HostConfig) -> Result<PathBuf, ShellError> {
     }
 }
 
-/// The cached base archive: the agent, busybox and the included binaries.
-fn base_initramfs(
-    host: &HostConfig,
-    cache: &Cache,
+/// The directories `busybox --install -s` puts applets in besides `/bin`
+/// (which holds busybox itself): busybox knows exactly these five places —
+/// `/`, `/bin`, `/sbin`, `/usr/bin`, `/usr/sbin` — and skips an applet
+/// whose directory is missing (`/usr/bin/env` among them).
+const APPLET_DIRS: [&str; 3] = ["/sbin", "/usr/bin", "/usr/sbin"];
+
+/// What the base archive holds: the agent as `/init`, busybox with the
+/// directories of its applets, and the included binaries at `/bin/<name>`.
+fn base_spec(
     agent: PathBuf,
+    busybox: PathBuf,
     include: &[PathBuf],
-) -> Result<ktstr_initramfs::Base, ShellError> {
+) -> Result<BaseSpec, ShellError> {
     let mut spec = BaseSpec::new()
         .binary(agent, "/init")
-        .binary(busybox(host)?, "/bin/busybox");
+        .binary(busybox, "/bin/busybox");
+    for dir in APPLET_DIRS {
+        spec.extra.add_dir(dir, 0o755)?;
+    }
     for bin in include {
         let name = bin
             .file_name()
@@ -133,6 +142,17 @@ fn base_initramfs(
             .ok_or_else(|| ShellError::NoBusybox(bin.clone()))?;
         spec = spec.binary(bin.clone(), &format!("/bin/{name}"));
     }
+    Ok(spec)
+}
+
+/// The cached base archive: the agent, busybox and the included binaries.
+fn base_initramfs(
+    host: &HostConfig,
+    cache: &Cache,
+    agent: PathBuf,
+    include: &[PathBuf],
+) -> Result<ktstr_initramfs::Base, ShellError> {
+    let spec = base_spec(agent, busybox(host)?, include)?;
     Ok(cache.base(&spec)?)
 }
 
@@ -340,5 +360,76 @@ pub fn run(
             }
             Err(ShellError::GuestDied { reason })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use ktstr_initramfs::{EntryKind, parse};
+
+    /// Debian's static busybox, which `cargo xtask setup` installs.
+    const HOST_BUSYBOX: &str = "/bin/busybox";
+
+    /// The directories of the shell's base archive (the host's busybox
+    /// stands in for the agent).
+    fn archive_dirs() -> BTreeSet<String> {
+        let spec =
+            super::base_spec(HOST_BUSYBOX.into(), HOST_BUSYBOX.into(), &[]).expect("base spec");
+        let bytes = spec.archive().expect("archive").to_vec().expect("bytes");
+        parse(&bytes)
+            .expect("parse")
+            .iter()
+            .filter(|e| e.kind() == EntryKind::Dir)
+            .map(|e| format!("/{}", String::from_utf8_lossy(e.name)))
+            .collect()
+    }
+
+    #[test]
+    fn the_guest_root_has_the_usual_directories() {
+        let dirs = archive_dirs();
+        for d in ["/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin"] {
+            assert!(dirs.contains(d), "{d} missing from {dirs:?}");
+        }
+    }
+
+    /// The oracle is busybox itself: every directory `--list-full` installs
+    /// an applet in is a directory of the archive (`linuxrc` goes to `/`).
+    #[test]
+    fn every_applet_of_the_host_busybox_has_its_directory() {
+        assert!(
+            Path::new(HOST_BUSYBOX).is_file(),
+            "{HOST_BUSYBOX} is missing: install busybox-static (`cargo xtask setup`)"
+        );
+        let out = std::process::Command::new(HOST_BUSYBOX)
+            .arg("--list-full")
+            .output()
+            .expect("run busybox --list-full");
+        assert!(out.status.success(), "busybox --list-full: {out:?}");
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let dirs = archive_dirs();
+        let mut missing = BTreeSet::new();
+        let mut applets = 0;
+        for applet in listed.lines() {
+            applets += 1;
+            let Some((dir, _)) = applet.rsplit_once('/') else {
+                continue;
+            };
+            let dir = format!("/{dir}");
+            if !dirs.contains(&dir) {
+                missing.insert(dir);
+            }
+        }
+        assert!(applets > 100, "busybox listed {applets} applets: {listed}");
+        assert!(
+            missing.is_empty(),
+            "applet directories missing: {missing:?}"
+        );
+        assert!(
+            listed.lines().any(|l| l == "usr/bin/env"),
+            "busybox puts env in /usr/bin: {listed}"
+        );
     }
 }

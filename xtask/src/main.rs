@@ -6,6 +6,7 @@
 mod bench;
 mod bench_monitor;
 mod kernels;
+mod kselftest;
 mod schedulers;
 mod setup;
 mod stress;
@@ -34,6 +35,7 @@ enum Cmd {
     StressBoots(stress::StressCmd),
     Initramfs(InitramfsCmd),
     Btf(BtfCmd),
+    Kselftest(kselftest::KselftestCmd),
 }
 
 /// BTF tools.
@@ -99,6 +101,9 @@ struct InitramfsCmd {
 struct SetupCmd {}
 
 fn main() -> ExitCode {
+    // `cargo xtask kselftest` boots shell VMs with this binary as the guest's
+    // init: there it runs the shell agent and never returns.
+    ktstr::shell::agent_main();
     let args: Xtask = argh::from_env();
     let result = match args.cmd {
         Cmd::Setup(_) => setup::run(),
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Schedulers(s) => schedulers::run(&s),
         Cmd::Bench(b) => bench::run(&b),
         Cmd::StressBoots(s) => stress::run(&s),
+        Cmd::Kselftest(k) => kselftest::run(&k),
         Cmd::Btf(BtfCmd {
             cmd: BtfSub::DumpC(d),
         }) => btf_dump_c(&d),

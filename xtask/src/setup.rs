@@ -89,6 +89,18 @@ const NEEDS: &[Need] = &[
         why: "cross-checks the BTF parser",
     },
     Need {
+        package: "libzstd-dev",
+        from_backports: false,
+        min_major: None,
+        why: "the kernel's sched_ext selftests link -lzstd (`cargo xtask kselftest`)",
+    },
+    Need {
+        package: "llvm",
+        from_backports: false,
+        min_major: None,
+        why: "llvm-strip for the kernel's sched_ext selftests (`cargo xtask kselftest`)",
+    },
+    Need {
         package: "cpio",
         from_backports: false,
         min_major: None,
@@ -299,7 +311,7 @@ fn print_manual_steps(reason: &str) {
         "setup: apt-get install -t bookworm-backports qemu-system-x86 && apt-get install{list}"
     );
     println!(
-        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, libelf and zlib headers, make, pkg-config, a static busybox, iasl, pahole, bpftool, cpio)."
+        "setup: elsewhere, install the equivalents (QEMU >= 10, clang 19, libelf, zlib and zstd headers, llvm-strip, make, pkg-config, a static busybox, iasl, pahole, bpftool, cpio)."
     );
 }
 

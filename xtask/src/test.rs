@@ -262,6 +262,9 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
         if args.full {
             crate::schedulers::print_results(&results);
             let _ = std::fs::remove_file(&results);
+            phases.run("kselftest", || {
+                crate::kselftest::run(&crate::kselftest::KselftestCmd::full_suite(args.offline))
+            });
         } else {
             print_left_out();
         }

@@ -90,6 +90,62 @@ fn vm_kernel_panic_is_named_with_its_lines() {
     );
 }
 
+/// Busybox's applets are where a distro keeps them, so `/usr/bin/env` runs
+/// a `#!/usr/bin/env sh` script, and a program that calls `execvp("env")`
+/// finds it on PATH. The program is the host's GNU `nice` (coreutils), which
+/// runs its command with `execvp`; it is packed at `/bin/nice` and called by
+/// path so that busybox's own `nice` applet cannot stand in for it.
+#[test]
+fn vm_usr_bin_env_runs_scripts_and_execvp() {
+    let _g = one_vm();
+    let script = "printf '#!/usr/bin/env sh\\necho \"script ran by $(readlink /proc/$$/exe)\"\\n' \
+                  > /tmp/env.sh && chmod +x /tmp/env.sh && /tmp/env.sh; \
+                  /bin/nice env echo execvp found env";
+    let out = ktstr(&[
+        "shell",
+        "--timeout-s",
+        "120",
+        "--include",
+        "/usr/bin/nice",
+        "--exec",
+        script,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stdout, "script ran by /bin/busybox\nexecvp found env\n",
+        "stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// `busybox --install -s` finds every directory it installs into: the
+/// verbose console (where the agent's own diagnostics go, and the command's
+/// marker shows it is read) has no "No such file or directory" line.
+#[test]
+fn vm_busybox_installs_every_applet_quietly() {
+    const MARKER: &str = "ktstr-console-marker";
+    let _g = one_vm();
+    let exec = format!("echo {MARKER} > /dev/console");
+    let out = ktstr(&["shell", "-v", "--timeout-s", "120", "--exec", &exec]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.ends_with(MARKER)),
+        "-v shows the console: {stderr}"
+    );
+    let missing: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("No such file or directory"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines:\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}
+
 /// What the guest's sysfs says about each CPU and node.
 fn guest_view(topology: &str, memory: &str) -> SysfsView {
     let out = ktstr(&[
