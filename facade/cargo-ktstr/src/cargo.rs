@@ -175,10 +175,18 @@ pub fn run_exact(
 }
 
 /// Runs the tests whose name contains `filter`, ignored and
-/// default-filtered ones included: the user named them (`bisect`).
+/// default-filtered ones included: the user named them (`bisect`). The
+/// gauntlet's variants of a matching test stay out unless the filter names
+/// a variant.
 pub fn run_named(t: &Targets, filter: &str, nextest: bool, env: &RunEnv) -> Result<bool, String> {
+    let variants = filter.contains("::gauntlet::");
     let mut c = cargo();
     if nextest {
+        let expr = if variants {
+            format!("test(~{filter})")
+        } else {
+            format!("test(~{filter}) & not test(/::gauntlet::/)")
+        };
         c.args([
             "nextest",
             "run",
@@ -188,11 +196,14 @@ pub fn run_named(t: &Targets, filter: &str, nextest: bool, env: &RunEnv) -> Resu
             "--ignore-default-filter",
         ])
         .args(t.args())
-        .args(["-E", &format!("test(~{filter})")]);
+        .args(["-E", &expr]);
     } else {
         c.args(["test", "--tests", "--no-fail-fast"])
             .args(t.args())
             .args(["--", "--include-ignored", filter]);
+        if !variants {
+            c.args(["--skip", "::gauntlet::"]);
+        }
     }
     run(c, env)
 }
