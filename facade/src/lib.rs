@@ -112,6 +112,7 @@ mod channel;
 pub mod config;
 mod error;
 mod guest;
+mod kfuncs;
 pub mod monitor;
 mod registry;
 pub mod results;

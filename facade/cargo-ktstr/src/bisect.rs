@@ -25,13 +25,20 @@ pub(crate) struct Verdict {
 /// failure (then inconclusive) with its text. `None`: no record.
 pub(crate) fn run_verdict(records: &[RunRecord]) -> Option<Verdict> {
     let first = |class: RecordVerdict| {
-        records
-            .iter()
-            .find(|r| r.verdict == class)
-            .map(|r| Verdict {
+        records.iter().find(|r| r.verdict == class).map(|r| {
+            // The failure's own line naming kfuncs the kernel lacks,
+            // when the runner found one: the reason a verdict flips.
+            let lacks = r
+                .failure
+                .as_deref()
+                .and_then(|f| f.lines().find(|l| l.contains("lacks kfuncs")))
+                .map(|l| format!(" [{}]", l.trim()))
+                .unwrap_or_default();
+            Verdict {
                 class: class.as_str().to_string(),
-                detail: format!("{}: {}", r.test, r.detail),
-            })
+                detail: format!("{}: {}{lacks}", r.test, r.detail),
+            }
+        })
     };
     if records.is_empty() {
         return None;
@@ -277,13 +284,22 @@ mod tests {
             r.detail = detail.into();
             r
         };
-        let recs = vec![
+        let mut recs = vec![
             record("a", RecordVerdict::Pass, "ok"),
-            record("b", RecordVerdict::Fail, "no kfunc"),
+            record("b", RecordVerdict::Fail, "died at start-up"),
         ];
         let v = run_verdict(&recs).expect("verdict");
         assert_eq!(v.class, "fail");
-        assert_eq!(v.detail, "b: no kfunc");
+        assert_eq!(v.detail, "b: died at start-up");
+        recs[1].failure = Some(
+            "died at start-up\nlog\n  kernel 7.3.4 lacks kfuncs that s's BPF objects call (not weak): scx_bpf_cpu_rq".into(),
+        );
+        let v = run_verdict(&recs).expect("verdict");
+        assert!(
+            v.detail.ends_with("(not weak): scx_bpf_cpu_rq]"),
+            "{}",
+            v.detail
+        );
         assert_eq!(run_verdict(&[]), None);
     }
 }

@@ -91,6 +91,7 @@ pub fn run_on(
         Ok(outcome) => outcome,
         Err(e) => Outcome::Fail(e.to_string()),
     };
+    let outcome = explain_startup_death(outcome, &facts);
     let topology = match (&facts.topology, shape) {
         (Some(t), _) => t.clone(),
         (None, Some(t)) => t.to_string(),
@@ -130,6 +131,36 @@ pub fn run_on(
         })
     });
     outcome
+}
+
+/// A scheduler that died at start-up on a kernel that lacks kfuncs its BPF
+/// objects call: the failure names them (the scheduler's own log often
+/// says only "Invalid argument").
+fn explain_startup_death(outcome: Outcome, facts: &RunFacts) -> Outcome {
+    let Outcome::Fail(text) = outcome else {
+        return outcome;
+    };
+    let (Some(kernel), Some((name, binary, _))) = (&facts.kernel, &facts.scheduler) else {
+        return Outcome::Fail(text);
+    };
+    if !text.contains("died at start-up") {
+        return Outcome::Fail(text);
+    }
+    let missing = (|| {
+        let vmlinux = std::fs::read(&kernel.vmlinux).ok()?;
+        let btf = ktstr_btf::Btf::parse(ktstr_btf::elf::btf_section(&vmlinux).ok()?).ok()?;
+        let bin = std::fs::read(binary).ok()?;
+        Some(crate::kfuncs::missing(&bin, &btf))
+    })()
+    .unwrap_or_default();
+    if missing.is_empty() {
+        return Outcome::Fail(text);
+    }
+    let release = kernel.release.as_deref().unwrap_or("this kernel");
+    Outcome::Fail(format!(
+        "{text}\n  kernel {release} lacks kfuncs that {name}'s BPF objects call (not weak): {}",
+        missing.join(", ")
+    ))
 }
 
 /// What a run learned on its way, for its record (as far as it got).
