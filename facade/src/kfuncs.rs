@@ -2,8 +2,9 @@
 //! scheduler binary embeds (libbpf skeletons keep them in the binary as
 //! whole ELF files) name the kernel functions they call as undefined
 //! symbols typed `FUNC` in their own BTF; each one the kernel's BTF does not
-//! have, and that the object does not declare weak, stops the load. Said
-//! beside a start-up death, it turns "Invalid argument" into a reason.
+//! have, or has with another number of arguments, and that the object does
+//! not declare weak, stops the load. Said beside a start-up death, it turns
+//! "Invalid argument" into a reason.
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -13,16 +14,31 @@ const EM_BPF: u16 = 247;
 const MAX_OBJECTS: usize = 64;
 
 /// The non-weak kfuncs `scheduler` (a binary's bytes) calls that the kernel
-/// BTF `kernel` lacks, sorted, without repeats.
+/// BTF `kernel` lacks (`name`), or has with another number of arguments
+/// (`name (N arguments here, M in the kernel)`), sorted, without repeats.
 pub(crate) fn missing(scheduler: &[u8], kernel: &ktstr_btf::Btf<'_>) -> Vec<String> {
     let mut out: Vec<String> = embedded_bpf_objects(scheduler)
         .into_iter()
         .flat_map(called_kfuncs)
-        .filter(|name| kernel.find_kind(name, ktstr_btf::Kind::Func).is_none())
+        .filter_map(|(name, args)| match arity(kernel, &name) {
+            None => Some(name),
+            Some(k) if args.is_some_and(|a| a != k) => Some(format!(
+                "{name} ({} arguments here, {k} in the kernel)",
+                args.unwrap_or_default()
+            )),
+            Some(_) => None,
+        })
         .collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The number of arguments of function `name` in `btf`; `None` when it has none so named.
+fn arity(btf: &ktstr_btf::Btf<'_>, name: &str) -> Option<u16> {
+    let func = btf.ty(btf.find_kind(name, ktstr_btf::Kind::Func)?).ok()?;
+    let proto = btf.ty(func.referenced()?).ok()?;
+    Some(proto.vlen())
 }
 
 /// The BPF ELF objects inside `bytes`: every `\x7fELF` header of a 64-bit
@@ -74,7 +90,7 @@ fn aligned_object(obj: &[u8]) -> Option<(Vec<u8>, usize, usize)> {
 /// The kfuncs one BPF object calls and does not declare weak: undefined
 /// symbols its `.BTF` types as functions (kconfig and ksym variables are
 /// `VAR`s, not `FUNC`s). An object that does not parse gives none.
-fn called_kfuncs(obj: &[u8]) -> Vec<String> {
+fn called_kfuncs(obj: &[u8]) -> Vec<(String, Option<u16>)> {
     let Some((buf, off, len)) = aligned_object(obj) else {
         return Vec::new();
     };
@@ -91,8 +107,11 @@ fn called_kfuncs(obj: &[u8]) -> Vec<String> {
     elf.symbols()
         .filter(|s| s.is_undefined() && !s.is_weak())
         .filter_map(|s| s.name().ok())
-        .filter(|n| !n.is_empty() && btf.find_kind(n, ktstr_btf::Kind::Func).is_some())
-        .map(str::to_string)
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| {
+            btf.find_kind(n, ktstr_btf::Kind::Func)?;
+            Some((n.to_string(), arity(&btf, n)))
+        })
         .collect()
 }
 

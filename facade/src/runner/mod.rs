@@ -158,7 +158,7 @@ fn explain_startup_death(outcome: Outcome, facts: &RunFacts) -> Outcome {
     }
     let release = kernel.release.as_deref().unwrap_or("this kernel");
     Outcome::Fail(format!(
-        "{text}\n  kernel {release} lacks kfuncs that {name}'s BPF objects call (not weak): {}",
+        "{text}\n  kernel {release} lacks kfuncs that {name}'s BPF objects call (not weak), or has them with another prototype: {}",
         missing.join(", ")
     ))
 }
