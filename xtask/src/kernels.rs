@@ -8,8 +8,9 @@ use std::process::Command;
 
 use ktstr_record::RunRecord;
 
-/// The second line CI runs the `examples` on: the oldest Debian line with
-/// sched_ext (Debian's 6.12 has none).
+/// The second line CI runs the `examples` on: 6.18, the long-term line
+/// (Debian's 6.12 long-term kernels are built without sched_ext; 6.16 and
+/// 6.17 have it but are not long-term).
 pub(crate) const SECOND_LINE: &str = "6.18";
 
 /// The lines of `--full`'s kernel matrix: the newest release of each.

@@ -459,14 +459,9 @@ pub fn resolve_specs(
             }
         }
         if out.len() == before {
-            return Err(KernelError::UnknownVersion {
+            return Err(KernelError::NoSchedExtInRange {
                 spec: text,
-                why: crate::SelectError::NoMatch { closest: vec![] },
-                searched: format!(
-                    "{}; every release in it lacks sched_ext: {}",
-                    rel.searched(),
-                    refused.join(", ")
-                ),
+                refused,
             });
         }
     }

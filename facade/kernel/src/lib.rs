@@ -155,11 +155,23 @@ pub enum KernelError {
         /// Where the releases were looked up.
         searched: String,
     },
+    /// Every release a range selected was built without sched_ext.
+    #[error(
+        "kernel {spec}: every release in it was built without sched_ext ({}); Debian's cloud \
+         kernels have it from 6.16: start the range there",
+        refused.join(", ")
+    )]
+    NoSchedExtInRange {
+        /// The spec as given.
+        spec: String,
+        /// The releases refused.
+        refused: Vec<String>,
+    },
     /// A release was asked for by version, and it has no sched_ext.
     #[error(
         "kernel {release}: built without sched_ext (its config says `{line}`); ktstr needs \
          CONFIG_SCHED_CLASS_EXT=y: pick a release that has it (Debian's cloud kernels have it \
-         from 6.18), or build the kernel yourself"
+         from 6.16), or build the kernel yourself"
     )]
     NoSchedExtRelease {
         /// The release.
