@@ -270,24 +270,13 @@ impl KernelCache {
         bz_image: &[u8],
         config: &str,
     ) -> Result<CachedKernel, KernelError> {
-        self.insert_with(release, source, bz_image, Some(config))
+        self.insert_full(release, source, bz_image, Some(config), None)
     }
 
-    /// As [`insert`](Self::insert); without a config (an archive that no
-    /// longer has it), sched_ext is checked in the vmlinux's BTF instead.
-    #[cfg(feature = "fetch")]
-    pub fn insert_with(
-        &self,
-        release: &str,
-        source: &str,
-        bz_image: &[u8],
-        config: Option<&str>,
-    ) -> Result<CachedKernel, KernelError> {
-        self.insert_full(release, source, bz_image, config, None)
-    }
-
-    /// As [`insert_with`](Self::insert_with), with `config` borrowed from
-    /// release `config_from` (recorded, and written at the top of the file).
+    /// As [`insert`](Self::insert), for an archive that lost the release's
+    /// config: with none, sched_ext is checked in the vmlinux's BTF; with
+    /// one borrowed from release `config_from`, that is recorded and written
+    /// at the top of the file.
     #[cfg(feature = "fetch")]
     pub fn insert_full(
         &self,
