@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use ktstr_ops::assert::AssertResult;
 use ktstr_record::{
-    CheckRecord, HostFacts, KernelRecord, MonitorSummary, PhaseSeconds, RunRecord, SchedulerRecord,
-    StepRecord, Verdict, WorkerRecord,
+    CheckRecord, GroupPlacement, HostFacts, KernelRecord, MonitorSummary, PhaseSeconds, RunRecord,
+    SchedulerRecord, StepRecord, Verdict, WorkerRecord,
 };
+use ktstr_topology::Topology;
 
 use crate::config::HostConfig;
 use crate::registry::TestEntry;
@@ -150,6 +151,15 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         sha256: hash_of(bin),
         args: args.clone(),
     });
+    // Each cgroup's placement by the declared topology, from the workers'
+    // traces (a topology that does not parse has none to give).
+    let placement: Vec<GroupPlacement> = match (f.verdict, f.topology.parse::<Topology>()) {
+        (Some(v), Ok(topo)) => ktstr_ops::checks::placement(v.workers(), &topo)
+            .iter()
+            .filter_map(|g| mirror("placement summary", g))
+            .collect(),
+        _ => Vec::new(),
+    };
     let p = &f.phases;
     let figures = ktstr_record::key_figures(&workers, &checks);
     RunRecord {
@@ -169,6 +179,7 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         failure: (verdict != Verdict::Pass).then(|| text.clone()),
         checks,
         workers,
+        placement,
         monitor: f.monitor.clone(),
         // `t`: seconds from the boot, as the monitor's series and
         // `verdict_t`; `guest_s`: the guest's uptime.

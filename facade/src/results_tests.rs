@@ -108,6 +108,11 @@ fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
     w.changes_own_weight = true;
     w.noise = true;
     w.exited_cleanly = false;
+    w.trace = Some(ktstr_ops::workload::PlacementTrace {
+        bin: Duration::from_millis(50),
+        cpu: vec![Some(0), None, Some(1)],
+        rounds: vec![10, 0, 7],
+    });
     let v = AssertResult::fail_with("max_gap", "gap", Figure::new(f64::NAN, 500.0, "ms"))
         .note("ops", "step 0")
         .with_workers([w]);
@@ -122,6 +127,14 @@ fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
         serde_json::to_value(v.details()).expect("guest"),
     );
     assert_eq!(r.workers[0].policy, ktstr_record::Policy::Fifo(50));
+    // The placement summary the record derives mirrors the guest's too.
+    let topo = r.topology.parse().expect("topology");
+    assert_eq!(
+        serde_json::to_value(&r.placement).expect("record"),
+        serde_json::to_value(ktstr_ops::checks::placement(v.workers(), &topo)).expect("guest"),
+    );
+    assert_eq!(r.placement.len(), 1);
+    assert!(!r.placement[0].levels.is_empty(), "{:?}", r.placement);
     assert!(
         r.checks[0]
             .figure

@@ -26,6 +26,7 @@
 
 mod figures;
 mod monitor;
+mod placement;
 mod read;
 mod record;
 mod report;
@@ -33,6 +34,7 @@ mod report;
 pub use figures::{FAIRNESS_CHECK, key_figures, secs};
 pub use ktstr_kernel::{KernelId, KernelSource, KernelVersion};
 pub use monitor::{KernelPlacement, MonitorSample, MonitorSummary};
+pub use placement::{DomainShare, GroupPlacement, Level, LevelSplit, PlacementTrace};
 pub use read::{RecordError, parse, read_file, read_lines};
 pub use record::{
     HostFacts, KernelRecord, PhaseSeconds, RunRecord, SchedulerRecord, Start, StepRecord, Verdict,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::{Map, Value};
 
 use crate::monitor::MonitorSummary;
+use crate::placement::GroupPlacement;
 use crate::report::{CheckRecord, WorkerRecord};
 
 /// Everything the results store keeps of one test run.
@@ -52,6 +53,10 @@ pub struct RunRecord {
     pub checks: Vec<CheckRecord>,
     /// Every worker's report.
     pub workers: Vec<WorkerRecord>,
+    /// Each cgroup's placement per NUMA node, LLC and core (empty: no
+    /// worker traces, or a record from before them).
+    #[serde(default)]
+    pub placement: Vec<GroupPlacement>,
     /// What the host monitor read, when it ran.
     pub monitor: Option<MonitorSummary>,
     /// The start of each scenario step (none: not a step scenario).
@@ -98,6 +103,7 @@ impl RunRecord {
             failure: None,
             checks: Vec::new(),
             workers: Vec::new(),
+            placement: Vec::new(),
             monitor: None,
             steps: Vec::new(),
             phases_s: PhaseSeconds::default(),

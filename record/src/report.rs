@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::placement::PlacementTrace;
+
 /// One finding of a check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {
@@ -153,4 +155,7 @@ pub struct WorkerRecord {
     /// `cpu_time`, `run_delay` and `runs` are not measured).
     #[serde(default)]
     pub schedstat: bool,
+    /// Where its loop ran over the window, bin by bin.
+    #[serde(default)]
+    pub trace: Option<PlacementTrace>,
 }

@@ -248,6 +248,71 @@ fn worker_plots(r: &RunRecord) -> Vec<Result<String, String>> {
 }
 
 /// The HTML report of `run`'s records.
+/// Where each cgroup's workers lived, per NUMA node, LLC and core (empty
+/// without placement).
+fn placement_table(r: &RunRecord) -> String {
+    if r.placement.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h3>Placement by topology</h3>\n<table><tr><th>cgroup</th><th>level</th>\
+         <th>domain</th><th>CPUs</th><th>workers</th><th>CPU time</th><th>split</th></tr>\n",
+    );
+    for g in &r.placement {
+        for l in &g.levels {
+            let stable = if l.moves == 0 {
+                format!("unchanged for the whole {:.2} s", l.window.as_secs_f64())
+            } else {
+                format!(
+                    "{} moves, then unchanged for {:.2} s",
+                    l.moves,
+                    l.stable_for.as_secs_f64()
+                )
+            };
+            let mut rows: Vec<[String; 4]> = l
+                .domains
+                .iter()
+                .map(|d| {
+                    [
+                        format!("{} {}", l.level, d.domain),
+                        d.cpus.to_string(),
+                        format!("{} ({:?})", d.workers.len(), d.workers),
+                        format!(
+                            "{:.2}–{:.2} s",
+                            d.cpu_time_min.as_secs_f64(),
+                            d.cpu_time_max.as_secs_f64()
+                        ),
+                    ]
+                })
+                .collect();
+            if !l.homeless.is_empty() {
+                rows.push([
+                    format!("spread over {}s", l.level),
+                    String::new(),
+                    format!("{} ({:?})", l.homeless.len(), l.homeless),
+                    String::new(),
+                ]);
+            }
+            for row in rows {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                     <td>{}</td></tr>",
+                    xml_escape(&g.group),
+                    l.level,
+                    xml_escape(&row[0]),
+                    row[1],
+                    row[2],
+                    row[3],
+                    xml_escape(&stable)
+                );
+            }
+        }
+    }
+    h.push_str("</table>\n");
+    h
+}
+
 pub fn html(run: &str, records: &[RunRecord]) -> String {
     let mut h = String::new();
     let _ = write!(
@@ -305,7 +370,7 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
                 )
             })
             .collect();
-        if ps.is_empty() && steps.is_empty() {
+        if ps.is_empty() && steps.is_empty() && r.placement.is_empty() {
             continue;
         }
         let _ = writeln!(h, "<h2>{}</h2>", xml_escape(r.name()));
@@ -327,6 +392,7 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
                 }
             }
         }
+        h.push_str(&placement_table(r));
     }
     h.push_str("</body></html>\n");
     h
@@ -335,7 +401,9 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ktstr_record::{MonitorSample, MonitorSummary, StepRecord};
+    use ktstr_record::{
+        DomainShare, GroupPlacement, Level, LevelSplit, MonitorSample, MonitorSummary, StepRecord,
+    };
     use std::time::Duration;
 
     #[test]
@@ -383,6 +451,25 @@ mod tests {
         bad.variant = Some("gauntlet/bad/llc3".into());
         bad.failure = Some("fairness <spread> 60%".into());
         bad.phases_s.total = 9.0;
+        let share = |domain: u32, workers: Vec<usize>, secs: f64| DomainShare {
+            domain,
+            cpus: 2,
+            workers,
+            cpu_time_min: Duration::from_secs_f64(secs),
+            cpu_time_max: Duration::from_secs_f64(secs),
+            cpu_time_mean: Duration::from_secs_f64(secs),
+        };
+        bad.placement = vec![GroupPlacement {
+            group: "cg_<1>".into(),
+            levels: vec![LevelSplit {
+                level: Level::Node,
+                domains: vec![share(0, vec![4, 5, 6], 1.65), share(1, vec![7], 4.99)],
+                homeless: vec![],
+                moves: 0,
+                stable_for: Duration::from_secs(5),
+                window: Duration::from_secs(5),
+            }],
+        }];
         let recs = vec![ok, bad];
         let h = html("r1", &recs);
         let fail_at = h.find("FAIL: gauntlet/bad/llc3").expect("failure heading");
@@ -405,6 +492,15 @@ mod tests {
         assert!(h.contains(
             "<li>step 1 at 2.50 s from boot (guest uptime 4.00 s): stop &lt;cg_0&gt;</li>"
         ));
+        assert!(h.contains("<h3>Placement by topology</h3>"));
+        assert!(
+            h.contains(
+                "<tr><td>cg_&lt;1&gt;</td><td>node</td><td>node 0</td><td>2</td><td>3 ([4, 5, \
+                 6])</td><td>1.65–1.65 s</td><td>unchanged for the whole 5.00 s</td></tr>"
+            ),
+            "{h}"
+        );
+        assert!(h.contains("<td>node 1</td><td>2</td><td>1 ([7])</td><td>4.99–4.99 s</td>"));
         assert!(
             !h.contains("<script") && !h.contains("src=") && !h.contains("href="),
             "self-contained"

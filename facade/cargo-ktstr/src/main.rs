@@ -11,6 +11,7 @@ mod compare;
 mod html;
 #[cfg(test)]
 mod junit_schema;
+mod placement;
 mod report;
 mod runs;
 mod select;

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::cargo::{self, RunEnv, Targets};
 use crate::compare;
+use crate::placement;
 use crate::select::{self, Choice, CostSource, Variant};
 use crate::store::{History, Store};
 use crate::{CompareCmd, Done, GauntletCmd, ListCmd, ReportCmd, TestCmd};
+use ktstr_record::RunRecord;
 
 /// A fresh run id: `YYYYMMDD-HHMMSS-<pid>` plus `suffix`.
 pub(crate) fn new_run_id(suffix: &str) -> String {
@@ -723,8 +725,11 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
             runs_b.clone_from(ids);
         }
     }
-    let fa = figures_of(&store, &runs_a, c.test_name.as_deref())?;
-    let fb = figures_of(&store, &runs_b, c.test_name.as_deref())?;
+    let ra = records_of(&store, &runs_a, c.test_name.as_deref())?;
+    let rb = records_of(&store, &runs_b, c.test_name.as_deref())?;
+    // Recomputed from the workers: older records get today's figures.
+    let fa: Vec<_> = ra.iter().map(RunRecord::key_figures).collect();
+    let fb: Vec<_> = rb.iter().map(RunRecord::key_figures).collect();
     let wanted: Vec<&compare::FigureSpec> = compare::FIGURES
         .iter()
         .filter(|f| c.figure.is_empty() || c.figure.iter().any(|w| w == f.key))
@@ -754,6 +759,10 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
         runs_b.join(",")
     );
     print!("{}", compare::table(&rows, c.alpha));
+    let placement = placement::compare(&ra, &rb);
+    if !placement.is_empty() {
+        print!("{}", placement::table(&placement));
+    }
     let regressed: Vec<&str> = rows
         .iter()
         .filter(|r| r.verdict == compare::Verdict::Regression)
@@ -769,13 +778,12 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
     })
 }
 
-/// The key figures of each record of `runs` for `test` (every record when
-/// no test is named), one map per record.
-fn figures_of(
+/// The records of `runs` for `test` (every record when no test is named).
+fn records_of(
     store: &Store,
     runs: &[String],
     test: Option<&str>,
-) -> Result<Vec<std::collections::BTreeMap<String, f64>>, String> {
+) -> Result<Vec<RunRecord>, String> {
     let mut out = Vec::new();
     for run in runs {
         let (recs, _) = store.records(run);
@@ -796,8 +804,7 @@ fn figures_of(
                 continue;
             }
             found = true;
-            // Recomputed from the workers: older records get today's figures.
-            out.push(r.key_figures());
+            out.push(r);
         }
         if !found {
             return Err(format!(

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use ktstr_topology::Topology;
+
+use super::domains::explain_spread;
 use super::{Thresholds, is_starved, timing_failure};
 use crate::assert::{AssertResult, Figure};
 use crate::workload::WorkerReport;
@@ -139,6 +142,17 @@ pub(crate) fn equal_weight_groups<'a>(
 /// the spread of work done instead (iterations: what the guest really
 /// executed for each worker), the CPU-time figure kept as a note.
 pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
+    fairness_on(reports, t, timing_reliable, None)
+}
+
+/// [`fairness`]; with the topology, each failing group is followed by what
+/// placement says of it ([`explain_spread`]).
+pub(crate) fn fairness_on(
+    reports: &[WorkerReport],
+    t: &Thresholds,
+    timing_reliable: bool,
+    topo: Option<&Topology>,
+) -> AssertResult {
     let mut groups: BTreeMap<WeightKey, Vec<&WorkerReport>> = BTreeMap::new();
     for r in reports
         .iter()
@@ -163,6 +177,7 @@ pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool)
         let Some((s, lo, hi)) = spread(group) else {
             continue;
         };
+        let failures_before = failures(&out);
         let what = format!(
             "cgroup {} ({} {} workers, {})",
             k.group,
@@ -226,8 +241,22 @@ pub fn fairness(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool)
             }
             (false, None) => out = out.note_with(FAIRNESS, cpu_msg, cpu_fig),
         }
+        if let Some(topo) = topo
+            && failures(&out) > failures_before
+        {
+            let why = explain_spread(reports, group[lo], group[hi], topo).unwrap_or_else(|| {
+                "placement does not explain it: the two workers' homes carried as many workers \
+                 per CPU at every level"
+                    .to_string()
+            });
+            out = out.note(FAIRNESS, format!("cgroup {}: {why}", k.group));
+        }
     }
     out
+}
+
+fn failures(v: &AssertResult) -> usize {
+    v.details().iter().filter(|d| d.failed).count()
 }
 
 /// Fails for every worker whose longest gap exceeds [`Thresholds::max_gap`].

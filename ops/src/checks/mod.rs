@@ -22,6 +22,7 @@
 //! then the scheduler's declaration, then the test's own.
 
 mod basic;
+mod domains;
 mod placement;
 mod scx;
 mod table;
@@ -30,6 +31,9 @@ mod timing;
 pub use basic::{
     FAIRNESS, MAX_GAP, REPORTS, STARVATION, complete, fairness, max_gap, spread, starvation,
     work_spread,
+};
+pub use domains::{
+    DomainShare, GroupPlacement, Level, LevelSplit, PLACEMENT, explain_spread, placement,
 };
 pub use placement::{
     AFFINITY, CPUSET_ISOLATION, MIGRATIONS, affinity, cpuset_isolation, migrations,
@@ -42,6 +46,7 @@ pub use timing::{
 
 use std::time::Duration;
 
+use ktstr_topology::Topology;
 use serde::{Deserialize, Serialize};
 
 use crate::assert::{AssertResult, Figure};
@@ -286,9 +291,36 @@ pub(crate) fn timing_failure(
 /// [`throughput_cv`]. ([`weighted_fairness`] only holds when every cgroup can
 /// use its share, so scenarios built for it apply it themselves.)
 pub fn all(reports: &[WorkerReport], t: &Thresholds, timing_reliable: bool) -> AssertResult {
+    standard(reports, t, timing_reliable, None)
+}
+
+/// [`all`], knowing the topology the workers ran on: every fairness failure
+/// says whether placement explains it ([`explain_spread`]), and each cgroup's
+/// placement per NUMA node, LLC and core follows as notes ([`placement`]).
+pub fn all_placed(
+    reports: &[WorkerReport],
+    t: &Thresholds,
+    timing_reliable: bool,
+    topo: &Topology,
+) -> AssertResult {
+    let mut v = standard(reports, t, timing_reliable, Some(topo));
+    for g in placement(reports, topo) {
+        for line in g.to_string().lines() {
+            v = v.note(PLACEMENT, line.to_string());
+        }
+    }
+    v
+}
+
+fn standard(
+    reports: &[WorkerReport],
+    t: &Thresholds,
+    timing_reliable: bool,
+    topo: Option<&Topology>,
+) -> AssertResult {
     complete(reports)
         .merged(starvation(reports, t))
-        .merged(fairness(reports, t, timing_reliable))
+        .merged(basic::fairness_on(reports, t, timing_reliable, topo))
         .merged(max_gap(reports, t, timing_reliable))
         .merged(cpuset_isolation(reports))
         .merged(affinity(reports))

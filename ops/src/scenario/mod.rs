@@ -262,10 +262,11 @@ pub fn judge(ctx: &Ctx, reports: &[WorkerReport]) -> AssertResult {
     for line in checks::summary(reports).lines() {
         v = v.note("worker", line.to_string());
     }
-    v.merged(checks::all(
+    v.merged(checks::all_placed(
         reports,
         &ctx.effective_thresholds(),
         ctx.timing_reliable,
+        &ctx.topology,
     ))
     .with_workers(reports.iter().cloned())
 }

@@ -18,6 +18,7 @@ use super::shared::{
     STATE_RUNNING, Slot, futex_wait, now_ns,
 };
 use super::sys;
+use super::trace::Tracer;
 use super::{SchedPolicy, WorkType};
 
 /// Spins of the busy loop between two observations. Small enough that a gap of
@@ -77,8 +78,10 @@ pub(crate) fn run(plan: &ChildPlan, header: &Header, slot: &Slot) -> ! {
                 last_cpu: None,
                 max_gap_ns: 0,
                 iterations: 0,
+                tracer: Tracer::new(go_ns),
             };
             run_work(&plan.work, &env, &mut obs);
+            obs.tracer.flush(&slot.trace);
             slot.state.store(STATE_DONE, Ordering::Release);
             0
         }
@@ -209,6 +212,7 @@ pub(crate) struct Observer<'a> {
     last_cpu: Option<usize>,
     max_gap_ns: u64,
     iterations: u64,
+    tracer: Tracer,
 }
 
 impl Observer<'_> {
@@ -227,6 +231,7 @@ impl Observer<'_> {
         if let Some(c) = cpu {
             self.slot.saw_cpu(c);
         }
+        self.tracer.round(&self.slot.trace, now, cpu);
         if cpu != self.last_cpu {
             if self.last_cpu.is_some() {
                 self.slot.cpu_changes.fetch_add(1, Ordering::Relaxed);

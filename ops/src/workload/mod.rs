@@ -31,11 +31,13 @@ mod procfs;
 mod report;
 mod shared;
 mod sys;
+mod trace;
 mod work;
 
 pub use latency::LatencySummary;
 pub use procfs::{SchedStat, parse_cache_size, parse_nr_migrations, read_nr_migrations};
 pub use report::{WorkerReport, WorkerSpec};
+pub use trace::PlacementTrace;
 pub use work::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType};
 
 use std::ffi::CString;
@@ -554,6 +556,7 @@ impl Workload {
         r.helpers = slot.helpers.load(Ordering::Relaxed);
         r.exited_cleanly = !w.killed && slot.state.load(Ordering::Acquire) == STATE_DONE;
         r.schedstat = schedstat;
+        r.trace = slot.trace.read();
         r
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::latency::LatencySummary;
+use super::trace::PlacementTrace;
 use super::{SchedPolicy, WorkType};
 use crate::cgroup::{Cgroup, CpuSet};
 
@@ -126,6 +127,10 @@ pub struct WorkerReport {
     /// (false: `cpu_time`, `run_delay` and `runs` are not measured).
     #[serde(default)]
     pub schedstat: bool,
+    /// Where its loop ran over the window, bin by bin (`None`: never seen,
+    /// or a report from before traces).
+    #[serde(default)]
+    pub trace: Option<PlacementTrace>,
 }
 
 impl WorkerReport {
@@ -164,6 +169,7 @@ impl WorkerReport {
             noise: false,
             exited_cleanly: true,
             schedstat: true,
+            trace: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::latency::Histogram;
+use super::trace::SharedTrace;
 
 /// CPU ids a slot can record: `ktstr_topology::MAX_CPUS` (252) fits.
 pub(crate) const CPU_WORDS: usize = 4;
@@ -69,6 +70,8 @@ pub(crate) struct Slot {
     pub helpers: AtomicU64,
     /// Wake-up latencies of the worker and its helpers.
     pub latency: Histogram,
+    /// Where the worker's loop ran over time.
+    pub trace: SharedTrace,
 }
 
 /// One anonymous shared mapping: a [`Header`] then `n` [`Slot`]s.
