@@ -21,6 +21,9 @@ static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr.bpf.o
 /// Name of the struct_ops map (the C variable), and so of the object.
 const OPS_MAP: &str = "ktstr";
 
+/// `KTSTR_PIN_MAX` of ktstr.bpf.c: entries of `ktstr_pin`.
+pub const PIN_MAX: usize = 16;
+
 /// Lengths of `struct ktstr_exit_rec`'s strings in ktstr.bpf.c.
 const EXIT_REASON_LEN: usize = 128;
 const EXIT_MSG_LEN: usize = 1024;
@@ -49,6 +52,8 @@ const EXIT_DONE: usize = 4;
 /// Where the loader's variables sit in `.bss`, and `timeout_ms` in the ops.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
+    pin_n: usize,
+    pin: usize,
     nr_enqueued: usize,
     nr_dispatched: usize,
     mark: usize,
@@ -135,14 +140,16 @@ impl Loaded {
             .context(".bss is not memory-mapped (the kernel lacks BPF_F_MMAPABLE?)")?;
         let len = usize::try_from(len).context(".bss size")?;
         let l = self.layout;
-        for (what, offset, size) in [
-            ("nr_enqueued", l.nr_enqueued, 8),
-            ("nr_dispatched", l.nr_dispatched, 8),
-            ("ktstr_ctl", l.ctl, CTL_SIZE),
-            ("ktstr_exit_rec", l.exit_rec, size_of::<RawExitRec>()),
+        for (what, offset, size, align) in [
+            ("nr_enqueued", l.nr_enqueued, 8, 8),
+            ("nr_dispatched", l.nr_dispatched, 8, 8),
+            ("ktstr_ctl", l.ctl, CTL_SIZE, 8),
+            ("ktstr_pin", l.pin, 4 * PIN_MAX, 4),
+            ("ktstr_pin_n", l.pin_n, 4, 4),
+            ("ktstr_exit_rec", l.exit_rec, size_of::<RawExitRec>(), 8),
         ] {
             ensure!(
-                offset % 8 == 0 && offset + size <= len,
+                offset % align == 0 && offset + size <= len,
                 "{what} at .bss+{offset} ({size} bytes) is misaligned or outside .bss ({len} bytes)"
             );
         }
@@ -209,6 +216,20 @@ impl Bss<'_> {
             .store(1, Ordering::Relaxed);
     }
 
+    /// Keeps every user task with pid P on CPU `cpus[P % len]` (at most
+    /// [`PIN_MAX`] entries; the loader checked them).
+    pub fn set_pin(&self, cpus: &[u32]) {
+        for (i, &c) in cpus.iter().take(PIN_MAX).enumerate() {
+            self.atomic_u32(self.layout.pin + 4 * i)
+                .store(c, Ordering::Relaxed);
+        }
+        self.atomic_u32(self.layout.pin_n)
+            .store(cpus.len().min(PIN_MAX) as u32, Ordering::Release);
+    }
+
+    pub fn mark_dbg(&self) -> u64 {
+        self.atomic_u64(self.layout.mark).load(Ordering::Relaxed)
+    }
     /// Writes `ktstr_mark`, which nothing else reads or writes.
     pub fn set_mark(&self, v: u64) {
         self.atomic_u64(self.layout.mark)
@@ -315,6 +336,8 @@ fn layout(open: &OpenObject) -> Result<Layout> {
     }
 
     Ok(Layout {
+        pin_n: var("ktstr_pin_n", 4)?,
+        pin: var("ktstr_pin", 4 * PIN_MAX)?,
         nr_enqueued: var("nr_enqueued", 8)?,
         nr_dispatched: var("nr_dispatched", 8)?,
         mark: var("ktstr_mark", 8)?,

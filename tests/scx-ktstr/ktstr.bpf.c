@@ -13,6 +13,8 @@
  *   no_count - ktstr_dispatch still dispatches but never counts it (a
  *             bind-without-dispatch regression, as the host monitor sees it);
  *   fail_init - ktstr_init fails, so the kernel ejects us while attaching.
+ * and through `ktstr_pin`/`ktstr_pin_n` (--pin-by-pid), a planted placement
+ * bug: user tasks stay on a CPU chosen by pid, whatever the load.
  * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
  * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
  * by name through BTF, by the host-side monitor. `nr_select_cpu` and
@@ -63,6 +65,9 @@ extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags, bool *is_idle) __ksym;
 extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
 			       u32 data__sz) __ksym __weak;
+
+extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym __weak;
+extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
 
 /* One struct_ops callback; sleepable ones go to "struct_ops.s/". */
 #define KTSTR_OP(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
@@ -126,6 +131,45 @@ static void maybe_crash(void)
 		ktstr_dsq = KTSTR_NO_DSQ;
 }
 
+/*
+ * A planted placement bug (--pin-by-pid): a user task with pid P runs only on
+ * CPU ktstr_pin[P % ktstr_pin_n], however busy that CPU is. Each such CPU has
+ * its own DSQ (KTSTR_PIN_DSQ + cpu) that only it consumes, so nothing ever
+ * moves a task elsewhere. With CPUs 0,1,0,1,0,1,2,3 on two nodes of two CPUs,
+ * eight consecutive pids put six tasks on node 0 and one on each CPU of node
+ * 1: a NUMA-blind scheduler that never rebalances. The loader writes the
+ * table before attaching; ktstr_pin_n 0 turns it off.
+ */
+#define KTSTR_PIN_MAX 16
+#define KTSTR_PIN_DSQ 0x100
+#define KTSTR_PF_KTHREAD 0x00200000
+u32 ktstr_pin_n;
+s32 ktstr_pin[KTSTR_PIN_MAX];
+
+/* The CPU --pin-by-pid keeps @p on, or -1: off, a kernel thread, or a CPU
+ * @p may not use (its cpumask wins). */
+static s32 pinned_cpu(struct task_struct *p)
+{
+	u32 n = ktstr_pin_n, i;
+	s32 cpu;
+
+	if (!n || n > KTSTR_PIN_MAX || (p->flags & KTSTR_PF_KTHREAD) ||
+	    !bpf_ksym_exists(bpf_cpumask_test_cpu) || ktstr_dsq == SCX_DSQ_GLOBAL)
+		return -1;
+	/*
+	 * i < n <= KTSTR_PIN_MAX (a power of two): the mask changes nothing but
+	 * shows the verifier the bound, which it cannot derive from %. The empty
+	 * asm hides i's range from clang, which would drop the mask.
+	 */
+	i = (u32)p->pid % n;
+	asm volatile("" : "+r"(i));
+	i &= KTSTR_PIN_MAX - 1;
+	cpu = ktstr_pin[i];
+	if (cpu < 0 || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return -1;
+	return cpu;
+}
+
 struct spin_ctx {
 	u64 until;
 };
@@ -142,8 +186,11 @@ s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
 	     u64 wake_flags)
 {
 	bool is_idle = false;
+	s32 pin = pinned_cpu(p);
 
 	__sync_fetch_and_add(&nr_select_cpu, 1);
+	if (pin >= 0)
+		return pin;
 	/*
 	 * Wake the task on an idle CPU if there is one, but do not insert it
 	 * there directly: every task must go through ktstr_enqueue and the
@@ -155,10 +202,18 @@ s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
 void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	u64 slice = SCX_SLICE_DFL;
+	s32 pin = pinned_cpu(p);
 
 	__sync_fetch_and_add(&nr_enqueued, 1);
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
+	if (pin >= 0) {
+		scx_bpf_dsq_insert(p, KTSTR_PIN_DSQ + pin, slice, enq_flags);
+		if (bpf_ksym_exists(scx_bpf_kick_cpu))
+			scx_bpf_kick_cpu(pin, SCX_KICK_IDLE);
+		maybe_crash();
+		return;
+	}
 	scx_bpf_dsq_insert(p, ktstr_dsq, slice, enq_flags);
 	maybe_crash();
 }
@@ -186,7 +241,14 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 			__sync_fetch_and_add(&nr_dispatched, 1);
 		return;
 	}
-	if (scx_bpf_dsq_move_to_local(ktstr_dsq) && !ktstr_ctl.no_count)
+	if (scx_bpf_dsq_move_to_local(ktstr_dsq)) {
+		if (!ktstr_ctl.no_count)
+			__sync_fetch_and_add(&nr_dispatched, 1);
+		return;
+	}
+	/* Pinned tasks after the shared DSQ: kernel threads must not starve. */
+	if (ktstr_pin_n && cpu < KTSTR_PIN_MAX &&
+	    scx_bpf_dsq_move_to_local(KTSTR_PIN_DSQ + cpu) && !ktstr_ctl.no_count)
 		__sync_fetch_and_add(&nr_dispatched, 1);
 }
 
@@ -195,10 +257,20 @@ s32 KTSTR_OP_SLEEPABLE(ktstr_init)
 	kconfig_hz = CONFIG_HZ;
 	if (ktstr_ctl.fail_init)
 		return -22; /* -EINVAL: "ops.init() failed", SCX_EXIT_ERROR */
-	if (bpf_ksym_exists(scx_bpf_create_dsq))
-		return scx_bpf_create_dsq(KTSTR_DSQ, -1);
-	ktstr_dsq = SCX_DSQ_GLOBAL;
-	return 0;
+	if (!bpf_ksym_exists(scx_bpf_create_dsq)) {
+		ktstr_dsq = SCX_DSQ_GLOBAL;
+		return 0;
+	}
+	if (ktstr_pin_n) {
+		s32 i, err;
+
+		for (i = 0; i < KTSTR_PIN_MAX; i++) {
+			err = scx_bpf_create_dsq(KTSTR_PIN_DSQ + i, -1);
+			if (err)
+				return err;
+		}
+	}
+	return scx_bpf_create_dsq(KTSTR_DSQ, -1);
 }
 
 void KTSTR_OP(ktstr_exit, struct scx_exit_info *ei)

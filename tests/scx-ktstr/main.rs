@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use argh::FromArgs;
 
 use crate::bpf::{ExitInfo, Loaded};
@@ -77,6 +77,13 @@ struct Args {
     #[argh(option, arg_name = "VALUE")]
     mark: Option<u64>,
 
+    /// plant a placement bug: a user task with pid P runs only on CPU
+    /// CPUS[P % n] (a comma-separated list, repeats allowed, at most 16),
+    /// never migrated; 0,1,0,1,0,1,2,3 on two nodes of two CPUs crowds six of
+    /// eight consecutive pids onto node 0, as a NUMA-blind scheduler would
+    #[argh(option, arg_name = "CPUS")]
+    pin_by_pid: Option<String>,
+
     /// dispatch latency of --slow in microseconds (default 1000, at most 10000)
     #[argh(option, arg_name = "US", default = "1000")]
     slow_us: u64,
@@ -101,6 +108,7 @@ struct Config {
     no_dispatch_count: bool,
     fail_init: bool,
     mark: Option<u64>,
+    pin_by_pid: Vec<u32>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
 }
@@ -124,11 +132,40 @@ impl Config {
             no_dispatch_count: args.no_dispatch_count,
             fail_init: args.fail_init,
             mark: args.mark,
+            pin_by_pid: pin_list(args.pin_by_pid.as_deref())?,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(args.stats_interval_ms)),
         })
     }
+}
+
+/// The CPUs of `--pin-by-pid`: each a CPU this machine has.
+fn pin_list(value: Option<&str>) -> Result<Vec<u32>> {
+    let Some(v) = value else {
+        return Ok(Vec::new());
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let list = v
+        .split(',')
+        .map(|c| {
+            let cpu: u32 = c.trim().parse().with_context(|| {
+                format!("--pin-by-pid {v}: {c:?} is not a CPU number (write e.g. 0,1,0,1)")
+            })?;
+            ensure!(
+                (cpu as usize) < cpus,
+                "--pin-by-pid {v}: CPU {cpu} does not exist (this machine has CPUs 0-{})",
+                cpus - 1
+            );
+            Ok(cpu)
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    ensure!(
+        !list.is_empty() && list.len() <= bpf::PIN_MAX,
+        "--pin-by-pid {v}: give 1 to {} CPUs",
+        bpf::PIN_MAX
+    );
+    Ok(list)
 }
 
 fn seconds(flag: &str, value: Option<f64>) -> Result<Option<Duration>> {
@@ -219,6 +256,10 @@ fn run(config: &Config) -> Result<ExitCode> {
         if let Some(v) = config.mark {
             bss.set_mark(v);
         }
+        // ktstr_init creates the per-CPU DSQs when the table is set.
+        if !config.pin_by_pid.is_empty() {
+            bss.set_pin(&config.pin_by_pid);
+        }
     }
     let link = loaded.attach()?;
     let bss = loaded.bss()?;
@@ -260,7 +301,10 @@ fn run(config: &Config) -> Result<ExitCode> {
             let now = Instant::now();
             if now >= due {
                 let (enqueued, dispatched) = bss.counters();
-                println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+                println!(
+                    "scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched} DBG={}",
+                    bss.mark_dbg()
+                );
                 next_stats = Some(now + interval);
             }
         }
@@ -335,6 +379,7 @@ mod tests {
                 no_dispatch_count: false,
                 fail_init: false,
                 mark: None,
+                pin_by_pid: Vec::new(),
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
             }
@@ -355,6 +400,8 @@ mod tests {
             "--no-dispatch-count",
             "--mark",
             "77",
+            "--pin-by-pid",
+            "0, 0",
             "--timeout-ms",
             "5000",
             "--stats-interval-ms",
@@ -371,6 +418,7 @@ mod tests {
                 no_dispatch_count: true,
                 fail_init: false,
                 mark: Some(77),
+                pin_by_pid: vec![0, 0],
                 timeout_ms: 5000,
                 stats_interval: None,
             }
@@ -390,6 +438,12 @@ mod tests {
             (&["--stall-after", "-1"][..], "--stall-after"),
             (&["--crash-after", "nan"][..], "--crash-after"),
             (&["--slow-us", "10001"][..], "--slow-us"),
+            (&["--pin-by-pid", "0,99999"][..], "--pin-by-pid"),
+            (&["--pin-by-pid", "0,x"][..], "--pin-by-pid"),
+            (
+                &["--pin-by-pid", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"][..],
+                "--pin-by-pid",
+            ),
         ] {
             let error = parse(args).expect_err("out of range").to_string();
             assert!(error.contains(flag), "{args:?}: {error}");
