@@ -139,7 +139,11 @@ fn normalize(path: &Path) -> PathBuf {
 /// What is wrong with the links of `file` (inside `root`); `confine`: the
 /// directory its relative links must stay in.
 fn check_file(root: &Path, file: &Path, confine: Option<&Path>) -> Vec<String> {
-    let rel = file.strip_prefix(root).unwrap_or(file).display().to_string();
+    let rel = file
+        .strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string();
     let md = match std::fs::read_to_string(file) {
         Ok(md) => md,
         Err(e) => return vec![format!("{rel}: {e}")],
@@ -245,6 +249,61 @@ fn every_chapter_is_in_the_summary_and_compiled() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The info strings of `md`'s opening code fences, with their line numbers.
+fn fences(md: &str) -> Vec<(usize, String)> {
+    let mut open = false;
+    let mut out = Vec::new();
+    for (i, line) in md.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some(info) = t.strip_prefix("```") {
+            if !open {
+                out.push((i + 1, info.trim().to_string()));
+            }
+            open = !open;
+        }
+    }
+    out
+}
+
+/// What is wrong with a code fence's info string: none (rustdoc would compile
+/// it as Rust), or Rust that rustdoc is told to ignore.
+fn fence_problem(info: &str) -> Option<&'static str> {
+    let mut words = info.split(',').map(str::trim);
+    match words.next() {
+        None | Some("") => Some(
+            "a code block without a language (rustdoc compiles it as Rust): mark it ```text, ```sh, ```rust, ...",
+        ),
+        Some("rust") if words.any(|w| w == "ignore") => Some(
+            "an `ignore`d Rust block: make it compile (hidden `# ` lines, `no_run`) or mark it ```text",
+        ),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_code_block_says_its_language_and_none_is_ignored() {
+    let root = repo();
+    let mut files = vec![root.join("README.md")];
+    files.extend(chapters(&root.join("docs/src")));
+    let mut problems = Vec::new();
+    for file in files {
+        let md = std::fs::read_to_string(&file).expect("read a chapter");
+        for (line, info) in fences(&md) {
+            if let Some(why) = fence_problem(&info) {
+                let rel = file
+                    .strip_prefix(&root)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
+                problems.push(format!("{rel}:{line}: {why}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(fence_problem("rust,ignore").is_some());
+    assert!(fence_problem("").is_some() && fence_problem("rust,no_run").is_none());
+}
+
 /// The checker fails on what it must fail on, so its pass means something.
 #[test]
 fn the_checker_finds_dead_files_and_anchors() {
@@ -273,7 +332,10 @@ fn the_checker_finds_dead_files_and_anchors() {
     assert!(problems[0].contains("missing.md") && problems[0].contains("no such file"));
     assert!(problems[1].contains("no heading with anchor #setup"));
     assert!(problems[2].contains("points outside src"));
-    assert!(problems.iter().all(|p| p.starts_with("src/b.md:")), "{problems:#?}");
+    assert!(
+        problems.iter().all(|p| p.starts_with("src/b.md:")),
+        "{problems:#?}"
+    );
 }
 
 #[test]
