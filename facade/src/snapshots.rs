@@ -1,6 +1,6 @@
 //! The snapshot cache: machines booted to the restore agent and saved, one
 //! per key (`<cache root>/snapshots/<key>/`), restored by every test whose
-//! guest would boot the same (docs/boot-once-restore-many.md).
+//! guest would boot the same (docs/src/boot-once-restore-many.md).
 //!
 //! An entry is a directory holding `image` (the backend's saved machine, a
 //! sparse file), `manifest.json` (the key's parts, to read what a snapshot

@@ -1,6 +1,6 @@
 //! Boot once, restore many, end to end through `#[ktstr_test]`: tests whose
 //! VM starts from a snapshot of the guest booted once to the restore agent
-//! must not be able to tell, except by timing (docs/boot-once-restore-many.md).
+//! must not be able to tell, except by timing (docs/src/boot-once-restore-many.md).
 //! Each driver below forces the restore path whatever `KTSTR_RESTORE` says.
 
 use ktstr::prelude::*;

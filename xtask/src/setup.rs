@@ -152,6 +152,7 @@ pub fn run() -> Result<(), String> {
     );
 
     ensure_nextest()?;
+    ensure_mdbook()?;
     let missing: Vec<&Need> = NEEDS
         .iter()
         .filter(|n| !check_installed(n, false))
@@ -188,17 +189,63 @@ pub fn run() -> Result<(), String> {
 /// the Rust package registry (`cargo install`) when the machine lacks it.
 fn ensure_nextest() -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let have = Command::new(&cargo)
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if have {
-        println!("setup: cargo-nextest: already present (runs the VM tests one process each)");
+    ensure_cargo_tool(
+        "cargo-nextest (runs the VM tests one process each)",
+        Command::new(&cargo).args(["nextest", "--version"]),
+        |_| true,
+        &["install", "--locked", "cargo-nextest"],
+    )
+}
+
+/// The mdBook that builds the book (`mdbook build docs`): pinned, built
+/// without its web server and file watcher.
+const MDBOOK_VERSION: &str = "0.5.4";
+
+fn ensure_mdbook() -> Result<(), String> {
+    ensure_cargo_tool(
+        &format!("mdbook {MDBOOK_VERSION} (builds the book in docs/)"),
+        Command::new("mdbook").arg("--version"),
+        |out| out.trim() == format!("mdbook v{MDBOOK_VERSION}"),
+        &[
+            "install",
+            "--locked",
+            "--version",
+            MDBOOK_VERSION,
+            "--no-default-features",
+            "--features",
+            "search",
+            "mdbook",
+        ],
+    )
+}
+
+/// Runs `check`; unless it succeeds with output `wanted` accepts, installs
+/// the tool with `cargo <install>` and checks again.
+fn ensure_cargo_tool(
+    what: &str,
+    check: &mut Command,
+    wanted: impl Fn(&str) -> bool,
+    install: &[&str],
+) -> Result<(), String> {
+    let have = |check: &mut Command| {
+        check
+            .output()
+            .is_ok_and(|o| o.status.success() && wanted(&String::from_utf8_lossy(&o.stdout)))
+    };
+    if have(check) {
+        println!("setup: {what}: already present");
         return Ok(());
     }
-    println!("setup: cargo-nextest: missing, installing with cargo install");
-    run_cmd(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))?;
-    println!("setup: cargo-nextest: installed");
+    println!("setup: {what}: missing, installing with cargo install");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_cmd(Command::new(&cargo).args(install))?;
+    if !have(check) {
+        return Err(format!(
+            "{what}: still missing after `cargo {}` (is cargo's bin directory on PATH?)",
+            install.join(" ")
+        ));
+    }
+    println!("setup: {what}: installed");
     Ok(())
 }
 

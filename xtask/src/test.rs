@@ -225,6 +225,13 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
             c.args(["test", "--workspace", "--doc"]);
             status(c)
         });
+        // The book's code is compiled by the doctests (ktstr-docs) and its links
+        // checked by ktstr-docs' tests; this proves mdBook builds it.
+        phases.run("book (mdbook build docs)", || {
+            let mut c = Command::new("mdbook");
+            c.arg("build").arg(workspace().join("docs"));
+            status(c)
+        });
         // Every test once, each in its own process: the guest-init hook and
         // the host-wide slots are proven under the runner CI uses.
         let junit = workspace().join("target/nextest/default/junit.xml");

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The run behind docs/cargo-ktstr-report.png: a scratch package outside this
+# The run behind docs/src/cargo-ktstr-report.png: a scratch package outside this
 # workspace (ktstr as a path dev-dependency, as a scheduler author's) with
 # one failing and two passing tests, each a two-step scenario, run with
 # `cargo ktstr test`; then headless Chromium renders its report.html.
@@ -66,6 +66,6 @@ echo "report: $report"
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 [ -n "$browser" ] || { echo "no Chromium on PATH: the screenshot is not taken"; exit 1; }
 "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --window-size=1750,2750 --screenshot="$root/docs/cargo-ktstr-report.png" \
+    --window-size=1750,2750 --screenshot="$root/docs/src/cargo-ktstr-report.png" \
     "file://$report" 2>/dev/null
-echo "screenshot: $root/docs/cargo-ktstr-report.png"
+echo "screenshot: $root/docs/src/cargo-ktstr-report.png"

@@ -1,6 +1,6 @@
 //! Starting a test's VM: from a snapshot of a guest booted once to the
 //! restore agent when the run asks for it and the test allows it, else with
-//! a cold boot (docs/boot-once-restore-many.md).
+//! a cold boot (docs/src/boot-once-restore-many.md).
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,4 +1,4 @@
-//! The restore agent: boot once, restore many (docs/boot-once-restore-many.md).
+//! The restore agent: boot once, restore many (docs/src/boot-once-restore-many.md).
 //!
 //! The host boots the test binary's base initramfs with an agent marker
 //! ([`AGENT_MARKER`]) and no test configuration. The binary, PID 1, then
