@@ -98,7 +98,12 @@ struct InitramfsCmd {
 /// Install every system package the project needs (idempotent; Debian, root).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "setup")]
-struct SetupCmd {}
+struct SetupCmd {
+    /// also install mdBook to build the book in docs/ (a cargo install of
+    /// several minutes; `cargo xtask test --full` does it too)
+    #[argh(switch)]
+    book: bool,
+}
 
 fn main() -> ExitCode {
     // `cargo xtask kselftest` boots shell VMs with this binary as the guest's
@@ -106,7 +111,13 @@ fn main() -> ExitCode {
     ktstr::shell::agent_main();
     let args: Xtask = argh::from_env();
     let result = match args.cmd {
-        Cmd::Setup(_) => setup::run(),
+        Cmd::Setup(s) => setup::run().and_then(|()| {
+            if s.book {
+                setup::ensure_mdbook()
+            } else {
+                Ok(())
+            }
+        }),
         Cmd::Kernel(k) => kernel_env().and_then(|env| k.run("kernel", &env)),
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),

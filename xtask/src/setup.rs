@@ -152,7 +152,6 @@ pub fn run() -> Result<(), String> {
     );
 
     ensure_nextest()?;
-    ensure_mdbook()?;
     let missing: Vec<&Need> = NEEDS
         .iter()
         .filter(|n| !check_installed(n, false))
@@ -201,7 +200,11 @@ fn ensure_nextest() -> Result<(), String> {
 /// without its web server and file watcher.
 const MDBOOK_VERSION: &str = "0.5.4";
 
-fn ensure_mdbook() -> Result<(), String> {
+/// Installs mdBook unless present: `cargo xtask setup --book` and
+/// `cargo xtask test --full`. Not part of the default set-up: building it
+/// takes 5-11 minutes on two cores, and the default suite already compiles
+/// the book's code and checks its links (ktstr-docs).
+pub fn ensure_mdbook() -> Result<(), String> {
     ensure_cargo_tool(
         &format!("mdbook {MDBOOK_VERSION} (builds the book in docs/)"),
         Command::new("mdbook").arg("--version"),
