@@ -386,6 +386,68 @@ fn kvm_tiny_bzimage_two_numa_nodes() {
     check(Image::BzImage, "2n2l1c2t");
 }
 
+/// A guest that triple-faults ends as a reset (KVM_EXIT_SHUTDOWN; a
+/// software hypervisor that cannot emulate the fault ends it with
+/// KVM_EXIT_INTERNAL_ERROR, a crash), and either way the own VMM leaves a
+/// diagnostic bundle a user can send: the host CPU and its flags, KVM's
+/// capabilities, the VM spec, each vCPU's registers and last exits, and the
+/// console; a crash's failure text names the bundle and KTSTR_BACKEND=qemu.
+#[test]
+fn kvm_triple_fault_writes_a_diagnostic_bundle() {
+    let mut spec = spec(Image::Pvh, "1n1l2c1t");
+    spec.cmdline.push_str(" mode=triple");
+    let _slots = common::take_slots(spec.topology.nr_cpus());
+    let mut vm = backend().boot_vm(&spec).expect("boot");
+    let com2 = vm.take_com2().expect("COM2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut announced = false;
+    while let Some(l) = com2.next_line(deadline.saturating_duration_since(Instant::now())) {
+        if l.starts_with("TRIPLE") {
+            announced = true;
+            break;
+        }
+    }
+    assert!(announced, "the guest did not reach its triple fault");
+    let end = vm.wait(Some(deadline)).expect("wait");
+    let path = vm
+        .diagnostics()
+        .expect("a triple fault writes a diagnostic bundle")
+        .to_path_buf();
+    let last_exit = match &end {
+        EndReason::Reset => "    shutdown 0x0",
+        EndReason::Crashed { detail } => {
+            assert!(
+                detail.contains(&format!("diagnostic bundle {}", path.display()))
+                    && detail.contains("KTSTR_BACKEND=qemu"),
+                "{detail}"
+            );
+            "    internal-error 0x0"
+        }
+        other => panic!("a triple fault ended the VM as {other:?}"),
+    };
+    let text = std::fs::read_to_string(&path).expect("read the bundle");
+    let _ = std::fs::remove_file(&path);
+    for item in [
+        "KTSTR_BACKEND=qemu",
+        "end: vCPU 0",
+        "host cpu:\n  vendor_id:",
+        "model name:",
+        "flags:",
+        "host kernel: ",
+        "kvm: api version 12, IRQCHIP=1",
+        "vm spec:\nVmSpec {",
+        "mode=triple",
+        "vcpu 0:\n  registers: rip=",
+        "vcpu 1:\n  registers: rip=",
+        "  events: exception ",
+        "last exits (oldest first,",
+        last_exit,
+        "console (",
+    ] {
+        assert!(text.contains(item), "the bundle lacks {item:?}:\n{text}");
+    }
+}
+
 /// Pause stops the guest (its counter in memory holds still), resume restarts
 /// it, and the register read returns the CR3 the guest reported.
 #[test]

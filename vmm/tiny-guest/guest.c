@@ -11,7 +11,8 @@
  * its own CPU report; then each AP in MADT order, one at a time, started by
  * INIT-SIPI-SIPI as Linux does, writes its own CPU report. Finally the BSP powers
  * off through the FADT's sleep control register, or (cmdline "mode=count") counts
- * in memory forever for the pause/resume test, or (cmdline "mode=tick") counts
+ * in memory forever for the pause/resume test, or (cmdline "mode=triple")
+ * triple-faults on purpose for the diagnostic bundle's test, or (cmdline "mode=tick") counts
  * and reports on COM2 now and then, with the payload region's first word, for
  * the save/restore test. */
 
@@ -602,6 +603,16 @@ void guest_main(u64 info, u32 proto)
 	kv("done", ap_done);
 	puts("\n");
 
+	if (cmdline_text && has_word(cmdline_text, "mode=triple")) {
+		/* A triple fault on purpose: an empty IDT, then an exception that
+		 * needs it (#BP -> #GP -> double fault -> shutdown). */
+		struct {
+			u16 limit;
+			u64 base;
+		} __attribute__((packed)) empty = {0, 0};
+		puts("TRIPLE\n");
+		__asm__ volatile("lidt %0; int3" : : "m"(empty));
+	}
 	if (cmdline_text && has_word(cmdline_text, "mode=count")) {
 		puts("COUNTER");
 		kv("addr", (u64)&counter);

@@ -22,6 +22,7 @@
 //! honours CX16 but still shows XSAVE: Linux then stops at its first xrstor).
 
 mod devices;
+mod diag;
 mod event_loop;
 pub(crate) mod payload;
 pub use payload::{KVM_PAYLOAD_GPA, KVM_PAYLOAD_MAX, PAYLOAD_CMDLINE_PARAM};
@@ -249,6 +250,12 @@ pub struct KvmVm {
     tail: Tail,
     ended: Option<EndReason>,
     nr_vcpus: usize,
+    /// The spec it was built from, for a diagnostic bundle.
+    spec_text: String,
+    /// Every vCPU's registers and last exits as it stopped (after teardown).
+    farewells: Vec<diag::VcpuDiag>,
+    /// The diagnostic bundle written when the VM failed.
+    diagnostics: Option<std::path::PathBuf>,
     /// What a snapshot of this machine records about it.
     meta: snapshot::Meta,
     // Declared last: the VM (its irqchip, memory slots and irqfds) goes
@@ -453,6 +460,9 @@ impl KvmVm {
             tail,
             ended: None,
             nr_vcpus,
+            spec_text: format!("{spec:?}"),
+            farewells: Vec::new(),
+            diagnostics: None,
             meta,
             vm,
             ram,
@@ -541,12 +551,13 @@ impl KvmVm {
             if let Some(mut e) = self.events.take() {
                 e.stop();
             }
+            self.farewells = shared.farewells();
             // Dropping the last reference closes the UART pipes: consoles see the end.
             drop(shared);
         }
     }
 
-    fn classify(&self, end: End) -> EndReason {
+    fn classify(&mut self, end: End) -> EndReason {
         // Let the console reader take in the last lines.
         std::thread::sleep(Duration::from_millis(20));
         if let Some(lines) = self.tail.crash_report() {
@@ -556,13 +567,47 @@ impl KvmVm {
             End::PowerOff => EndReason::PowerOff,
             End::Reset => EndReason::Reset,
             End::Killed => EndReason::Killed,
-            End::Fatal(detail) => EndReason::Crashed {
-                detail: format!(
-                    "{detail}; last console lines: {}",
-                    self.tail.last(10).join(" | ")
-                ),
-            },
+            End::TripleFault(what) => {
+                // A triple fault leaves nothing on the console: say it here.
+                eprintln!("ktstr-vmm: {what}; {}", self.write_bundle(&what));
+                EndReason::Reset
+            }
+            End::Fatal(detail) => {
+                let bundle = self.write_bundle(&detail);
+                EndReason::Crashed {
+                    detail: format!(
+                        "{detail}; {bundle}; last console lines: {}",
+                        self.tail.last(10).join(" | ")
+                    ),
+                }
+            }
         }
+    }
+
+    /// Writes the diagnostic bundle of a failed VM; what the failure says
+    /// of it.
+    fn write_bundle(&mut self, end: &str) -> String {
+        let console = self.tail.last(200);
+        match diag::write_bundle(end, &self.spec_text, &self.farewells, &console) {
+            Ok(path) => {
+                let said = format!(
+                    "the own KVM VMM failed: diagnostic bundle {} (please send it with a bug \
+                     report); KTSTR_BACKEND=qemu keeps ktstr working on QEMU meanwhile",
+                    path.display()
+                );
+                self.diagnostics = Some(path);
+                said
+            }
+            Err(why) => format!(
+                "the own KVM VMM failed and its diagnostic bundle could not be written ({why});                  KTSTR_BACKEND=qemu keeps ktstr working on QEMU meanwhile"
+            ),
+        }
+    }
+
+    /// The diagnostic bundle written when the VM failed (KVM error,
+    /// emulation failure, triple fault), if it did.
+    pub fn diagnostics(&self) -> Option<&std::path::Path> {
+        self.diagnostics.as_deref()
     }
 }
 

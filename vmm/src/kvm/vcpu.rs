@@ -10,6 +10,7 @@ use kvm_bindings::{Msrs, kvm_msr_entry, kvm_run};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::devices::{BusEvent, IoBus};
+use super::diag::{ExitLog, VcpuDiag};
 use super::state::VcpuState;
 pub use crate::VcpuRegs;
 
@@ -18,6 +19,8 @@ pub use crate::VcpuRegs;
 pub(crate) enum End {
     PowerOff,
     Reset,
+    /// KVM_EXIT_SHUTDOWN: a reset to the guest, a failure to diagnose.
+    TripleFault(String),
     Fatal(String),
     Killed,
 }
@@ -33,6 +36,8 @@ struct State {
     capture_gen: u64,
     /// Per vCPU: the request it last answered, and its answer (taken by the requester).
     captured: Vec<(u64, Option<Result<VcpuState, String>>)>,
+    /// Per vCPU: its registers and last exits as it left its run loop.
+    farewells: Vec<Option<VcpuDiag>>,
 }
 
 /// What the vCPU threads and the machine share.
@@ -95,6 +100,7 @@ impl Shared {
                 running: vcpus,
                 regs: vec![None; vcpus],
                 captured: (0..vcpus).map(|_| (0, None)).collect(),
+                farewells: vec![None; vcpus],
                 ..State::default()
             }),
             cond: Condvar::new(),
@@ -228,8 +234,16 @@ impl Shared {
         st.regs[index] = None;
     }
 
-    fn exited(&self) {
+    /// What each vCPU left behind (after the threads are joined: all of them).
+    pub(crate) fn farewells(&self) -> Vec<VcpuDiag> {
+        self.lock().farewells.iter().flatten().cloned().collect()
+    }
+
+    fn exited(&self, index: usize, last: VcpuDiag) {
         let mut st = self.lock();
+        if let Some(f) = st.farewells.get_mut(index) {
+            *f = Some(last);
+        }
         st.running -= 1;
         if st.running == 0 {
             // The guest is gone: close the serial outputs so their consoles end.
@@ -294,6 +308,7 @@ fn describe_shutdown(vcpu: &VcpuFd) -> String {
 pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
     let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
     KVM_RUN.with(|p| p.set(run_ptr));
+    let mut log = ExitLog::new();
     loop {
         // Clear a stale kick before looking at the flags: a kick after this
         // point makes the next KVM_RUN return at once.
@@ -306,28 +321,38 @@ pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
             continue;
         }
         let end = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => shared.bus.write(port, data).map(|e| match e {
-                BusEvent::PowerOff => End::PowerOff,
-                BusEvent::Reset => End::Reset,
-            }),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                log.note("io-out", port.into());
+                shared.bus.write(port, data).map(|e| match e {
+                    BusEvent::PowerOff => End::PowerOff,
+                    BusEvent::Reset => End::Reset,
+                })
+            }
             Ok(VcpuExit::IoIn(port, data)) => {
+                log.note("io-in", port.into());
                 shared.bus.read(port, data);
                 None
             }
-            Ok(VcpuExit::MmioRead(_, data)) => {
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                log.note("mmio-read", addr);
                 data.fill(0);
                 None
             }
-            Ok(VcpuExit::MmioWrite(..)) => None,
+            Ok(VcpuExit::MmioWrite(addr, _)) => {
+                log.note("mmio-write", addr);
+                None
+            }
             // With the in-kernel irqchip HLT stays in the kernel; without it, nothing to do.
-            Ok(VcpuExit::Hlt) => None,
+            Ok(VcpuExit::Hlt) => {
+                log.note("hlt", 0);
+                None
+            }
             Ok(VcpuExit::Shutdown) => {
-                // A triple fault leaves nothing on the console: say it here.
-                eprintln!(
-                    "ktstr-vmm: vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN): {}",
+                log.note("shutdown", 0);
+                Some(End::TripleFault(format!(
+                    "vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN): {}",
                     describe_shutdown(&vcpu)
-                );
-                Some(End::Reset)
+                )))
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => End::PowerOff,
@@ -335,18 +360,28 @@ pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
                 other => End::Fatal(format!("vCPU {index}: KVM system event {other}")),
             }),
             Ok(VcpuExit::InternalError) => {
+                log.note("internal-error", 0);
                 let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
                 Some(End::Fatal(format!(
                     "vCPU {index}: KVM_EXIT_INTERNAL_ERROR at rip {rip:#x} (an instruction the hypervisor cannot emulate?)"
                 )))
             }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(End::Fatal(format!(
-                "vCPU {index}: KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x} on host cpu {cpu}"
-            ))),
-            Ok(VcpuExit::Intr) => None,
-            Ok(other) => Some(End::Fatal(format!(
-                "vCPU {index}: unexpected exit {other:?}"
-            ))),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                log.note("fail-entry", reason);
+                Some(End::Fatal(format!(
+                    "vCPU {index}: KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x} on host cpu {cpu}"
+                )))
+            }
+            Ok(VcpuExit::Intr) => {
+                log.note("intr", 0);
+                None
+            }
+            Ok(other) => {
+                log.note("other", 0);
+                Some(End::Fatal(format!(
+                    "vCPU {index}: unexpected exit {other:?}"
+                )))
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Err(e) => Some(End::Fatal(format!("vCPU {index}: KVM_RUN failed: {e}"))),
         };
@@ -355,6 +390,7 @@ pub(crate) fn run(mut vcpu: VcpuFd, index: usize, shared: &Shared) {
         }
     }
     KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+    let last = VcpuDiag::capture(&vcpu, index, &log);
     drop(vcpu);
-    shared.exited();
+    shared.exited(index, last);
 }
