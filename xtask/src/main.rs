@@ -7,6 +7,7 @@ mod bench;
 mod bench_monitor;
 mod kernels;
 mod kselftest;
+mod nested_qemu;
 mod schedulers;
 mod setup;
 mod stress;
@@ -103,6 +104,10 @@ struct SetupCmd {
     /// several minutes; `cargo xtask test --full` does it too)
     #[argh(switch)]
     book: bool,
+    /// also make the private trixie root with QEMU 11.1 for the nested
+    /// own-VMM tests (KTSTR_L1_QEMU; about 500 MB under the cache)
+    #[argh(switch)]
+    nested_qemu: bool,
 }
 
 fn main() -> ExitCode {
@@ -111,13 +116,21 @@ fn main() -> ExitCode {
     ktstr::shell::agent_main();
     let args: Xtask = argh::from_env();
     let result = match args.cmd {
-        Cmd::Setup(s) => setup::run().and_then(|()| {
-            if s.book {
-                setup::ensure_mdbook()
-            } else {
-                Ok(())
-            }
-        }),
+        Cmd::Setup(s) => setup::run()
+            .and_then(|()| {
+                if s.book {
+                    setup::ensure_mdbook()
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| {
+                if s.nested_qemu {
+                    nested_qemu::ensure().map(drop)
+                } else {
+                    Ok(())
+                }
+            }),
         Cmd::Kernel(k) => kernel_env().and_then(|env| k.run("kernel", &env)),
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),

@@ -261,10 +261,20 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     if run.single_thread {
         spec.tcg = ktstr_vmm::TcgMode::Single;
     }
-    let qemu = QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
-        .expect("QEMU (cargo xtask setup installs it)")
-        .with_accel(ktstr_vmm::qemu::Accel::Tcg)
-        .with_nested_svm(true);
+    // KTSTR_L1_QEMU: another QEMU as the L1's hypervisor (`cargo xtask setup
+    // --nested-qemu` makes QEMU 11.1 in a private trixie root).
+    let qemu = match std::env::var_os("KTSTR_L1_QEMU") {
+        Some(path) => QemuBackend::new(std::path::PathBuf::from(&path)).unwrap_or_else(|e| {
+            panic!(
+                "KTSTR_L1_QEMU={}: {e} (cargo xtask setup --nested-qemu makes one)",
+                path.display()
+            )
+        }),
+        None => QemuBackend::find_in(&std::env::var_os("PATH").unwrap_or_default())
+            .expect("QEMU (cargo xtask setup installs it)"),
+    }
+    .with_accel(ktstr_vmm::qemu::Accel::Tcg)
+    .with_nested_svm(true);
     // The L1 keeps its vCPU threads busy: it takes host slots for them.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let qemu = ktstr_vmm::Slotted::new(
