@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod aml;
 mod error;
 mod fadt;
 mod madt;

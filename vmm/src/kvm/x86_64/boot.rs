@@ -20,7 +20,6 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::aml::{self, SerialPort};
 use super::layout::{
     CMDLINE_ADDR, CMDLINE_MAX, E820Entry, EBDA_START, HIMEM_START, PVH_INFO_ADDR, PVH_MEMMAP_ADDR,
     PVH_MEMMAP_MAX, PVH_MODLIST_ADDR, ZERO_PAGE_ADDR, e820_map, initrd_address,
@@ -31,6 +30,7 @@ use crate::kvm::devices::{
     PORT_SLEEP_STATUS,
 };
 use crate::{RamRegion, VmSpec, VmmError};
+use ktstr_acpi::aml::{self, SerialPort};
 
 /// What the VMM placed where, for the boot vCPU and for diagnostics.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub(crate) fn fadt_config() -> FadtConfig {
 }
 
 /// The DSDT's device descriptions: COM1 and COM2 with their interrupts (see
-/// [`aml`] for why a hardware-reduced machine needs them).
+/// [`ktstr_acpi::aml`] for why a hardware-reduced machine needs them).
 pub(crate) fn dsdt_aml() -> Vec<u8> {
     aml::serial_ports(&[
         SerialPort {

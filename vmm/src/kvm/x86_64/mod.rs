@@ -1,7 +1,8 @@
 //! x86-64 specifics of the KVM VMM: memory layout and e820, kernel loading and
 //! the boot protocols, the boot vCPU's registers, per-vCPU CPUID.
 
-pub(crate) mod aml;
+#[cfg(test)]
+mod aml;
 pub(crate) mod boot;
 pub(crate) mod cpuid;
 pub(crate) mod layout;
