@@ -21,7 +21,9 @@
 //! see complete files; a lost race costs a rebuild, never a wrong archive.
 
 use std::fs::{self, File};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -225,17 +227,31 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A 128-bit key over `value` (two SipHash runs with distinct prefixes). A
-/// cache key, not a security boundary: the cache directory is the user's own.
+/// Feeds what [`Hash`] writes into SHA-256: unlike std's `DefaultHasher`,
+/// whose algorithm may change between Rust releases, the digest of the same
+/// bytes is the same forever, so a cache survives a toolchain update.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Unused: keys take the whole digest ([`key`]).
+    fn finish(&self) -> u64 {
+        let d = self.0.clone().finalize();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+}
+
+/// A 128-bit key over `value`: the first half of the SHA-256 of what its
+/// [`Hash`] writes, after the cache format. A cache key, not a security
+/// boundary: the cache directory is the user's own.
 fn key(value: &impl Hash) -> String {
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        salt.hash(&mut h);
-        FORMAT.hash(&mut h);
-        value.hash(&mut h);
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(1), half(2))
+    let mut h = Sha256Hasher(Sha256::new());
+    FORMAT.hash(&mut h);
+    value.hash(&mut h);
+    hex(&h.0.finalize()[..16])
 }
 
 /// A unique name for a temporary file of this process.
@@ -714,6 +730,19 @@ impl Drop for InitrdFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys are SHA-256 of the value's `Hash` bytes: fixed across Rust
+    /// releases (the value below was computed once and must never change
+    /// unless FORMAT does).
+    #[test]
+    fn keys_are_stable_sha256_digests() {
+        let k = key(&("busybox", 3u32));
+        assert_eq!(k.len(), 32);
+        // sha256("ktstr-initramfs-manifest 1" 0xff "busybox" 0xff 03 00 00 00),
+        // what `str` and `u32` write to a Hasher; checked with Python's hashlib.
+        assert_eq!(k, "bc2ad47281c8db6ae9d06bbea13a1793");
+        assert_ne!(key(&("busybox", 4u32)), k);
+    }
     use crate::cpio::parse;
 
     fn spec_with(dir: &Path, contents: &[u8]) -> BaseSpec {
