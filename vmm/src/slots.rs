@@ -10,7 +10,6 @@
 //! kernel drops a dead process's locks.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,16 +40,13 @@ impl SlotGuard {
     }
 }
 
-fn flock(f: &File, op: libc::c_int) -> std::io::Result<bool> {
-    // SAFETY: flock on a descriptor this function's caller owns.
-    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
+/// Takes `f`'s exclusive lock if it is free (std's `File::try_lock`, the
+/// lock the other caches of ktstr use: `flock` on Linux).
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -96,7 +92,7 @@ impl HostSlots {
         std::fs::create_dir_all(&self.dir)?;
         // One acquirer at a time: whoever waits for a busy slot holds this.
         let turn = self.open("acquire.lock")?;
-        flock(&turn, libc::LOCK_EX)?;
+        turn.lock()?;
         let slots: Vec<File> = (0..self.cores)
             .map(|i| self.open(&format!("slot-{i}.lock")))
             .collect::<std::io::Result<_>>()?;
@@ -104,7 +100,7 @@ impl HostSlots {
         let mut held = 0;
         loop {
             for (i, f) in slots.iter().enumerate() {
-                if held < want && !mine[i] && flock(f, libc::LOCK_EX | libc::LOCK_NB)? {
+                if held < want && !mine[i] && try_lock(f)? {
                     mine[i] = true;
                     held += 1;
                 }
@@ -114,7 +110,7 @@ impl HostSlots {
             }
             // Too few free: wait for the first busy one.
             let busy = mine.iter().position(|m| !m).expect("fewer held than exist");
-            flock(&slots[busy], libc::LOCK_EX)?;
+            slots[busy].lock()?;
             mine[busy] = true;
             held += 1;
         }
@@ -269,7 +265,7 @@ mod tests {
             .write(true)
             .open(dir.join(format!("slot-{i}.lock")))
             .expect("open");
-        !flock(&f, libc::LOCK_EX | libc::LOCK_NB).expect("flock")
+        !try_lock(&f).expect("try_lock")
     }
 
     #[test]
