@@ -16,7 +16,7 @@ use kvm_bindings::{
     kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
     kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 
 use crate::VmmError;
 
@@ -216,9 +216,23 @@ impl VcpuState {
         let regs = vcpu.get_regs().map_err(e("KVM_GET_REGS"))?;
         let sregs = vcpu.get_sregs().map_err(e("KVM_GET_SREGS"))?;
         let fpu = vcpu.get_fpu().map_err(e("KVM_GET_FPU"))?;
-        let xsave = vcpu.get_xsave().ok().map(Box::new);
-        let xcrs = vcpu.get_xcrs().ok();
-        let debug = vcpu.get_debug_regs().ok();
+        // XSAVE, XCRs and debug registers where this KVM has them (a
+        // software /dev/kvm may not); where it has them, a failed read fails
+        // the capture instead of saving a vCPU without them.
+        let kvm = Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
+        let has = |cap: Cap| kvm.check_extension(cap);
+        let xsave = match has(Cap::Xsave) {
+            true => Some(Box::new(vcpu.get_xsave().map_err(e("KVM_GET_XSAVE"))?)),
+            false => None,
+        };
+        let xcrs = match has(Cap::Xcrs) {
+            true => Some(vcpu.get_xcrs().map_err(e("KVM_GET_XCRS"))?),
+            false => None,
+        };
+        let debug = match has(Cap::Debugregs) {
+            true => Some(vcpu.get_debug_regs().map_err(e("KVM_GET_DEBUGREGS"))?),
+            false => None,
+        };
         let lapic = vcpu.get_lapic().map_err(e("KVM_GET_LAPIC"))?;
         let msrs = read_msrs_of(vcpu, msr_indices()?)?;
         let events = vcpu.get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?;
