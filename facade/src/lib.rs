@@ -109,6 +109,7 @@
 //! ```
 
 mod channel;
+mod dump;
 pub mod config;
 mod error;
 mod guest;

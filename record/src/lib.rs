@@ -24,18 +24,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod dump;
 mod figures;
 mod monitor;
 mod read;
 mod record;
 mod report;
+mod verifier;
 
+pub use dump::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
 pub use figures::{FAIRNESS_CHECK, key_figures, secs};
 pub use ktstr_kernel::{KernelId, KernelSource, KernelVersion};
 pub use monitor::{KernelPlacement, MonitorSample, MonitorSummary};
 pub use read::{RecordError, parse, read_file, read_lines};
 pub use record::{
     HostFacts, KernelRecord, PhaseSeconds, RunRecord, SchedulerRecord, Start, StepRecord, Verdict,
+};
+pub use verifier::{
+    Baseline, BaselineEntry, COMPLEXITY_LIMIT, DEFAULT_GROWTH_PCT, GateFailure, LIMIT_MARGIN_PCT,
+    ProgStats, gate,
 };
 pub use report::{CheckRecord, Figure, Policy, WakeLatency, WorkerRecord};
 

@@ -126,7 +126,7 @@ pub struct MapDump {
 }
 
 impl MapDump {
-    /// Entries counted but not shown.
+    /// Entries counted but not shown (per-CPU entries count once per key).
     pub fn left_out(&self) -> u64 {
         let shown_keys = {
             let mut keys: Vec<&str> = self.entries.iter().map(|e| e.key.as_str()).collect();
@@ -235,75 +235,4 @@ pub fn map_type_name(t: u32) -> &'static str {
         "arena",
     ];
     NAMES.get(t as usize).copied().unwrap_or("unknown")
-}
-
-impl std::fmt::Display for SchedulerDump {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.scheduler {
-            Ok(Some(n)) => writeln!(f, "scheduler {n} (attached)")?,
-            Ok(None) => writeln!(
-                f,
-                "no sched_ext scheduler attached (its DSQs went with it; maps kept alive by ktstr)"
-            )?,
-            Err(e) => writeln!(f, "scheduler: {e}")?,
-        }
-        for s in &self.sections {
-            writeln!(f, "  {} (map {} id {}):", s.section, s.map, s.map_id)?;
-            match &s.vars {
-                Ok(vars) if vars.is_empty() => writeln!(f, "    (no variables)")?,
-                Ok(vars) => {
-                    for v in vars {
-                        writeln!(f, "    {} {} = {}", v.type_name, v.name, v.value)?;
-                    }
-                }
-                Err(e) => writeln!(f, "    {e}")?,
-            }
-        }
-        for m in &self.maps {
-            let total = m.total.map_or_else(|| "?".into(), |t| t.to_string());
-            writeln!(
-                f,
-                "  map {} (id {}, {}, {} of {} entries, key {} B, value {} B):",
-                m.name, m.id, m.kind, total, m.max_entries, m.key_size, m.value_size
-            )?;
-            for e in &m.entries {
-                match e.cpu {
-                    Some(c) => writeln!(f, "    [{}] cpu{c}: {}", e.key, e.value)?,
-                    None => writeln!(f, "    [{}] {}", e.key, e.value)?,
-                }
-            }
-            let left = m.left_out();
-            if left > 0 {
-                writeln!(f, "    ... {left} more entries not shown")?;
-            }
-            if let Some(n) = &m.note {
-                writeln!(f, "    ({n})")?;
-            }
-        }
-        if let Some(e) = &self.maps_error {
-            writeln!(f, "  maps: {e}")?;
-        }
-        if self.maps_left_out > 0 {
-            writeln!(f, "  ... {} more maps not read", self.maps_left_out)?;
-        }
-        match &self.dsqs {
-            Ok(d) if d.is_empty() => writeln!(f, "  DSQs: none")?,
-            Ok(d) => {
-                for q in d {
-                    let tasks: Vec<String> =
-                        q.tasks.iter().map(|(p, c)| format!("{p}:{c}")).collect();
-                    write!(f, "  DSQ {} nr={}", q.name, q.nr)?;
-                    if !tasks.is_empty() {
-                        write!(f, " [{}]", tasks.join(" "))?;
-                    }
-                    if let Some(n) = &q.note {
-                        write!(f, " ({n})")?;
-                    }
-                    writeln!(f)?;
-                }
-            }
-            Err(e) => writeln!(f, "  DSQs: {e}")?,
-        }
-        write!(f, "  (read in {:.1?})", self.read_time)
-    }
 }

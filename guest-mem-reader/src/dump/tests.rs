@@ -11,14 +11,14 @@ fn section<'a>(d: &'a SchedulerDump, name: &str) -> &'a SectionDump {
     d.sections
         .iter()
         .find(|s| s.section == name)
-        .unwrap_or_else(|| panic!("no section {name} in {d}"))
+        .unwrap_or_else(|| panic!("no section {name} in {d:?}"))
 }
 
 fn map<'a>(d: &'a SchedulerDump, name: &str) -> &'a MapDump {
     d.maps
         .iter()
         .find(|m| m.name == name)
-        .unwrap_or_else(|| panic!("no map {name} in {d}"))
+        .unwrap_or_else(|| panic!("no map {name} in {d:?}"))
 }
 
 #[test]
@@ -71,16 +71,8 @@ fn the_crafted_scheduler_dumps_globals_maps_and_dsqs() {
         [(301, "stress-0".to_string()), (302, "stress-1".to_string())]
     );
     assert_eq!(q.note.as_deref(), Some("3 more not shown"));
-    let text = d.to_string();
-    for needle in [
-        "scheduler ktstr_fifo",
-        "u64 nr_dispatched = 40",
-        "[101] {pid=101, weight=100}",
-        "DSQ 0x10 nr=5 [301:stress-0 302:stress-1]",
-        "DSQ local cpu1 nr=2",
-    ] {
-        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
-    }
+    let local = &dsqs[dsqs.len() - 1];
+    assert_eq!((local.name.as_str(), local.nr), ("local cpu1", 2));
 }
 
 #[test]
@@ -93,7 +85,6 @@ fn a_bounded_dump_counts_what_it_leaves_out() {
     let d = g.kernel().scheduler_dump(&limits);
     let ctx = map(&d, "task_ctx");
     assert_eq!((ctx.entries.len(), ctx.total, ctx.left_out()), (1, Some(2), 1));
-    assert!(d.to_string().contains("... 1 more entries not shown"), "{d}");
     let q = &d.dsqs.as_ref().expect("DSQs read")[0];
     assert_eq!((q.tasks.len(), q.note.as_deref()), (1, Some("4 more not shown")));
 }
@@ -134,9 +125,8 @@ fn garbage_pointers_become_messages() {
         d.maps_error
             .as_deref()
             .is_some_and(|e| e.contains("map_idr")),
-        "{d}"
+        "{d:?}"
     );
-    assert!(d.to_string().contains("maps: listing the BPF maps"), "{d}");
 }
 
 #[test]
