@@ -51,6 +51,7 @@ const EXIT_DONE: usize = 4;
 struct Layout {
     nr_enqueued: usize,
     nr_dispatched: usize,
+    nr_select_cpu: usize,
     mark: usize,
     ctl: usize,
     exit_rec: usize,
@@ -138,6 +139,7 @@ impl Loaded {
         for (what, offset, size) in [
             ("nr_enqueued", l.nr_enqueued, 8),
             ("nr_dispatched", l.nr_dispatched, 8),
+            ("nr_select_cpu", l.nr_select_cpu, 8),
             ("ktstr_ctl", l.ctl, CTL_SIZE),
             ("ktstr_exit_rec", l.exit_rec, size_of::<RawExitRec>()),
         ] {
@@ -163,12 +165,14 @@ pub struct Bss<'obj> {
 }
 
 impl Bss<'_> {
-    /// `nr_enqueued` and `nr_dispatched`.
-    pub fn counters(&self) -> (u64, u64) {
+    /// `nr_enqueued`, `nr_dispatched` and `nr_select_cpu`.
+    pub fn counters(&self) -> (u64, u64, u64) {
         (
             self.atomic_u64(self.layout.nr_enqueued)
                 .load(Ordering::Relaxed),
             self.atomic_u64(self.layout.nr_dispatched)
+                .load(Ordering::Relaxed),
+            self.atomic_u64(self.layout.nr_select_cpu)
                 .load(Ordering::Relaxed),
         )
     }
@@ -317,6 +321,7 @@ fn layout(open: &OpenObject) -> Result<Layout> {
     Ok(Layout {
         nr_enqueued: var("nr_enqueued", 8)?,
         nr_dispatched: var("nr_dispatched", 8)?,
+        nr_select_cpu: var("nr_select_cpu", 8)?,
         mark: var("ktstr_mark", 8)?,
         ctl: var("ktstr_ctl", CTL_SIZE)?,
         exit_rec: var("ktstr_exit_rec", size_of::<RawExitRec>())?,
@@ -370,6 +375,7 @@ mod tests {
         let mut offsets = [
             layout.nr_enqueued,
             layout.nr_dispatched,
+            layout.nr_select_cpu,
             layout.ctl,
             layout.exit_rec,
         ];

@@ -7,7 +7,7 @@
 //! Output on stdout, one line each, for the harness to parse:
 //! ```text
 //! scx-ktstr: attached ops=ktstr timeout_ms=3000 pid=123
-//! scx-ktstr: nr_enqueued=1042 nr_dispatched=1040
+//! scx-ktstr: nr_enqueued=1042 nr_dispatched=1040 nr_select_cpu=977
 //! scx-ktstr: stall requested
 //! scx-ktstr: crash requested
 //! scx-ktstr: exit kind=SCX_EXIT_ERROR_STALL code=1026 exit_code=0
@@ -204,6 +204,14 @@ enum End {
     Ejected,
 }
 
+/// The counters line of the module docs.
+fn print_counters(bss: &bpf::Bss<'_>) {
+    let (enqueued, dispatched, select_cpu) = bss.counters();
+    println!(
+        "scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched} nr_select_cpu={select_cpu}"
+    );
+}
+
 fn run(config: &Config) -> Result<ExitCode> {
     install_signal_handlers()?;
     let mut loaded = Loaded::load(config.timeout_ms)?;
@@ -259,8 +267,7 @@ fn run(config: &Config) -> Result<ExitCode> {
         if let (Some(due), Some(interval)) = (next_stats, config.stats_interval) {
             let now = Instant::now();
             if now >= due {
-                let (enqueued, dispatched) = bss.counters();
-                println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+                print_counters(&bss);
                 next_stats = Some(now + interval);
             }
         }
@@ -280,8 +287,7 @@ fn run(config: &Config) -> Result<ExitCode> {
         }
         std::thread::sleep(POLL);
     };
-    let (enqueued, dispatched) = bss.counters();
-    println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+    print_counters(&bss);
     let Some(info) = info else {
         bail!(
             "ktstr_exit never ran within {DETACH_WAIT:?} of detaching ({})",

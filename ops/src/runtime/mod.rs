@@ -280,8 +280,15 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     // No scheduler of its own ever attached (EEVDF): nothing to dump.
     let progs = sup.prog_infos();
     let had_scheduler = cfg.boot_scheduler.is_some() || !progs.is_empty();
-    if had_scheduler && (cfg.dump || !verdict.is_pass() || sup.died().is_some()) {
-        let _ = crate::snapshot::capture(crate::snapshot::DUMP_SNAPSHOT);
+    let why = if sup.died().is_some() {
+        Some("the scheduler died")
+    } else if !verdict.is_pass() {
+        Some("the verdict failed")
+    } else {
+        cfg.dump.then_some("requested")
+    };
+    if let Some(why) = why.filter(|_| had_scheduler) {
+        let _ = crate::snapshot::capture(&format!("{}:{why}", crate::snapshot::DUMP_SNAPSHOT));
     }
     if !progs.is_empty()
         && let Ok(data) = serde_json::to_value(&progs)
