@@ -17,6 +17,7 @@ mod select;
 mod store;
 #[cfg(test)]
 mod trace_format;
+mod verifier;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ enum Cmd {
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
     Probe(ktstr_cli::ProbeCmd),
+    Verifier(verifier::VerifierCmd),
 }
 
 /// Run the package's tests (nextest when installed, else cargo test); each
@@ -335,6 +337,7 @@ fn main() -> ExitCode {
         }
         Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok),
         Cmd::Probe(c) => host().and_then(|h| ktstr_cli::probe(&c, &h).map(|()| Done::Ok)),
+        Cmd::Verifier(c) => verifier::verifier(&c),
     };
     match done {
         Ok(Done::Ok) => ExitCode::SUCCESS,
