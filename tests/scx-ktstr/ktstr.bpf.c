@@ -83,6 +83,9 @@ u64 nr_enqueued;
 u64 nr_dispatched;
 u64 nr_select_cpu;
 u64 ktstr_mark;
+#ifdef KTSTR_PLANTED_COMPLEXITY
+u64 ktstr_planted;
+#endif
 
 /*
  * Per task (by pid): how often it was enqueued and where it last woke. The
@@ -191,6 +194,22 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 		/* Full: the task goes uncounted, never unscheduled. */
 		bpf_map_update_elem(&ktstr_tasks, &pid, &init, BPF_NOEXIST);
 	}
+#ifdef KTSTR_PLANTED_COMPLEXITY
+	/*
+	 * The planted regression of the copy built as ktstr_planted.bpf.o
+	 * (loaded with --planted-complexity): an unrolled loop that multiplies
+	 * the instructions the verifier walks through in this program.
+	 */
+	{
+		u64 h = pid;
+		int i;
+
+#pragma unroll
+		for (i = 0; i < 64; i++)
+			h = (h ^ (h >> 7)) * 31 + i;
+		ktstr_planted = h;
+	}
+#endif
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
 	scx_bpf_dsq_insert(p, ktstr_dsq, slice, enq_flags);

@@ -72,6 +72,11 @@ struct Args {
     #[argh(switch)]
     fail_init: bool,
 
+    /// load the copy of the BPF object with a planted verifier-complexity
+    /// regression (an unrolled loop in ktstr_enqueue), for the verifier gate
+    #[argh(switch)]
+    planted_complexity: bool,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -100,6 +105,7 @@ struct Config {
     unfair: bool,
     no_dispatch_count: bool,
     fail_init: bool,
+    planted_complexity: bool,
     mark: Option<u64>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
@@ -123,6 +129,7 @@ impl Config {
             unfair: args.unfair,
             no_dispatch_count: args.no_dispatch_count,
             fail_init: args.fail_init,
+            planted_complexity: args.planted_complexity,
             mark: args.mark,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
@@ -214,7 +221,7 @@ fn print_counters(bss: &bpf::Bss<'_>) {
 
 fn run(config: &Config) -> Result<ExitCode> {
     install_signal_handlers()?;
-    let mut loaded = Loaded::load(config.timeout_ms)?;
+    let mut loaded = Loaded::load(config.timeout_ms, config.planted_complexity)?;
     {
         // Before attaching, so not one dispatch is counted or sees no mark.
         let bss = loaded.bss()?;
@@ -340,6 +347,7 @@ mod tests {
                 unfair: false,
                 no_dispatch_count: false,
                 fail_init: false,
+                planted_complexity: false,
                 mark: None,
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
@@ -376,6 +384,7 @@ mod tests {
                 unfair: true,
                 no_dispatch_count: true,
                 fail_init: false,
+                planted_complexity: false,
                 mark: Some(77),
                 timeout_ms: 5000,
                 stats_interval: None,

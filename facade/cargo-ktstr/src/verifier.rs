@@ -96,7 +96,10 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
             kernel.vmlinux.display()
         );
         let before = read_records(&results).len();
-        let outcome = run_test_with_kernel(TEST, Some(&kernel.vmlinux));
+        // The cache entry, not its vmlinux: the kernel's config comes with it
+        // (libbpf's __kconfig externs read it in the guest).
+        let entry = kernel.vmlinux.parent().unwrap_or(&kernel.vmlinux);
+        let outcome = run_test_with_kernel(TEST, Some(entry));
         let records = read_records(&results);
         let record = records.get(before..).and_then(|r| r.last());
         let label = record
