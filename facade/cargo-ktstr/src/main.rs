@@ -9,6 +9,7 @@ mod bisect;
 mod cargo;
 mod compare;
 mod html;
+mod html_dump;
 #[cfg(test)]
 mod junit_schema;
 mod report;
