@@ -43,7 +43,14 @@ fn main() {
         ("ktstr.bpf.o", &[][..]),
         ("ktstr_planted.bpf.o", &["-DKTSTR_PLANTED_COMPLEXITY"][..]),
     ] {
-        compile(&clang, &libbpf_include, &src_dir, &source, &out_dir.join(name), defines);
+        compile(
+            &clang,
+            &libbpf_include,
+            &src_dir,
+            &source,
+            &out_dir.join(name),
+            defines,
+        );
     }
 }
 

@@ -50,9 +50,10 @@ pub(crate) fn to_record(d: &Read, reason: &str, t: Duration) -> SchedulerDump {
                 .collect(),
             None,
         ),
-        Err(e) if scheduler.is_none() && scheduler_error.is_none() => {
-            (Vec::new(), Some(format!("none (no scheduler attached: {e})")))
-        }
+        Err(e) if scheduler.is_none() && scheduler_error.is_none() => (
+            Vec::new(),
+            Some(format!("none (no scheduler attached: {e})")),
+        ),
         Err(e) => (Vec::new(), Some(e.clone())),
     };
     SchedulerDump {
@@ -192,7 +193,10 @@ mod tests {
         assert_eq!(d.scheduler.as_deref(), Some("ktstr_fifo"));
         assert_eq!(d.var("nr_dispatched").and_then(|v| v.int), Some(40));
         let m = d.map("task_ctx").expect("the hash map");
-        assert_eq!((m.total, m.left_out, m.entries[0].key.as_str()), (Some(2), 0, "101"));
+        assert_eq!(
+            (m.total, m.left_out, m.entries[0].key.as_str()),
+            (Some(2), 0, "101")
+        );
         let text = d.to_string();
         assert!(
             text.contains("DSQ 0x10 nr=5 [301:stress-0 302:stress-1] (3 more not shown)"),

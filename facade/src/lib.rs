@@ -109,8 +109,8 @@
 //! ```
 
 mod channel;
-mod dump;
 pub mod config;
+mod dump;
 mod error;
 mod guest;
 mod kfuncs;

@@ -40,11 +40,11 @@ pub use read::{RecordError, parse, read_file, read_lines};
 pub use record::{
     HostFacts, KernelRecord, PhaseSeconds, RunRecord, SchedulerRecord, Start, StepRecord, Verdict,
 };
+pub use report::{CheckRecord, Figure, Policy, WakeLatency, WorkerRecord};
 pub use verifier::{
     Baseline, BaselineEntry, COMPLEXITY_LIMIT, DEFAULT_GROWTH_PCT, GateFailure, LIMIT_MARGIN_PCT,
     ProgStats, gate,
 };
-pub use report::{CheckRecord, Figure, Policy, WakeLatency, WorkerRecord};
 
 /// The version of the record's format. Readers refuse records of another.
 pub const SCHEMA: u64 = 1;

@@ -137,7 +137,10 @@ mod tests {
     }
 
     fn measured(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
-        entries.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect()
     }
 
     #[test]

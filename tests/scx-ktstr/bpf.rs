@@ -18,8 +18,7 @@ use libbpf_rs::{AsRawLibbpf, Btf, Link, MapCore, Object, ObjectBuilder, OpenObje
 /// The BPF object built by build.rs from `ktstr.bpf.c`.
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr.bpf.o"));
 /// Its copy with a planted verifier-complexity regression (`--planted-complexity`).
-static BPF_OBJECT_PLANTED: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_planted.bpf.o"));
+static BPF_OBJECT_PLANTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_planted.bpf.o"));
 
 /// Name of the struct_ops map (the C variable), and so of the object.
 const OPS_MAP: &str = "ktstr";
@@ -88,7 +87,11 @@ impl Loaded {
     pub fn load(timeout_ms: u32, planted: bool) -> Result<Self> {
         let mut builder = ObjectBuilder::default();
         builder.name(OPS_MAP).context("naming the BPF object")?;
-        let object = if planted { BPF_OBJECT_PLANTED } else { BPF_OBJECT };
+        let object = if planted {
+            BPF_OBJECT_PLANTED
+        } else {
+            BPF_OBJECT
+        };
         let mut open = builder
             .open_memory(object)
             .context("opening the embedded ktstr.bpf.o")?;

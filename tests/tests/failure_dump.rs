@@ -76,7 +76,10 @@ fn a_requested_dump(result: &VmResult) -> anyhow::Result<()> {
     let dump = result.dump.as_ref().context("dump = true read none")?;
     ensure!(dump.reason == "requested", "{}", dump.reason);
     ensure!(dump.scheduler.as_deref() == Some("ktstr"), "{dump}");
-    ensure!(dump.var("nr_enqueued").and_then(|v| v.int).unwrap_or(0) > 0, "{dump}");
+    ensure!(
+        dump.var("nr_enqueued").and_then(|v| v.int).unwrap_or(0) > 0,
+        "{dump}"
+    );
     Ok(())
 }
 

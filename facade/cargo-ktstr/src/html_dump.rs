@@ -85,12 +85,7 @@ fn dump(d: &SchedulerDump) -> String {
         );
         for e in &m.entries {
             let cpu = e.cpu.map(|c| format!(" cpu{c}:")).unwrap_or_default();
-            let _ = writeln!(
-                h,
-                "[{}]{cpu} {}",
-                xml_escape(&e.key),
-                xml_escape(&e.value)
-            );
+            let _ = writeln!(h, "[{}]{cpu} {}", xml_escape(&e.key), xml_escape(&e.value));
         }
         if m.left_out > 0 {
             let _ = writeln!(h, "... {} more entries left out", m.left_out);
@@ -160,7 +155,10 @@ mod tests {
             h.contains("<details><summary>map ktstr_tasks (id 2, hash): 20 of 4096 entries"),
             "{h}"
         );
-        assert!(h.contains("[54] {enqueues=42}") && h.contains("19 more entries"), "{h}");
+        assert!(
+            h.contains("[54] {enqueues=42}") && h.contains("19 more entries"),
+            "{h}"
+        );
         assert!(sections(&RunRecord::new("t::y", Verdict::Pass)).is_empty());
     }
 }

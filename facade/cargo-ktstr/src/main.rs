@@ -77,6 +77,10 @@ pub struct TestCmd {
     #[argh(switch)]
     /// boot every test cold, never from a snapshot of a booted guest
     no_restore: bool,
+    #[argh(switch)]
+    /// print the scheduler's state dump after passing tests too (failing ones
+    /// always get it)
+    dump: bool,
     #[argh(option)]
     /// VM backend: kvm, qemu or auto (default auto)
     backend: Option<String>,

@@ -44,7 +44,9 @@ pub struct VerifierCmd {
 /// Declared only to be replaced by `KTSTR_SCHEDULER`; verification of a big scheduler
 /// under a software CPU takes minutes.
 const PLACEHOLDER: Scheduler = Scheduler::named("verifier")
-    .binary(SchedulerSpec::Path("/nonexistent/replaced-by-KTSTR_SCHEDULER"))
+    .binary(SchedulerSpec::Path(
+        "/nonexistent/replaced-by-KTSTR_SCHEDULER",
+    ))
     .attach_timeout_s(600);
 
 /// The registered name of [`verifier_load`].
@@ -69,9 +71,10 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
     }
     let host0 = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
     let binary = scheduler_binary(&cmd.scheduler, &host0.cache_root)?;
-    let sched = binary
-        .file_name()
-        .map_or_else(|| cmd.scheduler.clone(), |n| n.to_string_lossy().into_owned());
+    let sched = binary.file_name().map_or_else(
+        || cmd.scheduler.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let results = std::env::temp_dir().join(format!("ktstr-verifier-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&results);
     // SAFETY: no other thread runs yet (nothing has been spawned; the host
@@ -263,13 +266,7 @@ fn table(sched: &str, measured: &[Measured]) -> String {
         }
         out.push('\n');
     }
-    let total = |m: &Measured| -> u64 {
-        m.progs
-            .iter()
-            .flatten()
-            .map(|p| p.verified_insns)
-            .sum()
-    };
+    let total = |m: &Measured| -> u64 { m.progs.iter().flatten().map(|p| p.verified_insns).sum() };
     out.push_str(&format!("{:<18}", "total processed"));
     for m in measured {
         out.push_str(&format!(" {:>30}", total(m)));
@@ -320,7 +317,10 @@ mod tests {
     #[test]
     fn a_missing_scheduler_names_where_it_was_looked_for() {
         let e = scheduler_binary("no-such-sched", Path::new("/nonexistent")).expect_err("missing");
-        assert!(e.contains("/nonexistent/schedulers/bin/no-such-sched"), "{e}");
+        assert!(
+            e.contains("/nonexistent/schedulers/bin/no-such-sched"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -329,7 +329,10 @@ mod tests {
         let p = dir.path().join("b.json");
         std::fs::write(&p, "{not json").expect("write");
         let e = read_baseline(&p, false).expect_err("malformed");
-        assert!(e.contains("b.json") && e.contains("--update-baseline"), "{e}");
+        assert!(
+            e.contains("b.json") && e.contains("--update-baseline"),
+            "{e}"
+        );
         assert!(read_baseline(&dir.path().join("none.json"), true).is_ok());
     }
 }

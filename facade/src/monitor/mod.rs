@@ -619,12 +619,13 @@ pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Out
     }
     // The scheduler's own state follows a failure; after a pass it is
     // printed only when asked for (the guest asked for none otherwise).
-    let dump = result.dump.as_ref().map(|d| format!("\n{d}")).unwrap_or_default();
+    let dump = result
+        .dump
+        .as_ref()
+        .map(|d| format!("\n{d}"))
+        .unwrap_or_default();
     match outcome {
-        Outcome::Fail(t) => Outcome::Fail(format!(
-            "{t}\n{}{dump}",
-            result.monitor.tail_text(3)
-        )),
+        Outcome::Fail(t) => Outcome::Fail(format!("{t}\n{}{dump}", result.monitor.tail_text(3))),
         o => {
             if !dump.is_empty() {
                 let _ = std::io::Write::write_all(

@@ -35,19 +35,12 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
         Ok(out)
     }
 
-    fn dsq_dump(
-        &self,
-        name: String,
-        nr: u32,
-        dsq: Value<'_, M>,
-        limits: &DumpLimits,
-    ) -> DsqDump {
+    fn dsq_dump(&self, name: String, nr: u32, dsq: Value<'_, M>, limits: &DumpLimits) -> DsqDump {
         let mut tasks = Vec::new();
         let note = match self.dsq_tasks(dsq, limits.entries, &mut tasks) {
-            Ok(()) if tasks.len() < nr as usize => Some(format!(
-                "{} more not shown",
-                nr as usize - tasks.len()
-            )),
+            Ok(()) if tasks.len() < nr as usize => {
+                Some(format!("{} more not shown", nr as usize - tasks.len()))
+            }
             Ok(()) => None,
             Err(e) if e.is_missing_in_btf() => {
                 Some("this kernel's BTF lacks the DSQ's task list".into())
@@ -70,7 +63,9 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
     ) -> Result<()> {
         let head = dsq.field("list")?.addr();
         let btf = self.btf();
-        let node_off = btf.member("task_struct", "scx.dsq_list.node")?.byte_offset();
+        let node_off = btf
+            .member("task_struct", "scx.dsq_list.node")?
+            .byte_offset();
         let pid_off = btf.member("task_struct", "pid")?.byte_offset();
         let comm_off = btf.member("task_struct", "comm")?.byte_offset();
         // Cursor flags sit beside the list node in `struct scx_dsq_list_node`.
@@ -93,7 +88,9 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                 limit: (limit as u64).saturating_mul(4).max(64),
             })?;
             let cursor = match flags_rel {
-                Some(rel) => u64::from(self.read_u32(p.wrapping_add(rel))?) & LNODE_ITER_CURSOR != 0,
+                Some(rel) => {
+                    u64::from(self.read_u32(p.wrapping_add(rel))?) & LNODE_ITER_CURSOR != 0
+                }
                 None => false,
             };
             if !cursor {

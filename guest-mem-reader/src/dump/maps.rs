@@ -6,8 +6,7 @@ use vm_memory::GuestMemory;
 
 use super::{DumpLimits, EntryDump, MapDump, SectionDump, VarDump, map_type_name};
 use crate::bpf::{
-    BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
-    BpfMap,
+    BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BpfMap,
 };
 use crate::error::{Error, Result};
 use crate::kernel::GuestKernel;
@@ -39,9 +38,8 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
         if map.map_type != BPF_MAP_TYPE_ARRAY || map.max_entries != 1 {
             return None;
         }
-        let named_like_section = map.name.contains(".bss")
-            || map.name.contains(".data")
-            || map.name.contains(".rodata");
+        let named_like_section =
+            map.name.contains(".bss") || map.name.contains(".data") || map.name.contains(".rodata");
         if map.btf == 0 || map.btf_value_type_id == 0 {
             return named_like_section.then(|| SectionDump {
                 map: map.name.clone(),
@@ -235,11 +233,8 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                             });
                         }
                     } else {
-                        let v = self.read_vec(
-                            e + value_off,
-                            u64::from(map.value_size),
-                            "a map value",
-                        )?;
+                        let v =
+                            self.read_vec(e + value_off, u64::from(map.value_size), "a map value")?;
                         d.entries.push(EntryDump {
                             key,
                             cpu: None,

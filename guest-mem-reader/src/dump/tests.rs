@@ -84,9 +84,15 @@ fn a_bounded_dump_counts_what_it_leaves_out() {
     };
     let d = g.kernel().scheduler_dump(&limits);
     let ctx = map(&d, "task_ctx");
-    assert_eq!((ctx.entries.len(), ctx.total, ctx.left_out()), (1, Some(2), 1));
+    assert_eq!(
+        (ctx.entries.len(), ctx.total, ctx.left_out()),
+        (1, Some(2), 1)
+    );
     let q = &d.dsqs.as_ref().expect("DSQs read")[0];
-    assert_eq!((q.tasks.len(), q.note.as_deref()), (1, Some("4 more not shown")));
+    assert_eq!(
+        (q.tasks.len(), q.note.as_deref()),
+        (1, Some("4 more not shown"))
+    );
 }
 
 #[test]
@@ -94,7 +100,10 @@ fn a_map_freed_during_the_read_is_named_not_a_panic() {
     let g = Guest::new();
     let k = g.kernel();
     let maps = k.bpf_maps().expect("maps list");
-    let htab = maps.iter().find(|m| m.name == "task_ctx").expect("task_ctx");
+    let htab = maps
+        .iter()
+        .find(|m| m.name == "task_ctx")
+        .expect("task_ctx");
     // Freed and reused between the listing and the read: another id at its address.
     g.set(g.addrs.hash_map, "bpf_map", "id", 77);
     let d = k.map_dump(htab, &DumpLimits::default());
@@ -109,7 +118,12 @@ fn a_map_freed_during_the_read_is_named_not_a_panic() {
 fn garbage_pointers_become_messages() {
     let g = Guest::new();
     // The hash map's bucket array points nowhere.
-    g.set(g.addrs.hash_map, "bpf_htab", "buckets", 0xdead_0000_0000_0000);
+    g.set(
+        g.addrs.hash_map,
+        "bpf_htab",
+        "buckets",
+        0xdead_0000_0000_0000,
+    );
     // The scheduler's DSQ table is garbage.
     g.set(g.addrs.scx_sched, "scx_sched", "dsq_hash.tbl", 0x1234_5678);
     let d = dump(&g);
@@ -119,7 +133,12 @@ fn garbage_pointers_become_messages() {
     // The rest still reads.
     assert!(section(&d, ".bss").vars.is_ok());
     // map_idr itself garbage: the maps part says so.
-    g.set(crate::testkit::VARS_MAP_IDR, "idr", "idr_rt.xa_head", 0x4242_4242_0002);
+    g.set(
+        crate::testkit::VARS_MAP_IDR,
+        "idr",
+        "idr_rt.xa_head",
+        0x4242_4242_0002,
+    );
     let d = dump(&g);
     assert!(
         d.maps_error
@@ -146,7 +165,10 @@ fn a_scheduler_without_btf_is_dumped_raw_with_the_reason() {
     );
     let ctx = map(&d, "task_ctx");
     assert_eq!(ctx.entries[0].key, "101");
-    assert!(ctx.entries[0].value.starts_with("6500000000000000"), "{ctx:?}");
+    assert!(
+        ctx.entries[0].value.starts_with("6500000000000000"),
+        "{ctx:?}"
+    );
     // Garbage BTF: the magic check names it.
     let g = Guest::new();
     g.write(g.addrs.prog_btf_data, &[0, 0, 0, 0]);
@@ -199,7 +221,10 @@ fn a_million_entry_hash_map_dumps_in_under_a_second() {
     let took = t0.elapsed();
     assert_eq!(d.note, None);
     assert_eq!((d.total, d.entries.len()), (Some(N), 16));
-    assert_eq!((d.entries[3].key.as_str(), d.entries[3].value.as_str()), ("3", "30"));
+    assert_eq!(
+        (d.entries[3].key.as_str(), d.entries[3].value.as_str()),
+        ("3", "30")
+    );
     assert_eq!(d.left_out(), N - 16);
     eprintln!("dumped a {N}-entry hash map in {took:?}");
     assert!(took.as_secs_f64() < 1.0, "took {took:?}");
@@ -213,7 +238,9 @@ fn a_million_entry_hash_map_dumps_in_under_a_second() {
     );
     assert_eq!(d.total, Some(1000));
     assert!(
-        d.note.as_deref().is_some_and(|n| n.contains("at least 1000")),
+        d.note
+            .as_deref()
+            .is_some_and(|n| n.contains("at least 1000")),
         "{d:?}"
     );
 }

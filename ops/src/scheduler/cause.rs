@@ -66,11 +66,15 @@ fn verifier_rejection(lines: &[&str], end: usize) -> String {
         .find_map(|l| l.split("prog '").nth(1)?.split('\'').next())
         .unwrap_or("(unnamed)");
     let log = &lines[start..end];
-    let stats = log.iter().rposition(|l| l.trim_start().starts_with("processed "));
+    let stats = log
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("processed "));
     let processed = stats.map(|i| log[i].trim()).and_then(|l| {
         let n = l.split_whitespace().nth(1)?;
         let limit = l.split("(limit ").nth(1)?.split(')').next()?;
-        Some(format!(" after processing {n} instructions (limit {limit})"))
+        Some(format!(
+            " after processing {n} instructions (limit {limit})"
+        ))
     });
     // The lines before the statistics say why it stopped.
     let body = &log[..stats.unwrap_or(log.len())];

@@ -18,8 +18,8 @@ use std::time::Duration;
 use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
-pub use hold::{Held, PROGS_REPORT, ProgInfo};
 pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
+pub use hold::{Held, PROGS_REPORT, ProgInfo};
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 
