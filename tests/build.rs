@@ -37,11 +37,13 @@ fn main() {
     let libbpf_include =
         env::var_os("DEP_BPF_INCLUDE").expect("libbpf-sys exports its headers as DEP_BPF_INCLUDE");
     let clang = find_clang();
-    // The fixture, and its copy with a planted verifier-complexity regression
-    // (an unrolled loop in ktstr_enqueue) for `cargo ktstr verifier`'s gate.
+    // The fixture, its copy with a planted verifier-complexity regression (an
+    // unrolled loop in ktstr_enqueue) for `cargo ktstr verifier`'s gate, and
+    // one the verifier rejects, for the failure text of a rejection.
     for (name, defines) in [
         ("ktstr.bpf.o", &[][..]),
         ("ktstr_planted.bpf.o", &["-DKTSTR_PLANTED_COMPLEXITY"][..]),
+        ("ktstr_rejected.bpf.o", &["-DKTSTR_PLANTED_REJECT"][..]),
     ] {
         compile(
             &clang,

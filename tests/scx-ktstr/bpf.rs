@@ -19,6 +19,20 @@ use libbpf_rs::{AsRawLibbpf, Btf, Link, MapCore, Object, ObjectBuilder, OpenObje
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr.bpf.o"));
 /// Its copy with a planted verifier-complexity regression (`--planted-complexity`).
 static BPF_OBJECT_PLANTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_planted.bpf.o"));
+/// Its copy the verifier rejects (`--planted-reject`).
+static BPF_OBJECT_REJECTED: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_rejected.bpf.o"));
+
+/// Which build of the BPF object to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The fixture.
+    Plain,
+    /// With the planted complexity regression.
+    PlantedComplexity,
+    /// With the planted rejection.
+    PlantedReject,
+}
 
 /// Name of the struct_ops map (the C variable), and so of the object.
 const OPS_MAP: &str = "ktstr";
@@ -81,16 +95,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Opens the embedded object (or its copy with the planted complexity
-    /// regression), sets the ops' watchdog timeout and loads the programs
+    /// Opens the embedded object (or one of its planted copies), sets the ops' watchdog timeout and loads the programs
     /// into the kernel (the verifier runs here).
-    pub fn load(timeout_ms: u32, planted: bool) -> Result<Self> {
+    pub fn load(timeout_ms: u32, variant: Variant) -> Result<Self> {
         let mut builder = ObjectBuilder::default();
         builder.name(OPS_MAP).context("naming the BPF object")?;
-        let object = if planted {
-            BPF_OBJECT_PLANTED
-        } else {
-            BPF_OBJECT
+        let object = match variant {
+            Variant::Plain => BPF_OBJECT,
+            Variant::PlantedComplexity => BPF_OBJECT_PLANTED,
+            Variant::PlantedReject => BPF_OBJECT_REJECTED,
         };
         let mut open = builder
             .open_memory(object)

@@ -210,6 +210,14 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 		ktstr_planted = h;
 	}
 #endif
+#ifdef KTSTR_PLANTED_REJECT
+	/*
+	 * The planted rejection of the copy built as ktstr_rejected.bpf.o
+	 * (loaded with --planted-reject): a scalar dereferenced as a pointer,
+	 * which the verifier refuses ("invalid mem access 'scalar'").
+	 */
+	nr_enqueued += *(volatile u64 *)(unsigned long)pid;
+#endif
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
 	scx_bpf_dsq_insert(p, ktstr_dsq, slice, enq_flags);

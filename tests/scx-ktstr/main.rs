@@ -77,6 +77,11 @@ struct Args {
     #[argh(switch)]
     planted_complexity: bool,
 
+    /// load the copy of the BPF object the verifier rejects (a scalar
+    /// dereferenced in ktstr_enqueue), for the failure text of a rejection
+    #[argh(switch)]
+    planted_reject: bool,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -105,7 +110,7 @@ struct Config {
     unfair: bool,
     no_dispatch_count: bool,
     fail_init: bool,
-    planted_complexity: bool,
+    variant: bpf::Variant,
     mark: Option<u64>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
@@ -129,7 +134,14 @@ impl Config {
             unfair: args.unfair,
             no_dispatch_count: args.no_dispatch_count,
             fail_init: args.fail_init,
-            planted_complexity: args.planted_complexity,
+            variant: match (args.planted_complexity, args.planted_reject) {
+                (false, false) => bpf::Variant::Plain,
+                (true, false) => bpf::Variant::PlantedComplexity,
+                (false, true) => bpf::Variant::PlantedReject,
+                (true, true) => {
+                    bail!("--planted-complexity and --planted-reject exclude each other")
+                }
+            },
             mark: args.mark,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
@@ -221,7 +233,7 @@ fn print_counters(bss: &bpf::Bss<'_>) {
 
 fn run(config: &Config) -> Result<ExitCode> {
     install_signal_handlers()?;
-    let mut loaded = Loaded::load(config.timeout_ms, config.planted_complexity)?;
+    let mut loaded = Loaded::load(config.timeout_ms, config.variant)?;
     {
         // Before attaching, so not one dispatch is counted or sees no mark.
         let bss = loaded.bss()?;
@@ -347,7 +359,7 @@ mod tests {
                 unfair: false,
                 no_dispatch_count: false,
                 fail_init: false,
-                planted_complexity: false,
+                variant: bpf::Variant::Plain,
                 mark: None,
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
@@ -384,7 +396,7 @@ mod tests {
                 unfair: true,
                 no_dispatch_count: true,
                 fail_init: false,
-                planted_complexity: false,
+                variant: bpf::Variant::Plain,
                 mark: Some(77),
                 timeout_ms: 5000,
                 stats_interval: None,

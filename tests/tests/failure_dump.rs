@@ -207,3 +207,31 @@ fn vm_a_dump_mid_body_lists_the_queued_tasks() {
         other => panic!("expected a pass, got {other:?}"),
     }
 }
+
+const REJECTED: Scheduler = Scheduler::named("scx_ktstr_rejected")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .sched_args(&["--planted-reject"]);
+
+#[ktstr_test(harness_fixture = true, scheduler = REJECTED, auto_repro = false, duration_s = 1)]
+fn fixture_rejected_by_the_verifier(_ctx: &Ctx) -> Result<AssertResult> {
+    Ok(AssertResult::pass())
+}
+
+/// A program the verifier rejects: the failure names it, the instructions processed where
+/// the verifier stopped, and the log's last lines with the reason.
+#[test]
+fn vm_a_verifier_rejection_names_the_program_and_where_it_stopped() {
+    match run_test("failure_dump::fixture_rejected_by_the_verifier") {
+        Outcome::Fail(text) => {
+            println!("{text}");
+            for needle in [
+                "the BPF verifier rejected program ktstr_enqueue after processing ",
+                " instructions (limit 1000000)",
+                "invalid mem access 'scalar'",
+            ] {
+                assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+            }
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
