@@ -171,6 +171,24 @@ pub(crate) fn prog_stats(report: &serde_json::Value) -> Vec<ProgStats> {
     out
 }
 
+/// The programs' figures as printed after a test that asked for its dump.
+pub(crate) fn progs_text(test: &str, progs: &[ProgStats]) -> String {
+    let mut out = format!(
+        "{test}: BPF programs (instructions processed / verified size / JIT bytes / load ms):\n"
+    );
+    for p in progs {
+        out.push_str(&format!(
+            "  {:<16} {:>8} / {:>6} / {:>7} / {}\n",
+            p.name,
+            p.verified_insns,
+            p.xlated_insns,
+            p.jited_bytes,
+            p.load_ms.map_or_else(|| "-".into(), |l| format!("{l:.1}"))
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +235,7 @@ mod tests {
         assert_eq!(s[1].load_ms, Some(2.0));
         assert_eq!(s[0].load_ms, None);
         assert!(prog_stats(&serde_json::json!("garbage")).is_empty());
+        let text = progs_text("t::x", &s);
+        assert!(text.contains("a                     900 /     80 /     600 / 2.0"), "{text}");
     }
 }

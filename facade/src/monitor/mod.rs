@@ -25,6 +25,8 @@ use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
 pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
+/// The failure dump's types, as `VmResult::dump` holds them.
+pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 

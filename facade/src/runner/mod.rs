@@ -445,6 +445,10 @@ fn run_in(
         .as_ref()
         .map(crate::dump::prog_stats)
         .unwrap_or_default();
+    if (cfg.dump || host.dump) && !facts.bpf_progs.is_empty() {
+        let text = crate::dump::progs_text(entry.name, &facts.bpf_progs);
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
     let report = on_request
         .as_ref()
         .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));
