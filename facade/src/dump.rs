@@ -236,6 +236,9 @@ mod tests {
         assert_eq!(s[0].load_ms, None);
         assert!(prog_stats(&serde_json::json!("garbage")).is_empty());
         let text = progs_text("t::x", &s);
-        assert!(text.contains("a                     900 /     80 /     600 / 2.0"), "{text}");
+        assert!(
+            text.contains("a                     900 /     80 /     600 / 2.0"),
+            "{text}"
+        );
     }
 }
