@@ -244,3 +244,51 @@ fn a_million_entry_hash_map_dumps_in_under_a_second() {
         "{d:?}"
     );
 }
+
+/// A per-CPU array's entries come once per CPU: each CPU's copy at the element's per-CPU
+/// pointer plus `__per_cpu_offset[cpu]`.
+#[test]
+fn a_per_cpu_array_dumps_every_cpu_s_copy() {
+    use crate::testkit::{PER_CPU_START, btf::BPF_MAP_TYPE_PERCPU_ARRAY};
+    let mut g = Guest::new();
+    let pptrs = Guest::offset("bpf_array", "pptrs");
+    let arr = g.heap(pptrs + 2 * 8);
+    g.set(
+        arr,
+        "bpf_map",
+        "map_type",
+        u64::from(BPF_MAP_TYPE_PERCPU_ARRAY),
+    );
+    g.set(arr, "bpf_map", "key_size", 4);
+    g.set(arr, "bpf_map", "value_size", 8);
+    g.set(arr, "bpf_map", "max_entries", 2);
+    g.set(arr, "bpf_map", "id", 8);
+    g.set_bytes(arr, "bpf_map", "name", b"cpu_stats\0");
+    // Element i lives at PER_CPU_START + 0x100 + 8 i in every CPU's area (the area of
+    // CPU c starts 0x1000 before its runqueue).
+    for i in 0..2u64 {
+        g.write_u64(arr + pptrs + 8 * i, PER_CPU_START + 0x100 + 8 * i);
+        for (cpu, rq) in g.addrs.rqs.clone().into_iter().enumerate() {
+            g.write_u64(rq - 0x1000 + 0x100 + 8 * i, 1000 * (cpu as u64 + 1) + i);
+        }
+    }
+    let k = g.kernel();
+    let m = k.read_map(arr).expect("the map header reads");
+    let d = k.map_dump(&m, &DumpLimits::default());
+    assert_eq!(d.note, None);
+    let got: Vec<(&str, Option<u32>, &str)> = d
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.cpu, e.value.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("0", Some(0), "1000"),
+            ("0", Some(1), "2000"),
+            ("1", Some(0), "1001"),
+            ("1", Some(1), "2001")
+        ]
+    );
+    assert_eq!((d.total, d.left_out()), (Some(2), 0));
+}
