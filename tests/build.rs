@@ -37,21 +37,48 @@ fn main() {
     let libbpf_include =
         env::var_os("DEP_BPF_INCLUDE").expect("libbpf-sys exports its headers as DEP_BPF_INCLUDE");
     let clang = find_clang();
-    let object = out_dir.join("ktstr.bpf.o");
-    let output = Command::new(&clang)
+    // The fixture, its copy with a planted verifier-complexity regression (an
+    // unrolled loop in ktstr_enqueue) for `cargo ktstr verifier`'s gate, and
+    // one the verifier rejects, for the failure text of a rejection.
+    for (name, defines) in [
+        ("ktstr.bpf.o", &[][..]),
+        ("ktstr_planted.bpf.o", &["-DKTSTR_PLANTED_COMPLEXITY"][..]),
+        ("ktstr_rejected.bpf.o", &["-DKTSTR_PLANTED_REJECT"][..]),
+    ] {
+        compile(
+            &clang,
+            &libbpf_include,
+            &src_dir,
+            &source,
+            &out_dir.join(name),
+            defines,
+        );
+    }
+}
+
+fn compile(
+    clang: &str,
+    libbpf_include: &std::ffi::OsStr,
+    src_dir: &std::path::Path,
+    source: &std::path::Path,
+    object: &std::path::Path,
+    defines: &[&str],
+) {
+    let output = Command::new(clang)
         .args(["-target", "bpf", "-O2", "-g", "-mcpu=v3", "-Wall"])
         // The 7.3 BTF dump has anonymous members of named struct types, a
         // Microsoft extension: without it some layouts come out silently wrong.
         .args(["-fms-extensions", "-Wno-microsoft-anon-tag"])
         .arg("-D__TARGET_ARCH_x86")
+        .args(defines)
         .arg("-I")
-        .arg(&libbpf_include)
+        .arg(libbpf_include)
         .arg("-I")
-        .arg(&src_dir)
+        .arg(src_dir)
         .arg("-c")
-        .arg(&source)
+        .arg(source)
         .arg("-o")
-        .arg(&object)
+        .arg(object)
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run {clang}: {e}")));
     let stderr = String::from_utf8_lossy(&output.stderr);

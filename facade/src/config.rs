@@ -25,6 +25,7 @@
 //! | `KTSTR_SCHEDULER` | run every sched_ext test with this scheduler binary instead of its declared one | the declared one |
 //! | `KTSTR_SCHED_ARGS` | more arguments for the booted scheduler, split at whitespace | none |
 //! | `KTSTR_AUTO_REPRO` | `0`: never boot a probe VM after a scheduler crash (overrides `auto_repro` on every test) | on |
+//! | `KTSTR_DUMP` | `1`: print the scheduler's state dump after every test, passing ones too (`cargo ktstr test --dump`) | off (failing tests only) |
 //! | `KTSTR_MONITOR_HZ` | periodic samples of guest memory per second, `0` for none | 10 |
 //! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `1` |
 //! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 8192 (the default suite's snapshots take ~4 GB) |
@@ -98,6 +99,8 @@ pub struct HostConfig {
     /// Rerun scheduler crashes in a probe VM (tests with `auto_repro`, the
     /// default); `KTSTR_AUTO_REPRO=0` turns it off for the whole run.
     pub auto_repro: bool,
+    /// Dump the scheduler's state after passing tests too (`KTSTR_DUMP=1`).
+    pub dump: bool,
     /// Debian suites searched by `kernel fetch`.
     pub kernel_suites: Option<Vec<String>>,
     /// Start tests from a snapshot of a booted guest (the default;
@@ -280,6 +283,17 @@ impl HostConfig {
                         var: "KTSTR_AUTO_REPRO",
                         value: v.into(),
                         why: "expected 0 (no probe VM after a scheduler crash) or 1".into(),
+                    });
+                }
+            },
+            dump: match text("KTSTR_DUMP")?.as_deref().map(str::trim) {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: "KTSTR_DUMP",
+                        value: v.into(),
+                        why: "expected 1 (dump after every test) or 0".into(),
                     });
                 }
             },

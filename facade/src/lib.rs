@@ -110,6 +110,7 @@
 
 mod channel;
 pub mod config;
+mod dump;
 mod error;
 mod guest;
 mod kfuncs;

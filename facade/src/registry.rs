@@ -48,6 +48,9 @@ pub struct TestConfig {
     /// Rerun a scheduler crash in a probe VM with probes on the crash path
     /// (`auto_repro`, default true; see the `ktstr-probe` crate).
     pub auto_repro: bool,
+    /// Print the failure dump of the scheduler's state after a passing run
+    /// too (`dump = true`; a failing run always gets it).
+    pub dump: bool,
     /// Kernel functions (or the scheduler's BPF callbacks) to probe in this
     /// run, passing or not (`probes = ["enqueue_task_scx", ..]`, default
     /// none): their decoded calls are printed after the VM and reach
@@ -86,6 +89,7 @@ impl TestConfig {
         scheduler: None,
         staged_schedulers: &[],
         auto_repro: true,
+        dump: false,
         probes: &[],
         cleanup_budget_ms: 5000,
         num_snapshots: 0,

@@ -84,6 +84,10 @@ pub(crate) struct Facts<'a> {
     pub(crate) monitor: Option<MonitorSummary>,
     /// The scenario's steps as they started (none: not a step scenario).
     pub(crate) steps: &'a [StepStart],
+    /// The failure dump, when one was read.
+    pub(crate) dump: Option<ktstr_record::SchedulerDump>,
+    /// The verifier's figures of the scheduler's programs.
+    pub(crate) bpf_progs: Vec<ktstr_record::ProgStats>,
     pub(crate) phases: Phases,
 }
 
@@ -204,6 +208,8 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         start: p.start,
         guest_clock_skew_s: p.clock_skew,
         verdict_t: secs(p.verdict_at),
+        dump: f.dump.clone(),
+        bpf_progs: f.bpf_progs.clone(),
         host,
         figures,
     }

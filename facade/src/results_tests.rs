@@ -43,6 +43,8 @@ fn facts<'a>(e: &'a TestEntry, outcome: &'a Outcome, v: &'a AssertResult) -> Fac
         verdict: Some(v),
         monitor: None,
         steps: &[],
+        dump: None,
+        bpf_progs: Vec::new(),
         phases: Phases::default(),
     }
 }
@@ -167,6 +169,8 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
             guest_uptime: Duration::from_millis(9100),
             ops: vec!["add cg_0 (2 workers)".into()],
         }],
+        dump: None,
+        bpf_progs: Vec::new(),
         phases: Phases {
             total: Duration::from_secs(12),
             body: Some(Duration::from_secs(5)),

@@ -14,6 +14,8 @@
 //!   member paths through `ktstr-btf`; runqueue samples and user DSQs ([`RqSample`],
 //!   [`DsqInfo`]); BPF maps, their values and a program's globals by name ([`BpfMap`],
 //!   [`BpfVar`]).
+//! - [`SchedulerDump`]: a failure dump of the scheduler's globals, maps and DSQs, bounded
+//!   ([`GuestKernel::scheduler_dump`]).
 //!
 //! Every read is fallible and every walk bounded: a torn structure, a garbage pointer or a
 //! map freed mid-read is an [`Error`] value, never a panic or an endless loop.
@@ -36,6 +38,7 @@
 
 mod bpf;
 mod cache;
+mod dump;
 mod error;
 pub mod image;
 pub mod kallsyms;
@@ -54,6 +57,9 @@ mod x86_64;
 pub use bpf::{
     BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
     BpfMap, BpfVar, MapBtf,
+};
+pub use dump::{
+    DsqDump, DumpLimits, EntryDump, MapDump, SchedulerDump, SectionDump, VarDump, map_type_name,
 };
 pub use error::{Error, Result};
 pub use kernel::{GuestKernel, MAX_CPUS, MAX_READ};

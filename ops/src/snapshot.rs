@@ -179,6 +179,10 @@ pub fn step_started(index: u32, ops: Vec<String>) -> bool {
     LINK.get().is_some_and(|l| l.notify(&msg))
 }
 
+/// The name of the snapshot request that asks the host for a failure dump of
+/// the scheduler's state (the runtime sends it after a failed body).
+pub const DUMP_SNAPSHOT: &str = "ktstr:dump";
+
 /// Asks the host for the snapshot `name` and waits for it (at most
 /// [`ANSWER_TIMEOUT`]); returns how long the round trip took.
 pub fn capture(name: &str) -> Result<Duration, SnapshotError> {

@@ -24,13 +24,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod dump;
 mod figures;
 mod monitor;
 mod placement;
 mod read;
 mod record;
 mod report;
+mod verifier;
 
+pub use dump::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
 pub use figures::{FAIRNESS_CHECK, key_figures, secs};
 pub use ktstr_kernel::{KernelId, KernelSource, KernelVersion};
 pub use monitor::{KernelPlacement, MonitorSample, MonitorSummary};
@@ -40,6 +43,10 @@ pub use record::{
     HostFacts, KernelRecord, PhaseSeconds, RunRecord, SchedulerRecord, Start, StepRecord, Verdict,
 };
 pub use report::{CheckRecord, Figure, Policy, WakeLatency, WorkerRecord};
+pub use verifier::{
+    Baseline, BaselineEntry, COMPLEXITY_LIMIT, DEFAULT_GROWTH_PCT, GateFailure, LIMIT_MARGIN_PCT,
+    ProgStats, gate,
+};
 
 /// The version of the record's format. Readers refuse records of another.
 pub const SCHEMA: u64 = 1;

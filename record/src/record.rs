@@ -74,6 +74,14 @@ pub struct RunRecord {
     /// samples' clock).
     #[serde(default)]
     pub verdict_t: Option<f64>,
+    /// The scheduler's state read at the failure (or on request): a
+    /// failure dump. Records written before it read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<crate::dump::SchedulerDump>,
+    /// The verifier's statistics of every BPF program the scheduler loaded.
+    /// Records written before it read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bpf_progs: Vec<crate::verifier::ProgStats>,
     /// Facts of the host it ran on.
     pub host: HostFacts,
     /// The key figures by name ([`key_figures`](crate::key_figures) of the
@@ -110,6 +118,8 @@ impl RunRecord {
             start: None,
             guest_clock_skew_s: None,
             verdict_t: None,
+            dump: None,
+            bpf_progs: Vec::new(),
             host: HostFacts::default(),
             figures: BTreeMap::new(),
         }

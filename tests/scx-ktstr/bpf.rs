@@ -17,6 +17,22 @@ use libbpf_rs::{AsRawLibbpf, Btf, Link, MapCore, Object, ObjectBuilder, OpenObje
 
 /// The BPF object built by build.rs from `ktstr.bpf.c`.
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr.bpf.o"));
+/// Its copy with a planted verifier-complexity regression (`--planted-complexity`).
+static BPF_OBJECT_PLANTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_planted.bpf.o"));
+/// Its copy the verifier rejects (`--planted-reject`).
+static BPF_OBJECT_REJECTED: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_rejected.bpf.o"));
+
+/// Which build of the BPF object to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The fixture.
+    Plain,
+    /// With the planted complexity regression.
+    PlantedComplexity,
+    /// With the planted rejection.
+    PlantedReject,
+}
 
 /// Name of the struct_ops map (the C variable), and so of the object.
 const OPS_MAP: &str = "ktstr";
@@ -56,6 +72,7 @@ struct Layout {
     pin: usize,
     nr_enqueued: usize,
     nr_dispatched: usize,
+    nr_select_cpu: usize,
     mark: usize,
     ctl: usize,
     exit_rec: usize,
@@ -83,13 +100,18 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Opens the embedded object, sets the ops' watchdog timeout and loads
-    /// the programs into the kernel (the verifier runs here).
-    pub fn load(timeout_ms: u32) -> Result<Self> {
+    /// Opens the embedded object (or one of its planted copies), sets the ops' watchdog timeout and loads the programs
+    /// into the kernel (the verifier runs here).
+    pub fn load(timeout_ms: u32, variant: Variant) -> Result<Self> {
         let mut builder = ObjectBuilder::default();
         builder.name(OPS_MAP).context("naming the BPF object")?;
+        let object = match variant {
+            Variant::Plain => BPF_OBJECT,
+            Variant::PlantedComplexity => BPF_OBJECT_PLANTED,
+            Variant::PlantedReject => BPF_OBJECT_REJECTED,
+        };
         let mut open = builder
-            .open_memory(BPF_OBJECT)
+            .open_memory(object)
             .context("opening the embedded ktstr.bpf.o")?;
         let layout = layout(&open)?;
         let mut ops = open
@@ -143,6 +165,7 @@ impl Loaded {
         for (what, offset, size, align) in [
             ("nr_enqueued", l.nr_enqueued, 8, 8),
             ("nr_dispatched", l.nr_dispatched, 8, 8),
+            ("nr_select_cpu", l.nr_select_cpu, 8, 8),
             ("ktstr_ctl", l.ctl, CTL_SIZE, 8),
             ("ktstr_pin", l.pin, 4 * PIN_MAX, 4),
             ("ktstr_pin_n", l.pin_n, 4, 4),
@@ -170,12 +193,14 @@ pub struct Bss<'obj> {
 }
 
 impl Bss<'_> {
-    /// `nr_enqueued` and `nr_dispatched`.
-    pub fn counters(&self) -> (u64, u64) {
+    /// `nr_enqueued`, `nr_dispatched` and `nr_select_cpu`.
+    pub fn counters(&self) -> (u64, u64, u64) {
         (
             self.atomic_u64(self.layout.nr_enqueued)
                 .load(Ordering::Relaxed),
             self.atomic_u64(self.layout.nr_dispatched)
+                .load(Ordering::Relaxed),
+            self.atomic_u64(self.layout.nr_select_cpu)
                 .load(Ordering::Relaxed),
         )
     }
@@ -227,9 +252,6 @@ impl Bss<'_> {
             .store(cpus.len().min(PIN_MAX) as u32, Ordering::Release);
     }
 
-    pub fn mark_dbg(&self) -> u64 {
-        self.atomic_u64(self.layout.mark).load(Ordering::Relaxed)
-    }
     /// Writes `ktstr_mark`, which nothing else reads or writes.
     pub fn set_mark(&self, v: u64) {
         self.atomic_u64(self.layout.mark)
@@ -340,6 +362,7 @@ fn layout(open: &OpenObject) -> Result<Layout> {
         pin: var("ktstr_pin", 4 * PIN_MAX)?,
         nr_enqueued: var("nr_enqueued", 8)?,
         nr_dispatched: var("nr_dispatched", 8)?,
+        nr_select_cpu: var("nr_select_cpu", 8)?,
         mark: var("ktstr_mark", 8)?,
         ctl: var("ktstr_ctl", CTL_SIZE)?,
         exit_rec: var("ktstr_exit_rec", size_of::<RawExitRec>())?,
@@ -393,6 +416,7 @@ mod tests {
         let mut offsets = [
             layout.nr_enqueued,
             layout.nr_dispatched,
+            layout.nr_select_cpu,
             layout.ctl,
             layout.exit_rec,
         ];

@@ -17,9 +17,10 @@
  * bug: user tasks stay on a CPU chosen by pid, whatever the load.
  * ktstr_exit copies the kernel's exit info into `ktstr_exit_rec` for the
  * loader to print. `nr_enqueued`/`nr_dispatched` are read by the loader and,
- * by name through BTF, by the host-side monitor. `nr_select_cpu` and
- * `ktstr_mark` (set once by the loader's --mark) are never printed: the
- * host's monitor tests read them from guest memory only.
+ * by name through BTF, by the host-side monitor; the loader prints
+ * `nr_select_cpu` with them (a failure dump's counters are checked against
+ * its last report). `ktstr_mark` (set once by the loader's --mark) is never
+ * printed: the host's monitor tests read it from guest memory only.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -87,6 +88,26 @@ u64 nr_enqueued;
 u64 nr_dispatched;
 u64 nr_select_cpu;
 u64 ktstr_mark;
+#ifdef KTSTR_PLANTED_COMPLEXITY
+u64 ktstr_planted;
+#endif
+
+/*
+ * Per task (by pid): how often it was enqueued and where it last woke. The
+ * host's failure dump shows a hash map's entries with their keys from it.
+ */
+struct ktstr_task_stat {
+	u64 enqueues;
+	s32 last_cpu;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct ktstr_task_stat);
+} ktstr_tasks SEC(".maps");
 
 /* Written by the loader through the mmapped .bss while we run. */
 struct ktstr_ctl {
@@ -204,7 +225,47 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 slice = SCX_SLICE_DFL;
 	s32 pin = pinned_cpu(p);
 
+	u32 pid = p->pid;
+	struct ktstr_task_stat *ts;
+
 	__sync_fetch_and_add(&nr_enqueued, 1);
+	ts = bpf_map_lookup_elem(&ktstr_tasks, &pid);
+	if (ts) {
+		__sync_fetch_and_add(&ts->enqueues, 1);
+		ts->last_cpu = bpf_get_smp_processor_id();
+	} else {
+		struct ktstr_task_stat init = {
+			.enqueues = 1,
+			.last_cpu = bpf_get_smp_processor_id(),
+		};
+
+		/* Full: the task goes uncounted, never unscheduled. */
+		bpf_map_update_elem(&ktstr_tasks, &pid, &init, BPF_NOEXIST);
+	}
+#ifdef KTSTR_PLANTED_COMPLEXITY
+	/*
+	 * The planted regression of the copy built as ktstr_planted.bpf.o
+	 * (loaded with --planted-complexity): an unrolled loop that multiplies
+	 * the instructions the verifier walks through in this program.
+	 */
+	{
+		u64 h = pid;
+		int i;
+
+#pragma unroll
+		for (i = 0; i < 64; i++)
+			h = (h ^ (h >> 7)) * 31 + i;
+		ktstr_planted = h;
+	}
+#endif
+#ifdef KTSTR_PLANTED_REJECT
+	/*
+	 * The planted rejection of the copy built as ktstr_rejected.bpf.o
+	 * (loaded with --planted-reject): a scalar dereferenced as a pointer,
+	 * which the verifier refuses ("invalid mem access 'scalar'").
+	 */
+	nr_enqueued += *(volatile u64 *)(unsigned long)pid;
+#endif
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
 	if (pin >= 0) {

@@ -7,7 +7,7 @@
 //! Output on stdout, one line each, for the harness to parse:
 //! ```text
 //! scx-ktstr: attached ops=ktstr timeout_ms=3000 pid=123
-//! scx-ktstr: nr_enqueued=1042 nr_dispatched=1040
+//! scx-ktstr: nr_enqueued=1042 nr_dispatched=1040 nr_select_cpu=977
 //! scx-ktstr: stall requested
 //! scx-ktstr: crash requested
 //! scx-ktstr: exit kind=SCX_EXIT_ERROR_STALL code=1026 exit_code=0
@@ -72,6 +72,16 @@ struct Args {
     #[argh(switch)]
     fail_init: bool,
 
+    /// load the copy of the BPF object with a planted verifier-complexity
+    /// regression (an unrolled loop in ktstr_enqueue), for the verifier gate
+    #[argh(switch)]
+    planted_complexity: bool,
+
+    /// load the copy of the BPF object the verifier rejects (a scalar
+    /// dereferenced in ktstr_enqueue), for the failure text of a rejection
+    #[argh(switch)]
+    planted_reject: bool,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -107,6 +117,7 @@ struct Config {
     unfair: bool,
     no_dispatch_count: bool,
     fail_init: bool,
+    variant: bpf::Variant,
     mark: Option<u64>,
     pin_by_pid: Vec<u32>,
     timeout_ms: u32,
@@ -131,6 +142,14 @@ impl Config {
             unfair: args.unfair,
             no_dispatch_count: args.no_dispatch_count,
             fail_init: args.fail_init,
+            variant: match (args.planted_complexity, args.planted_reject) {
+                (false, false) => bpf::Variant::Plain,
+                (true, false) => bpf::Variant::PlantedComplexity,
+                (false, true) => bpf::Variant::PlantedReject,
+                (true, true) => {
+                    bail!("--planted-complexity and --planted-reject exclude each other")
+                }
+            },
             mark: args.mark,
             pin_by_pid: pin_list(args.pin_by_pid.as_deref())?,
             timeout_ms: args.timeout_ms,
@@ -241,9 +260,17 @@ enum End {
     Ejected,
 }
 
+/// The counters line of the module docs.
+fn print_counters(bss: &bpf::Bss<'_>) {
+    let (enqueued, dispatched, select_cpu) = bss.counters();
+    println!(
+        "scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched} nr_select_cpu={select_cpu}"
+    );
+}
+
 fn run(config: &Config) -> Result<ExitCode> {
     install_signal_handlers()?;
-    let mut loaded = Loaded::load(config.timeout_ms)?;
+    let mut loaded = Loaded::load(config.timeout_ms, config.variant)?;
     {
         // Before attaching, so not one dispatch is counted or sees no mark.
         let bss = loaded.bss()?;
@@ -300,11 +327,7 @@ fn run(config: &Config) -> Result<ExitCode> {
         if let (Some(due), Some(interval)) = (next_stats, config.stats_interval) {
             let now = Instant::now();
             if now >= due {
-                let (enqueued, dispatched) = bss.counters();
-                println!(
-                    "scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched} DBG={}",
-                    bss.mark_dbg()
-                );
+                print_counters(&bss);
                 next_stats = Some(now + interval);
             }
         }
@@ -324,8 +347,7 @@ fn run(config: &Config) -> Result<ExitCode> {
         }
         std::thread::sleep(POLL);
     };
-    let (enqueued, dispatched) = bss.counters();
-    println!("scx-ktstr: nr_enqueued={enqueued} nr_dispatched={dispatched}");
+    print_counters(&bss);
     let Some(info) = info else {
         bail!(
             "ktstr_exit never ran within {DETACH_WAIT:?} of detaching ({})",
@@ -378,6 +400,7 @@ mod tests {
                 unfair: false,
                 no_dispatch_count: false,
                 fail_init: false,
+                variant: bpf::Variant::Plain,
                 mark: None,
                 pin_by_pid: Vec::new(),
                 timeout_ms: 3000,
@@ -417,6 +440,7 @@ mod tests {
                 unfair: true,
                 no_dispatch_count: true,
                 fail_init: false,
+                variant: bpf::Variant::Plain,
                 mark: Some(77),
                 pin_by_pid: vec![0, 0],
                 timeout_ms: 5000,

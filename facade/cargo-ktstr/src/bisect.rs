@@ -149,6 +149,7 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
         verbose: false,
         host_cpus: None,
         monitor_hz: None,
+        dump: false,
     };
     let nextest = !c.no_nextest && cargo::has_nextest();
     let mut table: Vec<(String, Option<Verdict>)> = Vec::new();

@@ -148,6 +148,22 @@ fn lines(
     Ok(svg)
 }
 
+/// A count sampled over time as steps: each value holds until the next
+/// sample (a count never passes through the values between two samples).
+fn held(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(t, v)) in points.iter().enumerate() {
+        if i > 0
+            && let Some(&(_, prev)) = points.get(i - 1)
+            && prev != v
+        {
+            out.push((t, prev));
+        }
+        out.push((t, v));
+    }
+    out
+}
+
 /// The monitor's time series of a record: per-CPU nr_running, DSQ depth.
 fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
     let samples: Vec<&ktstr_record::MonitorSample> =
@@ -169,7 +185,7 @@ fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
                         Some((s.t, f64::from(n)))
                     })
                     .collect();
-                (format!("cpu{c}"), p)
+                (format!("cpu{c}"), held(p))
             })
             .collect();
         out.push(lines(
@@ -187,7 +203,7 @@ fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
         out.push(lines(
             "deepest DSQ of the scheduler",
             "queued tasks",
-            &[("deepest".into(), dsq)],
+            &[("deepest".into(), held(dsq))],
             &marks,
         ));
     }
@@ -370,7 +386,8 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
                 )
             })
             .collect();
-        if ps.is_empty() && steps.is_empty() && r.placement.is_empty() {
+        let dump = crate::html_dump::sections(r);
+        if ps.is_empty() && steps.is_empty() && dump.is_empty() && r.placement.is_empty() {
             continue;
         }
         let _ = writeln!(h, "<h2>{}</h2>", xml_escape(r.name()));
@@ -381,6 +398,7 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
                 steps.concat()
             );
         }
+        h.push_str(&dump);
         for p in ps {
             match p {
                 Ok(svg) => {
@@ -401,6 +419,23 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_drawn_as_steps_between_samples() {
+        let p = held(vec![(0.0, 0.0), (1.0, 1.0), (2.0, 1.0), (3.0, 0.0)]);
+        assert_eq!(
+            p,
+            [
+                (0.0, 0.0),
+                (1.0, 0.0),
+                (1.0, 1.0),
+                (2.0, 1.0),
+                (3.0, 1.0),
+                (3.0, 0.0)
+            ]
+        );
+        assert!(held(Vec::new()).is_empty());
+    }
     use ktstr_record::{
         DomainShare, GroupPlacement, Level, LevelSplit, MonitorSample, MonitorSummary, StepRecord,
     };

@@ -9,6 +9,7 @@ mod bisect;
 mod cargo;
 mod compare;
 mod html;
+mod html_dump;
 #[cfg(test)]
 mod junit_schema;
 mod placement;
@@ -18,6 +19,7 @@ mod select;
 mod store;
 #[cfg(test)]
 mod trace_format;
+mod verifier;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,7 @@ enum Cmd {
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
     Probe(ktstr_cli::ProbeCmd),
+    Verifier(verifier::VerifierCmd),
 }
 
 /// Run the package's tests (nextest when installed, else cargo test); each
@@ -75,6 +78,10 @@ pub struct TestCmd {
     #[argh(switch)]
     /// boot every test cold, never from a snapshot of a booted guest
     no_restore: bool,
+    #[argh(switch)]
+    /// print the scheduler's state dump after passing tests too (failing ones
+    /// always get it)
+    dump: bool,
     #[argh(option)]
     /// VM backend: kvm, qemu or auto (default auto)
     backend: Option<String>,
@@ -336,6 +343,7 @@ fn main() -> ExitCode {
         }
         Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok),
         Cmd::Probe(c) => host().and_then(|h| ktstr_cli::probe(&c, &h).map(|()| Done::Ok)),
+        Cmd::Verifier(c) => verifier::verifier(&c),
     };
     match done {
         Ok(Done::Ok) => ExitCode::SUCCESS,

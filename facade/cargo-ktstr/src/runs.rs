@@ -31,6 +31,8 @@ pub(crate) struct Knobs<'a> {
     pub(crate) verbose: bool,
     pub(crate) host_cpus: Option<u32>,
     pub(crate) monitor_hz: Option<u32>,
+    /// Print the scheduler's state dump after passing tests too.
+    pub(crate) dump: bool,
 }
 
 impl Knobs<'_> {
@@ -58,6 +60,9 @@ impl Knobs<'_> {
         }
         if self.no_restore {
             e.set("KTSTR_RESTORE", "0");
+        }
+        if self.dump {
+            e.set("KTSTR_DUMP", "1");
         }
         if let Some(b) = self.backend {
             if !matches!(b, "kvm" | "qemu" | "auto") {
@@ -213,6 +218,7 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
         verbose: c.verbose,
         host_cpus: c.host_cpus,
         monitor_hz: c.monitor_hz,
+        dump: c.dump,
     };
     let budget = c
         .budget
@@ -494,6 +500,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         verbose: c.verbose,
         host_cpus: None,
         monitor_hz: None,
+        dump: false,
     };
     let kernels = kernels(&c.kernel, c.all_releases)?;
     let many = kernels.len() > 1;
@@ -684,6 +691,7 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
             verbose: false,
             host_cpus: None,
             monitor_hz: None,
+            dump: false,
         };
         let nextest = !c.no_nextest && cargo::has_nextest();
         // Alternate A and B so a drift of the host weighs on both alike.

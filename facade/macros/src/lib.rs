@@ -24,6 +24,7 @@ struct Config {
     scheduler: Option<Expr>,
     staged: Vec<Expr>,
     auto_repro: bool,
+    dump: bool,
     probes: Vec<String>,
     cleanup_budget_ms: u64,
     num_snapshots: u32,
@@ -98,6 +99,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         scheduler: None,
         staged: vec![],
         auto_repro: true,
+        dump: false,
         probes: vec![],
         cleanup_budget_ms: 5000,
         num_snapshots: 0,
@@ -190,6 +192,14 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
+            "dump" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => c.dump = b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(other, "dump takes true or false"));
+                }
+            },
             "allow_inconclusive" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -226,7 +236,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
-                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, probes, \
+                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, dump, probes, \
                          cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
@@ -280,6 +290,8 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
 /// `auto_repro` (default true: a scheduler crash reruns in a probe VM),
+/// `dump` (default false: print the scheduler's state after a passing test too;
+/// a failing one always gets it),
 /// `probes = ["fn", ..]` (kernel functions or the scheduler's callbacks whose
 /// decoded calls are printed after the VM and given to `post_vm`), `cleanup_budget_ms`,
 /// `num_snapshots` (snapshots with every vCPU paused, spread over the body),
@@ -342,6 +354,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         scheduler,
         staged,
         auto_repro,
+        dump,
         probes,
         cleanup_budget_ms,
         num_snapshots,
@@ -425,6 +438,7 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
                 scheduler: #scheduler,
                 staged_schedulers: &[#(#staged),*],
                 auto_repro: #auto_repro,
+                dump: #dump,
                 probes: &[#(#probes),*],
                 cleanup_budget_ms: #cleanup_budget_ms,
                 num_snapshots: #num_snapshots,

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
 pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
+/// The failure dump's types, as `VmResult::dump` holds them.
+pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 
@@ -540,6 +542,11 @@ pub struct VmResult {
     /// call decoded (`calls_of("enqueue_task_scx")`) and the printed block;
     /// `None` without the key.
     pub probes: Option<ktstr_probe::ProbeReport>,
+    /// The scheduler's own state, read from guest memory with the VM paused
+    /// when the body failed, the scheduler died, the VM hung, or the test
+    /// asked (`dump = true`): globals decoded by its BTF, maps bounded, DSQs.
+    /// `None` when nothing asked for one.
+    pub dump: Option<ktstr_record::SchedulerDump>,
 }
 
 impl VmResult {
@@ -582,6 +589,7 @@ pub(crate) fn judge_vm(
         console: observed.console.clone(),
         steps: steps.to_vec(),
         probes,
+        dump: finished.dump,
     };
     judge_post_vm(&result, entry.config.post_vm)
 }
@@ -611,9 +619,24 @@ pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Out
             }
         };
     }
+    // The scheduler's own state follows a failure; after a pass it is
+    // printed only when asked for (the guest asked for none otherwise).
+    let dump = result
+        .dump
+        .as_ref()
+        .map(|d| format!("\n{d}"))
+        .unwrap_or_default();
     match outcome {
-        Outcome::Fail(t) => Outcome::Fail(format!("{t}\n{}", result.monitor.tail_text(3))),
-        o => o,
+        Outcome::Fail(t) => Outcome::Fail(format!("{t}\n{}{dump}", result.monitor.tail_text(3))),
+        o => {
+            if !dump.is_empty() {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("{}:{dump}\n", result.test).as_bytes(),
+                );
+            }
+            o
+        }
     }
 }
 

@@ -97,6 +97,11 @@ fn schedstat_layout(btf: &Btf<'_>) -> Option<SchedstatLayout> {
 }
 
 impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
+    /// The kernel it reads (for the failure dump).
+    pub(crate) fn kernel(&self) -> &GuestKernel<'k, M> {
+        &self.k
+    }
+
     /// A sampler of the kernel `k`.
     pub(crate) fn new(k: GuestKernel<'k, M>) -> Self {
         let btf = k.btf();

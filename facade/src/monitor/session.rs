@@ -44,8 +44,12 @@ pub(crate) struct Plan {
     pub(crate) nr_cpus: u32,
 }
 
+/// A failure dump as read by the thread, or why it could not be.
+type DumpReply = Result<ktstr_guest_mem::SchedulerDump, MonitorError>;
+
 enum Cmd {
     Snapshot(SampleKind, Duration, mpsc::Sender<Sample>),
+    Dump(mpsc::Sender<DumpReply>),
     Registers(Result<VcpuRegs, String>),
     Stop,
 }
@@ -90,6 +94,8 @@ pub(crate) struct Session {
     placed: Arc<AtomicBool>,
     /// When registers were last sent.
     registers_at: Option<Instant>,
+    /// The failure dump, once read (see [`crate::dump`]).
+    dump: Option<ktstr_record::SchedulerDump>,
 }
 
 impl std::fmt::Debug for Session {
@@ -110,6 +116,8 @@ pub(crate) struct Finished {
     pub(crate) periodic_fired: u32,
     /// The body's run, from boot: its start to the guest's verdict.
     pub(crate) window: Option<(Duration, Duration)>,
+    /// The scheduler's state read at the failure (or on request).
+    pub(crate) dump: Option<ktstr_record::SchedulerDump>,
 }
 
 impl Session {
@@ -133,6 +141,7 @@ impl Session {
             body: (None, None),
             placed,
             registers_at: None,
+            dump: None,
         }
     }
 
@@ -171,6 +180,12 @@ impl Session {
             }
             // Periodic ones are paced by the guest's clock (see
             // ktstr_ops::snapshot::pace_periodic), named ones by its steps.
+            Message::SnapshotRequest { name, seq, .. }
+                if let Some(reason) = crate::dump::request_reason(name) =>
+            {
+                self.take_dump(vm, &reason);
+                reader.ack(*seq);
+            }
             Message::SnapshotRequest {
                 name,
                 seq,
@@ -233,6 +248,48 @@ impl Session {
         self.snapshots.push(s);
     }
 
+    /// Pauses every vCPU, has the thread read the scheduler's state (a
+    /// failure dump), resumes. Only the first dump of a VM is kept.
+    pub(crate) fn take_dump(&mut self, vm: &mut dyn Machine, reason: &str) {
+        if self.dump.is_some() {
+            return;
+        }
+        let t = self.boot_at.elapsed();
+        let alive = self.thread.as_ref().is_some_and(|t| !t.is_finished());
+        if !alive {
+            self.dump = Some(crate::dump::unreadable(
+                reason,
+                t,
+                "the monitor thread is not running (see the monitor's error)",
+            ));
+            return;
+        }
+        if let Err(e) = vm.pause() {
+            self.dump = Some(crate::dump::unreadable(
+                reason,
+                t,
+                &format!("pausing the VM: {e}"),
+            ));
+            return;
+        }
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let got = if self.tx.send(Cmd::Dump(reply_tx)).is_ok() {
+            reply_rx.recv_timeout(SNAPSHOT_READ_LIMIT).ok()
+        } else {
+            None
+        };
+        let _ = vm.resume();
+        self.dump = Some(match got {
+            Some(Ok(d)) => crate::dump::to_record(&d, reason, t),
+            Some(Err(e)) => crate::dump::unreadable(reason, t, &e.to_string()),
+            None => crate::dump::unreadable(
+                reason,
+                t,
+                &format!("no dump read within {SNAPSHOT_READ_LIMIT:?}"),
+            ),
+        });
+    }
+
     /// Stops the thread and hands over what was learned.
     pub(crate) fn finish(mut self) -> Finished {
         let _ = self.tx.send(Cmd::Stop);
@@ -266,6 +323,7 @@ impl Session {
                 .with_cpu_time(cpu)
                 .with_placement(placement),
             window: self.body.0.zip(self.body.1),
+            dump: self.dump.take(),
         }
     }
 }
@@ -351,6 +409,16 @@ fn sampling_thread(
                 };
                 let _ = reply.send(s);
             }
+            Some(Cmd::Dump(reply)) => {
+                let d = if ready(&mut sampler, &mut locator, &mut placement, plan, boot_at)
+                    && let Some(s) = sampler.as_ref()
+                {
+                    Ok(s.kernel().scheduler_dump(&crate::dump::limits()))
+                } else {
+                    Err(locator.why())
+                };
+                let _ = reply.send(d);
+            }
             Some(Cmd::Stop) => {
                 let why = sampler.is_none().then(|| locator.why());
                 return (samples, why, cpu, placement);
@@ -401,6 +469,9 @@ fn answer_errors(e: MonitorError, rx: &mpsc::Receiver<Cmd>) -> ThreadEnd {
         match rx.recv() {
             Ok(Cmd::Snapshot(kind, elapsed, reply)) => {
                 let _ = reply.send(failed_sample(kind, elapsed, &e));
+            }
+            Ok(Cmd::Dump(reply)) => {
+                let _ = reply.send(Err(e.clone()));
             }
             Ok(Cmd::Registers(_)) => {}
             Ok(Cmd::Stop) | Err(_) => break,

@@ -113,6 +113,8 @@ pub fn run_on(
         verdict: facts.verdict.as_ref(),
         monitor: facts.monitor.take(),
         steps: &facts.steps,
+        dump: facts.dump.take(),
+        bpf_progs: std::mem::take(&mut facts.bpf_progs),
         phases: crate::results::Phases {
             total: t0.elapsed(),
             ..facts.phases
@@ -174,6 +176,8 @@ struct RunFacts {
     monitor: Option<ktstr_record::MonitorSummary>,
     steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
+    dump: Option<ktstr_record::SchedulerDump>,
+    bpf_progs: Vec<ktstr_record::ProgStats>,
 }
 
 /// Extra boot-to-init and watchdog time for a randomized (bzImage) boot:
@@ -435,6 +439,16 @@ fn run_in(
     );
     // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_record(&finished.log));
+    facts.dump = finished.dump.clone();
+    facts.bpf_progs = times
+        .bpf_progs
+        .as_ref()
+        .map(crate::dump::prog_stats)
+        .unwrap_or_default();
+    if (cfg.dump || host.dump) && !facts.bpf_progs.is_empty() {
+        let text = crate::dump::progs_text(entry.name, &facts.bpf_progs);
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
     let report = on_request
         .as_ref()
         .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));

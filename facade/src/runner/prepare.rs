@@ -177,6 +177,7 @@ pub(crate) fn prepare(
         channel_size: channel::CHANNEL_SIZE,
         boot_scheduler: boot.as_ref().map(|(s, _)| s.name.to_string()),
         cleanup_budget_ms: cfg.cleanup_budget_ms,
+        dump: cfg.dump || host.dump,
     };
     let json = serde_json::to_vec(&guest_cfg).expect("the guest config serializes");
     overlay.add_bytes(CONFIG_PATH, 0o644, json)?;

@@ -27,6 +27,8 @@ pub(crate) struct Times {
     /// The guest's `CLOCK_REALTIME` minus the host's as init started, in
     /// seconds (within one poll of the guest's reading).
     pub(crate) clock_skew: Option<f64>,
+    /// The guest's report of its scheduler's BPF programs (the verifier's figures).
+    pub(crate) bpf_progs: Option<serde_json::Value>,
 }
 
 /// How one boot went.
@@ -108,6 +110,9 @@ impl Seen {
                 Message::Report { kind, data } if kind == crate::guest::PROBE_REPORT => {
                     self.probe = Some(data);
                 }
+                Message::Report { kind, data } if kind == ktstr_ops::scheduler::PROGS_REPORT => {
+                    self.times.bpf_progs = Some(data);
+                }
                 _ => {}
             }
         }
@@ -168,6 +173,8 @@ pub(crate) fn watch(
             });
         }
         if now >= watchdog {
+            // The hung VM's scheduler, before it goes.
+            monitor.take_dump(vm, "the watchdog (the VM hung)");
             reader.signal(channel::SIGNAL_STOP);
             vm.kill();
             break EndReason::Timeout;

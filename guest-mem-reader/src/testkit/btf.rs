@@ -28,6 +28,24 @@ pub fn kernel_btf() -> Vec<u8> {
     let name16 = b.array(ch, int, 16);
     let name56 = b.array(ch, int, 56);
 
+    let lh = b.next_id();
+    let lh_ptr = b.ptr(TypeId(lh.0 + 1));
+    let list_head = b.struct_type(
+        "list_head",
+        16,
+        &[("next", lh_ptr, 0, 0), ("prev", lh_ptr, 64, 0)],
+    );
+    debug_assert_eq!(list_head.0, lh.0 + 1);
+    let lnode = b.struct_type(
+        "scx_dsq_list_node",
+        24,
+        &[
+            ("node", list_head, 0, 0),
+            ("flags", uint, 128, 0),
+            ("priv", uint, 160, 0),
+        ],
+    );
+    let see = b.struct_type("sched_ext_entity", 24, &[("dsq_list", lnode, 0, 0)]);
     let task = b.struct_type(
         "task_struct",
         64,
@@ -35,6 +53,7 @@ pub fn kernel_btf() -> Vec<u8> {
             ("flags", uint, 0, 0),
             ("pid", pid_t, 64, 0),
             ("comm", comm, 128, 0),
+            ("scx", see, 256, 0),
         ],
     );
     let task_ptr = b.ptr(task);
@@ -50,6 +69,7 @@ pub fn kernel_btf() -> Vec<u8> {
             ("first_task", task_ptr, 64, 0),
             ("id", u64t, 128, 0),
             ("hash_node", rhead_real, 192, 0),
+            ("list", list_head, 256, 0),
         ],
     );
     let scx_rq = b.struct_type(

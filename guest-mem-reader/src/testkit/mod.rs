@@ -30,6 +30,8 @@ pub const TEXT: u64 = 0xffff_ffff_8100_0000;
 /// `__per_cpu_start`: the per-CPU template inside the image.
 pub const PER_CPU_START: u64 = 0xffff_ffff_8160_0000;
 const VARS: u64 = 0xffff_ffff_8140_0000;
+/// `map_idr` (a `struct idr` in the image).
+pub const VARS_MAP_IDR: u64 = VARS + 0x300;
 
 const TABLES: u64 = 0x10_0000;
 const HEAP: u64 = 0x200_0000;
@@ -86,7 +88,7 @@ pub struct Guest {
     /// Where things are.
     pub addrs: Addrs,
     vmap: Vec<(u64, u64)>,
-    next: [u64; 3],
+    next: [u64; 4],
 }
 
 impl Default for Guest {
@@ -98,8 +100,15 @@ impl Default for Guest {
 impl Guest {
     /// The standard crafted guest.
     pub fn new() -> Guest {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)])
-            .expect("64 MiB of anonymous memory");
+        Self::with_ram(RAM)
+    }
+
+    /// The standard crafted guest with `ram` bytes of RAM (at least [`RAM`]); what lies past
+    /// [`RAM`] is handed out by [`Guest::big`].
+    pub fn with_ram(ram: u64) -> Guest {
+        let ram = ram.max(RAM);
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), ram as usize)])
+            .expect("anonymous memory for the crafted guest");
         let syms = KernelSymbols::from_entries([
             ("_text", TEXT, b'T'),
             ("_end", TEXT + (8 << 20), b'B'),
@@ -119,7 +128,7 @@ impl Guest {
             layout: AddressLayout::nokaslr(),
             addrs: Addrs::default(),
             vmap: Vec::new(),
-            next: [TABLES, HEAP, VPAGES],
+            next: [TABLES, HEAP, VPAGES, RAM],
         };
         let pml4 = g.table();
         g.layout = g
@@ -148,6 +157,12 @@ impl Guest {
     /// `size` bytes of direct-mapped memory (what kmalloc hands out).
     pub fn heap(&mut self, size: u64) -> u64 {
         PAGE_OFFSET_BASE_L4 + self.bump(1, size, 64)
+    }
+
+    /// `size` bytes of direct-mapped memory past the standard 64 MiB (a guest made by
+    /// [`Guest::with_ram`]), for big crafted objects.
+    pub fn big(&mut self, size: u64) -> u64 {
+        PAGE_OFFSET_BASE_L4 + self.bump(3, size, 64)
     }
 
     /// `size` bytes of vmalloc space: virtually contiguous pages backed by physical pages in
@@ -299,11 +314,36 @@ impl Guest {
         let node = Self::offset("scx_dispatch_q", "hash_node");
         let buckets = tbl + Self::offset("bucket_table", "buckets");
         let mut dsqs = Vec::new();
+        let list = Self::offset("scx_dispatch_q", "list");
         for (id, nr) in [(0x10u64, 5u64), (0x11, 0), (0x12, 1)] {
             let d = self.heap(64);
             self.set(d, "scx_dispatch_q", "id", id);
             self.set(d, "scx_dispatch_q", "nr", nr);
+            // An empty list points at itself.
+            self.write_u64(d + list, d + list);
+            self.write_u64(d + list + 8, d + list);
             dsqs.push(d);
+        }
+        // DSQ 0x10 queues two tasks (of its 5) and a BPF iterator's cursor between them.
+        let tnode = Self::offset("task_struct", "scx.dsq_list.node");
+        let mut links = vec![dsqs[0] + list];
+        for (pid, comm) in [(301u64, &b"stress-0\0"[..]), (302, b"stress-1\0")] {
+            let t = self.heap(64);
+            self.set(t, "task_struct", "pid", pid);
+            self.set_bytes(t, "task_struct", "comm", comm);
+            links.push(t + tnode);
+            if pid == 301 {
+                let cursor = self.heap(24);
+                self.set(cursor, "scx_dsq_list_node", "flags", 1);
+                links.push(cursor);
+            }
+        }
+        for (i, &l) in links.iter().enumerate() {
+            self.write_u64(l, links[(i + 1) % links.len()]);
+        }
+        for rq in self.addrs.rqs.clone() {
+            let at = rq + Self::offset("rq", "scx.local_dsq.list");
+            self.write_u64(at, at);
         }
         // Bucket 1 chains 0x10 -> 0x11 and ends in a nulls marker; bucket 3 holds 0x12 with
         // its lock bit set; buckets 0 and 2 are empty.

@@ -61,6 +61,10 @@ pub struct GuestConfig {
     /// How long stopping the scheduler after the body may take, in ms.
     #[serde(default)]
     pub cleanup_budget_ms: u64,
+    /// Ask the host for a dump of the scheduler's state after the body even
+    /// when the test passes (`dump = true`, `--dump`).
+    #[serde(default)]
+    pub dump: bool,
 }
 
 fn one() -> u32 {
@@ -270,6 +274,32 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
             error_kinds.push(death.kind.as_str().into());
         }
         ch.send(&Message::SchedulerDied(death), Duration::from_secs(1));
+    }
+    // The scheduler's state, while it is still attached (or, dead, while its
+    // maps are held): on a failure, or when the test asked for it.
+    // No scheduler of its own ever attached (EEVDF): nothing to dump.
+    let progs = sup.prog_infos();
+    let had_scheduler = cfg.boot_scheduler.is_some() || !progs.is_empty();
+    let why = if sup.died().is_some() {
+        Some("the scheduler died")
+    } else if !verdict.is_pass() {
+        Some("the verdict failed")
+    } else {
+        cfg.dump.then_some("requested")
+    };
+    if let Some(why) = why.filter(|_| had_scheduler) {
+        let _ = crate::snapshot::capture(&format!("{}:{why}", crate::snapshot::DUMP_SNAPSHOT));
+    }
+    if !progs.is_empty()
+        && let Ok(data) = serde_json::to_value(&progs)
+    {
+        ch.send(
+            &Message::Report {
+                kind: crate::scheduler::PROGS_REPORT.into(),
+                data,
+            },
+            Duration::from_secs(1),
+        );
     }
     if cfg.boot_scheduler.is_some() {
         let t0 = Instant::now();

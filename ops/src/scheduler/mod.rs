@@ -8,6 +8,7 @@
 
 mod cause;
 mod exit;
+mod hold;
 mod monitor_checks;
 mod supervisor;
 
@@ -18,6 +19,7 @@ use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
 pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
+pub use hold::{Held, PROGS_REPORT, ProgInfo};
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 

@@ -47,6 +47,9 @@ struct Inner {
     /// body's verdict speaks for it).
     surfaced: AtomicBool,
     watching: AtomicBool,
+    /// The last attached scheduler's maps and programs, held open so a dead
+    /// scheduler's state can still be dumped (see [`super::hold`]).
+    held: Mutex<Option<super::Held>>,
 }
 
 /// The scheduler of one run. Cloning shares it.
@@ -157,6 +160,18 @@ impl Supervisor {
             .clone()
     }
 
+    /// The verifier's figures of the last attached scheduler's programs
+    /// (empty when none attached).
+    pub fn prog_infos(&self) -> Vec<super::ProgInfo> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(super::Held::progs)
+            .unwrap_or_default()
+    }
+
     /// Marks the recorded death as handed to the body.
     pub fn mark_death_surfaced(&self) {
         self.inner.surfaced.store(true, Ordering::SeqCst);
@@ -195,6 +210,7 @@ impl Supervisor {
             source,
         };
         let out = std::fs::File::create(log).map_err(spawn_err)?;
+        let ids_before = super::hold::last_ids();
         let err = out.try_clone().map_err(spawn_err)?;
         let mut child = Command::new(binary)
             .args(read_args(args_path))
@@ -239,6 +255,8 @@ impl Supervisor {
             child,
             log: log.into(),
         });
+        *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(super::Held::take(ids_before));
         self.inner.pid.store(pid, Ordering::Release);
         Ok(pid)
     }
