@@ -40,6 +40,9 @@ pub mod kernels {}
 #[doc = include_str!("src/kaslr.md")]
 pub mod kaslr {}
 
+#[doc = include_str!("src/failure-dump.md")]
+pub mod failure_dump {}
+
 #[doc = include_str!("src/kselftest.md")]
 pub mod kselftest {}
 
