@@ -55,7 +55,7 @@ pub struct RunRecord {
     pub workers: Vec<WorkerRecord>,
     /// Each cgroup's placement per NUMA node, LLC and core (empty: no
     /// worker traces, or a record from before them).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<GroupPlacement>,
     /// What the host monitor read, when it ran.
     pub monitor: Option<MonitorSummary>,

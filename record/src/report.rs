@@ -156,6 +156,6 @@ pub struct WorkerRecord {
     #[serde(default)]
     pub schedstat: bool,
     /// Where its loop ran over the window, bin by bin.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<PlacementTrace>,
 }

@@ -129,7 +129,7 @@ pub struct WorkerReport {
     pub schedstat: bool,
     /// Where its loop ran over the window, bin by bin (`None`: never seen,
     /// or a report from before traces).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<PlacementTrace>,
 }
 
