@@ -296,7 +296,7 @@ fn allowed(r: &WorkerReport, cpu: u32) -> bool {
 /// different CPU time, if placement says: at the coarsest level where
 /// `lo`'s home domain carried more CPU-bound workers per CPU than `hi`'s
 /// (counting every cgroup's, in fractions of their rounds), by at least
-/// [`IMBALANCE`], on a contended domain. `None` when placement does not
+/// 25%, on a contended domain. `None` when placement does not
 /// explain it (or the workers have no traces).
 pub fn explain_spread(
     reports: &[WorkerReport],

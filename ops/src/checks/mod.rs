@@ -33,7 +33,7 @@ pub use basic::{
     work_spread,
 };
 pub use domains::{
-    DomainShare, GroupPlacement, Level, LevelSplit, PLACEMENT, explain_spread, placement,
+    DomainShare, GroupPlacement, Level, LevelSplit, PLACEMENT, explain_spread, levels, placement,
 };
 pub use placement::{
     AFFINITY, CPUSET_ISOLATION, MIGRATIONS, affinity, cpuset_isolation, migrations,

@@ -70,7 +70,7 @@ pub struct Held {
 }
 
 impl Held {
-    /// Opens every map and program whose id is above `after` ([`last_ids`] before the
+    /// Opens every map and program whose id is above `after` (`last_ids` before the
     /// scheduler was spawned). What cannot be opened (freed meanwhile) is skipped.
     pub fn take(after: (u32, u32)) -> Held {
         let open = |next_cmd, fd_cmd, mut id: u32| {
