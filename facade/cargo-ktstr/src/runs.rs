@@ -112,7 +112,11 @@ pub(crate) fn kernels(
     Ok(resolved
         .into_iter()
         .map(|r| {
-            let path = if given_path(&r.spec) {
+            let built = matches!(
+                r.kernel.source,
+                Some(ktstr_kernel::KernelSource::Built { .. })
+            );
+            let path = if given_path(&r.spec) && !built {
                 PathBuf::from(&r.spec)
             } else {
                 // A version: its cache entry (the tests read its release there).
@@ -121,12 +125,17 @@ pub(crate) fn kernels(
                     .parent()
                     .map_or_else(|| r.kernel.vmlinux.clone(), Path::to_path_buf)
             };
-            let label = r
-                .kernel
-                .release
-                .as_deref()
-                .and_then(ktstr_kernel::KernelVersion::of_release)
-                .map_or_else(|| path.display().to_string(), |v| v.to_string());
+            // A built kernel's release (7.3.4-ktstr-<key>) tells two builds
+            // of one version apart.
+            let label = match (&r.kernel.release, built) {
+                (Some(rel), true) => rel.clone(),
+                _ => r
+                    .kernel
+                    .release
+                    .as_deref()
+                    .and_then(ktstr_kernel::KernelVersion::of_release)
+                    .map_or_else(|| path.display().to_string(), |v| v.to_string()),
+            };
             Some(RunKernel { label, path })
         })
         .collect())
