@@ -66,6 +66,8 @@ pub struct Built {
     pub make_time: Option<Duration>,
     /// The build log.
     pub log: PathBuf,
+    /// The source tree, when it was looked at (not offline).
+    pub tree: Option<PathBuf>,
 }
 
 fn cache_root(kernels: &KernelCache) -> PathBuf {
@@ -152,6 +154,7 @@ fn found(k: CachedKernel, root: &Path) -> Built {
         kernel: k,
         built_now: false,
         make_time: None,
+        tree: None,
     }
 }
 
@@ -338,6 +341,7 @@ fn build_tree(
             built_now: false,
             make_time: None,
             log,
+            tree: Some(tree.dir.clone()),
         });
     }
     let localversion = format!("LOCALVERSION=-ktstr-{}", &key[..8]);
@@ -395,6 +399,7 @@ fn build_tree(
         built_now: true,
         make_time: Some(r.elapsed),
         log,
+        tree: Some(tree.dir.clone()),
     })
 }
 
