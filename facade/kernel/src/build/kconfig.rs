@@ -189,6 +189,11 @@ pub struct Definition {
     pub files: Vec<String>,
     /// The `depends on` expressions of its entries.
     pub depends: Vec<String>,
+    /// Whether an entry has a prompt (else only a `select` or a default
+    /// sets it).
+    pub prompt: bool,
+    /// The symbols that `select` it.
+    pub selected_by: Vec<String>,
 }
 
 /// Finds `name`'s definitions in the Kconfig files below `tree`.
@@ -211,12 +216,13 @@ pub fn find_definition(tree: &Path, name: &str) -> Definition {
                 }
                 Ok(_) if fname.starts_with("Kconfig") => {
                     if let Ok(text) = std::fs::read_to_string(&p) {
-                        let deps = entry_depends(&text, name);
-                        if let Some(deps) = deps {
+                        if let Some(e) = entry(&text, name) {
                             let rel = p.strip_prefix(tree).unwrap_or(&p);
                             def.files.push(rel.display().to_string());
-                            def.depends.extend(deps);
+                            def.depends.extend(e.depends);
+                            def.prompt |= e.prompt;
                         }
+                        def.selected_by.extend(selectors(&text, name));
                     }
                 }
                 _ => {}
@@ -224,13 +230,45 @@ pub fn find_definition(tree: &Path, name: &str) -> Definition {
         }
     }
     def.files.sort();
+    def.selected_by.sort();
+    def.selected_by.dedup();
     def
+}
+
+/// The symbols whose entries in one Kconfig text `select NAME`.
+fn selectors(text: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("config" | "menuconfig"), Some(sym)) => current = Some(sym),
+            (Some("select"), Some(sym)) if sym == name => {
+                if let Some(c) = current {
+                    out.push(c.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One symbol's entry in a Kconfig text.
+struct Entry {
+    depends: Vec<String>,
+    prompt: bool,
 }
 
 /// The `depends on` expressions of `name`'s entry in one Kconfig text, or
 /// `None` when it is not defined there.
 pub fn entry_depends(text: &str, name: &str) -> Option<Vec<String>> {
+    entry(text, name).map(|e| e.depends)
+}
+
+fn entry(text: &str, name: &str) -> Option<Entry> {
     let mut found = false;
+    let mut prompt = false;
     let mut deps = Vec::new();
     let mut inside = false;
     for line in text.lines() {
@@ -263,8 +301,22 @@ pub fn entry_depends(text: &str, name: &str) -> Option<Vec<String>> {
         if inside && let Some(expr) = t.strip_prefix("depends on") {
             deps.push(expr.trim().to_string());
         }
+        if inside
+            && (t.starts_with("prompt")
+                || ["bool", "tristate", "int", "hex", "string"]
+                    .iter()
+                    .any(|k| {
+                        t.strip_prefix(k)
+                            .is_some_and(|r| r.trim_start().starts_with('"'))
+                    }))
+        {
+            prompt = true;
+        }
     }
-    found.then_some(deps)
+    found.then_some(Entry {
+        depends: deps,
+        prompt,
+    })
 }
 
 /// Why `name` did not survive, in words: not an option of this kernel or
@@ -280,6 +332,23 @@ pub fn explain(def: &Definition, name: &str, config: &BTreeMap<String, String>) 
         return format!(
             "{name} is defined only in {}: an option of another architecture (ktstr builds x86_64)",
             def.files.join(", ")
+        );
+    }
+    if !def.prompt && !def.selected_by.is_empty() {
+        let by: Vec<String> = def
+            .selected_by
+            .iter()
+            .take(6)
+            .map(|s| format!("{s}={}", config.get(s).map_or("n", String::as_str)))
+            .collect();
+        return format!(
+            "{name} has no prompt: only a `select` sets it, by {}{}",
+            by.join(", "),
+            if def.selected_by.len() > 6 {
+                ", ..."
+            } else {
+                ""
+            }
         );
     }
     if def.depends.is_empty() {
@@ -428,6 +497,8 @@ mod tests {
         let def = Definition {
             files: vec!["init/Kconfig".into()],
             depends: vec!["BAR && !BAZ && X86_64".into()],
+            prompt: true,
+            selected_by: vec![],
         };
         assert_eq!(
             explain(&def, "FOO", &config),
@@ -435,7 +506,7 @@ mod tests {
         );
         let arm = Definition {
             files: vec!["arch/arm64/Kconfig".into()],
-            depends: vec![],
+            ..Definition::default()
         };
         assert!(
             explain(&arm, "ARM64_SVE", &config).contains("another architecture"),
@@ -443,6 +514,15 @@ mod tests {
             explain(&arm, "ARM64_SVE", &config)
         );
         assert!(explain(&Definition::default(), "NOPE", &config).contains("has no option NOPE"));
+        let selected = Definition {
+            files: vec!["kernel/bpf/Kconfig".into()],
+            selected_by: vec!["BPF_SYSCALL".into()],
+            ..Definition::default()
+        };
+        assert_eq!(
+            explain(&selected, "BPF", &config),
+            "BPF has no prompt: only a `select` sets it, by BPF_SYSCALL=n"
+        );
     }
 
     #[test]
@@ -457,7 +537,7 @@ mod tests {
         .expect("write");
         std::fs::write(
             dir.path().join("kernel/Kconfig.preempt"),
-            "config SCHED_CLASS_EXT\n\tbool \"ext\"\n\tdepends on BPF_SYSCALL\n",
+            "config SCHED_CLASS_EXT\n\tbool \"ext\"\n\tdepends on BPF_SYSCALL\n\tselect BPF_THING\n",
         )
         .expect("write");
         let def = find_definition(dir.path(), "ARM64_SVE");
@@ -465,6 +545,11 @@ mod tests {
         assert_eq!(def.depends, ["ARM64"]);
         let def = find_definition(dir.path(), "SCHED_CLASS_EXT");
         assert_eq!(def.files, ["kernel/Kconfig.preempt"]);
+        assert!(def.prompt);
+        assert_eq!(
+            find_definition(dir.path(), "BPF_THING").selected_by,
+            ["SCHED_CLASS_EXT"]
+        );
         assert!(find_definition(dir.path(), "NOPE").files.is_empty());
     }
 }
