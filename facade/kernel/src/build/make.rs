@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Build steps of a cold build of linux-source-7.3 with ktstr's fragment on
-/// tinyconfig, counted from its log: the estimate before a build directory
-/// has a count of its own.
-pub const COLD_STEPS_ESTIMATE: u64 = 2600;
+/// tinyconfig (1923 counted in its log): the estimate before a build
+/// directory has a count of its own.
+pub const COLD_STEPS_ESTIMATE: u64 = 1950;
 
 /// The file in a build directory holding the last build's step count.
 pub const STEPS_FILE: &str = ".ktstr-steps";
@@ -85,16 +85,26 @@ fn compiler_error_location(line: &str) -> Option<String> {
     (!file.is_empty() && !file.contains(' ')).then(|| format!("{file}:{line_no}"))
 }
 
-/// The progress line: `N/~M steps (P%), elapsed`.
-pub fn progress_line(done: u64, estimate: u64, elapsed: Duration) -> String {
-    let est = estimate.max(done).max(1);
+/// The progress line: `N/~M steps (P%), elapsed` for a build whose size is
+/// known (a cold one), `N steps (incremental), elapsed` otherwise.
+pub fn progress_line(done: u64, estimate: Option<u64>, elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
-    format!(
-        "{done}/~{est} steps ({}%), {}m{:02}s",
-        done * 100 / est,
-        secs / 60,
-        secs % 60
-    )
+    match estimate {
+        Some(e) => {
+            let est = e.max(done).max(1);
+            format!(
+                "{done}/~{est} steps ({}%), {}m{:02}s",
+                done * 100 / est,
+                secs / 60,
+                secs % 60
+            )
+        }
+        None => format!(
+            "{done} steps (incremental), {}m{:02}s",
+            secs / 60,
+            secs % 60
+        ),
+    }
 }
 
 /// How a `make` run ended.
@@ -161,7 +171,7 @@ impl Make {
     pub fn run(
         &self,
         log: &Path,
-        estimate: u64,
+        estimate: Option<u64>,
         every: Duration,
         progress: &mut dyn FnMut(&str),
     ) -> std::io::Result<MakeResult> {
@@ -237,13 +247,19 @@ impl Make {
     }
 }
 
-/// The step estimate for a build in `out`: the last build's count there,
-/// else the cold estimate.
-pub fn estimate(out: &Path) -> u64 {
-    std::fs::read_to_string(out.join(STEPS_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(COLD_STEPS_ESTIMATE)
+/// The step estimate for a build in `out`: none for an incremental build
+/// (a `vmlinux` is there: how much changed is unknown), else the last cold
+/// build's count there, else the cold estimate.
+pub fn estimate(out: &Path) -> Option<u64> {
+    if out.join("vmlinux").is_file() {
+        return None;
+    }
+    Some(
+        std::fs::read_to_string(out.join(STEPS_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(COLD_STEPS_ESTIMATE),
+    )
 }
 
 /// The host's cores, for `-j`.
@@ -294,14 +310,24 @@ mod tests {
     #[test]
     fn progress_lines() {
         assert_eq!(
-            progress_line(650, 2600, Duration::from_secs(125)),
+            progress_line(650, Some(2600), Duration::from_secs(125)),
             "650/~2600 steps (25%), 2m05s"
         );
         // Past the estimate: the estimate follows the count.
         assert_eq!(
-            progress_line(3000, 2600, Duration::from_secs(5)),
+            progress_line(3000, Some(2600), Duration::from_secs(5)),
             "3000/~3000 steps (100%), 0m05s"
         );
+        assert_eq!(
+            progress_line(47, None, Duration::from_secs(57)),
+            "47 steps (incremental), 0m57s"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(estimate(dir.path()), Some(COLD_STEPS_ESTIMATE));
+        std::fs::write(dir.path().join(STEPS_FILE), "1923\n").expect("write");
+        assert_eq!(estimate(dir.path()), Some(1923));
+        std::fs::write(dir.path().join("vmlinux"), "").expect("write");
+        assert_eq!(estimate(dir.path()), None);
     }
 
     #[test]
@@ -339,7 +365,9 @@ mod tests {
         let log = dir.path().join("build.log");
         let mut lines = Vec::new();
         let r = m
-            .run(&log, 10, Duration::ZERO, &mut |l| lines.push(l.to_string()))
+            .run(&log, Some(10), Duration::ZERO, &mut |l| {
+                lines.push(l.to_string())
+            })
             .expect("make runs");
         assert!(!r.ok);
         assert_eq!(r.steps, 1);

@@ -421,7 +421,7 @@ fn run_make(
         targets: targets.iter().map(|t| t.to_string()).collect(),
     };
     let r = m
-        .run(log, 0, Duration::from_secs(3600), &mut |_| {})
+        .run(log, None, Duration::from_secs(3600), &mut |_| {})
         .map_err(|e| KernelError::Command {
             command: m.describe(),
             detail: e.to_string(),
