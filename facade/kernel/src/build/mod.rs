@@ -312,22 +312,7 @@ fn build_tree(
     } else {
         configure(spec, tree, &out, &fragments, opts, &log, progress)?
     };
-    let key = {
-        let mut h = Sha256::new();
-        for part in [
-            tree.identity.as_str(),
-            tree.dirty_sha256.as_deref().unwrap_or(""),
-            config_text.as_str(),
-        ] {
-            h.update(part.as_bytes());
-            h.update(b"\0");
-        }
-        h.finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let key = cache_key(tree, &config_text);
     let built = built_cache(&opts.fetch.cache);
     built.remove_stale_scratch();
     if let Some(k) = built.load(&built.dir().join(&key)) {
@@ -401,6 +386,25 @@ fn build_tree(
         log,
         tree: Some(tree.dir.clone()),
     })
+}
+
+/// The cache key of a build: 16 hex digits of the SHA-256 of the source's
+/// identity, its uncommitted changes and the final config.
+pub fn cache_key(tree: &source::Tree, config: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        tree.identity.as_str(),
+        tree.dirty_sha256.as_deref().unwrap_or(""),
+        config,
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Runs one configuration make, its output in the log.
@@ -541,4 +545,62 @@ fn insert(
     }
     let elf = std::fs::read(&vmlinux).map_err(|e| KernelError::io(&vmlinux, e))?;
     built.insert_built(tmp, key, &release, &bz, &elf, config, from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(identity: &str, dirty: Option<&str>) -> source::Tree {
+        source::Tree {
+            dir: "/src".into(),
+            identity: identity.into(),
+            dirty_sha256: dirty.map(str::to_string),
+            in_tree: false,
+        }
+    }
+
+    #[test]
+    fn the_key_follows_the_source_its_changes_and_the_config() {
+        let base = cache_key(&tree("git 1", None), "CONFIG_A=y\n");
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, cache_key(&tree("git 1", None), "CONFIG_A=y\n"));
+        assert_ne!(base, cache_key(&tree("git 2", None), "CONFIG_A=y\n"));
+        assert_ne!(base, cache_key(&tree("git 1", Some("ab")), "CONFIG_A=y\n"));
+        assert_ne!(base, cache_key(&tree("git 1", None), "CONFIG_A=n\n"));
+        // The parts are separated: moving text between them changes the key.
+        assert_ne!(
+            cache_key(&tree("git 1", Some("x")), ""),
+            cache_key(&tree("git 1", None), "x")
+        );
+    }
+
+    #[test]
+    fn build_directories_sit_beside_the_caches_trees_and_apart_for_others() {
+        let kernels = KernelCache::new("/c/kernels".into());
+        assert_eq!(
+            build_dir(
+                &kernels,
+                Path::new("/c/kernel-src/linux-source-7.3_7.3.4/src")
+            ),
+            Path::new("/c/kernel-src/linux-source-7.3_7.3.4/build")
+        );
+        let mine = build_dir(&kernels, Path::new("/home/me/linux"));
+        assert!(mine.starts_with("/c/kernel-build"), "{}", mine.display());
+        assert_ne!(mine, build_dir(&kernels, Path::new("/home/me/linux2")));
+    }
+
+    #[test]
+    fn source_specs() {
+        let spec = |s: &str| s.parse::<KernelSpec>().expect("spec");
+        assert!(is_source_spec(&spec("source:7.3")));
+        assert!(is_source_spec(&spec("git+file:///l#sha=1234")));
+        assert!(!is_source_spec(&spec("7.3")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = KernelSpec::Path(dir.path().to_path_buf());
+        assert!(!is_source_spec(&p), "an empty directory is no tree");
+        std::fs::write(dir.path().join("Kconfig"), "").expect("write");
+        std::fs::write(dir.path().join("Makefile"), "").expect("write");
+        assert!(is_source_spec(&p));
+    }
 }
