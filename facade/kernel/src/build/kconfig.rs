@@ -146,7 +146,7 @@ impl std::fmt::Display for Lost {
             if self.got == "n" {
                 "it unset".to_string()
             } else {
-                format!("{}", self.got)
+                self.got.clone()
             },
             self.why
         )
@@ -210,11 +210,13 @@ pub fn find_definition(tree: &Path, name: &str) -> Definition {
             let fname = fname.to_string_lossy();
             match e.file_type() {
                 Ok(t) if t.is_dir() => {
-                    if !fname.starts_with('.') && fname != "Documentation" && fname != "tools" {
+                    let skip =
+                        fname.starts_with('.') || fname == "Documentation" || fname == "tools";
+                    if !skip {
                         stack.push(p);
                     }
                 }
-                Ok(_) if fname.starts_with("Kconfig") => {
+                Ok(t) if t.is_file() && fname.starts_with("Kconfig") => {
                     if let Ok(text) = std::fs::read_to_string(&p) {
                         if let Some(e) = entry(&text, name) {
                             let rel = p.strip_prefix(tree).unwrap_or(&p);
