@@ -114,6 +114,8 @@ fn two_commit_repo(tree: &Path) -> (PathBuf, String, String) {
     let git = |args: &[&str]| {
         let out = Command::new("git")
             .args(["-c", "user.name=ktstr", "-c", "user.email=ktstr@localhost"])
+            // No background repack of the tree's 96k objects.
+            .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
             .arg("-C")
             .arg(&repo)
             .args(args)
@@ -141,7 +143,8 @@ fn two_commit_repo(tree: &Path) -> (PathBuf, String, String) {
         assert!(st.success());
         std::fs::rename(&tmp, &repo).expect("rename");
         git(&["init", "-q", "-b", "main"]);
-        git(&["add", "-A"]);
+        // Debian's tarball ignores its own top level (`/*` in .gitignore).
+        git(&["add", "-f", "."]);
         git(&["commit", "-q", "-m", "linux-source-7.3"]);
         let ext = repo.join("kernel/sched/ext/ext.c");
         let text = std::fs::read_to_string(&ext).expect("ext.c");
