@@ -356,6 +356,7 @@ impl HostConfig {
             cache: self.kernel_cache(),
             suites: self.kernel_suites.clone(),
             cap_bytes: self.kernel_cache_mib << 20,
+            kconfig: None,
         }
     }
 

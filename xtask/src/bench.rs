@@ -23,6 +23,7 @@ enum Which {
     Monitor(crate::bench_monitor::MonitorBench),
     MonitorOnce(crate::bench_monitor::MonitorOnce),
     Restore(RestoreBench),
+    KernelBuild(crate::bench_kernel::KernelBuildBench),
 }
 
 /// Boot once, restore many (QEMU): cold boot to a waiting guest agent
@@ -54,6 +55,7 @@ pub fn run(cmd: &BenchCmd) -> Result<(), String> {
         Which::Monitor(b) => crate::bench_monitor::run(b),
         Which::MonitorOnce(b) => crate::bench_monitor::once(b),
         Which::Restore(b) => restore(b),
+        Which::KernelBuild(b) => crate::bench_kernel::run(b),
     }
 }
 

@@ -4,6 +4,7 @@
 //! live here so that the README's two commands do everything.
 
 mod bench;
+mod bench_kernel;
 mod bench_monitor;
 mod kernels;
 mod kselftest;

@@ -44,7 +44,7 @@ const NEEDS: &[Need] = &[
         package: "gcc",
         from_backports: false,
         min_major: None,
-        why: "builds the KVM VMM's tiny test guests",
+        why: "builds the KVM VMM's tiny test guests, and kernels from source",
     },
     Need {
         package: "binutils",
@@ -80,7 +80,7 @@ const NEEDS: &[Need] = &[
         package: "dwarves",
         from_backports: false,
         min_major: None,
-        why: "pahole cross-checks the BTF parser",
+        why: "pahole cross-checks the BTF parser, and makes the BTF of kernels built from source",
     },
     Need {
         package: "bpftool",
@@ -105,6 +105,42 @@ const NEEDS: &[Need] = &[
         from_backports: false,
         min_major: None,
         why: "cross-checks the initramfs writer",
+    },
+    Need {
+        package: "flex",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source (`cargo ktstr kernel build`): Kconfig's lexer",
+    },
+    Need {
+        package: "bison",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source: Kconfig's parser",
+    },
+    Need {
+        package: "bc",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source: the build computes constants with bc",
+    },
+    Need {
+        package: "libssl-dev",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source: the host tools sign and extract certificates",
+    },
+    Need {
+        package: "xz-utils",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source: linux-source-X is an .tar.xz",
+    },
+    Need {
+        package: "git",
+        from_backports: false,
+        min_major: None,
+        why: "kernels built from source: git+URL#ref clones and tree identities",
     },
 ];
 

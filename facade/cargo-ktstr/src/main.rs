@@ -57,10 +57,14 @@ pub struct TestCmd {
     #[argh(option)]
     /// kernel to boot: a version (7.3, 7.0.13, newest), a range (6.18..7.3:
     /// the newest of each line), a vmlinux, bzImage, build tree or cache
-    /// entry; versions are fetched when not cached; repeat it to run
-    /// everything once per kernel (default: KTSTR_KERNEL, then the newest
-    /// cached)
+    /// entry, a kernel source tree, git+URL#sha=S|tag=T|branch=B or
+    /// source:7.3 (built with ktstr's fragment); versions are fetched when
+    /// not cached; repeat it to run everything once per kernel (default:
+    /// KTSTR_KERNEL, then the newest cached)
     kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(option)]
+    /// a kconfig fragment for kernels built from source, after ktstr's
+    kconfig: Option<std::path::PathBuf>,
     #[argh(switch)]
     /// a --kernel range gives every release in it, not the newest of each line
     all_releases: bool,
@@ -130,6 +134,9 @@ pub struct GauntletCmd {
     /// kernel to boot, as for `test` (repeatable, ranges too: the kernel
     /// becomes a dimension of the run, and --budget counts it)
     kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(option)]
+    /// a kconfig fragment for kernels built from source, after ktstr's
+    kconfig: Option<std::path::PathBuf>,
     #[argh(switch)]
     /// a --kernel range gives every release in it, not the newest of each line
     all_releases: bool,

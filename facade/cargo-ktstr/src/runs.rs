@@ -104,6 +104,7 @@ pub(crate) struct RunKernel {
 pub(crate) fn kernels(
     given: &[ktstr_kernel::KernelSpec],
     all_releases: bool,
+    kconfig: Option<&Path>,
 ) -> Result<Vec<Option<RunKernel>>, String> {
     if given.is_empty() {
         return Ok(vec![None]);
@@ -114,12 +115,19 @@ pub(crate) fn kernels(
         all_releases,
         false,
         "cargo ktstr",
-        &host.kernel_cmd_env(),
+        &ktstr_kernel::KernelCmdEnv {
+            kconfig: kconfig.map(Path::to_path_buf),
+            ..host.kernel_cmd_env()
+        },
     )?;
     Ok(resolved
         .into_iter()
         .map(|r| {
-            let path = if given_path(&r.spec) {
+            let built = matches!(
+                r.kernel.source,
+                Some(ktstr_kernel::KernelSource::Built { .. })
+            );
+            let path = if given_path(&r.spec) && !built {
                 PathBuf::from(&r.spec)
             } else {
                 // A version: its cache entry (the tests read its release there).
@@ -128,12 +136,17 @@ pub(crate) fn kernels(
                     .parent()
                     .map_or_else(|| r.kernel.vmlinux.clone(), Path::to_path_buf)
             };
-            let label = r
-                .kernel
-                .release
-                .as_deref()
-                .and_then(ktstr_kernel::KernelVersion::of_release)
-                .map_or_else(|| path.display().to_string(), |v| v.to_string());
+            // A built kernel's release (7.3.4-ktstr-<key>) tells two builds
+            // of one version apart.
+            let label = match (&r.kernel.release, built) {
+                (Some(rel), true) => rel.clone(),
+                _ => r
+                    .kernel
+                    .release
+                    .as_deref()
+                    .and_then(ktstr_kernel::KernelVersion::of_release)
+                    .map_or_else(|| path.display().to_string(), |v| v.to_string()),
+            };
             Some(RunKernel { label, path })
         })
         .collect())
@@ -235,7 +248,7 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
     let store = Store::new(store_dir(None)?);
     let nextest = !c.no_nextest && cargo::has_nextest();
     let mut failed = Vec::new();
-    let kernels = kernels(&c.kernel, c.all_releases)?;
+    let kernels = kernels(&c.kernel, c.all_releases, c.kconfig.as_deref())?;
     let many = kernels.len() > 1;
     for (i, rk) in kernels.iter().enumerate() {
         let kernel = rk.as_ref().map(|k| k.path.as_path());
@@ -502,7 +515,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         monitor_hz: None,
         dump: false,
     };
-    let kernels = kernels(&c.kernel, c.all_releases)?;
+    let kernels = kernels(&c.kernel, c.all_releases, c.kconfig.as_deref())?;
     let many = kernels.len() > 1;
     // The kernel is an axis of the budget: each kernel gets its share.
     if let Some(b) = budget
@@ -592,7 +605,7 @@ fn parse_side(text: &str, store: &Store) -> Result<Side, String> {
             return Ok(Side::Kernel(p));
         }
         // A version: resolved (fetched if needed) once, here.
-        return match kernels(std::slice::from_ref(&spec), false)?.as_slice() {
+        return match kernels(std::slice::from_ref(&spec), false, None)?.as_slice() {
             [Some(one)] => Ok(Side::Kernel(one.path.clone())),
             more => Err(format!(
                 "side {text:?} names {} kernels; a side is one kernel",

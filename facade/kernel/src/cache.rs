@@ -44,6 +44,41 @@ pub struct KernelMetadata {
     /// `__kconfig` externs resolve; sched_ext was checked in the BTF.
     #[serde(default)]
     pub config_from: Option<String>,
+    /// Built from source by ktstr (an entry of `kernels-built/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<BuiltFrom>,
+}
+
+/// What a kernel built from source was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltFrom {
+    /// The spec (`source:7.3`, `git+URL#sha=…`, or the tree's path).
+    pub spec: String,
+    /// The source's identity (`debian linux-source-7.3 7.3.4-1~bpo13+1`,
+    /// `git <sha>`, `tree <path> <mtime>`).
+    pub tree: String,
+    /// SHA-256 of a git tree's uncommitted changes, when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_sha256: Option<String>,
+    /// SHA-256 of the config fragments applied.
+    pub fragment_sha256: String,
+    /// How long make took (s).
+    pub build_seconds: u64,
+}
+
+impl KernelMetadata {
+    /// Where the kernel came from, typed.
+    pub fn kernel_source(&self) -> crate::KernelSource {
+        match &self.built {
+            Some(b) => crate::KernelSource::Built {
+                spec: b.spec.clone(),
+                tree: b.tree.clone(),
+                dirty_sha256: b.dirty_sha256.clone(),
+                fragment_sha256: b.fragment_sha256.clone(),
+            },
+            None => crate::KernelSource::from_cache_text(&self.source),
+        }
+    }
 }
 
 /// The file whose modification time says when a cached kernel was last used.
@@ -308,6 +343,7 @@ impl KernelCache {
             fetched_at: rfc3339_now(),
             no_config: config.is_none(),
             config_from: config_from.map(str::to_string),
+            built: None,
         };
         let tmp = self.scratch()?;
         let write = |name: &str, bytes: &[u8]| {
@@ -326,11 +362,23 @@ impl KernelCache {
             };
             write("config", text.as_bytes())?;
         }
+        self.commit(tmp, release, metadata)
+    }
+
+    /// Writes `metadata` into the scratch directory `tmp` and renames it
+    /// into place as the entry `name` (replacing a stale or partial one).
+    #[cfg(feature = "fetch")]
+    fn commit(
+        &self,
+        tmp: Scratch,
+        name: &str,
+        metadata: KernelMetadata,
+    ) -> Result<CachedKernel, KernelError> {
         let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
-        write("metadata.json", &json)?;
-        let dest = self.dir.join(release);
+        let p = tmp.0.join("metadata.json");
+        std::fs::write(&p, json).map_err(|e| KernelError::io(&p, e))?;
+        let dest = self.dir.join(name);
         if dest.exists() {
-            // A stale or partial entry: replace it.
             std::fs::remove_dir_all(&dest).map_err(|e| KernelError::io(&dest, e))?;
         }
         std::fs::rename(&tmp.0, &dest).map_err(|e| KernelError::io(&dest, e))?;
@@ -338,6 +386,50 @@ impl KernelCache {
             dir: dest,
             metadata,
         })
+    }
+}
+
+impl KernelCache {
+    /// Stores a kernel built from source under `key`, from the scratch
+    /// directory `tmp` holding its `vmlinux` (`elf`); checked like a fetched
+    /// kernel (BTF, sched_ext), renamed into place as a whole.
+    #[cfg(feature = "fetch")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_built(
+        &self,
+        tmp: Scratch,
+        key: &str,
+        release: &str,
+        bz_image: &[u8],
+        elf: &[u8],
+        config: &str,
+        from: BuiltFrom,
+    ) -> Result<CachedKernel, KernelError> {
+        image::check_config(config)?;
+        let payload = image::locate_payload(bz_image)?;
+        let info = image::inspect_vmlinux(elf)?;
+        let metadata = KernelMetadata {
+            release: release.to_string(),
+            source: from.spec.clone(),
+            bzimage_sha256: sha256_hex(bz_image),
+            vmlinux_sha256: sha256_hex(elf),
+            bzimage_bytes: bz_image.len() as u64,
+            vmlinux_bytes: elf.len() as u64,
+            btf_bytes: info.btf_bytes,
+            pvh_entry: info.pvh_entry,
+            codec: format!("{:?}", payload.codec).to_lowercase(),
+            fetched_at: rfc3339_now(),
+            no_config: false,
+            config_from: None,
+            built: Some(from),
+        };
+        let write = |name: &str, bytes: &[u8]| {
+            let p = tmp.0.join(name);
+            std::fs::write(&p, bytes).map_err(|e| KernelError::io(&p, e))
+        };
+        write("bzImage", bz_image)?;
+        write("config", config.as_bytes())?;
+        self.commit(tmp, key, metadata)
     }
 }
 

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
+use crate::build::BuildOptions;
 use crate::{
-    CachedKernel, FetchOptions, KernelCmdEnv, KernelSpec, Resolved, describe_fetch, fetch,
-    list_table, resolve, resolve_specs,
+    CachedKernel, FetchOptions, KernelCmdEnv, KernelSpec, Resolved, built_cache, describe_fetch,
+    fetch, list_table, resolve, resolve_or_build,
 };
 
-/// Fetch, list, clean and extract kernels.
+/// Fetch, build, list, clean and extract kernels.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "kernel")]
 pub struct KernelCmd {
@@ -23,6 +24,7 @@ pub struct KernelCmd {
 #[argh(subcommand)]
 enum KernelSub {
     Fetch(FetchCmd),
+    Build(BuildCmd),
     List(ListCmd),
     Clean(CleanCmd),
     Extract(ExtractCmd),
@@ -40,6 +42,25 @@ struct FetchCmd {
     #[argh(switch)]
     all_releases: bool,
     /// what to fetch: 7.3 (newest 7.3.x), 7.0.13, 6.18..7.3, newest
+    #[argh(positional)]
+    specs: Vec<KernelSpec>,
+}
+
+/// Build kernels from source with ktstr's config fragment (tinyconfig +
+/// facade/kernel/kconfig/ktstr.kconfig + --kconfig), into the cache of
+/// built kernels: a kernel tree (PATH with Kconfig and Makefile),
+/// git+URL#branch=B|tag=T|sha=S, or source:7.3 (Debian's linux-source-7.3).
+/// The build directory is kept: the next build of the tree is incremental.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "build")]
+struct BuildCmd {
+    /// a config fragment applied after ktstr's (CONFIG_X=y lines)
+    #[argh(option)]
+    kconfig: Option<PathBuf>,
+    /// make -j (default: the host's cores)
+    #[argh(option, short = 'j')]
+    jobs: Option<usize>,
+    /// what to build: PATH, git+URL#ref, source:X.Y
     #[argh(positional)]
     specs: Vec<KernelSpec>,
 }
@@ -78,8 +99,58 @@ impl KernelCmd {
             KernelSub::Fetch(f) => {
                 resolve_kernels(&f.specs, f.all_releases, f.offline, prefix, env).map(drop)
             }
+            KernelSub::Build(b) => {
+                if b.specs.is_empty() {
+                    return Err("kernel build: name what to build: a kernel tree PATH, \
+                                git+URL#ref or source:X.Y"
+                        .into());
+                }
+                if let Some(s) = b.specs.iter().find(|s| !crate::build::is_source_spec(s)) {
+                    return Err(format!(
+                        "kernel build {s}: not a source: give a kernel tree (a directory with \
+                         Kconfig and Makefile), git+URL#ref or source:X.Y (versions are fetched \
+                         with `kernel fetch`)"
+                    ));
+                }
+                let env = KernelCmdEnv {
+                    kconfig: b.kconfig.clone().or_else(|| env.kconfig.clone()),
+                    ..env.clone()
+                };
+                let mut opts = build_options(&env, false);
+                if let Some(j) = b.jobs {
+                    opts.jobs = j;
+                }
+                for s in &b.specs {
+                    let start = std::time::Instant::now();
+                    let built = crate::build::build(s, &opts, &mut |l| println!("{prefix}: {l}"))
+                        .map_err(|e| e.to_string())?;
+                    let m = &built.kernel.metadata;
+                    println!(
+                        "{prefix}: {s} -> {} ({}; bzImage {} KiB, vmlinux {} MiB, BTF {} KiB) at {} \
+                         in {}s{}",
+                        m.release,
+                        if built.built_now { "built" } else { "cached" },
+                        m.bzimage_bytes >> 10,
+                        m.vmlinux_bytes >> 20,
+                        m.btf_bytes >> 10,
+                        built.kernel.dir.display(),
+                        start.elapsed().as_secs(),
+                        if built.built_now {
+                            format!(", log {}", built.log.display())
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Ok(())
+            }
             KernelSub::List(_) => {
                 print!("{}", list_table(&env.cache));
+                let built = built_cache(&env.cache);
+                if !built.list().is_empty() {
+                    println!("built from source:");
+                    print!("{}", list_table(&built));
+                }
                 Ok(())
             }
             KernelSub::Clean(c) => {
@@ -136,13 +207,8 @@ pub fn resolve_kernels(
     prefix: &str,
     env: &KernelCmdEnv,
 ) -> Result<Vec<Resolved>, String> {
-    let opts = FetchOptions {
-        cache: env.cache.clone(),
-        offline,
-        suites: env.suites.clone(),
-        source: None,
-    };
-    let resolved = resolve_specs(specs, &opts, all_releases, &mut |line| {
+    let opts = build_options(env, offline);
+    let resolved = resolve_or_build(specs, &opts, all_releases, &mut |line| {
         println!("{prefix}: {line}")
     })
     .map_err(|e| e.to_string())?;
@@ -152,7 +218,13 @@ pub fn resolve_kernels(
             .release
             .clone()
             .unwrap_or_else(|| r.kernel.vmlinux.display().to_string());
-        let how = if r.fetched { " (fetched)" } else { "" };
+        let built = matches!(r.kernel.source, Some(crate::KernelSource::Built { .. }));
+        let how = match (r.fetched, built) {
+            (true, true) => " (built)",
+            (true, false) => " (fetched)",
+            (false, true) => " (built before)",
+            (false, false) => "",
+        };
         println!("{prefix}: --kernel {} -> {what}{how}", r.spec);
     }
     let keep: Vec<&str> = resolved
@@ -161,6 +233,18 @@ pub fn resolve_kernels(
         .collect();
     trim(prefix, env, &keep);
     Ok(resolved)
+}
+
+/// The build options of `env`: its cache and suites, its fragment.
+fn build_options(env: &KernelCmdEnv, offline: bool) -> BuildOptions {
+    let mut b = BuildOptions::new(FetchOptions {
+        cache: env.cache.clone(),
+        offline,
+        suites: env.suites.clone(),
+        source: None,
+    });
+    b.user_fragment = env.kconfig.clone();
+    b
 }
 
 /// Keeps the cache under its cap, saying what went.

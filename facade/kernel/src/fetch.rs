@@ -73,6 +73,105 @@ fn open_apt(
     Ok(apt)
 }
 
+/// A Debian source package (`linux-source-X`) found in the kernel suites of
+/// the mirror, else in the host's own apt configuration (the suite of the
+/// host release's security updates carries the long-term line's).
+pub(crate) struct SourcePackage {
+    /// The package.
+    pub(crate) package: String,
+    /// Its candidate version.
+    pub(crate) version: String,
+    apt: Option<debian::PrivateApt>,
+}
+
+impl SourcePackage {
+    /// Downloads the .deb into `into`; returns its path.
+    pub(crate) fn download(
+        &self,
+        into: &std::path::Path,
+    ) -> Result<std::path::PathBuf, KernelError> {
+        if let Some(a) = &self.apt {
+            return a.download(&self.package, into);
+        }
+        let mut c = std::process::Command::new("apt-get");
+        c.args(["-q", "download", &self.package]).current_dir(into);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            c.arg("-oAPT::Sandbox::User=root");
+        }
+        host_apt(c, &format!("apt-get download {}", self.package))?;
+        std::fs::read_dir(into)
+            .map_err(|e| KernelError::io(into, e))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .ok_or_else(|| KernelError::Command {
+                command: format!("apt-get download {}", self.package),
+                detail: "no .deb file appeared".into(),
+            })
+    }
+}
+
+fn host_apt(mut c: std::process::Command, what: &str) -> Result<String, KernelError> {
+    let out = c
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| KernelError::Command {
+            command: what.into(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(KernelError::Command {
+            command: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Finds `package` (a `linux-source-X`) and its version.
+pub(crate) fn source_package(
+    opts: &FetchOptions,
+    package: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SourcePackage, KernelError> {
+    let apt = open_apt(opts, progress)?;
+    if apt.has_package(package) {
+        return Ok(SourcePackage {
+            package: package.into(),
+            version: apt.version(package)?,
+            apt: Some(apt),
+        });
+    }
+    progress(&format!(
+        "{package} is not in {}; asking the host's apt",
+        apt.suites().join(", ")
+    ));
+    let mut c = std::process::Command::new("apt-cache");
+    c.args(["show", "--no-all-versions", package]);
+    let text =
+        host_apt(c, &format!("apt-cache show {package}")).map_err(|_| KernelError::BadSpec {
+            spec: format!("source:{}", package.trim_start_matches("linux-source-")),
+            why: format!(
+                "no package {package} in {} nor in the host's apt sources",
+                apt.suites().join(", ")
+            ),
+        })?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .ok_or_else(|| KernelError::Command {
+            command: format!("apt-cache show {package}"),
+            detail: "no Version line".into(),
+        })?
+        .to_string();
+    Ok(SourcePackage {
+        package: package.into(),
+        version,
+        apt: None,
+    })
+}
+
 /// Fetches the newest Debian cloud kernel with sched_ext into the cache.
 ///
 /// `progress` receives one line per step.
@@ -409,12 +508,35 @@ pub fn resolve_specs(
     all_releases: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Resolved>, KernelError> {
+    let build = crate::build::BuildOptions::new(opts.clone());
+    resolve_or_build(specs, &build, all_releases, progress)
+}
+
+/// As [`resolve_specs`], building the specs that name a source (a tree,
+/// `git+URL#ref`, `source:X.Y`) with `build`'s options (found in the cache
+/// of built kernels when built before with the same source and config).
+pub fn resolve_or_build(
+    specs: &[crate::KernelSpec],
+    build: &crate::build::BuildOptions,
+    all_releases: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Resolved>, KernelError> {
     use crate::{Kernel, KernelOrigin, KernelSpec};
+    let opts = &build.fetch;
     let cache = &opts.cache;
     let mut releases: Option<Releases> = None;
     let mut out: Vec<Resolved> = Vec::new();
     for spec in specs {
         let text = spec.to_string();
+        if crate::build::is_source_spec(spec) {
+            let b = crate::build::build(spec, build, progress)?;
+            out.push(Resolved {
+                spec: text,
+                kernel: Kernel::of_cached(&b.kernel, KernelOrigin::Explicit),
+                fetched: b.built_now,
+            });
+            continue;
+        }
         if !spec.is_version() {
             let kernel = crate::resolve(Some(spec), cache)?;
             out.push(Resolved {

@@ -26,6 +26,19 @@ pub enum KernelSource {
         /// The path as given.
         path: String,
     },
+    /// Built from source by ktstr.
+    Built {
+        /// The spec (`source:7.3`, `git+URL#sha=…`, a tree's path).
+        spec: String,
+        /// The source's identity: `debian linux-source-7.3 7.3.4-1~bpo13+1`
+        /// (a source package), `git <sha>` (a commit), `tree <path> <mtime>`.
+        tree: String,
+        /// SHA-256 of a git tree's uncommitted changes (`git diff HEAD`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dirty_sha256: Option<String>,
+        /// SHA-256 of the config fragments applied (ktstr's, the user's).
+        fragment_sha256: String,
+    },
 }
 
 impl KernelSource {
@@ -55,6 +68,22 @@ impl fmt::Display for KernelSource {
                 version,
             } => write!(f, "{distro} {package} {version}"),
             KernelSource::Path { path } => f.write_str(path),
+            KernelSource::Built {
+                spec,
+                tree,
+                dirty_sha256,
+                fragment_sha256,
+            } => {
+                write!(f, "built from {spec} ({tree}")?;
+                if let Some(d) = dirty_sha256 {
+                    write!(f, ", uncommitted changes {}", &d[..d.len().min(12)])?;
+                }
+                write!(
+                    f,
+                    ", fragments {})",
+                    &fragment_sha256[..fragment_sha256.len().min(12)]
+                )
+            }
         }
     }
 }
@@ -81,7 +110,12 @@ pub struct KernelId {
 impl KernelId {
     /// A short name for test names and tables: the version (`7.3.4`), else
     /// the release, else the vmlinux hash's first 12 digits.
+    /// A kernel built from source: its release (`7.3.4-ktstr-1a2b3c4d`),
+    /// which tells two builds of one version apart.
     pub fn label(&self) -> String {
+        if let (KernelSource::Built { .. }, Some(r)) = (&self.source, &self.release) {
+            return r.clone();
+        }
         if let Some(v) = self.version {
             return v.to_string();
         }
@@ -143,5 +177,27 @@ mod tests {
             ..id
         };
         assert_eq!(bare.label(), "sha256:0123456789ab");
+        let built = KernelId {
+            release: Some("7.3.4-ktstr-1a2b3c4d".into()),
+            version: KernelVersion::of_release("7.3.4-ktstr-1a2b3c4d"),
+            source: KernelSource::Built {
+                spec: "source:7.3".into(),
+                tree: "debian linux-source-7.3 7.3.4-1~bpo13+1".into(),
+                dirty_sha256: None,
+                fragment_sha256: "ab".repeat(32),
+            },
+            ..bare
+        };
+        assert_eq!(built.label(), "7.3.4-ktstr-1a2b3c4d");
+        assert_eq!(
+            built.source.to_string(),
+            "built from source:7.3 (debian linux-source-7.3 7.3.4-1~bpo13+1, fragments abababababab)"
+        );
+        let json = serde_json::to_string(&built).expect("serializes");
+        assert!(json.contains(r#""kind":"built""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<KernelId>(&json).expect("parses"),
+            built
+        );
     }
 }

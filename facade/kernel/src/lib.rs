@@ -24,6 +24,8 @@
 //! # Ok::<(), ktstr_kernel::KernelError>(())
 //! ```
 
+#[cfg(feature = "fetch")]
+pub mod build;
 mod cache;
 #[cfg(feature = "fetch")]
 pub mod cli;
@@ -43,10 +45,11 @@ mod version;
 
 use std::path::{Path, PathBuf};
 
-pub use cache::{CachedKernel, KernelCache, KernelMetadata, file_sha256, list_table};
+pub use cache::{BuiltFrom, CachedKernel, KernelCache, KernelMetadata, file_sha256, list_table};
 #[cfg(feature = "fetch")]
 pub use fetch::{
-    FetchOptions, FetchOutcome, Releases, Resolved, describe_fetch, fetch, resolve_specs,
+    FetchOptions, FetchOutcome, Releases, Resolved, describe_fetch, fetch, resolve_or_build,
+    resolve_specs,
 };
 pub use id::{KernelId, KernelSource};
 pub use image::Codec;
@@ -136,14 +139,49 @@ pub enum KernelError {
         /// The spec as given.
         spec: String,
     },
-    /// Building kernels from source is not there yet.
+    /// A kernel to build from source that was not built yet (test binaries
+    /// never build).
     #[error(
-        "kernel {spec}: building kernels from source is not available yet; build the tree \
-         yourself and pass its directory (with vmlinux) as --kernel"
+        "kernel {spec}: not built yet ({}): build it first with `cargo ktstr kernel build {spec}` \
+         (or run the tests through `cargo ktstr test --kernel {spec}`, which builds it)",
+        cache.display()
     )]
-    FromSource {
+    NotBuilt {
         /// The spec as given.
         spec: String,
+        /// The cache of built kernels searched.
+        cache: PathBuf,
+    },
+    /// A source spec that cannot be built as written.
+    #[error("kernel {spec}: {why}")]
+    BadSpec {
+        /// The spec as given.
+        spec: String,
+        /// Why, and the fix.
+        why: String,
+    },
+    /// Options of the fragments that `olddefconfig` did not keep.
+    #[error(
+        "kernel {spec}: the config fragments ask for options this kernel cannot have, so \
+         nothing was built:\n  {}\nFix the fragment (ktstr's is \
+         facade/kernel/kconfig/ktstr.kconfig; yours is --kconfig FILE)",
+        lost.join("\n  ")
+    )]
+    ConfigCheck {
+        /// The spec as given.
+        spec: String,
+        /// One line per lost option: what, where asked, what it became, why.
+        lost: Vec<String>,
+    },
+    /// make failed.
+    #[error("kernel {spec}: the build failed: {first_error}\n(the whole log: {})", log.display())]
+    BuildFailed {
+        /// The spec as given.
+        spec: String,
+        /// The compiler's first error line (with its file:line).
+        first_error: String,
+        /// The build log, kept.
+        log: PathBuf,
     },
     /// A version spec selected no release the source offers.
     #[error("kernel {spec}: {why} (searched {searched})")]
@@ -245,6 +283,9 @@ pub struct KernelCmdEnv {
     /// The disk the cache may take before the least recently used kernels
     /// go (`KTSTR_KERNEL_CACHE_MIB`), checked after each fetch.
     pub cap_bytes: u64,
+    /// A user config fragment (`--kconfig FILE`) for kernels built from
+    /// source, applied after ktstr's.
+    pub kconfig: Option<PathBuf>,
 }
 
 /// How a kernel was found.
@@ -288,7 +329,7 @@ impl Kernel {
             config: k.config_if_any(),
             release: Some(k.metadata.release.clone()),
             vmlinux_sha256: Some(k.metadata.vmlinux_sha256.clone()),
-            source: Some(KernelSource::from_cache_text(&k.metadata.source)),
+            source: Some(k.metadata.kernel_source()),
             config_from: k.metadata.config_from.clone(),
             origin,
         }
@@ -344,9 +385,19 @@ pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel,
     };
     match spec {
         KernelSpec::Path(p) => from_path(p, KernelOrigin::Explicit, cache),
-        KernelSpec::Git(_) | KernelSpec::Source(_) => Err(KernelError::FromSource {
-            spec: spec.to_string(),
-        }),
+        KernelSpec::Git(_) | KernelSpec::Source(_) => {
+            let built = built_cache(cache);
+            match find_built(&built, &spec.to_string()) {
+                Some(k) => {
+                    built.touch(&k);
+                    Ok(Kernel::of_cached(&k, KernelOrigin::Explicit))
+                }
+                None => Err(KernelError::NotBuilt {
+                    spec: spec.to_string(),
+                    cache: built.dir().to_path_buf(),
+                }),
+            }
+        }
         KernelSpec::Range { .. } => Err(KernelError::SeveralKernels {
             spec: spec.to_string(),
         }),
@@ -415,6 +466,22 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
         // A build tree has vmlinux + arch/x86/boot/bzImage + .config; a cache
         // entry has vmlinux + bzImage + config.
         let vmlinux = p.join("vmlinux");
+        let is_tree = p.join("Kconfig").is_file() && p.join("Makefile").is_file();
+        if !vmlinux.is_file() && is_tree {
+            // A source tree ktstr built out of tree: its newest build.
+            let built = built_cache(cache);
+            let canon = p.canonicalize().map_err(|e| KernelError::io(p, e))?;
+            return match find_built(&built, &canon.display().to_string()) {
+                Some(k) => {
+                    built.touch(&k);
+                    Ok(Kernel::of_cached(&k, origin))
+                }
+                None => Err(KernelError::NotBuilt {
+                    spec: p.display().to_string(),
+                    cache: built.dir().to_path_buf(),
+                }),
+            };
+        }
         if !vmlinux.is_file() {
             return Err(bad(
                 "directory has no vmlinux: pass a built kernel tree (run `make`), a cache entry, or a vmlinux/bzImage file",
@@ -430,9 +497,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
                 .ok()
                 .map(|s| s.trim().to_string())
                 .or_else(|| entry.as_ref().map(|k| k.metadata.release.clone())),
-            source: entry
-                .as_ref()
-                .map(|k| KernelSource::from_cache_text(&k.metadata.source)),
+            source: entry.as_ref().map(|k| k.metadata.kernel_source()),
             config_from: entry.as_ref().and_then(|k| k.metadata.config_from.clone()),
             vmlinux_sha256: entry.map(|k| k.metadata.vmlinux_sha256),
             origin,
@@ -484,6 +549,27 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
         });
     }
     Err(bad("neither an ELF vmlinux nor an x86 bzImage"))
+}
+
+/// The cache of kernels built from source, beside `kernels`.
+pub fn built_cache(kernels: &KernelCache) -> KernelCache {
+    KernelCache::new(
+        kernels
+            .dir()
+            .parent()
+            .unwrap_or(kernels.dir())
+            .join("kernels-built"),
+    )
+}
+
+/// The most recently built kernel whose spec text (a path canonicalized)
+/// is `spec`.
+pub fn find_built(built: &KernelCache, spec: &str) -> Option<CachedKernel> {
+    built
+        .list()
+        .into_iter()
+        .filter(|k| k.metadata.built.as_ref().is_some_and(|b| b.spec == spec))
+        .max_by(|a, b| a.metadata.fetched_at.cmp(&b.metadata.fetched_at))
 }
 
 /// Writes the vmlinux of the bzImage `bytes` to `vmlinux` inside `dir`.
@@ -802,7 +888,12 @@ mod tests {
         let err = resolve(Some(&spec("7.0..7.3")), &cache).expect_err("range");
         assert!(matches!(err, KernelError::SeveralKernels { .. }), "{err}");
         let err = resolve(Some(&spec("git+file:///l#sha=1")), &cache).expect_err("git");
-        assert!(matches!(err, KernelError::FromSource { .. }), "{err}");
+        assert!(matches!(err, KernelError::NotBuilt { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cargo ktstr kernel build git+file:///l#sha=1"),
+            "{err}"
+        );
         // 7.0.13 was used last: clean --keep 1 keeps it.
         let gone = cache.clean(1).expect("clean");
         assert_eq!(gone.len(), 2);
