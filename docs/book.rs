@@ -43,6 +43,9 @@ pub mod kaslr {}
 #[doc = include_str!("src/failure-dump.md")]
 pub mod failure_dump {}
 
+#[doc = include_str!("src/kernels-from-source.md")]
+pub mod kernels_from_source {}
+
 #[doc = include_str!("src/kselftest.md")]
 pub mod kselftest {}
 
