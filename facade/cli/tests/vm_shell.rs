@@ -413,6 +413,7 @@ fn vm_two_one_vcpu_vms_overlap_with_two_host_cpus() {
 /// link address (`__START_KERNEL_map` + `CONFIG_PHYSICAL_START`) in at least
 /// one of two boots (KASLR may draw slide 0, about 1 in 490 per boot).
 #[test]
+#[ignore = "full: two boots, 54 s; KASLR itself is proven in the default suite by tests/tests/kaslr.rs (located and read); run with cargo xtask test --full"]
 fn vm_kaslr_shell_boots_randomized() {
     const LINK_TEXT: &str = "ffffffff81000000";
     let _g = one_vm();
