@@ -137,8 +137,14 @@ pub mod assert {
 }
 
 /// Scenarios: the context a body gets, cgroups, workers, checks and ops.
+/// Chosen items, not a glob: a new public item of the guest crate does not
+/// become ktstr's API unless it is added here.
 pub mod scenario {
-    pub use ktstr_ops::scenario::*;
+    pub use ktstr_ops::scenario::{
+        CgroupDef, Ctx, CustomStep, CustomWork, HoldSpec, Op, Phase, RR_TURN, SchedPolicy, Step,
+        ThresholdOverrides, Thresholds, WorkType, WorkerReport, checks, execute_defs,
+        execute_steps, expect_scx_bpf_error_contains, judge, ops, run_defs, scenarios,
+    };
 }
 
 /// A snapshot asked for from the body, at an exact point of its code (the
