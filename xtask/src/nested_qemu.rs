@@ -15,20 +15,10 @@ use std::process::Command;
 
 use ktstr_kernel::debian;
 
+use crate::test::status;
+
 /// The suite the root is made of.
 const SUITE: &str = "trixie";
-
-/// The cache root (`KTSTR_CACHE_DIR`, else `~/.cache/ktstr`).
-fn cache_root() -> Result<PathBuf, String> {
-    match (
-        std::env::var_os("KTSTR_CACHE_DIR"),
-        std::env::var_os("HOME"),
-    ) {
-        (Some(c), _) => Ok(PathBuf::from(c)),
-        (None, Some(h)) => Ok(PathBuf::from(h).join(".cache/ktstr")),
-        (None, None) => Err("neither KTSTR_CACHE_DIR nor HOME is set".into()),
-    }
-}
 
 /// The wrapper script of the root at `root`: beside it, not in it (a
 /// merged-/usr root's `bin` is its `usr/bin`, where QEMU itself is).
@@ -61,36 +51,24 @@ fn version(wrapper: &Path) -> Option<String> {
     })
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let st = cmd
-        .status()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed: {st}"))
-    }
-}
-
 /// Makes the root unless a working one is there; the wrapper's path.
 pub fn ensure() -> Result<PathBuf, String> {
-    let root = cache_root()?.join("qemu-root").join(SUITE);
+    let root = crate::host()?.cache_root.join("qemu-root").join(SUITE);
     let w = wrapper(&root);
     if let Some(v) = version(&w) {
         println!("setup: nested-test QEMU ({v}, private {SUITE} root): already present");
         return Ok(w);
     }
     if !Path::new("/usr/sbin/debootstrap").exists() {
-        run(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args([
-                "-qq",
-                "-y",
-                "--no-install-recommends",
-                "install",
-                "debootstrap",
-            ]))?;
+        let mut apt = Command::new("apt-get");
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "-qq",
+            "-y",
+            "--no-install-recommends",
+            "install",
+            "debootstrap",
+        ]);
+        status(apt)?;
     }
     let codename = debian::os_codename().map_err(|e| e.to_string())?;
     let mirror =
@@ -108,10 +86,11 @@ pub fn ensure() -> Result<PathBuf, String> {
         tmp.display(),
         mirror.uri
     );
-    run(Command::new("nice")
-        .args(["debootstrap", "--variant=minbase", SUITE])
+    let mut boot = Command::new("nice");
+    boot.args(["debootstrap", "--variant=minbase", SUITE])
         .arg(&tmp)
-        .arg(&mirror.uri))?;
+        .arg(&mirror.uri);
+    status(boot)?;
     let keyring = mirror
         .signed_by
         .as_deref()
@@ -122,12 +101,14 @@ pub fn ensure() -> Result<PathBuf, String> {
     );
     let list = tmp.join("etc/apt/sources.list.d/ktstr-backports.sources");
     std::fs::write(&list, sources).map_err(|e| format!("writing {}: {e}", list.display()))?;
-    run(Command::new("chroot").arg(&tmp).args([
+    let mut install = Command::new("chroot");
+    install.arg(&tmp).args([
         "sh",
         "-c",
         "apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq -y \
          --no-install-recommends install -t trixie-backports qemu-system-x86 && apt-get clean",
-    ]))?;
+    ]);
+    status(install)?;
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&tmp, &root)
         .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), root.display()))?;
