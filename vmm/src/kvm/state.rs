@@ -175,8 +175,7 @@ impl std::fmt::Debug for VcpuState {
 }
 
 /// The MSRs KVM saves and restores (`KVM_GET_MSR_INDEX_LIST`).
-fn msr_indices() -> Result<Vec<u32>, String> {
-    let kvm = Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
+fn msr_indices(kvm: &Kvm) -> Result<Vec<u32>, String> {
     let list = kvm
         .get_msr_index_list()
         .map_err(|e| format!("KVM_GET_MSR_INDEX_LIST: {e}"))?;
@@ -234,7 +233,7 @@ impl VcpuState {
             false => None,
         };
         let lapic = vcpu.get_lapic().map_err(e("KVM_GET_LAPIC"))?;
-        let msrs = read_msrs_of(vcpu, msr_indices()?)?;
+        let msrs = read_msrs_of(vcpu, msr_indices(&kvm)?)?;
         let events = vcpu.get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?;
         Ok(VcpuState {
             mp,
