@@ -148,8 +148,9 @@ pub(crate) fn prog_stats(report: &serde_json::Value) -> Vec<ProgStats> {
             verified_insns: u64::from(p.verified_insns),
             xlated_insns: u64::from(p.xlated_insns),
             jited_bytes: u64::from(p.jited_bytes),
-            states: None,
-            peak_states: None,
+            states: p.states.map(u64::from),
+            peak_states: p.peak_states.map(u64::from),
+            verify_ms: p.verification_ns.map(|ns| ns as f64 / 1e6),
             load_ms: None,
         })
         .collect();
@@ -174,17 +175,11 @@ pub(crate) fn prog_stats(report: &serde_json::Value) -> Vec<ProgStats> {
 /// The programs' figures as printed after a test that asked for its dump.
 pub(crate) fn progs_text(test: &str, progs: &[ProgStats]) -> String {
     let mut out = format!(
-        "{test}: BPF programs (instructions processed / verified size / JIT bytes / load ms):\n"
+        "{test}: BPF programs ({}):\n",
+        ProgStats::COLUMNS.join(" / ")
     );
     for p in progs {
-        out.push_str(&format!(
-            "  {:<16} {:>8} / {:>6} / {:>7} / {}\n",
-            p.name,
-            p.verified_insns,
-            p.xlated_insns,
-            p.jited_bytes,
-            p.load_ms.map_or_else(|| "-".into(), |l| format!("{l:.1}"))
-        ));
+        out.push_str(&format!("  {:<16} {}\n", p.name, p.cells().join(" / ")));
     }
     out
 }
@@ -228,16 +223,19 @@ mod tests {
             {"id": 5, "name": "b", "prog_type": 27, "verified_insns": 50, "xlated_insns": 40,
              "jited_bytes": 300, "load_time_ns": 3_000_000},
             {"id": 4, "name": "a", "prog_type": 27, "verified_insns": 900, "xlated_insns": 80,
-             "jited_bytes": 600, "load_time_ns": 1_000_000},
+             "jited_bytes": 600, "load_time_ns": 1_000_000, "states": 70, "peak_states": 30,
+             "verification_ns": 1_250_000},
         ]);
         let s = prog_stats(&report);
         assert_eq!((s[1].name.as_str(), s[1].verified_insns), ("a", 900));
         assert_eq!(s[1].load_ms, Some(2.0));
         assert_eq!(s[0].load_ms, None);
+        assert_eq!((s[0].states, s[0].verify_ms), (None, None));
+        assert_eq!((s[1].states, s[1].peak_states), (Some(70), Some(30)));
         assert!(prog_stats(&serde_json::json!("garbage")).is_empty());
         let text = progs_text("t::x", &s);
         assert!(
-            text.contains("a                     900 /     80 /     600 / 2.0"),
+            text.contains("a                900 / 70 / 30 / 80 / 600 / 1.2 / 2.0"),
             "{text}"
         );
     }

@@ -6,7 +6,8 @@ use std::sync::{Mutex, OnceLock};
 
 use ktstr_initramfs::{Archive, BaseSpec, InitramfsError};
 use ktstr_ops::scheduler::{
-    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, attach_timeout_path, staged_paths,
+    BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, VerifierOffsets,
+    attach_timeout_path, staged_paths,
 };
 
 /// Where [`SchedulerSpec::Installed`] binaries live below the cache root.
@@ -167,8 +168,11 @@ fn discover(name: &str, path: &std::ffi::OsStr) -> Result<PathBuf, Vec<String>> 
 
 /// Refuses a kernel whose BTF has no `struct sched_ext_ops` (checked once per
 /// vmlinux per process).
-pub fn check_kernel(vmlinux: &Path) -> Result<(), SchedulerSetupError> {
-    type Verdicts = Vec<(PathBuf, Result<(), SchedulerSetupError>)>;
+pub fn check_kernel(vmlinux: &Path) -> Result<Option<VerifierOffsets>, SchedulerSetupError> {
+    type Verdicts = Vec<(
+        PathBuf,
+        Result<Option<VerifierOffsets>, SchedulerSetupError>,
+    )>;
     static CHECKED: OnceLock<Mutex<Verdicts>> = OnceLock::new();
     let cache = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
     let mut seen = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,8 +189,13 @@ pub fn check_kernel(vmlinux: &Path) -> Result<(), SchedulerSetupError> {
     r
 }
 
-/// The pure part of [`check_kernel`], over the ELF bytes.
-pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), SchedulerSetupError> {
+/// The pure part of [`check_kernel`], over the ELF bytes: an error when the kernel has no
+/// sched_ext, else where its verifier keeps each program's figures (`None` where its BTF
+/// does not say: the guest then reads no states).
+pub fn check_btf_has_sched_ext(
+    elf: &[u8],
+    what: &Path,
+) -> Result<Option<VerifierOffsets>, SchedulerSetupError> {
     let bad = |why: String| SchedulerSetupError::KernelBtf {
         kernel: what.into(),
         why,
@@ -201,7 +210,33 @@ pub fn check_btf_has_sched_ext(elf: &[u8], what: &Path) -> Result<(), SchedulerS
             kernel: what.into(),
         });
     }
-    Ok(())
+    Ok(verifier_offsets(&btf))
+}
+
+/// Where `bpf_vlog_finalize(&env->log, ...)` finds the verifier's figures of a program
+/// (see `ktstr_ops::scheduler::VerifierOffsets`), from the kernel's BTF.
+pub fn verifier_offsets(btf: &ktstr_btf::Btf) -> Option<VerifierOffsets> {
+    btf.find_kind("bpf_vlog_finalize", ktstr_btf::Kind::Func)?;
+    let env = |m: &str| {
+        btf.member("bpf_verifier_env", m)
+            .ok()
+            .and_then(|i| i64::try_from(i.byte_offset()).ok())
+    };
+    let log = env("log")?;
+    let off32 = |ty: &str, m: &str| {
+        btf.member(ty, m)
+            .ok()
+            .and_then(|i| u32::try_from(i.byte_offset()).ok())
+    };
+    Some(VerifierOffsets {
+        insn_processed: env("insn_processed")? - log,
+        total_states: env("total_states")? - log,
+        peak_states: env("peak_states")? - log,
+        verification_time: env("verification_time")? - log,
+        prog: env("prog")? - log,
+        prog_aux: off32("bpf_prog", "aux")?,
+        aux_name: off32("bpf_prog_aux", "name")?,
+    })
 }
 
 fn args_text(s: &Scheduler, extra: &[String]) -> Vec<u8> {
@@ -404,11 +439,59 @@ mod tests {
         let mut b = ktstr_btf::BtfBuilder::new();
         let int = b.int("int", 4, true);
         b.struct_type("sched_ext_ops", 4, &[("flags", int, 0, 0)]);
-        assert!(check_btf_has_sched_ext(&elf_with_btf(&b.finish()), Path::new("ok")).is_ok());
+        // sched_ext but none of the verifier's types: checked, and no offsets.
+        assert_eq!(
+            check_btf_has_sched_ext(&elf_with_btf(&b.finish()), Path::new("ok")).ok(),
+            Some(None)
+        );
         let err = check_btf_has_sched_ext(b"not an elf", Path::new("junk"))
             .expect_err("junk")
             .to_string();
         assert!(err.contains("cannot read its BTF"), "{err}");
+    }
+
+    #[test]
+    fn verifier_offsets_are_relative_to_the_log_the_probe_receives() {
+        let mut b = ktstr_btf::BtfBuilder::new();
+        let u32t = b.int("u32", 4, false);
+        let u64t = b.int("u64", 8, false);
+        let ch = b.int("char", 1, true);
+        let name = b.array(ch, u32t, 16);
+        let aux = b.struct_type("bpf_prog_aux", 32, &[("name", name, 8 * 16, 0)]);
+        let aux_ptr = b.ptr(aux);
+        let prog = b.struct_type("bpf_prog", 16, &[("aux", aux_ptr, 8 * 8, 0)]);
+        let prog_ptr = b.ptr(prog);
+        let log = b.struct_type("bpf_verifier_log", 8, &[("level", u32t, 0, 0)]);
+        let members = [
+            ("prog", prog_ptr, 8 * 8),
+            ("log", log, 8 * 100),
+            ("insn_processed", u32t, 8 * 1000),
+            ("verification_time", u64t, 8 * 1008),
+            ("total_states", u32t, 8 * 1016),
+            ("peak_states", u32t, 8 * 1020),
+        ]
+        .map(|(n, t, o)| (n, t, o, 0));
+        b.struct_type("bpf_verifier_env", 1024, &members);
+        let proto = b.func_proto(u32t, &[]);
+        let btf_bytes = b.finish();
+        // Without the probed function, no offsets: the guest reads no states.
+        let btf = ktstr_btf::Btf::parse(&btf_bytes).expect("BTF");
+        assert_eq!(verifier_offsets(&btf), None);
+        b.func("bpf_vlog_finalize", proto, 1);
+        let btf_bytes = b.finish();
+        let btf = ktstr_btf::Btf::parse(&btf_bytes).expect("BTF");
+        assert_eq!(
+            verifier_offsets(&btf),
+            Some(VerifierOffsets {
+                insn_processed: 900,
+                total_states: 916,
+                peak_states: 920,
+                verification_time: 908,
+                prog: -92,
+                prog_aux: 8,
+                aux_name: 16,
+            })
+        );
     }
 
     fn elf_with_btf(btf: &[u8]) -> Vec<u8> {

@@ -27,16 +27,48 @@ pub struct ProgStats {
     pub xlated_insns: u64,
     /// The JIT-compiled size, bytes.
     pub jited_bytes: u64,
-    /// Verifier states (only from a `BPF_LOG_STATS` log; `None`: not available).
+    /// States the verifier explored (`env->total_states`, read by the guest's verifier
+    /// probe; `None`: not read, e.g. a kernel whose BTF lacks the fields).
     #[serde(default)]
     pub states: Option<u64>,
-    /// Peak verifier states (as `states`).
+    /// Most states the verifier kept at once (`env->peak_states`; as `states`).
     #[serde(default)]
     pub peak_states: Option<u64>,
+    /// The verifier's own duration for this program (`env->verification_time`), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_ms: Option<f64>,
     /// From this program's load to the next one's, ms (verification and JIT of it; `None`
     /// for the last program loaded).
     #[serde(default)]
     pub load_ms: Option<f64>,
+}
+
+impl ProgStats {
+    /// What [`ProgStats::cells`] holds, in order.
+    pub const COLUMNS: [&'static str; 7] = [
+        "insns processed",
+        "states",
+        "peak states",
+        "verified size (insns)",
+        "JIT bytes",
+        "verify ms",
+        "load ms",
+    ];
+
+    /// The figures as text, in the order of [`ProgStats::COLUMNS`]; `-` where unknown.
+    pub fn cells(&self) -> [String; 7] {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        [
+            self.verified_insns.to_string(),
+            opt(self.states),
+            opt(self.peak_states),
+            self.xlated_insns.to_string(),
+            self.jited_bytes.to_string(),
+            ms(self.verify_ms),
+            ms(self.load_ms),
+        ]
+    }
 }
 
 /// A baseline file: per scheduler and program, the processed instructions accepted, and

@@ -16,19 +16,18 @@ pub fn sections(r: &RunRecord) -> String {
     if !r.bpf_progs.is_empty() {
         h.push_str(
             "<details><summary>BPF programs: the verifier's cost</summary>\n<table><tr>\
-             <th>program</th><th>insns processed</th><th>verified size (insns)</th>\
-             <th>JIT bytes</th><th>load ms</th></tr>\n",
+             <th>program</th>",
         );
+        for c in ktstr_record::ProgStats::COLUMNS {
+            let _ = write!(h, "<th>{c}</th>");
+        }
+        h.push_str("</tr>\n");
         for p in &r.bpf_progs {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                xml_escape(&p.name),
-                p.verified_insns,
-                p.xlated_insns,
-                p.jited_bytes,
-                p.load_ms.map_or_else(|| "-".into(), |l| format!("{l:.1}"))
-            );
+            let _ = write!(h, "<tr><td>{}</td>", xml_escape(&p.name));
+            for c in p.cells() {
+                let _ = write!(h, "<td>{c}</td>");
+            }
+            h.push_str("</tr>\n");
         }
         h.push_str("</table></details>\n");
     }

@@ -227,8 +227,8 @@ fn keyed(sched: &str, measured: &[Measured]) -> BTreeMap<String, u64> {
     out
 }
 
-/// Programs as rows, kernels as columns: instructions processed, verified size, JIT size
-/// and load time.
+/// Programs as rows, kernels as columns: instructions processed, states, peak states,
+/// verified size, JIT size and the verifier's time.
 fn table(sched: &str, measured: &[Measured]) -> String {
     let mut progs: Vec<&str> = measured
         .iter()
@@ -237,39 +237,32 @@ fn table(sched: &str, measured: &[Measured]) -> String {
     progs.sort_unstable();
     progs.dedup();
     let mut out = format!(
-        "{sched}: instructions processed / verified size (insns) / JIT bytes / load ms\n{:<18}",
+        "{sched}: instructions processed / states / peak states / verified size (insns) / \
+         JIT bytes / verify ms\n{:<18}",
         "program"
     );
     for m in measured {
-        out.push_str(&format!(" {:>30}", m.kernel));
+        out.push_str(&format!(" {:>36}", m.kernel));
     }
     out.push('\n');
     for name in &progs {
         out.push_str(&format!("{name:<18}"));
         for m in measured {
             let cell = match &m.progs {
-                Ok(ps) => ps.iter().find(|p| p.name == *name).map_or_else(
-                    || "-".to_string(),
-                    |p| {
-                        format!(
-                            "{} / {} / {} / {}",
-                            p.verified_insns,
-                            p.xlated_insns,
-                            p.jited_bytes,
-                            p.load_ms.map_or_else(|| "-".into(), |l| format!("{l:.1}"))
-                        )
-                    },
-                ),
+                Ok(ps) => ps
+                    .iter()
+                    .find(|p| p.name == *name)
+                    .map_or_else(|| "-".to_string(), |p| p.cells()[..6].join(" / ")),
                 Err(_) => "(failed)".into(),
             };
-            out.push_str(&format!(" {cell:>30}"));
+            out.push_str(&format!(" {cell:>36}"));
         }
         out.push('\n');
     }
     let total = |m: &Measured| -> u64 { m.progs.iter().flatten().map(|p| p.verified_insns).sum() };
     out.push_str(&format!("{:<18}", "total processed"));
     for m in measured {
-        out.push_str(&format!(" {:>30}", total(m)));
+        out.push_str(&format!(" {:>36}", total(m)));
     }
     out.push('\n');
     out
@@ -287,8 +280,9 @@ mod tests {
             xlated_insns: insns / 2,
             jited_bytes: insns * 4,
             states: None,
-            peak_states: None,
-            load_ms: Some(1.5),
+            peak_states: Some(insns / 10),
+            verify_ms: Some(1.5),
+            load_ms: None,
         }
     }
 
@@ -306,7 +300,7 @@ mod tests {
         ];
         let t = table("scx-ktstr", &m);
         assert!(t.contains("ktstr_enqueue"), "{t}");
-        assert!(t.contains("100 / 50 / 400 / 1.5"), "{t}");
+        assert!(t.contains("100 / - / 10 / 50 / 400 / 1.5"), "{t}");
         assert!(t.contains("(failed)"), "{t}");
         assert!(t.lines().last().is_some_and(|l| l.contains("120")), "{t}");
         let k = keyed("scx-ktstr", &m);

@@ -140,9 +140,11 @@ pub(crate) fn prepare(
             staged.push((s, p));
         }
     }
-    if boot.is_some() || !staged.is_empty() {
-        crate::schedulers::check_kernel(&kernel.vmlinux)?;
-    }
+    let verifier_offsets = if boot.is_some() || !staged.is_empty() {
+        crate::schedulers::check_kernel(&kernel.vmlinux)?
+    } else {
+        None
+    };
     let mut overlay = Archive::new();
     let base_spec = crate::schedulers::pack(
         boot.as_ref().map(|(s, p)| (s, p.clone())),
@@ -178,6 +180,7 @@ pub(crate) fn prepare(
         boot_scheduler: boot.as_ref().map(|(s, _)| s.name.to_string()),
         cleanup_budget_ms: cfg.cleanup_budget_ms,
         dump: cfg.dump || host.dump,
+        verifier_offsets,
     };
     let json = serde_json::to_vec(&guest_cfg).expect("the guest config serializes");
     overlay.add_bytes(CONFIG_PATH, 0o644, json)?;

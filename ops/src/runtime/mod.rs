@@ -13,7 +13,7 @@ use ktstr_topology::{Topology, TopologyError};
 
 mod agent;
 mod shell;
-mod system;
+pub(crate) mod system;
 
 pub use agent::{
     AGENT_MARKER, AGENT_VERSION, PAYLOAD_HEADER, decode_payload, encode_payload, is_agent,
@@ -65,6 +65,10 @@ pub struct GuestConfig {
     /// when the test passes (`dump = true`, `--dump`).
     #[serde(default)]
     pub dump: bool,
+    /// Where the kernel keeps the verifier's figures, from its BTF (`None`: unknown, and
+    /// the programs' states go unread).
+    #[serde(default)]
+    pub verifier_offsets: Option<crate::scheduler::VerifierOffsets>,
 }
 
 fn one() -> u32 {
@@ -192,7 +196,8 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
         console(&text);
         *PANIC_MESSAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
     }));
-    let sup = Supervisor::new(cfg.boot_scheduler.as_deref());
+    let sup =
+        Supervisor::new(cfg.boot_scheduler.as_deref()).with_verifier_offsets(cfg.verifier_offsets);
     if let Some(name) = &cfg.boot_scheduler {
         // The body starts only once sched_ext runs the boot scheduler.
         match sup.start_boot() {

@@ -42,6 +42,15 @@ pub struct ProgInfo {
     pub jited_bytes: u32,
     /// When it was loaded, ns of `CLOCK_BOOTTIME` (set before the verifier ran).
     pub load_time_ns: u64,
+    /// States the verifier explored (from the verifier probe; `None`: not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<u32>,
+    /// Most states the verifier kept at once (as `states`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_states: Option<u32>,
+    /// How long the verifier took, ns (`bpf_check()`'s own measure; as `states`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_ns: Option<u64>,
 }
 
 /// The largest id of a map and of a program loaded now: objects loaded later have larger
@@ -67,6 +76,7 @@ pub fn last_ids() -> (u32, u32) {
 pub struct Held {
     maps: Vec<OwnedFd>,
     progs: Vec<OwnedFd>,
+    verifier: Vec<super::VerifierRecord>,
 }
 
 impl Held {
@@ -89,7 +99,14 @@ impl Held {
         Held {
             maps: open(BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID, after.0),
             progs: open(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, after.1),
+            verifier: Vec::new(),
         }
+    }
+
+    /// With the verifier probe's records of the loads (see [`super::verifier_probe`]).
+    pub fn with_verifier(mut self, records: Vec<super::VerifierRecord>) -> Held {
+        self.verifier = records;
+        self
     }
 
     /// Maps held.
@@ -99,7 +116,15 @@ impl Held {
 
     /// The held programs, as the kernel describes them.
     pub fn progs(&self) -> Vec<ProgInfo> {
-        self.progs.iter().filter_map(prog_info).collect()
+        let mut infos: Vec<ProgInfo> = self.progs.iter().filter_map(prog_info).collect();
+        for p in &mut infos {
+            if let Some(r) = super::verifier_probe::last_by_name(&self.verifier, &p.name) {
+                p.states = Some(r.states);
+                p.peak_states = Some(r.peak_states);
+                p.verification_ns = Some(r.verification_ns);
+            }
+        }
+        infos
     }
 }
 
@@ -155,6 +180,9 @@ fn parse_prog_info(b: &[u8; PROG_INFO_LEN]) -> ProgInfo {
         load_time_ns: u64_at(40),
         name: String::from_utf8_lossy(&name[..end]).into_owned(),
         verified_insns: u32_at(216),
+        states: None,
+        peak_states: None,
+        verification_ns: None,
     }
 }
 
@@ -182,6 +210,9 @@ mod tests {
                 xlated_insns: 90,
                 jited_bytes: 700,
                 load_time_ns: 5_000_000_000,
+                states: None,
+                peak_states: None,
+                verification_ns: None,
             }
         );
     }

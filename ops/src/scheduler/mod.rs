@@ -11,6 +11,7 @@ mod exit;
 mod hold;
 mod monitor_checks;
 mod supervisor;
+mod verifier_probe;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_e
 pub use hold::{Held, PROGS_REPORT, ProgInfo};
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
+pub use verifier_probe::{VerifierOffsets, VerifierProbe, VerifierRecord};
 
 /// Where a scheduler's binary comes from (resolved on the host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,6 +50,11 @@ struct Inner {
     /// The last attached scheduler's maps and programs, held open so a dead
     /// scheduler's state can still be dumped (see [`super::hold`]).
     held: Mutex<Option<super::Held>>,
+    /// Where the kernel keeps the verifier's figures (from the host; `None`: the kernel's
+    /// BTF did not say, and programs go without states).
+    verifier: std::sync::OnceLock<super::VerifierOffsets>,
+    /// Why the verifier probe could not be used, once (a note for the record).
+    verifier_error: Mutex<Option<String>>,
 }
 
 /// The scheduler of one run. Cloning shares it.
@@ -137,6 +142,23 @@ impl Supervisor {
         }
     }
 
+    /// Reads the verifier's states of the programs each scheduler loads from here on.
+    pub fn with_verifier_offsets(self, offsets: Option<super::VerifierOffsets>) -> Self {
+        if let Some(o) = offsets {
+            let _ = self.inner.verifier.set(o);
+        }
+        self
+    }
+
+    /// Why the verifier's states could not be read, if they could not.
+    pub fn verifier_error(&self) -> Option<String> {
+        self.inner
+            .verifier_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn current(&self) -> MutexGuard<'_, Option<Running>> {
         self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -211,6 +233,18 @@ impl Supervisor {
         };
         let out = std::fs::File::create(log).map_err(spawn_err)?;
         let ids_before = super::hold::last_ids();
+        let probe = self.inner.verifier.get().and_then(|o| {
+            super::VerifierProbe::install(o)
+                .map_err(|e| {
+                    eprintln!("ktstr-init: the verifier's states go unread: {e}");
+                    *self
+                        .inner
+                        .verifier_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                })
+                .ok()
+        });
         let err = out.try_clone().map_err(spawn_err)?;
         let mut child = Command::new(binary)
             .args(read_args(args_path))
@@ -255,8 +289,12 @@ impl Supervisor {
             child,
             log: log.into(),
         });
+        let verifier = probe.map(super::VerifierProbe::finish).unwrap_or_default();
+        if self.inner.verifier.get().is_some() && verifier.is_empty() {
+            eprintln!("ktstr-init: the verifier probe recorded no program loads of {name}");
+        }
         *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(super::Held::take(ids_before));
+            Some(super::Held::take(ids_before).with_verifier(verifier));
         self.inner.pid.store(pid, Ordering::Release);
         Ok(pid)
     }
