@@ -39,11 +39,13 @@ fn main() {
     let clang = find_clang();
     // The fixture, its copy with a planted verifier-complexity regression (an
     // unrolled loop in ktstr_enqueue) for `cargo ktstr verifier`'s gate, and
-    // one the verifier rejects, for the failure text of a rejection.
+    // one the verifier rejects, for the failure text of a rejection, and one
+    // with a BPF arena whose pages the failure dump counts.
     for (name, defines) in [
         ("ktstr.bpf.o", &[][..]),
         ("ktstr_planted.bpf.o", &["-DKTSTR_PLANTED_COMPLEXITY"][..]),
         ("ktstr_rejected.bpf.o", &["-DKTSTR_PLANTED_REJECT"][..]),
+        ("ktstr_arena.bpf.o", &["-DKTSTR_ARENA"][..]),
     ] {
         compile(
             &clang,

@@ -182,6 +182,18 @@ impl<'k, M: GuestMemory + ?Sized> GuestKernel<'k, M> {
         self.translate_run(va).map(|(pa, _)| pa)
     }
 
+    /// Bytes of `[start, end)` the kernel's page tables map (e.g. the pages a BPF arena has
+    /// in use in its 4 GiB range). Needs the page-table root; reads at most a bounded number
+    /// of table entries.
+    pub fn mapped_bytes(&self, start: u64, end: u64) -> Result<u64> {
+        let pt = self
+            .tr
+            .layout
+            .page_table()
+            .ok_or(Error::NoPageTable { va: start })?;
+        crate::x86_64::mapped_bytes(self.mem, pt, start, end, 1 << 22)
+    }
+
     /// Read guest physical memory.
     pub fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<()> {
         self.mem

@@ -23,6 +23,9 @@ static BPF_OBJECT_PLANTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kts
 static BPF_OBJECT_REJECTED: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_rejected.bpf.o"));
 
+/// Its copy with a BPF arena (`--arena`).
+static BPF_OBJECT_ARENA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ktstr_arena.bpf.o"));
+
 /// Which build of the BPF object to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -32,6 +35,8 @@ pub enum Variant {
     PlantedComplexity,
     /// With the planted rejection.
     PlantedReject,
+    /// With a BPF arena, 5 of its pages allocated at init.
+    Arena,
 }
 
 /// Name of the struct_ops map (the C variable), and so of the object.
@@ -109,6 +114,7 @@ impl Loaded {
             Variant::Plain => BPF_OBJECT,
             Variant::PlantedComplexity => BPF_OBJECT_PLANTED,
             Variant::PlantedReject => BPF_OBJECT_REJECTED,
+            Variant::Arena => BPF_OBJECT_ARENA,
         };
         let mut open = builder
             .open_memory(object)

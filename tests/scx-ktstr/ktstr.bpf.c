@@ -109,6 +109,22 @@ struct {
 	__type(value, struct ktstr_task_stat);
 } ktstr_tasks SEC(".maps");
 
+#ifdef KTSTR_ARENA
+/*
+ * A BPF arena with KTSTR_ARENA_PAGES pages allocated at init (the `--arena`
+ * build): the failure dump counts the pages an arena has in use.
+ */
+#define KTSTR_ARENA_PAGES 5
+struct {
+	__uint(type, BPF_MAP_TYPE_ARENA);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 64); /* pages */
+} ktstr_arena SEC(".maps");
+
+extern void *bpf_arena_alloc_pages(void *map, void *addr, u32 page_cnt,
+				   int node_id, u64 flags) __ksym __weak;
+#endif
+
 /* Written by the loader through the mmapped .bss while we run. */
 struct ktstr_ctl {
 	u32 stall;
@@ -318,6 +334,11 @@ s32 KTSTR_OP_SLEEPABLE(ktstr_init)
 	kconfig_hz = CONFIG_HZ;
 	if (ktstr_ctl.fail_init)
 		return -22; /* -EINVAL: "ops.init() failed", SCX_EXIT_ERROR */
+#ifdef KTSTR_ARENA
+	/* NUMA_NO_NODE; the pages are only counted, never touched here. */
+	if (!bpf_arena_alloc_pages(&ktstr_arena, NULL, KTSTR_ARENA_PAGES, -1, 0))
+		return -12; /* -ENOMEM */
+#endif
 	if (!bpf_ksym_exists(scx_bpf_create_dsq)) {
 		ktstr_dsq = SCX_DSQ_GLOBAL;
 		return 0;

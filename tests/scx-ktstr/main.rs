@@ -82,6 +82,11 @@ struct Args {
     #[argh(switch)]
     planted_reject: bool,
 
+    /// load the copy of the BPF object with a BPF arena (64 pages, 5 of them
+    /// allocated at init), for the failure dump's arena page count
+    #[argh(switch)]
+    arena: bool,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -142,13 +147,12 @@ impl Config {
             unfair: args.unfair,
             no_dispatch_count: args.no_dispatch_count,
             fail_init: args.fail_init,
-            variant: match (args.planted_complexity, args.planted_reject) {
-                (false, false) => bpf::Variant::Plain,
-                (true, false) => bpf::Variant::PlantedComplexity,
-                (false, true) => bpf::Variant::PlantedReject,
-                (true, true) => {
-                    bail!("--planted-complexity and --planted-reject exclude each other")
-                }
+            variant: match (args.planted_complexity, args.planted_reject, args.arena) {
+                (false, false, false) => bpf::Variant::Plain,
+                (true, false, false) => bpf::Variant::PlantedComplexity,
+                (false, true, false) => bpf::Variant::PlantedReject,
+                (false, false, true) => bpf::Variant::Arena,
+                _ => bail!("--planted-complexity, --planted-reject and --arena exclude each other"),
             },
             mark: args.mark,
             pin_by_pid: pin_list(args.pin_by_pid.as_deref())?,

@@ -21,6 +21,10 @@ const STALLS: Scheduler = Scheduler::named("scx_ktstr_stall")
     .sched_args(&["--stall-after", "2"]);
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
+/// With a BPF arena of 64 pages, 5 of them allocated at init.
+const WITH_ARENA: Scheduler = Scheduler::named("scx_ktstr_arena")
+    .binary(SchedulerSpec::Discover("scx-ktstr"))
+    .sched_args(&["--arena"]);
 
 /// The counters of the scheduler's last `scx-ktstr: nr_enqueued=..` line on the console.
 fn last_report(console: &[String]) -> anyhow::Result<[u64; 3]> {
@@ -83,6 +87,13 @@ fn a_requested_dump(result: &VmResult) -> anyhow::Result<()> {
         dump.var("nr_enqueued").and_then(|v| v.int).unwrap_or(0) > 0,
         "{dump}"
     );
+    // The arena's pages in use: the 5 its init allocated, of 64.
+    let arena = dump.map("ktstr_arena").context("no ktstr_arena map")?;
+    println!("ARENA-CHECK {arena:?}");
+    ensure!(
+        arena.kind == "arena" && arena.total == Some(5) && arena.max_entries == 64,
+        "the arena's pages in use are not the 5 allocated: {arena:?}"
+    );
     Ok(())
 }
 
@@ -103,7 +114,7 @@ fn fixture_passing_without_dump(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)
 }
 
-#[ktstr_test(harness_fixture = true, scheduler = SCX_KTSTR, duration_s = 2, dump = true,
+#[ktstr_test(harness_fixture = true, scheduler = WITH_ARENA, duration_s = 2, dump = true,
              post_vm = a_requested_dump)]
 fn fixture_passing_with_dump(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)

@@ -16,6 +16,10 @@ use crate::walk::MAX_BUCKETS;
 const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
 const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
+/// `BPF_MAP_TYPE_ARENA` (Linux 6.9+).
+const BPF_MAP_TYPE_ARENA: u32 = 33;
+/// A page of an arena.
+const PAGE: u64 = 4096;
 /// Longest value text kept per entry.
 const MAX_TEXT: usize = 512;
 /// Bytes of hash-map buckets read at once.
@@ -244,6 +248,16 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                 }
                 self.check_map(map)
             })(),
+            BPF_MAP_TYPE_ARENA => (|| {
+                let pages = self.arena_pages(map)?;
+                d.total = Some(pages);
+                d.note = Some(format!(
+                    "arena: {pages} of {} pages in use (mapped in the kernel's view); \
+                     their contents are not read",
+                    map.max_entries
+                ));
+                self.check_map(map)
+            })(),
             other => {
                 d.note = Some(format!(
                     "contents of {} maps are not read",
@@ -263,6 +277,26 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
             });
         }
         d
+    }
+
+    /// Pages a BPF arena has in use: its kernel range (`arena->kern_vm`, 4 GiB plus guards)
+    /// maps exactly the pages `bpf_arena_alloc_pages()` handed out and not freed.
+    pub(crate) fn arena_pages(&self, map: &BpfMap) -> Result<u64> {
+        let arena = self
+            .value(map.addr, "bpf_map")?
+            .container_of("bpf_arena", "map")?;
+        let vm = arena.field("kern_vm")?.deref()?;
+        let start = vm.field("addr")?.u64()?;
+        let size = vm.field("size")?.u64()?;
+        // 4 GiB of arena and its guard; anything much larger is not an arena's.
+        if size > 8 << 30 || start.checked_add(size).is_none() {
+            return Err(Error::Corrupt {
+                what: "struct bpf_arena",
+                addr: arena.addr(),
+                why: format!("kern_vm of {size} bytes at {start:#x}"),
+            });
+        }
+        Ok(self.mapped_bytes(start, start + size)? / PAGE)
     }
 
     /// Walks a hash map's buckets: the first `limit` elements' addresses, and the count of

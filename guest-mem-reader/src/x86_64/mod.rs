@@ -4,5 +4,5 @@
 
 mod paging;
 
-pub(crate) use paging::walk;
 pub use paging::{PageTable, PagingLevels};
+pub(crate) use paging::{mapped_bytes, walk};

@@ -84,6 +84,86 @@ pub(crate) fn walk<M: GuestMemory + ?Sized>(mem: &M, pt: PageTable, va: u64) -> 
     Err(Error::NotMapped { va, level: "PT" })
 }
 
+/// Bytes of `[start, end)` that `pt` maps (present leaf entries, of any page size), walking
+/// only the tables that exist. At most `budget` table entries are read; past it the walk
+/// stops with [`Error::Corrupt`] (garbage tables cannot make it run long).
+pub(crate) fn mapped_bytes<M: GuestMemory + ?Sized>(
+    mem: &M,
+    pt: PageTable,
+    start: u64,
+    end: u64,
+    budget: u64,
+) -> Result<u64> {
+    let (first, va_bits) = match pt.levels {
+        PagingLevels::Four => (1, 48),
+        PagingLevels::Five => (0, 57),
+    };
+    for va in [start, end.saturating_sub(1)] {
+        let top = (va as i64) >> (va_bits - 1);
+        if top != 0 && top != -1 {
+            return Err(Error::NonCanonical { va });
+        }
+    }
+    let mut left = budget;
+    let mut total = 0;
+    // (table's physical address, level, the virtual address its first entry maps)
+    let va_mask = if va_bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << va_bits) - 1
+    };
+    let mut stack = vec![(pt.cr3 & ADDR_MASK, first, start & !va_mask)];
+    while let Some((table, level, base)) = stack.pop() {
+        let shift = 12 + 9 * (4 - level) as u32;
+        let span = 1u64 << shift;
+        let mut entries = [0u64; 512];
+        let mut raw = [0u8; 4096];
+        mem.read_slice(&mut raw, GuestAddress(table))
+            .map_err(|_| Error::PhysRead {
+                addr: table,
+                len: 4096,
+            })?;
+        for (i, e) in entries.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[i * 8..i * 8 + 8]);
+            *e = u64::from_le_bytes(b);
+        }
+        for (i, &entry) in entries.iter().enumerate() {
+            // The canonical address this entry maps: sign-extend past the top level.
+            let lo = base.wrapping_add(i as u64 * span);
+            let lo = if level == first && lo >> (va_bits - 1) & 1 == 1 {
+                lo | !va_mask
+            } else {
+                lo
+            };
+            let hi = lo.wrapping_add(span);
+            if hi <= start && hi != 0 || lo >= end {
+                continue;
+            }
+            if left == 0 {
+                return Err(Error::Corrupt {
+                    what: "page tables",
+                    addr: table,
+                    why: format!("more than {budget} entries under [{start:#x}, {end:#x})"),
+                });
+            }
+            left -= 1;
+            if entry & PRESENT == 0 {
+                continue;
+            }
+            let leaf = level == 4 || (entry & PAGE_SIZE_BIT != 0 && (level == 2 || level == 3));
+            if leaf {
+                let from = lo.max(start);
+                let to = if hi == 0 { end } else { hi.min(end) };
+                total += to - from;
+            } else {
+                stack.push((entry & ADDR_MASK, level + 1, lo));
+            }
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests state their expectations with unwrap.
 mod tests {
@@ -143,6 +223,42 @@ mod tests {
             walk(&m, root, 0x0000_8000_0000_0000),
             Err(Error::NonCanonical { .. })
         ));
+    }
+
+    #[test]
+    fn mapped_bytes_counts_present_pages_in_a_range_only() {
+        let m = mem();
+        let (pml4, pdpt, pd, pt) = (0x1000, 0x2000, 0x3000, 0x4000);
+        // An arena-like range in vmalloc space: 4 GiB from a 2 MiB boundary.
+        let start = 0xffff_c900_0000_0000u64;
+        let end = start + (4 << 30);
+        put(&m, pml4, idx(start, 3), pdpt | P);
+        put(&m, pdpt, idx(start, 2), pd | P);
+        put(&m, pd, idx(start, 1), pt | P);
+        for page in [0u64, 1, 2, 511] {
+            put(&m, pt, page, (0x10_0000 + page * 0x1000) | P);
+        }
+        // A not-present entry with other bits set counts nothing.
+        put(&m, pt, 7, 0x0077_7000);
+        // A 2 MiB page two PD slots on.
+        put(&m, pd, idx(start, 1) + 2, 0x0060_0000 | P | PS);
+        let root = PageTable::new(pml4, PagingLevels::Four);
+        let all = mapped_bytes(&m, root, start, end, 1 << 20).unwrap();
+        assert_eq!(all, 4 * 4096 + (2 << 20));
+        // A sub-range: from page 2 to the middle of the large page.
+        let part = mapped_bytes(&m, root, start + 2 * 4096, start + (5 << 20), 1 << 20).unwrap();
+        assert_eq!(part, 2 * 4096 + (1 << 20));
+        // Nothing mapped below the range's tables.
+        assert_eq!(
+            mapped_bytes(&m, root, start - (1 << 30), start, 1 << 20).unwrap(),
+            0
+        );
+        // The budget bounds the entries read; garbage cannot run long.
+        let e = mapped_bytes(&m, root, start, end, 100).unwrap_err();
+        assert!(e.to_string().contains("more than 100 entries"), "{e}");
+        // A table outside guest RAM is an error, not a count.
+        put(&m, pd, idx(start, 1) + 3, (1 << 40) | P);
+        assert!(mapped_bytes(&m, root, start, end, 1 << 20).is_err());
     }
 
     #[test]
