@@ -43,7 +43,7 @@ u64 ktstr_dsq = KTSTR_DSQ;
 
 /*
  * The kfuncs used, as 7.3 declares them in its BTF (`bpftool btf dump file
- * vmlinux | grep "FUNC 'scx_bpf_"`). No scx_bpf_dispatch in 7.x.
+ * vmlinux | grep "FUNC 'scx_bpf_"`), and 6.12's older names.
  */
 /*
  * Weak: Debian's 7.2.x kernels declare scx_bpf_create_dsq and
@@ -58,9 +58,18 @@ u64 ktstr_dsq = KTSTR_DSQ;
  * crashes by inserting into a DSQ that does not exist.
  */
 extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym __weak;
+/*
+ * Linux 6.13 renamed scx_bpf_dispatch to scx_bpf_dsq_insert and
+ * scx_bpf_consume to scx_bpf_dsq_move_to_local (6.12 has only the old names,
+ * 7.x only the new). All four are weak: libbpf resolves the ones the kernel
+ * has, bpf_ksym_exists() picks, and the verifier drops the other branch.
+ */
 extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice,
-			       u64 enq_flags) __ksym;
-extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym;
+			       u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym __weak;
+extern void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice,
+			     u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
 extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags, bool *is_idle) __ksym;
@@ -69,6 +78,22 @@ extern void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
 
 extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym __weak;
 extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
+
+static __always_inline void ktstr_insert(struct task_struct *p, u64 dsq_id,
+					 u64 slice, u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
+	else
+		scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
+}
+
+static __always_inline bool ktstr_move_to_local(u64 dsq_id)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
+		return scx_bpf_dsq_move_to_local(dsq_id);
+	return scx_bpf_consume(dsq_id);
+}
 
 /* One struct_ops callback; sleepable ones go to "struct_ops.s/". */
 #define KTSTR_OP(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
@@ -285,13 +310,13 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
 	if (pin >= 0) {
-		scx_bpf_dsq_insert(p, KTSTR_PIN_DSQ + pin, slice, enq_flags);
+		ktstr_insert(p, KTSTR_PIN_DSQ + pin, slice, enq_flags);
 		if (bpf_ksym_exists(scx_bpf_kick_cpu))
 			scx_bpf_kick_cpu(pin, SCX_KICK_IDLE);
 		maybe_crash();
 		return;
 	}
-	scx_bpf_dsq_insert(p, ktstr_dsq, slice, enq_flags);
+	ktstr_insert(p, ktstr_dsq, slice, enq_flags);
 	maybe_crash();
 }
 
@@ -318,14 +343,14 @@ void KTSTR_OP(ktstr_dispatch, s32 cpu, struct task_struct *prev)
 			__sync_fetch_and_add(&nr_dispatched, 1);
 		return;
 	}
-	if (scx_bpf_dsq_move_to_local(ktstr_dsq)) {
+	if (ktstr_move_to_local(ktstr_dsq)) {
 		if (!ktstr_ctl.no_count)
 			__sync_fetch_and_add(&nr_dispatched, 1);
 		return;
 	}
 	/* Pinned tasks after the shared DSQ: kernel threads must not starve. */
 	if (ktstr_pin_n && cpu < KTSTR_PIN_MAX &&
-	    scx_bpf_dsq_move_to_local(KTSTR_PIN_DSQ + cpu) && !ktstr_ctl.no_count)
+	    ktstr_move_to_local(KTSTR_PIN_DSQ + cpu) && !ktstr_ctl.no_count)
 		__sync_fetch_and_add(&nr_dispatched, 1);
 }
 
