@@ -33,6 +33,15 @@
 //! # fn main() {}
 //! ```
 //!
+//! ... a watchdog that does not outlast the body (here the default 5 s one) ...
+//!
+//! ```compile_fail
+//! use ktstr::prelude::*;
+//! #[ktstr_test(watchdog_timeout_s = 5)]
+//! fn hasty(_ctx: &Ctx) -> Result<AssertResult> { Ok(AssertResult::pass()) }
+//! # fn main() {}
+//! ```
+//!
 //! ... and a `post_vm` check whose signature is not
 //! `fn(&VmResult) -> anyhow::Result<()>`:
 //!

@@ -71,30 +71,41 @@ pub struct TestConfig {
 }
 
 impl TestConfig {
+    /// How much longer than the body the host waits before it calls a guest hung, when
+    /// `watchdog_timeout_s` is not given: `duration_s + WATCHDOG_MARGIN_S`.
+    pub const WATCHDOG_MARGIN_S: u32 = 60;
+
     /// What `#[ktstr_test]` with no keys declares (1n1l2c1t, 512 MiB, 5 s,
-    /// EEVDF): a base for configurations built by hand, e.g. in unit tests,
+    /// EEVDF), and what the macro fills every key it is not given with: the one
+    /// place the defaults are written (the shape's in
+    /// [`ktstr_topology::DeclaredShape::DEFAULT`], which the macro also validates
+    /// with). A base for configurations built by hand, e.g. in unit tests,
     /// `TestConfig { duration_s: 1, ..TestConfig::DEFAULT }`.
-    pub const DEFAULT: TestConfig = TestConfig {
-        numa_nodes: 1,
-        llcs: 1,
-        cores: 2,
-        threads: 1,
-        memory_mib: 512,
-        duration_s: 5,
-        watchdog_timeout_s: 65,
-        expect_err: false,
-        expect_err_matching: None,
-        allow_inconclusive: false,
-        kaslr: false,
-        scheduler: None,
-        staged_schedulers: &[],
-        auto_repro: true,
-        dump: false,
-        probes: &[],
-        cleanup_budget_ms: 5000,
-        num_snapshots: 0,
-        post_vm: None,
-        monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
+    pub const DEFAULT: TestConfig = {
+        let shape = ktstr_topology::DeclaredShape::DEFAULT;
+        let duration_s = 5;
+        TestConfig {
+            numa_nodes: shape.numa_nodes,
+            llcs: shape.llcs,
+            cores: shape.cores,
+            threads: shape.threads,
+            memory_mib: shape.memory_mib,
+            duration_s,
+            watchdog_timeout_s: duration_s + Self::WATCHDOG_MARGIN_S,
+            expect_err: false,
+            expect_err_matching: None,
+            allow_inconclusive: false,
+            kaslr: false,
+            scheduler: None,
+            staged_schedulers: &[],
+            auto_repro: true,
+            dump: false,
+            probes: &[],
+            cleanup_budget_ms: 5000,
+            num_snapshots: 0,
+            post_vm: None,
+            monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
+        }
     };
 }
 

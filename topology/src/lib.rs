@@ -45,7 +45,7 @@ mod x86_64;
 pub use apic::{ApicIds, ApicLayout};
 pub use cpulist::{CpuListError, cpu_list, format_cpu_list, parse_cpu_list};
 pub use error::TopologyError;
-pub use presets::{Backend, Constraints, PRESETS, Preset, ShapeFeature, preset};
+pub use presets::{Backend, Constraints, DeclaredShape, PRESETS, Preset, ShapeFeature, preset};
 pub use sysfs::{SYSFS_SCRIPT, SysfsCpu, SysfsNode, SysfsView};
 pub use topology::{
     CpuLocation, DEFAULT_MEMORY_MIB, LOCAL_DISTANCE, LinuxCpuIds, MAX_CPUS, MAX_NUMA_NODES,

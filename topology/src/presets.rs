@@ -146,6 +146,34 @@ pub const PRESETS: &[Preset] = &[
     ),
 ];
 
+/// The shape a test declares when it names none: one NUMA node, one LLC, two cores of one
+/// thread, 512 MiB. The one place these defaults are written: `#[ktstr_test]` validates with
+/// them at compile time and `ktstr::test_support::TestConfig::DEFAULT` is made of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredShape {
+    /// NUMA nodes.
+    pub numa_nodes: u32,
+    /// LLCs in the whole machine.
+    pub llcs: u32,
+    /// Cores per LLC.
+    pub cores: u32,
+    /// Threads per core.
+    pub threads: u32,
+    /// Guest memory, MiB.
+    pub memory_mib: u64,
+}
+
+impl DeclaredShape {
+    /// 1n1l2c1t, 512 MiB.
+    pub const DEFAULT: DeclaredShape = DeclaredShape {
+        numa_nodes: 1,
+        llcs: 1,
+        cores: 2,
+        threads: 1,
+        memory_mib: 512,
+    };
+}
+
 /// What a test needs of a topology to run on it: the gauntlet runs a test on
 /// every preset these allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,30 +8,19 @@ use quote::{format_ident, quote};
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse_macro_input};
 
+/// What `#[ktstr_test(...)]` says. The keys given become `TestConfig` fields; every other
+/// field comes from `TestConfig::DEFAULT`, the one place the defaults are written (the
+/// shape's in `ktstr_topology::DeclaredShape::DEFAULT`, which validation here also uses).
 struct Config {
-    numa_nodes: u32,
-    llcs: u32,
-    cores: u32,
-    threads: u32,
-    memory_mib: u64,
-    duration_s: u32,
+    /// The declared shape, defaults filled in (for validation and the gauntlet).
+    shape: ktstr_topology::DeclaredShape,
+    duration_s: Option<u32>,
     watchdog_timeout_s: Option<u32>,
-    expect_err: bool,
-    expect_err_matching: Option<String>,
-    allow_inconclusive: bool,
-    kaslr: bool,
     harness_fixture: bool,
-    scheduler: Option<Expr>,
-    staged: Vec<Expr>,
-    auto_repro: bool,
-    dump: bool,
-    probes: Vec<String>,
-    cleanup_budget_ms: u64,
-    num_snapshots: u32,
-    post_vm: Option<Expr>,
-    monitor: Option<Expr>,
     constraints: ktstr_topology::Constraints,
     gauntlet: bool,
+    /// `TestConfig` field name to its value's tokens, for the keys given.
+    fields: std::collections::BTreeMap<&'static str, proc_macro2::TokenStream>,
 }
 
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
@@ -84,29 +73,13 @@ fn probes(nv: &MetaNameValue) -> syn::Result<Vec<String>> {
 
 fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Config> {
     let mut c = Config {
-        numa_nodes: 1,
-        llcs: 1,
-        cores: 2,
-        threads: 1,
-        memory_mib: 512,
-        duration_s: 5,
+        shape: ktstr_topology::DeclaredShape::DEFAULT,
+        duration_s: None,
         watchdog_timeout_s: None,
-        expect_err: false,
-        expect_err_matching: None,
-        allow_inconclusive: false,
-        kaslr: false,
         harness_fixture: false,
-        scheduler: None,
-        staged: vec![],
-        auto_repro: true,
-        dump: false,
-        probes: vec![],
-        cleanup_budget_ms: 5000,
-        num_snapshots: 0,
-        post_vm: None,
-        monitor: None,
         constraints: ktstr_topology::Constraints::DEFAULT,
         gauntlet: true,
+        fields: std::collections::BTreeMap::new(),
     };
     let boolean = |nv: &MetaNameValue, key: &str| -> syn::Result<bool> {
         match &nv.value {
@@ -126,22 +99,45 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             .map(ToString::to_string)
             .unwrap_or_default();
         match key.as_str() {
-            "numa_nodes" => c.numa_nodes = int(nv)?,
-            "llcs" => c.llcs = int(nv)?,
-            "cores" => c.cores = int(nv)?,
-            "threads" => c.threads = int(nv)?,
-            "memory_mib" => c.memory_mib = int(nv)?,
-            "duration_s" => c.duration_s = int(nv)?,
+            "numa_nodes" | "llcs" | "cores" | "threads" => {
+                let v: u32 = int(nv)?;
+                let (field, slot) = match key.as_str() {
+                    "numa_nodes" => ("numa_nodes", &mut c.shape.numa_nodes),
+                    "llcs" => ("llcs", &mut c.shape.llcs),
+                    "cores" => ("cores", &mut c.shape.cores),
+                    _ => ("threads", &mut c.shape.threads),
+                };
+                *slot = v;
+                c.fields.insert(field, quote! { #v });
+            }
+            "memory_mib" => {
+                c.shape.memory_mib = int(nv)?;
+                let v = c.shape.memory_mib;
+                c.fields.insert("memory_mib", quote! { #v });
+            }
+            "duration_s" => {
+                let v: u32 = int(nv)?;
+                c.duration_s = Some(v);
+                c.fields.insert("duration_s", quote! { #v });
+            }
             "watchdog_timeout_s" => c.watchdog_timeout_s = Some(int(nv)?),
             "expect_err" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
-                }) => c.expect_err = b.value,
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("expect_err", quote! { #v });
+                    c.fields.remove("expect_err_matching");
+                }
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
                 }) if !s.value().is_empty() => {
-                    c.expect_err = true;
-                    c.expect_err_matching = Some(s.value());
+                    let m = s.value();
+                    c.fields.insert("expect_err", quote! { true });
+                    c.fields.insert(
+                        "expect_err_matching",
+                        quote! { ::core::option::Option::Some(#m) },
+                    );
                 }
                 other => {
                     return Err(syn::Error::new_spanned(
@@ -152,9 +148,16 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
-            "scheduler" => c.scheduler = Some(nv.value.clone()),
+            "scheduler" => {
+                let e = &nv.value;
+                c.fields
+                    .insert("scheduler", quote! { ::core::option::Option::Some(#e) });
+            }
             "staged_schedulers" => match &nv.value {
-                Expr::Array(a) => c.staged = a.elems.iter().cloned().collect(),
+                Expr::Array(a) => {
+                    let e = a.elems.iter();
+                    c.fields.insert("staged_schedulers", quote! { &[#(#e),*] });
+                }
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
@@ -162,17 +165,35 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
-            "probes" => c.probes = probes(nv)?,
-            "cleanup_budget_ms" => c.cleanup_budget_ms = int(nv)?,
+            "probes" => {
+                let p = probes(nv)?;
+                c.fields.insert("probes", quote! { &[#(#p),*] });
+            }
+            "cleanup_budget_ms" => {
+                let v: u64 = int(nv)?;
+                c.fields.insert("cleanup_budget_ms", quote! { #v });
+            }
             "min_cpus" => c.constraints.min_cpus = int(nv)?,
             "max_cpus" => c.constraints.max_cpus = int(nv)?,
             "min_numa_nodes" => c.constraints.min_numa_nodes = int(nv)?,
             "min_llcs" => c.constraints.min_llcs = int(nv)?,
             "requires_smt" => c.constraints.requires_smt = boolean(nv, "requires_smt")?,
             "gauntlet" => c.gauntlet = boolean(nv, "gauntlet")?,
-            "num_snapshots" => c.num_snapshots = int(nv)?,
+            "num_snapshots" => {
+                let v: u32 = int(nv)?;
+                c.fields.insert("num_snapshots", quote! { #v });
+            }
+            // Coerced to the fn pointer type here, so a wrong signature is an error at the
+            // key, not in generated code.
             "post_vm" => match &nv.value {
-                Expr::Path(_) => c.post_vm = Some(nv.value.clone()),
+                Expr::Path(p) => {
+                    c.fields.insert(
+                        "post_vm",
+                        quote! {
+                            ::core::option::Option::Some(#p as ::ktstr::monitor::PostVmFn)
+                        },
+                    );
+                }
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
@@ -180,11 +201,17 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     ));
                 }
             },
-            "monitor" => c.monitor = Some(nv.value.clone()),
+            "monitor" => {
+                let m = &nv.value;
+                c.fields.insert("monitor", quote! { #m });
+            }
             "auto_repro" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
-                }) => c.auto_repro = b.value,
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("auto_repro", quote! { #v });
+                }
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
@@ -195,7 +222,10 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             "dump" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
-                }) => c.dump = b.value,
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("dump", quote! { #v });
+                }
                 other => {
                     return Err(syn::Error::new_spanned(other, "dump takes true or false"));
                 }
@@ -203,7 +233,10 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             "allow_inconclusive" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
-                }) => c.allow_inconclusive = b.value,
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("allow_inconclusive", quote! { #v });
+                }
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
@@ -214,7 +247,10 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             "kaslr" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
-                }) => c.kaslr = b.value,
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("kaslr", quote! { #v });
+                }
                 other => {
                     return Err(syn::Error::new_spanned(other, "kaslr takes true or false"));
                 }
@@ -245,18 +281,31 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
         }
     }
     // The topology's own validation, at compile time, with its message.
-    ktstr_topology::Topology::new(c.numa_nodes, c.llcs, c.cores, c.threads)
-        .and_then(|t| t.with_memory_mib(c.memory_mib))
+    let sh = c.shape;
+    ktstr_topology::Topology::new(sh.numa_nodes, sh.llcs, sh.cores, sh.threads)
+        .and_then(|t| t.with_memory_mib(sh.memory_mib))
         .map_err(|e| syn::Error::new(Span::call_site(), e.to_string()))?;
-    if let Some(w) = c.watchdog_timeout_s.filter(|&w| w <= c.duration_s) {
-        return Err(syn::Error::new(
-            Span::call_site(),
-            format!(
-                "watchdog_timeout_s = {w} must exceed duration_s = {}: it is the host's \
-                 limit for the whole run",
-                c.duration_s
-            ),
-        ));
+    match (c.watchdog_timeout_s, c.duration_s) {
+        (Some(w), Some(d)) if w <= d => {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!(
+                    "watchdog_timeout_s = {w} must exceed duration_s = {d}: it is the host's \
+                     limit for the whole run"
+                ),
+            ));
+        }
+        (Some(w), _) => {
+            c.fields.insert("watchdog_timeout_s", quote! { #w });
+        }
+        // The default watchdog follows a given duration.
+        (None, Some(d)) => {
+            c.fields.insert(
+                "watchdog_timeout_s",
+                quote! { #d + ::ktstr::test_support::TestConfig::WATCHDOG_MARGIN_S },
+            );
+        }
+        (None, None) => {}
     }
     if c.gauntlet && !c.harness_fixture && gauntlet_presets(&c).is_empty() {
         return Err(syn::Error::new(
@@ -275,7 +324,7 @@ fn gauntlet_presets(c: &Config) -> Vec<&'static ktstr_topology::Preset> {
     ktstr_topology::PRESETS
         .iter()
         .filter(|p| c.constraints.allows(&p.topology))
-        .filter(|p| p.topology.with_memory_mib(c.memory_mib).is_ok())
+        .filter(|p| p.topology.with_memory_mib(c.shape.memory_mib).is_ok())
         .collect()
 }
 
@@ -339,49 +388,36 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     func.sig.ident = body_ident.clone();
     let vis = func.vis.clone();
     let Config {
+        shape,
+        duration_s,
+        watchdog_timeout_s,
+        harness_fixture,
+        constraints: _,
+        gauntlet,
+        fields,
+    } = cfg;
+    let ktstr_topology::DeclaredShape {
         numa_nodes,
         llcs,
         cores,
         threads,
-        memory_mib,
-        duration_s,
-        watchdog_timeout_s,
-        expect_err,
-        expect_err_matching,
-        allow_inconclusive,
-        kaslr,
-        harness_fixture,
-        scheduler,
-        staged,
-        auto_repro,
-        dump,
-        probes,
-        cleanup_budget_ms,
-        num_snapshots,
-        post_vm,
-        monitor,
-        constraints: _,
-        gauntlet,
-    } = cfg;
-    let scheduler = match scheduler {
-        Some(s) => quote! { ::core::option::Option::Some(#s) },
-        None => quote! { ::core::option::Option::None },
+        ..
+    } = shape;
+    // A watchdog given without a duration must exceed the default duration.
+    let watchdog_check = match (watchdog_timeout_s, duration_s) {
+        (Some(w), None) => quote! {
+            const _: () = ::core::assert!(
+                #w > ::ktstr::test_support::TestConfig::DEFAULT.duration_s,
+                "watchdog_timeout_s must exceed duration_s (default 5): it is the host's \
+                 limit for the whole run"
+            );
+        },
+        _ => quote! {},
     };
-    let watchdog = watchdog_timeout_s.unwrap_or(duration_s + 60);
-    // Coerced to the fn pointer type here, so a wrong signature is an error
-    // at the key, not in generated code.
-    let post_vm = match post_vm {
-        Some(p) => quote! { ::core::option::Option::Some(#p as ::ktstr::monitor::PostVmFn) },
-        None => quote! { ::core::option::Option::None },
-    };
-    let monitor = match monitor {
-        Some(m) => quote! { #m },
-        None => quote! { ::ktstr::monitor::MonitorChecks::INHERIT },
-    };
-    let expect_err_matching = match expect_err_matching {
-        Some(s) => quote! { ::core::option::Option::Some(#s) },
-        None => quote! { ::core::option::Option::None },
-    };
+    let field_names = fields
+        .keys()
+        .map(|k| proc_macro2::Ident::new(k, Span::call_site()));
+    let field_values = fields.values();
     let variants = if gauntlet && !harness_fixture {
         let fns = presets.iter().map(|p| {
             let ident = preset_ident(p.name);
@@ -419,33 +455,16 @@ pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
 
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::__private::KTSTR_TESTS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
-        #[allow(non_upper_case_globals)]
+        #[allow(non_upper_case_globals, clippy::needless_update)]
         static #entry_ident: ::ktstr::test_support::TestEntry = ::ktstr::test_support::TestEntry {
             name: concat!(module_path!(), "::", stringify!(#name)),
             func: #body_ident,
             config: ::ktstr::test_support::TestConfig {
-                numa_nodes: #numa_nodes,
-                llcs: #llcs,
-                cores: #cores,
-                threads: #threads,
-                memory_mib: #memory_mib,
-                duration_s: #duration_s,
-                watchdog_timeout_s: #watchdog,
-                expect_err: #expect_err,
-                expect_err_matching: #expect_err_matching,
-                allow_inconclusive: #allow_inconclusive,
-                kaslr: #kaslr,
-                scheduler: #scheduler,
-                staged_schedulers: &[#(#staged),*],
-                auto_repro: #auto_repro,
-                dump: #dump,
-                probes: &[#(#probes),*],
-                cleanup_budget_ms: #cleanup_budget_ms,
-                num_snapshots: #num_snapshots,
-                post_vm: #post_vm,
-                monitor: #monitor,
+                #(#field_names: #field_values,)*
+                ..::ktstr::test_support::TestConfig::DEFAULT
             },
         };
+        #watchdog_check
 
         // In the guest the test binary is PID 1: this constructor, run before
         // main, turns it into the guest's init. Elsewhere it returns at once.
