@@ -20,51 +20,70 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 
 use crate::VmmError;
 
-/// A plain C structure of `kvm_bindings`: every byte pattern of its size is
-/// a valid value, and it has no pointers.
-///
-/// # Safety
-/// Only for such structures (the KVM ABI's state structures).
-unsafe trait Pod: Sized {}
-// SAFETY: each is a bindgen-generated C structure of integers, arrays of
-// integers and unions of those (the KVM ABI), without pointers or padding
-// that matters: any bytes of its size are a value of it.
-unsafe impl Pod for kvm_regs {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_sregs {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_fpu {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_xsave {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_xcrs {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_debugregs {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_lapic_state {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_mp_state {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_vcpu_events {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_pit_state2 {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_clock_data {}
-// SAFETY: as above.
-unsafe impl Pod for kvm_irqchip {}
-
-fn bytes_of<T: Pod>(v: &T) -> &[u8] {
-    // SAFETY: `T: Pod` is a plain C structure; viewing its `size_of` bytes
-    // as `u8` is valid for the borrow's lifetime.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+/// A KVM structure as its bytes: the zerocopy impls that `kvm-bindings`' `serde` feature
+/// derives for every state structure but `kvm_fpu` (which has neither those nor serde impls
+/// in kvm-bindings 0.14), and for `kvm_fpu` its fields written out one by one in the same
+/// `repr(C)` layout. The image keeps the bytes in tagged, size-checked records rather than
+/// serde's output: the same bytes, and a mismatch is named by tag and size.
+trait KvmBytes: Sized {
+    fn to_bytes(&self) -> Vec<u8>;
+    fn from_kvm_bytes(b: &[u8]) -> Option<Self>;
 }
 
-fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
-    (b.len() == std::mem::size_of::<T>()).then(|| {
-        // SAFETY: `b` holds exactly `size_of::<T>()` bytes, and any bytes are
-        // a valid `T` (`Pod`); the read tolerates any alignment.
-        unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) }
-    })
+impl<T: zerocopy::IntoBytes + zerocopy::FromBytes + zerocopy::Immutable> KvmBytes for T {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_kvm_bytes(b: &[u8]) -> Option<Self> {
+        T::read_from_bytes(b).ok()
+    }
+}
+
+/// `struct kvm_fpu` (arch/x86/include/uapi/asm/kvm.h), 416 bytes, as `repr(C)` lays it out.
+const FPU_LEN: usize = 416;
+
+fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
+    let mut b = Vec::with_capacity(FPU_LEN);
+    f.fpr.iter().for_each(|r| b.extend_from_slice(r));
+    b.extend_from_slice(&f.fcw.to_le_bytes());
+    b.extend_from_slice(&f.fsw.to_le_bytes());
+    b.extend_from_slice(&[f.ftwx, f.pad1]);
+    b.extend_from_slice(&f.last_opcode.to_le_bytes());
+    b.extend_from_slice(&f.last_ip.to_le_bytes());
+    b.extend_from_slice(&f.last_dp.to_le_bytes());
+    f.xmm.iter().for_each(|r| b.extend_from_slice(r));
+    b.extend_from_slice(&f.mxcsr.to_le_bytes());
+    b.extend_from_slice(&f.pad2.to_le_bytes());
+    b
+}
+
+fn fpu_from(b: &[u8]) -> Option<kvm_fpu> {
+    if b.len() != FPU_LEN {
+        return None;
+    }
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let s = &b[at..at + n];
+        at += n;
+        s
+    };
+    let mut f = kvm_fpu::default();
+    for r in &mut f.fpr {
+        r.copy_from_slice(take(16));
+    }
+    f.fcw = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.fsw = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.ftwx = take(1)[0];
+    f.pad1 = take(1)[0];
+    f.last_opcode = u16::from_le_bytes(take(2).try_into().ok()?);
+    f.last_ip = u64::from_le_bytes(take(8).try_into().ok()?);
+    f.last_dp = u64::from_le_bytes(take(8).try_into().ok()?);
+    for r in &mut f.xmm {
+        r.copy_from_slice(take(16));
+    }
+    f.mxcsr = u32::from_le_bytes(take(4).try_into().ok()?);
+    f.pad2 = u32::from_le_bytes(take(4).try_into().ok()?);
+    Some(f)
 }
 
 /// Appends tagged records: tag, length, bytes.
@@ -78,12 +97,12 @@ impl Records {
             .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         self.0.extend_from_slice(bytes);
     }
-    fn pod<T: Pod>(&mut self, tag: u32, v: &T) {
-        self.raw(tag, bytes_of(v));
+    fn pod<T: KvmBytes>(&mut self, tag: u32, v: &T) {
+        self.raw(tag, &v.to_bytes());
     }
     /// An absent value is an empty record.
-    fn opt<T: Pod>(&mut self, tag: u32, v: Option<&T>) {
-        self.raw(tag, v.map_or(&[][..], bytes_of));
+    fn opt<T: KvmBytes>(&mut self, tag: u32, v: Option<&T>) {
+        self.raw(tag, &v.map(KvmBytes::to_bytes).unwrap_or_default());
     }
 }
 
@@ -113,9 +132,9 @@ impl<'a> Reader<'a> {
         self.rest = &self.rest[8 + len..];
         Ok(body)
     }
-    fn pod<T: Pod>(&mut self, tag: u32) -> Result<T, String> {
+    fn pod<T: KvmBytes>(&mut self, tag: u32) -> Result<T, String> {
         let b = self.raw(tag)?;
-        from_bytes(b).ok_or_else(|| {
+        T::from_kvm_bytes(b).ok_or_else(|| {
             format!(
                 "record {tag:#x} has {} bytes, this build's KVM structure {} (an image from another build?)",
                 b.len(),
@@ -123,7 +142,7 @@ impl<'a> Reader<'a> {
             )
         })
     }
-    fn opt<T: Pod>(&mut self, tag: u32) -> Result<Option<T>, String> {
+    fn opt<T: KvmBytes>(&mut self, tag: u32) -> Result<Option<T>, String> {
         if self.rest.get(4..8) == Some(&[0, 0, 0, 0][..]) {
             self.raw(tag)?;
             return Ok(None);
@@ -307,7 +326,7 @@ impl VcpuState {
         out.pod(T_MP, &self.mp);
         out.pod(T_REGS, &self.regs);
         out.pod(T_SREGS, &self.sregs);
-        out.pod(T_FPU, &self.fpu);
+        out.raw(T_FPU, &fpu_bytes(&self.fpu));
         out.opt(T_XSAVE, self.xsave.as_deref());
         out.opt(T_XCRS, self.xcrs.as_ref());
         out.opt(T_DEBUG, self.debug.as_ref());
@@ -330,7 +349,8 @@ impl VcpuState {
         let mp = r.pod(T_MP)?;
         let regs = r.pod(T_REGS)?;
         let sregs = r.pod(T_SREGS)?;
-        let fpu = r.pod(T_FPU)?;
+        let fpu = fpu_from(r.raw(T_FPU)?)
+            .ok_or_else(|| format!("record {T_FPU:#x} is not the {FPU_LEN}-byte kvm_fpu"))?;
         let xsave = r.opt::<kvm_xsave>(T_XSAVE)?.map(Box::new);
         let xcrs = r.opt(T_XCRS)?;
         let debug = r.opt(T_DEBUG)?;
@@ -437,6 +457,34 @@ impl VmState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_fpu_is_written_in_its_repr_c_layout_and_read_back() {
+        // The field-by-field encoding keeps the C layout (and so older images).
+        assert_eq!(std::mem::size_of::<kvm_fpu>(), FPU_LEN);
+        assert_eq!(std::mem::offset_of!(kvm_fpu, fcw), 128);
+        assert_eq!(std::mem::offset_of!(kvm_fpu, last_ip), 136);
+        assert_eq!(std::mem::offset_of!(kvm_fpu, xmm), 152);
+        assert_eq!(std::mem::offset_of!(kvm_fpu, mxcsr), 408);
+        let mut f = kvm_fpu {
+            fcw: 0x37f,
+            fsw: 0x1234,
+            ftwx: 0xaa,
+            last_opcode: 0x7ff,
+            last_ip: 0x1122_3344_5566_7788,
+            last_dp: 0x99,
+            mxcsr: 0x1f80,
+            ..kvm_fpu::default()
+        };
+        f.fpr[7][15] = 0x42;
+        f.xmm[15][0] = 0x5a;
+        let b = fpu_bytes(&f);
+        assert_eq!(b.len(), FPU_LEN);
+        assert_eq!(&b[136..144], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!((b[127], b[392], b[408]), (0x42, 0x5a, 0x80));
+        assert_eq!(fpu_from(&b), Some(f));
+        assert_eq!(fpu_from(&b[1..]), None);
+    }
 
     #[test]
     fn records_round_trip_and_name_what_is_wrong() {
