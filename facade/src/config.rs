@@ -30,6 +30,7 @@
 //! | `KTSTR_RESTORE` | `1`: start each test from a snapshot of a guest booted once (boot once, restore many), `0`: boot every test cold | `1` |
 //! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 8192 (the default suite's snapshots take ~4 GB) |
 //! | `KTSTR_INITRAMFS_CACHE_MIB` | disk cap of the initramfs cache (least recently used archives go first; those used in the last 10 minutes stay) | 4096 |
+//! | `KTSTR_KERNEL_SRC_CACHE_MIB` | disk kernel source trees and their kept build directories (`<cache root>/kernel-src`, `kernel-build`) may hold before the least recently built from go | 16384 |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;
@@ -111,6 +112,9 @@ pub struct HostConfig {
     /// Disk the kernel cache may hold before the least recently used
     /// kernels go, MiB (checked after each fetch).
     pub kernel_cache_mib: u64,
+    /// Disk kernel source trees and their build directories may hold before the least
+    /// recently built from go, MiB (checked after each build).
+    pub kernel_src_cache_mib: u64,
     /// Disk cap of the initramfs cache, bytes (`KTSTR_INITRAMFS_CACHE_MIB`).
     pub initramfs_cache_bytes: u64,
 }
@@ -123,6 +127,11 @@ pub const DEFAULT_SNAPSHOT_CACHE_MIB: u64 = 8192;
 /// The kernel cache's default cap: a Debian cloud kernel takes ~75 MiB
 /// (vmlinux, bzImage, KVM modules, `file:line` index), so ~50 kernels.
 pub const DEFAULT_KERNEL_CACHE_MIB: u64 = 4096;
+
+/// The default cap of kernel source trees with their kept build directories: a Debian
+/// `linux-source-7.3` tree is 1.8 GiB and its build with ktstr's fragment 1.2 GiB, so
+/// about five trees.
+pub const DEFAULT_KERNEL_SRC_CACHE_MIB: u64 = 16384;
 
 /// Whether `id` can name a run's directory: letters, digits, `-`, `_`, `.`,
 /// not starting with a dot.
@@ -313,6 +322,8 @@ impl HostConfig {
             snapshot_cache_mib: number("KTSTR_SNAPSHOT_CACHE_MIB")?
                 .unwrap_or(DEFAULT_SNAPSHOT_CACHE_MIB),
             kernel_cache_mib: number("KTSTR_KERNEL_CACHE_MIB")?.unwrap_or(DEFAULT_KERNEL_CACHE_MIB),
+            kernel_src_cache_mib: number("KTSTR_KERNEL_SRC_CACHE_MIB")?
+                .unwrap_or(DEFAULT_KERNEL_SRC_CACHE_MIB),
             initramfs_cache_bytes: number("KTSTR_INITRAMFS_CACHE_MIB")?
                 .map_or(ktstr_initramfs::DEFAULT_CAP_BYTES, |mib| {
                     mib.saturating_mul(1 << 20)
@@ -356,6 +367,7 @@ impl HostConfig {
             cache: self.kernel_cache(),
             suites: self.kernel_suites.clone(),
             cap_bytes: self.kernel_cache_mib << 20,
+            src_cap_bytes: self.kernel_src_cache_mib << 20,
             kconfig: None,
         }
     }

@@ -120,6 +120,7 @@ impl KernelCmd {
                 if let Some(j) = b.jobs {
                     opts.jobs = j;
                 }
+                let mut releases = Vec::new();
                 for s in &b.specs {
                     let start = std::time::Instant::now();
                     let built = crate::build::build(s, &opts, &mut |l| println!("{prefix}: {l}"))
@@ -141,7 +142,10 @@ impl KernelCmd {
                             String::new()
                         }
                     );
+                    releases.push(m.release.clone());
                 }
+                let keep: Vec<&str> = releases.iter().map(String::as_str).collect();
+                trim(prefix, &env, &keep);
                 Ok(())
             }
             KernelSub::List(_) => {
@@ -150,6 +154,16 @@ impl KernelCmd {
                 if !built.list().is_empty() {
                     println!("built from source:");
                     print!("{}", list_table(&built));
+                }
+                let trees = crate::build::source_entries(&env.cache);
+                if !trees.is_empty() {
+                    println!(
+                        "source trees and build directories (cap KTSTR_KERNEL_SRC_CACHE_MIB {} MiB):",
+                        env.src_cap_bytes >> 20
+                    );
+                    for t in &trees {
+                        println!("  {:>6} MiB  {}", t.bytes >> 20, t.dir.display());
+                    }
                 }
                 Ok(())
             }
@@ -247,18 +261,39 @@ fn build_options(env: &KernelCmdEnv, offline: bool) -> BuildOptions {
     b
 }
 
-/// Keeps the cache under its cap, saying what went.
+/// Keeps the caches under their caps, saying what went: fetched kernels and built ones
+/// (each under `cap_bytes`), source trees with their build directories (`src_cap_bytes`).
 fn trim(prefix: &str, env: &KernelCmdEnv, keep: &[&str]) {
-    match env.cache.evict(env.cap_bytes, keep) {
+    let built = crate::built_cache(&env.cache);
+    for (cache, what) in [
+        (&env.cache, "kernel cache"),
+        (&built, "cache of built kernels"),
+    ] {
+        match cache.evict(env.cap_bytes, keep) {
+            Ok(gone) => {
+                for k in gone {
+                    println!(
+                        "{prefix}: removed {} from the {what} (least recently used; cap {} MiB)",
+                        k.metadata.release,
+                        env.cap_bytes >> 20
+                    );
+                }
+            }
+            Err(e) => println!("{prefix}: the {what} was not trimmed: {e}"),
+        }
+    }
+    match crate::build::evict_sources(&env.cache, env.src_cap_bytes) {
         Ok(gone) => {
-            for k in gone {
+            for e in gone {
                 println!(
-                    "{prefix}: removed {} from the kernel cache (least recently used; cap {} MiB)",
-                    k.metadata.release,
-                    env.cap_bytes >> 20
+                    "{prefix}: removed {} ({} MiB, least recently built from; \
+                     KTSTR_KERNEL_SRC_CACHE_MIB {})",
+                    e.dir.display(),
+                    e.bytes >> 20,
+                    env.src_cap_bytes >> 20
                 );
             }
         }
-        Err(e) => println!("{prefix}: the kernel cache was not trimmed: {e}"),
+        Err(e) => println!("{prefix}: the kernel source trees were not trimmed: {e}"),
     }
 }

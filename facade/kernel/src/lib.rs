@@ -283,6 +283,9 @@ pub struct KernelCmdEnv {
     /// The disk the cache may take before the least recently used kernels
     /// go (`KTSTR_KERNEL_CACHE_MIB`), checked after each fetch.
     pub cap_bytes: u64,
+    /// The disk kernel source trees and their build directories may take before the least
+    /// recently used go (`KTSTR_KERNEL_SRC_CACHE_MIB`), checked after each build.
+    pub src_cap_bytes: u64,
     /// A user config fragment (`--kconfig FILE`) for kernels built from
     /// source, applied after ktstr's.
     pub kconfig: Option<PathBuf>,

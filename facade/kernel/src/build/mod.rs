@@ -13,9 +13,12 @@
 //! identity and the final config. An entry appears by rename once the build
 //! succeeded and the kernel was checked: an interrupted build leaves none.
 
+mod evict;
 pub mod kconfig;
 pub mod make;
 pub mod source;
+
+pub use evict::{SourceEntry, evict_sources, source_entries};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -269,6 +272,12 @@ fn build_tree(
             out.display()
         ));
         lock.lock().map_err(|e| KernelError::io(&lock_path, e))?;
+    }
+    // The cache's own trees and build directories are evicted least recently used first.
+    let root = cache_root(&opts.fetch.cache);
+    let entry = evict::entry_of(&root, &out);
+    if entry.starts_with(&root) {
+        evict::touch(&entry);
     }
     let log = out.join("ktstr-build.log");
     std::fs::write(&log, format!("# ktstr: building {spec_text}\n"))
