@@ -14,7 +14,9 @@
 //! kallsyms_offsets      i32[N]: address = &kallsyms_offsets[i] + kallsyms_offsets[i]
 //!                       (place-relative, Debian's 7.x), or relative_base + (u32)offset with
 //!                       kallsyms_relative_base after the offsets (6.10 to 6.18; before
-//!                       6.10 both come before kallsyms_num_syms)
+//!                       6.10 both come before kallsyms_num_syms); with
+//!                       CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86-64 SMP before 6.15) an offset
+//!                       >= 0 is the address itself, a negative one relative_base - 1 - offset
 //! ```
 //!
 //! None of the table symbols can be looked up (they are what we are decoding), so the tables
@@ -346,12 +348,16 @@ fn addresses(
         else {
             continue;
         };
-        let rel = |i: usize| -> Option<u64> {
-            Some(base.wrapping_add(u64::from(u32_at(ro, offs_at + 4 * i)?)))
-        };
-        match build(ro, t, rel, text_addr) {
-            Ok(s) => return Ok(s),
-            Err(e) => tried.push(e),
+        for decode in [relative, absolute_percpu] {
+            match build(
+                ro,
+                t,
+                |i| Some(decode(base, u32_at(ro, offs_at + 4 * i)?)),
+                text_addr,
+            ) {
+                Ok(s) => return Ok(s),
+                Err(e) => tried.push(e),
+            }
         }
     }
     // Before 6.10: offsets from kallsyms_relative_base, both just before num_syms.
@@ -361,12 +367,12 @@ fn addresses(
             .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
         let offs_at = base_at.checked_sub(4 * n);
         if let (Some(base), Some(offs_at)) = (base, offs_at) {
-            let rel = |i: usize| -> Option<u64> {
-                Some(base.wrapping_add(u64::from(u32_at(ro, offs_at + 4 * i)?)))
-            };
-            match build(ro, t, rel, text_addr) {
-                Ok(s) => return Ok(s),
-                Err(e) => tried.push(e),
+            for decode in [relative, absolute_percpu] {
+                let addr = |i| Some(decode(base, u32_at(ro, offs_at + 4 * i)?));
+                match build(ro, t, addr, text_addr) {
+                    Ok(s) => return Ok(s),
+                    Err(e) => tried.push(e),
+                }
             }
         }
     }
@@ -374,6 +380,23 @@ fn addresses(
         "found the names and token tables but no address table fits: {}",
         tried.join("; ")
     ))
+}
+
+/// `kallsyms_relative_base + (u32)offset`: every offset from the base.
+fn relative(base: u64, offset: u32) -> u64 {
+    base.wrapping_add(u64::from(offset))
+}
+
+/// `CONFIG_KALLSYMS_ABSOLUTE_PERCPU` (x86-64 SMP before 6.15, whose per-CPU symbols sit at
+/// small absolute addresses): a non-negative offset is the address itself, a negative one
+/// counts down from `kallsyms_relative_base - 1`.
+fn absolute_percpu(base: u64, offset: u32) -> u64 {
+    let v = offset as i32;
+    if v >= 0 {
+        u64::from(offset)
+    } else {
+        base.wrapping_sub(1).wrapping_sub_signed(i64::from(v))
+    }
 }
 
 fn build(

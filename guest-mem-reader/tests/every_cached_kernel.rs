@@ -1,7 +1,8 @@
 //! Every kernel in the cache (`cargo ktstr kernel fetch 6.18 7.3`; `cargo xtask test`
 //! fetches the newest and the newest 6.18.x): the host-side kallsyms decoder finds the
 //! symbols the monitor needs in each, whatever layout its `scripts/kallsyms` wrote
-//! (relative base after the offsets on 6.18, place-relative offsets on 7.x).
+//! (relative base after the offsets on 6.18, place-relative offsets on 7.x, absolute
+//! per-CPU symbols on a 6.12 built from source).
 #![allow(clippy::unwrap_used)] // Tests state their expectations with unwrap.
 
 use std::path::PathBuf;
@@ -15,11 +16,15 @@ fn kallsyms_of_every_cached_kernel_decode() {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ktstr")))
         .expect("neither KTSTR_CACHE_DIR nor HOME is set");
-    let kernels = ktstr_kernel::KernelCache::new(cache.join("kernels")).list();
+    let fetched = ktstr_kernel::KernelCache::new(cache.join("kernels"));
+    let mut kernels = fetched.list();
     assert!(
         !kernels.is_empty(),
         "no cached kernel: run `cargo xtask kernel fetch`"
     );
+    // Kernels built from source too, where there are any (`cargo ktstr kernel build`):
+    // 6.12's tables use CONFIG_KALLSYMS_ABSOLUTE_PERCPU.
+    kernels.extend(ktstr_kernel::built_cache(&fetched).list());
     let mut seen = Vec::new();
     for k in &kernels {
         let release = &k.metadata.release;
@@ -35,11 +40,15 @@ fn kallsyms_of_every_cached_kernel_decode() {
             "init_task",
             "jiffies",
             "map_idr",
-            "scx_root",
             "linux_banner",
         ] {
             assert!(syms.get(name).is_some(), "{release}: {name} missing");
         }
+        // sched_ext's root: `scx_root` from 6.16, `scx_ops` before.
+        assert!(
+            syms.get("scx_root").is_some() || syms.get("scx_ops").is_some(),
+            "{release}: neither scx_root nor scx_ops"
+        );
         seen.push(format!("{release} ({} symbols)", syms.len()));
     }
     eprintln!("decoded: {}", seen.join(", "));
