@@ -12,10 +12,12 @@ mod html;
 mod html_dump;
 #[cfg(test)]
 mod junit_schema;
+mod merge;
 mod placement;
 mod report;
 mod runs;
 mod select;
+mod shard;
 mod store;
 #[cfg(test)]
 mod trace_format;
@@ -42,6 +44,7 @@ enum Cmd {
     Bisect(BisectCmd),
     Stats(StatsCmd),
     Report(ReportCmd),
+    Merge(MergeCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
@@ -216,6 +219,24 @@ pub struct ReportCmd {
     store: Option<PathBuf>,
 }
 
+/// Join the results of shards (`cargo ktstr run --archive` on N machines)
+/// into one run of one results store, with report.html, junit.xml and
+/// trace.json; names tests no shard ran, tests two shards ran and shards
+/// that did not finish (exit 1 then).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "merge")]
+pub struct MergeCmd {
+    #[argh(positional)]
+    /// the shards' directories (or results stores)
+    dirs: Vec<PathBuf>,
+    #[argh(option, short = 'o')]
+    /// the results store to write the merged run into (default ktstr-merged)
+    out: Option<PathBuf>,
+    #[argh(option)]
+    /// the merged run's id (default: the time, the pid and -merged)
+    run: Option<String>,
+}
+
 /// The results store: list runs, compare two sides.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stats")]
@@ -336,6 +357,7 @@ fn main() -> ExitCode {
             cmd: StatsSub::Compare(c),
         }) => runs::stats_compare(&c),
         Cmd::Report(c) => runs::report(&c),
+        Cmd::Merge(c) => merge::run(&c),
         Cmd::Kernel(k) => {
             host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
         }

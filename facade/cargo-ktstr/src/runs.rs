@@ -176,7 +176,7 @@ fn summary(store: &Store, run: &str) {
 }
 
 /// Writes the JUnit XML and trace JSON of `run`; returns their directory.
-fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
+pub(crate) fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
     let (records, _) = store.records(run);
     let dir = store.dir.join("reports").join(run);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
