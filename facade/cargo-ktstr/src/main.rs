@@ -5,6 +5,7 @@
 //! checkout); then `cargo ktstr --help` in any package that takes `ktstr` as
 //! a dev-dependency.
 
+mod archive;
 mod bisect;
 mod cargo;
 mod compare;
@@ -14,6 +15,7 @@ mod html_dump;
 mod junit_schema;
 mod merge;
 mod placement;
+mod portable;
 mod report;
 mod runs;
 mod select;
@@ -45,6 +47,8 @@ enum Cmd {
     Stats(StatsCmd),
     Report(ReportCmd),
     Merge(MergeCmd),
+    Archive(ArchiveCmd),
+    Run(RunArchiveCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
@@ -130,6 +134,11 @@ pub struct GauntletCmd {
     #[argh(option)]
     /// time budget, e.g. 3m or 1h30m: pick the variants that fit
     budget: Option<String>,
+    #[argh(option)]
+    /// print a split of the picked variants into this many shards, each
+    /// within --budget, balanced by expected seconds, and stop (run it with
+    /// `cargo ktstr archive --gauntlet --budget B --machines N`)
+    machines: Option<usize>,
     #[argh(option)]
     /// only variants on this preset (repeatable)
     preset: Vec<String>,
@@ -217,6 +226,97 @@ pub struct ReportCmd {
     #[argh(option)]
     /// the results store (default: <target dir>/ktstr)
     store: Option<PathBuf>,
+}
+
+/// Pack the package's tests for machines without its source or a Rust
+/// toolchain: the nextest archive of the test binaries, the kernels their
+/// VMs boot, the cargo-nextest that runs them and a manifest (this
+/// cargo-ktstr's version, the kernels, the tests, a split into shards
+/// balanced by expected seconds with --machines). Run it with `cargo ktstr
+/// run --archive`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "archive")]
+pub struct ArchiveCmd {
+    #[argh(option, short = 'o')]
+    /// the archive to write (e.g. run.tar.zst)
+    out: PathBuf,
+    #[argh(option)]
+    /// kernel to pack, as for `test` (repeatable: a shard runs one of them;
+    /// default: KTSTR_KERNEL, then the newest cached)
+    kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(switch)]
+    /// include the gauntlet's variants (ignored tests)
+    gauntlet: bool,
+    #[argh(option, short = 'E')]
+    /// a nextest filterset every shard applies
+    filter: Option<String>,
+    #[argh(option)]
+    /// split the tests into this many shards balanced by their expected
+    /// seconds (recorded runs, else the model); run one with --shard K/N
+    machines: Option<usize>,
+    #[argh(option)]
+    /// with --machines and --gauntlet: keep only the variants that let each
+    /// shard finish within this time (e.g. 20m), picked as `gauntlet
+    /// --budget B --machines N` picks them
+    budget: Option<String>,
+    #[argh(option)]
+    /// an installed scheduler of the ktstr cache to pack (repeatable)
+    installed_scheduler: Vec<String>,
+    #[argh(option, short = 'p')]
+    /// package (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(switch)]
+    /// every package of the workspace
+    workspace: bool,
+}
+
+impl ArchiveCmd {
+    fn filter_args(&self) -> Vec<String> {
+        shard::filter_args(self.filter.as_deref())
+    }
+}
+
+/// Run one shard of an archive of `cargo ktstr archive` (no source, cargo
+/// or Rust toolchain needed; QEMU or KVM is): unpack it into --dir, run the
+/// tests of the shard with the packed kernel and write the results store
+/// --dir/results with a shard.json for `cargo ktstr merge`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArchiveCmd {
+    #[argh(option)]
+    /// the archive
+    archive: PathBuf,
+    #[argh(option)]
+    /// a nextest partition: hash:K/N, count:K/N or slice:K/N
+    partition: Option<String>,
+    #[argh(option)]
+    /// shard K/N of the archive's balanced plan (made with --machines N)
+    shard: Option<String>,
+    #[argh(option)]
+    /// the packed kernel to boot, by label (needed when it has several)
+    kernel: Option<String>,
+    #[argh(option)]
+    /// the shard's directory (default ktstr-shard): archive/, results/, cache/
+    dir: Option<PathBuf>,
+    #[argh(option)]
+    /// the ktstr cache (kernels' indexes, initramfs, snapshots; default
+    /// <dir>/cache)
+    cache_dir: Option<PathBuf>,
+    #[argh(option)]
+    /// the cargo-nextest binary (default: the one packed)
+    nextest: Option<PathBuf>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a test
+    allow_inconclusive: bool,
+    #[argh(option)]
+    /// VM backend: kvm, qemu or auto (default auto)
+    backend: Option<String>,
+    #[argh(option)]
+    /// host cores VMs may use at once (default: all)
+    host_cpus: Option<u32>,
+    #[argh(switch, short = 'v')]
+    /// echo the guests' consoles
+    verbose: bool,
 }
 
 /// Join the results of shards (`cargo ktstr run --archive` on N machines)
@@ -358,6 +458,8 @@ fn main() -> ExitCode {
         }) => runs::stats_compare(&c),
         Cmd::Report(c) => runs::report(&c),
         Cmd::Merge(c) => merge::run(&c),
+        Cmd::Archive(c) => portable::archive(&c),
+        Cmd::Run(c) => portable::run(&c),
         Cmd::Kernel(k) => {
             host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
         }

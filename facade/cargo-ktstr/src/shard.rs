@@ -71,6 +71,8 @@ pub struct ArchiveManifest {
     pub nextest_binary: Option<String>,
     /// Whether the run includes ignored tests (the gauntlet's variants).
     pub run_ignored: bool,
+    /// The nextest filterset every shard applies (`-E`), if any.
+    pub filter: Option<String>,
     /// Every test the shards split, as libtest names.
     pub tests: Vec<String>,
     /// The kernels packed; a shard runs one of them.
@@ -79,6 +81,18 @@ pub struct ArchiveManifest {
     pub files: Vec<PackedFile>,
     /// A split balanced by expected seconds (`--machines`).
     pub plan: Option<Plan>,
+}
+
+impl ArchiveManifest {
+    /// The nextest arguments of its filter.
+    pub fn filter_args(&self) -> Vec<String> {
+        filter_args(self.filter.as_deref())
+    }
+}
+
+/// `-E FILTER` when there is one.
+pub fn filter_args(filter: Option<&str>) -> Vec<String> {
+    filter.map_or_else(Vec::new, |f| vec!["-E".to_string(), f.to_string()])
 }
 
 /// What a shard ran, written into its results store.
@@ -153,6 +167,45 @@ pub fn loads(shards: &[Vec<usize>], costs: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Picks variants so that `n` machines each finish within `budget`: the
+/// `fixed` items (tests that always run) and the picked variants, balanced
+/// by [`balance`], give no shard more than `budget` seconds when that can
+/// be had. The selection covers the most (test, feature) pairs per second
+/// first (the one-machine model of [`select`](crate::select::select)) in
+/// `n` budgets less the fixed items; while the balanced split overflows,
+/// the total shrinks by the overflow. Without a budget every variant goes.
+pub fn fit_machines(
+    fixed: &[f64],
+    variants: &[crate::select::Variant],
+    costs: &[f64],
+    budget: Option<std::time::Duration>,
+    n: usize,
+) -> crate::select::Selection {
+    let Some(b) = budget else {
+        return crate::select::select(variants, costs, None);
+    };
+    let per = b.as_secs_f64();
+    let n = n.max(1);
+    let mut total = per * n as f64 - fixed.iter().sum::<f64>();
+    loop {
+        let room = std::time::Duration::from_secs_f64(total.max(0.0));
+        let sel = crate::select::select(variants, costs, Some(room));
+        let items: Vec<f64> = fixed
+            .iter()
+            .copied()
+            .chain(sel.order.iter().map(|&i| costs[i]))
+            .collect();
+        let over = loads(&balance(&items, n), &items)
+            .into_iter()
+            .fold(0.0f64, f64::max)
+            - per;
+        if over <= 0.0 || sel.order.is_empty() {
+            return sel;
+        }
+        total -= over.max(0.5);
+    }
+}
+
 /// `K/N` of `--shard` (from 1), checked against the plan's `n`.
 pub fn parse_shard(text: &str, n: usize) -> Result<usize, String> {
     let bad = || format!("--shard {text:?}: expected K/N with 1 <= K <= N, e.g. 2/{n}");
@@ -170,11 +223,12 @@ pub fn parse_shard(text: &str, n: usize) -> Result<usize, String> {
     Ok(k - 1)
 }
 
-/// A nextest partition, `hash:K/N` or `count:K/N`, checked.
+/// A nextest partition, `hash:K/N`, `count:K/N` or `slice:K/N`, checked.
 pub fn check_partition(text: &str) -> Result<(), String> {
-    let bad = || format!("--partition {text:?}: expected hash:K/N or count:K/N, 1 <= K <= N");
+    let bad =
+        || format!("--partition {text:?}: expected hash:K/N, count:K/N or slice:K/N, 1 <= K <= N");
     let (kind, kn) = text.split_once(':').ok_or_else(bad)?;
-    if !matches!(kind, "hash" | "count") {
+    if !matches!(kind, "hash" | "count" | "slice") {
         return Err(bad());
     }
     let (k, n) = kn.split_once('/').ok_or_else(bad)?;
@@ -223,6 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn machines_each_fit_the_budget() {
+        use crate::select::{parse_variant, preset_ident};
+        let v = |t: &str, p: &str| {
+            parse_variant(&format!("{t}::gauntlet::{}", preset_ident(p))).expect("variant")
+        };
+        let vs: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .flat_map(|t| ["tiny", "smt", "llc2", "numa2"].map(|p| v(t, p)))
+            .collect();
+        let costs: Vec<f64> = (0..vs.len())
+            .map(|i| 20.0 + (i % 4) as f64 * 10.0)
+            .collect();
+        let fixed = [15.0, 15.0];
+        let b = std::time::Duration::from_secs(100);
+        for n in [1, 2, 3, 8] {
+            let sel = fit_machines(&fixed, &vs, &costs, Some(b), n);
+            let items: Vec<f64> = fixed
+                .iter()
+                .copied()
+                .chain(sel.order.iter().map(|&i| costs[i]))
+                .collect();
+            let l = loads(&balance(&items, n), &items);
+            assert!(l.iter().all(|&x| x <= 100.0), "n={n}: {l:?}");
+            // More machines never pick fewer variants.
+            if n > 1 {
+                let fewer = fit_machines(&fixed, &vs, &costs, Some(b), n - 1);
+                assert!(sel.order.len() >= fewer.order.len(), "n={n}");
+            }
+        }
+        // 8 machines of 100 s hold every variant that covers something new
+        // (560 s at most, and the fixed 30 s), as an unlimited budget would.
+        let unlimited = crate::select::select(&vs, &costs, Some(b * 100));
+        assert_eq!(
+            fit_machines(&fixed, &vs, &costs, Some(b), 8).order,
+            unlimited.order
+        );
+        assert_eq!(fit_machines(&fixed, &vs, &costs, None, 2).order.len(), 16);
+    }
+
+    #[test]
     fn shard_and_partition_texts_are_checked() {
         assert_eq!(parse_shard("2/3", 3), Ok(1));
         assert!(parse_shard("0/3", 3).is_err());
@@ -233,7 +327,8 @@ mod tests {
         assert!(check_partition("hash:2/4").is_ok());
         assert!(check_partition("count:1/1").is_ok());
         assert!(check_partition("hash:5/4").is_err());
-        assert!(check_partition("slice:1/2").is_err());
+        assert!(check_partition("slice:1/2").is_ok());
+        assert!(check_partition("range:1/2").is_err());
         assert!(check_partition("hash:1").is_err());
     }
 
