@@ -8,6 +8,7 @@
 mod archive;
 mod bisect;
 mod cargo;
+mod ci;
 mod compare;
 mod html;
 mod html_dump;
@@ -49,6 +50,7 @@ enum Cmd {
     Merge(MergeCmd),
     Archive(ArchiveCmd),
     Run(RunArchiveCmd),
+    Ci(CiCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
@@ -319,6 +321,40 @@ pub struct RunArchiveCmd {
     verbose: bool,
 }
 
+/// Write a CI workflow: a job that builds and packs the tests (`archive`),
+/// a matrix of kernels x shards that runs them (`run --archive`) on
+/// machines with QEMU and no Rust toolchain, and a job that merges the
+/// shards and publishes the report and the JUnit XML.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ci")]
+pub struct CiCmd {
+    #[argh(positional)]
+    /// github or gitlab
+    system: String,
+    #[argh(option)]
+    /// kernel of the matrix (repeatable; default 7.3)
+    kernel: Vec<String>,
+    #[argh(option, default = "3")]
+    /// shards per kernel (default 3)
+    machines: usize,
+    #[argh(option)]
+    /// each shard's time budget (e.g. 20m): the gauntlet's variants that fit
+    budget: Option<String>,
+    #[argh(switch)]
+    /// run the gauntlet's variants too
+    gauntlet: bool,
+    #[argh(option)]
+    /// how the build job installs cargo-ktstr (default: cargo install
+    /// --locked cargo-ktstr --version <this version>)
+    install: Option<String>,
+    #[argh(option, short = 'o')]
+    /// the file (default .github/workflows/ktstr.yml or .gitlab-ci.yml)
+    out: Option<PathBuf>,
+    #[argh(switch)]
+    /// overwrite the file
+    force: bool,
+}
+
 /// Join the results of shards (`cargo ktstr run --archive` on N machines)
 /// into one run of one results store, with report.html, junit.xml and
 /// trace.json; names tests no shard ran, tests two shards ran and shards
@@ -460,6 +496,7 @@ fn main() -> ExitCode {
         Cmd::Merge(c) => merge::run(&c),
         Cmd::Archive(c) => portable::archive(&c),
         Cmd::Run(c) => portable::run(&c),
+        Cmd::Ci(c) => ci::run(&c),
         Cmd::Kernel(k) => {
             host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
         }

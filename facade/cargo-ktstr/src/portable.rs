@@ -1,7 +1,7 @@
 //! `cargo ktstr archive` and `cargo ktstr run --archive`: the commands
 //! around the archive format of [`crate::archive`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -308,20 +308,17 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
         ));
     }
     let m = archive::unpack(&c.archive, &unpacked)?;
-    let kernel =
-        match (&c.kernel, m.kernels.as_slice()) {
-            (None, [one]) => one.clone(),
-            (Some(l), ks) => ks.iter().find(|k| &k.label == l).cloned().ok_or_else(|| {
-                format!("--kernel {l}: not in the archive (it has {})", labels(ks))
-            })?,
-            (None, ks) => {
-                return Err(format!(
-                    "the archive has {} kernels: pick one with --kernel ({})",
-                    ks.len(),
-                    labels(ks)
-                ));
-            }
-        };
+    let kernel = match (&c.kernel, m.kernels.as_slice()) {
+        (None, [one]) => one.clone(),
+        (Some(l), ks) => pick_kernel(ks, l)?,
+        (None, ks) => {
+            return Err(format!(
+                "the archive has {} kernels: pick one with --kernel ({})",
+                ks.len(),
+                labels(ks)
+            ));
+        }
+    };
     let nextest = match (&c.nextest, &m.nextest_binary) {
         (Some(p), _) => p.clone(),
         (None, Some(b)) => unpacked.join(b),
@@ -458,6 +455,29 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     } else {
         Done::Failed("tests of the shard failed".into())
     })
+}
+
+/// The packed kernel `spec` names: its label (`7.3.4`), or a version line
+/// only it is of (`7.3`, as the CI matrix names it).
+pub fn pick_kernel(ks: &[PackedKernel], spec: &str) -> Result<PackedKernel, String> {
+    if let Some(k) = ks.iter().find(|k| k.label == spec) {
+        return Ok(k.clone());
+    }
+    let line: Vec<&PackedKernel> = ks
+        .iter()
+        .filter(|k| k.label.starts_with(&format!("{spec}.")))
+        .collect();
+    match line.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "--kernel {spec}: not in the archive (it has {})",
+            labels(ks)
+        )),
+        _ => Err(format!(
+            "--kernel {spec}: several packed kernels are of it ({}); give one label",
+            labels(ks)
+        )),
+    }
 }
 
 fn labels(ks: &[PackedKernel]) -> String {
