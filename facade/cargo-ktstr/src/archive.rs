@@ -191,13 +191,13 @@ pub fn check_manifest(file: &Path, text: &str) -> Result<ArchiveManifest, String
         serde_json::from_str(text).map_err(|e| damaged(file, format!("its manifest: {e}")))?;
     if head.format != shard::FORMAT || head.ktstr_version != shard::KTSTR_VERSION {
         return Err(format!(
-            "{}: made by cargo-ktstr {} (archive format {}), this is cargo-ktstr {} (format {}): \
-             run it with cargo-ktstr {0}, or make the archive again with this one",
+            "{}: made by cargo-ktstr {v} (archive format {}), this is cargo-ktstr {} (format {}): \
+             run it with cargo-ktstr {v}, or make the archive again with this one",
             file.display(),
-            head.ktstr_version,
             head.format,
             shard::KTSTR_VERSION,
-            shard::FORMAT
+            shard::FORMAT,
+            v = head.ktstr_version,
         ));
     }
     serde_json::from_str(text).map_err(|e| damaged(file, format!("its manifest: {e}")))

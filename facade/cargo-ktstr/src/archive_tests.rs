@@ -95,7 +95,9 @@ fn archives_of_another_version_are_refused_by_name() {
     .expect("json");
     let e = check_manifest(Path::new("run.tar.zst"), &text).expect_err("old");
     assert!(
-        e.contains("made by cargo-ktstr 0.0.1") && e.contains(KTSTR_VERSION),
+        e.contains("made by cargo-ktstr 0.0.1")
+            && e.contains(KTSTR_VERSION)
+            && e.contains("run it with cargo-ktstr 0.0.1"),
         "{e}"
     );
     let e = check_manifest(Path::new("run.tar.zst"), "{}").expect_err("empty");

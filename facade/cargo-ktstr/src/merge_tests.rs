@@ -218,3 +218,68 @@ fn damaged_shards_say_which_file() {
     let e = read_shard(&d).expect_err("torn manifest");
     assert!(e.contains("not a shard manifest"), "{e}");
 }
+
+#[test]
+fn stats_compare_reads_merged_runs() {
+    // Eight merged runs of two shards each: A = m1..m4, B = m5..m8 (half
+    // the work; four a side, so p < 0.05 can be reached): compare finds the
+    // regression across merged runs.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("merged");
+    let with_work = |test: &str, progress: u64| {
+        let mut r = rec(test, None, Verdict::Pass);
+        r.workers = (0..4)
+            .map(|index| ktstr_record::WorkerRecord {
+                index,
+                progress: progress + index as u64,
+                wall: std::time::Duration::from_secs(2),
+                ..ktstr_record::WorkerRecord::default()
+            })
+            .collect();
+        r
+    };
+    let runs = [
+        ("m1", 1000),
+        ("m2", 1010),
+        ("m3", 990),
+        ("m4", 1005),
+        ("m5", 500),
+        ("m6", 505),
+        ("m7", 498),
+        ("m8", 510),
+    ];
+    for (run, progress) in runs {
+        let shards = [
+            shard(
+                "s1",
+                Some(manifest(&["a"], &["a", "b"], true)),
+                vec![with_work("a", progress)],
+            ),
+            shard(
+                "s2",
+                Some(manifest(&["b"], &["a", "b"], true)),
+                vec![with_work("b", progress)],
+            ),
+        ];
+        let m = merge(&shards);
+        assert!(m.complete(), "{}", m.problems());
+        write(&m, &out, run).expect("written");
+    }
+    let c = crate::CompareCmd {
+        a: "run:m1,m2,m3,m4".into(),
+        b: "run:m5,m6,m7,m8".into(),
+        test_name: Some("a".into()),
+        reps: 5,
+        figure: vec!["work_per_worker_per_s".into()],
+        alpha: 0.05,
+        package: vec![],
+        test: vec![],
+        allow_inconclusive: false,
+        no_nextest: false,
+        store: Some(out),
+    };
+    match crate::runs::stats_compare(&c) {
+        Ok(crate::Done::Failed(why)) => assert!(why.contains("work_per_worker_per_s"), "{why}"),
+        other => panic!("expected a regression of B, got {other:?}"),
+    }
+}
