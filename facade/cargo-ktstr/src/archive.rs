@@ -13,7 +13,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::shard::{self, ArchiveManifest, PackedFile, PackedKernel};
+use crate::shard::{self, ArchiveManifest, PackedFile};
 
 /// Why an archive cannot be read.
 pub fn damaged(file: &Path, why: impl std::fmt::Display) -> String {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::shard::{FORMAT, KTSTR_VERSION};
+use crate::shard::{FORMAT, KTSTR_VERSION, PackedKernel};
 
 fn manifest(files: Vec<PackedFile>) -> ArchiveManifest {
     ArchiveManifest {

@@ -138,8 +138,9 @@ pub struct GauntletCmd {
     budget: Option<String>,
     #[argh(option)]
     /// print a split of the picked variants into this many shards, each
-    /// within --budget, balanced by expected seconds, and stop (run it with
-    /// `cargo ktstr archive --gauntlet --budget B --machines N`)
+    /// within --budget, balanced by expected seconds, and stop (`cargo ktstr
+    /// archive --gauntlet -E 'test(/::gauntlet::/)' --budget B --machines N`
+    /// packs the same split)
     machines: Option<usize>,
     #[argh(option)]
     /// only variants on this preset (repeatable)

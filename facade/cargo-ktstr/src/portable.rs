@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::archive::{self, Contents};
 use crate::cargo::{RunEnv, Targets};
 use crate::runs::{Knobs, new_run_id};
+use crate::select::{CostSource, Variant};
 use crate::shard::{self, ArchiveManifest, PackedKernel, Plan, ShardManifest};
 use crate::store::Store;
 use crate::{ArchiveCmd, Done, RunArchiveCmd};
@@ -269,6 +270,56 @@ fn fit(
         keep.iter().map(|&i| tests[i].clone()).collect(),
         keep.iter().map(|&i| costs[i]).collect(),
     )
+}
+
+/// `gauntlet --machines N`: the picked variants split into N shards.
+pub(crate) fn machines(
+    listed: &[(Variant, f64, CostSource)],
+    budget: Option<Duration>,
+    n: usize,
+) -> Result<Done, String> {
+    if n == 0 {
+        return Err("--machines 0: give the number of machines".into());
+    }
+    let vs: Vec<Variant> = listed.iter().map(|(v, _, _)| v.clone()).collect();
+    let costs: Vec<f64> = listed.iter().map(|(_, c, _)| *c).collect();
+    let sel = shard::fit_machines(&[], &vs, &costs, budget, n);
+    crate::runs::print_plan(
+        listed,
+        &sel,
+        budget.map(|b| b * u32::try_from(n).unwrap_or(u32::MAX)),
+    );
+    let picked: Vec<f64> = sel.order.iter().map(|&i| costs[i]).collect();
+    let shards = shard::balance(&picked, n);
+    let loads = shard::loads(&shards, &picked);
+    let mean = loads.iter().sum::<f64>() / n as f64;
+    println!(
+        "gauntlet: {} variant(s) on {n} machine(s), by expected seconds{}:",
+        sel.order.len(),
+        budget.map_or_else(String::new, |b| format!(
+            ", each within {:.0}s",
+            b.as_secs_f64()
+        ))
+    );
+    for (k, (s, l)) in shards.iter().zip(&loads).enumerate() {
+        let names: Vec<String> = s.iter().map(|&j| vs[sel.order[j]].name()).collect();
+        println!(
+            "  shard {}/{n}: {l:>5.0}s  {} variant(s): {}",
+            k + 1,
+            s.len(),
+            names.join(" ")
+        );
+    }
+    let max = loads.iter().copied().fold(0.0f64, f64::max);
+    if mean > 0.0 {
+        println!(
+            "slowest shard {max:.0}s, mean {mean:.0}s ({:+.0}%); run them with `cargo ktstr \
+             archive --gauntlet -E 'test(/::gauntlet::/)'{} --machines {n}` and `cargo ktstr run --archive F --shard K/{n}`",
+            (max / mean - 1.0) * 100.0,
+            budget.map_or_else(String::new, |b| format!(" --budget {}s", b.as_secs()))
+        );
+    }
+    Ok(Done::Ok)
 }
 
 const NEXTEST_ARCHIVE_NAME: &str = "nextest-archive.tar.zst";

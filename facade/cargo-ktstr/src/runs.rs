@@ -419,7 +419,7 @@ impl GauntletPlan<'_> {
     }
 }
 
-fn print_plan(
+pub(crate) fn print_plan(
     listed: &[(Variant, f64, CostSource)],
     sel: &select::Selection,
     budget: Option<Duration>,
@@ -483,7 +483,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         nextest: !c.no_nextest && cargo::has_nextest(),
     };
     if let Some(n) = c.machines {
-        return machines(&plan.variants(&store)?, budget, n);
+        return crate::portable::machines(&plan.variants(&store)?, budget, n);
     }
     if c.list {
         let listed = plan.variants(&store)?;
@@ -555,55 +555,6 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
             failed.join(", ")
         ))
     })
-}
-
-/// `gauntlet --machines N`: the picked variants split into N shards.
-fn machines(
-    listed: &[(Variant, f64, CostSource)],
-    budget: Option<Duration>,
-    n: usize,
-) -> Result<Done, String> {
-    if n == 0 {
-        return Err("--machines 0: give the number of machines".into());
-    }
-    let vs: Vec<Variant> = listed.iter().map(|(v, _, _)| v.clone()).collect();
-    let costs: Vec<f64> = listed.iter().map(|(_, c, _)| *c).collect();
-    let sel = crate::shard::fit_machines(&[], &vs, &costs, budget, n);
-    print_plan(
-        listed,
-        &sel,
-        budget.map(|b| b * u32::try_from(n).unwrap_or(u32::MAX)),
-    );
-    let picked: Vec<f64> = sel.order.iter().map(|&i| costs[i]).collect();
-    let shards = crate::shard::balance(&picked, n);
-    let loads = crate::shard::loads(&shards, &picked);
-    let mean = loads.iter().sum::<f64>() / n as f64;
-    println!(
-        "gauntlet: {} variant(s) on {n} machine(s), by expected seconds{}:",
-        sel.order.len(),
-        budget.map_or_else(String::new, |b| format!(
-            ", each within {:.0}s",
-            b.as_secs_f64()
-        ))
-    );
-    for (k, (s, l)) in shards.iter().zip(&loads).enumerate() {
-        let names: Vec<String> = s.iter().map(|&j| vs[sel.order[j]].name()).collect();
-        println!(
-            "  shard {}/{n}: {l:>5.0}s  {} variant(s): {}",
-            k + 1,
-            s.len(),
-            names.join(" ")
-        );
-    }
-    let max = loads.iter().copied().fold(0.0f64, f64::max);
-    if mean > 0.0 {
-        println!(
-            "slowest shard {max:.0}s, mean {mean:.0}s ({:+.0}%); run them with `cargo ktstr              archive --gauntlet{} --machines {n}` and `cargo ktstr run --archive F --shard K/{n}`",
-            (max / mean - 1.0) * 100.0,
-            budget.map_or_else(String::new, |b| format!(" --budget {}s", b.as_secs()))
-        );
-    }
-    Ok(Done::Ok)
 }
 
 pub fn stats_list(c: &ListCmd) -> Result<Done, String> {
