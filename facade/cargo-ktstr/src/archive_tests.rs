@@ -15,6 +15,7 @@ fn manifest(files: Vec<PackedFile>) -> ArchiveManifest {
             label: "7.0.13".into(),
             release: None,
             dir: "kernels/7.0.13".into(),
+            vmlinux_sha256: None,
         }],
         files,
         plan: None,

@@ -168,6 +168,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
             label,
             release,
             dir: inside,
+            vmlinux_sha256: None,
         });
     }
     for name in &c.installed_scheduler {
@@ -196,6 +197,14 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         }
         None => None,
     };
+    let files = contents.hashed()?;
+    for k in &mut packed {
+        let vmlinux = format!("{}/vmlinux", k.dir);
+        k.vmlinux_sha256 = files
+            .iter()
+            .find(|f| f.path == vmlinux)
+            .map(|f| f.sha256.clone());
+    }
     let manifest = ArchiveManifest {
         format: shard::FORMAT,
         ktstr_version: shard::KTSTR_VERSION.into(),
@@ -211,7 +220,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         },
         tests,
         kernels: packed,
-        files: contents.hashed()?,
+        files,
         plan,
     };
     archive::write(&c.out, &manifest, &contents)?;
@@ -563,6 +572,7 @@ mod tests {
             label: label.into(),
             release: None,
             dir: format!("kernels/{label}"),
+            vmlinux_sha256: None,
         }
     }
 

@@ -36,6 +36,10 @@ pub struct PackedKernel {
     pub release: Option<String>,
     /// Its directory inside the archive (`kernels/<label>`).
     pub dir: String,
+    /// The SHA-256 of its vmlinux (what records call its identity), when
+    /// packed under that name.
+    #[serde(default)]
+    pub vmlinux_sha256: Option<String>,
 }
 
 /// One packed file and its SHA-256, checked after extraction.
