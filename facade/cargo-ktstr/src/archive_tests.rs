@@ -9,6 +9,7 @@ fn manifest(files: Vec<PackedFile>) -> ArchiveManifest {
         nextest_archive: "n.tar.zst".into(),
         nextest_binary: None,
         run_ignored: true,
+        package_dirs: vec![],
         filter: None,
         tests: vec!["t".into()],
         kernels: vec![PackedKernel {

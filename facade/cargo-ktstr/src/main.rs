@@ -268,6 +268,9 @@ pub struct ArchiveCmd {
     #[argh(option, short = 'p')]
     /// package (repeatable; default: the one here)
     package: Vec<String>,
+    #[argh(option)]
+    /// integration test target (repeatable; default: all)
+    test: Vec<String>,
     #[argh(switch)]
     /// every package of the workspace
     workspace: bool,

@@ -20,8 +20,21 @@ fn now_unix() -> u64 {
 }
 
 /// A directory for `--workspace-remap`: nextest wants a workspace root
-/// with a `Cargo.toml`; the archive's tests need no source, so a stand-in.
-fn stand_in_workspace(dir: &Path) -> Result<(), String> {
+/// with a `Cargo.toml` and each package's directory (a test's working
+/// directory); the archive's tests need no source, so a stand-in.
+fn stand_in_workspace(dir: &Path, package_dirs: &[String]) -> Result<(), String> {
+    for p in package_dirs {
+        let rel = Path::new(p);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(format!("package directory {p:?} leaves the workspace"));
+        }
+        let d = dir.join(rel);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let toml = dir.join("Cargo.toml");
     std::fs::write(
@@ -87,7 +100,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
     )?;
     let targets = Targets {
         packages: c.package.clone(),
-        tests: Vec::new(),
+        tests: c.test.clone(),
         workspace: c.workspace,
         release: false,
     };
@@ -107,7 +120,8 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         return Err("cargo nextest archive failed (see its messages above)".into());
     }
     let remap = tmp.path().join("workspace");
-    stand_in_workspace(&remap)?;
+    let package_dirs = package_dirs()?;
+    stand_in_workspace(&remap, &package_dirs)?;
     let mut tests = list(&nextest, &nx, &remap, c.gauntlet, &c.filter_args())?;
     if tests.is_empty() {
         return Err("the archive has no test to run (check -p and -E)".into());
@@ -212,6 +226,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         nextest_archive: NEXTEST_ARCHIVE_NAME.into(),
         nextest_binary: Some("bin/cargo-nextest".into()),
         run_ignored: c.gauntlet,
+        package_dirs,
         // A budget kept some variants: the shards run exactly those.
         filter: if budget.is_some() {
             Some(archive::exact_filter(&tests))
@@ -244,6 +259,35 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         }
     }
     Ok(Done::Ok)
+}
+
+/// The directories of the workspace's packages, relative to its root
+/// (`cargo metadata`).
+fn package_dirs() -> Result<Vec<String>, String> {
+    let out = archive::output({
+        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.args(["metadata", "--format-version", "1", "--no-deps"]);
+        c
+    })?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
+    let root = Path::new(meta["workspace_root"].as_str().ok_or("no workspace_root")?);
+    let mut dirs: Vec<String> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Path::new(p["manifest_path"].as_str()?)
+                .parent()?
+                .strip_prefix(root)
+                .ok()
+                .map(|d| d.display().to_string())
+        })
+        .filter(|d| !d.is_empty())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs)
 }
 
 /// The tests that fit `n` machines of `budget` each: every test that is not
@@ -338,6 +382,9 @@ fn targets_args(t: &Targets) -> Vec<String> {
     for p in &t.packages {
         a.extend(["-p".to_string(), p.clone()]);
     }
+    for x in &t.tests {
+        a.extend(["--test".to_string(), x.clone()]);
+    }
     if t.workspace {
         a.push("--workspace".into());
     }
@@ -386,7 +433,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     };
     let nx = unpacked.join(&m.nextest_archive);
     let remap = work.join("workspace");
-    stand_in_workspace(&remap)?;
+    stand_in_workspace(&remap, &m.package_dirs)?;
     let mut filter: Vec<String> = Vec::new();
     let (partition, tests) = match (&c.shard, &c.partition) {
         (Some(_), Some(_)) => return Err("give --shard or --partition, not both".into()),
@@ -594,6 +641,19 @@ mod tests {
         assert!(e.contains("not in the archive"), "{e}");
         // 7.3 is not a prefix of 7.30.x's line.
         assert!(pick_kernel(&[k("7.30.1")], "7.3").is_err());
+    }
+
+    #[test]
+    fn the_stand_in_workspace_has_the_package_dirs_and_no_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = dir.path().join("w");
+        stand_in_workspace(&w, &["tests".into(), "facade/cargo-ktstr".into()]).expect("made");
+        assert!(w.join("Cargo.toml").is_file());
+        assert!(w.join("tests").is_dir() && w.join("facade/cargo-ktstr").is_dir());
+        for bad in ["../x", "/etc"] {
+            let e = stand_in_workspace(&w, &[bad.into()]).expect_err(bad);
+            assert!(e.contains("leaves the workspace"), "{e}");
+        }
     }
 
     #[test]

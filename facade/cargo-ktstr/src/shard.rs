@@ -75,6 +75,11 @@ pub struct ArchiveManifest {
     pub nextest_binary: Option<String>,
     /// Whether the run includes ignored tests (the gauntlet's variants).
     pub run_ignored: bool,
+    /// The workspace's package directories, relative to its root: nextest
+    /// runs each test binary in its package's directory, so the stand-in
+    /// workspace a shard runs in has them (empty: no source is packed).
+    #[serde(default)]
+    pub package_dirs: Vec<String>,
     /// The nextest filterset every shard applies (`-E`), if any.
     pub filter: Option<String>,
     /// Every test the shards split, as libtest names.
