@@ -18,7 +18,9 @@ const TESTS: usize = 10;
 fn tests_rs() -> String {
     let mut s = String::from("use ktstr::prelude::*;\n");
     for i in 0..TESTS {
-        let d = 1 + i % 3;
+        // At least 2 s: the monitor's checks judge 3 samples of the body at
+        // 10 Hz, and a 1 s body on a loaded host got only 2 (inconclusive).
+        let d = 2 + i % 3;
         s.push_str(&format!(
             r#"
 #[ktstr_test(duration_s = {d}, max_cpus = 4)]
