@@ -34,6 +34,9 @@ pub mod real_schedulers {}
 #[doc = include_str!("src/gauntlet-and-results.md")]
 pub mod gauntlet_and_results {}
 
+#[doc = include_str!("src/many-machines.md")]
+pub mod many_machines {}
+
 #[doc = include_str!("src/kernels.md")]
 pub mod kernels {}
 

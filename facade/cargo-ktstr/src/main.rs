@@ -5,17 +5,22 @@
 //! checkout); then `cargo ktstr --help` in any package that takes `ktstr` as
 //! a dev-dependency.
 
+mod archive;
 mod bisect;
 mod cargo;
+mod ci;
 mod compare;
 mod html;
 mod html_dump;
 #[cfg(test)]
 mod junit_schema;
+mod merge;
 mod placement;
+mod portable;
 mod report;
 mod runs;
 mod select;
+mod shard;
 mod store;
 #[cfg(test)]
 mod trace_format;
@@ -42,6 +47,10 @@ enum Cmd {
     Bisect(BisectCmd),
     Stats(StatsCmd),
     Report(ReportCmd),
+    Merge(MergeCmd),
+    Archive(ArchiveCmd),
+    Run(RunArchiveCmd),
+    Ci(CiCmd),
     Kernel(ktstr_kernel::cli::KernelCmd),
     Shell(ktstr_cli::ShellCmd),
     Topo(ktstr_cli::TopoCmd),
@@ -127,6 +136,12 @@ pub struct GauntletCmd {
     #[argh(option)]
     /// time budget, e.g. 3m or 1h30m: pick the variants that fit
     budget: Option<String>,
+    #[argh(option)]
+    /// print a split of the picked variants into this many shards, each
+    /// within --budget, balanced by expected seconds, and stop (`cargo ktstr
+    /// archive --gauntlet -E 'test(/::gauntlet::/)' --budget B --machines N`
+    /// packs the same split)
+    machines: Option<usize>,
     #[argh(option)]
     /// only variants on this preset (repeatable)
     preset: Vec<String>,
@@ -214,6 +229,152 @@ pub struct ReportCmd {
     #[argh(option)]
     /// the results store (default: <target dir>/ktstr)
     store: Option<PathBuf>,
+}
+
+/// Pack the package's tests for machines without its source or a Rust
+/// toolchain: the nextest archive of the test binaries, the kernels their
+/// VMs boot, the cargo-nextest that runs them and a manifest (this
+/// cargo-ktstr's version, the kernels, the tests, a split into shards
+/// balanced by expected seconds with --machines). Run it with `cargo ktstr
+/// run --archive`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "archive")]
+pub struct ArchiveCmd {
+    #[argh(option, short = 'o')]
+    /// the archive to write (e.g. run.tar.zst)
+    out: PathBuf,
+    #[argh(option)]
+    /// kernel to pack, as for `test` (repeatable: a shard runs one of them;
+    /// default: KTSTR_KERNEL, then the newest cached)
+    kernel: Vec<ktstr_kernel::KernelSpec>,
+    #[argh(switch)]
+    /// include the gauntlet's variants (ignored tests)
+    gauntlet: bool,
+    #[argh(option, short = 'E')]
+    /// a nextest filterset every shard applies
+    filter: Option<String>,
+    #[argh(option)]
+    /// split the tests into this many shards balanced by their expected
+    /// seconds (recorded runs, else the model); run one with --shard K/N
+    machines: Option<usize>,
+    #[argh(option)]
+    /// with --machines and --gauntlet: keep only the variants that let each
+    /// shard finish within this time (e.g. 20m), picked as `gauntlet
+    /// --budget B --machines N` picks them
+    budget: Option<String>,
+    #[argh(option)]
+    /// an installed scheduler of the ktstr cache to pack (repeatable)
+    installed_scheduler: Vec<String>,
+    #[argh(option, short = 'p')]
+    /// package (repeatable; default: the one here)
+    package: Vec<String>,
+    #[argh(option)]
+    /// integration test target (repeatable; default: all)
+    test: Vec<String>,
+    #[argh(switch)]
+    /// every package of the workspace
+    workspace: bool,
+}
+
+impl ArchiveCmd {
+    fn filter_args(&self) -> Vec<String> {
+        shard::filter_args(self.filter.as_deref())
+    }
+}
+
+/// Run one shard of an archive of `cargo ktstr archive` (no source, cargo
+/// or Rust toolchain needed; QEMU or KVM is): unpack it into --dir, run the
+/// tests of the shard with the packed kernel and write the results store
+/// --dir/results with a shard.json for `cargo ktstr merge`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArchiveCmd {
+    #[argh(option)]
+    /// the archive
+    archive: PathBuf,
+    #[argh(option)]
+    /// a nextest partition: hash:K/N, count:K/N or slice:K/N
+    partition: Option<String>,
+    #[argh(option)]
+    /// shard K/N of the archive's balanced plan (made with --machines N)
+    shard: Option<String>,
+    #[argh(option)]
+    /// the packed kernel to boot, by label (needed when it has several)
+    kernel: Option<String>,
+    #[argh(option)]
+    /// the shard's directory (default ktstr-shard): archive/, results/, cache/
+    dir: Option<PathBuf>,
+    #[argh(option)]
+    /// the ktstr cache (kernels' indexes, initramfs, snapshots; default
+    /// <dir>/cache)
+    cache_dir: Option<PathBuf>,
+    #[argh(option)]
+    /// the cargo-nextest binary (default: the one packed)
+    nextest: Option<PathBuf>,
+    #[argh(switch)]
+    /// an inconclusive verdict does not fail a test
+    allow_inconclusive: bool,
+    #[argh(option)]
+    /// VM backend: kvm, qemu or auto (default auto)
+    backend: Option<String>,
+    #[argh(option)]
+    /// host cores VMs may use at once (default: all)
+    host_cpus: Option<u32>,
+    #[argh(switch, short = 'v')]
+    /// echo the guests' consoles
+    verbose: bool,
+}
+
+/// Write a CI workflow: a job that builds and packs the tests (`archive`),
+/// a matrix of kernels x shards that runs them (`run --archive`) on
+/// machines with QEMU and no Rust toolchain, and a job that merges the
+/// shards and publishes the report and the JUnit XML.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ci")]
+pub struct CiCmd {
+    #[argh(positional)]
+    /// github or gitlab
+    system: String,
+    #[argh(option)]
+    /// kernel of the matrix (repeatable; default 7.3)
+    kernel: Vec<String>,
+    #[argh(option, default = "3")]
+    /// shards per kernel (default 3)
+    machines: usize,
+    #[argh(option)]
+    /// each shard's time budget (e.g. 20m): the gauntlet's variants that fit
+    budget: Option<String>,
+    #[argh(switch)]
+    /// run the gauntlet's variants too
+    gauntlet: bool,
+    #[argh(option)]
+    /// how the build job installs cargo-ktstr (default: cargo install
+    /// --locked cargo-ktstr --version <this version>)
+    install: Option<String>,
+    #[argh(option, short = 'o')]
+    /// the file (default .github/workflows/ktstr.yml or .gitlab-ci.yml)
+    out: Option<PathBuf>,
+    #[argh(switch)]
+    /// overwrite the file
+    force: bool,
+}
+
+/// Join the results of shards (`cargo ktstr run --archive` on N machines)
+/// into one run of one results store, with report.html, junit.xml and
+/// trace.json; names tests no shard ran, tests two shards ran and shards
+/// that did not finish (exit 1 then).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "merge")]
+pub struct MergeCmd {
+    #[argh(positional)]
+    /// the shards' directories (or results stores)
+    dirs: Vec<PathBuf>,
+    #[argh(option, short = 'o')]
+    /// the results store to write the merged run into (default ktstr-merged)
+    out: Option<PathBuf>,
+    #[argh(option)]
+    /// the merged run's id (default: the time, the pid and -merged)
+    run: Option<String>,
 }
 
 /// The results store: list runs, compare two sides.
@@ -336,6 +497,10 @@ fn main() -> ExitCode {
             cmd: StatsSub::Compare(c),
         }) => runs::stats_compare(&c),
         Cmd::Report(c) => runs::report(&c),
+        Cmd::Merge(c) => merge::run(&c),
+        Cmd::Archive(c) => portable::archive(&c),
+        Cmd::Run(c) => portable::run(&c),
+        Cmd::Ci(c) => ci::run(&c),
         Cmd::Kernel(k) => {
             host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
         }

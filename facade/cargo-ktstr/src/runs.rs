@@ -176,7 +176,7 @@ fn summary(store: &Store, run: &str) {
 }
 
 /// Writes the JUnit XML and trace JSON of `run`; returns their directory.
-fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
+pub(crate) fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
     let (records, _) = store.records(run);
     let dir = store.dir.join("reports").join(run);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -419,7 +419,7 @@ impl GauntletPlan<'_> {
     }
 }
 
-fn print_plan(
+pub(crate) fn print_plan(
     listed: &[(Variant, f64, CostSource)],
     sel: &select::Selection,
     budget: Option<Duration>,
@@ -482,6 +482,9 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
         budget,
         nextest: !c.no_nextest && cargo::has_nextest(),
     };
+    if let Some(n) = c.machines {
+        return crate::portable::machines(&plan.variants(&store)?, budget, n);
+    }
     if c.list {
         let listed = plan.variants(&store)?;
         println!(
