@@ -31,6 +31,8 @@
 //! | `KTSTR_SNAPSHOT_CACHE_MIB` | disk the snapshot cache (`<cache root>/snapshots`) may hold before the least recently used images go | 8192 (the default suite's snapshots take ~4 GB) |
 //! | `KTSTR_INITRAMFS_CACHE_MIB` | disk cap of the initramfs cache (least recently used archives go first; those used in the last 10 minutes stay) | 4096 |
 //! | `KTSTR_KERNEL_SRC_CACHE_MIB` | disk kernel source trees and their kept build directories (`<cache root>/kernel-src`, `kernel-build`) may hold before the least recently built from go | 16384 |
+//! | `KTSTR_ARCHIVE_ROOT` | where a ktstr archive's copies of declared host paths are (`cargo ktstr run --archive` sets it): a declared scheduler path or file missing here is looked up under it | none |
+//! | `KTSTR_LIST_SCHEDULERS` | a test binary writes its tests' declared schedulers to this file as JSON and exits (`cargo ktstr archive` sets it) | none |
 //! | `KTSTR_KERNEL_SUITES` | Debian suites searched by `kernel fetch` | the host's and the next release's backports |
 
 use std::ffi::OsString;

@@ -17,6 +17,25 @@ pub fn guest_ctor() {
     if ONCE.swap(true, Ordering::SeqCst) {
         return;
     }
+    // `cargo ktstr archive` asks the host binary what schedulers its tests declare.
+    if let Some(file) = std::env::var_os(crate::test_support::LIST_SCHEDULERS_ENV) {
+        let list = crate::test_support::declared_schedulers();
+        let code = match serde_json::to_vec(&list).map(|j| std::fs::write(&file, j)) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!(
+                    "ktstr: writing {}: {e}",
+                    std::path::Path::new(&file).display()
+                );
+                1
+            }
+            Err(e) => {
+                eprintln!("ktstr: listing the declared schedulers: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     // Booted to become a snapshot: wait for a restore's hand-off, then exec
     // /init, which comes back here as the test's init.
     if ktstr_ops::runtime::is_agent() {

@@ -34,7 +34,7 @@ pub fn resolve(
             }
         }
         SchedulerSpec::Path(p) => {
-            let p = PathBuf::from(p);
+            let p = archived(Path::new(p));
             if p.is_file() {
                 Ok(Some(p))
             } else {
@@ -53,6 +53,24 @@ pub fn resolve(
                     looked: looked.join(", "),
                 })
         }
+    }
+}
+
+/// The variable `cargo ktstr run --archive` sets to where the archive's copies of
+/// declared host paths are (`<root>/<the absolute path>`).
+pub const ARCHIVE_ROOT_ENV: &str = "KTSTR_ARCHIVE_ROOT";
+
+/// `p`, or where a ktstr archive unpacked its copy when `p` does not exist here.
+fn archived(p: &Path) -> PathBuf {
+    if p.exists() || !p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ARCHIVE_ROOT_ENV) {
+        Some(root) => {
+            let copy = Path::new(&root).join(p.strip_prefix("/").unwrap_or(p));
+            if copy.exists() { copy } else { p.to_path_buf() }
+        }
+        None => p.to_path_buf(),
     }
 }
 
@@ -312,7 +330,7 @@ fn pack_attach_timeout(
 /// packed once).
 fn pack_files(s: &Scheduler, overlay: &mut Archive) -> Result<(), SchedulerSetupError> {
     for (host, guest) in s.files {
-        let host_path = Path::new(host);
+        let host_path = &archived(Path::new(host));
         if !host_path.is_file() {
             return Err(SchedulerSetupError::MissingFile {
                 name: s.name.into(),

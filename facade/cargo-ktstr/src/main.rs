@@ -10,6 +10,7 @@ mod bisect;
 mod cargo;
 mod ci;
 mod compare;
+mod declared;
 mod html;
 mod html_dump;
 #[cfg(test)]

@@ -142,6 +142,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
     let mut contents = Contents::default();
     contents.add(NEXTEST_ARCHIVE_NAME, &nx);
     contents.add("bin/cargo-nextest", &nextest);
+    pack_declared_schedulers(&nextest, &targets, &mut contents)?;
     let mut packed = Vec::new();
     for rk in &kernels {
         let (label, path) = match rk {
@@ -377,6 +378,36 @@ pub(crate) fn machines(
 
 const NEXTEST_ARCHIVE_NAME: &str = "nextest-archive.tar.zst";
 
+/// Packs what the test binaries' declared schedulers need outside nextest's archive (see
+/// [`crate::declared`]); says what it packed and what it could not.
+fn pack_declared_schedulers(
+    nextest: &Path,
+    targets: &Targets,
+    contents: &mut Contents,
+) -> Result<(), String> {
+    let mut c = Command::new(nextest);
+    c.args(["nextest", "list", "--list-type", "binaries-only"])
+        .args(["--message-format", "json"])
+        .args(targets_args(targets));
+    let bins = crate::declared::binaries(&archive::output(c)?)?;
+    let mut all = Vec::new();
+    for b in &bins {
+        all.extend(crate::declared::list(b)?);
+    }
+    let (files, notes) = crate::declared::files(&all, &crate::cargo::target_dir()?);
+    for (inside, host) in files {
+        if contents.files.iter().any(|(i, _)| *i == inside) {
+            continue;
+        }
+        println!("scheduler file {inside}: {}", host.display());
+        contents.add(inside, host);
+    }
+    for n in notes {
+        println!("{n}");
+    }
+    Ok(())
+}
+
 fn targets_args(t: &Targets) -> Vec<String> {
     let mut a = Vec::new();
     for p in &t.packages {
@@ -499,6 +530,14 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     if packed_cache.is_dir() {
         copy_tree(&packed_cache, &cache)?;
     }
+    // Declared host paths (schedulers by path, their files) are found under this root.
+    let paths = unpacked.join(crate::declared::PATHS_DIR);
+    if paths.is_dir() {
+        env.set(
+            ktstr::ARCHIVE_ROOT_ENV,
+            std::path::absolute(&paths).map_err(|e| e.to_string())?,
+        );
+    }
     env.set(
         "KTSTR_CACHE_DIR",
         std::path::absolute(&cache).map_err(|e| e.to_string())?,
@@ -519,6 +558,15 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     }
     for (k, v) in &env.vars {
         cmd.env(k, v);
+    }
+    // Schedulers found on PATH where the archive was made come first on this one's.
+    let sched_bin = unpacked.join(crate::declared::SCHED_BIN_DIR);
+    if sched_bin.is_dir() {
+        let dir = std::path::absolute(&sched_bin).map_err(|e| e.to_string())?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&path)))
+            .map_err(|e| format!("PATH with {}: {e}", sched_bin.display()))?;
+        cmd.env("PATH", joined);
     }
     eprintln!("cargo ktstr: running {cmd:?}");
     let t0 = Instant::now();
