@@ -60,6 +60,9 @@ struct BuildCmd {
     /// make -j (default: the host's cores)
     #[argh(option, short = 'j')]
     jobs: Option<usize>,
+    /// the base config ktstr's fragment goes on: tinyconfig (default) or defconfig
+    #[argh(option)]
+    base: Option<String>,
     /// what to build: PATH, git+URL#ref, source:X.Y
     #[argh(positional)]
     specs: Vec<KernelSpec>,
@@ -119,6 +122,17 @@ impl KernelCmd {
                 let mut opts = build_options(&env, false);
                 if let Some(j) = b.jobs {
                     opts.jobs = j;
+                }
+                if let Some(base) = &b.base {
+                    opts.base = crate::build::kconfig::BASE_TARGETS
+                        .into_iter()
+                        .find(|t| t == base)
+                        .ok_or_else(|| {
+                            format!(
+                                "kernel build --base {base}: give one of {}",
+                                crate::build::kconfig::BASE_TARGETS.join(", ")
+                            )
+                        })?;
                 }
                 let mut releases = Vec::new();
                 for s in &b.specs {

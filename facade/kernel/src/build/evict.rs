@@ -89,10 +89,18 @@ pub fn source_entries(kernels: &KernelCache) -> Vec<SourceEntry> {
     out
 }
 
-/// Whether a build holds `entry`'s lock now (its own tree's `build/.ktstr-lock`, or the
-/// build directory's).
+/// Whether a build holds `entry`'s lock now (a tree's `build*/.ktstr-lock`, one per base
+/// config, or the build directory's own).
 fn locked(entry: &Path) -> bool {
-    [entry.join("build/.ktstr-lock"), entry.join(".ktstr-lock")]
+    let mut locks = vec![entry.join(".ktstr-lock")];
+    if let Ok(rd) = std::fs::read_dir(entry) {
+        locks.extend(
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("build"))
+                .map(|e| e.path().join(".ktstr-lock")),
+        );
+    }
+    locks
         .iter()
         .filter_map(|p| std::fs::File::open(p).ok())
         .any(|f| f.try_lock().is_err())

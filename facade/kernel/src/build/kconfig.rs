@@ -9,8 +9,13 @@ use std::path::Path;
 /// ktstr's fragment: what a ktstr guest needs, applied on `tinyconfig`.
 pub const KTSTR_FRAGMENT: &str = include_str!("../../kconfig/ktstr.kconfig");
 
-/// The base config target the fragment is applied on.
+/// The base config target the fragment is applied on by default.
 pub const BASE_TARGET: &str = "tinyconfig";
+
+/// The base configs the fragment can be applied on (`kernel build --base`): `tinyconfig`
+/// (the default: it builds in about half the steps) or `defconfig` (the architecture's
+/// default config, with its drivers).
+pub const BASE_TARGETS: [&str; 2] = ["tinyconfig", "defconfig"];
 
 /// One requested option: `CONFIG_NAME=value`, or `# CONFIG_NAME is not set`
 /// (value `n`).

@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub nice: i32,
     /// How often a progress line is printed while make runs.
     pub progress_every: Duration,
+    /// The base config the fragments go on (one of [`kconfig::BASE_TARGETS`]).
+    pub base: &'static str,
 }
 
 impl BuildOptions {
@@ -54,6 +56,7 @@ impl BuildOptions {
             jobs: make::host_jobs(),
             nice: 10,
             progress_every: Duration::from_secs(15),
+            base: kconfig::BASE_TARGET,
         }
     }
 }
@@ -259,8 +262,13 @@ fn build_tree(
     let spec_text = spec_key(spec);
     let out = if tree.in_tree {
         tree.dir.clone()
-    } else {
+    } else if opts.base == kconfig::BASE_TARGET {
         build_dir(&opts.fetch.cache, &tree.dir)
+    } else {
+        // Another base config builds apart: switching would rebuild everything each time.
+        let dir = build_dir(&opts.fetch.cache, &tree.dir);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        dir.with_file_name(format!("{}-{}", name.unwrap_or_default(), opts.base))
     };
     std::fs::create_dir_all(&out).map_err(|e| KernelError::io(&out, e))?;
     // One build per directory at a time.
@@ -478,7 +486,7 @@ fn configure(
     }
     progress(&format!(
         "configuring: {} + {}",
-        kconfig::BASE_TARGET,
+        opts.base,
         fragments
             .iter()
             .map(|(n, _)| n.as_str())
@@ -489,7 +497,7 @@ fn configure(
     let new = out.join(new_name);
     let _ = std::fs::remove_file(&new);
     let var = [("KCONFIG_CONFIG", new_name)];
-    run_make(tree, out, opts, &var, &[kconfig::BASE_TARGET], log)?;
+    run_make(tree, out, opts, &var, &[opts.base], log)?;
     let base = std::fs::read_to_string(&new).map_err(|e| KernelError::io(&new, e))?;
     let refs: Vec<(&str, &str)> = fragments
         .iter()
