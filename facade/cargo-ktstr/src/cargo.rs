@@ -91,7 +91,7 @@ fn run(mut c: Command, env: &RunEnv) -> Result<bool, String> {
     }
     let shown = format!("{c:?}");
     eprintln!("cargo ktstr: running {shown}");
-    let st = c.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let st = crate::child::status(&mut c).map_err(|e| format!("cannot run {shown}: {e}"))?;
     Ok(st.success())
 }
 

@@ -8,6 +8,7 @@
 mod archive;
 mod bisect;
 mod cargo;
+mod child;
 mod ci;
 mod compare;
 mod declared;

@@ -113,9 +113,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         .arg(&nx)
         .args(targets_args(&targets));
     eprintln!("cargo ktstr: running {a:?}");
-    let st = a
-        .status()
-        .map_err(|e| format!("cannot run cargo-nextest: {e}"))?;
+    let st = crate::child::status(&mut a).map_err(|e| format!("cannot run cargo-nextest: {e}"))?;
     if !st.success() {
         return Err("cargo nextest archive failed (see its messages above)".into());
     }
@@ -570,8 +568,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     }
     eprintln!("cargo ktstr: running {cmd:?}");
     let t0 = Instant::now();
-    let st = cmd
-        .status()
+    let st = crate::child::status(&mut cmd)
         .map_err(|e| format!("cannot run {}: {e}", nextest.display()))?;
     sm.finished_unix = Some(now_unix());
     sm.wall_s = Some(t0.elapsed().as_secs_f64());
