@@ -103,7 +103,7 @@ impl Held {
         }
     }
 
-    /// With the verifier probe's records of the loads (see [`super::verifier_probe`]).
+    /// With the verifier probe's records of the loads (see the `verifier_probe` module).
     pub fn with_verifier(mut self, records: Vec<super::VerifierRecord>) -> Held {
         self.verifier = records;
         self
