@@ -347,7 +347,7 @@ fn build_tree(
         });
     }
     let localversion = format!("LOCALVERSION=-ktstr-{}", &key[..8]);
-    let estimate = make::estimate(&out);
+    let estimate = make::estimate(&out, opts.base);
     progress(&format!(
         "building {spec_text} in {} (-j{}, log {})",
         out.display(),
