@@ -41,6 +41,7 @@ pub mod lines;
 #[cfg(feature = "fetch")]
 pub mod modules;
 pub mod spec;
+mod tree;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -151,6 +152,22 @@ pub enum KernelError {
         spec: String,
         /// The cache of built kernels searched.
         cache: PathBuf,
+    },
+    /// A source tree changed since it was last built (test binaries and
+    /// `ktstr shell` never build, and never boot an older state's kernel).
+    #[error(
+        "kernel tree {}: changed since its last build (built: {built}; now: {now}): \
+         build it with `cargo ktstr kernel build {}` (or run the tests through \
+         `cargo ktstr test --kernel {}`, which builds it)",
+        tree.display(), tree.display(), tree.display()
+    )]
+    StaleTree {
+        /// The tree, canonical.
+        tree: PathBuf,
+        /// The state its most recent build was of.
+        built: String,
+        /// Its state now.
+        now: String,
     },
     /// A source spec that cannot be built as written.
     #[error("kernel {spec}: {why}")]
@@ -471,19 +488,13 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
         let vmlinux = p.join("vmlinux");
         let is_tree = p.join("Kconfig").is_file() && p.join("Makefile").is_file();
         if !vmlinux.is_file() && is_tree {
-            // A source tree ktstr built out of tree: its newest build.
+            // A source tree ktstr built out of tree: its build of the
+            // tree as it is now, never an older state's.
             let built = built_cache(cache);
             let canon = p.canonicalize().map_err(|e| KernelError::io(p, e))?;
-            return match find_built(&built, &canon.display().to_string()) {
-                Some(k) => {
-                    built.touch(&k);
-                    Ok(Kernel::of_cached(&k, origin))
-                }
-                None => Err(KernelError::NotBuilt {
-                    spec: p.display().to_string(),
-                    cache: built.dir().to_path_buf(),
-                }),
-            };
+            let k = tree::built_of_tree(&built, &canon, &tree::identity(&canon)?)?;
+            built.touch(&k);
+            return Ok(Kernel::of_cached(&k, origin));
         }
         if !vmlinux.is_file() {
             return Err(bad(

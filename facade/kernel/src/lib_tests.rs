@@ -333,3 +333,83 @@ fn explicit_paths_are_checked() {
     let err = from_path(empty.path(), KernelOrigin::Explicit, &cache).expect_err("empty dir");
     assert!(err.to_string().contains("has no vmlinux"), "{err}");
 }
+
+/// A tree given by path boots the build of the state it is in now: after a
+/// checkout back, the older build; with uncommitted changes, nothing but an
+/// error that says the tree changed and which command builds it.
+#[test]
+fn a_tree_boots_the_build_of_its_state_now_or_says_it_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = KernelCache::new(dir.path().join("kernels"));
+    let built = built_cache(&cache);
+    let linux = dir.path().join("linux");
+    std::fs::create_dir_all(&linux).expect("mkdir");
+    std::fs::write(linux.join("Kconfig"), "# Kconfig\n").expect("write");
+    std::fs::write(linux.join("Makefile"), "# Makefile\n").expect("write");
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost", "-C"])
+            .arg(&linux)
+            .args(args)
+            .status()
+            .expect("git runs")
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "A"]);
+    let canon = linux.canonicalize().expect("canonical");
+    let spec = KernelSpec::Path(linux.clone());
+    let err = resolve(Some(&spec), &cache).expect_err("never built");
+    assert!(matches!(err, KernelError::NotBuilt { .. }), "{err}");
+
+    let insert = |key: &str| {
+        let (tree, dirty_sha256) = tree::identity(&canon).expect("identity");
+        let tmp = built.scratch().expect("scratch");
+        let elf = image::tests::tiny_vmlinux(b"btf");
+        std::fs::write(tmp.0.join("vmlinux"), &elf).expect("write");
+        let from = BuiltFrom {
+            spec: canon.display().to_string(),
+            tree,
+            dirty_sha256,
+            fragment_sha256: "f".repeat(64),
+            build_seconds: 1,
+        };
+        let release = format!("7.3.4-ktstr-{key}");
+        built
+            .insert_built(
+                tmp,
+                key,
+                &release,
+                &image::tests::tiny_bzimage(&elf),
+                &elf,
+                "CONFIG_SCHED_CLASS_EXT=y\n",
+                from,
+            )
+            .expect("insert");
+    };
+    let release = || {
+        resolve(Some(&spec), &cache)
+            .map(|k| k.release.unwrap_or_default())
+            .map_err(|e| e.to_string())
+    };
+    insert("aaaa");
+    assert_eq!(release().as_deref(), Ok("7.3.4-ktstr-aaaa"));
+    std::fs::write(linux.join("Makefile"), "# Makefile, B\n").expect("write");
+    git(&["commit", "-q", "-am", "B"]);
+    insert("bbbb");
+    assert_eq!(release().as_deref(), Ok("7.3.4-ktstr-bbbb"));
+    // Back at A: A's build, though B's is newer.
+    git(&["checkout", "-q", "HEAD~1"]);
+    assert_eq!(release().as_deref(), Ok("7.3.4-ktstr-aaaa"));
+    // Changed and not built: an error naming both states and the fix.
+    std::fs::write(linux.join("Kconfig"), "# Kconfig, edited\n").expect("write");
+    let err = release().expect_err("changed since its build");
+    assert!(
+        err.contains("changed since its last build")
+            && err.contains("uncommitted changes")
+            && err.contains("cargo ktstr kernel build"),
+        "{err}"
+    );
+}

@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::KernelError;
+use crate::tree::{git, hex};
 
 /// A git ref to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,94 +99,19 @@ pub fn slug(text: &str) -> String {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Runs a git command, its stdout on success.
-fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, KernelError> {
-    let mut c = Command::new("git");
-    if let Some(d) = dir {
-        c.arg("-C").arg(d);
-    }
-    c.args(args);
-    let out = c.output().map_err(|e| KernelError::Command {
-        command: format!("git {}", args.join(" ")),
-        detail: format!("{e} (is git installed? `cargo xtask setup` installs it)"),
-    })?;
-    if !out.status.success() {
-        return Err(KernelError::Command {
-            command: format!("git {}", args.join(" ")),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(out.stdout)
-}
-
 /// A local tree: a git work tree is identified by its commit and the hash
 /// of `git diff HEAD`; any other tree by its path and its newest file's
 /// modification time.
 pub fn local_tree(dir: &Path) -> Result<Tree, KernelError> {
     let dir = dir.canonicalize().map_err(|e| KernelError::io(dir, e))?;
     let in_tree = dir.join(".config").is_file();
-    if dir.join(".git").exists() {
-        let head = git(Some(&dir), &["rev-parse", "HEAD"])?;
-        let diff = git(Some(&dir), &["diff", "HEAD", "--no-ext-diff", "--binary"])?;
-        return Ok(Tree {
-            identity: format!("git {}", String::from_utf8_lossy(&head).trim()),
-            dirty_sha256: (!diff.is_empty()).then(|| hex(&diff)),
-            dir,
-            in_tree,
-        });
-    }
-    let newest = newest_mtime(&dir);
+    let (identity, dirty_sha256) = crate::tree::identity(&dir)?;
     Ok(Tree {
-        identity: format!("tree {} {newest}", dir.display()),
-        dirty_sha256: None,
+        identity,
+        dirty_sha256,
         dir,
         in_tree,
     })
-}
-
-/// The newest modification time (ns since the epoch) of the sources below
-/// `dir`, build products and hidden files left out.
-fn newest_mtime(dir: &Path) -> u128 {
-    let mut newest = 0u128;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => {
-                    let is_source = !matches!(
-                        Path::new(&*name).extension().and_then(|x| x.to_str()),
-                        Some("o" | "a" | "ko" | "cmd" | "d" | "tmp")
-                    ) && !name.starts_with("vmlinux")
-                        && name != "bzImage"
-                        && name != "System.map";
-                    if is_source
-                        && let Ok(m) = e.metadata().and_then(|m| m.modified())
-                        && let Ok(d) = m.duration_since(std::time::UNIX_EPOCH)
-                    {
-                        newest = newest.max(d.as_nanos());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    newest
 }
 
 /// Brings `spec`'s ref into the clone at `<src_root>/git-<url hash>/src`
