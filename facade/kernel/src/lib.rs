@@ -576,14 +576,17 @@ pub fn built_cache(kernels: &KernelCache) -> KernelCache {
     )
 }
 
-/// The most recently built kernel whose spec text (a path canonicalized)
+/// The most recently used built kernel whose spec text (a path canonicalized)
 /// is `spec`.
 pub fn find_built(built: &KernelCache, spec: &str) -> Option<CachedKernel> {
     built
         .list()
         .into_iter()
         .filter(|k| k.metadata.built.as_ref().is_some_and(|b| b.spec == spec))
-        .max_by(|a, b| a.metadata.fetched_at.cmp(&b.metadata.fetched_at))
+        // The most recently used, not built: a build found in the cache is
+        // touched, so this is the one the last `kernel build` of the spec
+        // named (with its config: tinyconfig, defconfig, a user fragment).
+        .max_by_key(|k| built.last_used(k))
 }
 
 /// Writes the vmlinux of the bzImage `bytes` to `vmlinux` inside `dir`.

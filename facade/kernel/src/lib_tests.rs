@@ -413,3 +413,45 @@ fn a_tree_boots_the_build_of_its_state_now_or_says_it_changed() {
         "{err}"
     );
 }
+
+/// Two builds of one spec (two configs): the one the last build named (it
+/// touches what it finds in the cache) is what test binaries boot, not the
+/// one built last.
+#[test]
+fn a_source_spec_boots_the_build_its_last_build_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = KernelCache::new(dir.path().join("kernels"));
+    let built = built_cache(&cache);
+    let insert = |key: &str| {
+        let tmp = built.scratch().expect("scratch");
+        let elf = image::tests::tiny_vmlinux(b"btf");
+        std::fs::write(tmp.0.join("vmlinux"), &elf).expect("write");
+        let from = BuiltFrom {
+            spec: "source:7.3".into(),
+            tree: "debian linux-source-7.3 7.3.4-1~bpo13+1".into(),
+            dirty_sha256: None,
+            fragment_sha256: key.repeat(16),
+            build_seconds: 1,
+        };
+        built
+            .insert_built(
+                tmp,
+                key,
+                &format!("7.3.4-ktstr-{key}"),
+                &image::tests::tiny_bzimage(&elf),
+                &elf,
+                "CONFIG_SCHED_CLASS_EXT=y\n",
+                from,
+            )
+            .expect("insert")
+    };
+    let tiny = insert("aaaa");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let _def = insert("bbbb");
+    let spec: KernelSpec = "source:7.3".parse().expect("spec");
+    let release = || resolve(Some(&spec), &cache).expect("built").release;
+    assert_eq!(release().as_deref(), Some("7.3.4-ktstr-bbbb"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    built.touch(&tiny);
+    assert_eq!(release().as_deref(), Some("7.3.4-ktstr-aaaa"));
+}

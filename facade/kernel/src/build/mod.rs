@@ -106,7 +106,7 @@ pub fn spec_key(spec: &KernelSpec) -> String {
     }
 }
 
-/// The most recently built kernel of `spec`, without building (what test
+/// The most recently used built kernel of `spec`, without building (what test
 /// binaries use).
 pub fn find_built(kernels: &KernelCache, spec: &KernelSpec) -> Option<CachedKernel> {
     crate::find_built(&crate::built_cache(kernels), &spec_key(spec))
