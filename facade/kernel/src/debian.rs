@@ -293,12 +293,7 @@ impl PrivateApt {
         // `apt-get update`s (parallel tests, two `cargo ktstr`s) would
         // otherwise fail on apt's own lock, which is no mirror's fault.
         let lock_path = self.dir.join("ktstr-apt.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| KernelError::io(&lock_path, e))?;
+        let lock = std::fs::File::create(&lock_path).map_err(|e| KernelError::io(&lock_path, e))?;
         lock.lock().map_err(|e| KernelError::io(&lock_path, e))?;
         let out = cmd.output().map_err(|e| KernelError::Command {
             command: what.to_string(),

@@ -579,14 +579,21 @@ pub fn built_cache(kernels: &KernelCache) -> KernelCache {
 /// The most recently used built kernel whose spec text (a path canonicalized)
 /// is `spec`.
 pub fn find_built(built: &KernelCache, spec: &str) -> Option<CachedKernel> {
-    built
+    builds_of(built, spec).into_iter().next()
+}
+
+/// The built kernels whose spec text is `spec`, most recently used first:
+/// a build found in the cache is touched, so the first is the one the last
+/// `kernel build` of the spec named (with its config: tinyconfig,
+/// defconfig, a user fragment), not the one built last.
+pub(crate) fn builds_of(built: &KernelCache, spec: &str) -> Vec<CachedKernel> {
+    let mut builds: Vec<CachedKernel> = built
         .list()
         .into_iter()
         .filter(|k| k.metadata.built.as_ref().is_some_and(|b| b.spec == spec))
-        // The most recently used, not built: a build found in the cache is
-        // touched, so this is the one the last `kernel build` of the spec
-        // named (with its config: tinyconfig, defconfig, a user fragment).
-        .max_by_key(|k| built.last_used(k))
+        .collect();
+    builds.sort_by_key(|k| std::cmp::Reverse(built.last_used(k)));
+    builds
 }
 
 /// Writes the vmlinux of the bzImage `bytes` to `vmlinux` inside `dir`.

@@ -6,17 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
+use crate::cache::sha256_hex;
 use crate::{BuiltFrom, CachedKernel, KernelCache, KernelError};
-
-/// The hex SHA-256 of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Runs a git command, its stdout on success.
 pub(crate) fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, KernelError> {
@@ -48,7 +39,7 @@ pub(crate) fn identity(dir: &Path) -> Result<(String, Option<String>), KernelErr
         let diff = git(Some(dir), &["diff", "HEAD", "--no-ext-diff", "--binary"])?;
         return Ok((
             format!("git {}", String::from_utf8_lossy(&head).trim()),
-            (!diff.is_empty()).then(|| hex(&diff)),
+            (!diff.is_empty()).then(|| sha256_hex(&diff)),
         ));
     }
     Ok((
@@ -105,12 +96,7 @@ pub(crate) fn built_of_tree(
     now: &(String, Option<String>),
 ) -> Result<CachedKernel, KernelError> {
     let spec = canon.display().to_string();
-    let mut builds: Vec<CachedKernel> = built
-        .list()
-        .into_iter()
-        .filter(|k| k.metadata.built.as_ref().is_some_and(|b| b.spec == spec))
-        .collect();
-    builds.sort_by_key(|k| std::cmp::Reverse(built.last_used(k)));
+    let builds = crate::builds_of(built, &spec);
     let state = |b: &BuiltFrom| (b.tree.clone(), b.dirty_sha256.clone());
     if let Some(k) = builds
         .iter()

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::KernelError;
-use crate::tree::{git, hex};
+use crate::cache::sha256_hex;
+use crate::tree::git;
 
 /// A git ref to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +123,7 @@ pub fn git_tree(
     src_root: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Tree, KernelError> {
-    let base = src_root.join(format!("git-{}", &hex(spec.url.as_bytes())[..16]));
+    let base = src_root.join(format!("git-{}", &sha256_hex(spec.url.as_bytes())[..16]));
     let dir = base.join("src");
     if !dir.join(".git").exists() {
         std::fs::create_dir_all(&base).map_err(|e| KernelError::io(&base, e))?;
