@@ -57,6 +57,14 @@ pub enum RunError {
         /// Its error.
         source: ktstr_vmm::VmmError,
     },
+    /// The probes the test asked for cannot be planned.
+    #[error("probes = {names}: {source}")]
+    Probes {
+        /// The test's `probes` key.
+        names: String,
+        /// Why.
+        source: crate::runner::ProbePlanError,
+    },
     /// No registered test has this name.
     #[error("no #[ktstr_test] named {0:?} in this binary")]
     NoSuchTest(String),

@@ -138,6 +138,7 @@ mod verdict;
 pub mod __private;
 
 pub use error::RunError;
+pub use runner::{ProbePlanError, SourcesError};
 pub use schedulers::{ARCHIVE_ROOT_ENV, INSTALLED_DIR, SchedulerSetupError};
 
 /// Verdicts of test bodies and checks.

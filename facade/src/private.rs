@@ -6,16 +6,21 @@ pub use crate::guest::guest_ctor;
 pub use crate::registry::KTSTR_TESTS;
 
 use crate::registry::TestEntry;
+use crate::runner::{RunOptions, run};
 use crate::verdict::Outcome;
 
 /// The host side of a generated `#[test]`: runs the VM, panics on failure.
 pub fn run_host(entry: &TestEntry) {
-    report(entry, crate::runner::run(entry, None));
+    report(entry, run(entry, &RunOptions::default()).outcome());
 }
 
 /// The host side of a generated gauntlet variant: the test on `preset`.
 pub fn run_gauntlet(entry: &TestEntry, preset: &str) {
-    report(entry, crate::runner::run_on(entry, None, Some(preset)));
+    let opts = RunOptions {
+        preset: Some(preset),
+        ..RunOptions::default()
+    };
+    report(entry, run(entry, &opts).outcome());
 }
 
 fn report(entry: &TestEntry, outcome: Outcome) {

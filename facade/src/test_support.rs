@@ -3,61 +3,41 @@
 //! name for tests of the harness itself.
 
 pub use crate::registry::{Scheduler, SchedulerSpec, TestConfig, TestEntry, TestFn};
-pub use crate::verdict::Outcome;
+pub use crate::runner::RunOptions;
+pub use crate::verdict::{
+    Cause, Expectation, Finding, Kind, MissingKfuncs, Observed, Outcome, PostVm, ProbesError,
+    Reached, RunReport, Verdict, judge, render,
+};
 
 use crate::error::RunError;
 
-/// Runs the registered test `name` (`module::path::function`) in a VM and
-/// returns its outcome instead of panicking: for tests of the harness itself
-/// (`#[ktstr_test(harness_fixture = true)]`).
+/// Runs the registered test `name` (`module::path::function`) in a VM as
+/// `opts` say (a kernel, a gauntlet preset, a cold or restored start) and
+/// returns everything observed of it ([`RunReport`]: judge it with
+/// [`judge`], or read [`RunReport::outcome`]) instead of panicking: for
+/// tests of the harness itself (`#[ktstr_test(harness_fixture = true)]`).
+pub fn run(name: &str, opts: &RunOptions<'_>) -> RunReport {
+    match crate::registry::find(name) {
+        Some(entry) => crate::runner::run(entry, opts),
+        None => {
+            let mut report = RunReport::new(
+                "(no such test)",
+                Expectation {
+                    expect_err: false,
+                    expect_err_matching: None,
+                    allow_inconclusive: false,
+                    watchdog_timeout_s: 0,
+                },
+            );
+            report.reached = Reached::NotRun(RunError::NoSuchTest(name.into()).to_string());
+            report
+        }
+    }
+}
+
+/// [`run`] with the defaults, judged: the outcome and its text.
 pub fn run_test(name: &str) -> Outcome {
-    run_test_with_kernel(name, None)
-}
-
-/// [`run_test`] booting `kernel` instead of the resolved one.
-pub fn run_test_with_kernel(name: &str, kernel: Option<&std::path::Path>) -> Outcome {
-    match crate::registry::find(name) {
-        Some(entry) => crate::runner::run(entry, kernel),
-        None => Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-    }
-}
-
-/// Runs the gauntlet variant of the registered test `name` on the preset
-/// called `preset`, as `cargo ktstr gauntlet` does, and returns its outcome.
-pub fn run_variant(name: &str, preset: &str) -> Outcome {
-    match crate::registry::find(name) {
-        Some(entry) => crate::runner::run_on(entry, None, Some(preset)),
-        None => Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-    }
-}
-
-pub use crate::runner::{RunTally, StartInfo};
-
-/// [`run_test`], also tallying its VMs: how many booted (the test's own and,
-/// after a scheduler crash, auto-repro's probe VM) and how long they waited
-/// for host slots, which a test of the harness's own timing subtracts.
-pub fn run_test_tallied(name: &str) -> (Outcome, RunTally) {
-    match crate::registry::find(name) {
-        Some(entry) => crate::runner::run_tallied(entry, None),
-        None => (
-            Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-            RunTally::default(),
-        ),
-    }
-}
-
-/// [`run_test`] restored from a snapshot (`restore`) or booted cold, whatever
-/// the configuration says (`KTSTR_RESTORE`); also how its VM started
-/// and how far the guest's clock was from the host's, for tests of boot
-/// once, restore many.
-pub fn run_test_started(name: &str, restore: bool) -> (Outcome, StartInfo) {
-    match crate::registry::find(name) {
-        Some(entry) => crate::runner::run_started(entry, None, restore),
-        None => (
-            Outcome::Fail(RunError::NoSuchTest(name.into()).to_string()),
-            StartInfo::default(),
-        ),
-    }
+    run(name, &RunOptions::default()).outcome()
 }
 
 /// A scheduler a registered test declares, as the test binary lists them when

@@ -6,7 +6,9 @@ use ktstr_ops::scheduler::SchedulerDied;
 use ktstr_vmm::EndReason;
 
 pub mod monitor;
+mod report;
 pub use monitor::{MonitorFindings, MonitorInput, judge_monitor};
+pub use report::{MissingKfuncs, PostVm, ProbesError, Reached, RunReport, judge, render};
 
 /// Console lines quoted in a failure.
 const QUOTED_LINES: usize = 30;
@@ -89,51 +91,109 @@ pub fn quote(lines: &[String]) -> String {
     format!("last console lines:\n    {}", lines[start..].join("\n    "))
 }
 
-/// Judges one run.
-pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
-    // Failures of the machinery are never inverted by expect_err.
-    let infra = |what: String| {
-        let mut msg = what;
-        for e in &obs.guest_errors {
-            msg.push_str(&format!("\n  guest harness: {e}"));
-        }
-        if let Some(f) = &obs.channel_fault {
-            msg.push_str(&format!("\n  channel: {f}"));
-        }
-        Outcome::Fail(format!("{msg}\n{}", quote(&obs.console)))
-    };
-    let end = &obs.end;
-    match end {
-        EndReason::Panic { lines: panic } => {
-            return Outcome::Fail(format!(
-                "guest kernel panic (never inverted by expect_err):\n    {}",
-                panic.join("\n    ")
-            ));
-        }
-        EndReason::Timeout => {
-            return infra(format!(
-                "hung: the guest did not finish within watchdog_timeout_s = {} s",
-                exp.watchdog_timeout_s
-            ));
-        }
-        EndReason::Crashed { detail } => return infra(format!("the VM crashed: {detail}")),
-        EndReason::Reset if obs.verdict.is_none() => {
-            return infra("the guest reset before reporting (init crash or triple fault)".into());
-        }
-        _ => {}
+/// Whether a run passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// It passed (or failed as `expect_err` wanted).
+    Pass,
+    /// It failed.
+    Fail,
+    /// Its verdict depends on timing the VM could not provide, and the test
+    /// or the run accepts that.
+    Inconclusive,
+}
+
+/// What decided a run's verdict first: how far the run got and what the
+/// guest and the host's checks said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cause {
+    /// The test could not be run (set-up, kernel, scheduler, backend); the
+    /// error's text.
+    NotRun(String),
+    /// The guest never reached the harness's init.
+    NoInit {
+        /// How long the host waited.
+        after: std::time::Duration,
+    },
+    /// The guest kernel panicked.
+    KernelPanic,
+    /// The guest did not finish within the watchdog.
+    Hung,
+    /// The VM process died.
+    VmCrashed,
+    /// The guest reset before it sent a verdict.
+    ResetBeforeVerdict,
+    /// The guest ended without a verdict.
+    NoVerdict,
+    /// The guest harness reported errors of its own.
+    HarnessErrors,
+    /// The guest's checks and the monitor's passed.
+    Passed,
+    /// A check failed (the guest's or the monitor's).
+    ChecksFailed,
+    /// Checks could not judge, and the run does not accept that.
+    InconclusiveRefused(Vec<String>),
+    /// Checks could not judge, and the run accepts that.
+    InconclusiveAccepted(Vec<String>),
+    /// The test failed, as `expect_err` wants.
+    FailedAsExpected,
+    /// The test failed, but not for the reason `expect_err` names.
+    ExpectErrWrongReason {
+        /// The kind or text the test expects.
+        matching: String,
+    },
+    /// An `expect_err` test passed.
+    ExpectErrPassed,
+}
+
+impl Cause {
+    /// Failures of the machinery, which `expect_err` never inverts.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            Cause::NotRun(_)
+                | Cause::NoInit { .. }
+                | Cause::KernelPanic
+                | Cause::Hung
+                | Cause::VmCrashed
+                | Cause::ResetBeforeVerdict
+                | Cause::NoVerdict
+                | Cause::HarnessErrors
+        )
     }
-    let Some((v, body_error)) = &obs.verdict else {
-        return infra(format!("the guest ended ({end}) without a verdict"));
-    };
-    if !obs.guest_errors.is_empty() {
-        return infra(format!(
-            "the guest ended ({end}) after its verdict with harness errors"
-        ));
-    }
-    // The monitor's checks join the guest's: a failure fails, a check that
-    // could not judge is one more inconclusive reason.
+}
+
+/// What else the host found after the guest's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// Probes the test asked for did not run or sent nothing back.
+    ProbesFailed(String),
+    /// The test's `post_vm` check failed (its error).
+    PostVmFailed(String),
+    /// The test's `post_vm` check panicked (its message).
+    PostVmPanicked(String),
+    /// A scheduler that died at start-up runs on a kernel that lacks kfuncs
+    /// its BPF objects call.
+    MissingKfuncs(MissingKfuncs),
+}
+
+/// The verdict of one run: typed; text is made from it only for display
+/// ([`render`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Pass, fail or inconclusive.
+    pub kind: Kind,
+    /// What decided it first.
+    pub cause: Cause,
+    /// What the host's later checks added.
+    pub findings: Vec<Finding>,
+}
+
+/// The guest's verdict and the monitor's findings, and the failure text
+/// they make (what `expect_err_matching` searches as text).
+fn checks_text(obs: &Observed) -> Option<String> {
+    let (v, body_error) = obs.verdict.as_ref()?;
     let mon = &obs.monitor;
-    let failed = !v.is_pass() || !mon.failures.is_empty();
     let mut text = match body_error {
         Some(e) if v.details().len() <= 1 => e.clone(),
         _ => v.to_string(),
@@ -144,43 +204,176 @@ pub fn judge(obs: &Observed, exp: &Expectation<'_>) -> Outcome {
     for n in &mon.notes {
         text.push_str(&format!("\n  {n}"));
     }
-    let inconclusive: Vec<&str> = v
-        .inconclusive()
-        .iter()
-        .map(String::as_str)
-        .chain(mon.inconclusive.iter().map(String::as_str))
-        .collect();
     if let Some(death) = &obs.scheduler_death {
         text.push_str(&scheduler_death_text(death, &obs.console));
     }
+    Some(text)
+}
+
+/// What the guest and the monitor said of one VM that reached its end.
+fn judge_observed(obs: &Observed, exp: &Expectation<'_>) -> (Kind, Cause) {
+    match &obs.end {
+        EndReason::Panic { .. } => return (Kind::Fail, Cause::KernelPanic),
+        EndReason::Timeout => return (Kind::Fail, Cause::Hung),
+        EndReason::Crashed { .. } => return (Kind::Fail, Cause::VmCrashed),
+        EndReason::Reset if obs.verdict.is_none() => {
+            return (Kind::Fail, Cause::ResetBeforeVerdict);
+        }
+        _ => {}
+    }
+    let (Some((v, _)), Some(text)) = (&obs.verdict, checks_text(obs)) else {
+        return (Kind::Fail, Cause::NoVerdict);
+    };
+    if !obs.guest_errors.is_empty() {
+        return (Kind::Fail, Cause::HarnessErrors);
+    }
+    // The monitor's checks join the guest's: a failure fails, a check that
+    // could not judge is one more inconclusive reason.
+    let mon = &obs.monitor;
+    let failed = !v.is_pass() || !mon.failures.is_empty();
+    let inconclusive: Vec<String> = v
+        .inconclusive()
+        .iter()
+        .chain(mon.inconclusive.iter())
+        .cloned()
+        .collect();
     match (failed, exp.expect_err) {
         // Timing checks that would have failed on an overcommitted VM are
         // notes plus inconclusive reasons: no hard failure, no trustworthy pass.
-        (false, false) if !inconclusive.is_empty() && exp.allow_inconclusive => {
-            Outcome::Inconclusive(format!(
-                "{text}\n  inconclusive: {}",
-                inconclusive.join("; ")
-            ))
-        }
+        (false, false) if !inconclusive.is_empty() && exp.allow_inconclusive => (
+            Kind::Inconclusive,
+            Cause::InconclusiveAccepted(inconclusive),
+        ),
         // A check that could not judge is not a pass.
-        (false, false) if !inconclusive.is_empty() => Outcome::Fail(format!(
+        (false, false) if !inconclusive.is_empty() => {
+            (Kind::Fail, Cause::InconclusiveRefused(inconclusive))
+        }
+        (false, false) => (Kind::Pass, Cause::Passed),
+        (true, true) => match exp.expect_err_matching {
+            Some(m) if !obs.error_kinds.iter().any(|k| k == m) && !text.contains(m) => (
+                Kind::Fail,
+                Cause::ExpectErrWrongReason {
+                    matching: m.to_string(),
+                },
+            ),
+            _ => (Kind::Pass, Cause::FailedAsExpected),
+        },
+        (false, true) => (Kind::Fail, Cause::ExpectErrPassed),
+        (true, false) => (Kind::Fail, Cause::ChecksFailed),
+    }
+}
+
+/// The text of a verdict's cause (the first part of its display).
+fn cause_text(obs: Option<&Observed>, exp: &Expectation<'_>, cause: &Cause) -> String {
+    let Some(obs) = obs else {
+        return match cause {
+            Cause::NotRun(e) => e.clone(),
+            other => format!("{other:?}"),
+        };
+    };
+    // Failures of the machinery carry the harness's errors and the console.
+    let infra = |what: String| {
+        let mut msg = what;
+        for e in &obs.guest_errors {
+            msg.push_str(&format!("\n  guest harness: {e}"));
+        }
+        if let Some(f) = &obs.channel_fault {
+            msg.push_str(&format!("\n  channel: {f}"));
+        }
+        format!("{msg}\n{}", quote(&obs.console))
+    };
+    let end = &obs.end;
+    let text = checks_text(obs).unwrap_or_default();
+    let joined = |r: &[String]| r.join("; ");
+    match cause {
+        Cause::NotRun(e) => e.clone(),
+        Cause::NoInit { after } => no_init_text(*after, &obs.console),
+        Cause::KernelPanic => match end {
+            EndReason::Panic { lines } => format!(
+                "guest kernel panic (never inverted by expect_err):\n    {}",
+                lines.join("\n    ")
+            ),
+            _ => "guest kernel panic (never inverted by expect_err)".into(),
+        },
+        Cause::Hung => infra(format!(
+            "hung: the guest did not finish within watchdog_timeout_s = {} s",
+            exp.watchdog_timeout_s
+        )),
+        Cause::VmCrashed => match end {
+            EndReason::Crashed { detail } => infra(format!("the VM crashed: {detail}")),
+            _ => infra("the VM crashed".into()),
+        },
+        Cause::ResetBeforeVerdict => {
+            infra("the guest reset before reporting (init crash or triple fault)".into())
+        }
+        Cause::NoVerdict => infra(format!("the guest ended ({end}) without a verdict")),
+        Cause::HarnessErrors => infra(format!(
+            "the guest ended ({end}) after its verdict with harness errors"
+        )),
+        Cause::InconclusiveAccepted(r) => {
+            format!("{text}\n  inconclusive: {}", joined(r))
+        }
+        Cause::InconclusiveRefused(r) => format!(
             "inconclusive: {} (accept with allow_inconclusive = true on the test, or \
              KTSTR_ALLOW_INCONCLUSIVE=1 for the run)\n{text}",
-            inconclusive.join("; ")
-        )),
-        (false, false) => Outcome::Pass(text),
-        (true, true) => match exp.expect_err_matching {
-            Some(m) if !obs.error_kinds.iter().any(|k| k == m) && !text.contains(m) => {
-                Outcome::Fail(format!(
-                    "expect_err = {m:?}: the test failed, but not for that reason (error kinds: \
-                     [{}]): {text}",
-                    obs.error_kinds.join(", ")
-                ))
-            }
-            _ => Outcome::Pass(format!("failed as expected (expect_err): {text}")),
-        },
-        (false, true) => Outcome::Fail(format!("expect_err test passed, but it must fail: {text}")),
-        (true, false) => Outcome::Fail(text),
+            joined(r)
+        ),
+        Cause::Passed | Cause::ChecksFailed => text,
+        Cause::FailedAsExpected => format!("failed as expected (expect_err): {text}"),
+        Cause::ExpectErrWrongReason { matching } => format!(
+            "expect_err = {matching:?}: the test failed, but not for that reason (error kinds: \
+             [{}]): {text}",
+            obs.error_kinds.join(", ")
+        ),
+        Cause::ExpectErrPassed => format!("expect_err test passed, but it must fail: {text}"),
+    }
+}
+
+/// The failure text of a guest that never reached init.
+pub(crate) fn no_init_text(after: std::time::Duration, console: &[String]) -> String {
+    format!(
+        "hung before init: the guest did not reach the harness's init within {:.0}s \
+         (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
+        after.as_secs_f64(),
+        quote(console)
+    )
+}
+
+/// Judges one VM that reached its end, and only what the guest and the
+/// monitor said: [`judge`] of a report with nothing else in it, and the
+/// text of its cause.
+#[cfg(test)]
+pub fn judge_vm(obs: &Observed, exp: &Expectation<'static>) -> Outcome {
+    let mut r = RunReport::new("t", *exp);
+    r.reached = Reached::Ended(Box::new(obs.clone()));
+    let v = judge(&r);
+    Outcome::of(v.kind, cause_text(Some(obs), exp, &v.cause))
+}
+
+impl Outcome {
+    /// The outcome of `kind`, with `text`.
+    pub fn of(kind: Kind, text: String) -> Outcome {
+        match kind {
+            Kind::Pass => Outcome::Pass(text),
+            Kind::Fail => Outcome::Fail(text),
+            Kind::Inconclusive => Outcome::Inconclusive(text),
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Outcome::Pass(_) => Kind::Pass,
+            Outcome::Fail(_) => Kind::Fail,
+            Outcome::Inconclusive(_) => Kind::Inconclusive,
+        }
+    }
+
+    /// Its text.
+    pub fn text(&self) -> &str {
+        match self {
+            Outcome::Pass(t) | Outcome::Fail(t) | Outcome::Inconclusive(t) => t,
+        }
     }
 }
 

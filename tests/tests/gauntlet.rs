@@ -3,7 +3,15 @@
 //! preset's topology (checked in the guest), and its run leaves a record.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_variant};
+use ktstr::test_support::{Outcome, RunOptions, run};
+
+fn run_variant(name: &str, preset: &str) -> Outcome {
+    let opts = RunOptions {
+        preset: Some(preset),
+        ..RunOptions::default()
+    };
+    run(name, &opts).outcome()
+}
 
 /// The guest sees exactly the topology it was given.
 #[ktstr_test(duration_s = 1, max_cpus = 8)]

@@ -96,8 +96,11 @@ fn vm_body_error_fails_showing_the_error() {
 #[test]
 fn vm_hanging_body_fails_as_hung_at_the_watchdog() {
     let t0 = Instant::now();
-    let (outcome, ktstr::test_support::RunTally { slot_wait, .. }) =
-        ktstr::test_support::run_test_tallied("harness::fixture_hangs");
+    let report = ktstr::test_support::run(
+        "harness::fixture_hangs",
+        &ktstr::test_support::RunOptions::default(),
+    );
+    let (outcome, slot_wait) = (report.outcome(), report.slot_wait);
     match outcome {
         Outcome::Fail(msg) => {
             for n in ["hung", "watchdog_timeout_s = 12"] {

@@ -7,7 +7,9 @@
 use std::sync::Mutex;
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test_started};
+use ktstr::test_support::Outcome;
+mod common;
+use common::run_test_started;
 
 const SCX: Scheduler = Scheduler::named("scx").binary(SchedulerSpec::Discover("scx-ktstr"));
 

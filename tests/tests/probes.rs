@@ -4,7 +4,7 @@
 //! before any VM boots, naming it and the close names.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, RunTally, run_test_tallied};
+use ktstr::test_support::{Outcome, RunOptions};
 
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
@@ -93,8 +93,11 @@ fn fixture_probes_a_misspelled_function(_ctx: &Ctx) -> Result<AssertResult> {
 /// and how to list what can be probed.
 #[test]
 fn an_unknown_probe_fails_before_booting_naming_it() {
-    let (outcome, RunTally { boots, .. }) =
-        run_test_tallied("probes::fixture_probes_a_misspelled_function");
+    let report = ktstr::test_support::run(
+        "probes::fixture_probes_a_misspelled_function",
+        &RunOptions::default(),
+    );
+    let (outcome, boots) = (report.outcome(), report.boots);
     let Outcome::Fail(text) = outcome else {
         panic!("expected a failure, got {outcome:?}");
     };

@@ -4,7 +4,9 @@
 //! Each driver below forces the restore path whatever `KTSTR_RESTORE` says.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test_started};
+use ktstr::test_support::{Outcome, RunReport};
+mod common;
+use common::run_test_started;
 
 /// 32 bytes of the guest's `/dev/urandom`, as a note.
 #[ktstr_test(harness_fixture = true, duration_s = 1)]
@@ -68,7 +70,7 @@ fn fixture_quiet_kernel_log(_ctx: &Ctx) -> Result<AssertResult> {
     }
 }
 
-fn restored(name: &str) -> (String, ktstr::test_support::StartInfo) {
+fn restored(name: &str) -> (String, RunReport) {
     let (outcome, info) = run_test_started(&format!("restore::{name}"), true);
     assert_eq!(info.start, Some("restored"), "{name}: {outcome:?}");
     match outcome {

@@ -3,7 +3,7 @@
 //! the kernel's words. Plus the bad inputs of scheduler declarations.
 
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, RunTally, run_test, run_test_tallied, run_test_with_kernel};
+use ktstr::test_support::{Outcome, RunOptions, run_test};
 
 const SCX_KTSTR: Scheduler =
     Scheduler::named("scx_ktstr").binary(SchedulerSpec::Discover("scx-ktstr"));
@@ -62,8 +62,11 @@ fn expect_fail(outcome: Outcome, needles: &[&str]) {
 
 #[test]
 fn vm_stalling_scheduler_fails_steady_naming_scx_exit_error_stall() {
-    let (outcome, RunTally { boots, .. }) =
-        run_test_tallied("scx_ktstr::fixture_steady_stalling_scheduler");
+    let report = ktstr::test_support::run(
+        "scx_ktstr::fixture_steady_stalling_scheduler",
+        &RunOptions::default(),
+    );
+    let (outcome, boots) = (report.outcome(), report.boots);
     let text = format!("{outcome:?}");
     // The failure with its AUTO-PROBE block, for --nocapture readers.
     if let Outcome::Fail(t) = &outcome {
@@ -117,8 +120,11 @@ fn fixture_scheduler_crashing_before_the_workload(ctx: &Ctx) -> Result<AssertRes
 #[ignore = "full: two more VMs (~30 s) for a path the default crash and stall tests cover; run with cargo xtask test --full"]
 #[test]
 fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
-    let (outcome, RunTally { boots, .. }) =
-        run_test_tallied("scx_ktstr::fixture_scheduler_crashing_before_the_workload");
+    let report = ktstr::test_support::run(
+        "scx_ktstr::fixture_scheduler_crashing_before_the_workload",
+        &RunOptions::default(),
+    );
+    let (outcome, boots) = (report.outcome(), report.boots);
     if let Outcome::Fail(t) = &outcome {
         println!("{t}");
     }
@@ -141,8 +147,11 @@ fn vm_early_crash_says_the_first_vm_did_not_reach_the_workload() {
 /// its `file:line`, a kernel caller, the triggering task's fields decoded.
 #[test]
 fn vm_crashing_scheduler_fails_steady_with_the_scx_bpf_error_message() {
-    let (outcome, RunTally { boots, .. }) =
-        run_test_tallied("scx_ktstr::fixture_steady_crashing_scheduler");
+    let report = ktstr::test_support::run(
+        "scx_ktstr::fixture_steady_crashing_scheduler",
+        &RunOptions::default(),
+    );
+    let (outcome, boots) = (report.outcome(), report.boots);
     let text = format!("{outcome:?}");
     // The failure with its AUTO-PROBE block, for --nocapture readers.
     if let Outcome::Fail(t) = &outcome {
@@ -183,8 +192,11 @@ fn fixture_crashing_scheduler_without_auto_repro(ctx: &Ctx) -> Result<AssertResu
 /// `auto_repro = false`: the crash fails the test, and no probe VM boots.
 #[test]
 fn vm_auto_repro_false_boots_once() {
-    let (outcome, RunTally { boots, .. }) =
-        run_test_tallied("scx_ktstr::fixture_crashing_scheduler_without_auto_repro");
+    let report = ktstr::test_support::run(
+        "scx_ktstr::fixture_crashing_scheduler_without_auto_repro",
+        &RunOptions::default(),
+    );
+    let (outcome, boots) = (report.outcome(), report.boots);
     let text = format!("{outcome:?}");
     expect_fail(outcome, &["SCX_EXIT_ERROR_BPF", "crash requested"]);
     assert!(!text.contains("AUTO-PROBE"), "{text}");
@@ -225,10 +237,14 @@ fn kernel_without_sched_ext_is_refused_before_booting() {
     let vmlinux = dir.path().join("vmlinux");
     std::fs::write(&vmlinux, obj.write().expect("ELF")).expect("write");
     expect_fail(
-        run_test_with_kernel(
+        ktstr::test_support::run(
             "scx_ktstr::fixture_on_a_kernel_without_sched_ext",
-            Some(&vmlinux),
-        ),
+            &RunOptions {
+                kernel: Some(&vmlinux),
+                ..RunOptions::default()
+            },
+        )
+        .outcome(),
         &["has no sched_ext", "CONFIG_SCHED_CLASS_EXT"],
     );
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 use ktstr::prelude::*;
-use ktstr::test_support::{Outcome, run_test_with_kernel};
+use ktstr::test_support::{Outcome, RunOptions, run};
 use ktstr_record::{Baseline, BaselineEntry, ProgStats, RunRecord};
 
 use crate::Done;
@@ -102,7 +102,11 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
         // The cache entry, not its vmlinux: the kernel's config comes with it
         // (libbpf's __kconfig externs read it in the guest).
         let entry = kernel.vmlinux.parent().unwrap_or(&kernel.vmlinux);
-        let outcome = run_test_with_kernel(TEST, Some(entry));
+        let opts = RunOptions {
+            kernel: Some(entry),
+            ..RunOptions::default()
+        };
+        let outcome = run(TEST, &opts).outcome();
         let records = read_records(&results);
         let record = records.get(before..).and_then(|r| r.last());
         let label = record

@@ -27,10 +27,11 @@ pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
 pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
 /// The failure dump's types, as `VmResult::dump` holds them.
 pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
+pub use ktstr_vmm::EndReason;
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 
-use crate::verdict::Outcome;
+use crate::verdict::{Outcome, PostVm};
 
 /// A `post_vm` check: runs on the host after the VM, its error fails the test.
 pub type PostVmFn = fn(&VmResult) -> anyhow::Result<()>;
@@ -525,14 +526,14 @@ pub struct VmResult {
     pub periodic_target: u32,
     /// Periodic snapshots taken.
     pub periodic_fired: u32,
-    /// How the VM ended (`power-off`, `killed`, ...).
-    pub end: String,
+    /// How the VM ended.
+    pub end: ktstr_vmm::EndReason,
     /// The guest's own verdict: passed or not (`None`: it sent none).
     pub guest_passed: Option<bool>,
     /// The judged outcome before `post_vm`.
     pub outcome: Outcome,
-    /// A scheduler death the guest reported.
-    pub scheduler_died: Option<String>,
+    /// A scheduler death the guest reported: which exit, its reason and message.
+    pub scheduler_died: Option<ktstr_ops::scheduler::SchedulerDied>,
     /// The console's last lines.
     pub console: Vec<String>,
     /// The scenario's steps as they started, on the samples' clock (none
@@ -566,77 +567,48 @@ impl VmResult {
     }
 }
 
-/// The finished VM as `post_vm` sees it, judged: `outcome` (the guest's
-/// verdict judged) with the `post_vm` check of `entry` folded in.
-pub(crate) fn judge_vm(
-    entry: &crate::registry::TestEntry,
+/// What `post_vm` reads of one VM.
+pub(crate) fn vm_result(
+    test: &'static str,
     observed: &crate::verdict::Observed,
     outcome: Outcome,
     finished: Finished,
     steps: &[crate::results::StepStart],
     probes: Option<ktstr_probe::ProbeReport>,
-) -> Outcome {
-    let result = VmResult {
-        test: entry.name,
+) -> VmResult {
+    VmResult {
+        test,
         snapshot_bridge: finished.bridge,
         monitor: finished.log,
         periodic_target: finished.periodic_target,
         periodic_fired: finished.periodic_fired,
-        end: observed.end.to_string(),
+        end: observed.end.clone(),
         guest_passed: observed.verdict.as_ref().map(|(v, _)| v.is_pass()),
         outcome,
-        scheduler_died: observed.scheduler_death.as_ref().map(ToString::to_string),
+        scheduler_died: observed.scheduler_death.clone(),
         console: observed.console.clone(),
         steps: steps.to_vec(),
         probes,
         dump: finished.dump,
-    };
-    judge_post_vm(&result, entry.config.post_vm)
+    }
 }
 
-/// Runs `post_vm` on `result` and folds its verdict into the outcome; a
-/// failing outcome gets the last periodic samples appended.
-pub(crate) fn judge_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> Outcome {
-    let mut outcome = result.outcome.clone();
-    if let Some(check) = post_vm {
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(result)));
-        let failure = match ran {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("post_vm check failed: {e:#}")),
-            Err(p) => Some(format!(
-                "post_vm check panicked: {}",
-                p.downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("(non-string payload)")
-            )),
-        };
-        outcome = match (outcome, failure) {
-            (o, None) => o,
-            (Outcome::Fail(t), Some(f)) => Outcome::Fail(format!("{t}\n{f}")),
-            (Outcome::Pass(t) | Outcome::Inconclusive(t), Some(f)) => {
-                Outcome::Fail(format!("{f}\n(guest verdict: {t})"))
-            }
-        };
-    }
-    // The scheduler's own state follows a failure; after a pass it is
-    // printed only when asked for (the guest asked for none otherwise).
-    let dump = result
-        .dump
-        .as_ref()
-        .map(|d| format!("\n{d}"))
-        .unwrap_or_default();
-    match outcome {
-        Outcome::Fail(t) => Outcome::Fail(format!("{t}\n{}{dump}", result.monitor.tail_text(3))),
-        o => {
-            if !dump.is_empty() {
-                let _ = std::io::Write::write_all(
-                    &mut std::io::stderr(),
-                    format!("{}:{dump}\n", result.test).as_bytes(),
-                );
-            }
-            o
-        }
+/// Runs the test's `post_vm` check on `result`: what it said, a panic
+/// caught and named.
+pub(crate) fn run_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> PostVm {
+    let Some(check) = post_vm else {
+        return PostVm::NotRun;
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(result))) {
+        Ok(Ok(())) => PostVm::Passed,
+        Ok(Err(e)) => PostVm::Failed(format!("{e:#}")),
+        Err(p) => PostVm::Panicked(
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string payload)")
+                .to_string(),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 mod prepare;
 pub(crate) use prepare::vm_spec_of;
 mod probes;
+pub use probes::{ProbePlanError, SourcesError};
 mod repro;
 mod restore;
 mod watch;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::HostConfig;
 use crate::error::RunError;
 use crate::registry::TestEntry;
-use crate::verdict::{self, Expectation, Outcome};
+use crate::verdict::{self, Expectation, Observed, Reached, RunReport};
 
 use watch::Limits;
 pub(crate) use watch::Watched;
@@ -60,38 +61,57 @@ fn monitor_findings(
     )
 }
 
-/// Runs one test in a VM booting `kernel` (default: the host configuration's).
-pub fn run(entry: &TestEntry, kernel: Option<&std::path::Path>) -> Outcome {
-    run_on(entry, kernel, None)
+/// How to run one test, beyond its declaration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions<'a> {
+    /// Boot this kernel instead of the host configuration's.
+    pub kernel: Option<&'a std::path::Path>,
+    /// Run on this gauntlet preset instead of the declared topology.
+    pub preset: Option<&'a str>,
+    /// Restore from a snapshot (`true`) or boot cold (`false`), whatever
+    /// the host configuration says (tests of the restore path itself).
+    pub restore: Option<bool>,
 }
 
-/// Runs one test on its declared topology, or on the gauntlet preset named
-/// `preset`; records the run in the results store.
-pub fn run_on(
-    entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-    preset: Option<&str>,
-) -> Outcome {
+/// What the test expects of itself, under the run's configuration.
+fn expectation(entry: &TestEntry, host: Option<&HostConfig>) -> Expectation<'static> {
+    let cfg = &entry.config;
+    Expectation {
+        expect_err: cfg.expect_err,
+        expect_err_matching: cfg.expect_err_matching,
+        allow_inconclusive: cfg.allow_inconclusive || host.is_some_and(|h| h.allow_inconclusive),
+        watchdog_timeout_s: cfg.watchdog_timeout_s,
+    }
+}
+
+/// Runs one test as `opts` say and records it in the results store:
+/// everything observed, for [`verdict::judge`] and the record.
+pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
     let t0 = Instant::now();
     let host = match HostConfig::global() {
         Ok(h) => h,
-        Err(e) => return Outcome::Fail(RunError::from(e).to_string()),
+        Err(e) => {
+            let mut report = RunReport::new(entry.name, expectation(entry, None));
+            report.reached = Reached::NotRun(RunError::from(e).to_string());
+            return report;
+        }
     };
-    let shape = match preset.map(|p| (p, ktstr_topology::preset(p))) {
+    let mut report = RunReport::new(entry.name, expectation(entry, Some(host)));
+    let shape = match opts.preset.map(|p| (p, ktstr_topology::preset(p))) {
         None => None,
         Some((_, Some(p))) => Some(p.topology),
         Some((name, None)) => {
-            return Outcome::Fail(format!(
+            report.reached = Reached::NotRun(format!(
                 "gauntlet preset {name:?} does not exist (see `cargo ktstr topo`)"
             ));
+            return report;
         }
     };
     let mut facts = RunFacts::default();
-    let outcome = match run_in(host, entry, kernel, shape.as_ref(), t0, &mut facts) {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Fail(e.to_string()),
-    };
-    let outcome = explain_startup_death(outcome, &facts);
+    if let Err(e) = run_in(host, entry, opts, shape.as_ref(), &mut facts, &mut report) {
+        report.reached = Reached::NotRun(e.to_string());
+    }
+    let outcome = report.outcome();
     let topology = match (&facts.topology, shape) {
         (Some(t), _) => t.clone(),
         (None, Some(t)) => t.to_string(),
@@ -104,13 +124,15 @@ pub fn run_on(
     let record = crate::results::Facts {
         run: &run,
         entry,
-        preset,
+        preset: opts.preset,
         topology,
         backend: facts.backend.clone().unwrap_or_default(),
         kernel: facts.kernel.as_ref(),
         scheduler: facts.scheduler.as_ref(),
         outcome: &outcome,
-        verdict: facts.verdict.as_ref(),
+        verdict: report
+            .observed()
+            .and_then(|o| o.verdict.as_ref().map(|(v, _)| v)),
         monitor: facts.monitor.take(),
         steps: &facts.steps,
         dump: facts.dump.take(),
@@ -122,57 +144,44 @@ pub fn run_on(
     };
     crate::results::record(host, &record);
     let p = &record.phases;
-    let overhead = p
+    report.overhead = p
         .total
         .checked_sub(p.body.unwrap_or_default())
         .and_then(|d| d.checked_sub(p.slot_wait));
-    LAST_START.with(|s| {
-        s.set(StartInfo {
-            overhead,
-            ..s.get()
-        })
-    });
-    outcome
+    report
 }
 
-/// A scheduler that died at start-up on a kernel that lacks kfuncs its BPF
-/// objects call: the failure names them (the scheduler's own log often
-/// says only "Invalid argument").
-fn explain_startup_death(outcome: Outcome, facts: &RunFacts) -> Outcome {
-    let Outcome::Fail(text) = outcome else {
-        return outcome;
-    };
-    let (Some(kernel), Some((name, binary, _))) = (&facts.kernel, &facts.scheduler) else {
-        return Outcome::Fail(text);
-    };
-    if !text.contains("died at start-up") {
-        return Outcome::Fail(text);
-    }
-    let missing = (|| {
-        let vmlinux = std::fs::read(&kernel.vmlinux).ok()?;
-        let btf = ktstr_btf::Btf::parse(ktstr_btf::elf::btf_section(&vmlinux).ok()?).ok()?;
-        let bin = std::fs::read(binary).ok()?;
-        Some(crate::kfuncs::missing(&bin, &btf))
-    })()
-    .unwrap_or_default();
-    if missing.is_empty() {
-        return Outcome::Fail(text);
-    }
-    let release = kernel.release.as_deref().unwrap_or("this kernel");
-    Outcome::Fail(format!(
-        "{text}\n  kernel {release} lacks kfuncs that {name}'s BPF objects call (not weak), or has them with another prototype: {}",
-        missing.join(", ")
-    ))
+/// The kfuncs `resolved`'s scheduler calls that its kernel lacks, when the
+/// scheduler died at start-up (its own log often says only "Invalid argument").
+fn missing_kfuncs(obs: &Observed, resolved: &prepare::Resolved) -> Option<verdict::MissingKfuncs> {
+    let died_at_startup = obs.error_kinds.iter().any(|k| k == "StartupDied")
+        || obs.verdict.as_ref().is_some_and(|(v, e)| {
+            v.to_string().contains("died at start-up")
+                || e.as_ref().is_some_and(|e| e.contains("died at start-up"))
+        });
+    let (s, binary) = resolved.boot.as_ref().filter(|_| died_at_startup)?;
+    let vmlinux = std::fs::read(&resolved.kernel.vmlinux).ok()?;
+    let btf = ktstr_btf::Btf::parse(ktstr_btf::elf::btf_section(&vmlinux).ok()?).ok()?;
+    let bin = std::fs::read(binary).ok()?;
+    let kfuncs = crate::kfuncs::missing(&bin, &btf);
+    (!kfuncs.is_empty()).then(|| verdict::MissingKfuncs {
+        scheduler: s.name.to_string(),
+        release: resolved
+            .kernel
+            .release
+            .clone()
+            .unwrap_or_else(|| "this kernel".into()),
+        kfuncs,
+    })
 }
 
-/// What a run learned on its way, for its record (as far as it got).
+/// What a run learned on its way for its record (as far as it got).
 #[derive(Debug, Default)]
 struct RunFacts {
     topology: Option<String>,
     backend: Option<String>,
     kernel: Option<ktstr_kernel::Kernel>,
     scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
-    verdict: Option<ktstr_ops::assert::AssertResult>,
     monitor: Option<ktstr_record::MonitorSummary>,
     steps: Vec<crate::results::StepStart>,
     phases: crate::results::Phases,
@@ -184,75 +193,6 @@ struct RunFacts {
 /// its firmware path and decompressor took seconds to tens of seconds more
 /// than a PVH boot of the vmlinux on a loaded 2-core host (README: KASLR).
 const KASLR_BOOT_MARGIN: Duration = Duration::from_secs(30);
-
-/// What the VMs of one run cost beyond the test's own work: how many booted
-/// (the test's and, after a scheduler crash, auto-repro's probe VM) and how
-/// long they waited for host slots (time a busy host adds, which no limit of
-/// the test counts).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RunTally {
-    /// VMs booted.
-    pub boots: u32,
-    /// Time spent waiting for host slots.
-    pub slot_wait: Duration,
-}
-
-thread_local! {
-    /// This thread's tally (a test and its probe VM run on one thread).
-    static TALLY: std::cell::Cell<RunTally> = const {
-        std::cell::Cell::new(RunTally { boots: 0, slot_wait: Duration::ZERO })
-    };
-}
-
-/// Runs one test like [`run`] and tallies its VMs.
-pub fn run_tallied(entry: &TestEntry, kernel: Option<&std::path::Path>) -> (Outcome, RunTally) {
-    let before = TALLY.with(std::cell::Cell::get);
-    let outcome = run(entry, kernel);
-    let after = TALLY.with(std::cell::Cell::get);
-    let tally = RunTally {
-        boots: after.boots - before.boots,
-        slot_wait: after.slot_wait - before.slot_wait,
-    };
-    (outcome, tally)
-}
-
-thread_local! {
-    /// This thread's choice of start, over the host configuration's (tests
-    /// of the restore path itself).
-    static RESTORE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
-    /// How this thread's last test VM started.
-    static LAST_START: std::cell::Cell<StartInfo> =
-        const { std::cell::Cell::new(StartInfo { start: None, clock_skew_s: None, overhead: None }) };
-}
-
-/// How a test's VM started, for tests of boot once, restore many.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StartInfo {
-    /// `"cold"` (booted) or `"restored"` (from a snapshot); `None` when no
-    /// VM started.
-    pub start: Option<&'static str>,
-    /// The guest's `CLOCK_REALTIME` minus the host's as the guest's init
-    /// started, in seconds.
-    pub clock_skew_s: Option<f64>,
-    /// What the run cost beyond the test's body: its wall time minus the
-    /// body and the wait for host slots.
-    pub overhead: Option<Duration>,
-}
-
-/// Runs one test like [`run`], restored from a snapshot (`true`) or booted
-/// cold (`false`) whatever the configuration says; also says how its VM
-/// started (`"cold"` or `"restored"`; a test that may not restore boots cold).
-pub fn run_started(
-    entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-    restore: bool,
-) -> (Outcome, StartInfo) {
-    RESTORE.with(|r| r.set(Some(restore)));
-    LAST_START.with(|s| s.set(StartInfo::default()));
-    let outcome = run(entry, kernel);
-    RESTORE.with(|r| r.set(None));
-    (outcome, LAST_START.with(std::cell::Cell::get))
-}
 
 /// One VM of a test, booted and followed to its end.
 pub(crate) struct Booted {
@@ -266,25 +206,21 @@ pub(crate) struct Booted {
     pub(crate) prepared: prepare::Prepared,
 }
 
-/// Prepares, boots and watches one VM of `entry` (`probe_plan`: an
-/// auto-repro probe VM's plan, JSON).
+/// Prepares, boots and watches one VM of `entry` over what was resolved
+/// (`probe_plan`: an auto-repro probe VM's plan, JSON; `restore`: whether
+/// to start from a snapshot).
 pub(crate) fn boot_once(
     host: &HostConfig,
     entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
+    resolved: &prepare::Resolved,
     shape: Option<&ktstr_topology::Topology>,
     backend: &dyn ktstr_vmm::Backend,
     probe_plan: Option<&[u8]>,
+    restore: bool,
 ) -> Result<Booted, RunError> {
     let t0 = Instant::now();
-    TALLY.with(|t| {
-        t.set(RunTally {
-            boots: t.get().boots + 1,
-            ..t.get()
-        })
-    });
     let cfg = &entry.config;
-    let prepared = prepare::prepare(host, entry, kernel, shape, backend, probe_plan)?;
+    let prepared = prepare::prepare(host, entry, resolved, shape, backend, probe_plan)?;
     let initramfs = t0.elapsed();
     // A randomized boot first runs the bzImage's firmware path and
     // decompressor, which under TCG costs seconds more (README: KASLR).
@@ -303,16 +239,9 @@ pub(crate) fn boot_once(
         source,
     };
     // The backend takes the host slots first; the boot clock starts after.
-    let restore = RESTORE.with(|r| r.get()).unwrap_or(host.restore);
     let started = restore::start(host, backend, &prepared, restore).map_err(backend_err)?;
     let boot_at = Instant::now();
     let mut vm = started.vm;
-    LAST_START.with(|s| {
-        s.set(StartInfo {
-            start: Some(started.start.as_str()),
-            ..StartInfo::default()
-        })
-    });
     let mut slot_wait = vm.slot_wait();
     if let Some((took, waited)) = started.made {
         slot_wait += waited;
@@ -323,12 +252,6 @@ pub(crate) fn boot_once(
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
-    TALLY.with(|t| {
-        t.set(RunTally {
-            slot_wait: t.get().slot_wait + slot_wait,
-            ..t.get()
-        })
-    });
     let mut monitor = crate::monitor::Session::start(
         crate::monitor::Plan {
             vmlinux: prepared.kernel.vmlinux.clone(),
@@ -353,47 +276,47 @@ pub(crate) fn boot_once(
     })
 }
 
-/// The failure text of a guest that never reached init.
-fn no_init_text(after: Duration, console: &[String]) -> String {
-    format!(
-        "hung before init: the guest did not reach the harness's init within {:.0}s \
-         (boot limit KTSTR_BOOT_TIMEOUT_S)\n{}",
-        after.as_secs_f64(),
-        verdict::quote(console)
-    )
-}
-
+/// The collector: runs `entry`'s VM (and, after a scheduler crash,
+/// auto-repro's probe VM) and fills `report` and `facts` with what it
+/// observed. Judging is left to [`verdict::judge`]; `Err` is a run that
+/// could not go on.
 fn run_in(
     host: &HostConfig,
     entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
+    opts: &RunOptions<'_>,
     shape: Option<&ktstr_topology::Topology>,
-    t0: Instant,
     facts: &mut RunFacts,
-) -> Result<Outcome, RunError> {
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let t0 = Instant::now();
     let cfg = &entry.config;
     let backend = host.backend().map_err(|source| RunError::Backend {
         backend: "selection".into(),
         source,
     })?;
     facts.backend = Some(backend.name());
+    // The kernel and the schedulers, once for the VM, the probes and repro.
+    let resolved = prepare::resolve(host, entry, opts.kernel)?;
+    facts.kernel = Some(resolved.kernel.clone());
     // Probes on request: checked before any VM boots; none without the key.
-    let on_request = match probes::plan(host, entry, kernel) {
-        Ok(p) => p,
-        Err(e) => return Ok(Outcome::Fail(e)),
-    };
+    let mut sources = None;
+    let on_request = probes::plan(entry, &resolved, &mut sources)?;
     let plan_json = on_request
         .as_ref()
-        .map(|(plan, _)| serde_json::to_vec(plan).expect("a probe plan serializes"));
+        .map(|plan| serde_json::to_vec(plan).expect("a probe plan serializes"));
+    report.boots += 1;
+    let restore = opts.restore.unwrap_or(host.restore);
     let mut booted = boot_once(
         host,
         entry,
-        kernel,
+        &resolved,
         shape,
         backend.as_ref(),
         plan_json.as_deref(),
+        restore,
     )?;
-    facts.kernel = Some(booted.prepared.kernel.clone());
+    report.slot_wait += booted.slot_wait;
+    report.start = Some(booted.start.as_str());
     facts.scheduler = booted.prepared.scheduler.take();
     let topo = booted.prepared.topology.to_string();
     facts.topology = Some(topo.clone());
@@ -401,43 +324,25 @@ fn run_in(
     facts.phases.initramfs = initramfs;
     facts.phases.slot_wait = slot_wait;
     facts.phases.start = Some(booted.start.record());
-    let (observed, times) = match booted.watched {
-        Watched::Done(observed, times) => {
-            facts.phases.boot_to_init = times.boot_to_init;
-            facts.phases.body = times.body;
-            facts.phases.teardown = times.teardown;
-            facts.steps = times.steps.clone();
-            facts.phases.verdict_at = times.verdict_at;
-            facts.phases.clock_skew = times.clock_skew;
-            LAST_START.with(|s| {
-                s.set(StartInfo {
-                    clock_skew_s: times.clock_skew,
-                    ..s.get()
-                })
-            });
-            facts.verdict = observed.verdict.as_ref().map(|(v, _)| v.clone());
-            (observed, times)
-        }
+    let (mut observed, times) = match booted.watched {
+        Watched::Done(observed, times) => (observed, times),
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
-            return Ok(Outcome::Fail(no_init_text(after, &console)));
+            report.reached = Reached::NoInit { after, console };
+            return Ok(());
         }
     };
+    facts.phases.boot_to_init = times.boot_to_init;
+    facts.phases.body = times.body;
+    facts.phases.teardown = times.teardown;
+    facts.steps = times.steps.clone();
+    facts.phases.verdict_at = times.verdict_at;
+    facts.phases.clock_skew = times.clock_skew;
+    report.clock_skew_s = times.clock_skew;
     // The monitor's checks over the body's samples join the verdict.
     let finished = booted.monitor.finish();
-    let mut observed = observed;
     observed.monitor = monitor_findings(entry, &booted.prepared, &finished);
-    let outcome = verdict::judge(
-        &observed,
-        &Expectation {
-            expect_err: cfg.expect_err,
-            expect_err_matching: cfg.expect_err_matching,
-            allow_inconclusive: cfg.allow_inconclusive || host.allow_inconclusive,
-            watchdog_timeout_s: cfg.watchdog_timeout_s,
-        },
-    );
-    // The host's own checks of what the monitor saw (post_vm).
     facts.monitor = Some(crate::monitor::summary_record(&finished.log));
     facts.dump = finished.dump.clone();
     facts.bpf_progs = times
@@ -449,22 +354,37 @@ fn run_in(
         let text = crate::dump::progs_text(entry.name, &facts.bpf_progs);
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
-    let report = on_request
+    report.probes = on_request
         .as_ref()
-        .map(|(plan, sources)| probes::report(plan, sources, observed.probe.as_ref()));
-    if let Some(Ok(r)) = &report {
+        .map(|plan| probes::report(plan, sources.as_ref(), observed.probe.as_ref()));
+    if let Some(Ok(r)) = &report.probes {
         // Straight to the stream, like the line below: a passing run's too.
         let _ = std::io::stderr().write_all(r.text.as_bytes());
     }
-    let outcome = probes::fold(outcome, report.as_ref());
-    let outcome = crate::monitor::judge_vm(
-        entry,
+    report.missing_kfuncs = missing_kfuncs(&observed, &resolved);
+    report.reached = Reached::Ended(observed.clone());
+    // The host's own checks of what the monitor saw (post_vm), over the
+    // verdict so far.
+    let result = crate::monitor::vm_result(
+        entry.name,
         &observed,
-        outcome,
+        report.outcome(),
         finished,
         &times.steps,
-        report.and_then(Result::ok),
+        report
+            .probes
+            .as_ref()
+            .and_then(|p| p.as_ref().ok())
+            .cloned(),
     );
+    report.post_vm = crate::monitor::run_post_vm(&result, cfg.post_vm);
+    report.monitor_tail = result.monitor.tail_text(3);
+    report.dump_text = result.dump.as_ref().map(ToString::to_string);
+    let failed = verdict::judge(report).kind == verdict::Kind::Fail;
+    if let Some(d) = report.dump_text.as_ref().filter(|_| !failed) {
+        // The scheduler's own state after a pass, when asked for.
+        let _ = std::io::stderr().write_all(format!("{}:\n{d}\n", entry.name).as_bytes());
+    }
     let total = t0.elapsed();
     let line = format!(
         "ktstr: {} [{topo}] on {} ({}): initramfs {:.0}ms, slot wait {:.2}s, boot-to-init {}, body {}, teardown {}, total {:.2}s\n",
@@ -481,13 +401,18 @@ fn run_in(
     // Straight to the stream, past libtest's capture: one line per test.
     let _ = std::io::stderr().write_all(line.as_bytes());
     // A scheduler crash reruns in a probe VM; its block follows the failure.
-    Ok(repro::after(
-        host,
-        entry,
-        kernel,
-        shape,
-        backend.as_ref(),
-        &observed,
-        outcome,
-    ))
+    if failed && repro::wanted(host, entry, &observed) {
+        report.boots += 1;
+        let (block, waited) = repro::block(
+            host,
+            entry,
+            &resolved,
+            &mut sources,
+            (shape, backend.as_ref(), restore),
+            &observed,
+        );
+        report.slot_wait += waited;
+        report.repro = Some(block);
+    }
+    Ok(())
 }

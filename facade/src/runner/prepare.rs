@@ -90,31 +90,27 @@ fn topology_of(entry: &TestEntry, preset: Option<&Topology>) -> Result<Topology,
     Ok(shape.with_memory_mib(c.memory_mib)?)
 }
 
-/// Builds the VM description of `entry`.
-pub(crate) fn prepare(
+/// The kernel and the schedulers of one test, resolved once: the VM, the
+/// probes' plan and auto-repro's probe VM all use these.
+pub(crate) struct Resolved {
+    /// The kernel the test boots.
+    pub(crate) kernel: ktstr_kernel::Kernel,
+    /// The booted sched_ext scheduler and its host binary (a run-wide
+    /// `KTSTR_SCHEDULER` replaces the declared one's).
+    pub(crate) boot: Option<(crate::registry::Scheduler, std::path::PathBuf)>,
+    /// The staged schedulers that resolve to a binary.
+    pub(crate) staged: Vec<(&'static crate::registry::Scheduler, std::path::PathBuf)>,
+}
+
+/// Resolves `entry`'s kernel (`kernel`, else the host configuration's) and
+/// schedulers on the host.
+pub(crate) fn resolve(
     host: &HostConfig,
     entry: &TestEntry,
     kernel: Option<&std::path::Path>,
-    preset: Option<&Topology>,
-    backend: &dyn Backend,
-    probe_plan: Option<&[u8]>,
-) -> Result<Prepared, RunError> {
+) -> Result<Resolved, RunError> {
     let cfg = &entry.config;
-    let topology = topology_of(entry, preset)?;
-    let node0_mib = u64::from(topology.node_memory_mib(0).unwrap_or(0));
-    let channel_end_mib = (channel::CHANNEL_GPA + channel::CHANNEL_SIZE) >> 20;
-    let need_mib = channel::MIN_GUEST_MIB.max(channel_end_mib + 16);
-    if node0_mib < need_mib {
-        return Err(RunError::MemoryTooSmall {
-            memory_mib: cfg.memory_mib,
-            node0_mib,
-            need_mib,
-        });
-    }
     let kernel = host.resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())?;
-    let exe = std::env::current_exe().map_err(RunError::TestBinary)?;
-    let cache = host.initramfs_cache()?;
-    // Schedulers: resolved on the host, checked against the kernel, packed.
     // A run-wide replacement binary (KTSTR_SCHEDULER) takes the declared
     // one's place; it must exist like a declared path.
     let boot = match (
@@ -140,6 +136,40 @@ pub(crate) fn prepare(
             staged.push((s, p));
         }
     }
+    Ok(Resolved {
+        kernel,
+        boot,
+        staged,
+    })
+}
+
+/// Builds the VM description of `entry` over what [`resolve`] found.
+pub(crate) fn prepare(
+    host: &HostConfig,
+    entry: &TestEntry,
+    resolved: &Resolved,
+    preset: Option<&Topology>,
+    backend: &dyn Backend,
+    probe_plan: Option<&[u8]>,
+) -> Result<Prepared, RunError> {
+    let cfg = &entry.config;
+    let topology = topology_of(entry, preset)?;
+    let node0_mib = u64::from(topology.node_memory_mib(0).unwrap_or(0));
+    let channel_end_mib = (channel::CHANNEL_GPA + channel::CHANNEL_SIZE) >> 20;
+    let need_mib = channel::MIN_GUEST_MIB.max(channel_end_mib + 16);
+    if node0_mib < need_mib {
+        return Err(RunError::MemoryTooSmall {
+            memory_mib: cfg.memory_mib,
+            node0_mib,
+            need_mib,
+        });
+    }
+    let kernel = resolved.kernel.clone();
+    let exe = std::env::current_exe().map_err(RunError::TestBinary)?;
+    let cache = host.initramfs_cache()?;
+    // Schedulers: resolved on the host, checked against the kernel, packed.
+    let boot = resolved.boot.clone();
+    let staged = &resolved.staged;
     let verifier_offsets = if boot.is_some() || !staged.is_empty() {
         crate::schedulers::check_kernel(&kernel.vmlinux)?
     } else {
@@ -149,7 +179,7 @@ pub(crate) fn prepare(
     let base_spec = crate::schedulers::pack(
         boot.as_ref().map(|(s, p)| (s, p.clone())),
         &host.sched_args,
-        &staged,
+        staged,
         BaseSpec::new().binary(exe, "/init"),
         &mut overlay,
     )?;

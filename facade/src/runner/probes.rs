@@ -4,11 +4,47 @@
 //! and handed to `post_vm` (`VmResult::probes`). A test without the key
 //! builds, installs and prints nothing.
 
-use ktstr_btf::Btf;
-use ktstr_probe::{Plan, ProbeReport, View, bpf_obj, guest::Capture};
+use ktstr_btf::{Btf, BtfError};
+use ktstr_probe::{Plan, ProbeError, ProbeReport, View, bpf_obj, guest::Capture};
 
-use crate::config::HostConfig;
+use super::prepare::Resolved;
+use crate::error::RunError;
 use crate::registry::TestEntry;
+use crate::verdict::ProbesError;
+
+/// Why the kernel or the scheduler could not be read for probes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourcesError {
+    /// The vmlinux could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The vmlinux.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Its BTF could not be found or parsed.
+    #[error("{}: {source}", path.display())]
+    Btf {
+        /// The vmlinux.
+        path: std::path::PathBuf,
+        /// The error.
+        source: BtfError,
+    },
+}
+
+/// Why a test's probes could not be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbePlanError {
+    /// The kernel could not be read.
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
+    /// The plan could not be made (an unknown function, too many).
+    #[error(transparent)]
+    Plan(#[from] ProbeError),
+}
 
 /// What decoding needs of the kernel and the scheduler, read once.
 pub(crate) struct Sources {
@@ -23,50 +59,55 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    /// The kernel `entry` boots and its scheduler's callbacks.
-    pub(crate) fn read(
-        host: &HostConfig,
-        entry: &TestEntry,
-        kernel: Option<&std::path::Path>,
-    ) -> Result<Sources, String> {
-        let resolved = host
-            .resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())
-            .map_err(|e| format!("resolving the kernel: {e}"))?;
-        let vmlinux = std::fs::read(&resolved.vmlinux)
-            .map_err(|e| format!("{}: {e}", resolved.vmlinux.display()))?;
-        let callbacks = match entry.config.scheduler {
-            Some(s) => crate::schedulers::resolve(&s, &host.path, &host.cache_root)
-                .ok()
-                .flatten()
-                .and_then(|p| std::fs::read(p).ok())
-                .map(|b| bpf_obj::callbacks(&b))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Ok(Sources {
+    /// The resolved kernel's bytes and its booted scheduler's callbacks.
+    pub(crate) fn read(resolved: &Resolved) -> Result<Sources, SourcesError> {
+        let path = &resolved.kernel.vmlinux;
+        let vmlinux = std::fs::read(path).map_err(|source| SourcesError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        // A binary that cannot be read has no callbacks to name: the plan
+        // and the report say "unknown" for them.
+        let callbacks = resolved
+            .boot
+            .as_ref()
+            .and_then(|(_, p)| std::fs::read(p).ok())
+            .map(|b| bpf_obj::callbacks(&b))
+            .unwrap_or_default();
+        let sources = Sources {
             vmlinux,
-            kernel_dir: resolved.vmlinux.parent().map(std::path::Path::to_path_buf),
-            vmlinux_path: resolved.vmlinux,
+            kernel_dir: path.parent().map(std::path::Path::to_path_buf),
+            vmlinux_path: path.clone(),
             callbacks,
-        })
+        };
+        sources.btf()?;
+        Ok(sources)
     }
 
     /// The kernel's BTF.
-    pub(crate) fn btf(&self) -> Result<Btf<'_>, String> {
-        let bytes = ktstr_btf::elf::btf_section(&self.vmlinux)
-            .map_err(|e| format!("{}: {e}", self.vmlinux_path.display()))?;
-        Btf::parse(bytes).map_err(|e| format!("{}: BTF: {e}", self.vmlinux_path.display()))
+    pub(crate) fn btf(&self) -> Result<Btf<'_>, SourcesError> {
+        let btf = |source| SourcesError::Btf {
+            path: self.vmlinux_path.clone(),
+            source,
+        };
+        Btf::parse(ktstr_btf::elf::btf_section(&self.vmlinux).map_err(btf)?).map_err(btf)
+    }
+
+    /// Reads `resolved` into `slot` unless it holds it already.
+    pub(crate) fn get<'s>(
+        slot: &'s mut Option<Sources>,
+        resolved: &Resolved,
+    ) -> Result<&'s Sources, SourcesError> {
+        if slot.is_none() {
+            *slot = Some(Sources::read(resolved)?);
+        }
+        Ok(slot.as_ref().expect("filled above"))
     }
 
     /// `file:line` of kernel functions from the cached kernel's line index,
     /// or why there is none.
     pub(crate) fn locations(&self) -> Locations {
-        Sources::locations_of(self.kernel_dir.as_deref())
-    }
-
-    /// The locations of the kernel whose vmlinux sits in `kernel_dir`.
-    pub(crate) fn locations_of(kernel_dir: Option<&std::path::Path>) -> Locations {
-        match kernel_dir {
+        match self.kernel_dir.as_deref() {
             Some(dir) => match ktstr_kernel::lines::LineIndex::load(dir) {
                 Ok(Some(index)) => Locations::Index(index),
                 Ok(None) => Locations::None(
@@ -90,7 +131,8 @@ pub(crate) enum Locations {
 }
 
 impl Locations {
-    /// `file:line` of `func`, or why it is unknown.
+    /// `file:line` of `func`, or why it is unknown (the text the report
+    /// prints in its place).
     pub(crate) fn locate(&self, func: &str) -> Result<String, String> {
         match self {
             Locations::Index(i) => i.locate(func).ok_or_else(|| {
@@ -101,38 +143,43 @@ impl Locations {
     }
 }
 
-/// The plan of `entry`'s `probes` key, as JSON for the guest; `None`
-/// without the key. An unknown name fails here, before any VM boots.
+/// The plan of `entry`'s `probes` key; `None` without the key (and then
+/// nothing is read). An unknown name fails here, before any VM boots.
+/// `sources` keeps what was read, for the report.
 pub(crate) fn plan(
-    host: &HostConfig,
     entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-) -> Result<Option<(Plan, Sources)>, String> {
+    resolved: &Resolved,
+    sources: &mut Option<Sources>,
+) -> Result<Option<Plan>, RunError> {
     let names = entry.config.probes;
     if names.is_empty() {
         return Ok(None);
     }
-    let key = || format!("probes = {names:?}");
-    let sources = Sources::read(host, entry, kernel).map_err(|e| format!("{}: {e}", key()))?;
-    let plan = {
-        let btf = sources.btf().map_err(|e| format!("{}: {e}", key()))?;
-        Plan::on_request(&btf, names, &sources.callbacks).map_err(|e| format!("{}: {e}", key()))?
-    };
-    Ok(Some((plan, sources)))
+    let planned = (|| -> Result<Plan, ProbePlanError> {
+        let s = Sources::get(sources, resolved)?;
+        Ok(Plan::on_request(&s.btf()?, names, &s.callbacks)?)
+    })();
+    planned.map(Some).map_err(|source| RunError::Probes {
+        names: format!("{names:?}"),
+        source,
+    })
 }
 
 /// The report of the guest's capture (`data`: what the guest sent).
 pub(crate) fn report(
     plan: &Plan,
-    sources: &Sources,
+    sources: Option<&Sources>,
     data: Option<&serde_json::Value>,
-) -> Result<ProbeReport, String> {
+) -> Result<ProbeReport, ProbesError> {
     let cap: Capture = match data.cloned().map(serde_json::from_value) {
         Some(Ok(c)) => c,
-        Some(Err(e)) => return Err(format!("the guest's probe records do not parse: {e}")),
-        None => return Err("the guest sent no probe records".into()),
+        Some(Err(e)) => return Err(ProbesError::RecordsDoNotParse(e.to_string())),
+        None => return Err(ProbesError::NoRecords),
     };
-    let btf = sources.btf()?;
+    let sources = sources.ok_or(ProbesError::Kernel("the kernel was not read".into()))?;
+    let btf = sources
+        .btf()
+        .map_err(|e| ProbesError::Kernel(e.to_string()))?;
     let view = View::new(&btf, plan, &cap);
     let locations = sources.locations();
     let mut report = view.report(&sources.callbacks, &|f| locations.locate(f));
@@ -143,50 +190,9 @@ pub(crate) fn report(
     Ok(report)
 }
 
-/// `outcome` with what on-request probes add: their block after a failure;
-/// a failure when a probe could not be installed or nothing came back (the
-/// test asked for them: a silent gap would pass for "never called").
-pub(crate) fn fold(
-    outcome: crate::verdict::Outcome,
-    report: Option<&Result<ProbeReport, String>>,
-) -> crate::verdict::Outcome {
-    use crate::verdict::Outcome;
-    let problem = match report {
-        None => return outcome,
-        Some(Err(e)) => Some(format!("probes: {e}")),
-        Some(Ok(r)) if !r.errors.is_empty() => Some(format!(
-            "probes: {} (see the PROBES block)",
-            r.errors.join("; ")
-        )),
-        Some(Ok(_)) => None,
-    };
-    let block = match report {
-        Some(Ok(r)) => format!("\n\n{}", r.text),
-        _ => String::new(),
-    };
-    match (outcome, problem) {
-        (Outcome::Fail(t), p) => Outcome::Fail(format!(
-            "{t}{}{block}",
-            p.map(|p| format!("\n{p}")).unwrap_or_default()
-        )),
-        (o, None) => o,
-        (Outcome::Pass(t) | Outcome::Inconclusive(t), Some(p)) => {
-            Outcome::Fail(format!("{p}\n(guest verdict: {t}){block}"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::Outcome;
-
-    fn report(errors: &[&str]) -> ProbeReport {
-        let mut r = ProbeReport::default();
-        r.text = "=== PROBES (on request): f ===\n".into();
-        r.errors = errors.iter().map(|e| e.to_string()).collect();
-        r
-    }
 
     fn entry(probes: &'static [&'static str]) -> TestEntry {
         fn body(_: &crate::scenario::Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
@@ -205,46 +211,41 @@ mod tests {
     #[test]
     fn without_the_key_nothing_is_read_or_planned() {
         // A kernel that does not exist: only a test with probes looks at it.
-        let host = HostConfig::from_vars(|k| match k {
-            "KTSTR_KERNEL" => Some("/nonexistent/vmlinux".into()),
-            "HOME" => Some("/h".into()),
-            _ => None,
-        })
-        .expect("config");
-        assert!(matches!(plan(&host, &entry(&[]), None), Ok(None)));
-        let e = plan(&host, &entry(&["enqueue_task_scx"]), None)
-            .err()
-            .expect("no kernel to plan with");
+        let resolved = Resolved {
+            kernel: ktstr_kernel::Kernel {
+                vmlinux: "/nonexistent/vmlinux".into(),
+                bz_image: None,
+                config: None,
+                release: None,
+                vmlinux_sha256: None,
+                source: None,
+                config_from: None,
+                origin: ktstr_kernel::KernelOrigin::Explicit,
+            },
+            boot: None,
+            staged: Vec::new(),
+        };
+        let mut sources = None;
+        assert!(matches!(
+            plan(&entry(&[]), &resolved, &mut sources),
+            Ok(None)
+        ));
+        assert!(sources.is_none());
+        let e = plan(&entry(&["enqueue_task_scx"]), &resolved, &mut sources)
+            .expect_err("no kernel to plan with")
+            .to_string();
         assert!(e.starts_with("probes = [\"enqueue_task_scx\"]: "), "{e}");
+        assert!(e.contains("/nonexistent/vmlinux"), "{e}");
     }
 
     #[test]
-    fn without_probes_the_outcome_is_untouched() {
-        let pass = Outcome::Pass("ok".into());
-        assert_eq!(fold(pass.clone(), None), pass);
-        assert_eq!(fold(pass.clone(), Some(&Ok(report(&[])))), pass);
-    }
-
-    #[test]
-    fn a_probe_that_could_not_run_fails_the_test_naming_why() {
-        let pass = Outcome::Pass("ok".into());
-        let Outcome::Fail(t) = fold(
-            pass.clone(),
-            Some(&Ok(report(&["probe on f not installed"]))),
-        ) else {
-            panic!("a refused probe must fail the test");
-        };
-        assert!(t.starts_with("probes: probe on f not installed"), "{t}");
-        assert!(t.contains("=== PROBES"), "{t}");
-        let Outcome::Fail(t) = fold(pass, Some(&Err("the guest sent no probe records".into())))
-        else {
-            panic!("no records must fail the test");
-        };
-        assert!(t.contains("the guest sent no probe records"), "{t}");
-        // A failing test gets the block after its own text.
-        let Outcome::Fail(t) = fold(Outcome::Fail("boom".into()), Some(&Ok(report(&[])))) else {
-            panic!("stays failed");
-        };
-        assert!(t.starts_with("boom\n\n=== PROBES"), "{t}");
+    fn a_capture_that_is_missing_or_garbage_is_named() {
+        let plan = Plan::default();
+        assert_eq!(report(&plan, None, None), Err(ProbesError::NoRecords));
+        let garbage = serde_json::json!("garbage");
+        assert!(matches!(
+            report(&plan, None, Some(&garbage)),
+            Err(ProbesError::RecordsDoNotParse(_))
+        ));
     }
 }

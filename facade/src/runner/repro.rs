@@ -3,14 +3,16 @@
 //! (`ktstr-probe`), and the failure gets the AUTO-PROBE block.
 
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ktstr_probe::{CrashInfo, Plan, View, bpf_obj, guest::Capture};
 
+use super::prepare::Resolved;
+use super::probes::Sources;
 use super::{Watched, boot_once};
 use crate::config::HostConfig;
 use crate::registry::TestEntry;
-use crate::verdict::{Observed, Outcome};
+use crate::verdict::Observed;
 
 /// The kernel's reason of the last sched_ext exit on the console, and its message.
 fn kernel_exit(console: &[String]) -> Option<(String, Option<String>)> {
@@ -25,14 +27,14 @@ fn kernel_exit(console: &[String]) -> Option<(String, Option<String>)> {
     ktstr_ops::scheduler::parse_exit(texts)
 }
 
-/// Whether this failure reruns in a probe VM: a test with a scheduler,
-/// `auto_repro` on for it and for the run, a failure nobody expected, and
-/// sched_ext ejecting the scheduler with an error (the kernel's exit record
-/// on the console: a scheduler that never attached has no crash path).
-fn wanted(host: &HostConfig, entry: &TestEntry, obs: &Observed, outcome: &Outcome) -> bool {
+/// Whether a failure reruns in a probe VM (the caller knows it failed): a
+/// test with a scheduler, `auto_repro` on for it and for the run, a failure
+/// nobody expected, and sched_ext ejecting the scheduler with an error (the
+/// kernel's exit record on the console: a scheduler that never attached has
+/// no crash path).
+pub(crate) fn wanted(host: &HostConfig, entry: &TestEntry, obs: &Observed) -> bool {
     let cfg = &entry.config;
-    matches!(outcome, Outcome::Fail(_))
-        && cfg.auto_repro
+    cfg.auto_repro
         && host.auto_repro
         && !cfg.expect_err
         && cfg.scheduler.is_some_and(|s| s.is_sched_ext())
@@ -41,71 +43,77 @@ fn wanted(host: &HostConfig, entry: &TestEntry, obs: &Observed, outcome: &Outcom
         })
 }
 
-/// `outcome` with the AUTO-PROBE block appended, when the failure wants one.
-pub(crate) fn after(
+/// Why auto-repro could not run its probe VM.
+#[derive(Debug, thiserror::Error)]
+enum ReproError {
+    /// The kernel could not be read.
+    #[error(transparent)]
+    Sources(#[from] super::SourcesError),
+    /// No plan for this crash.
+    #[error(transparent)]
+    Plan(#[from] ktstr_probe::ProbeError),
+    /// The probe VM could not run.
+    #[error("the probe VM could not run: {0}")]
+    Vm(#[from] crate::error::RunError),
+    /// Its records are not what the host expects.
+    #[error("the probe VM's records do not parse: {0}")]
+    Records(serde_json::Error),
+}
+
+/// The AUTO-PROBE block of a scheduler crash, and how long its VM waited
+/// for host slots; a block saying why when it could not run.
+pub(crate) fn block(
     host: &HostConfig,
     entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-    shape: Option<&ktstr_topology::Topology>,
-    backend: &dyn ktstr_vmm::Backend,
+    resolved: &Resolved,
+    sources: &mut Option<Sources>,
+    vm: VmChoice<'_>,
     obs: &Observed,
-    outcome: Outcome,
-) -> Outcome {
-    if !wanted(host, entry, obs, &outcome) {
-        return outcome;
-    }
-    let block = match block(host, entry, kernel, shape, backend, obs) {
-        Ok(b) => b,
-        Err(e) => format!("=== AUTO-PROBE: not run ===\n  {e}\n"),
-    };
-    match outcome {
-        Outcome::Fail(text) => Outcome::Fail(format!("{text}\n\n{block}")),
-        other => other,
+) -> (String, Duration) {
+    let mut waited = Duration::ZERO;
+    match probe_vm(host, entry, resolved, sources, vm, obs, &mut waited) {
+        Ok(b) => (b, waited),
+        Err(e) => (format!("=== AUTO-PROBE: not run ===\n  {e}\n"), waited),
     }
 }
 
-fn block(
+/// Where the probe VM runs: the test's topology, backend and start.
+pub(crate) type VmChoice<'a> = (
+    Option<&'a ktstr_topology::Topology>,
+    &'a dyn ktstr_vmm::Backend,
+    bool,
+);
+
+fn probe_vm(
     host: &HostConfig,
     entry: &TestEntry,
-    kernel: Option<&std::path::Path>,
-    shape: Option<&ktstr_topology::Topology>,
-    backend: &dyn ktstr_vmm::Backend,
+    resolved: &Resolved,
+    sources: &mut Option<Sources>,
+    (shape, backend, restore): VmChoice<'_>,
     obs: &Observed,
-) -> Result<String, String> {
+    waited: &mut Duration,
+) -> Result<String, ReproError> {
     let (reason, message) = kernel_exit(&obs.console).unwrap_or_default();
     let crash = CrashInfo::from_console(&reason, message.as_deref(), &obs.console);
-    // The kernel's BTF (offsets, enums) and the scheduler's BPF callbacks.
-    let resolved = host
-        .resolve_kernel(ktstr_kernel::KernelSpec::of_path(kernel).as_ref())
-        .map_err(|e| format!("resolving the kernel: {e}"))?;
-    let vmlinux = std::fs::read(&resolved.vmlinux)
-        .map_err(|e| format!("{}: {e}", resolved.vmlinux.display()))?;
-    let btf_bytes = ktstr_btf::elf::btf_section(&vmlinux)
-        .map_err(|e| format!("{}: {e}", resolved.vmlinux.display()))?;
-    let btf = ktstr_btf::Btf::parse(btf_bytes)
-        .map_err(|e| format!("{}: BTF: {e}", resolved.vmlinux.display()))?;
-    let callbacks = match entry.config.scheduler {
-        Some(s) => crate::schedulers::resolve(&s, &host.path, &host.cache_root)
-            .ok()
-            .flatten()
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|b| bpf_obj::callbacks(&b))
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    // The kernel's BTF (offsets, enums) and the scheduler's BPF callbacks,
+    // as the probes on request read them.
+    let sources = Sources::get(sources, resolved)?;
+    let btf = sources.btf()?;
+    let callbacks = &sources.callbacks;
     let all_ops: Vec<&str> = ktstr_probe::OP_CALLERS.iter().map(|(o, _)| *o).collect();
     let ops: Vec<String> = callbacks
         .iter()
         .filter_map(|c| bpf_obj::op_of(&c.name, &all_ops).map(str::to_string))
         .collect();
-    let plan = Plan::for_crash(&btf, &crash, &ops).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
+    let plan = Plan::for_crash(&btf, &crash, &ops)?;
+    let json = serde_json::to_vec(&plan).expect("a probe plan serializes");
 
     let t0 = Instant::now();
-    let booted = boot_once(host, entry, kernel, shape, backend, Some(&json))
-        .map_err(|e| format!("the probe VM could not run: {e}"))?;
+    // The probe VM starts as the test's VM did.
+    let booted = boot_once(host, entry, resolved, shape, backend, Some(&json), restore)?;
     let wall = t0.elapsed();
     let slot_wait = booted.slot_wait;
+    *waited = slot_wait;
     let mut out = String::new();
     let _ = writeln!(out, "=== AUTO-PROBE: scx_exit fired ===");
     if !obs.body_started {
@@ -154,7 +162,7 @@ fn block(
     }
     let cap: Capture = match obs2.probe.clone().map(serde_json::from_value) {
         Some(Ok(c)) => c,
-        Some(Err(e)) => return Err(format!("the probe VM's records do not parse: {e}")),
+        Some(Err(e)) => return Err(ReproError::Records(e)),
         None => {
             let _ = writeln!(out, "  the probe VM sent no records");
             return Ok(out);
@@ -179,8 +187,8 @@ fn block(
             String::new()
         }
     );
-    let locations = super::probes::Sources::locations_of(resolved.vmlinux.parent());
-    out.push_str(&view.render(&crash, &callbacks, &|f| locations.locate(f)));
+    let locations = sources.locations();
+    out.push_str(&view.render(&crash, callbacks, &|f| locations.locate(f)));
     Ok(out)
 }
 
@@ -232,37 +240,21 @@ mod tests {
 
     #[test]
     fn only_an_unexpected_error_exit_of_a_scheduler_reruns() {
-        let fail = Outcome::Fail("x".into());
         let on = host("1");
         let e = entry(true, false, Some(SCHED));
-        assert!(wanted(&on, &e, &crashed("scx_bpf_error"), &fail));
-        assert!(wanted(&on, &e, &crashed("runnable task stall"), &fail));
+        assert!(wanted(&on, &e, &crashed("scx_bpf_error")));
+        assert!(wanted(&on, &e, &crashed("runnable task stall")));
         // Not an error exit, or none at all: nothing to probe.
-        assert!(!wanted(
-            &on,
-            &e,
-            &crashed("unregistered from user space"),
-            &fail
-        ));
-        assert!(!wanted(
-            &on,
-            &e,
-            &Observed::ended(EndReason::PowerOff),
-            &fail
-        ));
-        // A pass (an expected failure included) is never rerun.
-        assert!(!wanted(
-            &on,
-            &e,
-            &crashed("scx_bpf_error"),
-            &Outcome::Pass("x".into())
-        ));
+        assert!(!wanted(&on, &e, &crashed("unregistered from user space")));
+        assert!(!wanted(&on, &e, &Observed::ended(EndReason::PowerOff)));
         // Turned off by the test, by the run, by expect_err; no scheduler.
+        // (A pass, an expected failure included, is never rerun: the
+        // collector asks only after a failing verdict.)
         let c = crashed("scx_bpf_error");
-        assert!(!wanted(&on, &entry(false, false, Some(SCHED)), &c, &fail));
-        assert!(!wanted(&host("0"), &e, &c, &fail));
-        assert!(!wanted(&on, &entry(true, true, Some(SCHED)), &c, &fail));
-        assert!(!wanted(&on, &entry(true, false, None), &c, &fail));
+        assert!(!wanted(&on, &entry(false, false, Some(SCHED)), &c));
+        assert!(!wanted(&host("0"), &e, &c));
+        assert!(!wanted(&on, &entry(true, true, Some(SCHED)), &c));
+        assert!(!wanted(&on, &entry(true, false, None), &c));
     }
 
     #[test]
