@@ -137,9 +137,7 @@ pub(crate) fn unreadable(reason: &str, t: Duration, why: &str) -> SchedulerDump 
 }
 
 /// The guest's report of its scheduler's programs, as the record's figures.
-pub(crate) fn prog_stats(report: &serde_json::Value) -> Vec<ProgStats> {
-    let infos: Vec<ktstr_ops::scheduler::ProgInfo> =
-        serde_json::from_value(report.clone()).unwrap_or_default();
+pub(crate) fn prog_stats(infos: &[ktstr_ops::scheduler::ProgInfo]) -> Vec<ProgStats> {
     let mut out: Vec<ProgStats> = infos
         .iter()
         .map(|p| ProgStats {
@@ -226,13 +224,14 @@ mod tests {
              "jited_bytes": 600, "load_time_ns": 1_000_000, "states": 70, "peak_states": 30,
              "verification_ns": 1_250_000},
         ]);
-        let s = prog_stats(&report);
+        let infos: Vec<ktstr_ops::scheduler::ProgInfo> =
+            serde_json::from_value(report).expect("the guest's form");
+        let s = prog_stats(&infos);
         assert_eq!((s[1].name.as_str(), s[1].verified_insns), ("a", 900));
         assert_eq!(s[1].load_ms, Some(2.0));
         assert_eq!(s[0].load_ms, None);
         assert_eq!((s[0].states, s[0].verify_ms), (None, None));
         assert_eq!((s[1].states, s[1].peak_states), (Some(70), Some(30)));
-        assert!(prog_stats(&serde_json::json!("garbage")).is_empty());
         let text = progs_text("t::x", &s);
         assert!(
             text.contains("a                900 / 70 / 30 / 80 / 600 / 1.2 / 2.0"),

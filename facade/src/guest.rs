@@ -54,7 +54,8 @@ pub fn guest_ctor() {
                 let mut cap = cap.clone();
                 ktstr_probe::guest::collect(&mut cap);
                 let data = serde_json::to_value(&cap).unwrap_or_default();
-                if !ktstr_ops::runtime::send_report(cfg, PROBE_REPORT, data) {
+                let msg = ktstr_ops::channel::Message::ProbeRecords(data);
+                if !ktstr_ops::runtime::send_from_body(cfg, &msg) {
                     eprintln!("ktstr-init: could not send the probe records to the host");
                 }
             }));
@@ -71,9 +72,6 @@ pub fn guest_ctor() {
         Some(Box::new(body))
     })
 }
-
-/// The kind of the channel report that carries a probe VM's records.
-pub(crate) const PROBE_REPORT: &str = "auto-repro-probe";
 
 /// The probe plan the runner packed, in a probe VM.
 fn probe_plan() -> Option<ktstr_probe::Plan> {

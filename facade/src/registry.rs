@@ -30,10 +30,14 @@ pub struct TestConfig {
     pub watchdog_timeout_s: u32,
     /// The body is expected to fail (`expect_err`, default false).
     pub expect_err: bool,
-    /// What the expected failure must match (`expect_err = "..."`): an error
-    /// kind the guest named (`StartupDied`, `SchedulerDied`,
-    /// `SCX_EXIT_ERROR_STALL`, ...) or a substring of the failure text.
+    /// The kind the expected failure must have (`expect_err = "<kind>"`): a
+    /// typed error kind the guest named (`StartupDied`, `SchedulerDied`,
+    /// `SCX_EXIT_ERROR_STALL`, ...) or the name of a check that failed
+    /// (`fairness`, `starvation`, `monitor.stuck`, ...).
     pub expect_err_matching: Option<&'static str>,
+    /// A substring the expected failure's text must hold
+    /// (`expect_err_text = "..."`).
+    pub expect_err_text: Option<&'static str>,
     /// Accept a verdict that could not be judged (`allow_inconclusive`,
     /// default false: an inconclusive verdict fails the test, naming why).
     pub allow_inconclusive: bool,
@@ -94,6 +98,7 @@ impl TestConfig {
             watchdog_timeout_s: duration_s + Self::WATCHDOG_MARGIN_S,
             expect_err: false,
             expect_err_matching: None,
+            expect_err_text: None,
             allow_inconclusive: false,
             kaslr: false,
             scheduler: None,

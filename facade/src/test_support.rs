@@ -25,6 +25,7 @@ pub fn run(name: &str, opts: &RunOptions<'_>) -> RunReport {
                 Expectation {
                     expect_err: false,
                     expect_err_matching: None,
+                    expect_err_text: None,
                     allow_inconclusive: false,
                     watchdog_timeout_s: 0,
                 },

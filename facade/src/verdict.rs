@@ -2,7 +2,7 @@
 //! no I/O, every combination unit-tested.
 
 use ktstr_ops::assert::AssertResult;
-use ktstr_ops::scheduler::SchedulerDied;
+use ktstr_ops::scheduler::{ErrorKind, SchedulerDied};
 use ktstr_vmm::EndReason;
 
 pub mod monitor;
@@ -29,9 +29,12 @@ pub enum Outcome {
 pub struct Expectation<'a> {
     /// The body is expected to fail.
     pub expect_err: bool,
-    /// What the expected failure must match: an error kind the guest named
-    /// or a substring of the failure text.
+    /// The kind the expected failure must have (`expect_err = "<kind>"`):
+    /// a typed error kind the guest named, or the name of a check that failed.
     pub expect_err_matching: Option<&'a str>,
+    /// A substring the expected failure's text must hold
+    /// (`expect_err_text = "..."`).
+    pub expect_err_text: Option<&'a str>,
     /// Accept a verdict that could not be judged.
     pub allow_inconclusive: bool,
     /// The host-side hang limit, for the failure text.
@@ -46,7 +49,7 @@ pub struct Observed {
     /// The guest's verdict and the body's error, if it sent one.
     pub verdict: Option<(AssertResult, Option<String>)>,
     /// The kinds of the typed errors behind the guest's failure.
-    pub error_kinds: Vec<String>,
+    pub error_kinds: Vec<ErrorKind>,
     /// Failures of the guest harness itself.
     pub guest_errors: Vec<String>,
     /// A scheduler death the guest reported.
@@ -137,10 +140,15 @@ pub enum Cause {
     InconclusiveAccepted(Vec<String>),
     /// The test failed, as `expect_err` wants.
     FailedAsExpected,
-    /// The test failed, but not for the reason `expect_err` names.
+    /// The test failed, but not with the kind `expect_err` names.
     ExpectErrWrongReason {
-        /// The kind or text the test expects.
+        /// The kind the test expects.
         matching: String,
+    },
+    /// The test failed, but its text lacks what `expect_err_text` names.
+    ExpectErrWrongText {
+        /// The text the test expects.
+        text: String,
     },
     /// An `expect_err` test passed.
     ExpectErrPassed,
@@ -210,6 +218,28 @@ fn checks_text(obs: &Observed) -> Option<String> {
     Some(text)
 }
 
+/// The kinds of a failure, each once: the typed errors the guest named, the
+/// checks of its verdict that failed and the monitor's.
+fn failure_kinds(obs: &Observed) -> Vec<&str> {
+    let mut kinds: Vec<&str> = obs.error_kinds.iter().map(|k| k.name()).collect();
+    if let Some((v, _)) = &obs.verdict {
+        kinds.extend(
+            v.details()
+                .iter()
+                .filter(|d| d.failed)
+                .map(|d| d.check.as_str()),
+        );
+    }
+    kinds.extend(obs.monitor.failed_checks.iter().copied());
+    let mut seen = Vec::new();
+    kinds.retain(|k| {
+        let new = !seen.contains(k);
+        seen.push(*k);
+        new
+    });
+    kinds
+}
+
 /// What the guest and the monitor said of one VM that reached its end.
 fn judge_observed(obs: &Observed, exp: &Expectation<'_>) -> (Kind, Cause) {
     match &obs.end {
@@ -249,15 +279,24 @@ fn judge_observed(obs: &Observed, exp: &Expectation<'_>) -> (Kind, Cause) {
             (Kind::Fail, Cause::InconclusiveRefused(inconclusive))
         }
         (false, false) => (Kind::Pass, Cause::Passed),
-        (true, true) => match exp.expect_err_matching {
-            Some(m) if !obs.error_kinds.iter().any(|k| k == m) && !text.contains(m) => (
-                Kind::Fail,
-                Cause::ExpectErrWrongReason {
-                    matching: m.to_string(),
-                },
-            ),
-            _ => (Kind::Pass, Cause::FailedAsExpected),
-        },
+        (true, true) => {
+            let kinds = failure_kinds(obs);
+            match (exp.expect_err_matching, exp.expect_err_text) {
+                (Some(m), _) if !kinds.contains(&m) => (
+                    Kind::Fail,
+                    Cause::ExpectErrWrongReason {
+                        matching: m.to_string(),
+                    },
+                ),
+                (_, Some(t)) if !text.contains(t) => (
+                    Kind::Fail,
+                    Cause::ExpectErrWrongText {
+                        text: t.to_string(),
+                    },
+                ),
+                _ => (Kind::Pass, Cause::FailedAsExpected),
+            }
+        }
         (false, true) => (Kind::Fail, Cause::ExpectErrPassed),
         (true, false) => (Kind::Fail, Cause::ChecksFailed),
     }
@@ -323,7 +362,11 @@ fn cause_text(obs: Option<&Observed>, exp: &Expectation<'_>, cause: &Cause) -> S
         Cause::ExpectErrWrongReason { matching } => format!(
             "expect_err = {matching:?}: the test failed, but not for that reason (error kinds: \
              [{}]): {text}",
-            obs.error_kinds.join(", ")
+            failure_kinds(obs).join(", ")
+        ),
+        Cause::ExpectErrWrongText { text: want } => format!(
+            "expect_err_text = {want:?}: the test failed, but its failure text does not say \
+             that: {text}"
         ),
         Cause::ExpectErrPassed => format!("expect_err test passed, but it must fail: {text}"),
     }

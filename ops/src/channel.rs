@@ -112,17 +112,17 @@ pub enum Message {
         /// `SchedulerDied`, `SCX_EXIT_ERROR_STALL`, ...), for `expect_err`
         /// matchers.
         #[serde(default)]
-        error_kinds: Vec<String>,
+        error_kinds: Vec<crate::scheduler::ErrorKind>,
     },
     /// A log line from the guest side of the harness.
     Log(String),
-    /// A structured report (worker statistics, scheduler events).
-    Report {
-        /// What kind of report.
-        kind: String,
-        /// Its content.
-        data: serde_json::Value,
-    },
+    /// The scheduler's BPF programs with the verifier's figures, read
+    /// after it attached.
+    BpfPrograms(Vec<crate::scheduler::ProgInfo>),
+    /// An auto-repro or on-request probe VM's records: the facade's
+    /// `ktstr_probe::guest::Capture`, as JSON (this crate, the guest side,
+    /// does not depend on the probe crate).
+    ProbeRecords(serde_json::Value),
     /// The guest harness itself failed (not the test body).
     GuestError(String),
     /// A scheduler died without the harness causing it: the kind, reason and
@@ -483,7 +483,7 @@ mod tests {
             verdict: AssertResult::fail_msg("x"),
             body_error: None,
             body_ms: 5,
-            error_kinds: vec!["StartupDied".into()],
+            error_kinds: vec![crate::scheduler::ErrorKind::StartupDied],
         };
         assert!(w.send(&v, Duration::ZERO));
         assert_eq!(r.poll().expect("poll"), vec![v]);

@@ -85,7 +85,7 @@ fn guest_offers_a_distro_root(_ctx: &Ctx) -> Result<AssertResult> {
 #[ktstr_test(
     staged_schedulers = [KCONFIG_READER],
     duration_s = 2,
-    expect_err = "likely cause: the scheduler reads the kernel config"
+    expect_err_text = "likely cause: the scheduler reads the kernel config"
 )]
 fn scheduler_without_the_kernel_config_fails_naming_it(ctx: &Ctx) -> Result<AssertResult> {
     for e in std::fs::read_dir("/boot")?.flatten() {

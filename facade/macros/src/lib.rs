@@ -128,6 +128,9 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     let v = b.value;
                     c.fields.insert("expect_err", quote! { #v });
                     c.fields.remove("expect_err_matching");
+                    if !v {
+                        c.fields.remove("expect_err_text");
+                    }
                 }
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
@@ -142,9 +145,28 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
-                        "expect_err takes true, false, or a non-empty string the failure must \
-                         match (an error kind such as \"StartupDied\" or a substring of the \
-                         failure text)",
+                        "expect_err takes true, false, or the kind the failure must have (a \
+                         typed error kind such as \"StartupDied\", or a failed check's name \
+                         such as \"fairness\"); for a substring of the failure text use \
+                         expect_err_text = \"...\"",
+                    ));
+                }
+            },
+            "expect_err_text" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) if !s.value().is_empty() => {
+                    let m = s.value();
+                    c.fields.insert("expect_err", quote! { true });
+                    c.fields.insert(
+                        "expect_err_text",
+                        quote! { ::core::option::Option::Some(#m) },
+                    );
+                }
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "expect_err_text takes a non-empty string the failure's text must hold",
                     ));
                 }
             },
@@ -272,7 +294,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
-                         allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, dump, probes, \
+                         expect_err_text, allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, dump, probes, \
                          cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),
@@ -336,7 +358,10 @@ fn preset_ident(name: &str) -> proc_macro2::Ident {
 /// Declares a test that boots a VM with the declared topology and runs the
 /// body inside the guest. Keys: `numa_nodes`, `llcs` (total), `cores` (per
 /// LLC), `threads` (per core), `memory_mib`, `duration_s`,
-/// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err`,
+/// `watchdog_timeout_s` (default `duration_s + 60`), `expect_err` (`true`, or
+/// the kind the failure must have: a typed error kind such as `"StartupDied"`
+/// or a failed check's name such as `"fairness"`), `expect_err_text` (a
+/// substring the failure's text must hold; implies `expect_err`),
 /// `scheduler` (a `Scheduler` const; default EEVDF), `staged_schedulers = [..]`,
 /// `auto_repro` (default true: a scheduler crash reruns in a probe VM),
 /// `dump` (default false: print the scheduler's state after a passing test too;

@@ -79,6 +79,7 @@ fn expectation(entry: &TestEntry, host: Option<&HostConfig>) -> Expectation<'sta
     Expectation {
         expect_err: cfg.expect_err,
         expect_err_matching: cfg.expect_err_matching,
+        expect_err_text: cfg.expect_err_text,
         allow_inconclusive: cfg.allow_inconclusive || host.is_some_and(|h| h.allow_inconclusive),
         watchdog_timeout_s: cfg.watchdog_timeout_s,
     }
@@ -154,11 +155,9 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
 /// The kfuncs `resolved`'s scheduler calls that its kernel lacks, when the
 /// scheduler died at start-up (its own log often says only "Invalid argument").
 fn missing_kfuncs(obs: &Observed, resolved: &prepare::Resolved) -> Option<verdict::MissingKfuncs> {
-    let died_at_startup = obs.error_kinds.iter().any(|k| k == "StartupDied")
-        || obs.verdict.as_ref().is_some_and(|(v, e)| {
-            v.to_string().contains("died at start-up")
-                || e.as_ref().is_some_and(|e| e.contains("died at start-up"))
-        });
+    let died_at_startup = obs
+        .error_kinds
+        .contains(&ktstr_ops::scheduler::ErrorKind::StartupDied);
     let (s, binary) = resolved.boot.as_ref().filter(|_| died_at_startup)?;
     let vmlinux = std::fs::read(&resolved.kernel.vmlinux).ok()?;
     let btf = ktstr_btf::Btf::parse(ktstr_btf::elf::btf_section(&vmlinux).ok()?).ok()?;
@@ -348,7 +347,7 @@ fn run_in(
     facts.bpf_progs = times
         .bpf_progs
         .as_ref()
-        .map(crate::dump::prog_stats)
+        .map(|p| crate::dump::prog_stats(p))
         .unwrap_or_default();
     if (cfg.dump || host.dump) && !facts.bpf_progs.is_empty() {
         let text = crate::dump::progs_text(entry.name, &facts.bpf_progs);

@@ -28,7 +28,7 @@ pub(crate) struct Times {
     /// seconds (within one poll of the guest's reading).
     pub(crate) clock_skew: Option<f64>,
     /// The guest's report of its scheduler's BPF programs (the verifier's figures).
-    pub(crate) bpf_progs: Option<serde_json::Value>,
+    pub(crate) bpf_progs: Option<Vec<ktstr_ops::scheduler::ProgInfo>>,
 }
 
 /// How one boot went.
@@ -55,7 +55,7 @@ pub(crate) struct Limits {
 #[derive(Debug, Default)]
 struct Seen {
     verdict: Option<(ktstr_ops::assert::AssertResult, Option<String>)>,
-    error_kinds: Vec<String>,
+    error_kinds: Vec<ktstr_ops::scheduler::ErrorKind>,
     verdict_at: Option<Instant>,
     guest_errors: Vec<String>,
     death: Option<ktstr_ops::scheduler::SchedulerDied>,
@@ -107,12 +107,8 @@ impl Seen {
                     guest_uptime: Duration::from_millis(uptime_ms),
                     ops,
                 }),
-                Message::Report { kind, data } if kind == crate::guest::PROBE_REPORT => {
-                    self.probe = Some(data);
-                }
-                Message::Report { kind, data } if kind == ktstr_ops::scheduler::PROGS_REPORT => {
-                    self.times.bpf_progs = Some(data);
-                }
+                Message::ProbeRecords(data) => self.probe = Some(data),
+                Message::BpfPrograms(progs) => self.times.bpf_progs = Some(progs),
                 _ => {}
             }
         }

@@ -20,6 +20,9 @@ pub struct MonitorFindings {
     /// Checks that failed, one line each naming CPU or DSQ, figure,
     /// threshold and samples.
     pub failures: Vec<String>,
+    /// The names of the checks that failed (`monitor.stuck`, ...), once
+    /// each: what `expect_err` matches.
+    pub failed_checks: Vec<&'static str>,
     /// Checks that could not judge, and why.
     pub inconclusive: Vec<String>,
     /// What was judged, for the pass text.
@@ -127,9 +130,9 @@ pub fn judge_monitor(input: &MonitorInput<'_>, checks: &MonitorChecks) -> Monito
         return f;
     }
     let allowance = input.turn_allowance.as_nanos() as u64;
-    let timed = |what: String, f: &mut MonitorFindings| {
+    let timed = |check: &'static str, what: String, f: &mut MonitorFindings| {
         if input.timing_reliable {
-            f.failures.push(what);
+            f.fail(check, what);
         } else {
             f.inconclusive.push(format!(
                 "{what} (guest time not trustworthy on this backend: not judged)"
@@ -138,12 +141,12 @@ pub fn judge_monitor(input: &MonitorInput<'_>, checks: &MonitorChecks) -> Monito
     };
     if let Some(lim) = checks.stuck_ms.on() {
         for w in stuck(&usable, u64::from(lim) * 1_000_000, allowance) {
-            timed(w, &mut f);
+            timed("monitor.stuck", w, &mut f);
         }
     }
     if let Some(lim) = checks.wait_ms.on() {
         for w in waits(&usable, u64::from(lim) * 1_000_000 + allowance, lim) {
-            timed(w, &mut f);
+            timed("monitor.wait", w, &mut f);
         }
     }
     if let Some(lim) = checks.dsq_depth.on() {
@@ -153,13 +156,13 @@ pub fn judge_monitor(input: &MonitorInput<'_>, checks: &MonitorChecks) -> Monito
             u64::from(lim.for_ms) * 1_000_000 + allowance,
             lim.for_ms,
         ) {
-            timed(w, &mut f);
+            timed("monitor.dsq_depth", w, &mut f);
         }
     }
     if let Some(lim) = checks.imbalance.on() {
         let span = u64::from(lim.for_ms) * 1_000_000 + allowance;
         for w in imbalance(&usable, input.llc_of, lim.max, span, lim.for_ms) {
-            timed(w, &mut f);
+            timed("monitor.imbalance", w, &mut f);
         }
     }
     if let Some(names) = checks.zero_events.on() {
@@ -497,13 +500,26 @@ fn events(usable: &[At<'_>], names: &[&str], f: &mut MonitorFindings) {
         if let Some((first, _)) = grew.first() {
             let total: i64 = grew.iter().map(|g| g.1).sum();
             let last = seen.last().map_or(0, |l| l.1);
-            f.failures.push(format!(
-                "monitor.zero_events: {name} grew by {total} during the body (threshold: must \
+            f.fail(
+                "monitor.zero_events",
+                format!(
+                    "monitor.zero_events: {name} grew by {total} during the body (threshold: must \
                  not count), summed over CPUs; first at {:.2}s after boot, {last} in the last of \
                  {} samples",
-                first.s.elapsed.as_secs_f64(),
-                seen.len()
-            ));
+                    first.s.elapsed.as_secs_f64(),
+                    seen.len()
+                ),
+            );
+        }
+    }
+}
+
+impl MonitorFindings {
+    /// Records a failure of `check`.
+    fn fail(&mut self, check: &'static str, what: String) {
+        self.failures.push(what);
+        if !self.failed_checks.contains(&check) {
+            self.failed_checks.push(check);
         }
     }
 }

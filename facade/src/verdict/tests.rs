@@ -3,12 +3,13 @@
 
 use super::report::{MissingKfuncs, PostVm, ProbesError, Reached, RunReport, judge};
 use super::*;
-use ktstr_ops::scheduler::ExitKind;
+use ktstr_ops::scheduler::{ErrorKind, ExitKind};
 
 fn exp(expect_err: bool) -> Expectation<'static> {
     Expectation {
         expect_err,
         expect_err_matching: None,
+        expect_err_text: None,
         allow_inconclusive: false,
         watchdog_timeout_s: 65,
     }
@@ -212,7 +213,7 @@ fn an_expect_err_matcher_accepts_only_its_failure() {
         AssertResult::fail("scheduler", "scheduler x died at start-up (exit status: 1)"),
         Some("scheduler x died at start-up (exit status: 1)"),
     );
-    startup.error_kinds = vec!["StartupDied".into()];
+    startup.error_kinds = vec![ErrorKind::StartupDied];
     let wants = |m: &'static str| Expectation {
         expect_err_matching: Some(m),
         ..exp(true)
@@ -221,11 +222,27 @@ fn an_expect_err_matcher_accepts_only_its_failure() {
         judge_vm(&startup, &wants("StartupDied")),
         Outcome::Pass(_)
     ));
-    // A substring of the failure text matches too.
+    // A substring of the failure text matches only when asked for as text
+    // (expect_err_text), never as a kind.
+    let says = |t: &'static str| Expectation {
+        expect_err_text: Some(t),
+        ..exp(true)
+    };
     assert!(matches!(
-        judge_vm(&startup, &wants("died at start-up")),
+        judge_vm(&startup, &says("died at start-up")),
         Outcome::Pass(_)
     ));
+    assert!(matches!(
+        judge_vm(&startup, &wants("died at start-up")),
+        Outcome::Fail(_)
+    ));
+    let Outcome::Fail(t) = judge_vm(&startup, &says("runnable task stall")) else {
+        panic!("the text does not say so");
+    };
+    assert!(
+        t.starts_with("expect_err_text = \"runnable task stall\""),
+        "{t}"
+    );
     let Outcome::Fail(t) = judge_vm(&startup, &wants("SCX_EXIT_ERROR_STALL")) else {
         panic!("a startup death is not a stall");
     };
@@ -235,13 +252,30 @@ fn an_expect_err_matcher_accepts_only_its_failure() {
     );
     // A stall matches its own kinds, not StartupDied.
     let mut stalled = powered_off(AssertResult::fail("scheduler", "died"), None);
-    stalled.error_kinds = vec!["SchedulerDied".into(), "SCX_EXIT_ERROR_STALL".into()];
+    stalled.error_kinds = vec![
+        ErrorKind::SchedulerDied,
+        ErrorKind::Exit(ExitKind::ErrorStall),
+    ];
     assert!(matches!(
         judge_vm(&stalled, &wants("SCX_EXIT_ERROR_STALL")),
         Outcome::Pass(_)
     ));
     assert!(matches!(
         judge_vm(&stalled, &wants("StartupDied")),
+        Outcome::Fail(_)
+    ));
+    // A failed check's name is a kind too; a check that passed is not.
+    let unfair = powered_off(
+        AssertResult::fail("fairness", "spread 60%")
+            .merged(AssertResult::pass().note("starvation", "none")),
+        None,
+    );
+    assert!(matches!(
+        judge_vm(&unfair, &wants("fairness")),
+        Outcome::Pass(_)
+    ));
+    assert!(matches!(
+        judge_vm(&unfair, &wants("starvation")),
         Outcome::Fail(_)
     ));
     // A matcher never turns a pass into a pass.
@@ -258,6 +292,10 @@ fn monitor_findings_join_the_verdict() {
         monitor: MonitorFindings {
             failures: failures.iter().map(|s| s.to_string()).collect(),
             inconclusive: inconclusive.iter().map(|s| s.to_string()).collect(),
+            failed_checks: failures
+                .iter()
+                .filter_map(|f| ["monitor.stuck"].into_iter().find(|c| f.starts_with(c)))
+                .collect(),
             notes: vec!["monitor checks [stuck] judged over 40 samples".into()],
         },
         ..powered_off(AssertResult::pass(), None)

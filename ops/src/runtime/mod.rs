@@ -154,25 +154,19 @@ fn run_end_hook(cfg: &GuestConfig) {
     }
 }
 
-/// Sends a [`Message::Report`] to the host from the body's process (the
-/// facade's guest entry reports what it collected, such as auto-repro's
-/// probe records). Call it from the body only: it writes through a second
-/// writer of the channel, which nothing else uses while the body runs.
-/// False when the channel could not be reached or stayed full.
-pub fn send_report(cfg: &GuestConfig, kind: &str, data: serde_json::Value) -> bool {
+/// Sends `msg` to the host from the body's process (the facade's guest
+/// entry reports what it collected, such as auto-repro's probe records).
+/// Call it from the body only: it writes through a second writer of the
+/// channel, which nothing else uses while the body runs. False when the
+/// channel could not be reached or stayed full.
+pub fn send_from_body(cfg: &GuestConfig, msg: &Message) -> bool {
     let Ok(m) = DevMem::map(cfg.channel_gpa, cfg.channel_size) else {
         return false;
     };
     let Some(w) = Writer::attach(m) else {
         return false;
     };
-    w.send(
-        &Message::Report {
-            kind: kind.into(),
-            data,
-        },
-        Duration::from_secs(5),
-    )
+    w.send(msg, Duration::from_secs(5))
 }
 
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
@@ -213,7 +207,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                     AssertResult::fail("scheduler", text.clone()),
                     Some(text),
                     0,
-                    vec!["MissingBinary".into()],
+                    vec![crate::scheduler::ErrorKind::MissingBinary],
                 );
                 return;
             }
@@ -225,7 +219,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                     AssertResult::fail("scheduler", text.clone()),
                     Some(text),
                     0,
-                    vec![e.kind_name().into()],
+                    vec![e.kind()],
                 );
                 return;
             }
@@ -275,8 +269,8 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     if let Some(death) = sup.died() {
         if sup.unsurfaced_death().is_some() {
             verdict.merge(AssertResult::fail("scheduler", death.to_string()));
-            error_kinds.push("SchedulerDied".into());
-            error_kinds.push(death.kind.as_str().into());
+            error_kinds.push(crate::scheduler::ErrorKind::SchedulerDied);
+            error_kinds.push(crate::scheduler::ErrorKind::Exit(death.kind));
         }
         ch.send(&Message::SchedulerDied(death), Duration::from_secs(1));
     }
@@ -295,16 +289,8 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     if let Some(why) = why.filter(|_| had_scheduler) {
         let _ = crate::snapshot::capture(&format!("{}:{why}", crate::snapshot::DUMP_SNAPSHOT));
     }
-    if !progs.is_empty()
-        && let Ok(data) = serde_json::to_value(&progs)
-    {
-        ch.send(
-            &Message::Report {
-                kind: crate::scheduler::PROGS_REPORT.into(),
-                data,
-            },
-            Duration::from_secs(1),
-        );
+    if !progs.is_empty() {
+        ch.send(&Message::BpfPrograms(progs), Duration::from_secs(1));
     }
     if cfg.boot_scheduler.is_some() {
         let t0 = Instant::now();
@@ -332,7 +318,7 @@ fn send_verdict(
     verdict: AssertResult,
     body_error: Option<String>,
     body_ms: u64,
-    error_kinds: Vec<String>,
+    error_kinds: Vec<crate::scheduler::ErrorKind>,
 ) {
     let msg = Message::Verdict {
         verdict,
@@ -389,7 +375,7 @@ fn supervise(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
                         verdict,
                         body_error: Some(text),
                         body_ms: 0,
-                        error_kinds: vec!["crash".into()],
+                        error_kinds: vec![crate::scheduler::ErrorKind::Crash],
                     },
                     Duration::from_secs(5),
                 );

@@ -22,9 +22,6 @@ const MAX_HELD: usize = 4096;
 /// `sizeof(struct bpf_prog_info)` up to `attach_btf_id` (Linux 5.16+), padded to 8.
 const PROG_INFO_LEN: usize = 232;
 
-/// The kind of report the runtime sends with [`ProgInfo`]s.
-pub const PROGS_REPORT: &str = "bpf_progs";
-
 /// What the kernel says of one loaded program (`struct bpf_prog_info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgInfo {

@@ -20,7 +20,7 @@ use crate::checks::{ThresholdOverrides, Thresholds};
 
 pub use cause::likely_cause;
 pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
-pub use hold::{Held, PROGS_REPORT, ProgInfo};
+pub use hold::{Held, ProgInfo};
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
 pub use verifier_probe::{VerifierOffsets, VerifierProbe, VerifierRecord};
@@ -226,29 +226,73 @@ pub enum SpawnSchedulerError {
 }
 
 impl SpawnSchedulerError {
-    /// The variant's name, for `expect_err` matchers (`StartupDied`).
-    pub fn kind_name(&self) -> &'static str {
+    /// Its kind, for `expect_err` matchers (`StartupDied`).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            SpawnSchedulerError::MissingBinary { .. } => "MissingBinary",
-            SpawnSchedulerError::Spawn { .. } => "Spawn",
-            SpawnSchedulerError::StartupDied { .. } => "StartupDied",
-            SpawnSchedulerError::NotAttached { .. } => "NotAttached",
+            SpawnSchedulerError::MissingBinary { .. } => ErrorKind::MissingBinary,
+            SpawnSchedulerError::Spawn { .. } => ErrorKind::Spawn,
+            SpawnSchedulerError::StartupDied { .. } => ErrorKind::StartupDied,
+            SpawnSchedulerError::NotAttached { .. } => ErrorKind::NotAttached,
         }
     }
 }
 
-/// The kinds of the typed errors in `e`'s chain: the names `expect_err`
-/// matchers compare against.
-pub fn error_kinds(e: &anyhow::Error) -> Vec<String> {
+/// The kind of a typed error behind a test's failure, as the guest sends it
+/// to the host: what `expect_err = "<kind>"` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The scheduler's binary is not in the guest.
+    MissingBinary,
+    /// The scheduler's process could not be started.
+    Spawn,
+    /// The scheduler died before it attached.
+    StartupDied,
+    /// The scheduler ran but never attached.
+    NotAttached,
+    /// A scheduler died without the harness causing it.
+    SchedulerDied,
+    /// The kernel's exit kind of a scheduler death (`SCX_EXIT_ERROR_STALL`).
+    Exit(ExitKind),
+    /// The harness could not stop a scheduler.
+    KillScheduler,
+    /// The body's process died before it reported.
+    Crash,
+}
+
+impl ErrorKind {
+    /// Its name, as `expect_err` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::MissingBinary => "MissingBinary",
+            ErrorKind::Spawn => "Spawn",
+            ErrorKind::StartupDied => "StartupDied",
+            ErrorKind::NotAttached => "NotAttached",
+            ErrorKind::SchedulerDied => "SchedulerDied",
+            ErrorKind::Exit(k) => k.as_str(),
+            ErrorKind::KillScheduler => "KillSchedulerError",
+            ErrorKind::Crash => "crash",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kinds of the typed errors in `e`'s chain.
+pub fn error_kinds(e: &anyhow::Error) -> Vec<ErrorKind> {
     let mut kinds = Vec::new();
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SpawnSchedulerError>() {
-            kinds.push(s.kind_name().to_string());
+            kinds.push(s.kind());
         } else if let Some(d) = cause.downcast_ref::<SchedulerDied>() {
-            kinds.push("SchedulerDied".to_string());
-            kinds.push(d.kind.as_str().to_string());
+            kinds.push(ErrorKind::SchedulerDied);
+            kinds.push(ErrorKind::Exit(d.kind));
         } else if cause.downcast_ref::<KillSchedulerError>().is_some() {
-            kinds.push("KillSchedulerError".to_string());
+            kinds.push(ErrorKind::KillScheduler);
         }
     }
     kinds
