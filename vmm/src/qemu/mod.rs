@@ -486,3 +486,31 @@ impl Drop for QemuMachine {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_qemu_is_named_with_the_fix() {
+        let missing = std::path::Path::new("/nonexistent/ktstr/qemu-system-x86_64");
+        let err = QemuBackend::new(missing).expect_err("no such binary");
+        let text = err.to_string();
+        assert!(
+            text.contains("/nonexistent/ktstr/qemu-system-x86_64 does not run")
+                && text.contains("cargo xtask setup")
+                && text.contains("KTSTR_QEMU"),
+            "{text}"
+        );
+        assert!(matches!(
+            check_version(missing),
+            Err(QemuVersionError::DoesNotRun { .. })
+        ));
+        // A binary that runs but is not QEMU reads as version 0.
+        let not_qemu = std::path::Path::new("/bin/true");
+        assert!(matches!(
+            check_version(not_qemu),
+            Err(QemuVersionError::TooOld { major: 0, .. })
+        ));
+    }
+}
