@@ -29,7 +29,7 @@ pub(crate) fn request_reason(name: &str) -> Option<String> {
 pub(crate) fn to_record(d: &Read, reason: &str, t: Duration) -> SchedulerDump {
     let (scheduler, scheduler_error) = match &d.scheduler {
         Ok(s) => (s.clone(), None),
-        Err(e) => (None, Some(e.clone())),
+        Err(e) => (None, Some(e.to_string())),
     };
     let mut notes = Vec::new();
     if let Some(e) = &d.maps_error {
@@ -54,7 +54,7 @@ pub(crate) fn to_record(d: &Read, reason: &str, t: Duration) -> SchedulerDump {
             Vec::new(),
             Some(format!("none (no scheduler attached: {e})")),
         ),
-        Err(e) => (Vec::new(), Some(e.clone())),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     SchedulerDump {
         reason: reason.to_string(),
@@ -77,7 +77,7 @@ pub(crate) fn to_record(d: &Read, reason: &str, t: Duration) -> SchedulerDump {
                             .collect(),
                         None,
                     ),
-                    Err(e) => (Vec::new(), Some(e.clone())),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
                 };
                 DumpSection {
                     map: s.map.clone(),

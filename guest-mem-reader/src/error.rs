@@ -61,7 +61,15 @@ pub enum Error {
     NoSymbol(String),
     /// The kallsyms tables could not be found or decoded in the image.
     #[error("kallsyms: {0}")]
-    Kallsyms(String),
+    Kallsyms(#[from] crate::kallsyms::KallsymsError),
+    /// The kernel image at `path` has no kallsyms tables to decode.
+    #[error("kernel image {}: {source}", path.display())]
+    KallsymsIn {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: crate::kallsyms::KallsymsError,
+    },
     /// Where a randomized kernel runs could not be told (see [`crate::kaslr::locate`]).
     #[error("KASLR: {0}")]
     Kaslr(String),

@@ -43,6 +43,75 @@ const MAX_SYMS: u32 = 1 << 24;
 /// `"0\0" .. "9\0"`: the digits as one-character tokens at their own codes.
 const DIGITS: &[u8; 20] = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
 
+/// Why the kallsyms tables could not be found or decoded. The tables are found by their
+/// shape; each variant names the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KallsymsError {
+    /// The image is not an ELF file.
+    #[error("the kernel image is not an ELF file: {0}")]
+    NotElf(object::Error),
+    /// The image lacks a section the decoding needs.
+    #[error("it has no {0} section")]
+    NoSection(&'static str),
+    /// `.rodata` could not be read.
+    #[error("reading .rodata: {0}")]
+    ReadRodata(object::Error),
+    /// No candidate for `kallsyms_token_table`.
+    #[error("no token table (\"0\\0\"..\"9\\0\" at token 0x30) in .rodata")]
+    NoTokenTable,
+    /// No `kallsyms_markers` before a token table.
+    #[error("no kallsyms_markers right before the token table")]
+    NoMarkers,
+    /// The markers claim a names stream that would start before `.rodata`.
+    #[error("markers point before .rodata")]
+    MarkersBeforeRodata,
+    /// No names stream matches the markers and a `kallsyms_num_syms`.
+    #[error("no kallsyms_names stream agrees with kallsyms_markers and kallsyms_num_syms")]
+    NoNamesStream,
+    /// Every layout of the address table failed a check.
+    #[error(
+        "found the names and token tables but no address table fits: {}",
+        join(tried)
+    )]
+    NoAddressTable {
+        /// Why each layout tried failed, in order.
+        tried: Vec<KallsymsError>,
+    },
+    /// An address table runs past `.rodata`.
+    #[error("the address table runs past .rodata")]
+    AddressesPastRodata,
+    /// Decoded addresses go down at `entry`.
+    #[error("addresses are not sorted at entry {entry}")]
+    Unsorted {
+        /// The entry.
+        entry: usize,
+    },
+    /// A name's tokens run past `.rodata`.
+    #[error("a name runs past .rodata")]
+    NamePastRodata,
+    /// An entry expands to no bytes (not even its type letter).
+    #[error("entry {entry} expands to nothing")]
+    EmptyName {
+        /// The entry.
+        entry: usize,
+    },
+    /// `_text` does not land at the start of `.text`.
+    #[error("_text does not decode to .text's {text_addr:#x}")]
+    TextMismatch {
+        /// `.text`'s address.
+        text_addr: u64,
+    },
+}
+
+fn join(errors: &[KallsymsError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Symbols of the ELF vmlinux at `path`, decoded from its kallsyms tables. Only the section
 /// headers, `.text`'s address and `.rodata` are read.
 pub fn from_vmlinux(path: &Path) -> Result<KernelSymbols> {
@@ -51,41 +120,40 @@ pub fn from_vmlinux(path: &Path) -> Result<KernelSymbols> {
         source,
     })?;
     let cache = object::ReadCache::new(std::io::BufReader::new(file));
-    let image = |what: String| Error::Image {
+    let image = |source| Error::KallsymsIn {
         path: path.to_owned(),
-        what,
+        source,
     };
-    let elf = object::File::parse(&cache).map_err(|e| image(format!("not an ELF file: {e}")))?;
+    let elf = object::File::parse(&cache).map_err(|e| image(KallsymsError::NotElf(e)))?;
     let (rodata, rodata_addr, text_addr) = sections(&elf).map_err(image)?;
     decode(rodata, rodata_addr, text_addr)
 }
 
 /// Symbols of an ELF vmlinux held in memory.
 pub fn from_elf_bytes(elf: &[u8]) -> Result<KernelSymbols> {
-    let file = object::File::parse(elf)
-        .map_err(|e| Error::Kallsyms(format!("the kernel image is not an ELF file: {e}")))?;
-    let (rodata, rodata_addr, text_addr) = sections(&file).map_err(Error::Kallsyms)?;
+    let file = object::File::parse(elf).map_err(KallsymsError::NotElf)?;
+    let (rodata, rodata_addr, text_addr) = sections(&file)?;
     decode(rodata, rodata_addr, text_addr)
 }
 
 /// `.rodata`'s bytes and address and `.text`'s address.
 fn sections<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
-) -> std::result::Result<(&'d [u8], u64, u64), String> {
+) -> std::result::Result<(&'d [u8], u64, u64), KallsymsError> {
     let rodata = elf
         .section_by_name(".rodata")
-        .ok_or("it has no .rodata section")?;
+        .ok_or(KallsymsError::NoSection(".rodata"))?;
     let text = elf
         .section_by_name(".text")
-        .ok_or("it has no .text section")?;
-    let bytes = rodata.data().map_err(|e| format!("reading .rodata: {e}"))?;
+        .ok_or(KallsymsError::NoSection(".text"))?;
+    let bytes = rodata.data().map_err(KallsymsError::ReadRodata)?;
     Ok((bytes, rodata.address(), text.address()))
 }
 
 /// Decode kallsyms from `.rodata` (`ro`, loaded at `ro_addr`); `text_addr` is where `_text`
 /// must land.
 pub fn decode(ro: &[u8], ro_addr: u64, text_addr: u64) -> Result<KernelSymbols> {
-    let mut last = String::from("no token table (\"0\\0\"..\"9\\0\" at token 0x30) in .rodata");
+    let mut last = KallsymsError::NoTokenTable;
     let mut from = 0;
     while let Some(p) = find(ro, DIGITS, from) {
         from = p + 1;
@@ -97,7 +165,7 @@ pub fn decode(ro: &[u8], ro_addr: u64, text_addr: u64) -> Result<KernelSymbols> 
             Err(e) => last = e,
         }
     }
-    Err(Error::Kallsyms(last))
+    Err(last.into())
 }
 
 /// Offset of the first `pat` in `hay` at or after `from`.
@@ -198,8 +266,11 @@ fn entry_at(ro: &[u8], p: usize) -> Option<(usize, usize)> {
 }
 
 /// Find markers (just before the token table), the names stream and `num_syms`.
-fn tables_around<'a>(ro: &'a [u8], t: &Tokens<'a>) -> std::result::Result<Tables<'a>, String> {
-    let mut why = String::from("no kallsyms_markers right before the token table");
+fn tables_around<'a>(
+    ro: &'a [u8],
+    t: &Tokens<'a>,
+) -> std::result::Result<Tables<'a>, KallsymsError> {
+    let mut why = KallsymsError::NoMarkers;
     for pad in [0usize, 4] {
         let Some(end) = t.table.checked_sub(pad) else {
             continue;
@@ -254,15 +325,19 @@ fn markers_ending_at(ro: &[u8], end: usize) -> Vec<u32> {
 /// Locate the names stream ending at (or up to 7 padding bytes before) `end`, agreeing with
 /// `markers`, with `num_syms` just before it. Returns (offset of num_syms, N, entries).
 type Names = (usize, u32, Vec<(usize, usize)>);
-fn names_before(ro: &[u8], end: usize, markers: &[u32]) -> std::result::Result<Names, String> {
+fn names_before(
+    ro: &[u8],
+    end: usize,
+    markers: &[u32],
+) -> std::result::Result<Names, KallsymsError> {
     let nblocks = markers.len() as u64;
-    let last = *markers.last().ok_or("no markers")? as usize;
+    let last = *markers.last().ok_or(KallsymsError::NoMarkers)? as usize;
     let lo_n = ((nblocks - 1) * 256 + 1) as u32;
     let hi_n = (nblocks * 256) as u32;
     // The last block holds 1..=256 entries of at most 2 + 4 * KSYM_NAME_LEN bytes each.
     let newest = end
         .checked_sub(last + 2)
-        .ok_or("markers point before .rodata")?;
+        .ok_or(KallsymsError::MarkersBeforeRodata)?;
     let oldest = newest.saturating_sub(256 * (2 + KSYM_NAME_LEN * 4));
     for s in (oldest..=newest).rev() {
         for gap in [4usize, 8] {
@@ -278,7 +353,7 @@ fn names_before(ro: &[u8], end: usize, markers: &[u32]) -> std::result::Result<N
             }
         }
     }
-    Err("no kallsyms_names stream agrees with kallsyms_markers and kallsyms_num_syms".into())
+    Err(KallsymsError::NoNamesStream)
 }
 
 /// Walk `n` entries from `s`: every 256th at its marker, the last ending at `end` (or in the
@@ -312,7 +387,7 @@ fn addresses(
     ro_addr: u64,
     text_addr: u64,
     t: &Tables<'_>,
-) -> std::result::Result<KernelSymbols, String> {
+) -> std::result::Result<KernelSymbols, KallsymsError> {
     let n = t.num_syms as usize;
     // 7.x: place-relative offsets right after the token index.
     let mut tried = Vec::new();
@@ -376,10 +451,7 @@ fn addresses(
             }
         }
     }
-    Err(format!(
-        "found the names and token tables but no address table fits: {}",
-        tried.join("; ")
-    ))
+    Err(KallsymsError::NoAddressTable { tried })
 }
 
 /// `kallsyms_relative_base + (u32)offset`: every offset from the base.
@@ -404,26 +476,26 @@ fn build(
     t: &Tables<'_>,
     addr: impl Fn(usize) -> Option<u64>,
     text_addr: u64,
-) -> std::result::Result<KernelSymbols, String> {
+) -> std::result::Result<KernelSymbols, KallsymsError> {
     let mut b = Builder::with_capacity(t.names.len());
     let mut prev = 0u64;
     let mut text_ok = false;
     let mut name = Vec::with_capacity(64);
     for (i, &(start, len)) in t.names.iter().enumerate() {
-        let a = addr(i).ok_or("the address table runs past .rodata")?;
+        let a = addr(i).ok_or(KallsymsError::AddressesPastRodata)?;
         if a < prev {
-            return Err(format!("addresses are not sorted at entry {i}"));
+            return Err(KallsymsError::Unsorted { entry: i });
         }
         prev = a;
         name.clear();
         for &tok in ro
             .get(start..start + len)
-            .ok_or("a name runs past .rodata")?
+            .ok_or(KallsymsError::NamePastRodata)?
         {
             name.extend_from_slice(t.tokens.get(usize::from(tok)).copied().unwrap_or(&[]));
         }
         let Some((&kind, rest)) = name.split_first() else {
-            return Err(format!("entry {i} expands to nothing"));
+            return Err(KallsymsError::EmptyName { entry: i });
         };
         if rest == b"_text" {
             text_ok = a == text_addr;
@@ -431,7 +503,7 @@ fn build(
         b.push(rest, a, kind);
     }
     if !text_ok {
-        return Err(format!("_text does not decode to .text's {text_addr:#x}"));
+        return Err(KallsymsError::TextMismatch { text_addr });
     }
     Ok(b.finish())
 }

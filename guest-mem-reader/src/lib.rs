@@ -59,7 +59,8 @@ pub use bpf::{
     BpfMap, BpfVar, MapBtf,
 };
 pub use dump::{
-    DsqDump, DumpLimits, EntryDump, MapDump, SchedulerDump, SectionDump, VarDump, map_type_name,
+    DsqDump, DumpLimits, EntryDump, MapDump, SchedulerDump, SectionDump, SectionError, VarDump,
+    map_type_name,
 };
 pub use error::{Error, Result};
 pub use kernel::{GuestKernel, MAX_CPUS, MAX_READ};

@@ -12,7 +12,7 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::read::{ReadCache, ReadRef};
 use object::{Endianness, FileKind};
 
-use crate::error::{InitramfsError, Result, io};
+use crate::error::{ElfError, InitramfsError, Result, io};
 
 /// The loader-relevant facts of one ELF file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,29 +36,29 @@ impl ElfInfo {
     pub fn read(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(io(path, "open"))?;
         let cache = ReadCache::new(file);
-        let bad = |reason: String| InitramfsError::Elf {
+        let bad = |source: ElfError| InitramfsError::Elf {
             path: path.to_owned(),
-            reason,
+            source,
         };
         match FileKind::parse(&cache) {
             Ok(FileKind::Elf32) => parse::<elf::FileHeader32<Endianness>, _>(&cache).map_err(bad),
             Ok(FileKind::Elf64) => parse::<elf::FileHeader64<Endianness>, _>(&cache).map_err(bad),
-            Ok(kind) => Err(bad(format!("it is a {kind:?} file"))),
-            Err(e) => Err(bad(e.to_string())),
+            Ok(kind) => Err(bad(ElfError::NotElf(kind))),
+            Err(e) => Err(bad(ElfError::Parse(e))),
         }
     }
 }
 
-fn text(bytes: &[u8]) -> std::result::Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "a dynamic string is not UTF-8".to_owned())
+fn text(bytes: &[u8]) -> std::result::Result<String, ElfError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| ElfError::NotUtf8)
 }
 
-fn parse<'data, Elf, R>(data: R) -> std::result::Result<ElfInfo, String>
+fn parse<'data, Elf, R>(data: R) -> std::result::Result<ElfInfo, ElfError>
 where
     Elf: FileHeader<Endian = Endianness>,
     R: ReadRef<'data>,
 {
-    let err = |e: object::Error| e.to_string();
+    let err = ElfError::Parse;
     let header = Elf::parse(data).map_err(err)?;
     let endian = header.endian().map_err(err)?;
     let ident = header.e_ident();
@@ -91,23 +91,23 @@ where
         }
     }
     let (Some(addr), Some(size)) = (strtab, strsz) else {
-        return Err("the dynamic section has no DT_STRTAB/DT_STRSZ".to_owned());
+        return Err(ElfError::NoStringTable);
     };
     // DT_STRTAB is a virtual address: find the loadable segment that holds it.
     let strings = phdrs
         .iter()
         .filter(|ph| ph.p_type(endian) == elf::PT_LOAD)
         .find_map(|ph| ph.data_range(endian, data, addr, size).ok().flatten())
-        .ok_or_else(|| "DT_STRTAB is outside every loadable segment".to_owned())?;
-    let string = |off: u64| -> std::result::Result<String, String> {
+        .ok_or(ElfError::StringTableOutside)?;
+    let string = |off: u64| -> std::result::Result<String, ElfError> {
         let tail = usize::try_from(off)
             .ok()
             .and_then(|o| strings.get(o..))
-            .ok_or_else(|| "a dynamic string offset is out of range".to_owned())?;
+            .ok_or(ElfError::StringOutOfRange)?;
         let len = tail
             .iter()
             .position(|&b| b == 0)
-            .ok_or_else(|| "a dynamic string is not NUL-terminated".to_owned())?;
+            .ok_or(ElfError::NotTerminated)?;
         text(&tail[..len])
     };
     for d in dynamic {

@@ -52,12 +52,12 @@ pub enum InitramfsError {
         expected: u64,
     },
     /// A file given as a binary, or found as a library, is not a usable ELF file.
-    #[error("{}: not a usable ELF file: {reason}", path.display())]
+    #[error("{}: not a usable ELF file: {source}", path.display())]
     Elf {
         /// The host file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        source: ElfError,
     },
     /// A `DT_NEEDED` library was found nowhere the dynamic loader would look.
     #[error(
@@ -92,6 +92,33 @@ pub enum InitramfsError {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+/// What makes a file unusable as an ELF binary or library.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElfError {
+    /// It is another kind of object file.
+    #[error("it is a {0:?} file")]
+    NotElf(object::FileKind),
+    /// Its headers, or a segment they point to, could not be read.
+    #[error("{0}")]
+    Parse(#[from] object::Error),
+    /// A string of its dynamic section is not UTF-8.
+    #[error("a dynamic string is not UTF-8")]
+    NotUtf8,
+    /// Its dynamic section has no string table.
+    #[error("the dynamic section has no DT_STRTAB/DT_STRSZ")]
+    NoStringTable,
+    /// Its string table is in no loadable segment.
+    #[error("DT_STRTAB is outside every loadable segment")]
+    StringTableOutside,
+    /// A dynamic entry points past the string table.
+    #[error("a dynamic string offset is out of range")]
+    StringOutOfRange,
+    /// A dynamic string runs to the end of the table.
+    #[error("a dynamic string is not NUL-terminated")]
+    NotTerminated,
 }
 
 /// The crate's result type.

@@ -34,7 +34,7 @@ mod pack;
 pub use cache::{Base, BaseSpec, Cache, Compression, InitrdFile};
 pub use closure::{Closure, ClosureFile, Found, LoaderConfig, closure, merge};
 pub use cpio::{Archive, Contents, Entry, EntryKind, parse};
-pub use error::{InitramfsError, Result};
+pub use error::{ElfError, InitramfsError, Result};
 pub use evict::DEFAULT_CAP_BYTES;
 /// Not API: the ld.so.cache parser, for the fuzz target and its corpus replay.
 #[doc(hidden)]

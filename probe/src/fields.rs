@@ -3,7 +3,7 @@
 //! fetch syntax reads them, and how a captured value is decoded back with
 //! BTF's typed-value decoding.
 
-use ktstr_btf::{Btf, CpuList, Decoded, Kind, TypeId};
+use ktstr_btf::{Btf, BtfError, CpuList, Decoded, Kind, TypeId};
 
 use crate::ProbeError;
 
@@ -195,7 +195,69 @@ pub enum Shown<'a> {
     /// The pointer read faulted (NULL).
     None,
     /// The record could not be decoded: why.
-    Error(String),
+    Error(DecodeError<'a>),
+}
+
+/// Why a captured field could not be decoded with the kernel's BTF.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError<'a> {
+    /// The struct has no such member in this kernel's BTF.
+    #[error("{strukt}.{path}: {source}")]
+    Member {
+        /// The struct.
+        strukt: &'static str,
+        /// The member's path.
+        path: &'static str,
+        /// The lookup's error.
+        source: BtfError,
+    },
+    /// A BTF query on the member's type failed.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// The record holds a string where a number belongs.
+    #[error("expected a number, got the string {0:?}")]
+    NotNumber(String),
+    /// The type is wider than one captured number.
+    #[error("a {size}-byte value cannot come from one number")]
+    TooWide {
+        /// The type's size.
+        size: u64,
+    },
+    /// The number has bits beyond the type's size.
+    #[error("{value:#x} does not fit in {size} bytes")]
+    DoesNotFit {
+        /// The number.
+        value: u64,
+        /// The type's size.
+        size: usize,
+    },
+    /// The record holds a string for a member that is not a char array.
+    #[error("{0} is not a string")]
+    NotString(&'static str),
+    /// The kernel's BTF has no `struct cpumask`.
+    #[error("the kernel's BTF has no struct cpumask")]
+    NoCpumask,
+    /// `struct cpumask` decoded as something else than a mask.
+    #[error("struct cpumask decoded as {0}")]
+    NotCpumask(Decoded<'a>),
+    /// The kernel's BTF has no enum of that name.
+    #[error("the kernel's BTF has no enum {0}")]
+    NoEnum(&'static str),
+    /// The enum's size is not 1 to 8 bytes.
+    #[error("enum of {0} bytes")]
+    EnumSize(usize),
+    /// The number has bits beyond the enum's size.
+    #[error("{value:#x} does not fit the {size}-byte enum")]
+    NotInEnum {
+        /// The number.
+        value: u64,
+        /// The enum's size.
+        size: usize,
+    },
+    /// The record lacks the field.
+    #[error("{0} is not in the record")]
+    NotInRecord(String),
 }
 
 impl std::fmt::Display for Shown<'_> {
@@ -249,23 +311,28 @@ fn decode_inner<'a>(
     kind: ArgKind,
     spec: &FieldSpec,
     raw: &RawValue,
-) -> Result<Shown<'a>, String> {
+) -> Result<Shown<'a>, DecodeError<'a>> {
     let m = btf
         .member(kind.struct_name(), spec.path)
-        .map_err(|e| format!("{}.{}: {e}", kind.struct_name(), spec.path))?;
+        .map_err(|source| DecodeError::Member {
+            strukt: kind.struct_name(),
+            path: spec.path,
+            source,
+        })?;
     let num = |r: &RawValue| match r {
         RawValue::Num(n) => Ok(Some(*n)),
         RawValue::Fault => Ok(None),
-        RawValue::Str(s) => Err(format!("expected a number, got the string {s:?}")),
+        RawValue::Str(s) => Err(DecodeError::NotNumber(s.clone())),
     };
-    let sized = |ty: TypeId, v: u64| -> Result<Vec<u8>, String> {
-        let size = btf.size_of(ty).map_err(|e| e.to_string())?;
-        let size = usize::try_from(size).map_err(|e| e.to_string())?;
+    let sized = |ty: TypeId, v: u64| -> Result<Vec<u8>, DecodeError<'a>> {
+        let size = btf.size_of(ty)?;
         if size > 8 {
-            return Err(format!("a {size}-byte value cannot come from one number"));
+            return Err(DecodeError::TooWide { size });
         }
+        // At most 8: it fits.
+        let size = size as usize;
         if size < 8 && v >> (size * 8) != 0 {
-            return Err(format!("{v:#x} does not fit in {size} bytes"));
+            return Err(DecodeError::DoesNotFit { value: v, size });
         }
         Ok(v.to_le_bytes()[..size].to_vec())
     };
@@ -273,22 +340,17 @@ fn decode_inner<'a>(
         Decode::Member => match raw {
             RawValue::Str(s) => {
                 if !is_char_array(btf, m.ty) {
-                    return Err(format!("{} is not a string", spec.path));
+                    return Err(DecodeError::NotString(spec.path));
                 }
-                let size = btf.size_of(m.ty).map_err(|e| e.to_string())?;
+                let size = btf.size_of(m.ty)?;
                 let mut bytes = s.as_bytes().to_vec();
                 bytes.truncate(usize::try_from(size).unwrap_or(0).saturating_sub(1));
                 bytes.resize(usize::try_from(size).unwrap_or(0), 0);
-                Ok(Shown::Value(
-                    btf.decode(m.ty, &bytes).map_err(|e| e.to_string())?,
-                ))
+                Ok(Shown::Value(btf.decode(m.ty, &bytes)?))
             }
             r => match num(r)? {
                 None => Ok(Shown::None),
-                Some(v) => Ok(Shown::Value(
-                    btf.decode(m.ty, &sized(m.ty, v)?)
-                        .map_err(|e| e.to_string())?,
-                )),
+                Some(v) => Ok(Shown::Value(btf.decode(m.ty, &sized(m.ty, v)?)?)),
             },
         },
         Decode::Enum(e) | Decode::Deref(_, _, e) => {
@@ -296,9 +358,7 @@ fn decode_inner<'a>(
                 return Ok(Shown::None);
             };
             let id = find_enum(btf, e)?;
-            let d = btf
-                .decode(id, &widen(btf, id, v)?)
-                .map_err(|e| e.to_string())?;
+            let d = btf.decode(id, &widen(btf, id, v)?)?;
             Ok(Shown::Value(name_better(btf, id, d)))
         }
         Decode::CpumaskPtr => {
@@ -307,33 +367,33 @@ fn decode_inner<'a>(
             };
             let id = btf
                 .find_kind("cpumask", Kind::Struct)
-                .ok_or("the kernel's BTF has no struct cpumask")?;
-            let size = btf.size_of(id).map_err(|e| e.to_string())?;
+                .ok_or(DecodeError::NoCpumask)?;
+            let size = btf.size_of(id)?;
             let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0).max(8)];
             bytes[..8].copy_from_slice(&v.to_le_bytes());
-            match btf.decode(id, &bytes).map_err(|e| e.to_string())? {
+            match btf.decode(id, &bytes)? {
                 Decoded::Cpumask(l) => Ok(Shown::Mask(v, l)),
-                other => Err(format!("struct cpumask decoded as {other}")),
+                other => Err(DecodeError::NotCpumask(other)),
             }
         }
     }
 }
 
-fn find_enum(btf: &Btf<'_>, name: &str) -> Result<TypeId, String> {
+fn find_enum<'a>(btf: &Btf<'_>, name: &'static str) -> Result<TypeId, DecodeError<'a>> {
     btf.find_kind(name, Kind::Enum)
         .or_else(|| btf.find_kind(name, Kind::Enum64))
-        .ok_or_else(|| format!("the kernel's BTF has no enum {name}"))
+        .ok_or(DecodeError::NoEnum(name))
 }
 
 /// `v` as bytes of the enum `id`'s size (a value wider than the enum is cut
 /// to its low bytes only when the rest is zero).
-fn widen(btf: &Btf<'_>, id: TypeId, v: u64) -> Result<Vec<u8>, String> {
-    let size = usize::try_from(btf.size_of(id).map_err(|e| e.to_string())?).unwrap_or(0);
+fn widen<'a>(btf: &Btf<'_>, id: TypeId, v: u64) -> Result<Vec<u8>, DecodeError<'a>> {
+    let size = usize::try_from(btf.size_of(id)?).unwrap_or(0);
     if size == 0 || size > 8 {
-        return Err(format!("enum of {size} bytes"));
+        return Err(DecodeError::EnumSize(size));
     }
     if size < 8 && v >> (size * 8) != 0 {
-        return Err(format!("{v:#x} does not fit the {size}-byte enum"));
+        return Err(DecodeError::NotInEnum { value: v, size });
     }
     Ok(v.to_le_bytes()[..size].to_vec())
 }

@@ -36,21 +36,52 @@ pub struct Capture {
     pub dropped: usize,
 }
 
-fn write(path: &str, text: &str) -> Result<(), String> {
-    std::fs::write(Path::new(TRACEFS).join(path), text).map_err(|e| format!("{path}: {e}"))
+/// A tracefs operation that failed (kept as text in [`Capture::errors`]).
+#[derive(Debug, thiserror::Error)]
+enum TracefsError {
+    /// A tracefs file could not be opened or written.
+    #[error("{file}: {source}")]
+    File {
+        /// The file, relative to tracefs.
+        file: String,
+        source: std::io::Error,
+    },
+    /// A line appended to a tracefs file was refused.
+    #[error("{line:?}: {source}")]
+    Line {
+        /// The line.
+        line: String,
+        source: std::io::Error,
+    },
+    /// tracefs is not mounted and could not be.
+    #[error("mounting tracefs at {TRACEFS}: {0}")]
+    Mount(std::io::Error),
 }
 
-fn append(path: &str, text: &str) -> Result<(), String> {
+fn write(path: &str, text: &str) -> Result<(), TracefsError> {
+    std::fs::write(Path::new(TRACEFS).join(path), text).map_err(|source| TracefsError::File {
+        file: path.to_string(),
+        source,
+    })
+}
+
+fn append(path: &str, text: &str) -> Result<(), TracefsError> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(Path::new(TRACEFS).join(path))
-        .map_err(|e| format!("{path}: {e}"))?;
+        .map_err(|source| TracefsError::File {
+            file: path.to_string(),
+            source,
+        })?;
     f.write_all(format!("{text}\n").as_bytes())
-        .map_err(|e| format!("{text:?}: {e}"))
+        .map_err(|source| TracefsError::Line {
+            line: text.to_string(),
+            source,
+        })
 }
 
-fn mount_tracefs() -> Result<(), String> {
+fn mount_tracefs() -> Result<(), TracefsError> {
     if Path::new(TRACEFS).join("dynamic_events").exists() {
         return Ok(());
     }
@@ -68,10 +99,7 @@ fn mount_tracefs() -> Result<(), String> {
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "mounting tracefs at {TRACEFS}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(TracefsError::Mount(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -81,12 +109,12 @@ fn mount_tracefs() -> Result<(), String> {
 pub fn install(plan: &Plan) -> Capture {
     let mut cap = Capture::default();
     if let Err(e) = mount_tracefs() {
-        cap.errors.push(e);
+        cap.errors.push(e.to_string());
         return cap;
     }
     let _ = write("tracing_on", "0");
     if let Err(e) = write("buffer_size_kb", BUFFER_KB) {
-        cap.errors.push(e);
+        cap.errors.push(e.to_string());
     }
     for p in &plan.probes {
         let entry = append("dynamic_events", &p.entry_def);
@@ -94,7 +122,11 @@ pub fn install(plan: &Plan) -> Capture {
         match (entry, exit) {
             (Ok(()), Ok(())) => cap.installed.push(p.func.clone()),
             (e, x) => {
-                let why = e.err().or(x.err()).unwrap_or_default();
+                let why = e
+                    .err()
+                    .or(x.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 let log = std::fs::read_to_string(Path::new(TRACEFS).join("error_log"))
                     .unwrap_or_default();
                 let last = log.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
@@ -107,7 +139,7 @@ pub fn install(plan: &Plan) -> Capture {
     if !cap.installed.is_empty()
         && let Err(e) = write(&format!("events/{GROUP}/enable"), "1")
     {
-        cap.errors.push(e);
+        cap.errors.push(e.to_string());
     }
     let exit_tp = "events/sched_ext/sched_ext_exit";
     if let Err(e) = write(&format!("{exit_tp}/enable"), "1")
@@ -118,7 +150,7 @@ pub fn install(plan: &Plan) -> Capture {
         ));
     }
     if let Err(e) = write("tracing_on", "1") {
-        cap.errors.push(e);
+        cap.errors.push(e.to_string());
     }
     cap
 }

@@ -10,7 +10,7 @@ use ktstr_btf::Btf;
 
 use crate::bpf_obj::Callback;
 use crate::crash::CrashInfo;
-use crate::fields::{ArgKind, Decode, RawValue, Shown, decode, pointer_name};
+use crate::fields::{ArgKind, Decode, DecodeError, RawValue, Shown, decode, pointer_name};
 use crate::guest::Capture;
 use crate::plan::{OP_CALLERS, Plan, Probe};
 use crate::trace::{Record, parse_line};
@@ -155,11 +155,11 @@ impl<'b> View<'b> {
 
     /// The block's body: the crash path of the triggering task. `locate`
     /// gives a kernel function's `file:line` (of its entry), or why there is none.
-    pub fn render(
+    pub fn render<E: std::fmt::Display>(
         &self,
         crash: &CrashInfo,
         callbacks: &[Callback],
-        locate: &dyn Fn(&str) -> Result<String, String>,
+        locate: &dyn Fn(&str) -> Result<String, E>,
     ) -> String {
         let mut out = String::new();
         let Some(exit) = self.exit() else {
@@ -237,6 +237,7 @@ impl<'b> View<'b> {
                 (Ok(l), Some((_, o))) => format!("{l} (+{o:#x} in the backtrace)"),
                 (Ok(l), None) => l,
                 (Err(why), bt) => {
+                    let why = why.to_string();
                     if !unlocated.contains(&why) {
                         unlocated.push(why);
                     }
@@ -304,7 +305,7 @@ impl<'b> View<'b> {
                             match r.value(&name) {
                                 _ if null => Shown::None,
                                 Some(raw) => decode(self.btf, a.kind, spec, raw),
-                                None => Shown::Error(format!("{name} is not in the record")),
+                                None => Shown::Error(DecodeError::NotInRecord(name.clone())),
                             }
                             .to_string()
                         };

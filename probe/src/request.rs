@@ -198,10 +198,10 @@ impl View<'_> {
     /// The report of probes on request: per requested name, how many calls
     /// the records hold and the last [`CALLS_SHOWN`] of them, decoded.
     /// `locate` gives a kernel function's `file:line`, or why there is none.
-    pub fn report(
+    pub fn report<E: std::fmt::Display>(
         &self,
         callbacks: &[Callback],
-        locate: &dyn Fn(&str) -> Result<String, String>,
+        locate: &dyn Fn(&str) -> Result<String, E>,
     ) -> ProbeReport {
         let plan = self.plan();
         let mut calls = Vec::new();
@@ -293,6 +293,7 @@ impl View<'_> {
                         let loc = match locate(&c.func) {
                             Ok(l) => l,
                             Err(why) => {
+                                let why = why.to_string();
                                 if !unlocated.contains(&why) {
                                     unlocated.push(why);
                                 }

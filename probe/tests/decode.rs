@@ -247,7 +247,7 @@ fn records_render_the_triggering_task_with_changes() {
         "the function's entry line: {out}"
     );
     // Without an index: no line, and the reason once.
-    let out = view.render(&CrashInfo::default(), &[], &|_| Err("not cached".into()));
+    let out = view.render(&CrashInfo::default(), &[], &|_| Err("not cached"));
     assert!(!out.contains("ext.c:"), "{out}");
     assert!(
         out.contains("no file:line for kernel functions: not cached"),

@@ -68,7 +68,7 @@ mod spec;
 
 pub use backend::{Backend, EndReason, Machine, VcpuRegs, hardware_virtualization};
 pub use console::{Console, ConsoleEvent};
-pub use error::VmmError;
+pub use error::{KvmStateError, QemuVersionError, VmmError};
 #[cfg(target_arch = "x86_64")]
 pub use kvm::{
     KVM_PAYLOAD_GPA, KVM_PAYLOAD_MAX, KvmBackend, KvmBackendBuilder, KvmVm, MACHINE_CMDLINE,

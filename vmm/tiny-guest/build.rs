@@ -10,8 +10,50 @@
 //! build still succeeds: the reason reaches the tests (`NotBuilt`), which fail
 //! with it.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Why a step of the build failed. Written out by hand: a build script's
+/// error becomes one line of text, not worth a build-dependency on thiserror.
+#[derive(Debug)]
+enum BuildError {
+    /// The host's architecture cannot run the tiny guest's code.
+    NotX86_64,
+    /// A tool could not be started.
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// A tool ran and failed.
+    Failed { command: String, stderr: String },
+    /// A file could not be read or written.
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The linked guest has no `image_end` symbol.
+    NoImageEnd,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::NotX86_64 => {
+                f.write_str("the tiny guest is x86_64 code; this target is another architecture")
+            }
+            BuildError::Spawn { program, source } => write!(f, "cannot run {program}: {source}"),
+            BuildError::Failed { command, stderr } => write!(f, "{command} failed: {stderr}"),
+            BuildError::File {
+                action,
+                path,
+                source,
+            } => write!(f, "{action} {}: {source}", path.display()),
+            BuildError::NoImageEnd => f.write_str("no image_end symbol in the tiny guest"),
+        }
+    }
+}
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(ktstr_tiny_guest)");
@@ -22,7 +64,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=KTSTR_CC");
 
     let built = if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
-        Err("the tiny guest is x86_64 code; this target is another architecture".to_string())
+        Err(BuildError::NotX86_64)
     } else {
         let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
         build_tiny_guest(Path::new("."), &out).and_then(|()| build_linux_init(Path::new("."), &out))
@@ -32,30 +74,30 @@ fn main() {
         // The build goes on; the tests that need the guest fail and say why.
         Err(why) => {
             // One line: cargo's directives end at the newline.
-            let why = why.replace('\n', " / ");
+            let why = why.to_string().replace('\n', " / ");
             println!("cargo::warning=tiny guest not built: {why}");
             println!("cargo::rustc-env=KTSTR_TINY_GUEST_NOT_BUILT={why}");
         }
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+fn run(cmd: &mut Command) -> Result<(), BuildError> {
+    let out = cmd.output().map_err(|source| BuildError::Spawn {
+        program: format!("{:?}", cmd.get_program()),
+        source,
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(BuildError::Failed {
+            command: format!("{cmd:?}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
 /// Compiles the guest into `tiny-guest.elf` (PVH) and `tiny-guest.bzImage`.
-fn build_tiny_guest(src: &Path, out: &Path) -> Result<(), String> {
+fn build_tiny_guest(src: &Path, out: &Path) -> Result<(), BuildError> {
     let elf = out.join("tiny-guest.elf");
     let bin = out.join("tiny-guest.bin");
     // Instructions the development machine's software hypervisor cannot emulate
@@ -91,14 +133,22 @@ fn build_tiny_guest(src: &Path, out: &Path) -> Result<(), String> {
         .args(["-O", "binary", "-R", ".note.Xen", "-R", ".bss"])
         .arg(&elf)
         .arg(&bin))?;
-    let payload = std::fs::read(&bin).map_err(|e| format!("reading {}: {e}", bin.display()))?;
+    let payload = std::fs::read(&bin).map_err(|source| BuildError::File {
+        action: "reading",
+        path: bin.clone(),
+        source,
+    })?;
     let image = bzimage(&payload, image_size(&elf)?);
-    std::fs::write(out.join("tiny-guest.bzImage"), image)
-        .map_err(|e| format!("writing the bzImage: {e}"))
+    let bz = out.join("tiny-guest.bzImage");
+    std::fs::write(&bz, image).map_err(|source| BuildError::File {
+        action: "writing",
+        path: bz,
+        source,
+    })
 }
 
 /// The static `/init` of the Linux-boot tests (no libc: raw syscalls).
-fn build_linux_init(src: &Path, out: &Path) -> Result<(), String> {
+fn build_linux_init(src: &Path, out: &Path) -> Result<(), BuildError> {
     run(
         Command::new(std::env::var("KTSTR_CC").unwrap_or_else(|_| "gcc".into()))
             .args([
@@ -121,18 +171,21 @@ fn build_linux_init(src: &Path, out: &Path) -> Result<(), String> {
 }
 
 /// Bytes from the load address to the end of .bss (`image_end` in link.ld).
-fn image_size(elf: &Path) -> Result<u32, String> {
+fn image_size(elf: &Path) -> Result<u32, BuildError> {
     let out = Command::new("nm")
         .arg(elf)
         .output()
-        .map_err(|e| format!("cannot run nm: {e}"))?;
+        .map_err(|source| BuildError::Spawn {
+            program: "nm".into(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let end = text
         .lines()
         .find_map(|l| l.strip_suffix(" image_end"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|a| u32::from_str_radix(a, 16).ok())
-        .ok_or("no image_end symbol in the tiny guest")?;
+        .ok_or(BuildError::NoImageEnd)?;
     Ok(end - LOAD_ADDRESS)
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ktstr_btf::Btf;
 use ktstr_guest_mem::kaslr::{self, Placement, Signature};
 use ktstr_guest_mem::{AddressLayout, GuestKernel, KernelSymbols, PageTable, PagingLevels};
-use ktstr_vmm::VcpuRegs;
+use ktstr_vmm::{VcpuRegs, VmmError};
 use vm_memory::GuestMemory;
 
 use super::sampler::kernel_layout;
@@ -73,7 +73,7 @@ impl<'a, M: GuestMemory + ?Sized> Locator<'a, M> {
     }
 
     /// vCPU registers the runner read (or why it could not).
-    pub(crate) fn registers(&mut self, regs: Result<VcpuRegs, String>) {
+    pub(crate) fn registers(&mut self, regs: Result<VcpuRegs, VmmError>) {
         if self.placed() {
             return;
         }
@@ -210,7 +210,7 @@ mod tests {
         assert!(!l.placed());
         let e = l.kernel().expect_err("nothing read yet");
         assert!(e.to_string().contains("not been located"), "{e}");
-        l.registers(Err("QMP is gone".into()));
+        l.registers(Err(VmmError::Control("QMP is gone".into())));
         assert!(l.why().to_string().contains("QMP is gone"), "{}", l.why());
         // The crafted tables map no image in the kernel window; garbage CR3s
         // read outside RAM: errors, not panics, and still not placed.

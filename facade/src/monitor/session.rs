@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ktstr_btf::Btf;
 use ktstr_guest_mem::kaslr::Signature;
 use ktstr_ops::channel::{ChannelMem, Message, Reader};
-use ktstr_vmm::{GuestMemoryMmap, Machine, VcpuRegs};
+use ktstr_vmm::{GuestMemoryMmap, Machine, VcpuRegs, VmmError};
 
 use super::locate::Locator;
 use super::sampler::Sampler;
@@ -50,7 +50,7 @@ type DumpReply = Result<ktstr_guest_mem::SchedulerDump, MonitorError>;
 enum Cmd {
     Snapshot(SampleKind, Duration, mpsc::Sender<Sample>),
     Dump(mpsc::Sender<DumpReply>),
-    Registers(Result<VcpuRegs, String>),
+    Registers(Result<VcpuRegs, VmmError>),
     Stop,
 }
 
@@ -158,8 +158,7 @@ impl Session {
             return;
         }
         self.registers_at = Some(Instant::now());
-        let regs = vm.vcpu_regs(0).map_err(|e| e.to_string());
-        let _ = self.tx.send(Cmd::Registers(regs));
+        let _ = self.tx.send(Cmd::Registers(vm.vcpu_regs(0)));
     }
 
     /// Reacts to a message from the guest: the body's start schedules the

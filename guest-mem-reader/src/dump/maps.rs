@@ -4,7 +4,7 @@
 use ktstr_btf::{Btf, Kind, TypeId};
 use vm_memory::GuestMemory;
 
-use super::{DumpLimits, EntryDump, MapDump, SectionDump, VarDump, map_type_name};
+use super::{DumpLimits, EntryDump, MapDump, SectionDump, SectionError, VarDump, map_type_name};
 use crate::bpf::{
     BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BpfMap,
 };
@@ -49,7 +49,7 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                 map: map.name.clone(),
                 map_id: map.id,
                 section: map.name.clone(),
-                vars: Err("the map has no BTF: its variables cannot be named".into()),
+                vars: Err(SectionError::NoBtf),
             });
         }
         let bytes = match self.map_btf(map) {
@@ -59,7 +59,7 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                     map: map.name.clone(),
                     map_id: map.id,
                     section: map.name.clone(),
-                    vars: Err(format!("reading the map's BTF: {e}")),
+                    vars: Err(SectionError::MapBtf(e)),
                 });
             }
         };
@@ -70,7 +70,7 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
                     map: map.name.clone(),
                     map_id: map.id,
                     section: map.name.clone(),
-                    vars: Err(format!("the map's BTF does not parse: {e}")),
+                    vars: Err(SectionError::BtfParse(e)),
                 });
             }
         };
@@ -93,11 +93,9 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
         map: &BpfMap,
         btf: &Btf<'_>,
         section: &str,
-    ) -> std::result::Result<Vec<VarDump>, String> {
-        let value = self
-            .array_value(map, 0)
-            .map_err(|e| format!("reading the section: {e}"))?;
-        let vars = btf.datasec_vars(section).map_err(|e| e.to_string())?;
+    ) -> std::result::Result<Vec<VarDump>, SectionError> {
+        let value = self.array_value(map, 0).map_err(SectionError::Read)?;
+        let vars = btf.datasec_vars(section).map_err(SectionError::Btf)?;
         let mut out = Vec::new();
         for v in vars {
             let start = v.offset as usize;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemory;
 
+use crate::error::Error;
 use crate::kernel::GuestKernel;
 
 /// How much of the scheduler's state a dump reads.
@@ -56,10 +57,10 @@ impl Default for DumpLimits {
 }
 
 /// The scheduler's state, read at one instant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SchedulerDump {
     /// The attached sched_ext scheduler (`None`: none attached, e.g. after its exit).
-    pub scheduler: Result<Option<String>, String>,
+    pub scheduler: Result<Option<String>, Error>,
     /// The data sections (`.bss`, `.data`, `.rodata`, ...) of the loaded programs.
     pub sections: Vec<SectionDump>,
     /// The other maps.
@@ -69,13 +70,13 @@ pub struct SchedulerDump {
     /// Maps loaded beyond [`DumpLimits::maps`], not read.
     pub maps_left_out: usize,
     /// The scheduler's DSQs and the CPUs' non-empty local DSQs, with their tasks.
-    pub dsqs: Result<Vec<DsqDump>, String>,
+    pub dsqs: Result<Vec<DsqDump>, Error>,
     /// How long reading took.
     pub read_time: Duration,
 }
 
 /// One data-section map: every variable, decoded by the program's BTF.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SectionDump {
     /// The map (`ktstr_bpf.bss`).
     pub map: String,
@@ -84,7 +85,28 @@ pub struct SectionDump {
     /// The section (`.bss`); the map's name when its BTF could not be read.
     pub section: String,
     /// The variables, or why they could not be read.
-    pub vars: Result<Vec<VarDump>, String>,
+    pub vars: Result<Vec<VarDump>, SectionError>,
+}
+
+/// Why a data section's variables could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SectionError {
+    /// The map has no BTF.
+    #[error("the map has no BTF: its variables cannot be named")]
+    NoBtf,
+    /// The map's BTF could not be read from guest memory.
+    #[error("reading the map's BTF: {0}")]
+    MapBtf(Error),
+    /// The map's BTF is malformed.
+    #[error("the map's BTF does not parse: {0}")]
+    BtfParse(ktstr_btf::BtfError),
+    /// The section's value could not be read.
+    #[error("reading the section: {0}")]
+    Read(Error),
+    /// The BTF has no such data section.
+    #[error(transparent)]
+    Btf(ktstr_btf::BtfError),
 }
 
 /// A global variable.
@@ -166,7 +188,7 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
     /// carries its own error.
     pub fn scheduler_dump(&self, limits: &DumpLimits) -> SchedulerDump {
         let t0 = Instant::now();
-        let scheduler = self.scheduler_name().map_err(|e| e.to_string());
+        let scheduler = self.scheduler_name();
         let mut sections = Vec::new();
         let mut maps = Vec::new();
         let mut maps_error = None;
@@ -183,7 +205,7 @@ impl<M: GuestMemory + ?Sized> GuestKernel<'_, M> {
             }
             Err(e) => maps_error = Some(format!("listing the BPF maps (map_idr): {e}")),
         }
-        let dsqs = self.dsq_dumps(limits).map_err(|e| e.to_string());
+        let dsqs = self.dsq_dumps(limits);
         SchedulerDump {
             scheduler,
             sections,

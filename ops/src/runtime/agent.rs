@@ -15,7 +15,9 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use super::system::{DevMem, console, power_off, setup_mounts, uptime_ms};
+use std::path::PathBuf;
+
+use super::system::{DevMem, DevMemError, console, power_off, setup_mounts, uptime_ms};
 use crate::channel::{self, HandOff, Message, Writer};
 
 /// The file whose presence (without a test configuration) makes PID 1 the
@@ -40,6 +42,118 @@ pub const PAYLOAD_HEADER: usize = 32;
 /// How long the agent sleeps between looks at the channel's `go` word.
 const POLL: Duration = Duration::from_millis(1);
 
+/// What is wrong with a payload region or the overlay archive in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The region cannot hold the header.
+    #[error("payload region of {0} bytes")]
+    RegionTooSmall(usize),
+    /// The header's magic is missing.
+    #[error("no payload magic (the host wrote no payload)")]
+    NoMagic,
+    /// The host wrote another protocol version.
+    #[error("payload version {0}, this agent speaks {AGENT_VERSION}")]
+    Version(u32),
+    /// The data's length runs past the region.
+    #[error("payload length {len} overruns the {region}-byte region")]
+    Overrun {
+        /// The length the header gives.
+        len: usize,
+        /// The region's size.
+        region: usize,
+    },
+    /// The data's CRC-32 is not the header's.
+    #[error("payload checksum mismatch")]
+    Checksum,
+    /// The archive ends inside an entry's header.
+    #[error("archive ends inside a header at byte {0}")]
+    CpioTruncated(usize),
+    /// An entry lacks the `070701` magic.
+    #[error("no newc magic at byte {0}")]
+    CpioMagic(usize),
+    /// A header field is not 8 hexadecimal digits.
+    #[error("header field at byte {at} is not 8 hex digits: {field:?}")]
+    CpioField {
+        /// Offset of the entry.
+        at: usize,
+        /// The field as it reads.
+        field: String,
+    },
+    /// An entry's name or data runs past the archive.
+    #[error("entry at byte {0} overruns the archive")]
+    CpioOverrun(usize),
+    /// An entry's name is not UTF-8.
+    #[error("entry name at byte {0} is not UTF-8")]
+    CpioName(usize),
+}
+
+/// Why the agent could not hand the guest over to the test.
+#[derive(Debug, thiserror::Error)]
+enum AgentError {
+    /// The payload region or its archive is unusable.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The payload region could not be mapped.
+    #[error(transparent)]
+    Map(#[from] DevMemError),
+    /// An archive path climbs out of `/`.
+    #[error("archive path {0:?} leaves the root")]
+    LeavesRoot(String),
+    /// A symlink's target is not UTF-8.
+    #[error("symlink {} target is not UTF-8", .0.display())]
+    SymlinkTarget(PathBuf),
+    /// An archive entry is neither a directory, a file nor a symlink.
+    #[error("{name}: unsupported file type {mode:o}")]
+    FileType {
+        /// The archive path.
+        name: String,
+        /// Its file type bits.
+        mode: u32,
+    },
+    /// Unpacking an entry failed.
+    #[error("{op} {}: {source}", path.display())]
+    Unpack {
+        /// `mkdir`, `symlink`, `write`, `chmod`.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The PCI devices could not be listed.
+    #[error("/sys/bus/pci/devices: {0}")]
+    PciDevices(std::io::Error),
+    /// The payload device's BAR 2 has no address.
+    #[error("{}: BAR 2 not assigned ({bar:?})", device.display())]
+    BarUnassigned {
+        /// The device's sysfs directory.
+        device: PathBuf,
+        /// Its BAR 2 line of `resource`.
+        bar: String,
+    },
+    /// No payload device and no `ktstr.payload=` on the command line.
+    #[error("no payload device (ivshmem 1af4:1110) on the PCI bus")]
+    NoPayloadDevice,
+    /// A system call or device the hand-off needs failed.
+    #[error("{call}: {source}")]
+    Os {
+        /// The call or device (`RNDADDENTROPY`, `/dev/urandom`, `clock_settime`).
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    fn last_os(call: &'static str) -> Self {
+        AgentError::Os {
+            call,
+            source: std::io::Error::last_os_error(),
+        }
+    }
+}
+
 /// True in PID 1 of a guest booted to become a snapshot: the agent marker
 /// is there and no test configuration is (after the hand-off there is one,
 /// and the exec'd init runs the test).
@@ -63,36 +177,32 @@ pub fn encode_payload(overlay: &[u8]) -> Vec<u8> {
 }
 
 /// The overlay archive in a payload region, checked.
-pub fn decode_payload(region: &[u8]) -> Result<&[u8], String> {
+pub fn decode_payload(region: &[u8]) -> Result<&[u8], PayloadError> {
     let word = |at: usize, n: usize| -> u64 {
         let mut b = [0u8; 8];
         b[..n].copy_from_slice(&region[at..at + n]);
         u64::from_le_bytes(b)
     };
     if region.len() < PAYLOAD_HEADER {
-        return Err(format!("payload region of {} bytes", region.len()));
+        return Err(PayloadError::RegionTooSmall(region.len()));
     }
     if word(0, 8) != PAYLOAD_MAGIC {
-        return Err("no payload magic (the host wrote no payload)".into());
+        return Err(PayloadError::NoMagic);
     }
     let version = word(8, 4) as u32;
     if version != AGENT_VERSION {
-        return Err(format!(
-            "payload version {version}, this agent speaks {AGENT_VERSION}"
-        ));
+        return Err(PayloadError::Version(version));
     }
     let len = usize::try_from(word(16, 8)).unwrap_or(usize::MAX);
     let data = region
         .get(PAYLOAD_HEADER..PAYLOAD_HEADER.saturating_add(len))
-        .ok_or_else(|| {
-            format!(
-                "payload length {len} overruns the {}-byte region",
-                region.len()
-            )
+        .ok_or(PayloadError::Overrun {
+            len,
+            region: region.len(),
         })?;
     let crc = word(12, 4) as u32;
     if channel::crc32(data) != crc {
-        return Err("payload checksum mismatch".into());
+        return Err(PayloadError::Checksum);
     }
     Ok(data)
 }
@@ -106,31 +216,37 @@ pub(crate) struct CpioEntry<'a> {
 }
 
 /// The entries of a newc (`070701`) archive, up to its trailer.
-pub(crate) fn cpio_entries(mut a: &[u8]) -> Result<Vec<CpioEntry<'_>>, String> {
+pub(crate) fn cpio_entries(mut a: &[u8]) -> Result<Vec<CpioEntry<'_>>, PayloadError> {
     const HEADER: usize = 110;
     let pad = |n: usize| (4 - n % 4) % 4;
     let mut out = Vec::new();
     let mut at = 0usize;
     loop {
         if a.len() < HEADER {
-            return Err(format!("archive ends inside a header at byte {at}"));
+            return Err(PayloadError::CpioTruncated(at));
         }
         if &a[..6] != b"070701" {
-            return Err(format!("no newc magic at byte {at}"));
+            return Err(PayloadError::CpioMagic(at));
         }
-        let field = |i: usize| -> Result<usize, String> {
-            let s = std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).map_err(|e| e.to_string())?;
-            usize::from_str_radix(s, 16).map_err(|e| format!("header field at byte {at}: {e}"))
+        let field = |i: usize| -> Result<usize, PayloadError> {
+            let raw = &a[6 + 8 * i..14 + 8 * i];
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| usize::from_str_radix(s, 16).ok())
+                .ok_or_else(|| PayloadError::CpioField {
+                    at,
+                    field: String::from_utf8_lossy(raw).into_owned(),
+                })
         };
         let (mode, filesize, namesize) = (field(1)?, field(6)?, field(11)?);
         let name_end = HEADER + namesize;
         let data_at = name_end + pad(name_end);
         let data_end = data_at + filesize;
         if namesize == 0 || data_end > a.len() {
-            return Err(format!("entry at byte {at} overruns the archive"));
+            return Err(PayloadError::CpioOverrun(at));
         }
         let name = std::str::from_utf8(&a[HEADER..name_end - 1])
-            .map_err(|_| format!("entry name at byte {at} is not UTF-8"))?;
+            .map_err(|_| PayloadError::CpioName(at))?;
         if name == "TRAILER!!!" {
             return Ok(out);
         }
@@ -147,14 +263,18 @@ pub(crate) fn cpio_entries(mut a: &[u8]) -> Result<Vec<CpioEntry<'_>>, String> {
 
 /// Writes the archive's entries under `/`, unlinking each path first (a
 /// file the running agent maps is replaced, never written in place).
-fn unpack(overlay: &[u8]) -> Result<(), String> {
+fn unpack(overlay: &[u8]) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt;
     for e in cpio_entries(overlay)? {
         if e.name.split('/').any(|c| c == "..") {
-            return Err(format!("archive path {:?} leaves the root", e.name));
+            return Err(AgentError::LeavesRoot(e.name.to_string()));
         }
         let path = std::path::Path::new("/").join(e.name.trim_start_matches('/'));
-        let fail = |what: &str, err: std::io::Error| format!("{what} {}: {err}", path.display());
+        let fail = |op: &'static str, source: std::io::Error| AgentError::Unpack {
+            op,
+            path: path.clone(),
+            source,
+        };
         match e.mode & 0o170_000 {
             0o040_000 => std::fs::create_dir_all(&path).map_err(|err| fail("mkdir", err))?,
             0o100_000 | 0o120_000 => {
@@ -164,7 +284,7 @@ fn unpack(overlay: &[u8]) -> Result<(), String> {
                 let _ = std::fs::remove_file(&path);
                 if e.mode & 0o170_000 == 0o120_000 {
                     let target = std::str::from_utf8(e.data)
-                        .map_err(|_| format!("symlink {} target is not UTF-8", path.display()))?;
+                        .map_err(|_| AgentError::SymlinkTarget(path.clone()))?;
                     std::os::unix::fs::symlink(target, &path)
                         .map_err(|err| fail("symlink", err))?;
                 } else {
@@ -176,7 +296,12 @@ fn unpack(overlay: &[u8]) -> Result<(), String> {
                     .map_err(|err| fail("chmod", err))?;
                 }
             }
-            other => return Err(format!("{}: unsupported file type {other:o}", e.name)),
+            other => {
+                return Err(AgentError::FileType {
+                    name: e.name.to_string(),
+                    mode: other,
+                });
+            }
         }
     }
     Ok(())
@@ -195,13 +320,12 @@ fn payload_on_cmdline(cmdline: &str) -> Option<(u64, u64)> {
 
 /// The payload region's physical range: the PCI device's BAR 2 (QEMU), else
 /// the command line's `ktstr.payload=` (the own KVM VMM).
-fn payload_region() -> Result<(u64, u64), String> {
+fn payload_region() -> Result<(u64, u64), AgentError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(r) = payload_on_cmdline(&cmdline) {
         return Ok(r);
     }
-    let dir = std::fs::read_dir("/sys/bus/pci/devices")
-        .map_err(|e| format!("/sys/bus/pci/devices: {e}"))?;
+    let dir = std::fs::read_dir("/sys/bus/pci/devices").map_err(AgentError::PciDevices)?;
     for d in dir.flatten() {
         let p = d.path();
         let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
@@ -218,15 +342,18 @@ fn payload_region() -> Result<(u64, u64), String> {
         {
             return Ok((start, end - start + 1));
         }
-        return Err(format!("{}: BAR 2 not assigned ({bar:?})", p.display()));
+        return Err(AgentError::BarUnassigned {
+            device: p.clone(),
+            bar: bar.to_string(),
+        });
     }
-    Err("no payload device (ivshmem 1af4:1110) on the PCI bus".into())
+    Err(AgentError::NoPayloadDevice)
 }
 
 /// Adds the host's bytes to the guest's entropy pool, credited, and makes
 /// the CRNG reseed from it at once: two restores of one image draw
 /// different random numbers.
-fn reseed(random: &[u8; 64]) -> Result<(), String> {
+fn reseed(random: &[u8; 64]) -> Result<(), AgentError> {
     // linux/random.h: struct rand_pool_info { int entropy_count; int
     // buf_size; __u32 buf[]; }, RNDADDENTROPY _IOW('R', 0x03, int[2]),
     // RNDRESEEDCRNG _IO('R', 0x07).
@@ -239,44 +366,38 @@ fn reseed(random: &[u8; 64]) -> Result<(), String> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/urandom")
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+        .map_err(|source| AgentError::Os {
+            call: "/dev/urandom",
+            source,
+        })?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     // SAFETY: info is a complete rand_pool_info (header and buf_size bytes)
     // that outlives the call; the kernel only reads it.
     if unsafe { libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) } < 0 {
-        return Err(format!(
-            "RNDADDENTROPY: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(AgentError::last_os("RNDADDENTROPY"));
     }
     // SAFETY: RNDRESEEDCRNG takes no argument.
     if unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) } < 0 {
-        return Err(format!(
-            "RNDRESEEDCRNG: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(AgentError::last_os("RNDRESEEDCRNG"));
     }
     Ok(())
 }
 
 /// Sets `CLOCK_REALTIME` to `ns` since the epoch.
-fn set_clock(ns: u64) -> Result<(), String> {
+fn set_clock(ns: u64) -> Result<(), AgentError> {
     let ts = libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: ts is a valid timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } < 0 {
-        return Err(format!(
-            "clock_settime: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(AgentError::last_os("clock_settime"));
     }
     Ok(())
 }
 
 /// What the agent does with a hand-off: the guest is the test's from here.
-fn take_over(h: &HandOff, picked_up: Instant) -> Result<(), String> {
+fn take_over(h: &HandOff, picked_up: Instant) -> Result<(), AgentError> {
     reseed(&h.random)?;
     let (gpa, len) = payload_region()?;
     let region = DevMem::map(gpa, len)?;
@@ -413,11 +534,13 @@ mod tests {
         assert!(
             decode_payload(&bad)
                 .expect_err("damaged")
+                .to_string()
                 .contains("checksum")
         );
         assert!(
             decode_payload(&[0u8; 64])
                 .expect_err("empty")
+                .to_string()
                 .contains("magic")
         );
         let mut long = region.clone();
@@ -425,6 +548,7 @@ mod tests {
         assert!(
             decode_payload(&long)
                 .expect_err("long")
+                .to_string()
                 .contains("overruns")
         );
         // Truncated archives are errors, never panics.

@@ -16,8 +16,8 @@ mod shell;
 pub(crate) mod system;
 
 pub use agent::{
-    AGENT_MARKER, AGENT_VERSION, PAYLOAD_HEADER, decode_payload, encode_payload, is_agent,
-    run_as_agent,
+    AGENT_MARKER, AGENT_VERSION, PAYLOAD_HEADER, PayloadError, decode_payload, encode_payload,
+    is_agent, run_as_agent,
 };
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
 pub(crate) use system::uptime_ms;

@@ -84,24 +84,38 @@ pub fn run_shell_agent() -> ! {
             .env("HOME", "/root")
             .status()
             .map(shell_status)
-            .map_err(|e| format!("cannot start {BUSYBOX} sh: {e}")),
+            .map_err(ShellError::Start),
     };
     match status {
         Ok(status) => {
             ch.send(&Message::ShellExit { status }, Duration::from_secs(5));
         }
         Err(e) => {
-            ch.send(&Message::GuestError(e), Duration::from_secs(5));
+            ch.send(&Message::GuestError(e.to_string()), Duration::from_secs(5));
         }
     }
     power_off()
 }
 
+/// Why the shell or its command could not run to its end.
+#[derive(Debug, thiserror::Error)]
+enum ShellError {
+    /// The pipe for its output could not be made.
+    #[error("pipe: {0}")]
+    Pipe(std::io::Error),
+    /// busybox could not be started.
+    #[error("cannot start {BUSYBOX} sh: {0}")]
+    Start(std::io::Error),
+    /// Waiting for the command failed.
+    #[error("waiting for the command: {0}")]
+    Wait(std::io::Error),
+}
+
 /// Runs `cmd` with its stdout and stderr on one pipe, forwarding what it
 /// writes over the channel as it comes.
-fn run_command(cmd: &str, ch: &Writer<DevMem>) -> Result<i32, String> {
-    let (mut reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let writer2 = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
+fn run_command(cmd: &str, ch: &Writer<DevMem>) -> Result<i32, ShellError> {
+    let (mut reader, writer) = std::io::pipe().map_err(ShellError::Pipe)?;
+    let writer2 = writer.try_clone().map_err(ShellError::Pipe)?;
     let mut child = Command::new(BUSYBOX)
         .args(["sh", "-c", cmd])
         .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
@@ -110,7 +124,7 @@ fn run_command(cmd: &str, ch: &Writer<DevMem>) -> Result<i32, String> {
         .stdout(writer)
         .stderr(writer2)
         .spawn()
-        .map_err(|e| format!("cannot start {BUSYBOX} sh: {e}"))?;
+        .map_err(ShellError::Start)?;
     // A reader thread hands chunks over, so a command that leaves something
     // running with the pipe open (`sleep 30 &`) does not hold the status back.
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -150,7 +164,5 @@ fn run_command(cmd: &str, ch: &Writer<DevMem>) -> Result<i32, String> {
     while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
         forward(chunk);
     }
-    status
-        .map(shell_status)
-        .map_err(|e| format!("waiting for the command: {e}"))
+    status.map(shell_status).map_err(ShellError::Wait)
 }

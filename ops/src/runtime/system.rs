@@ -8,6 +8,36 @@ use std::time::Duration;
 
 use crate::channel::ChannelMem;
 
+/// Why a guest physical range could not be mapped through `/dev/mem`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DevMemError {
+    /// `/dev/mem` could not be opened.
+    #[error("open /dev/mem: {0}")]
+    Open(std::io::Error),
+    /// The length does not fit this machine's `usize`.
+    #[error("a mapping of {len:#x} bytes overflows usize")]
+    Length {
+        /// The length asked for.
+        len: u64,
+    },
+    /// The address does not fit `off_t`.
+    #[error("address {gpa:#x} overflows off_t")]
+    Address {
+        /// The guest physical address.
+        gpa: u64,
+    },
+    /// The kernel refused the mapping.
+    #[error("mmap /dev/mem at {gpa:#x}+{len:#x}: {source}")]
+    Mmap {
+        /// The guest physical address.
+        gpa: u64,
+        /// The length.
+        len: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
 /// The channel region mapped through `/dev/mem`.
 #[derive(Debug)]
 pub(crate) struct DevMem {
@@ -20,20 +50,16 @@ pub(crate) struct DevMem {
 unsafe impl Send for DevMem {}
 
 impl DevMem {
-    pub(crate) fn map(gpa: u64, len: u64) -> Result<Self, String> {
+    pub(crate) fn map(gpa: u64, len: u64) -> Result<Self, DevMemError> {
         let path = CString::new("/dev/mem").expect("no NUL in a literal");
         // SAFETY: path is a valid NUL-terminated string.
         let fd =
             unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(format!(
-                "open /dev/mem: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(DevMemError::Open(std::io::Error::last_os_error()));
         }
-        let len = usize::try_from(len).map_err(|_| "channel size overflows usize".to_string())?;
-        let off = libc::off_t::try_from(gpa)
-            .map_err(|_| "channel address overflows off_t".to_string())?;
+        let len = usize::try_from(len).map_err(|_| DevMemError::Length { len })?;
+        let off = libc::off_t::try_from(gpa).map_err(|_| DevMemError::Address { gpa })?;
         // SAFETY: a fresh shared mapping of a device file; the kernel checks
         // the range (it must be reserved, not System RAM, under STRICT_DEVMEM).
         let p = unsafe {
@@ -50,7 +76,11 @@ impl DevMem {
         // SAFETY: fd is ours; the mapping stays valid after close.
         unsafe { libc::close(fd) };
         if p == libc::MAP_FAILED {
-            return Err(format!("mmap /dev/mem at {gpa:#x}+{len:#x}: {err}"));
+            return Err(DevMemError::Mmap {
+                gpa,
+                len,
+                source: err,
+            });
         }
         Ok(DevMem {
             base: p.cast(),

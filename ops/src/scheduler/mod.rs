@@ -23,7 +23,7 @@ pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_e
 pub use hold::{Held, ProgInfo};
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
 pub use supervisor::{Supervisor, scx_attached};
-pub use verifier_probe::{VerifierOffsets, VerifierProbe, VerifierRecord};
+pub use verifier_probe::{VerifierOffsets, VerifierProbe, VerifierProbeError, VerifierRecord};
 
 /// Where a scheduler's binary comes from (resolved on the host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -241,7 +241,7 @@ impl Supervisor {
                         .inner
                         .verifier_error
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 })
                 .ok()
         });

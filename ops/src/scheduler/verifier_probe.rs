@@ -85,6 +85,42 @@ impl VerifierOffsets {
     }
 }
 
+/// Why the verifier's kprobe could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifierProbeError {
+    /// The kernel has no kprobe events.
+    #[error(
+        "no {TRACEFS}/dynamic_events: the kernel lacks tracefs or kprobe events \
+         (CONFIG_KPROBE_EVENTS)"
+    )]
+    NoKprobeEvents,
+    /// The tracing instance could not be created.
+    #[error("creating {}: {source}", path.display())]
+    Instance {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The kernel refused the kprobe's definition.
+    #[error("defining the kprobe {definition:?}: {source}")]
+    Define {
+        /// The definition written to `dynamic_events`.
+        definition: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A tracefs file could not be written.
+    #[error("{TRACEFS}/{file}: {source}")]
+    Write {
+        /// The file, relative to tracefs.
+        file: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
 /// The probe, installed.
 #[derive(Debug)]
 pub struct VerifierProbe {
@@ -95,19 +131,24 @@ fn tracefs(path: &str) -> std::path::PathBuf {
     Path::new(TRACEFS).join(path)
 }
 
-fn write(path: &str, text: &str) -> Result<(), String> {
-    std::fs::write(tracefs(path), text).map_err(|e| format!("{TRACEFS}/{path}: {e}"))
+fn write(path: &str, text: &str) -> Result<(), VerifierProbeError> {
+    std::fs::write(tracefs(path), text).map_err(|source| VerifierProbeError::Write {
+        file: path.to_string(),
+        source,
+    })
 }
 
 impl VerifierProbe {
     /// Defines the kprobe (once per boot: a second call finds it defined) and starts
     /// recording into a fresh buffer.
-    pub fn install(offsets: &VerifierOffsets) -> Result<VerifierProbe, String> {
+    pub fn install(offsets: &VerifierOffsets) -> Result<VerifierProbe, VerifierProbeError> {
         mount_tracefs()?;
         let instance = tracefs(INSTANCE);
         if !instance.exists() {
-            std::fs::create_dir(&instance)
-                .map_err(|e| format!("creating {}: {e}", instance.display()))?;
+            std::fs::create_dir(&instance).map_err(|source| VerifierProbeError::Instance {
+                path: instance.clone(),
+                source,
+            })?;
         }
         let enable = format!("{INSTANCE}/events/{GROUP}/{EVENT}/enable");
         if !tracefs(&enable).exists() {
@@ -117,7 +158,10 @@ impl VerifierProbe {
                 .append(true)
                 .open(tracefs("dynamic_events"))
                 .and_then(|mut f| f.write_all(format!("{def}\n").as_bytes()))
-                .map_err(|e| format!("defining the kprobe {def:?}: {e}"))?;
+                .map_err(|source| VerifierProbeError::Define {
+                    definition: def,
+                    source,
+                })?;
         }
         // Truncate: only this scheduler's loads.
         write(&format!("{INSTANCE}/trace"), "")?;
@@ -180,15 +224,12 @@ pub fn last_by_name<'a>(records: &'a [VerifierRecord], name: &str) -> Option<&'a
 }
 
 /// tracefs, mounted by the guest's init (again here, at no cost, if it is not).
-fn mount_tracefs() -> Result<(), String> {
+fn mount_tracefs() -> Result<(), VerifierProbeError> {
     crate::runtime::system::mount("tracefs", TRACEFS, "tracefs");
     if tracefs("dynamic_events").exists() {
         Ok(())
     } else {
-        Err(format!(
-            "no {TRACEFS}/dynamic_events: the kernel lacks tracefs or kprobe events \
-             (CONFIG_KPROBE_EVENTS)"
-        ))
+        Err(VerifierProbeError::NoKprobeEvents)
     }
 }
 

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use kvm_ioctls::{Cap, Kvm, VcpuFd};
 
+use crate::VmmError;
+
 /// Exits a vCPU remembers.
 const EXITS: usize = 16;
 
@@ -205,7 +207,7 @@ pub(crate) fn write_bundle(
     spec: &str,
     vcpus: &[VcpuDiag],
     console: &[String],
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, VmmError> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let mut b = format!(
         "ktstr-vmm diagnostic bundle: the own KVM VMM failed. Send this file with a bug \
@@ -231,7 +233,11 @@ pub(crate) fn write_bundle(
         let _ = writeln!(b, "  {l}");
     }
     let dir = bundle_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| VmmError::File {
+        action: "creating",
+        path: dir.clone(),
+        source,
+    })?;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -240,7 +246,11 @@ pub(crate) fn write_bundle(
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&path, b).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    std::fs::write(&path, b).map_err(|source| VmmError::File {
+        action: "writing",
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 

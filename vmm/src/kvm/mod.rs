@@ -476,9 +476,9 @@ impl KvmVm {
             .shared
             .clone()
             .ok_or_else(|| VmmError::Control("the VM has ended: nothing to save".into()))?;
-        let vcpus = shared.capture().map_err(|why| VmmError::Snapshot {
+        let vcpus = shared.capture().map_err(|source| VmmError::MachineState {
             image: image.to_path_buf(),
-            why,
+            source,
         })?;
         let saved = snapshot::Saved {
             meta: self.meta.clone(),
@@ -533,7 +533,7 @@ impl KvmVm {
         }
         match regs {
             Some(Ok(r)) => Ok(r),
-            Some(Err(why)) => Err(VmmError::Control(format!("registers of vCPU {cpu}: {why}"))),
+            Some(Err(source)) => Err(VmmError::Registers { cpu, source }),
             None => Err(VmmError::Control(format!(
                 "vCPU {cpu} did not park (the VM ended?)"
             ))),

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use vm_superio::serial::SerialState;
 
 use super::state::{Reader, Records, VcpuState, VmState};
-use crate::{GuestRam, VmSpec, VmmError};
+use crate::{GuestRam, KvmStateError, VmSpec, VmmError};
 
 const MAGIC: &[u8; 8] = b"KTSTRKVM";
 /// Bumped whenever the layout or a record changes.
@@ -147,10 +147,13 @@ fn encode_serial(s: &SerialState, out: &mut Records) {
     out.raw(T_SERIAL, &b);
 }
 
-fn decode_serial(r: &mut Reader<'_>) -> Result<SerialState, String> {
+fn decode_serial(r: &mut Reader<'_>) -> Result<SerialState, KvmStateError> {
     let b = r.raw(T_SERIAL)?;
     if b.len() < 9 {
-        return Err(format!("serial record of {} bytes", b.len()));
+        return Err(KvmStateError::BadLength {
+            record: "serial",
+            len: b.len(),
+        });
     }
     Ok(SerialState {
         baud_divisor_low: b[0],
@@ -345,7 +348,10 @@ pub(crate) fn open(image: &Path, spec: &VmSpec, want: &Meta) -> Result<Opened, V
     file.read_exact_at(&mut state, HEADER as u64)
         .map_err(|e| error(image, format!("reading the state: {e}")))?;
     let mut r = Reader::new(&state);
-    let bad = |e: String| error(image, e);
+    let bad = |source| VmmError::MachineState {
+        image: image.to_path_buf(),
+        source,
+    };
     let meta_json: Value = serde_json::from_slice(r.raw(T_META).map_err(bad)?)
         .map_err(|e| error(image, format!("machine description: {e}")))?;
     let meta = Meta::from_json(&meta_json).ok_or_else(|| {

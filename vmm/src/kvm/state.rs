@@ -18,7 +18,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 
-use crate::VmmError;
+use crate::{KvmStateError, VmmError};
 
 /// A KVM structure as its bytes: the zerocopy impls that `kvm-bindings`' `serde` feature
 /// derives for every state structure but `kvm_fpu` (which has neither those nor serde impls
@@ -115,34 +115,29 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Reader { rest: bytes }
     }
-    pub(crate) fn raw(&mut self, tag: u32) -> Result<&'a [u8], String> {
-        let head = self
-            .rest
-            .get(..8)
-            .ok_or_else(|| format!("the state ends before record {tag:#x}"))?;
+    pub(crate) fn raw(&mut self, tag: u32) -> Result<&'a [u8], KvmStateError> {
+        let head = self.rest.get(..8).ok_or(KvmStateError::Truncated { tag })?;
         let got = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
         if got != tag {
-            return Err(format!("record {got:#x} where {tag:#x} belongs"));
+            return Err(KvmStateError::WrongTag { tag, found: got });
         }
         let body = self
             .rest
             .get(8..8 + len)
-            .ok_or_else(|| format!("record {tag:#x} is cut short"))?;
+            .ok_or(KvmStateError::CutShort { tag })?;
         self.rest = &self.rest[8 + len..];
         Ok(body)
     }
-    fn pod<T: KvmBytes>(&mut self, tag: u32) -> Result<T, String> {
+    fn pod<T: KvmBytes>(&mut self, tag: u32) -> Result<T, KvmStateError> {
         let b = self.raw(tag)?;
-        T::from_kvm_bytes(b).ok_or_else(|| {
-            format!(
-                "record {tag:#x} has {} bytes, this build's KVM structure {} (an image from another build?)",
-                b.len(),
-                std::mem::size_of::<T>()
-            )
+        T::from_kvm_bytes(b).ok_or(KvmStateError::WrongSize {
+            tag,
+            len: b.len(),
+            want: std::mem::size_of::<T>(),
         })
     }
-    fn opt<T: KvmBytes>(&mut self, tag: u32) -> Result<Option<T>, String> {
+    fn opt<T: KvmBytes>(&mut self, tag: u32) -> Result<Option<T>, KvmStateError> {
         if self.rest.get(4..8) == Some(&[0, 0, 0, 0][..]) {
             self.raw(tag)?;
             return Ok(None);
@@ -194,10 +189,10 @@ impl std::fmt::Debug for VcpuState {
 }
 
 /// The MSRs KVM saves and restores (`KVM_GET_MSR_INDEX_LIST`).
-fn msr_indices(kvm: &Kvm) -> Result<Vec<u32>, String> {
+fn msr_indices(kvm: &Kvm) -> Result<Vec<u32>, KvmStateError> {
     let list = kvm
         .get_msr_index_list()
-        .map_err(|e| format!("KVM_GET_MSR_INDEX_LIST: {e}"))?;
+        .map_err(KvmStateError::kvm("KVM_GET_MSR_INDEX_LIST"))?;
     Ok(list.as_slice().to_vec())
 }
 
@@ -205,7 +200,7 @@ fn msr_indices(kvm: &Kvm) -> Result<Vec<u32>, String> {
 fn read_msrs_of(
     vcpu: &VcpuFd,
     indices: impl IntoIterator<Item = u32>,
-) -> Result<Vec<(u32, u64)>, String> {
+) -> Result<Vec<(u32, u64)>, KvmStateError> {
     let mut out = Vec::new();
     // One at a time: KVM stops a batch at the first MSR it refuses, and
     // which it refuses depends on the CPU model.
@@ -214,7 +209,7 @@ fn read_msrs_of(
             index,
             ..Default::default()
         }])
-        .map_err(|e| format!("MSR list: {e:?}"))?;
+        .map_err(KvmStateError::MsrList)?;
         if let Ok(1) = vcpu.get_msrs(&mut m) {
             out.push((index, m.as_slice()[0].data));
         }
@@ -224,12 +219,12 @@ fn read_msrs_of(
 
 impl VcpuState {
     /// Reads the state of a vCPU that is out of `KVM_RUN` on this thread.
-    pub(crate) fn capture(vcpu: &mut VcpuFd) -> Result<Self, String> {
+    pub(crate) fn capture(vcpu: &mut VcpuFd) -> Result<Self, KvmStateError> {
         // Finish a pending port or MMIO read without running guest code.
         vcpu.set_kvm_immediate_exit(1);
         let _ = vcpu.run();
         vcpu.set_kvm_immediate_exit(0);
-        let e = |what: &'static str| move |e: kvm_ioctls::Error| format!("{what}: {e}");
+        let e = KvmStateError::kvm;
         let mp = vcpu.get_mp_state().map_err(e("KVM_GET_MP_STATE"))?;
         let regs = vcpu.get_regs().map_err(e("KVM_GET_REGS"))?;
         let sregs = vcpu.get_sregs().map_err(e("KVM_GET_SREGS"))?;
@@ -237,7 +232,7 @@ impl VcpuState {
         // XSAVE, XCRs and debug registers where this KVM has them (a
         // software /dev/kvm may not); where it has them, a failed read fails
         // the capture instead of saving a vCPU without them.
-        let kvm = Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
+        let kvm = Kvm::new().map_err(KvmStateError::OpenKvm)?;
         let has = |cap: Cap| kvm.check_extension(cap);
         let xsave = match has(Cap::Xsave) {
             true => Some(Box::new(vcpu.get_xsave().map_err(e("KVM_GET_XSAVE"))?)),
@@ -297,7 +292,7 @@ impl VcpuState {
         // end state, and no write KVM would log as unimplemented (AMD's
         // DEBUGCTL of 0 without LBR virtualization, "Unhandled WRMSR").
         let fresh: Vec<(u32, u64)> =
-            read_msrs_of(vcpu, self.msrs.iter().map(|&(i, _)| i)).map_err(VmmError::Control)?;
+            read_msrs_of(vcpu, self.msrs.iter().map(|&(i, _)| i)).map_err(VmmError::VcpuState)?;
         let differ: Vec<(u32, u64)> = self
             .msrs
             .iter()
@@ -345,19 +340,26 @@ impl VcpuState {
         out.pod(T_EVENTS, &self.events);
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, String> {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, KvmStateError> {
         let mp = r.pod(T_MP)?;
         let regs = r.pod(T_REGS)?;
         let sregs = r.pod(T_SREGS)?;
-        let fpu = fpu_from(r.raw(T_FPU)?)
-            .ok_or_else(|| format!("record {T_FPU:#x} is not the {FPU_LEN}-byte kvm_fpu"))?;
+        let raw = r.raw(T_FPU)?;
+        let fpu = fpu_from(raw).ok_or(KvmStateError::WrongSize {
+            tag: T_FPU,
+            len: raw.len(),
+            want: FPU_LEN,
+        })?;
         let xsave = r.opt::<kvm_xsave>(T_XSAVE)?.map(Box::new);
         let xcrs = r.opt(T_XCRS)?;
         let debug = r.opt(T_DEBUG)?;
         let lapic = r.pod(T_LAPIC)?;
         let raw = r.raw(T_MSRS)?;
         if raw.len() % 12 != 0 {
-            return Err(format!("MSR record of {} bytes", raw.len()));
+            return Err(KvmStateError::BadLength {
+                record: "MSR",
+                len: raw.len(),
+            });
         }
         let msrs = raw
             .chunks_exact(12)
@@ -442,7 +444,7 @@ impl VmState {
         }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, String> {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, KvmStateError> {
         let pit = r.pod(T_PIT)?;
         let clock = r.pod(T_CLOCK)?;
         let irqchips = [r.pod(T_IRQCHIP)?, r.pod(T_IRQCHIP)?, r.pod(T_IRQCHIP)?];
@@ -505,6 +507,7 @@ mod tests {
         assert!(
             r.raw(T_EVENTS)
                 .expect_err("an error")
+                .to_string()
                 .contains("ends before")
         );
         // A record of the wrong size or tag is an error, not garbage.
@@ -512,6 +515,7 @@ mod tests {
         assert!(
             r.pod::<kvm_sregs>(T_SREGS)
                 .expect_err("an error")
+                .to_string()
                 .contains("where")
         );
         let mut short = Records::default();
@@ -519,6 +523,6 @@ mod tests {
         let e = Reader::new(&short.0)
             .pod::<kvm_regs>(T_REGS)
             .expect_err("an error");
-        assert!(e.contains("another build"), "{e}");
+        assert!(e.to_string().contains("another build"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use super::devices::{BusEvent, IoBus};
 use super::diag::{ExitLog, VcpuDiag};
 use super::state::VcpuState;
+use crate::KvmStateError;
 pub use crate::VcpuRegs;
 
 /// Why the VM stopped on its own.
@@ -30,12 +31,12 @@ struct State {
     running: usize,
     parked: usize,
     end: Option<End>,
-    regs: Vec<Option<Result<VcpuRegs, String>>>,
+    regs: Vec<Option<Result<VcpuRegs, KvmStateError>>>,
     threads: Vec<libc::pthread_t>,
     /// The latest request for every parked vCPU's whole state ([`Shared::capture`]).
     capture_gen: u64,
     /// Per vCPU: the request it last answered, and its answer (taken by the requester).
-    captured: Vec<(u64, Option<Result<VcpuState, String>>)>,
+    captured: Vec<(u64, Option<Result<VcpuState, KvmStateError>>)>,
     /// Per vCPU: its registers and last exits as it left its run loop.
     farewells: Vec<Option<VcpuDiag>>,
 }
@@ -176,7 +177,7 @@ impl Shared {
     }
 
     /// The registers vCPU `index` saved when it parked (`None`: it is not parked).
-    pub(crate) fn regs(&self, index: usize) -> Option<Result<VcpuRegs, String>> {
+    pub(crate) fn regs(&self, index: usize) -> Option<Result<VcpuRegs, KvmStateError>> {
         self.lock().regs.get(index).cloned().flatten()
     }
 
@@ -187,7 +188,7 @@ impl Shared {
 
     /// Pauses the VM and reads every vCPU's whole state (on its own thread,
     /// while it is parked), in vCPU order. The VM stays paused.
-    pub(crate) fn capture(&self) -> Result<Vec<VcpuState>, String> {
+    pub(crate) fn capture(&self) -> Result<Vec<VcpuState>, KvmStateError> {
         self.pause();
         let mut st = self.lock();
         st.capture_gen += 1;
@@ -197,17 +198,19 @@ impl Shared {
             st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         if let Some(end) = &st.end {
-            return Err(format!(
-                "the VM ended ({end:?}) before its vCPUs were saved"
-            ));
+            return Err(KvmStateError::Ended {
+                end: format!("{end:?}"),
+            });
         }
         st.captured
             .iter_mut()
             .enumerate()
-            .map(|(i, (_, s))| {
-                s.take()
-                    .unwrap_or_else(|| Err("no state".into()))
-                    .map_err(|e| format!("vCPU {i}: {e}"))
+            .map(|(i, (_, s))| match s.take() {
+                Some(state) => state.map_err(|e| KvmStateError::Vcpu {
+                    index: i,
+                    source: Box::new(e),
+                }),
+                None => Err(KvmStateError::NoState { index: i }),
             })
             .collect()
     }
@@ -255,16 +258,18 @@ impl Shared {
 
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
-fn read_regs(vcpu: &VcpuFd) -> Result<VcpuRegs, String> {
-    let regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+fn read_regs(vcpu: &VcpuFd) -> Result<VcpuRegs, KvmStateError> {
+    let regs = vcpu
+        .get_regs()
+        .map_err(KvmStateError::kvm("KVM_GET_REGS"))?;
     let sregs = vcpu
         .get_sregs()
-        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        .map_err(KvmStateError::kvm("KVM_GET_SREGS"))?;
     let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
         index: MSR_KERNEL_GS_BASE,
         ..Default::default()
     }])
-    .map_err(|e| format!("MSR list: {e:?}"))?;
+    .map_err(KvmStateError::MsrList)?;
     let kernel_gs_base = match vcpu.get_msrs(&mut msrs) {
         Ok(1) => msrs.as_slice()[0].data,
         _ => 0,

@@ -24,12 +24,12 @@ pub use args::{Accel, ICOUNT};
 
 use crate::console::{Tail, spawn_reader};
 use crate::{
-    Backend, Console, ConsoleMode, EndReason, GuestMemoryMmap, GuestRam, Machine, VcpuRegs, VmSpec,
-    VmmError,
+    Backend, Console, ConsoleMode, EndReason, GuestMemoryMmap, GuestRam, Machine, QemuVersionError,
+    VcpuRegs, VmSpec, VmmError,
 };
 
 /// The QEMU version whose `smp-cache` property places one L3 per die.
-const MIN_QEMU_MAJOR: u32 = 10;
+pub(crate) const MIN_QEMU_MAJOR: u32 = 10;
 
 /// Boots VMs with QEMU.
 #[derive(Debug, Clone)]
@@ -46,13 +46,7 @@ impl QemuBackend {
     /// binary: two backends with different QEMUs may live in one process.
     pub fn new(binary: impl Into<PathBuf>) -> Result<Self, VmmError> {
         let binary = binary.into();
-        check_version(&binary).map_err(|why| VmmError::MissingProgram {
-            program: binary.display().to_string(),
-            hint: format!(
-                "{why}; run `cargo xtask setup` (Debian: qemu-system-x86 from bookworm-backports) \
-                 or point KTSTR_QEMU at QEMU {MIN_QEMU_MAJOR} or newer"
-            ),
-        })?;
+        check_version(&binary).map_err(|source| VmmError::Qemu { source })?;
         let accel = if crate::hardware_virtualization() {
             Accel::Kvm
         } else {
@@ -114,8 +108,8 @@ impl QemuBackend {
 /// Checks that `binary` runs and is QEMU [`MIN_QEMU_MAJOR`] or newer and
 /// returns its version line; the answer is kept per binary, since every VM
 /// of a test run asks.
-fn check_version(binary: &std::path::Path) -> Result<String, String> {
-    type Checked = Vec<(PathBuf, Result<String, String>)>;
+fn check_version(binary: &std::path::Path) -> Result<String, QemuVersionError> {
+    type Checked = Vec<(PathBuf, Result<String, QemuVersionError>)>;
     static CHECKED: OnceLock<Mutex<Checked>> = OnceLock::new();
     let checked = CHECKED.get_or_init(|| Mutex::new(Vec::new()));
     let mut seen = checked.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +120,10 @@ fn check_version(binary: &std::path::Path) -> Result<String, String> {
         let out = Command::new(binary)
             .arg("--version")
             .output()
-            .map_err(|e| format!("{} does not run: {e}", binary.display()))?;
+            .map_err(|e| QemuVersionError::DoesNotRun {
+                binary: binary.to_path_buf(),
+                source: Arc::new(e),
+            })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let major = text
             .split("version ")
@@ -135,10 +132,10 @@ fn check_version(binary: &std::path::Path) -> Result<String, String> {
             .and_then(|m| m.parse::<u32>().ok())
             .unwrap_or(0);
         if major < MIN_QEMU_MAJOR {
-            return Err(format!(
-                "{} is version {major}; ktstr needs QEMU {MIN_QEMU_MAJOR} or newer",
-                binary.display()
-            ));
+            return Err(QemuVersionError::TooOld {
+                binary: binary.to_path_buf(),
+                major,
+            });
         }
         Ok(text.lines().next().unwrap_or_default().trim().to_string())
     })();
@@ -487,5 +484,33 @@ impl Machine for QemuMachine {
 impl Drop for QemuMachine {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_qemu_is_named_with_the_fix() {
+        let missing = std::path::Path::new("/nonexistent/ktstr/qemu-system-x86_64");
+        let err = QemuBackend::new(missing).expect_err("no such binary");
+        let text = err.to_string();
+        assert!(
+            text.contains("/nonexistent/ktstr/qemu-system-x86_64 does not run")
+                && text.contains("cargo xtask setup")
+                && text.contains("KTSTR_QEMU"),
+            "{text}"
+        );
+        assert!(matches!(
+            check_version(missing),
+            Err(QemuVersionError::DoesNotRun { .. })
+        ));
+        // A binary that runs but is not QEMU reads as version 0.
+        let not_qemu = std::path::Path::new("/bin/true");
+        assert!(matches!(
+            check_version(not_qemu),
+            Err(QemuVersionError::TooOld { major: 0, .. })
+        ));
     }
 }

@@ -27,11 +27,20 @@ pub(crate) struct Events {
     pub closed: bool,
 }
 
+/// QEMU's answer to a command.
+#[derive(Debug)]
+enum Answer {
+    /// `{"return": ..}` (or the greeting).
+    Return(Value),
+    /// `{"error": {"desc": ..}}`: QEMU's description.
+    Error(String),
+}
+
 /// A connected QMP session.
 #[derive(Debug)]
 pub(crate) struct Qmp {
     writer: Mutex<UnixStream>,
-    answers: Mutex<Receiver<Result<Value, String>>>,
+    answers: Mutex<Receiver<Answer>>,
     events: Arc<Mutex<Events>>,
 }
 
@@ -63,14 +72,13 @@ impl Qmp {
                         }
                     } else if v.get("QMP").is_some() && !greeted {
                         greeted = true;
-                        let _ = tx.send(Ok(v));
+                        let _ = tx.send(Answer::Return(v));
                     } else if let Some(r) = v.get("return") {
-                        let _ = tx.send(Ok(r.clone()));
+                        let _ = tx.send(Answer::Return(r.clone()));
                     } else if let Some(e) = v.get("error") {
-                        let _ = tx.send(Err(e["desc"]
-                            .as_str()
-                            .unwrap_or("unknown error")
-                            .to_string()));
+                        let _ = tx.send(Answer::Error(
+                            e["desc"].as_str().unwrap_or("unknown error").to_string(),
+                        ));
                     }
                 }
                 ev.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
@@ -89,8 +97,11 @@ impl Qmp {
     fn answer(&self, what: &str) -> Result<Value, VmmError> {
         let rx = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(VmmError::Control(format!("QMP {what} failed: {e}"))),
+            Ok(Answer::Return(v)) => Ok(v),
+            Ok(Answer::Error(desc)) => Err(VmmError::Qmp {
+                command: what.to_string(),
+                desc,
+            }),
             Err(_) => Err(VmmError::Control(format!(
                 "no QMP answer to {what} within {COMMAND_TIMEOUT:?} (VM gone or hung)"
             ))),
