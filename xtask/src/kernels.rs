@@ -55,7 +55,8 @@ pub(crate) fn fetch_lines(lines: &[&str], offline: bool) -> Result<Vec<LineKerne
         offline,
         "kernel",
         &crate::host()?.kernel_cmd_env(),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     Ok(resolved
         .into_iter()
         .map(|r| {

@@ -253,7 +253,8 @@ fn resolve_kernel(spec: Option<&KernelSpec>, offline: bool) -> Result<Kernel, St
                 offline,
                 "kselftest",
                 &host.kernel_cmd_env(),
-            )?;
+            )
+            .map_err(|e| e.to_string())?;
             match resolved.as_slice() {
                 [one] => Ok(one.kernel.clone()),
                 many => Err(format!(

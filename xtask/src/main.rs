@@ -132,7 +132,9 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             }),
-        Cmd::Kernel(k) => kernel_env().and_then(|env| k.run("kernel", &env)),
+        Cmd::Kernel(k) => {
+            kernel_env().and_then(|env| k.run("kernel", &env).map_err(|e| e.to_string()))
+        }
         Cmd::Test(t) => test::run_test(&t),
         Cmd::Demo(d) => test::run_demo(&d),
         Cmd::Schedulers(s) => schedulers::run(&s),
@@ -162,7 +164,7 @@ fn main() -> ExitCode {
 
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
 pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr_kernel::CachedKernel, String> {
-    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?)
+    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?).map_err(|e| e.to_string())
 }
 
 /// The host configuration (the environment, read once).

@@ -13,26 +13,68 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::error::CmdError;
 use crate::shard::{self, ArchiveManifest, PackedFile};
 
-/// Why an archive cannot be read.
-pub fn damaged(file: &Path, why: impl std::fmt::Display) -> String {
-    format!(
-        "{}: damaged or not a ktstr archive ({why}); copy it again, or make it again with \
-         `cargo ktstr archive`",
-        file.display()
-    )
+/// What is wrong in an archive that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// The file is not a zstd stream.
+    #[error("not zstd: {0}")]
+    NotZstd(ruzstd::decoding::errors::FrameDecoderError),
+    /// The tar stream inside is cut or malformed.
+    #[error("{0}")]
+    Tar(std::io::Error),
+    /// The stream holds no member.
+    #[error("it is empty")]
+    Empty,
+    /// The first member is not the manifest.
+    #[error("its first member is {name}, not {}", shard::ARCHIVE_MANIFEST)]
+    FirstMember {
+        /// The first member's path.
+        name: String,
+    },
+    /// The manifest is not JSON of one.
+    #[error("its manifest: {0}")]
+    Manifest(serde_json::Error),
+    /// A member's path leaves the directory it is unpacked in.
+    #[error("a member's path leaves the archive")]
+    PathLeaves,
+    /// A file the manifest lists is not in the archive.
+    #[error("{path} missing: {source}")]
+    Missing {
+        /// Its path inside.
+        path: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// A file whose bytes are not those the manifest hashed.
+    #[error("{path}: SHA-256 {got}, the manifest says {want}")]
+    Hash {
+        /// Its path inside.
+        path: String,
+        /// Its hash.
+        got: String,
+        /// The manifest's.
+        want: String,
+    },
+}
+
+/// Why `file` cannot be read as an archive.
+fn damaged(file: &Path, why: Damage) -> CmdError {
+    CmdError::Damaged {
+        file: file.to_path_buf(),
+        why,
+    }
 }
 
 /// The lower-case hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
+    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -55,9 +97,9 @@ impl Contents {
     }
 
     /// Adds every regular file below `dir` under `inside/`.
-    pub fn add_dir(&mut self, inside: &str, dir: &Path) -> Result<(), String> {
+    pub fn add_dir(&mut self, inside: &str, dir: &Path) -> Result<(), CmdError> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map_err(|e| CmdError::io(dir, e))?
             .flatten()
             .collect();
         entries.sort_by_key(std::fs::DirEntry::file_name);
@@ -77,13 +119,13 @@ impl Contents {
     }
 
     /// The manifest's file list: each file's hash.
-    pub fn hashed(&self) -> Result<Vec<PackedFile>, String> {
+    pub fn hashed(&self) -> Result<Vec<PackedFile>, CmdError> {
         self.files
             .iter()
             .map(|(inside, p)| {
                 Ok(PackedFile {
                     path: inside.clone(),
-                    sha256: sha256_file(p)?,
+                    sha256: sha256_file(p).map_err(|e| CmdError::io(p, e))?,
                 })
             })
             .collect()
@@ -91,8 +133,8 @@ impl Contents {
 }
 
 /// Writes the archive: the manifest first, then `contents`.
-pub fn write(out: &Path, manifest: &ArchiveManifest, contents: &Contents) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("{}: {e}", out.display());
+pub fn write(out: &Path, manifest: &ArchiveManifest, contents: &Contents) -> Result<(), CmdError> {
+    let err = |e: std::io::Error| CmdError::io(out, e);
     let tmp = out.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(err)?;
     // The tar stream goes through a pipe to the compressor thread.
@@ -108,7 +150,10 @@ pub fn write(out: &Path, manifest: &ArchiveManifest, contents: &Contents) -> Res
     });
     let mut tar = tar::Builder::new(writer);
     tar.mode(tar::HeaderMode::Deterministic);
-    let text = serde_json::to_vec_pretty(manifest).map_err(|e| e.to_string())?;
+    let text = serde_json::to_vec_pretty(manifest).map_err(|source| CmdError::Serialize {
+        what: "the archive's manifest",
+        source,
+    })?;
     let mut h = tar::Header::new_gnu();
     h.set_size(text.len() as u64);
     h.set_mode(0o644);
@@ -117,63 +162,68 @@ pub fn write(out: &Path, manifest: &ArchiveManifest, contents: &Contents) -> Res
         .map_err(err)?;
     for (inside, p) in &contents.files {
         tar.append_path_with_name(p, inside)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+            .map_err(|e| CmdError::io(p, e))?;
     }
     tar.into_inner().map_err(err)?;
     compressor
         .join()
-        .map_err(|_| "the compressor thread panicked".to_string())?
+        .map_err(|_| CmdError::CompressorPanicked)?
         .map_err(err)?;
     std::fs::rename(&tmp, out).map_err(err)
 }
 
 /// Reads the manifest (the first member) and checks it was made by this
 /// cargo-ktstr; then unpacks the rest into `dir` and checks every hash.
-pub fn unpack(file: &Path, dir: &Path) -> Result<ArchiveManifest, String> {
-    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+pub fn unpack(file: &Path, dir: &Path) -> Result<ArchiveManifest, CmdError> {
+    let tar_err = |e| damaged(file, Damage::Tar(e));
+    let f = std::fs::File::open(file).map_err(|e| CmdError::io(file, e))?;
     let decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(f))
-        .map_err(|e| damaged(file, format!("not zstd: {e}")))?;
+        .map_err(|e| damaged(file, Damage::NotZstd(e)))?;
     let mut tar = tar::Archive::new(decoder);
-    let mut entries = tar.entries().map_err(|e| damaged(file, e))?;
+    let mut entries = tar.entries().map_err(tar_err)?;
     let mut first = entries
         .next()
-        .ok_or_else(|| damaged(file, "it is empty"))?
-        .map_err(|e| damaged(file, e))?;
+        .ok_or_else(|| damaged(file, Damage::Empty))?
+        .map_err(tar_err)?;
     let name = first
         .path()
-        .map_err(|e| damaged(file, e))?
+        .map_err(tar_err)?
         .to_string_lossy()
         .into_owned();
     if name != shard::ARCHIVE_MANIFEST {
-        return Err(damaged(
-            file,
-            format!(
-                "its first member is {name}, not {}",
-                shard::ARCHIVE_MANIFEST
-            ),
-        ));
+        return Err(damaged(file, Damage::FirstMember { name }));
     }
     let mut text = String::new();
-    first
-        .read_to_string(&mut text)
-        .map_err(|e| damaged(file, e))?;
+    first.read_to_string(&mut text).map_err(tar_err)?;
     let manifest = check_manifest(file, &text)?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| CmdError::io(dir, e))?;
     for e in entries {
-        let mut e = e.map_err(|e| damaged(file, e))?;
+        let mut e = e.map_err(tar_err)?;
         // unpack_in refuses paths that leave `dir`.
-        let inside = e.unpack_in(dir).map_err(|e| damaged(file, e))?;
+        let inside = e.unpack_in(dir).map_err(tar_err)?;
         if !inside {
-            return Err(damaged(file, "a member's path leaves the archive"));
+            return Err(damaged(file, Damage::PathLeaves));
         }
     }
     for f in &manifest.files {
         let p = dir.join(&f.path);
-        let got = sha256_file(&p).map_err(|e| damaged(file, format!("{} missing: {e}", f.path)))?;
+        let got = sha256_file(&p).map_err(|source| {
+            damaged(
+                file,
+                Damage::Missing {
+                    path: f.path.clone(),
+                    source,
+                },
+            )
+        })?;
         if got != f.sha256 {
             return Err(damaged(
                 file,
-                format!("{}: SHA-256 {got}, the manifest says {}", f.path, f.sha256),
+                Damage::Hash {
+                    path: f.path.clone(),
+                    got,
+                    want: f.sha256.clone(),
+                },
             ));
         }
     }
@@ -181,36 +231,41 @@ pub fn unpack(file: &Path, dir: &Path) -> Result<ArchiveManifest, String> {
 }
 
 /// The manifest in `text`, refused when of another format or version.
-pub fn check_manifest(file: &Path, text: &str) -> Result<ArchiveManifest, String> {
+pub fn check_manifest(file: &Path, text: &str) -> Result<ArchiveManifest, CmdError> {
     #[derive(serde::Deserialize)]
     struct Head {
         format: u32,
         ktstr_version: String,
     }
-    let head: Head =
-        serde_json::from_str(text).map_err(|e| damaged(file, format!("its manifest: {e}")))?;
+    let head: Head = serde_json::from_str(text).map_err(|e| damaged(file, Damage::Manifest(e)))?;
     if head.format != shard::FORMAT || head.ktstr_version != shard::KTSTR_VERSION {
-        return Err(format!(
-            "{}: made by cargo-ktstr {v} (archive format {}), this is cargo-ktstr {} (format {}): \
-             run it with cargo-ktstr {v}, or make the archive again with this one",
-            file.display(),
-            head.format,
-            shard::KTSTR_VERSION,
-            shard::FORMAT,
-            v = head.ktstr_version,
-        ));
+        return Err(CmdError::OtherVersion {
+            file: file.to_path_buf(),
+            version: head.ktstr_version,
+            format: head.format,
+        });
     }
-    serde_json::from_str(text).map_err(|e| damaged(file, format!("its manifest: {e}")))
+    serde_json::from_str(text).map_err(|e| damaged(file, Damage::Manifest(e)))
+}
+
+/// The object `field` of a nextest listing (`--message-format json`).
+pub fn listing_object(
+    listing: &str,
+    field: &'static str,
+) -> Result<serde_json::Map<String, serde_json::Value>, CmdError> {
+    let command = "nextest list";
+    let mut v: serde_json::Value =
+        serde_json::from_str(listing).map_err(|source| CmdError::NoJson { command, source })?;
+    match v.get_mut(field).map(serde_json::Value::take) {
+        Some(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(CmdError::MissingField { command, field }),
+    }
 }
 
 /// The tests a nextest listing (`--message-format json`) says match, as
 /// libtest names, sorted and deduplicated.
-pub fn matching_tests(listing: &str) -> Result<Vec<String>, String> {
-    let v: serde_json::Value = serde_json::from_str(listing)
-        .map_err(|e| format!("nextest list printed no JSON listing: {e}"))?;
-    let suites = v["rust-suites"]
-        .as_object()
-        .ok_or("nextest's listing has no rust-suites")?;
+pub fn matching_tests(listing: &str) -> Result<Vec<String>, CmdError> {
+    let suites = listing_object(listing, "rust-suites")?;
     let mut out = Vec::new();
     for suite in suites.values() {
         let Some(cases) = suite["testcases"].as_object() else {
@@ -245,14 +300,17 @@ pub fn find_nextest() -> Option<PathBuf> {
 }
 
 /// Runs `c`, its stdout returned; a failure says what ran.
-pub fn output(mut c: Command) -> Result<String, String> {
+pub fn output(mut c: Command) -> Result<String, CmdError> {
     let shown = format!("{c:?}");
-    let out = c.output().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let out = c.output().map_err(|source| CmdError::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
     if !out.status.success() {
-        return Err(format!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(CmdError::CommandFailed {
+            command: shown,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

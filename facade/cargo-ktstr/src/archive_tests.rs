@@ -65,13 +65,17 @@ fn damaged_archives_say_so_and_what_to_do() {
     // Cut in half: the stream ends early.
     let cut = tmp.path().join("cut.tar.zst");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    let e = unpack(&cut, &tmp.path().join("c")).expect_err("cut");
+    let e = unpack(&cut, &tmp.path().join("c"))
+        .expect_err("cut")
+        .to_string();
     assert!(e.contains("damaged or not a ktstr archive"), "{e}");
     assert!(e.contains("cargo ktstr archive"), "{e}");
     // Not zstd at all.
     let junk = tmp.path().join("junk.tar.zst");
     std::fs::write(&junk, b"hello, not an archive").expect("write");
-    let e = unpack(&junk, &tmp.path().join("j")).expect_err("junk");
+    let e = unpack(&junk, &tmp.path().join("j"))
+        .expect_err("junk")
+        .to_string();
     assert!(e.contains("junk.tar.zst: damaged"), "{e}");
     // A member whose bytes are not the ones the manifest hashed.
     let src = tmp.path().join("src");
@@ -81,7 +85,9 @@ fn damaged_archives_say_so_and_what_to_do() {
     files[0].sha256 = "00".repeat(32);
     let bad = tmp.path().join("bad.tar.zst");
     write(&bad, &manifest(files), &c).expect("written");
-    let e = unpack(&bad, &tmp.path().join("b")).expect_err("hash");
+    let e = unpack(&bad, &tmp.path().join("b"))
+        .expect_err("hash")
+        .to_string();
     assert!(
         e.contains("n.tar.zst: SHA-256") && e.contains("the manifest says"),
         "{e}"
@@ -95,14 +101,18 @@ fn archives_of_another_version_are_refused_by_name() {
         ..manifest(vec![])
     })
     .expect("json");
-    let e = check_manifest(Path::new("run.tar.zst"), &text).expect_err("old");
+    let e = check_manifest(Path::new("run.tar.zst"), &text)
+        .expect_err("old")
+        .to_string();
     assert!(
         e.contains("made by cargo-ktstr 0.0.1")
             && e.contains(KTSTR_VERSION)
             && e.contains("run it with cargo-ktstr 0.0.1"),
         "{e}"
     );
-    let e = check_manifest(Path::new("run.tar.zst"), "{}").expect_err("empty");
+    let e = check_manifest(Path::new("run.tar.zst"), "{}")
+        .expect_err("empty")
+        .to_string();
     assert!(e.contains("its manifest"), "{e}");
 }
 

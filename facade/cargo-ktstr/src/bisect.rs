@@ -8,6 +8,7 @@ use ktstr_kernel::{KernelSpec, Releases};
 use ktstr_record::{RunRecord, Verdict as RecordVerdict};
 
 use crate::cargo::{self, Targets};
+use crate::error::CmdError;
 use crate::runs::{Knobs, new_run_id, store_dir};
 use crate::store::Store;
 use crate::{BisectCmd, Done};
@@ -98,14 +99,13 @@ pub(crate) fn search<E>(
     Ok(Some((alive[lo], alive[hi])))
 }
 
-pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
+pub fn bisect(c: &BisectCmd) -> Result<Done, CmdError> {
     if !matches!(c.kernel, KernelSpec::Range { .. }) {
-        return Err(format!(
-            "--kernel {}: bisect needs a range of releases, e.g. --kernel 7.0..7.3",
-            c.kernel
-        ));
+        return Err(CmdError::NotARange {
+            kernel: c.kernel.to_string(),
+        });
     }
-    let host = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
+    let host = ktstr::config::HostConfig::from_env()?;
     let env = host.kernel_cmd_env();
     let opts = ktstr_kernel::FetchOptions {
         cache: env.cache.clone(),
@@ -114,16 +114,13 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
         source: None,
     };
     let mut progress = |l: &str| println!("cargo ktstr: {l}");
-    let releases = Releases::open(&opts, &mut progress).map_err(|e| e.to_string())?;
-    let cands = releases
-        .select(&c.kernel, true)
-        .map_err(|e| e.to_string())?;
+    let releases = Releases::open(&opts, &mut progress)?;
+    let cands = releases.select(&c.kernel, true)?;
     if cands.len() < 2 {
-        return Err(format!(
-            "--kernel {}: {} release(s) in the range; bisect needs two or more",
-            c.kernel,
-            cands.len()
-        ));
+        return Err(CmdError::TooFewReleases {
+            kernel: c.kernel.to_string(),
+            count: cands.len(),
+        });
     }
     let names: Vec<&str> = cands.iter().map(|k| k.release.as_str()).collect();
     let bound = (cands.len() as f64).log2().ceil() as usize + 2;
@@ -153,7 +150,7 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
     };
     let nextest = !c.no_nextest && cargo::has_nextest();
     let mut table: Vec<(String, Option<Verdict>)> = Vec::new();
-    let verdict_of = |i: usize| -> Result<Option<Verdict>, String> {
+    let verdict_of = |i: usize| -> Result<Option<Verdict>, CmdError> {
         let cand = &cands[i];
         let outcome = match releases.fetch(cand, &mut |l| println!("cargo ktstr: {l}")) {
             Ok(o) => o,
@@ -162,7 +159,7 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
                 table.push((release, None));
                 return Ok(None);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let dir = outcome.kernel().dir.clone();
         let run = new_run_id(&format!("-b{}", table.len()));
@@ -173,11 +170,9 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, String> {
             cand.release
         );
         cargo::run_named(&targets, &c.test, nextest, &env)?;
-        let v = run_verdict(&store.records(&run).0).ok_or_else(|| {
-            format!(
-                "no test matching {:?} wrote a record on {} (check the name: `cargo test -- --list`)",
-                c.test, cand.release
-            )
+        let v = run_verdict(&store.records(&run).0).ok_or_else(|| CmdError::NoBisectRecord {
+            test: c.test.clone(),
+            release: cand.release.clone(),
         })?;
         println!("== {}: {} ({})", cand.release, v.class, v.detail);
         table.push((cand.release.clone(), Some(v.clone())));

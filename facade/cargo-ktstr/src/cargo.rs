@@ -6,6 +6,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::error::CmdError;
+
 /// Which cargo packages and targets to build and run.
 #[derive(Debug, Clone, Default)]
 pub struct Targets {
@@ -66,63 +68,75 @@ pub fn has_nextest() -> bool {
 }
 
 /// The target directory of the package here (`cargo metadata`).
-pub fn target_dir() -> Result<PathBuf, String> {
+pub fn target_dir() -> Result<PathBuf, CmdError> {
     let out = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
-        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+        .map_err(|source| CmdError::Spawn {
+            command: "cargo metadata".into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "cargo metadata failed (run cargo ktstr inside a cargo package): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(CmdError::Metadata {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|source| CmdError::NoJson {
+            command: "cargo metadata",
+            source,
+        })?;
     meta["target_directory"]
         .as_str()
         .map(PathBuf::from)
-        .ok_or_else(|| "cargo metadata has no target_directory".into())
+        .ok_or(CmdError::MissingField {
+            command: "cargo metadata",
+            field: "target_directory",
+        })
 }
 
-fn run(mut c: Command, env: &RunEnv) -> Result<bool, String> {
+fn run(mut c: Command, env: &RunEnv) -> Result<bool, CmdError> {
     for (k, v) in &env.vars {
         c.env(k, v);
     }
     let shown = format!("{c:?}");
     eprintln!("cargo ktstr: running {shown}");
-    let st = crate::child::status(&mut c).map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let st = crate::child::status(&mut c).map_err(|source| CmdError::Spawn {
+        command: shown,
+        source,
+    })?;
     Ok(st.success())
 }
 
 /// Builds the test targets without running them.
-pub fn build(t: &Targets) -> Result<(), String> {
+pub fn build(t: &Targets) -> Result<(), CmdError> {
     let mut c = cargo();
     c.args(["test", "--tests", "--no-run"]).args(t.args());
     if run(c, &RunEnv::default())? {
         Ok(())
     } else {
-        Err("building the tests failed (see cargo's messages above)".into())
+        Err(CmdError::BuildFailed)
     }
 }
 
 /// Every test name (ignored ones included) of the test targets, as libtest
 /// lists them (`name: test` lines).
-pub fn list(t: &Targets) -> Result<String, String> {
+pub fn list(t: &Targets) -> Result<String, CmdError> {
     let mut c = cargo();
     c.args(["test", "--tests", "--quiet"]).args(t.args()).args([
         "--",
         "--list",
         "--include-ignored",
     ]);
-    let out = c
-        .output()
-        .map_err(|e| format!("cannot run cargo test --list: {e}"))?;
+    let out = c.output().map_err(|source| CmdError::Spawn {
+        command: "cargo test --list".into(),
+        source,
+    })?;
     if !out.status.success() {
-        return Err(format!(
-            "listing the tests failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(CmdError::CommandFailed {
+            command: "cargo test --list".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -134,7 +148,7 @@ pub fn run_tests(
     filters: &[String],
     nextest: bool,
     env: &RunEnv,
-) -> Result<bool, String> {
+) -> Result<bool, CmdError> {
     let mut c = cargo();
     if nextest {
         c.args(["nextest", "run", "--no-fail-fast"])
@@ -155,7 +169,7 @@ pub fn run_exact(
     names: &[String],
     nextest: bool,
     env: &RunEnv,
-) -> Result<bool, String> {
+) -> Result<bool, CmdError> {
     if names.is_empty() {
         return Ok(true);
     }
@@ -178,7 +192,7 @@ pub fn run_exact(
 /// default-filtered ones included: the user named them (`bisect`). The
 /// gauntlet's variants of a matching test stay out unless the filter names
 /// a variant.
-pub fn run_named(t: &Targets, filter: &str, nextest: bool, env: &RunEnv) -> Result<bool, String> {
+pub fn run_named(t: &Targets, filter: &str, nextest: bool, env: &RunEnv) -> Result<bool, CmdError> {
     let variants = filter.contains("::gauntlet::");
     let mut c = cargo();
     if nextest {

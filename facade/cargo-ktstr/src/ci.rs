@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use crate::error::CmdError;
 use crate::{CiCmd, Done};
 
 /// What the workflow is made of.
@@ -237,9 +238,11 @@ ktstr-merge:
 }
 
 /// `cargo ktstr ci`.
-pub fn run(c: &CiCmd) -> Result<Done, String> {
+pub fn run(c: &CiCmd) -> Result<Done, CmdError> {
     if c.machines == 0 {
-        return Err("--machines 0: give the number of shards per kernel".into());
+        return Err(CmdError::ZeroMachines {
+            what: "shards per kernel",
+        });
     }
     if let Some(b) = &c.budget {
         crate::select::parse_duration(b)?;
@@ -251,7 +254,10 @@ pub fn run(c: &CiCmd) -> Result<Done, String> {
     };
     for k in &kernels {
         k.parse::<ktstr_kernel::KernelSpec>()
-            .map_err(|e| format!("--kernel {k}: {e}"))?;
+            .map_err(|why| CmdError::BadKernelSpec {
+                given: k.clone(),
+                why,
+            })?;
     }
     let spec = CiSpec {
         kernels,
@@ -268,19 +274,20 @@ pub fn run(c: &CiCmd) -> Result<Done, String> {
     let (text, default) = match c.system.as_str() {
         "github" => (github(&spec), ".github/workflows/ktstr.yml"),
         "gitlab" => (gitlab(&spec), ".gitlab-ci.yml"),
-        other => return Err(format!("ci {other}: expected github or gitlab")),
+        other => {
+            return Err(CmdError::UnknownCiSystem {
+                system: other.to_string(),
+            });
+        }
     };
     let out = c.out.clone().unwrap_or_else(|| default.into());
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(|e| CmdError::io(d, e))?;
     }
     if out.exists() && !c.force {
-        return Err(format!(
-            "{}: exists; give --force to overwrite it",
-            out.display()
-        ));
+        return Err(CmdError::Exists { path: out });
     }
-    std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(&out, text).map_err(|e| CmdError::io(&out, e))?;
     println!("{}", out.display());
     Ok(Done::Ok)
 }

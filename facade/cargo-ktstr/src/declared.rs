@@ -15,6 +15,8 @@ use std::process::Command;
 
 use ktstr::test_support::{DeclaredScheduler, LIST_SCHEDULERS_ENV};
 
+use crate::error::CmdError;
+
 /// Where declared host paths go inside the archive.
 pub const PATHS_DIR: &str = "paths";
 /// Where schedulers found on `PATH` go inside the archive.
@@ -22,12 +24,8 @@ pub const SCHED_BIN_DIR: &str = "sched-bin";
 
 /// The test binaries of a nextest binaries listing (`--list-type binaries-only
 /// --message-format json`).
-pub fn binaries(listing: &str) -> Result<Vec<PathBuf>, String> {
-    let v: serde_json::Value = serde_json::from_str(listing)
-        .map_err(|e| format!("nextest list printed no JSON listing: {e}"))?;
-    let bins = v["rust-binaries"]
-        .as_object()
-        .ok_or("nextest's listing has no rust-binaries")?;
+pub fn binaries(listing: &str) -> Result<Vec<PathBuf>, CmdError> {
+    let bins = crate::archive::listing_object(listing, "rust-binaries")?;
     let mut out: Vec<PathBuf> = bins
         .values()
         .filter(|b| b["kind"] != "proc-macro")
@@ -40,27 +38,32 @@ pub fn binaries(listing: &str) -> Result<Vec<PathBuf>, String> {
 
 /// What the test binary `bin` says its tests declare. A binary that is not a ktstr test
 /// binary runs its tests' listing instead and writes nothing: it declares none.
-pub fn list(bin: &Path) -> Result<Vec<DeclaredScheduler>, String> {
-    let tmp = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary file: {e}"))?;
+pub fn list(bin: &Path) -> Result<Vec<DeclaredScheduler>, CmdError> {
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| CmdError::Temp { source })?;
     let out = Command::new(bin)
         .env(LIST_SCHEDULERS_ENV, tmp.path())
         // A binary without ktstr tests would run its tests: list them only.
         .args(["--list", "--format", "terse"])
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        .map_err(|source| CmdError::Spawn {
+            command: bin.display().to_string(),
+            source,
+        })?;
     let text = std::fs::read(tmp.path()).unwrap_or_default();
     if text.is_empty() {
         return if out.status.success() {
             Ok(Vec::new())
         } else {
-            Err(format!(
-                "{} failed listing its schedulers: {}",
-                bin.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(CmdError::ListSchedulers {
+                bin: bin.to_path_buf(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
         };
     }
-    serde_json::from_slice(&text).map_err(|e| format!("{}'s scheduler list: {e}", bin.display()))
+    serde_json::from_slice(&text).map_err(|source| CmdError::SchedulerList {
+        bin: bin.to_path_buf(),
+        source,
+    })
 }
 
 /// The archive's files for `declared` (inside path, host file), and a line per scheduler

@@ -9,12 +9,15 @@ use plotters::prelude::*;
 
 use crate::report::{or_unknown, xml_escape};
 
+/// Why a plot was not drawn: plotters' error on the SVG backend.
+type PlotError = DrawingAreaErrorKind<std::io::Error>;
+
 /// One bar per worker: (label, value).
-fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, String> {
+fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let max = values
             .iter()
             .map(|(_, v)| *v)
@@ -27,8 +30,7 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
             .margin(8)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d((0usize..n).into_segmented(), 0.0..max)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d((0usize..n).into_segmented(), 0.0..max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -41,22 +43,19 @@ fn bars(title: &str, unit: &str, values: &[(String, f64)]) -> Result<String, Str
             })
             .x_desc("worker")
             .y_desc(unit)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(values.iter().enumerate().map(|(i, (_, v))| {
-                let mut r = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), *v),
-                    ],
-                    BLUE.mix(0.6).filled(),
-                );
-                r.set_margin(0, 0, 4, 4);
-                r
-            }))
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+            .draw()?;
+        chart.draw_series(values.iter().enumerate().map(|(i, (_, v))| {
+            let mut r = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *v),
+                ],
+                BLUE.mix(0.6).filled(),
+            );
+            r.set_margin(0, 0, 4, 4);
+            r
+        }))?;
+        root.present()?;
     }
     Ok(svg)
 }
@@ -77,11 +76,11 @@ fn lines(
     unit: &str,
     series: &[(String, Vec<(f64, f64)>)],
     marks: &[(f64, String)],
-) -> Result<String, String> {
+) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let pts = series.iter().flat_map(|(_, p)| p.iter());
         let (t0, t1, max) = pts.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, m), (t, v)| {
             (a.min(*t), b.max(*t), m.max(*v))
@@ -103,37 +102,30 @@ fn lines(
             .margin(8)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(t0..t1, 0.0..top)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(t0..t1, 0.0..top)?;
         chart
             .configure_mesh()
             .x_desc("seconds from boot")
             .y_desc(unit)
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         for (t, label) in marks {
             let grey = RGBColor(90, 90, 90);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(*t, 0.0), (*t, top)],
-                    5,
-                    4,
-                    grey.stroke_width(1),
-                ))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    label.clone(),
-                    (*t, top),
-                    ("sans-serif", 13).into_font().color(&grey),
-                )))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(DashedLineSeries::new(
+                [(*t, 0.0), (*t, top)],
+                5,
+                4,
+                grey.stroke_width(1),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                label.clone(),
+                (*t, top),
+                ("sans-serif", 13).into_font().color(&grey),
+            )))?;
         }
         for (i, (name, p)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
+                .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
         }
@@ -141,9 +133,8 @@ fn lines(
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+            .draw()?;
+        root.present()?;
     }
     Ok(svg)
 }
@@ -165,7 +156,7 @@ fn held(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 }
 
 /// The monitor's time series of a record: per-CPU nr_running, DSQ depth.
-fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
+fn monitor_plots(r: &RunRecord) -> Vec<Result<String, PlotError>> {
     let samples: Vec<&ktstr_record::MonitorSample> =
         r.monitor.iter().flat_map(|m| &m.series).collect();
     let cpus = samples
@@ -211,14 +202,14 @@ fn monitor_plots(r: &RunRecord) -> Vec<Result<String, String>> {
 }
 
 /// The plots of one record: the monitor's series and its workers' figures.
-fn plots(r: &RunRecord) -> Vec<Result<String, String>> {
+fn plots(r: &RunRecord) -> Vec<Result<String, PlotError>> {
     let mut out = monitor_plots(r);
     out.extend(worker_plots(r));
     out
 }
 
 /// The plots of one record's workers (none without workers).
-fn worker_plots(r: &RunRecord) -> Vec<Result<String, String>> {
+fn worker_plots(r: &RunRecord) -> Vec<Result<String, PlotError>> {
     let workers = &r.workers;
     if workers.is_empty() {
         return Vec::new();
@@ -406,7 +397,7 @@ pub fn html(run: &str, records: &[RunRecord]) -> String {
                     h.push('\n');
                 }
                 Err(e) => {
-                    let _ = writeln!(h, "<p>(plot not drawn: {})</p>", xml_escape(&e));
+                    let _ = writeln!(h, "<p>(plot not drawn: {})</p>", xml_escape(&e.to_string()));
                 }
             }
         }

@@ -12,6 +12,7 @@ mod child;
 mod ci;
 mod compare;
 mod declared;
+mod error;
 mod html;
 mod html_dump;
 #[cfg(test)]
@@ -503,11 +504,12 @@ fn main() -> ExitCode {
         Cmd::Archive(c) => portable::archive(&c),
         Cmd::Run(c) => portable::run(&c),
         Cmd::Ci(c) => ci::run(&c),
-        Cmd::Kernel(k) => {
-            host().and_then(|h| k.run("cargo ktstr", &h.kernel_cmd_env()).map(|()| Done::Ok))
-        }
+        Cmd::Kernel(k) => host().and_then(|h| {
+            k.run("cargo ktstr", &h.kernel_cmd_env())?;
+            Ok(Done::Ok)
+        }),
         Cmd::Shell(c) => {
-            return match host().and_then(|h| ktstr_cli::shell(c, &h)) {
+            return match host().and_then(|h| Ok(ktstr_cli::shell(c, &h)?)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("cargo ktstr: error: {e}");
@@ -515,8 +517,11 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok),
-        Cmd::Probe(c) => host().and_then(|h| ktstr_cli::probe(&c, &h).map(|()| Done::Ok)),
+        Cmd::Topo(c) => ktstr_cli::topo(&c).map(|()| Done::Ok).map_err(Into::into),
+        Cmd::Probe(c) => host().and_then(|h| {
+            ktstr_cli::probe(&c, &h)?;
+            Ok(Done::Ok)
+        }),
         Cmd::Verifier(c) => verifier::verifier(&c),
     };
     match done {
@@ -533,6 +538,6 @@ fn main() -> ExitCode {
 }
 
 /// The host configuration from the environment.
-fn host() -> Result<ktstr::config::HostConfig, String> {
-    ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())
+fn host() -> Result<ktstr::config::HostConfig, error::CmdError> {
+    Ok(ktstr::config::HostConfig::from_env()?)
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ktstr_record::RunRecord;
 
+use crate::error::CmdError;
 use crate::shard::{self, ShardManifest};
 use crate::store::Store;
 
@@ -197,38 +198,33 @@ pub fn merge(shards: &[ShardResults]) -> Merged {
 
 /// The results store in `dir`: `dir` itself, or `dir/results` (a shard's
 /// directory of `cargo ktstr run --archive`).
-pub fn store_in(dir: &Path) -> Result<PathBuf, String> {
+pub fn store_in(dir: &Path) -> Result<PathBuf, CmdError> {
     for d in [dir.to_path_buf(), dir.join("results")] {
         if d.join("runs").is_dir() || d.join(shard::SHARD_MANIFEST).is_file() {
             return Ok(d);
         }
     }
-    Err(format!(
-        "{}: not a results store (no runs/ or {} in it or in its results/); give the directory \
-         a shard wrote",
-        dir.display(),
-        shard::SHARD_MANIFEST
-    ))
+    Err(CmdError::NotAStore {
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// Reads one shard's directory. A record that cannot be read is an error:
 /// merging never drops a test silently.
-pub fn read_shard(dir: &Path) -> Result<ShardResults, String> {
+pub fn read_shard(dir: &Path) -> Result<ShardResults, CmdError> {
     let store_dir = store_in(dir)?;
-    let manifest = match std::fs::read_to_string(store_dir.join(shard::SHARD_MANIFEST)) {
-        Ok(text) => Some(serde_json::from_str::<ShardManifest>(&text).map_err(|e| {
-            format!(
-                "{}: not a shard manifest ({e}); it is damaged: run the shard again",
-                store_dir.join(shard::SHARD_MANIFEST).display()
-            )
-        })?),
+    let file = store_dir.join(shard::SHARD_MANIFEST);
+    let manifest = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(
+            serde_json::from_str::<ShardManifest>(&text).map_err(|source| {
+                CmdError::BadShardManifest {
+                    file: file.clone(),
+                    source,
+                }
+            })?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(format!(
-                "{}: {e}",
-                store_dir.join(shard::SHARD_MANIFEST).display()
-            ));
-        }
+        Err(e) => return Err(CmdError::io(&file, e)),
     };
     let store = Store::new(&store_dir);
     let runs = match &manifest {
@@ -238,13 +234,13 @@ pub fn read_shard(dir: &Path) -> Result<ShardResults, String> {
     let mut records = Vec::new();
     for run in runs {
         let (good, bad) = store.records(&run);
-        if let Some(e) = bad.first() {
-            return Err(format!(
-                "{e}; {} record(s) of {} cannot be read: repair or remove them, or run the \
-                 shard again",
-                bad.len(),
-                store_dir.display()
-            ));
+        let count = bad.len();
+        if let Some(first) = bad.into_iter().next() {
+            return Err(CmdError::UnreadableRecords {
+                first,
+                count,
+                store: store_dir,
+            });
         }
         records.extend(good);
     }
@@ -273,12 +269,12 @@ fn file_name(r: &RunRecord, kernel: Option<&str>) -> String {
 
 /// Writes the merged records as run `run` of the store at `out`; returns
 /// the run's directory.
-pub fn write(merged: &Merged, out: &Path, run: &str) -> Result<PathBuf, String> {
+pub fn write(merged: &Merged, out: &Path, run: &str) -> Result<PathBuf, CmdError> {
     let dir = out.join("runs").join(run);
     if dir.exists() {
-        return Err(format!("{}: exists; merge into a new run", dir.display()));
+        return Err(CmdError::RunExists { dir });
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| CmdError::io(&dir, e))?;
     let kernels: BTreeSet<Option<&str>> = merged.records.iter().map(|r| r.kernel_label()).collect();
     let many = kernels.len() > 1;
     for r in &merged.records {
@@ -286,18 +282,20 @@ pub fn write(merged: &Merged, out: &Path, run: &str) -> Result<PathBuf, String> 
         r.run = run.to_string();
         let kernel = many.then(|| r.kernel_label().unwrap_or("none").to_string());
         let file = dir.join(file_name(&r, kernel.as_deref()));
-        let text = serde_json::to_string_pretty(&r)
-            .map_err(|e| format!("the record of {} does not serialize: {e}", r.test))?;
-        std::fs::write(&file, format!("{text}\n"))
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let text =
+            serde_json::to_string_pretty(&r).map_err(|source| CmdError::RecordNotSerialized {
+                test: r.test.clone(),
+                source,
+            })?;
+        std::fs::write(&file, format!("{text}\n")).map_err(|e| CmdError::io(&file, e))?;
     }
     Ok(dir)
 }
 
 /// `cargo ktstr merge`.
-pub fn run(c: &crate::MergeCmd) -> Result<crate::Done, String> {
+pub fn run(c: &crate::MergeCmd) -> Result<crate::Done, CmdError> {
     if c.dirs.is_empty() {
-        return Err("merge: give the shards' directories".into());
+        return Err(CmdError::NoShards);
     }
     let shards = c
         .dirs
@@ -306,7 +304,9 @@ pub fn run(c: &crate::MergeCmd) -> Result<crate::Done, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let merged = merge(&shards);
     if !merged.refused.is_empty() {
-        return Err(merged.problems().trim_end().to_string());
+        return Err(CmdError::MergeRefused {
+            problems: merged.problems().lines().map(str::to_string).collect(),
+        });
     }
     let out = c
         .out
@@ -314,7 +314,7 @@ pub fn run(c: &crate::MergeCmd) -> Result<crate::Done, String> {
         .unwrap_or_else(|| PathBuf::from("ktstr-merged"));
     let run = match &c.run {
         Some(r) if ktstr::config::valid_run_id(r) => r.clone(),
-        Some(r) => return Err(format!("--run {r:?}: letters, digits, - _ . only")),
+        Some(r) => return Err(CmdError::BadRunId { run: r.clone() }),
         None => crate::runs::new_run_id("-merged"),
     };
     let dir = write(&merged, &out, &run)?;

@@ -199,7 +199,9 @@ fn merged_stores_are_read_back_as_one_run_with_reports() {
 #[test]
 fn damaged_shards_say_which_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let e = read_shard(&tmp.path().join("nope")).expect_err("no store");
+    let e = read_shard(&tmp.path().join("nope"))
+        .expect_err("no store")
+        .to_string();
     assert!(e.contains("not a results store"), "{e}");
     let d = put_shard(
         tmp.path(),
@@ -209,13 +211,13 @@ fn damaged_shards_say_which_file() {
     );
     let run = d.join("results/runs/shard-run");
     std::fs::write(run.join("torn.json"), "{\"schema\": 1, \"te").expect("write");
-    let e = read_shard(&d).expect_err("torn record");
+    let e = read_shard(&d).expect_err("torn record").to_string();
     assert!(
         e.contains("torn.json") && e.contains("cannot be read"),
         "{e}"
     );
     std::fs::write(d.join("results").join(shard::SHARD_MANIFEST), "{").expect("write");
-    let e = read_shard(&d).expect_err("torn manifest");
+    let e = read_shard(&d).expect_err("torn manifest").to_string();
     assert!(e.contains("not a shard manifest"), "{e}");
 }
 

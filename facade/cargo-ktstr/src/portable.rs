@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::archive::{self, Contents};
 use crate::cargo::{RunEnv, Targets};
+use crate::error::CmdError;
 use crate::runs::{Knobs, new_run_id};
 use crate::select::{CostSource, Variant};
 use crate::shard::{self, ArchiveManifest, PackedKernel, Plan, ShardManifest};
@@ -22,7 +23,7 @@ fn now_unix() -> u64 {
 /// A directory for `--workspace-remap`: nextest wants a workspace root
 /// with a `Cargo.toml` and each package's directory (a test's working
 /// directory); the archive's tests need no source, so a stand-in.
-fn stand_in_workspace(dir: &Path, package_dirs: &[String]) -> Result<(), String> {
+fn stand_in_workspace(dir: &Path, package_dirs: &[String]) -> Result<(), CmdError> {
     for p in package_dirs {
         let rel = Path::new(p);
         if rel.is_absolute()
@@ -30,18 +31,18 @@ fn stand_in_workspace(dir: &Path, package_dirs: &[String]) -> Result<(), String>
                 .components()
                 .any(|c| c == std::path::Component::ParentDir)
         {
-            return Err(format!("package directory {p:?} leaves the workspace"));
+            return Err(CmdError::PackageDirLeaves { dir: p.clone() });
         }
         let d = dir.join(rel);
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(&d).map_err(|e| CmdError::io(&d, e))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| CmdError::io(dir, e))?;
     let toml = dir.join("Cargo.toml");
     std::fs::write(
         &toml,
         "# A stand-in workspace root: the tests run from a nextest archive.\n[workspace]\n",
     )
-    .map_err(|e| format!("{}: {e}", toml.display()))
+    .map_err(|e| CmdError::io(&toml, e))
 }
 
 /// Lists the tests of a nextest archive that a run with `args` would run.
@@ -51,7 +52,7 @@ fn list(
     remap: &Path,
     run_ignored: bool,
     args: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, CmdError> {
     let mut c = Command::new(nextest);
     c.args(["nextest", "list", "--message-format", "json"])
         .arg("--archive-file")
@@ -94,10 +95,8 @@ pub fn expected_costs(tests: &[String], store: &Store) -> Vec<f64> {
 }
 
 /// `cargo ktstr archive`.
-pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
-    let nextest = archive::find_nextest().ok_or(
-        "cargo-nextest is not in PATH: archives are nextest archives (install cargo-nextest)",
-    )?;
+pub fn archive(c: &ArchiveCmd) -> Result<Done, CmdError> {
+    let nextest = archive::find_nextest().ok_or(CmdError::NoNextest)?;
     let targets = Targets {
         packages: c.package.clone(),
         tests: c.test.clone(),
@@ -105,24 +104,27 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         release: false,
     };
     let kernels = crate::runs::kernels(&c.kernel, false, None)?;
-    let host = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
-    let tmp = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let host = ktstr::config::HostConfig::from_env()?;
+    let tmp = tempfile::tempdir().map_err(|source| CmdError::Temp { source })?;
     let nx = tmp.path().join(NEXTEST_ARCHIVE_NAME);
     let mut a = Command::new(&nextest);
     a.args(["nextest", "archive", "--archive-file"])
         .arg(&nx)
         .args(targets_args(&targets));
     eprintln!("cargo ktstr: running {a:?}");
-    let st = crate::child::status(&mut a).map_err(|e| format!("cannot run cargo-nextest: {e}"))?;
+    let st = crate::child::status(&mut a).map_err(|source| CmdError::Spawn {
+        command: "cargo-nextest".into(),
+        source,
+    })?;
     if !st.success() {
-        return Err("cargo nextest archive failed (see its messages above)".into());
+        return Err(CmdError::NextestArchiveFailed);
     }
     let remap = tmp.path().join("workspace");
     let package_dirs = package_dirs()?;
     stand_in_workspace(&remap, &package_dirs)?;
     let mut tests = list(&nextest, &nx, &remap, c.gauntlet, &c.filter_args())?;
     if tests.is_empty() {
-        return Err("the archive has no test to run (check -p and -E)".into());
+        return Err(CmdError::NoTests);
     }
     let budget = c
         .budget
@@ -132,9 +134,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
     let store = Store::new(crate::runs::store_dir(None)?);
     let mut costs = expected_costs(&tests, &store);
     if let Some(b) = budget {
-        let n = c
-            .machines
-            .ok_or("--budget needs --machines: the budget is each machine's")?;
+        let n = c.machines.ok_or(CmdError::BudgetNeedsMachines)?;
         (tests, costs) = fit(&tests, &costs, b, n);
     }
     let mut contents = Contents::default();
@@ -146,7 +146,7 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
         let (label, path) = match rk {
             Some(k) => (k.label.clone(), k.path.clone()),
             None => {
-                let k = host.resolve_kernel(None).map_err(|e| e.to_string())?;
+                let k = host.resolve_kernel(None)?;
                 let label = k
                     .release
                     .as_deref()
@@ -187,16 +187,15 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
     for name in &c.installed_scheduler {
         let p = host.cache_root.join(ktstr::INSTALLED_DIR).join(name);
         if !p.is_file() {
-            return Err(format!(
-                "--installed-scheduler {name}: {} is not installed (`cargo xtask schedulers` in \
-                 the ktstr repository installs the published ones)",
-                p.display()
-            ));
+            return Err(CmdError::NotInstalled {
+                name: name.clone(),
+                path: p,
+            });
         }
         contents.add(format!("cache/{}/{name}", ktstr::INSTALLED_DIR), p);
     }
     let plan = match c.machines {
-        Some(0) => return Err("--machines 0: give the number of shards".into()),
+        Some(0) => return Err(CmdError::ZeroMachines { what: "shards" }),
         Some(n) => {
             let shards = shard::balance(&costs, n);
             let expected_s = shard::loads(&shards, &costs);
@@ -262,15 +261,25 @@ pub fn archive(c: &ArchiveCmd) -> Result<Done, String> {
 
 /// The directories of the workspace's packages, relative to its root
 /// (`cargo metadata`).
-fn package_dirs() -> Result<Vec<String>, String> {
+fn package_dirs() -> Result<Vec<String>, CmdError> {
     let out = archive::output({
         let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.args(["metadata", "--format-version", "1", "--no-deps"]);
         c
     })?;
     let meta: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
-    let root = Path::new(meta["workspace_root"].as_str().ok_or("no workspace_root")?);
+        serde_json::from_str(&out).map_err(|source| CmdError::NoJson {
+            command: "cargo metadata",
+            source,
+        })?;
+    let root = Path::new(
+        meta["workspace_root"]
+            .as_str()
+            .ok_or(CmdError::MissingField {
+                command: "cargo metadata",
+                field: "workspace_root",
+            })?,
+    );
     let mut dirs: Vec<String> = meta["packages"]
         .as_array()
         .into_iter()
@@ -329,9 +338,9 @@ pub(crate) fn machines(
     listed: &[(Variant, f64, CostSource)],
     budget: Option<Duration>,
     n: usize,
-) -> Result<Done, String> {
+) -> Result<Done, CmdError> {
     if n == 0 {
-        return Err("--machines 0: give the number of machines".into());
+        return Err(CmdError::ZeroMachines { what: "machines" });
     }
     let vs: Vec<Variant> = listed.iter().map(|(v, _, _)| v.clone()).collect();
     let costs: Vec<f64> = listed.iter().map(|(_, c, _)| *c).collect();
@@ -382,7 +391,7 @@ fn pack_declared_schedulers(
     nextest: &Path,
     targets: &Targets,
     contents: &mut Contents,
-) -> Result<(), String> {
+) -> Result<(), CmdError> {
     let mut c = Command::new(nextest);
     c.args(["nextest", "list", "--list-type", "binaries-only"])
         .args(["--message-format", "json"])
@@ -422,55 +431,46 @@ fn targets_args(t: &Targets) -> Vec<String> {
 
 /// Writes the shard's manifest (temp then rename: a killed shard leaves the
 /// one it wrote at start).
-fn write_shard_manifest(store: &Path, m: &ShardManifest) -> Result<(), String> {
+fn write_shard_manifest(store: &Path, m: &ShardManifest) -> Result<(), CmdError> {
     let file = store.join(shard::SHARD_MANIFEST);
     let tmp = store.join(".shard.json.tmp");
-    let text = serde_json::to_string_pretty(m).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(m).map_err(|source| CmdError::Serialize {
+        what: "the shard's manifest",
+        source,
+    })?;
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, &file))
-        .map_err(|e| format!("{}: {e}", file.display()))
+        .map_err(|e| CmdError::io(&file, e))
 }
 
 /// `cargo ktstr run --archive`.
-pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
-    let work = std::path::absolute(c.dir.as_deref().unwrap_or(Path::new("ktstr-shard")))
-        .map_err(|e| format!("--dir: {e}"))?;
+pub fn run(c: &RunArchiveCmd) -> Result<Done, CmdError> {
+    let dir = c.dir.as_deref().unwrap_or(Path::new("ktstr-shard"));
+    let work = absolute(dir)?;
     let unpacked = work.join("archive");
     let store_dir = work.join("results");
     if store_dir.join(shard::SHARD_MANIFEST).exists() {
-        return Err(format!(
-            "{}: a shard ran here already; give each shard its own --dir",
-            store_dir.display()
-        ));
+        return Err(CmdError::ShardRanHere { dir: store_dir });
     }
     let m = archive::unpack(&c.archive, &unpacked)?;
     let kernel = match (&c.kernel, m.kernels.as_slice()) {
         (None, [one]) => one.clone(),
         (Some(l), ks) => pick_kernel(ks, l)?,
-        (None, ks) => {
-            return Err(format!(
-                "the archive has {} kernels: pick one with --kernel ({})",
-                ks.len(),
-                labels(ks)
-            ));
-        }
+        (None, ks) => return Err(CmdError::PickKernel { labels: labels(ks) }),
     };
     let nextest = match (&c.nextest, &m.nextest_binary) {
         (Some(p), _) => p.clone(),
         (None, Some(b)) => unpacked.join(b),
-        (None, None) => archive::find_nextest().ok_or("no cargo-nextest: give --nextest")?,
+        (None, None) => archive::find_nextest().ok_or(CmdError::NoNextestGiven)?,
     };
     let nx = unpacked.join(&m.nextest_archive);
     let remap = work.join("workspace");
     stand_in_workspace(&remap, &m.package_dirs)?;
     let mut filter: Vec<String> = Vec::new();
     let (partition, tests) = match (&c.shard, &c.partition) {
-        (Some(_), Some(_)) => return Err("give --shard or --partition, not both".into()),
+        (Some(_), Some(_)) => return Err(CmdError::ShardAndPartition),
         (Some(s), None) => {
-            let plan = m
-                .plan
-                .as_ref()
-                .ok_or("--shard: the archive has no plan (make it with --machines N)")?;
+            let plan = m.plan.as_ref().ok_or(CmdError::NoPlan)?;
             let k = shard::parse_shard(s, plan.shards.len())?;
             let tests = plan.shards[k].clone();
             filter.extend(["-E".into(), archive::exact_filter(&tests)]);
@@ -490,7 +490,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
         filter = m.filter_args();
     }
     let run = new_run_id("-shard");
-    std::fs::create_dir_all(&store_dir).map_err(|e| format!("{}: {e}", store_dir.display()))?;
+    std::fs::create_dir_all(&store_dir).map_err(|e| CmdError::io(&store_dir, e))?;
     let mut sm = ShardManifest {
         format: shard::FORMAT,
         ktstr_version: shard::KTSTR_VERSION.into(),
@@ -507,7 +507,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
         passed: None,
     };
     write_shard_manifest(&store_dir, &sm)?;
-    let store_abs = std::path::absolute(&store_dir).map_err(|e| e.to_string())?;
+    let store_abs = absolute(&store_dir)?;
     let knobs = Knobs {
         allow_inconclusive: c.allow_inconclusive,
         no_restore: false,
@@ -517,7 +517,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
         monitor_hz: None,
         dump: false,
     };
-    let kdir = std::path::absolute(unpacked.join(&kernel.dir)).map_err(|e| e.to_string())?;
+    let kdir = absolute(&unpacked.join(&kernel.dir))?;
     let mut env: RunEnv = knobs.env(&store_abs, &run, Some(&archive::kernel_path(&kdir)))?;
     let cache = match &c.cache_dir {
         Some(d) => d.clone(),
@@ -531,17 +531,11 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     // Declared host paths (schedulers by path, their files) are found under this root.
     let paths = unpacked.join(crate::declared::PATHS_DIR);
     if paths.is_dir() {
-        env.set(
-            ktstr::ARCHIVE_ROOT_ENV,
-            std::path::absolute(&paths).map_err(|e| e.to_string())?,
-        );
+        env.set(ktstr::ARCHIVE_ROOT_ENV, absolute(&paths)?);
     }
-    env.set(
-        "KTSTR_CACHE_DIR",
-        std::path::absolute(&cache).map_err(|e| e.to_string())?,
-    );
+    env.set("KTSTR_CACHE_DIR", absolute(&cache)?);
     let extract = work.join("nextest");
-    std::fs::create_dir_all(&extract).map_err(|e| format!("{}: {e}", extract.display()))?;
+    std::fs::create_dir_all(&extract).map_err(|e| CmdError::io(&extract, e))?;
     let mut cmd = Command::new(&nextest);
     cmd.args(["nextest", "run", "--no-fail-fast", "--archive-file"])
         .arg(&nx)
@@ -560,16 +554,21 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
     // Schedulers found on PATH where the archive was made come first on this one's.
     let sched_bin = unpacked.join(crate::declared::SCHED_BIN_DIR);
     if sched_bin.is_dir() {
-        let dir = std::path::absolute(&sched_bin).map_err(|e| e.to_string())?;
+        let dir = absolute(&sched_bin)?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let joined = std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&path)))
-            .map_err(|e| format!("PATH with {}: {e}", sched_bin.display()))?;
+            .map_err(|source| CmdError::JoinPaths {
+                dir: sched_bin.clone(),
+                source,
+            })?;
         cmd.env("PATH", joined);
     }
     eprintln!("cargo ktstr: running {cmd:?}");
     let t0 = Instant::now();
-    let st = crate::child::status(&mut cmd)
-        .map_err(|e| format!("cannot run {}: {e}", nextest.display()))?;
+    let st = crate::child::status(&mut cmd).map_err(|source| CmdError::Spawn {
+        command: nextest.display().to_string(),
+        source,
+    })?;
     sm.finished_unix = Some(now_unix());
     sm.wall_s = Some(t0.elapsed().as_secs_f64());
     sm.passed = Some(st.success());
@@ -611,7 +610,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, String> {
 
 /// The packed kernel `spec` names: its label (`7.3.4`), or a version line
 /// only it is of (`7.3`, as the CI matrix names it).
-pub fn pick_kernel(ks: &[PackedKernel], spec: &str) -> Result<PackedKernel, String> {
+pub fn pick_kernel(ks: &[PackedKernel], spec: &str) -> Result<PackedKernel, CmdError> {
     if let Some(k) = ks.iter().find(|k| k.label == spec) {
         return Ok(k.clone());
     }
@@ -621,34 +620,36 @@ pub fn pick_kernel(ks: &[PackedKernel], spec: &str) -> Result<PackedKernel, Stri
         .collect();
     match line.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!(
-            "--kernel {spec}: not in the archive (it has {})",
-            labels(ks)
-        )),
-        _ => Err(format!(
-            "--kernel {spec}: several packed kernels are of it ({}); give one label",
-            labels(ks)
-        )),
+        [] => Err(CmdError::KernelNotPacked {
+            spec: spec.to_string(),
+            labels: labels(ks),
+        }),
+        _ => Err(CmdError::KernelAmbiguous {
+            spec: spec.to_string(),
+            labels: labels(ks),
+        }),
     }
 }
 
-fn labels(ks: &[PackedKernel]) -> String {
-    ks.iter()
-        .map(|k| k.label.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+fn labels(ks: &[PackedKernel]) -> Vec<String> {
+    ks.iter().map(|k| k.label.clone()).collect()
+}
+
+/// `path` made absolute (against the working directory).
+fn absolute(path: &Path) -> Result<std::path::PathBuf, CmdError> {
+    std::path::absolute(path).map_err(|e| CmdError::io(path, e))
 }
 
 /// Copies the files below `from` into `to` (keeping what `to` has).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
-        let e = e.map_err(|e| e.to_string())?;
+fn copy_tree(from: &Path, to: &Path) -> Result<(), CmdError> {
+    std::fs::create_dir_all(to).map_err(|e| CmdError::io(to, e))?;
+    for e in std::fs::read_dir(from).map_err(|e| CmdError::io(from, e))? {
+        let e = e.map_err(|e| CmdError::io(from, e))?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if src.is_dir() {
             copy_tree(&src, &dst)?;
         } else {
-            std::fs::copy(&src, &dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+            std::fs::copy(&src, &dst).map_err(|e| CmdError::io(&dst, e))?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cargo::{self, RunEnv, Targets};
 use crate::compare;
+use crate::error::CmdError;
 use crate::placement;
 use crate::select::{self, Choice, CostSource, Variant};
 use crate::store::{History, Store};
@@ -41,17 +42,15 @@ impl Knobs<'_> {
         store: &Path,
         run: &str,
         kernel: Option<&Path>,
-    ) -> Result<RunEnv, String> {
+    ) -> Result<RunEnv, CmdError> {
         let mut e = RunEnv::default();
         e.set("KTSTR_RUN", run);
         e.set("KTSTR_RESULTS_DIR", store);
         if let Some(k) = kernel {
             if !k.exists() {
-                return Err(format!(
-                    "--kernel {}: no such file or directory (give a vmlinux, bzImage, build \
-                     tree or cache entry; `cargo ktstr kernel list` shows the cache)",
-                    k.display()
-                ));
+                return Err(CmdError::NoKernelPath {
+                    path: k.to_path_buf(),
+                });
             }
             e.set("KTSTR_KERNEL", k);
         }
@@ -66,7 +65,9 @@ impl Knobs<'_> {
         }
         if let Some(b) = self.backend {
             if !matches!(b, "kvm" | "qemu" | "auto") {
-                return Err(format!("--backend {b}: expected kvm, qemu or auto"));
+                return Err(CmdError::BadBackend {
+                    backend: b.to_string(),
+                });
             }
             e.set("KTSTR_BACKEND", b);
         }
@@ -83,7 +84,7 @@ impl Knobs<'_> {
     }
 }
 
-pub(crate) fn store_dir(explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn store_dir(explicit: Option<&Path>) -> Result<PathBuf, CmdError> {
     match explicit {
         Some(p) => Ok(p.to_path_buf()),
         None => Ok(cargo::target_dir()?.join("ktstr")),
@@ -105,11 +106,11 @@ pub(crate) fn kernels(
     given: &[ktstr_kernel::KernelSpec],
     all_releases: bool,
     kconfig: Option<&Path>,
-) -> Result<Vec<Option<RunKernel>>, String> {
+) -> Result<Vec<Option<RunKernel>>, CmdError> {
     if given.is_empty() {
         return Ok(vec![None]);
     }
-    let host = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
+    let host = ktstr::config::HostConfig::from_env()?;
     let resolved = ktstr_kernel::cli::resolve_kernels(
         given,
         all_releases,
@@ -176,37 +177,36 @@ fn summary(store: &Store, run: &str) {
 }
 
 /// Writes the JUnit XML and trace JSON of `run`; returns their directory.
-pub(crate) fn write_reports(store: &Store, run: &str) -> Result<PathBuf, String> {
+pub(crate) fn write_reports(store: &Store, run: &str) -> Result<PathBuf, CmdError> {
     let (records, _) = store.records(run);
     let dir = store.dir.join("reports").join(run);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| CmdError::io(&dir, e))?;
     let junit = dir.join("junit.xml");
     std::fs::write(&junit, crate::report::junit(run, &records))
-        .map_err(|e| format!("{}: {e}", junit.display()))?;
+        .map_err(|e| CmdError::io(&junit, e))?;
     let html = dir.join("report.html");
-    std::fs::write(&html, crate::html::html(run, &records))
-        .map_err(|e| format!("{}: {e}", html.display()))?;
+    std::fs::write(&html, crate::html::html(run, &records)).map_err(|e| CmdError::io(&html, e))?;
     let trace = dir.join("trace.json");
     std::fs::write(&trace, crate::report::trace(&records).to_string())
-        .map_err(|e| format!("{}: {e}", trace.display()))?;
+        .map_err(|e| CmdError::io(&trace, e))?;
     Ok(dir)
 }
 
-pub fn report(c: &ReportCmd) -> Result<Done, String> {
+/// The error of a run `run` that is not in `store`.
+pub(crate) fn no_such_run(run: &str, store: &Store) -> CmdError {
+    CmdError::NoSuchRun {
+        run: run.to_string(),
+        store: store.dir.clone(),
+    }
+}
+
+pub fn report(c: &ReportCmd) -> Result<Done, CmdError> {
     let store = Store::new(store_dir(c.store.as_deref())?);
     let run = match &c.run {
         Some(r) if store.has_run(r) => r.clone(),
-        Some(r) => {
-            return Err(format!(
-                "run {r:?} is not in {} (`cargo ktstr stats list` lists the runs)",
-                store.dir.display()
-            ));
-        }
-        None => store.runs().pop().ok_or_else(|| {
-            format!(
-                "no run in {} yet (run `cargo ktstr test` first)",
-                store.dir.display()
-            )
+        Some(r) => return Err(no_such_run(r, &store)),
+        None => store.runs().pop().ok_or_else(|| CmdError::EmptyStore {
+            store: store.dir.clone(),
         })?,
     };
     let dir = write_reports(&store, &run)?;
@@ -217,7 +217,7 @@ pub fn report(c: &ReportCmd) -> Result<Done, String> {
     Ok(Done::Ok)
 }
 
-pub fn test(c: &TestCmd) -> Result<Done, String> {
+pub fn test(c: &TestCmd) -> Result<Done, CmdError> {
     let targets = Targets {
         packages: c.package.clone(),
         tests: c.test.clone(),
@@ -241,9 +241,10 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
     if let Some(p) = &c.topology
         && ktstr_topology::preset(p).is_none()
     {
-        return Err(format!(
-            "--topology {p}: not a preset (`cargo ktstr topo` lists them)"
-        ));
+        return Err(CmdError::NotAPreset {
+            flag: "topology",
+            preset: p.clone(),
+        });
     }
     let store = Store::new(store_dir(None)?);
     let nextest = !c.no_nextest && cargo::has_nextest();
@@ -270,10 +271,7 @@ pub fn test(c: &TestCmd) -> Result<Done, String> {
                     .filter(|v| c.filters.is_empty() || c.filters.iter().any(|f| v.matches(f)))
                     .collect();
                 if vs.is_empty() {
-                    return Err(format!(
-                        "no test has a gauntlet variant on preset {p} (its constraints \
-                         exclude it, or the filters match none)"
-                    ));
+                    return Err(CmdError::NoVariantOnPreset { preset: p.clone() });
                 }
                 let names: Vec<String> = vs.iter().map(|v| v.libtest.clone()).collect();
                 cargo::run_exact(&targets, &names, nextest, &env)?
@@ -315,12 +313,13 @@ struct GauntletPlan<'a> {
 impl GauntletPlan<'_> {
     /// The variants the filters and presets select, with their expected
     /// seconds and where those come from.
-    fn variants(&self, store: &Store) -> Result<Vec<(Variant, f64, CostSource)>, String> {
+    fn variants(&self, store: &Store) -> Result<Vec<(Variant, f64, CostSource)>, CmdError> {
         for p in self.presets {
             if ktstr_topology::preset(p).is_none() {
-                return Err(format!(
-                    "--preset {p}: not a preset (`cargo ktstr topo` lists them)"
-                ));
+                return Err(CmdError::NotAPreset {
+                    flag: "preset",
+                    preset: p.clone(),
+                });
             }
         }
         cargo::build(self.targets)?;
@@ -348,7 +347,7 @@ impl GauntletPlan<'_> {
         run: &str,
         knobs: &Knobs<'_>,
         kernel: Option<&Path>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, CmdError> {
         let listed = self.variants(store)?;
         if listed.is_empty() {
             println!("gauntlet: no variant matches");
@@ -462,7 +461,7 @@ pub(crate) fn print_plan(
     }
 }
 
-pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
+pub fn gauntlet(c: &GauntletCmd) -> Result<Done, CmdError> {
     let targets = Targets {
         packages: c.package.clone(),
         tests: c.test.clone(),
@@ -557,13 +556,10 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, String> {
     })
 }
 
-pub fn stats_list(c: &ListCmd) -> Result<Done, String> {
+pub fn stats_list(c: &ListCmd) -> Result<Done, CmdError> {
     let store = Store::new(store_dir(c.store.as_deref())?);
     match &c.run {
-        Some(r) if !store.has_run(r) => Err(format!(
-            "run {r:?} is not in {} (`cargo ktstr stats list` lists the runs)",
-            store.dir.display()
-        )),
+        Some(r) if !store.has_run(r) => Err(no_such_run(r, &store)),
         Some(r) => {
             print!("{}", crate::store::list_run(&store, r));
             Ok(Done::Ok)
@@ -586,34 +582,31 @@ enum Side {
     Scheduler(Option<String>, Vec<String>),
 }
 
-fn parse_side(text: &str, store: &Store) -> Result<Side, String> {
-    let help = "a side is run:ID[,ID..], kernel:SPEC (7.3, 7.0.13 or a path) or \
-                scheduler:[BINARY] [ARGS..]";
+fn parse_side(text: &str, store: &Store) -> Result<Side, CmdError> {
     if let Some(ids) = text.strip_prefix("run:") {
         let ids: Vec<String> = ids.split(',').map(|s| s.trim().to_string()).collect();
         for id in &ids {
             if !store.has_run(id) {
-                return Err(format!(
-                    "run {id:?} is not in {} (`cargo ktstr stats list` lists the runs)",
-                    store.dir.display()
-                ));
+                return Err(no_such_run(id, store));
             }
         }
         return Ok(Side::Runs(ids));
     }
     if let Some(k) = text.strip_prefix("kernel:") {
-        let spec: ktstr_kernel::KernelSpec =
-            k.parse().map_err(|e| format!("side {text:?}: {e}"))?;
+        let spec: ktstr_kernel::KernelSpec = k.parse().map_err(|why| CmdError::BadSideKernel {
+            side: text.to_string(),
+            why,
+        })?;
         if let ktstr_kernel::KernelSpec::Path(p) = spec {
             return Ok(Side::Kernel(p));
         }
         // A version: resolved (fetched if needed) once, here.
         return match kernels(std::slice::from_ref(&spec), false, None)?.as_slice() {
             [Some(one)] => Ok(Side::Kernel(one.path.clone())),
-            more => Err(format!(
-                "side {text:?} names {} kernels; a side is one kernel",
-                more.len()
-            )),
+            more => Err(CmdError::SideKernels {
+                side: text.to_string(),
+                count: more.len(),
+            }),
         };
     }
     if let Some(s) = text.strip_prefix("scheduler:") {
@@ -627,18 +620,22 @@ fn parse_side(text: &str, store: &Store) -> Result<Side, String> {
     if store.has_run(text) {
         return Ok(Side::Runs(vec![text.to_string()]));
     }
-    Err(format!("side {text:?}: {help}"))
+    Err(CmdError::BadSide {
+        side: text.to_string(),
+    })
 }
 
 /// A scheduler binary by path, else in the target directory's profiles,
 /// else in `PATH`.
-fn find_binary(name: &str, target: &Path) -> Result<PathBuf, String> {
+fn find_binary(name: &str, target: &Path) -> Result<PathBuf, CmdError> {
     let p = Path::new(name);
     if p.components().count() > 1 {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(format!("scheduler binary {name}: no such file"))
+            Err(CmdError::NoSuchBinary {
+                name: name.to_string(),
+            })
         };
     }
     let in_target = ["debug", "release"]
@@ -654,32 +651,25 @@ fn find_binary(name: &str, target: &Path) -> Result<PathBuf, String> {
     in_target
         .chain(in_path)
         .find(|c| c.is_file())
-        .ok_or_else(|| {
-            format!(
-                "scheduler binary {name} not found in {}/{{debug,release}} nor PATH (build it, \
-                 e.g. `cargo build --bin {name}`, or give its path)",
-                target.display()
-            )
+        .ok_or_else(|| CmdError::BinaryNotFound {
+            name: name.to_string(),
+            target: target.to_path_buf(),
         })
 }
 
-pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
+pub fn stats_compare(c: &CompareCmd) -> Result<Done, CmdError> {
     let store = Store::new(store_dir(c.store.as_deref())?);
     let a = parse_side(&c.a, &store)?;
     let b = parse_side(&c.b, &store)?;
     if !(0.0..1.0).contains(&c.alpha) || c.alpha == 0.0 {
-        return Err(format!(
-            "--alpha {}: expected a level between 0 and 1",
-            c.alpha
-        ));
+        return Err(CmdError::BadAlpha { alpha: c.alpha });
     }
     for f in &c.figure {
         if compare::spec(f).is_none() {
-            let known: Vec<&str> = compare::FIGURES.iter().map(|f| f.key).collect();
-            return Err(format!(
-                "--figure {f}: not a figure (known: {})",
-                known.join(", ")
-            ));
+            return Err(CmdError::NotAFigure {
+                figure: f.clone(),
+                known: compare::FIGURES.iter().map(|f| f.key).collect(),
+            });
         }
     }
     let targets = Targets {
@@ -693,10 +683,10 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
     let mut runs_b = Vec::new();
     if needs_runs(&a) || needs_runs(&b) {
         let Some(test) = &c.test_name else {
-            return Err("kernel: and scheduler: sides run a test: name it with --test-name".into());
+            return Err(CmdError::NeedsTestName);
         };
         if c.reps == 0 {
-            return Err("--reps 0: each side needs runs".into());
+            return Err(CmdError::ZeroReps);
         }
         cargo::build(&targets)?;
         let target = cargo::target_dir()?;
@@ -767,12 +757,10 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, String> {
         }
     }
     if sets.is_empty() {
-        return Err(format!(
-            "no figure has two values on each side (A: {} record(s), B: {}); the test must \
-             report workers (e.g. scenarios::steady)",
-            fa.len(),
-            fb.len()
-        ));
+        return Err(CmdError::TooFewValues {
+            a: fa.len(),
+            b: fb.len(),
+        });
     }
     let rows = compare::compare(&sets, c.alpha);
     println!(
@@ -807,7 +795,7 @@ fn records_of(
     store: &Store,
     runs: &[String],
     test: Option<&str>,
-) -> Result<Vec<RunRecord>, String> {
+) -> Result<Vec<RunRecord>, CmdError> {
     let mut out = Vec::new();
     for run in runs {
         let (recs, _) = store.records(run);
@@ -831,11 +819,11 @@ fn records_of(
             out.push(r);
         }
         if !found {
-            return Err(format!(
-                "run {run} has no record{} in {} (did the test run? see the output above)",
-                test.map(|t| format!(" of {t}")).unwrap_or_default(),
-                store.dir.display()
-            ));
+            return Err(CmdError::NoRecords {
+                run: run.clone(),
+                test: test.map(str::to_string),
+                store: store.dir.clone(),
+            });
         }
     }
     Ok(out)
@@ -850,45 +838,40 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("runs/r1")).expect("mkdir");
         let store = Store::new(dir.path());
+        let side = |text: &str| parse_side(text, &store).map_err(|e| e.to_string());
+        assert_eq!(side("run:r1"), Ok(Side::Runs(vec!["r1".into()])));
+        assert_eq!(side("r1"), Ok(Side::Runs(vec!["r1".into()])));
+        assert!(side("run:r1,r2").expect_err("r2").contains("\"r2\""));
         assert_eq!(
-            parse_side("run:r1", &store),
-            Ok(Side::Runs(vec!["r1".into()]))
-        );
-        assert_eq!(parse_side("r1", &store), Ok(Side::Runs(vec!["r1".into()])));
-        assert!(
-            parse_side("run:r1,r2", &store)
-                .expect_err("r2")
-                .contains("\"r2\"")
-        );
-        assert_eq!(
-            parse_side("scheduler:scx-ktstr --slow --slow-us 10000", &store),
+            side("scheduler:scx-ktstr --slow --slow-us 10000"),
             Ok(Side::Scheduler(
                 Some("scx-ktstr".into()),
                 vec!["--slow".into(), "--slow-us".into(), "10000".into()]
             ))
         );
         assert_eq!(
-            parse_side("scheduler:--slow", &store),
+            side("scheduler:--slow"),
             Ok(Side::Scheduler(None, vec!["--slow".into()]))
         );
         assert_eq!(
-            parse_side("kernel:/k/vmlinux", &store),
+            side("kernel:/k/vmlinux"),
             Ok(Side::Kernel("/k/vmlinux".into()))
         );
-        assert!(
-            parse_side("nope", &store)
-                .expect_err("bad")
-                .contains("run:ID")
-        );
+        assert!(side("nope").expect_err("bad").contains("run:ID"));
     }
 
     #[test]
     fn missing_binaries_say_how_to_build_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = find_binary("no-such-sched-xyz", dir.path()).expect_err("missing");
+        let e = find_binary("no-such-sched-xyz", dir.path())
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("cargo build --bin no-such-sched-xyz"), "{e}");
         std::fs::create_dir_all(dir.path().join("debug")).expect("mkdir");
         std::fs::write(dir.path().join("debug/s"), b"").expect("write");
-        assert_eq!(find_binary("s", dir.path()), Ok(dir.path().join("debug/s")));
+        assert_eq!(
+            find_binary("s", dir.path()).expect("found"),
+            dir.path().join("debug/s")
+        );
     }
 }

@@ -217,9 +217,28 @@ pub fn select(variants: &[Variant], costs: &[f64], budget: Option<Duration>) -> 
     }
 }
 
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not numbers with units.
+    #[error("duration {text:?}: expected e.g. 90s, 3m, 1h30m")]
+    Malformed {
+        /// The text as given.
+        text: String,
+    },
+    /// Zero.
+    #[error("duration {text:?}: must be above zero")]
+    Zero {
+        /// The text as given.
+        text: String,
+    },
+}
+
 /// A duration such as `3m`, `90s`, `1h30m` or `20m30s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("duration {text:?}: expected e.g. 90s, 3m, 1h30m");
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError::Malformed {
+        text: text.to_string(),
+    };
     let mut total = 0u64;
     let mut digits = String::new();
     for c in text.trim().chars() {
@@ -240,7 +259,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if total == 0 {
-        return Err(format!("duration {text:?}: must be above zero"));
+        return Err(DurationError::Zero {
+            text: text.to_string(),
+        });
     }
     Ok(Duration::from_secs(total))
 }
@@ -318,11 +339,17 @@ mod tests {
         assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("3").expect_err("unit").contains("3m"));
+        assert!(
+            parse_duration("3")
+                .expect_err("unit")
+                .to_string()
+                .contains("3m")
+        );
         assert!(parse_duration("3x").is_err());
         assert!(
             parse_duration("0s")
                 .expect_err("zero")
+                .to_string()
                 .contains("above zero")
         );
     }

@@ -215,16 +215,47 @@ pub fn fit_machines(
     }
 }
 
+/// Why `--shard` or `--partition` is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardArgError {
+    /// `--shard` that is not `K/N`.
+    #[error("--shard {text:?}: expected K/N with 1 <= K <= N, e.g. 2/{n}")]
+    BadShard {
+        /// The text as given.
+        text: String,
+        /// The plan's shards.
+        n: usize,
+    },
+    /// `--shard K/N` with N not the plan's.
+    #[error("--shard {text}: the archive's plan has {n} shards (made with --machines {n})")]
+    OtherPlan {
+        /// The text as given.
+        text: String,
+        /// The plan's shards.
+        n: usize,
+    },
+    /// `--partition` that is not one of nextest's.
+    #[error("--partition {text:?}: expected hash:K/N, count:K/N or slice:K/N, 1 <= K <= N")]
+    BadPartition {
+        /// The text as given.
+        text: String,
+    },
+}
+
 /// `K/N` of `--shard` (from 1), checked against the plan's `n`.
-pub fn parse_shard(text: &str, n: usize) -> Result<usize, String> {
-    let bad = || format!("--shard {text:?}: expected K/N with 1 <= K <= N, e.g. 2/{n}");
+pub fn parse_shard(text: &str, n: usize) -> Result<usize, ShardArgError> {
+    let bad = || ShardArgError::BadShard {
+        text: text.to_string(),
+        n,
+    };
     let (k, total) = text.split_once('/').ok_or_else(bad)?;
     let k: usize = k.trim().parse().map_err(|_| bad())?;
     let total: usize = total.trim().parse().map_err(|_| bad())?;
     if total != n {
-        return Err(format!(
-            "--shard {text}: the archive's plan has {n} shards (made with --machines {n})"
-        ));
+        return Err(ShardArgError::OtherPlan {
+            text: text.to_string(),
+            n,
+        });
     }
     if k == 0 || k > total {
         return Err(bad());
@@ -233,9 +264,10 @@ pub fn parse_shard(text: &str, n: usize) -> Result<usize, String> {
 }
 
 /// A nextest partition, `hash:K/N`, `count:K/N` or `slice:K/N`, checked.
-pub fn check_partition(text: &str) -> Result<(), String> {
-    let bad =
-        || format!("--partition {text:?}: expected hash:K/N, count:K/N or slice:K/N, 1 <= K <= N");
+pub fn check_partition(text: &str) -> Result<(), ShardArgError> {
+    let bad = || ShardArgError::BadPartition {
+        text: text.to_string(),
+    };
     let (kind, kn) = text.split_once(':').ok_or_else(bad)?;
     if !matches!(kind, "hash" | "count" | "slice") {
         return Err(bad());
@@ -330,7 +362,7 @@ mod tests {
         assert_eq!(parse_shard("2/3", 3), Ok(1));
         assert!(parse_shard("0/3", 3).is_err());
         assert!(parse_shard("4/3", 3).is_err());
-        let e = parse_shard("1/4", 3).expect_err("plan of 3");
+        let e = parse_shard("1/4", 3).expect_err("plan of 3").to_string();
         assert!(e.contains("--machines 3"), "{e}");
         assert!(parse_shard("x", 3).is_err());
         assert!(check_partition("hash:2/4").is_ok());

@@ -15,6 +15,7 @@ use ktstr::test_support::{Outcome, RunOptions, run};
 use ktstr_record::{Baseline, BaselineEntry, ProgStats, RunRecord};
 
 use crate::Done;
+use crate::error::CmdError;
 
 /// Print each BPF program's verifier cost (instructions processed, verified size, JIT
 /// size, load time) per kernel, and fail when a program grew past the baseline (default
@@ -59,17 +60,31 @@ fn verifier_load(_ctx: &Ctx) -> Result<AssertResult> {
     Ok(AssertResult::pass())
 }
 
+/// Why a kernel has no figures.
+#[derive(Debug, thiserror::Error)]
+enum NotMeasured {
+    /// The test failed: the first lines of its failure.
+    #[error("{text}")]
+    Failed {
+        /// The failure's first lines, as the test reported them.
+        text: String,
+    },
+    /// The guest reported no program.
+    #[error("the guest reported no BPF programs (did the scheduler attach?)")]
+    NoPrograms,
+}
+
 /// One kernel's figures, or why there are none.
 struct Measured {
     kernel: String,
-    progs: Result<Vec<ProgStats>, String>,
+    progs: Result<Vec<ProgStats>, NotMeasured>,
 }
 
-pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
+pub fn verifier(cmd: &VerifierCmd) -> Result<Done, CmdError> {
     if cmd.update_baseline && cmd.baseline.is_none() {
-        return Err("--update-baseline needs --baseline FILE".into());
+        return Err(CmdError::UpdateNeedsBaseline);
     }
-    let host0 = ktstr::config::HostConfig::from_env().map_err(|e| e.to_string())?;
+    let host0 = ktstr::config::HostConfig::from_env()?;
     let binary = scheduler_binary(&cmd.scheduler, &host0.cache_root)?;
     let sched = binary.file_name().map_or_else(
         || cmd.scheduler.clone(),
@@ -92,7 +107,7 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
     };
     let mut measured = Vec::new();
     for spec in specs {
-        let kernel = host0.resolve_kernel(spec).map_err(|e| e.to_string())?;
+        let kernel = host0.resolve_kernel(spec)?;
         eprintln!(
             "cargo ktstr verifier: loading {} on {}",
             binary.display(),
@@ -113,9 +128,11 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
             .and_then(RunRecord::kernel_label)
             .map_or_else(|| kernel.vmlinux.display().to_string(), str::to_string);
         let progs = match (&outcome, record) {
-            (Outcome::Fail(text), _) => Err(text.lines().take(12).collect::<Vec<_>>().join("\n")),
+            (Outcome::Fail(text), _) => Err(NotMeasured::Failed {
+                text: text.lines().take(12).collect::<Vec<_>>().join("\n"),
+            }),
             (_, Some(r)) if !r.bpf_progs.is_empty() => Ok(r.bpf_progs.clone()),
-            _ => Err("the guest reported no BPF programs (did the scheduler attach?)".into()),
+            _ => Err(NotMeasured::NoPrograms),
         };
         measured.push(Measured {
             kernel: label,
@@ -147,8 +164,12 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
                     },
                 );
             }
-            let text = serde_json::to_string_pretty(&baseline).map_err(|e| e.to_string())?;
-            std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                serde_json::to_string_pretty(&baseline).map_err(|source| CmdError::Serialize {
+                    what: "the baseline",
+                    source,
+                })?;
+            std::fs::write(path, text + "\n").map_err(|e| CmdError::io(path, e))?;
             eprintln!(
                 "cargo ktstr verifier: wrote {} programs to {}",
                 figures.len(),
@@ -179,20 +200,19 @@ pub fn verifier(cmd: &VerifierCmd) -> Result<Done, String> {
 }
 
 /// `name` as a path, else as a scheduler installed in the cache.
-fn scheduler_binary(name: &str, cache_root: &Path) -> Result<PathBuf, String> {
+fn scheduler_binary(name: &str, cache_root: &Path) -> Result<PathBuf, CmdError> {
     let p = PathBuf::from(name);
     if p.is_file() {
-        return std::path::absolute(&p).map_err(|e| format!("{name}: {e}"));
+        return std::path::absolute(&p).map_err(|e| CmdError::io(p, e));
     }
     let installed = cache_root.join("schedulers/bin").join(name);
     if installed.is_file() {
         return Ok(installed);
     }
-    Err(format!(
-        "scheduler {name:?} is neither a file nor installed at {} (build it, e.g. cargo xtask \
-         schedulers --only {name})",
-        installed.display()
-    ))
+    Err(CmdError::SchedulerNotFound {
+        name: name.to_string(),
+        installed,
+    })
 }
 
 fn read_records(path: &Path) -> Vec<RunRecord> {
@@ -204,19 +224,16 @@ fn read_records(path: &Path) -> Vec<RunRecord> {
         .unwrap_or_default()
 }
 
-fn read_baseline(path: &Path, may_be_missing: bool) -> Result<Baseline, String> {
+fn read_baseline(path: &Path, may_be_missing: bool) -> Result<Baseline, CmdError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "baseline {}: {e} (expected {{\"programs\": {{\"sched/prog@kernel\": \
-                 {{\"insns\": N}}}}}}; --update-baseline writes one)",
-                path.display()
-            )
+        Ok(text) => serde_json::from_str(&text).map_err(|source| CmdError::BadBaseline {
+            path: path.to_path_buf(),
+            source,
         }),
         Err(e) if may_be_missing && e.kind() == std::io::ErrorKind::NotFound => {
             Ok(Baseline::default())
         }
-        Err(e) => Err(format!("baseline {}: {e}", path.display())),
+        Err(e) => Err(CmdError::io(path, e)),
     }
 }
 
@@ -299,7 +316,9 @@ mod tests {
             },
             Measured {
                 kernel: "7.1.3".into(),
-                progs: Err("rejected".into()),
+                progs: Err(NotMeasured::Failed {
+                    text: "rejected".into(),
+                }),
             },
         ];
         let t = table("scx-ktstr", &m);
@@ -314,7 +333,9 @@ mod tests {
 
     #[test]
     fn a_missing_scheduler_names_where_it_was_looked_for() {
-        let e = scheduler_binary("no-such-sched", Path::new("/nonexistent")).expect_err("missing");
+        let e = scheduler_binary("no-such-sched", Path::new("/nonexistent"))
+            .expect_err("missing")
+            .to_string();
         assert!(
             e.contains("/nonexistent/schedulers/bin/no-such-sched"),
             "{e}"
@@ -326,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("b.json");
         std::fs::write(&p, "{not json").expect("write");
-        let e = read_baseline(&p, false).expect_err("malformed");
+        let e = read_baseline(&p, false).expect_err("malformed").to_string();
         assert!(
             e.contains("b.json") && e.contains("--update-baseline"),
             "{e}"

@@ -8,7 +8,63 @@ use std::time::Duration;
 use argh::FromArgs;
 use ktstr::config::HostConfig;
 use ktstr::shell::{GUEST_DIED_STATUS, ShellError, ShellOptions};
-use ktstr_topology::Topology;
+use ktstr_kernel::KernelError;
+use ktstr_topology::{Topology, TopologyError};
+
+/// Why a command of the `ktstr` binary failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CmdError {
+    /// A topology given is neither `NnLlCcTt` nor a preset.
+    #[error("topology {spec:?}: {why} (use NnLlCcTt such as 1n2l4c2t, or a preset: `ktstr topo`)")]
+    BadTopology {
+        /// The topology as given.
+        spec: String,
+        /// What is wrong with it.
+        why: TopologyError,
+    },
+    /// `--memory-mib` that the topology cannot have.
+    #[error("--memory-mib {mib}: {why}")]
+    BadMemory {
+        /// The memory as given.
+        mib: u64,
+        /// What is wrong with it.
+        why: TopologyError,
+    },
+    /// `--kernel` of a shell names several kernels.
+    #[error("--kernel {spec} names {count} kernels; a shell boots one")]
+    SeveralKernels {
+        /// The spec as given.
+        spec: String,
+        /// How many it names.
+        count: usize,
+    },
+    /// The kernel's vmlinux could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The vmlinux.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The kernel's vmlinux has no usable BTF.
+    #[error("{}: BTF: {why}", vmlinux.display())]
+    Btf {
+        /// The vmlinux.
+        vmlinux: PathBuf,
+        /// What the BTF parser said.
+        why: ktstr_btf::BtfError,
+    },
+    /// Resolving or fetching the kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A `kernel` subcommand failed.
+    #[error(transparent)]
+    KernelCmd(#[from] ktstr_kernel::cli::KernelCmdError),
+    /// The shell VM could not run.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+}
 
 /// Test Linux schedulers in VMs with declared CPU topologies.
 #[derive(FromArgs, Debug)]
@@ -59,22 +115,24 @@ pub struct ProbeListCmd {
 }
 
 /// `ktstr probe list`: the probeable functions of the kernel a run boots.
-pub fn probe(cmd: &ProbeCmd, host: &HostConfig) -> Result<(), String> {
+pub fn probe(cmd: &ProbeCmd, host: &HostConfig) -> Result<(), CmdError> {
     let ProbeSub::List(list) = &cmd.cmd;
-    let kernel = host
-        .resolve_kernel(list.kernel.as_ref())
-        .map_err(|e| e.to_string())?;
-    let bytes =
-        std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
+    let kernel = host.resolve_kernel(list.kernel.as_ref())?;
+    let bytes = std::fs::read(&kernel.vmlinux).map_err(|source| CmdError::Read {
+        path: kernel.vmlinux.clone(),
+        source,
+    })?;
     let btf = ktstr_btf::elf::btf_section(&bytes)
         .and_then(ktstr_btf::Btf::parse)
-        .map_err(|e| format!("{}: BTF: {e}", kernel.vmlinux.display()))?;
+        .map_err(|why| CmdError::Btf {
+            vmlinux: kernel.vmlinux.clone(),
+            why,
+        })?;
     let index = kernel
         .vmlinux
         .parent()
         .map(ktstr_kernel::lines::LineIndex::load)
-        .transpose()
-        .map_err(|e| e.to_string())?
+        .transpose()?
         .flatten();
     let pattern = list.pattern.as_deref().unwrap_or("");
     let found = ktstr::probe::probeable(&btf, pattern);
@@ -139,17 +197,19 @@ pub struct TopoCmd {
 }
 
 /// A topology given as `NnLlCcTt` or a preset name.
-pub fn parse_topology(spec: &str) -> Result<Topology, String> {
+pub fn parse_topology(spec: &str) -> Result<Topology, CmdError> {
     if let Some(p) = ktstr_topology::preset(spec) {
         return Ok(p.topology);
     }
-    spec.parse::<Topology>().map_err(|e| {
-        format!("topology {spec:?}: {e} (use NnLlCcTt such as 1n2l4c2t, or a preset: `ktstr topo`)")
-    })
+    spec.parse::<Topology>()
+        .map_err(|why| CmdError::BadTopology {
+            spec: spec.to_string(),
+            why,
+        })
 }
 
 /// `topo`: the presets, or the CPU map of one topology.
-pub fn topo(cmd: &TopoCmd) -> Result<(), String> {
+pub fn topo(cmd: &TopoCmd) -> Result<(), CmdError> {
     let Some(spec) = &cmd.spec else {
         println!(
             "{:<16} {:<10} {:>5}  BACKENDS  PURPOSE",
@@ -192,12 +252,12 @@ pub fn topo(cmd: &TopoCmd) -> Result<(), String> {
 }
 
 /// `shell`: boots the VM and returns the guest command's exit status.
-pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
+pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, CmdError> {
     let mut topology = parse_topology(&cmd.topology)?;
     if let Some(m) = cmd.memory_mib {
         topology = topology
             .with_memory_mib(m)
-            .map_err(|e| format!("--memory-mib {m}: {e}"))?;
+            .map_err(|why| CmdError::BadMemory { mib: m, why })?;
     }
     // A version is fetched here (the command may download; the library never does).
     let kernel = match cmd.kernel {
@@ -212,10 +272,10 @@ pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
             match resolved.as_slice() {
                 [one] => Some(ktstr_kernel::KernelSpec::Path(one.kernel.vmlinux.clone())),
                 _ => {
-                    return Err(format!(
-                        "--kernel {spec} names {} kernels; a shell boots one",
-                        resolved.len()
-                    ));
+                    return Err(CmdError::SeveralKernels {
+                        spec: spec.to_string(),
+                        count: resolved.len(),
+                    });
                 }
             }
         }
@@ -239,6 +299,6 @@ pub fn shell(cmd: ShellCmd, host: &HostConfig) -> Result<ExitCode, String> {
             eprintln!("ktstr shell: {reason}");
             Ok(ExitCode::from(GUEST_DIED_STATUS as u8))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }

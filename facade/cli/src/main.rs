@@ -23,7 +23,8 @@ fn main() -> ExitCode {
         Cmd::Probe(c) => probe(&c, &host).map(|()| ExitCode::SUCCESS),
         Cmd::Kernel(k) => k
             .run("ktstr", &host.kernel_cmd_env())
-            .map(|()| ExitCode::SUCCESS),
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     res.unwrap_or_else(|e| {
         eprintln!("ktstr: error: {e}");

@@ -8,9 +8,47 @@ use argh::FromArgs;
 
 use crate::build::BuildOptions;
 use crate::{
-    CachedKernel, FetchOptions, KernelCmdEnv, KernelSpec, Resolved, built_cache, describe_fetch,
-    fetch, list_table, resolve, resolve_or_build,
+    CachedKernel, FetchOptions, KernelCmdEnv, KernelError, KernelSpec, Resolved, built_cache,
+    describe_fetch, fetch, list_table, resolve, resolve_or_build,
 };
+
+/// Why a `kernel` subcommand failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelCmdError {
+    /// `kernel build` without a spec.
+    #[error("kernel build: name what to build: a kernel tree PATH, git+URL#ref or source:X.Y")]
+    NothingToBuild,
+    /// `kernel build` of a spec that is not a source.
+    #[error(
+        "kernel build {spec}: not a source: give a kernel tree (a directory with Kconfig and \
+         Makefile), git+URL#ref or source:X.Y (versions are fetched with `kernel fetch`)"
+    )]
+    NotASource {
+        /// The spec as given.
+        spec: String,
+    },
+    /// `kernel build --base` of a target that is not a base.
+    #[error(
+        "kernel build --base {base}: give one of {}",
+        crate::build::kconfig::BASE_TARGETS.join(", ")
+    )]
+    BadBase {
+        /// The base as given.
+        base: String,
+    },
+    /// `kernel clean` could not remove from the cache.
+    #[error("{}: {source}", cache.display())]
+    Clean {
+        /// The cache directory.
+        cache: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Resolving, fetching or building a kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
 
 /// Fetch, build, list, clean and extract kernels.
 #[derive(FromArgs, Debug)]
@@ -94,26 +132,24 @@ struct ExtractCmd {
 
 impl KernelCmd {
     /// Runs the command, printing progress lines with `prefix`.
-    pub fn run(&self, prefix: &str, env: &KernelCmdEnv) -> Result<(), String> {
+    pub fn run(&self, prefix: &str, env: &KernelCmdEnv) -> Result<(), KernelCmdError> {
         match &self.cmd {
             KernelSub::Fetch(f) if f.specs.is_empty() => {
-                kernel_fetch(f.offline, prefix, env).map(drop)
+                kernel_fetch(f.offline, prefix, env)?;
+                Ok(())
             }
             KernelSub::Fetch(f) => {
-                resolve_kernels(&f.specs, f.all_releases, f.offline, prefix, env).map(drop)
+                resolve_kernels(&f.specs, f.all_releases, f.offline, prefix, env)?;
+                Ok(())
             }
             KernelSub::Build(b) => {
                 if b.specs.is_empty() {
-                    return Err("kernel build: name what to build: a kernel tree PATH, \
-                                git+URL#ref or source:X.Y"
-                        .into());
+                    return Err(KernelCmdError::NothingToBuild);
                 }
                 if let Some(s) = b.specs.iter().find(|s| !crate::build::is_source_spec(s)) {
-                    return Err(format!(
-                        "kernel build {s}: not a source: give a kernel tree (a directory with \
-                         Kconfig and Makefile), git+URL#ref or source:X.Y (versions are fetched \
-                         with `kernel fetch`)"
-                    ));
+                    return Err(KernelCmdError::NotASource {
+                        spec: s.to_string(),
+                    });
                 }
                 let env = KernelCmdEnv {
                     kconfig: b.kconfig.clone().or_else(|| env.kconfig.clone()),
@@ -127,18 +163,12 @@ impl KernelCmd {
                     opts.base = crate::build::kconfig::BASE_TARGETS
                         .into_iter()
                         .find(|t| t == base)
-                        .ok_or_else(|| {
-                            format!(
-                                "kernel build --base {base}: give one of {}",
-                                crate::build::kconfig::BASE_TARGETS.join(", ")
-                            )
-                        })?;
+                        .ok_or_else(|| KernelCmdError::BadBase { base: base.clone() })?;
                 }
                 let mut releases = Vec::new();
                 for s in &b.specs {
                     let start = std::time::Instant::now();
-                    let built = crate::build::build(s, &opts, &mut |l| println!("{prefix}: {l}"))
-                        .map_err(|e| e.to_string())?;
+                    let built = crate::build::build(s, &opts, &mut |l| println!("{prefix}: {l}"))?;
                     let m = &built.kernel.metadata;
                     println!(
                         "{prefix}: {s} -> {} ({}; bzImage {} KiB, vmlinux {} MiB, BTF {} KiB) at {} \
@@ -185,7 +215,10 @@ impl KernelCmd {
                 let gone = env
                     .cache
                     .clean(c.keep)
-                    .map_err(|e| format!("{}: {e}", env.cache.dir().display()))?;
+                    .map_err(|source| KernelCmdError::Clean {
+                        cache: env.cache.dir().to_path_buf(),
+                        source,
+                    })?;
                 for k in &gone {
                     println!("{prefix}: removed {}", k.metadata.release);
                 }
@@ -197,8 +230,7 @@ impl KernelCmd {
                 Ok(())
             }
             KernelSub::Extract(x) => {
-                let k = resolve(Some(&KernelSpec::Path(x.path.clone())), &env.cache)
-                    .map_err(|e| e.to_string())?;
+                let k = resolve(Some(&KernelSpec::Path(x.path.clone())), &env.cache)?;
                 println!("{prefix}: {} -> {}", x.path.display(), k.vmlinux.display());
                 Ok(())
             }
@@ -211,15 +243,14 @@ pub fn kernel_fetch(
     offline: bool,
     prefix: &str,
     env: &KernelCmdEnv,
-) -> Result<CachedKernel, String> {
+) -> Result<CachedKernel, KernelError> {
     let opts = FetchOptions {
         cache: env.cache.clone(),
         offline,
         suites: env.suites.clone(),
         source: None,
     };
-    let outcome =
-        fetch(&opts, &mut |line| println!("{prefix}: {line}")).map_err(|e| e.to_string())?;
+    let outcome = fetch(&opts, &mut |line| println!("{prefix}: {line}"))?;
     println!("{prefix}: {}", describe_fetch(&outcome));
     trim(prefix, env, &[outcome.kernel().metadata.release.as_str()]);
     Ok(outcome.kernel().clone())
@@ -234,12 +265,11 @@ pub fn resolve_kernels(
     offline: bool,
     prefix: &str,
     env: &KernelCmdEnv,
-) -> Result<Vec<Resolved>, String> {
+) -> Result<Vec<Resolved>, KernelError> {
     let opts = build_options(env, offline);
     let resolved = resolve_or_build(specs, &opts, all_releases, &mut |line| {
         println!("{prefix}: {line}")
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     for r in &resolved {
         let what = r
             .kernel

@@ -54,7 +54,7 @@ pub use fetch::{
 };
 pub use id::{KernelId, KernelSource};
 pub use image::Codec;
-pub use spec::{KernelSpec, KernelVersion, SelectError, SpecError, VersionReq};
+pub use spec::{KernelSpec, KernelVersion, SelectError, SourceSpecError, SpecError, VersionReq};
 
 /// What went wrong while resolving, fetching or checking a kernel.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +176,22 @@ pub enum KernelError {
         spec: String,
         /// Why, and the fix.
         why: String,
+    },
+    /// A `git+URL#ref` or `source:X.Y` spec that names no source.
+    #[error("kernel {spec}: {why}")]
+    BadSource {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it, and the fix.
+        why: SourceSpecError,
+    },
+    /// A kernel's line index (`lines.tsv`) is not one.
+    #[error("{}: {why}", path.display())]
+    BadLineIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong in it.
+        why: lines::LineIndexError,
     },
     /// Options of the fragments that `olddefconfig` did not keep.
     #[error(
@@ -444,6 +460,30 @@ pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel,
     }
 }
 
+/// Why the project's real-kernel tests have no kernel to test against.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestKernelError {
+    /// `KTSTR_KERNEL` is not a kernel spec.
+    #[error("KTSTR_KERNEL: {why}")]
+    BadSpec {
+        /// What is wrong with it.
+        why: SpecError,
+    },
+    /// Neither `KTSTR_CACHE_DIR` nor `HOME` locates the cache.
+    #[error("neither KTSTR_CACHE_DIR nor HOME is set")]
+    NoCacheRoot,
+    /// The spec (or the cache) gives no kernel.
+    #[error(
+        "no kernel image to test against ({why}): run `cargo xtask kernel fetch` or set \
+         KTSTR_KERNEL to a vmlinux ELF"
+    )]
+    NoKernel {
+        /// Why resolving failed.
+        why: KernelError,
+    },
+}
+
 /// The vmlinux the project's real-kernel tests use, resolved like a run's:
 /// `ktstr_kernel` (the `KTSTR_KERNEL` value: a path or a cached version),
 /// else the newest cached release, in the cache below `cache_root` (the
@@ -453,27 +493,22 @@ pub fn vmlinux_for_tests(
     ktstr_kernel: Option<&str>,
     cache_root: Option<&Path>,
     home: Option<&Path>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, TestKernelError> {
     let spec = match ktstr_kernel.filter(|v| !v.is_empty()) {
         Some(v) => Some(
             v.parse::<KernelSpec>()
-                .map_err(|e| format!("KTSTR_KERNEL: {e}"))?,
+                .map_err(|why| TestKernelError::BadSpec { why })?,
         ),
         None => None,
     };
     let root = match (cache_root, home) {
         (Some(c), _) => c.to_path_buf(),
         (None, Some(h)) => h.join(".cache/ktstr"),
-        (None, None) => return Err("neither KTSTR_CACHE_DIR nor HOME is set".into()),
+        (None, None) => return Err(TestKernelError::NoCacheRoot),
     };
     resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
         .map(|k| k.vmlinux)
-        .map_err(|e| {
-            format!(
-                "no kernel image to test against ({e}): run `cargo xtask kernel fetch` or set \
-                 KTSTR_KERNEL to a vmlinux ELF"
-            )
-        })
+        .map_err(|why| TestKernelError::NoKernel { why })
 }
 
 /// Interprets a path given as a kernel: a vmlinux, a bzImage, a build tree or a cache entry.

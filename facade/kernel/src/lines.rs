@@ -20,6 +20,21 @@ pub const FILE: &str = "lines.tsv";
 /// The first line of an index, before the release.
 pub const HEADER: &str = "# ktstr line index v1";
 
+/// Why a text is not a line index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineIndexError {
+    /// The first line is not the index's header.
+    #[error("not a line index (no `{HEADER}` header)")]
+    NoHeader,
+    /// A line is not `function<TAB>file:line`.
+    #[error("line {line}: expected `function<TAB>file:line`")]
+    BadLine {
+        /// The line's number, from 1.
+        line: usize,
+    },
+}
+
 /// A kernel's function locations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineIndex {
@@ -48,25 +63,23 @@ impl LineIndex {
         };
         LineIndex::parse(&text)
             .map(Some)
-            .map_err(|why| KernelError::Corrupt {
-                what: format!("{}: {why}", path.display()),
-            })
+            .map_err(|why| KernelError::BadLineIndex { path, why })
     }
 
     /// Parses the text of an index.
-    pub fn parse(text: &str) -> Result<LineIndex, String> {
+    pub fn parse(text: &str) -> Result<LineIndex, LineIndexError> {
         let mut lines = text.lines();
         let release = lines
             .next()
             .and_then(|h| h.strip_prefix(HEADER))
             .map(str::trim)
-            .ok_or_else(|| format!("not a line index (no `{HEADER}` header)"))?;
+            .ok_or(LineIndexError::NoHeader)?;
         let mut by_func = BTreeMap::new();
         for (n, l) in lines.enumerate() {
             let (f, loc) = l
                 .split_once('\t')
                 .filter(|(f, loc)| !f.is_empty() && loc.rsplit_once(':').is_some())
-                .ok_or_else(|| format!("line {}: expected `function<TAB>file:line`", n + 2))?;
+                .ok_or(LineIndexError::BadLine { line: n + 2 })?;
             by_func.insert(f.to_string(), loc.to_string());
         }
         Ok(LineIndex {
@@ -155,7 +168,7 @@ mod tests {
         assert!(LineIndex::parse("").is_err());
         assert!(LineIndex::parse("hello\n").is_err());
         let e = LineIndex::parse(&format!("{HEADER} r\nfoo bar\n")).expect_err("no tab");
-        assert!(e.contains("line 2"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
         assert!(LineIndex::parse(&format!("{HEADER} r\nfoo\tnoline\n")).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(FILE), "junk").expect("write");

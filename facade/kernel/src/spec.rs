@@ -368,6 +368,30 @@ impl fmt::Display for KernelSpec {
     }
 }
 
+/// Why a source spec (`git+URL#ref`, `source:X.Y`) names no source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceSpecError {
+    /// `git+#ref`: nothing before the `#`.
+    #[error("no URL before `#`")]
+    NoUrl,
+    /// The text after `#` is not one of the refs.
+    #[error("`#{fragment}` is not a ref: write #branch=NAME, #tag=NAME or #sha=HEX")]
+    BadRef {
+        /// The text after `#`.
+        fragment: String,
+    },
+    /// `source:<line>` with a line that is not MAJOR.MINOR[.PATCH].
+    #[error(
+        "`source:{line}` names no source package: write source:MAJOR.MINOR (source:7.3) or \
+         source:MAJOR.MINOR.PATCH"
+    )]
+    BadLine {
+        /// The text after `source:`.
+        line: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

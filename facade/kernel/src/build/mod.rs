@@ -123,7 +123,7 @@ pub fn build(
     let tree = match spec {
         KernelSpec::Source(line) => package_tree(line, opts, &src_root, progress)?,
         KernelSpec::Git(text) => {
-            let g = source::GitSpec::parse(text).map_err(|why| KernelError::BadSpec {
+            let g = source::GitSpec::parse(text).map_err(|why| KernelError::BadSource {
                 spec: spec.to_string(),
                 why,
             })?;
@@ -175,7 +175,10 @@ fn package_tree(
         spec: format!("source:{line}"),
         why,
     };
-    let (package, exact) = source::package_of(line).map_err(bad)?;
+    let (package, exact) = source::package_of(line).map_err(|why| KernelError::BadSource {
+        spec: format!("source:{line}"),
+        why,
+    })?;
     if opts.fetch.offline {
         // The newest tree unpacked before.
         let prefix = source::slug(&format!("{package}_"));

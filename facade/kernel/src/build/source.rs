@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::KernelError;
 use crate::cache::sha256_hex;
 use crate::tree::git;
+use crate::{KernelError, SourceSpecError};
 
 /// A git ref to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +33,13 @@ pub struct GitSpec {
 
 impl GitSpec {
     /// Parses the text after `git+`.
-    pub fn parse(text: &str) -> Result<GitSpec, String> {
+    pub fn parse(text: &str) -> Result<GitSpec, SourceSpecError> {
         let (url, frag) = match text.split_once('#') {
             Some((u, f)) => (u, Some(f)),
             None => (text, None),
         };
         if url.is_empty() {
-            return Err("no URL before `#`".into());
+            return Err(SourceSpecError::NoUrl);
         }
         let reference = match frag {
             None | Some("") => GitRef::Head,
@@ -54,9 +54,9 @@ impl GitSpec {
                     GitRef::Sha(s.to_ascii_lowercase())
                 }
                 _ => {
-                    return Err(format!(
-                        "`#{f}` is not a ref: write #branch=NAME, #tag=NAME or #sha=HEX"
-                    ));
+                    return Err(SourceSpecError::BadRef {
+                        fragment: f.to_string(),
+                    });
                 }
             },
         };
@@ -218,7 +218,7 @@ pub fn git_tree(
 
 /// The Debian package of `source:<line>` (`7.3` -> `linux-source-7.3`) and
 /// the version prefix it must have (`7.3.4` asks for 7.3.4).
-pub fn package_of(line: &str) -> Result<(String, Option<String>), String> {
+pub fn package_of(line: &str) -> Result<(String, Option<String>), SourceSpecError> {
     let parts: Vec<&str> = line.split('.').collect();
     let numeric = parts
         .iter()
@@ -229,10 +229,9 @@ pub fn package_of(line: &str) -> Result<(String, Option<String>), String> {
             format!("linux-source-{}.{}", parts[0], parts[1]),
             Some(line.to_string()),
         )),
-        _ => Err(format!(
-            "`source:{line}` names no source package: write source:MAJOR.MINOR (source:7.3) or \
-             source:MAJOR.MINOR.PATCH"
-        )),
+        _ => Err(SourceSpecError::BadLine {
+            line: line.to_string(),
+        }),
     }
 }
 
@@ -339,6 +338,7 @@ mod tests {
         assert!(
             p("file:///l#commit=1")
                 .expect_err("bad")
+                .to_string()
                 .contains("#branch=NAME")
         );
         assert!(p("#sha=1234").is_err());
