@@ -528,6 +528,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_names_the_first_problems_and_counts_the_rest() {
+        let failed = |n: usize| KselftestError::Failed {
+            problems: (0..n).map(|i| format!("1n2l2c1t: t{i} failed")).collect(),
+        };
+        assert_eq!(
+            failed(2).to_string(),
+            "the sched_ext selftests failed: 1n2l2c1t: t0 failed; 1n2l2c1t: t1 failed"
+        );
+        let seven = failed(7).to_string();
+        assert!(seven.contains("t4 failed; and 2 more (above)"), "{seven}");
+        assert!(!seven.contains("t5"), "{seven}");
+    }
+
+    #[test]
     fn lines_are_handed_over_whole() {
         let mut got = Vec::new();
         {
