@@ -8,6 +8,39 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use ktstr_initramfs::Archive;
 
+use crate::error::{CommandError, FileError, status};
+
+/// What a benchmark failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Monitor(#[from] crate::bench_monitor::MonitorBenchError),
+    #[error(transparent)]
+    KernelBuild(#[from] crate::bench_kernel::KernelBuildBenchError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A restore benchmark's test failed.
+    #[error("the restore benchmark {test} failed")]
+    Restore {
+        /// The test.
+        test: &'static str,
+        #[source]
+        source: CommandError,
+    },
+    /// `cargo build` of the ktstr binary failed.
+    #[error("building the ktstr binary failed")]
+    KtstrBuild(#[source] CommandError),
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    /// The competitor's initramfs could not be made.
+    #[error("the bare initramfs")]
+    Initramfs(#[source] ktstr_initramfs::InitramfsError),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
 /// Benchmarks with medians and ratios against the named competitor.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
@@ -49,17 +82,17 @@ struct ShellBench {
     runs: usize,
 }
 
-pub fn run(cmd: &BenchCmd) -> Result<(), String> {
+pub fn run(cmd: &BenchCmd) -> Result<(), BenchError> {
     match &cmd.which {
         Which::Shell(b) => shell(b),
-        Which::Monitor(b) => crate::bench_monitor::run(b),
-        Which::MonitorOnce(b) => crate::bench_monitor::once(b),
+        Which::Monitor(b) => Ok(crate::bench_monitor::run(b)?),
+        Which::MonitorOnce(b) => Ok(crate::bench_monitor::once(b)?),
         Which::Restore(b) => restore(b),
-        Which::KernelBuild(b) => crate::bench_kernel::run(b),
+        Which::KernelBuild(b) => Ok(crate::bench_kernel::run(b)?),
     }
 }
 
-fn restore(b: &RestoreBench) -> Result<(), String> {
+fn restore(b: &RestoreBench) -> Result<(), BenchError> {
     for (package, target, test) in [
         ("ktstr-vmm", "qemu_restore", "restore_vs_cold_boot_bench"),
         (
@@ -68,17 +101,15 @@ fn restore(b: &RestoreBench) -> Result<(), String> {
             "restore_vs_cold_test_overhead_bench",
         ),
     ] {
-        let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(workspace())
-            .args(["test", "-q", "-p", package, "--test", target])
-            // Both are `--full` tests, `#[ignore]`d in the default run.
-            .args([test, "--", "--include-ignored", "--exact", "--nocapture"])
-            .env("KTSTR_BENCH_RUNS", b.runs.to_string())
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("the restore benchmark {test} failed ({st})"));
-        }
+        status(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(workspace())
+                .args(["test", "-q", "-p", package, "--test", target])
+                // Both are `--full` tests, `#[ignore]`d in the default run.
+                .args([test, "--", "--include-ignored", "--exact", "--nocapture"])
+                .env("KTSTR_BENCH_RUNS", b.runs.to_string()),
+        )
+        .map_err(|source| BenchError::Restore { test, source })?;
     }
     Ok(())
 }
@@ -93,18 +124,10 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
-fn time(cmd: &mut Command) -> Result<Duration, String> {
+fn time(cmd: &mut Command) -> Result<Duration, CommandError> {
     let t0 = Instant::now();
-    let st = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let took = t0.elapsed();
-    if !st.success() {
-        return Err(format!("{cmd:?} exited with {st}"));
-    }
-    Ok(took)
+    status(cmd.stdout(Stdio::null()).stderr(Stdio::null()))?;
+    Ok(t0.elapsed())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -113,38 +136,35 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Builds the `ktstr` command (the shell's guest agent too) and returns its path.
-pub(crate) fn build_ktstr() -> Result<PathBuf, String> {
-    let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(workspace())
-        .args(["build", "-q", "-p", "ktstr-cli", "--bin", "ktstr"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("building the ktstr binary failed".into());
-    }
+pub(crate) fn build_ktstr() -> Result<PathBuf, BenchError> {
+    status(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace())
+            .args(["build", "-q", "-p", "ktstr-cli", "--bin", "ktstr"]),
+    )
+    .map_err(BenchError::KtstrBuild)?;
     Ok(target_dir().join("debug/ktstr"))
 }
 
-fn shell(b: &ShellBench) -> Result<(), String> {
-    let kernel = crate::host()?
-        .resolve_kernel(None)
-        .map_err(|e| e.to_string())?;
+fn shell(b: &ShellBench) -> Result<(), BenchError> {
+    let kernel = crate::host()?.resolve_kernel(None)?;
     let ktstr_bin = build_ktstr()?;
 
     // The competitor: busybox as /init that powers off at once.
     let mut a = Archive::new();
     a.add_file("/bin/busybox", 0o755, "/bin/busybox")
-        .map_err(|e| e.to_string())?;
+        .map_err(BenchError::Initramfs)?;
     a.add_bytes(
         "/init",
         0o755,
         b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(BenchError::Initramfs)?;
     let dir = std::env::temp_dir().join(format!("ktstr-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(FileError::at("creating", &dir))?;
     let initrd = dir.join("bare.cpio");
-    std::fs::write(&initrd, a.to_vec().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let bytes = a.to_vec().map_err(BenchError::Initramfs)?;
+    std::fs::write(&initrd, bytes).map_err(FileError::at("writing", &initrd))?;
 
     let ours = || {
         let mut c = Command::new(&ktstr_bin);

@@ -11,6 +11,40 @@ use argh::FromArgs;
 use ktstr_kernel::KernelSpec;
 use ktstr_kernel::build::{self, BuildOptions};
 
+use crate::error::FileError;
+
+/// What the kernel-build benchmark failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelBuildBenchError {
+    /// `--spec` is no kernel spec.
+    #[error("--spec {spec}")]
+    Spec {
+        /// The spec as given.
+        spec: String,
+        #[source]
+        source: ktstr_kernel::SpecError,
+    },
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A build failed.
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    /// The build gave no tree to rebuild.
+    #[error("the build of {spec} did not say where its tree is")]
+    NoTree {
+        /// The spec built.
+        spec: KernelSpec,
+    },
+    /// The tree has no sched_ext core to touch.
+    #[error("{}: no kernel/sched/ext.c (no sched_ext?)", tree.display())]
+    NoExtC {
+        /// The kernel tree.
+        tree: PathBuf,
+    },
+}
+
 /// Kernel build from source: cold build and one-line rebuild times (median).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "kernel-build")]
@@ -27,20 +61,28 @@ pub(crate) struct KernelBuildBench {
 }
 
 /// The file a rebuild touches, in `tree`.
-fn ext_c(tree: &Path) -> Result<PathBuf, String> {
+fn ext_c(tree: &Path) -> Result<PathBuf, KernelBuildBenchError> {
     ["kernel/sched/ext/ext.c", "kernel/sched/ext.c"]
         .iter()
         .map(|p| tree.join(p))
         .find(|p| p.is_file())
-        .ok_or_else(|| format!("{}: no kernel/sched/ext.c (no sched_ext?)", tree.display()))
+        .ok_or_else(|| KernelBuildBenchError::NoExtC {
+            tree: tree.to_path_buf(),
+        })
 }
 
 fn mins(d: Duration) -> String {
     format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
 }
 
-pub(crate) fn run(b: &KernelBuildBench) -> Result<(), String> {
-    let spec: KernelSpec = b.spec.parse().map_err(|e| format!("--spec: {e}"))?;
+pub(crate) fn run(b: &KernelBuildBench) -> Result<(), KernelBuildBenchError> {
+    let spec: KernelSpec = b
+        .spec
+        .parse()
+        .map_err(|source| KernelBuildBenchError::Spec {
+            spec: b.spec.clone(),
+            source,
+        })?;
     let env = crate::host()?.kernel_cmd_env();
     let opts = BuildOptions::new(ktstr_kernel::FetchOptions {
         cache: env.cache.clone(),
@@ -55,14 +97,14 @@ pub(crate) fn run(b: &KernelBuildBench) -> Result<(), String> {
         if let Ok(Some(tree)) = first.as_ref().map(|k| k.tree.clone()) {
             let dir = build::build_dir(&env.cache, &tree);
             say(&format!("--cold: removing {}", dir.display()));
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).map_err(FileError::at("removing", &dir))?;
         }
     }
-    let first = build::build(&spec, &opts, &mut say).map_err(|e| e.to_string())?;
+    let first = build::build(&spec, &opts, &mut say)?;
     let tree = first
         .tree
         .clone()
-        .ok_or("the build did not say where its tree is")?;
+        .ok_or_else(|| KernelBuildBenchError::NoTree { spec: spec.clone() })?;
     match first.make_time {
         Some(t) => say(&format!("{spec}: build {} (make ran)", mins(t))),
         None => say(&format!(
@@ -79,15 +121,14 @@ pub(crate) fn run(b: &KernelBuildBench) -> Result<(), String> {
     ));
     // The rebuilds build the tree as a path: its identity follows its files.
     let file = ext_c(&tree)?;
-    let original =
-        std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let original = std::fs::read_to_string(&file).map_err(FileError::at("reading", &file))?;
     let tree_spec = KernelSpec::Path(tree.clone());
     let mut times = Vec::new();
-    let mut result = Ok(());
+    let mut result: Result<(), KernelBuildBenchError> = Ok(());
     for i in 0..b.runs {
         let edited = format!("{original}/* ktstr bench kernel-build {i} */\n");
         if let Err(e) = std::fs::write(&file, edited) {
-            result = Err(format!("{}: {e}", file.display()));
+            result = Err(FileError::at("writing", &file)(e).into());
             break;
         }
         match build::build(&tree_spec, &opts, &mut say) {
@@ -103,13 +144,13 @@ pub(crate) fn run(b: &KernelBuildBench) -> Result<(), String> {
                 times.push(t);
             }
             Err(e) => {
-                result = Err(e.to_string());
+                result = Err(e.into());
                 break;
             }
         }
     }
     // The tree is the cache's: it gets its content back.
-    std::fs::write(&file, &original).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, &original).map_err(FileError::at("restoring", &file))?;
     result?;
     times.sort();
     if let Some(med) = times.get(times.len() / 2) {

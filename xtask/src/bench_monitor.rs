@@ -18,6 +18,40 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use ktstr::prelude::*;
 
+use crate::error::CommandError;
+
+/// What the monitor benchmark failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorBenchError {
+    /// The bench VM passed and its note has no work figure.
+    #[error("no work figure in: {note}")]
+    NoWork {
+        /// The test's note (the guest's words).
+        note: String,
+    },
+    /// The bench VM did not pass.
+    #[error("the bench VM did not pass: {outcome:?}")]
+    NotPassed {
+        /// Its outcome.
+        outcome: ktstr::test_support::Outcome,
+    },
+    /// This binary's own path is unknown (to run it again).
+    #[error("the path of this xtask binary")]
+    CurrentExe(#[source] std::io::Error),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A run printed no result line.
+    #[error("run at {hz} Hz failed: {stdout}{stderr}")]
+    Run {
+        /// The sampling rate of the run.
+        hz: u32,
+        /// What it printed.
+        stdout: String,
+        /// What it said on stderr.
+        stderr: String,
+    },
+}
+
 /// How long the spinners count.
 const SPIN: Duration = Duration::from_secs(6);
 /// Snapshots per run (each pauses every vCPU).
@@ -99,7 +133,7 @@ fn monitor_bench_spin(ctx: &Ctx) -> Result<AssertResult> {
 }
 
 /// One run: boots the VM, prints one line for the parent to parse.
-pub fn once(_: &MonitorOnce) -> Result<(), String> {
+pub fn once(_: &MonitorOnce) -> Result<(), MonitorBenchError> {
     let name = format!("{}::monitor_bench_spin", module_path!());
     match ktstr::test_support::run_test(&name) {
         ktstr::test_support::Outcome::Pass(text) => {
@@ -107,7 +141,7 @@ pub fn once(_: &MonitorOnce) -> Result<(), String> {
                 .split("work=")
                 .nth(1)
                 .and_then(|w| w.split_whitespace().next())
-                .ok_or_else(|| format!("no work figure in: {text}"))?;
+                .ok_or_else(|| MonitorBenchError::NoWork { note: text.clone() })?;
             let seen = SEEN
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -116,7 +150,7 @@ pub fn once(_: &MonitorOnce) -> Result<(), String> {
             println!("bench-run work={work} {seen}");
             Ok(())
         }
-        other => Err(format!("the bench VM did not pass: {other:?}")),
+        outcome => Err(MonitorBenchError::NotPassed { outcome }),
     }
 }
 
@@ -126,13 +160,16 @@ fn field(line: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn run_once(hz: u32) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
+fn run_once(hz: u32) -> Result<String, MonitorBenchError> {
+    let exe = std::env::current_exe().map_err(MonitorBenchError::CurrentExe)?;
+    let out = Command::new(&exe)
         .args(["bench", "monitor-once"])
         .env("KTSTR_MONITOR_HZ", hz.to_string())
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| CommandError::Spawn {
+            command: format!("{} bench monitor-once", exe.display()),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     // The runner's line on stderr: "... body 6.53s, ..." (host wall time).
     let err = String::from_utf8_lossy(&out.stderr);
@@ -145,12 +182,10 @@ fn run_once(hz: u32) -> Result<String, String> {
     text.lines()
         .find(|l| l.starts_with("bench-run "))
         .map(|l| format!("{l} body_s={body}"))
-        .ok_or_else(|| {
-            format!(
-                "run at {hz} Hz failed: {}{}",
-                text,
-                String::from_utf8_lossy(&out.stderr)
-            )
+        .ok_or_else(|| MonitorBenchError::Run {
+            hz,
+            stdout: text.to_string(),
+            stderr: err.to_string(),
         })
 }
 
@@ -183,7 +218,7 @@ fn median_ci(v: &[f64]) -> (f64, f64) {
 }
 
 /// The paired benchmark.
-pub fn run(b: &MonitorBench) -> Result<(), String> {
+pub fn run(b: &MonitorBench) -> Result<(), MonitorBenchError> {
     println!(
         "bench monitor: 1n2l2c2t, 8 pinned spinners for {SPIN:?}, {SNAPSHOTS} snapshots per \
          run, {} pairs (10 Hz vs off), after one warm-up",

@@ -8,6 +8,37 @@ use std::process::Command;
 
 use ktstr_record::RunRecord;
 
+use crate::error::{CommandError, KernelCmdError, status};
+
+/// What a kernel-dimension phase failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelsError {
+    /// A line of the lists above is no kernel spec.
+    #[error("kernel line {line}")]
+    Spec {
+        /// The line as written.
+        line: String,
+        #[source]
+        source: ktstr_kernel::SpecError,
+    },
+    #[error(transparent)]
+    KernelCmd(#[from] KernelCmdError),
+    /// Resolving a line gave no kernel.
+    #[error("no kernel resolved for the line {line}")]
+    NoneResolved {
+        /// The line.
+        line: &'static str,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The matrix's tests failed on these kernels (the table above says which).
+    #[error("tests failed on {}", kernels.join(", "))]
+    FailedOn {
+        /// The kernels' labels.
+        kernels: Vec<String>,
+    },
+}
+
 /// The second line CI runs the `examples` on: 6.18, the long-term line
 /// (Debian's 6.12 long-term kernels are built without sched_ext; 6.16 and
 /// 6.17 have it but are not long-term).
@@ -41,22 +72,22 @@ pub(crate) struct LineKernel {
 }
 
 /// Resolves (fetching unless `offline`) the newest release of each line.
-pub(crate) fn fetch_lines(lines: &[&str], offline: bool) -> Result<Vec<LineKernel>, String> {
+pub(crate) fn fetch_lines(lines: &[&str], offline: bool) -> Result<Vec<LineKernel>, KernelsError> {
     let specs = lines
         .iter()
         .map(|l| {
             l.parse::<ktstr_kernel::KernelSpec>()
-                .map_err(|e| e.to_string())
+                .map_err(|source| KernelsError::Spec {
+                    line: l.to_string(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let resolved = ktstr_kernel::cli::resolve_kernels(
-        &specs,
-        false,
-        offline,
-        "kernel",
-        &crate::host()?.kernel_cmd_env(),
-    )
-    .map_err(|e| e.to_string())?;
+    let env = crate::host()
+        .map_err(KernelCmdError::from)?
+        .kernel_cmd_env();
+    let resolved = ktstr_kernel::cli::resolve_kernels(&specs, false, offline, "kernel", &env)
+        .map_err(KernelCmdError::cli)?;
     Ok(resolved
         .into_iter()
         .map(|r| {
@@ -102,10 +133,10 @@ pub(crate) fn nextest_on(
 /// The `examples` and the monitor checks (the monitor reads each kernel's
 /// own layouts: kallsyms, DSQs) on the second line, leaving out (and
 /// naming) what the kernel itself makes random there.
-pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), String> {
+pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), KernelsError> {
     let k = fetch_lines(&[SECOND_LINE], offline)?
         .pop()
-        .ok_or("no kernel resolved")?;
+        .ok_or(KernelsError::NoneResolved { line: SECOND_LINE })?;
     for (test, why) in NOT_ON_SECOND_LINE {
         println!("not run on {}: examples::{test}: {why}", k.label);
     }
@@ -114,17 +145,17 @@ pub(crate) fn examples_on_second_line(offline: bool) -> Result<(), String> {
         .map(|(t, _)| format!("not test(={t})"))
         .collect();
     let filter = filter.join(" & ");
-    crate::test::status(nextest_on(
+    Ok(status(&mut nextest_on(
         &k,
         &["examples", "monitor_checks"],
         Some(&filter),
         None,
-    ))
+    ))?)
 }
 
 /// `--full`'s kernel matrix: the test binaries on every line, then a table
 /// test x kernel with verdicts and wall times.
-pub(crate) fn matrix(offline: bool) -> Result<(), String> {
+pub(crate) fn matrix(offline: bool) -> Result<(), KernelsError> {
     const TARGETS: &[&str] = &[
         "examples",
         "scheduler_lifecycle",
@@ -150,7 +181,14 @@ pub(crate) fn matrix(offline: bool) -> Result<(), String> {
             .map(|(_, t, _)| format!("not test(={t})"))
             .collect();
         let filter = (!filter.is_empty()).then(|| filter.join(" & "));
-        if crate::test::status(nextest_on(k, TARGETS, filter.as_deref(), Some(&results))).is_err() {
+        if status(&mut nextest_on(
+            k,
+            TARGETS,
+            filter.as_deref(),
+            Some(&results),
+        ))
+        .is_err()
+        {
             failed.push(k.label.clone());
         }
     }
@@ -160,7 +198,7 @@ pub(crate) fn matrix(offline: bool) -> Result<(), String> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(format!("tests failed on {}", failed.join(", ")))
+        Err(KernelsError::FailedOn { kernels: failed })
     }
 }
 

@@ -26,8 +26,92 @@ use ktstr::shell::{ShellError, ShellOptions};
 use ktstr_kernel::{Kernel, KernelSpec};
 use ktstr_topology::Topology;
 
-use results::{TopologyRun, parse, problems, result_line, summary_table};
-use source::{Store, listed_tests};
+use crate::error::{FileError, KernelCmdError};
+use results::{GuestDied, TopologyRun, parse, problems, result_line, summary_table};
+use source::{SourceError, Store, listed_tests};
+
+/// What `cargo xtask kselftest` failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum KselftestError {
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    /// A `--topology` that does not parse.
+    #[error("--topology {name} (use NnLlCcTt such as 1n2l2c1t)")]
+    Topology {
+        /// The topology as given.
+        name: String,
+        #[source]
+        source: ktstr_topology::TopologyError,
+    },
+    /// A topology too small for `nohz_tick`.
+    #[error(
+        "--topology {name}: {nr_cpus} CPU: nohz_tick needs a nohz_full CPU and a housekeeping \
+         CPU, at least 2"
+    )]
+    TooFewCpus {
+        /// The topology as given.
+        name: String,
+        /// Its CPUs.
+        nr_cpus: u32,
+    },
+    /// A `--test` that is not a test name.
+    #[error("--test {filter:?}: a test name (or part of one) has letters, digits and `_` only")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+    },
+    /// The kernel's release is unknown, and it names the source package.
+    #[error(
+        "{}: the kernel's release is unknown, and it names the linux-source package; pass a \
+         version (--kernel 7.3), a cache entry or a built kernel tree",
+        vmlinux.display()
+    )]
+    NoRelease {
+        /// The kernel.
+        vmlinux: std::path::PathBuf,
+    },
+    #[error(transparent)]
+    KernelCmd(#[from] KernelCmdError),
+    /// A `--kernel` version that names several kernels.
+    #[error("--kernel {spec} names {count} kernels; the selftests run on one")]
+    SeveralKernels {
+        /// The spec as given.
+        spec: KernelSpec,
+        /// How many it names.
+        count: usize,
+    },
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A topology's VM could not be run (not: the guest died).
+    #[error("{topology}")]
+    Shell {
+        /// The topology's name.
+        topology: String,
+        #[source]
+        source: ShellError,
+    },
+    /// Tests failed; every problem was printed, the first few are named.
+    #[error(
+        "the sched_ext selftests failed: {}{}",
+        problems[..problems.len().min(NAMED)].join("; "),
+        match problems.len().saturating_sub(NAMED) {
+            0 => String::new(),
+            more => format!("; and {more} more (above)"),
+        }
+    )]
+    Failed {
+        /// Each problem, `topology: what` (the runner's own words about a
+        /// test, from the guest).
+        problems: Vec<String>,
+    },
+}
+
+/// The problems a failure names in its message (all are printed above it).
+const NAMED: usize = 5;
 
 /// Build the kernel's sched_ext selftests for the kernel under test (from
 /// Debian's linux-source package) and run them in ktstr VMs on several
@@ -97,20 +181,19 @@ fn prefix(line: &str) {
     println!("kselftest: {line}");
 }
 
-pub fn run(cmd: &KselftestCmd) -> Result<(), String> {
+pub fn run(cmd: &KselftestCmd) -> Result<(), KselftestError> {
     let host = crate::host()?;
     let topologies = topologies(&cmd.topology)?;
     if let Some(t) = &cmd.test {
         check_filter(t)?;
     }
     let kernel = resolve_kernel(cmd.kernel.as_ref(), cmd.offline)?;
-    let release = kernel.release.clone().ok_or_else(|| {
-        format!(
-            "{}: the kernel's release is unknown, and it names the linux-source package; pass \
-             a version (--kernel 7.3), a cache entry or a built kernel tree",
-            kernel.vmlinux.display()
-        )
-    })?;
+    let release = kernel
+        .release
+        .clone()
+        .ok_or_else(|| KselftestError::NoRelease {
+            vmlinux: kernel.vmlinux.clone(),
+        })?;
     let store = Store::open(&host.cache_root.join("kselftest"))?;
     let runner = store.runner(&kernel, &release, cmd.offline, cmd.rebuild)?;
     prefix(&format!(
@@ -161,23 +244,15 @@ pub fn run(cmd: &KselftestCmd) -> Result<(), String> {
         })
         .collect();
     // Every problem was printed above; the error names the first few.
-    const NAMED: usize = 5;
-    match failed.len() {
-        0 => Ok(()),
-        n if n <= NAMED => Err(format!(
-            "the sched_ext selftests failed: {}",
-            failed.join("; ")
-        )),
-        n => Err(format!(
-            "the sched_ext selftests failed: {}; and {} more (above)",
-            failed[..NAMED].join("; "),
-            n - NAMED
-        )),
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(KselftestError::Failed { problems: failed })
     }
 }
 
 /// The topologies to run on, by name, parsed.
-fn topologies(given: &[String]) -> Result<Vec<(String, Topology)>, String> {
+fn topologies(given: &[String]) -> Result<Vec<(String, Topology)>, KselftestError> {
     let names: Vec<String> = if given.is_empty() {
         DEFAULT_TOPOLOGIES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -186,17 +261,18 @@ fn topologies(given: &[String]) -> Result<Vec<(String, Topology)>, String> {
     names
         .into_iter()
         .map(|n| {
-            let t: Topology = n
-                .parse()
-                .map_err(|e| format!("--topology {n}: {e} (use NnLlCcTt such as 1n2l2c1t)"))?;
-            nohz_full(t.nr_cpus()).map_err(|e| format!("--topology {n}: {e}"))?;
+            let t: Topology = n.parse().map_err(|source| KselftestError::Topology {
+                name: n.clone(),
+                source,
+            })?;
+            nohz_full_of(&n, t)?;
             Ok((n, t))
         })
         .collect()
 }
 
 /// The runner's `-t` goes through the guest's shell: a test name only.
-fn check_filter(filter: &str) -> Result<(), String> {
+fn check_filter(filter: &str) -> Result<(), KselftestError> {
     if !filter.is_empty()
         && filter
             .chars()
@@ -204,25 +280,33 @@ fn check_filter(filter: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!(
-            "--test {filter:?}: a test name (or part of one) has letters, digits and `_` only"
-        ))
+        Err(KselftestError::Filter {
+            filter: filter.to_string(),
+        })
     }
 }
 
 /// `nohz_full=` on the upper half of `nr_cpus` CPUs: `nohz_tick` needs one
-/// such CPU and a housekeeping CPU besides it (CPU 0 stays one).
-fn nohz_full(nr_cpus: u32) -> Result<String, String> {
+/// such CPU and a housekeeping CPU besides it (CPU 0 stays one); `None`
+/// with fewer than 2 CPUs.
+fn nohz_full(nr_cpus: u32) -> Option<String> {
     if nr_cpus < 2 {
-        return Err(format!(
-            "{nr_cpus} CPU: nohz_tick needs a nohz_full CPU and a housekeeping CPU, at least 2"
-        ));
+        return None;
     }
     let (first, last) = (nr_cpus / 2, nr_cpus - 1);
-    Ok(if first == last {
+    Some(if first == last {
         format!("nohz_full={last}")
     } else {
         format!("nohz_full={first}-{last}")
+    })
+}
+
+/// [`nohz_full`] of the topology `name`, or why it has too few CPUs.
+fn nohz_full_of(name: &str, topology: Topology) -> Result<String, KselftestError> {
+    let nr_cpus = topology.nr_cpus();
+    nohz_full(nr_cpus).ok_or_else(|| KselftestError::TooFewCpus {
+        name: name.to_string(),
+        nr_cpus,
     })
 }
 
@@ -243,7 +327,7 @@ fn guest_command(filter: Option<&str>, break_debugfs: bool) -> String {
 
 /// The kernel under test: a version is fetched when missing (unless offline),
 /// anything else resolves as the shell does.
-fn resolve_kernel(spec: Option<&KernelSpec>, offline: bool) -> Result<Kernel, String> {
+fn resolve_kernel(spec: Option<&KernelSpec>, offline: bool) -> Result<Kernel, KselftestError> {
     let host = crate::host()?;
     match spec {
         Some(s) if s.is_version() => {
@@ -254,16 +338,16 @@ fn resolve_kernel(spec: Option<&KernelSpec>, offline: bool) -> Result<Kernel, St
                 "kselftest",
                 &host.kernel_cmd_env(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(KernelCmdError::cli)?;
             match resolved.as_slice() {
                 [one] => Ok(one.kernel.clone()),
-                many => Err(format!(
-                    "--kernel {s} names {} kernels; the selftests run on one",
-                    many.len()
-                )),
+                many => Err(KselftestError::SeveralKernels {
+                    spec: s.clone(),
+                    count: many.len(),
+                }),
             }
         }
-        other => host.resolve_kernel(other).map_err(|e| e.to_string()),
+        other => Ok(host.resolve_kernel(other)?),
     }
 }
 
@@ -316,8 +400,8 @@ fn run_topology(
     cmd: &KselftestCmd,
     host: &ktstr::config::HostConfig,
     log: &Path,
-) -> Result<TopologyRun, String> {
-    let nohz = nohz_full(topology.nr_cpus())?;
+) -> Result<TopologyRun, KselftestError> {
+    let nohz = nohz_full_of(name, topology)?;
     let opts = ShellOptions {
         topology,
         kernel: Some(kernel.clone()),
@@ -333,7 +417,7 @@ fn run_topology(
         topology,
         opts.exec.as_deref().unwrap_or_default()
     ));
-    let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut file = std::fs::File::create(log).map_err(FileError::at("creating", log))?;
     let mut output = String::new();
     let mut console = Vec::new();
     let t0 = Instant::now();
@@ -364,8 +448,15 @@ fn run_topology(
         .map_or(Duration::ZERO, Duration::from_secs_f64);
     let exit = match result {
         Ok(rc) => Ok(rc),
-        Err(ShellError::GuestDied { reason }) => Err(format!("the guest died: {reason}")),
-        Err(e) => return Err(format!("{name}: {e}")),
+        Err(ShellError::GuestDied { reason }) => Err(GuestDied {
+            reason: reason.to_string(),
+        }),
+        Err(source) => {
+            return Err(KselftestError::Shell {
+                topology: name.to_string(),
+                source,
+            });
+        }
     };
     Ok(TopologyRun {
         topology: name.to_string(),
@@ -404,11 +495,11 @@ mod tests {
 
     #[test]
     fn nohz_full_takes_the_upper_half() {
-        assert_eq!(nohz_full(4).as_deref(), Ok("nohz_full=2-3"));
-        assert_eq!(nohz_full(8).as_deref(), Ok("nohz_full=4-7"));
-        assert_eq!(nohz_full(2).as_deref(), Ok("nohz_full=1"));
-        assert_eq!(nohz_full(3).as_deref(), Ok("nohz_full=1-2"));
-        assert!(nohz_full(1).is_err());
+        assert_eq!(nohz_full(4).as_deref(), Some("nohz_full=2-3"));
+        assert_eq!(nohz_full(8).as_deref(), Some("nohz_full=4-7"));
+        assert_eq!(nohz_full(2).as_deref(), Some("nohz_full=1"));
+        assert_eq!(nohz_full(3).as_deref(), Some("nohz_full=1-2"));
+        assert!(nohz_full(1).is_none());
     }
 
     #[test]
@@ -417,7 +508,9 @@ mod tests {
         let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, DEFAULT_TOPOLOGIES);
         assert_eq!(t[2].1.nr_cpus(), 8);
-        let err = topologies(&["1n1l1c1t".into()]).expect_err("one CPU");
+        let err = topologies(&["1n1l1c1t".into()])
+            .expect_err("one CPU")
+            .to_string();
         assert!(err.contains("at least 2"), "{err}");
         assert!(topologies(&["banana".into()]).is_err());
     }
@@ -432,6 +525,20 @@ mod tests {
         assert!(check_filter("total_bw").is_ok());
         assert!(check_filter("a; reboot").is_err());
         assert!(check_filter("").is_err());
+    }
+
+    #[test]
+    fn a_failure_names_the_first_problems_and_counts_the_rest() {
+        let failed = |n: usize| KselftestError::Failed {
+            problems: (0..n).map(|i| format!("1n2l2c1t: t{i} failed")).collect(),
+        };
+        assert_eq!(
+            failed(2).to_string(),
+            "the sched_ext selftests failed: 1n2l2c1t: t0 failed; 1n2l2c1t: t1 failed"
+        );
+        let seven = failed(7).to_string();
+        assert!(seven.contains("t4 failed; and 2 more (above)"), "{seven}");
+        assert!(!seven.contains("t5"), "{seven}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_kernel;
 mod bench_monitor;
+mod error;
 mod kernels;
 mod kselftest;
 mod nested_qemu;
@@ -17,6 +18,8 @@ mod test;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+
+use error::{FileError, KernelCmdError};
 
 /// ktstr developer tasks.
 #[derive(FromArgs)]
@@ -66,23 +69,59 @@ struct DumpCCmd {
     out: Option<std::path::PathBuf>,
 }
 
-fn btf_dump_c(cmd: &DumpCCmd) -> Result<(), String> {
-    let kernel = host()?
-        .resolve_kernel(cmd.kernel.as_ref())
-        .map_err(|e| e.to_string())?;
-    let elf =
-        std::fs::read(&kernel.vmlinux).map_err(|e| format!("{}: {e}", kernel.vmlinux.display()))?;
-    let section = ktstr_btf::elf::btf_section(&elf).map_err(|e| e.to_string())?;
-    let btf = ktstr_btf::Btf::parse(section).map_err(|e| e.to_string())?;
+/// What a task failed with, as `main` prints it.
+#[derive(Debug, thiserror::Error)]
+enum XtaskError {
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    #[error(transparent)]
+    NestedQemu(#[from] nested_qemu::NestedQemuError),
+    #[error(transparent)]
+    KernelCmd(#[from] KernelCmdError),
+    #[error(transparent)]
+    Test(#[from] test::TestError),
+    #[error(transparent)]
+    Schedulers(#[from] schedulers::SchedulersError),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
+    #[error(transparent)]
+    Stress(#[from] stress::StressError),
+    #[error(transparent)]
+    Kselftest(#[from] kselftest::KselftestError),
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The kernel's BTF could not be read or dumped.
+    #[error("the BTF of {}", vmlinux.display())]
+    Btf {
+        vmlinux: std::path::PathBuf,
+        #[source]
+        source: ktstr_btf::BtfError,
+    },
+    #[error(transparent)]
+    Initramfs(#[from] ktstr_initramfs::InitramfsError),
+}
+
+fn btf_dump_c(cmd: &DumpCCmd) -> Result<(), XtaskError> {
+    let kernel = host()?.resolve_kernel(cmd.kernel.as_ref())?;
+    let vmlinux = &kernel.vmlinux;
+    let elf = std::fs::read(vmlinux).map_err(FileError::at("reading", vmlinux))?;
+    let btf_error = |source| XtaskError::Btf {
+        vmlinux: vmlinux.clone(),
+        source,
+    };
+    let section = ktstr_btf::elf::btf_section(&elf).map_err(btf_error)?;
+    let btf = ktstr_btf::Btf::parse(section).map_err(btf_error)?;
     let mut header = String::new();
-    ktstr_btf::c_dump::write_header(&btf, &mut header).map_err(|e| e.to_string())?;
+    ktstr_btf::c_dump::write_header(&btf, &mut header).map_err(btf_error)?;
     match &cmd.out {
-        Some(p) => std::fs::write(p, header).map_err(|e| format!("{}: {e}", p.display())),
-        None => {
-            print!("{header}");
-            Ok(())
-        }
+        Some(p) => std::fs::write(p, header).map_err(FileError::at("writing", p))?,
+        None => print!("{header}"),
     }
+    Ok(())
 }
 
 /// Pack binaries with their shared libraries into a cpio archive, for inspection.
@@ -116,62 +155,60 @@ fn main() -> ExitCode {
     // init: there it runs the shell agent and never returns.
     ktstr::shell::agent_main();
     let args: Xtask = argh::from_env();
-    let result = match args.cmd {
-        Cmd::Setup(s) => setup::run()
-            .and_then(|()| {
-                if s.book {
-                    setup::ensure_mdbook()
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| {
-                if s.nested_qemu {
-                    nested_qemu::ensure().map(drop)
-                } else {
-                    Ok(())
-                }
-            }),
-        Cmd::Kernel(k) => {
-            kernel_env().and_then(|env| k.run("kernel", &env).map_err(|e| e.to_string()))
-        }
-        Cmd::Test(t) => test::run_test(&t),
-        Cmd::Demo(d) => test::run_demo(&d),
-        Cmd::Schedulers(s) => schedulers::run(&s),
-        Cmd::Bench(b) => bench::run(&b),
-        Cmd::StressBoots(s) => stress::run(&s),
-        Cmd::Kselftest(k) => kselftest::run(&k),
-        Cmd::Btf(BtfCmd {
-            cmd: BtfSub::DumpC(d),
-        }) => btf_dump_c(&d),
-        Cmd::Initramfs(i) => ktstr_initramfs::pack_binaries(&i.bin, &i.out)
-            .map(|r| {
-                for f in &r.files {
-                    println!("{} <- {}", f.guest, f.host.display());
-                }
-                println!("{}: {} bytes", i.out.display(), r.bytes);
-            })
-            .map_err(|e| e.to_string()),
-    };
-    match result {
+    match run(args.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask: error: {e}");
+            eprintln!("xtask: error: {}", error::report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+fn run(cmd: Cmd) -> Result<(), XtaskError> {
+    match cmd {
+        Cmd::Setup(s) => {
+            setup::run()?;
+            if s.book {
+                setup::ensure_mdbook()?;
+            }
+            if s.nested_qemu {
+                nested_qemu::ensure()?;
+            }
+        }
+        Cmd::Kernel(k) => {
+            let env = kernel_env()?;
+            k.run("kernel", &env).map_err(KernelCmdError::cli)?;
+        }
+        Cmd::Test(t) => test::run_test(&t)?,
+        Cmd::Demo(d) => test::run_demo(&d)?,
+        Cmd::Schedulers(s) => schedulers::run(&s)?,
+        Cmd::Bench(b) => bench::run(&b)?,
+        Cmd::StressBoots(s) => stress::run(&s)?,
+        Cmd::Kselftest(k) => kselftest::run(&k)?,
+        Cmd::Btf(BtfCmd {
+            cmd: BtfSub::DumpC(d),
+        }) => btf_dump_c(&d)?,
+        Cmd::Initramfs(i) => {
+            let r = ktstr_initramfs::pack_binaries(&i.bin, &i.out)?;
+            for f in &r.files {
+                println!("{} <- {}", f.guest, f.host.display());
+            }
+            println!("{}: {} bytes", i.out.display(), r.bytes);
+        }
+    }
+    Ok(())
+}
+
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
-pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr_kernel::CachedKernel, String> {
-    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?).map_err(|e| e.to_string())
+pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr_kernel::CachedKernel, KernelCmdError> {
+    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?).map_err(KernelCmdError::cli)
 }
 
 /// The host configuration (the environment, read once).
-pub(crate) fn host() -> Result<&'static ktstr::config::HostConfig, String> {
-    ktstr::config::HostConfig::global().map_err(|e| e.to_string())
+pub(crate) fn host() -> Result<&'static ktstr::config::HostConfig, ktstr::config::ConfigError> {
+    ktstr::config::HostConfig::global()
 }
 
-fn kernel_env() -> Result<ktstr_kernel::KernelCmdEnv, String> {
+fn kernel_env() -> Result<ktstr_kernel::KernelCmdEnv, ktstr::config::ConfigError> {
     Ok(host()?.kernel_cmd_env())
 }

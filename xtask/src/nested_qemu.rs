@@ -15,7 +15,33 @@ use std::process::Command;
 
 use ktstr_kernel::debian;
 
-use crate::test::status;
+use crate::error::{CommandError, FileError, status};
+
+/// What making the nested-test QEMU root failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum NestedQemuError {
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    /// The host's release or its Debian mirror is unknown.
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The root's path has no parent to build it beside.
+    #[error("{} has no parent", root.display())]
+    NoParent {
+        /// The root's path.
+        root: PathBuf,
+    },
+    /// The wrapper was written and does not run QEMU.
+    #[error("{} does not run", wrapper.display())]
+    DoesNotRun {
+        /// The wrapper script.
+        wrapper: PathBuf,
+    },
+}
 
 /// The suite the root is made of.
 const SUITE: &str = "trixie";
@@ -52,7 +78,7 @@ fn version(wrapper: &Path) -> Option<String> {
 }
 
 /// Makes the root unless a working one is there; the wrapper's path.
-pub fn ensure() -> Result<PathBuf, String> {
+pub fn ensure() -> Result<PathBuf, NestedQemuError> {
     let root = crate::host()?.cache_root.join("qemu-root").join(SUITE);
     let w = wrapper(&root);
     if let Some(v) = version(&w) {
@@ -68,15 +94,14 @@ pub fn ensure() -> Result<PathBuf, String> {
             "install",
             "debootstrap",
         ]);
-        status(apt)?;
+        status(&mut apt)?;
     }
-    let codename = debian::os_codename().map_err(|e| e.to_string())?;
-    let mirror =
-        debian::debian_mirror(&debian::system_sources(), &codename).map_err(|e| e.to_string())?;
+    let codename = debian::os_codename()?;
+    let mirror = debian::debian_mirror(&debian::system_sources(), &codename)?;
     let parent = root
         .parent()
-        .ok_or_else(|| format!("{} has no parent", root.display()))?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        .ok_or_else(|| NestedQemuError::NoParent { root: root.clone() })?;
+    std::fs::create_dir_all(parent).map_err(FileError::at("creating", parent))?;
     // Built beside, renamed into place: an interrupted build leaves no root
     // that looks finished.
     let tmp = parent.join(format!("{SUITE}.tmp-{}", std::process::id()));
@@ -90,7 +115,7 @@ pub fn ensure() -> Result<PathBuf, String> {
     boot.args(["debootstrap", "--variant=minbase", SUITE])
         .arg(&tmp)
         .arg(&mirror.uri);
-    status(boot)?;
+    status(&mut boot)?;
     let keyring = mirror
         .signed_by
         .as_deref()
@@ -100,7 +125,7 @@ pub fn ensure() -> Result<PathBuf, String> {
         mirror.uri
     );
     let list = tmp.join("etc/apt/sources.list.d/ktstr-backports.sources");
-    std::fs::write(&list, sources).map_err(|e| format!("writing {}: {e}", list.display()))?;
+    std::fs::write(&list, sources).map_err(FileError::at("writing", &list))?;
     let mut install = Command::new("chroot");
     install.arg(&tmp).args([
         "sh",
@@ -108,15 +133,14 @@ pub fn ensure() -> Result<PathBuf, String> {
         "apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq -y \
          --no-install-recommends install -t trixie-backports qemu-system-x86 && apt-get clean",
     ]);
-    status(install)?;
+    status(&mut install)?;
     let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&tmp, &root)
-        .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), root.display()))?;
-    std::fs::write(&w, wrapper_text(&root)).map_err(|e| format!("writing {}: {e}", w.display()))?;
+    std::fs::rename(&tmp, &root).map_err(FileError::between("renaming", &tmp, &root))?;
+    std::fs::write(&w, wrapper_text(&root)).map_err(FileError::at("writing", &w))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", w.display()))?;
-    let v = version(&w).ok_or_else(|| format!("{} does not run", w.display()))?;
+        .map_err(FileError::at("chmod", &w))?;
+    let v = version(&w).ok_or_else(|| NestedQemuError::DoesNotRun { wrapper: w.clone() })?;
     println!(
         "setup: nested-test QEMU: {v} at {} (KTSTR_L1_QEMU)",
         w.display()

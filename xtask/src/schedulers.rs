@@ -13,6 +13,76 @@ use std::time::Instant;
 
 use argh::FromArgs;
 
+use crate::error::{CommandError, FileError};
+
+/// What `cargo xtask schedulers` failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulersError {
+    /// A `--version` pick without `=`.
+    #[error("--version {pick:?}: expected NAME=VERSION, e.g. scx_lavd=1.1.4")]
+    PickNotNameVersion {
+        /// The pick as given.
+        pick: String,
+    },
+    /// A `--version` pick whose version is a range or empty.
+    #[error("--version {pick:?}: {version:?} is not an exact version such as 1.1.4")]
+    PickNotExact {
+        /// The pick as given.
+        pick: String,
+        /// Its version part.
+        version: String,
+    },
+    /// A `--version` pick of a scheduler the suite does not run.
+    #[error(
+        "--version {pick:?}: {name} is not one of the suite's schedulers ({}); add it to PINNED \
+         in xtask/src/schedulers.rs and to tests/tests/real_schedulers.rs",
+        pinned_names()
+    )]
+    PickUnknown {
+        /// The pick as given.
+        pick: String,
+        /// Its scheduler name.
+        name: String,
+    },
+    /// `--only` names a scheduler the suite does not run.
+    #[error("--only {name}: not a pinned scheduler ({})", pinned_names())]
+    NotPinned {
+        /// The name as given.
+        name: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// `PATH` cannot take the LLVM directory in front.
+    #[error("PATH with /usr/lib/llvm-19/bin in front")]
+    Path(#[source] std::env::JoinPathsError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// `cargo install` failed, or left no binary.
+    #[error(
+        "cargo install {name} {version} failed ({status}); its output is above. It needs \
+         clang-19, libelf-dev, zlib1g-dev, pkg-config and make (`cargo xtask setup`)"
+    )]
+    Install {
+        /// The crate.
+        name: String,
+        /// Its version.
+        version: String,
+        /// How cargo exited.
+        status: std::process::ExitStatus,
+    },
+}
+
+/// The pinned schedulers' names, `a, b, c`.
+fn pinned_names() -> String {
+    PINNED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The published schedulers the `--full` suite runs, with the versions checked
 /// against the cached kernel (README: "Real schedulers"). The one place their
 /// versions are pinned; `--version NAME=VERSION` picks another.
@@ -53,38 +123,32 @@ struct Built {
 }
 
 /// The versions to use: the pins, overridden by `--version` picks.
-pub fn versions(picks: &[String]) -> Result<Vec<(String, String)>, String> {
+pub fn versions(picks: &[String]) -> Result<Vec<(String, String)>, SchedulersError> {
     let mut out: Vec<(String, String)> = PINNED
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     for p in picks {
         let Some((name, version)) = p.split_once('=') else {
-            return Err(format!(
-                "--version {p:?}: expected NAME=VERSION, e.g. scx_lavd=1.1.4"
-            ));
+            return Err(SchedulersError::PickNotNameVersion { pick: p.clone() });
         };
         let valid = !version.is_empty()
             && version
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
         if !valid {
-            return Err(format!(
-                "--version {p:?}: {version:?} is not an exact version such as 1.1.4"
-            ));
+            return Err(SchedulersError::PickNotExact {
+                pick: p.clone(),
+                version: version.to_string(),
+            });
         }
         match out.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = version.to_string(),
             None => {
-                return Err(format!(
-                    "--version {p:?}: {name} is not one of the suite's schedulers ({}); add it \
-                     to PINNED in xtask/src/schedulers.rs and to tests/tests/real_schedulers.rs",
-                    PINNED
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                return Err(SchedulersError::PickUnknown {
+                    pick: p.clone(),
+                    name: name.to_string(),
+                });
             }
         }
     }
@@ -92,7 +156,7 @@ pub fn versions(picks: &[String]) -> Result<Vec<(String, String)>, String> {
 }
 
 /// `<cache>/schedulers`.
-pub fn root() -> Result<PathBuf, String> {
+pub fn root() -> Result<PathBuf, ktstr::config::ConfigError> {
     Ok(crate::host()?.cache_root.join("schedulers"))
 }
 
@@ -104,7 +168,7 @@ pub fn installed_version(root: &Path, name: &str) -> Option<String> {
     dir.strip_prefix(&format!("{name}-")).map(str::to_string)
 }
 
-pub fn run(cmd: &SchedulersCmd) -> Result<(), String> {
+pub fn run(cmd: &SchedulersCmd) -> Result<(), SchedulersError> {
     if let Some(results) = &cmd.table {
         print_results(results);
         return Ok(());
@@ -114,12 +178,13 @@ pub fn run(cmd: &SchedulersCmd) -> Result<(), String> {
     if !cmd.only.is_empty() {
         for o in &cmd.only {
             if !wanted.iter().any(|(n, _)| n == o) {
-                return Err(format!("--only {o}: not a pinned scheduler"));
+                return Err(SchedulersError::NotPinned { name: o.clone() });
             }
         }
         wanted.retain(|(n, _)| cmd.only.contains(n));
     }
-    std::fs::create_dir_all(root.join("bin")).map_err(|e| format!("{}: {e}", root.display()))?;
+    let bin_dir = root.join("bin");
+    std::fs::create_dir_all(&bin_dir).map_err(FileError::at("creating", &bin_dir))?;
     let mut built = Vec::new();
     for (name, version) in &wanted {
         let dir = root.join(format!("{name}-{version}"));
@@ -158,7 +223,7 @@ pub fn run(cmd: &SchedulersCmd) -> Result<(), String> {
 
 /// `cargo install` of one exact version into `dir`, under `nice` (the host's
 /// two cores are shared with VM tests).
-fn install(root: &Path, name: &str, version: &str, dir: &Path) -> Result<(), String> {
+fn install(root: &Path, name: &str, version: &str, dir: &Path) -> Result<(), SchedulersError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The crates' BPF builds call `clang`; Debian ships clang-19 under that
     // name in its LLVM directory.
@@ -167,7 +232,7 @@ fn install(root: &Path, name: &str, version: &str, dir: &Path) -> Result<(), Str
     let path = std::env::join_paths(
         std::iter::once(llvm.to_path_buf()).chain(std::env::split_paths(&path)),
     )
-    .map_err(|e| format!("PATH: {e}"))?;
+    .map_err(SchedulersError::Path)?;
     let mut c = Command::new("nice");
     c.args(["-n", "10"])
         .arg(&cargo)
@@ -180,21 +245,23 @@ fn install(root: &Path, name: &str, version: &str, dir: &Path) -> Result<(), Str
         // built on this host, and the kernels here are Debian's.
         .env("SCX_SKIP_PAHOLE_CHECK", "1")
         .env("PATH", path);
-    let st = c
-        .status()
-        .map_err(|e| format!("cannot run {cargo:?} install: {e}"))?;
+    let st = c.status().map_err(|source| CommandError::Spawn {
+        command: format!("{cargo:?} install"),
+        source,
+    })?;
     if st.success() && dir.join("bin").join(name).is_file() {
         Ok(())
     } else {
-        Err(format!(
-            "cargo install {name} {version} failed ({st}); its output is above. It needs \
-             clang-19, libelf-dev, zlib1g-dev, pkg-config and make (`cargo xtask setup`)"
-        ))
+        Err(SchedulersError::Install {
+            name: name.to_string(),
+            version: version.to_string(),
+            status: st,
+        })
     }
 }
 
 /// Points `bin/<name>` at `<name>-<version>/bin/<name>`.
-fn link(root: &Path, name: &str, version: &str) -> Result<(), String> {
+fn link(root: &Path, name: &str, version: &str) -> Result<(), FileError> {
     let link = root.join("bin").join(name);
     let target = PathBuf::from("..")
         .join(format!("{name}-{version}"))
@@ -207,7 +274,7 @@ fn link(root: &Path, name: &str, version: &str) -> Result<(), String> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&target, &tmp)
         .and_then(|()| std::fs::rename(&tmp, &link))
-        .map_err(|e| format!("{}: {e}", link.display()))
+        .map_err(FileError::at("linking", &link))
 }
 
 /// The table of the real-scheduler tests in a results file (one JSON line
@@ -332,7 +399,7 @@ mod tests {
         let v = versions(&["scx_lavd=1.0.9".into()]).expect("pick");
         assert!(v.contains(&("scx_lavd".into(), "1.0.9".into())));
         let e = versions(&["scx_nope=1.0".into()]).expect_err("unknown");
-        assert!(e.contains("PINNED"), "{e}");
+        assert!(e.to_string().contains("PINNED"), "{e}");
         assert!(versions(&["scx_lavd".into()]).is_err());
         assert!(versions(&["scx_lavd=^1".into()]).is_err());
     }

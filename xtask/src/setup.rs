@@ -5,6 +5,40 @@ use std::process::Command;
 
 use ktstr_kernel::debian;
 
+use crate::error::{CommandError, FileError, status};
+
+/// What `cargo xtask setup` failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The host is not Debian (its manual steps were printed).
+    #[error("set-up needs a Debian host; install the packages above by hand")]
+    NotDebian(#[source] ktstr_kernel::KernelError),
+    /// Not root (the manual steps were printed).
+    #[error("set-up needs root: re-run as root, or install the packages above")]
+    NotRoot,
+    /// The host's apt sources name no Debian mirror.
+    #[error(transparent)]
+    Mirror(ktstr_kernel::KernelError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// apt-get succeeded and the package is still not installed.
+    #[error("apt-get could not install {package}")]
+    NotInstalled {
+        /// The Debian package.
+        package: &'static str,
+    },
+    /// `cargo install` succeeded and the tool still does not answer.
+    #[error("{what}: still missing after `cargo {install}` (is cargo's bin directory on PATH?)")]
+    StillMissing {
+        /// The tool and what it is for.
+        what: String,
+        /// The arguments of the `cargo install` that ran.
+        install: String,
+    },
+}
+
 /// A Debian package the project needs, and why.
 struct Need {
     package: &'static str,
@@ -156,21 +190,21 @@ fn pinned_suites(codename: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
-pub fn run() -> Result<(), String> {
+pub fn run() -> Result<(), SetupError> {
     let codename = match debian::os_codename() {
         Ok(c) => c,
         Err(e) => {
-            print_manual_steps(&format!("{e}"));
-            return Err("set-up needs a Debian host; install the packages above by hand".into());
+            print_manual_steps(&e.to_string());
+            return Err(SetupError::NotDebian(e));
         }
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         print_manual_steps("not running as root");
-        return Err("set-up needs root: re-run as root, or install the packages above".into());
+        return Err(SetupError::NotRoot);
     }
     let mirror =
-        debian::debian_mirror(&debian::system_sources(), &codename).map_err(|e| e.to_string())?;
+        debian::debian_mirror(&debian::system_sources(), &codename).map_err(SetupError::Mirror)?;
     let suites = pinned_suites(&codename);
     let mut changed = write_if_changed(
         "/etc/apt/sources.list.d/ktstr-backports.sources",
@@ -196,7 +230,7 @@ pub fn run() -> Result<(), String> {
         return Ok(());
     }
     if changed || !missing.is_empty() {
-        run_cmd(Command::new("apt-get").args(["-qq", "update"]))?;
+        status(Command::new("apt-get").args(["-qq", "update"]))?;
         println!("setup: apt-get update: done");
     }
     let backports = format!("{codename}-backports");
@@ -212,9 +246,11 @@ pub fn run() -> Result<(), String> {
             cmd.args(["-t", &backports]);
         }
         cmd.arg(need.package);
-        run_cmd(&mut cmd)?;
+        status(&mut cmd)?;
         if !check_installed(need, true) {
-            return Err(format!("apt-get could not install {}", need.package));
+            return Err(SetupError::NotInstalled {
+                package: need.package,
+            });
         }
     }
     Ok(())
@@ -222,7 +258,7 @@ pub fn run() -> Result<(), String> {
 
 /// cargo-nextest runs the VM tests one process per test; install it from
 /// the Rust package registry (`cargo install`) when the machine lacks it.
-fn ensure_nextest() -> Result<(), String> {
+fn ensure_nextest() -> Result<(), SetupError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     ensure_cargo_tool(
         "cargo-nextest (runs the VM tests one process each)",
@@ -240,7 +276,7 @@ const MDBOOK_VERSION: &str = "0.5.4";
 /// `cargo xtask test --full`. Not part of the default set-up: building it
 /// takes 5-11 minutes on two cores, and the default suite already compiles
 /// the book's code and checks its links (ktstr-docs).
-pub fn ensure_mdbook() -> Result<(), String> {
+pub fn ensure_mdbook() -> Result<(), SetupError> {
     ensure_cargo_tool(
         &format!("mdbook {MDBOOK_VERSION} (builds the book in docs/)"),
         Command::new("mdbook").arg("--version"),
@@ -265,7 +301,7 @@ fn ensure_cargo_tool(
     check: &mut Command,
     wanted: impl Fn(&str) -> bool,
     install: &[&str],
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let have = |check: &mut Command| {
         check
             .output()
@@ -277,12 +313,12 @@ fn ensure_cargo_tool(
     }
     println!("setup: {what}: missing, installing with cargo install");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_cmd(Command::new(&cargo).args(install))?;
+    status(Command::new(&cargo).args(install))?;
     if !have(check) {
-        return Err(format!(
-            "{what}: still missing after `cargo {}` (is cargo's bin directory on PATH?)",
-            install.join(" ")
-        ));
+        return Err(SetupError::StillMissing {
+            what: what.to_string(),
+            install: install.join(" "),
+        });
     }
     println!("setup: {what}: installed");
     Ok(())
@@ -315,11 +351,11 @@ fn preferences_file(suites: &[(String, u32)]) -> String {
     s
 }
 
-fn write_if_changed(path: &str, content: &str) -> Result<bool, String> {
+fn write_if_changed(path: &str, content: &str) -> Result<bool, FileError> {
     if std::fs::read_to_string(path).is_ok_and(|c| c == content) {
         return Ok(false);
     }
-    std::fs::write(path, content).map_err(|e| format!("{path}: {e}"))?;
+    std::fs::write(path, content).map_err(FileError::at("writing", path.as_ref()))?;
     Ok(true)
 }
 
@@ -365,18 +401,6 @@ fn upstream_major(version: &str) -> u32 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn run_cmd(cmd: &mut Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed with {status}"))
-    }
 }
 
 fn print_manual_steps(reason: &str) {

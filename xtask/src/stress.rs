@@ -11,6 +11,35 @@ use argh::FromArgs;
 use ktstr::shell::{ShellError, ShellOptions};
 use ktstr_topology::Topology;
 
+/// What `cargo xtask stress-boots` failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum StressError {
+    /// The guest agent (the ktstr binary) could not be built.
+    #[error(transparent)]
+    Agent(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    /// A topology of `--topologies` that does not parse.
+    #[error("topology {topology:?}")]
+    Topology {
+        /// The topology as given.
+        topology: String,
+        #[source]
+        source: ktstr_topology::TopologyError,
+    },
+    /// No boot asked for.
+    #[error("nothing to boot: give --count > 0 and at least one topology")]
+    Nothing,
+    /// Some boots stalled, oopsed or failed (each was printed).
+    #[error("{bad} of {total} boots went wrong")]
+    WentWrong {
+        /// The boots that went wrong.
+        bad: usize,
+        /// All boots.
+        total: usize,
+    },
+}
+
 /// Boot VMs repeatedly (topologies in turn, several at once under the host
 /// slots) and report stalls, oopses and panics.
 #[derive(FromArgs)]
@@ -67,16 +96,21 @@ fn classify(result: Result<i32, ShellError>, console: &str) -> Ending {
     }
 }
 
-pub fn run(cmd: &StressCmd) -> Result<(), String> {
+pub fn run(cmd: &StressCmd) -> Result<(), StressError> {
     let agent = crate::bench::build_ktstr()?;
     let host = crate::host()?;
     let topologies: Vec<Topology> = cmd
         .topologies
         .split(',')
-        .map(|t| t.trim().parse().map_err(|e| format!("topology {t:?}: {e}")))
-        .collect::<Result<_, String>>()?;
+        .map(|t| {
+            t.trim().parse().map_err(|source| StressError::Topology {
+                topology: t.to_string(),
+                source,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     if topologies.is_empty() || cmd.count == 0 {
-        return Err("nothing to boot: give --count > 0 and at least one topology".into());
+        return Err(StressError::Nothing);
     }
     println!(
         "stress-boots: {} boots of {} on {} host CPUs ({} at once), TCG mode {:?}",
@@ -138,10 +172,9 @@ pub fn run(cmd: &StressCmd) -> Result<(), String> {
     if ok == results.len() {
         Ok(())
     } else {
-        Err(format!(
-            "{} of {} boots went wrong",
-            results.len() - ok,
-            results.len()
-        ))
+        Err(StressError::WentWrong {
+            bad: results.len() - ok,
+            total: results.len(),
+        })
     }
 }

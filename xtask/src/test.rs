@@ -8,6 +8,31 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
+use crate::error::{CommandError, output, report, status};
+
+/// What `cargo xtask test` or `demo` failed with: the phases that failed
+/// (each said why when it ended), or why the format check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// Some phases failed.
+    #[error("failed phases: {}", phases.join(", "))]
+    Phases {
+        /// Their names, in the order they ran.
+        phases: Vec<&'static str>,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A cargo command printed something else than the JSON asked for.
+    #[error("{command} printed no JSON")]
+    Json {
+        /// The command.
+        command: &'static str,
+        /// Why its output is not JSON.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Set-up, kernel fetch, fmt check, clippy, docs and every test of every
 /// crate, each run once (nextest: one process per test; doctests apart).
 #[derive(FromArgs)]
@@ -57,7 +82,11 @@ struct Phases(Vec<Phase>);
 
 impl Phases {
     /// Runs `f` as phase `name`, printing its start and duration.
-    fn run(&mut self, name: &'static str, f: impl FnOnce() -> Result<(), String>) -> bool {
+    fn run<E: std::error::Error>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<(), E>,
+    ) -> bool {
         println!("==> {name}");
         let t0 = Instant::now();
         let res = f();
@@ -65,13 +94,17 @@ impl Phases {
         let ok = res.is_ok();
         match res {
             Ok(()) => println!("==> {name}: ok in {:.1}s", took.as_secs_f64()),
-            Err(e) => println!("==> {name}: FAILED in {:.1}s: {e}", took.as_secs_f64()),
+            Err(e) => println!(
+                "==> {name}: FAILED in {:.1}s: {}",
+                took.as_secs_f64(),
+                report(&e)
+            ),
         }
         self.0.push(Phase { name, took, ok });
         ok
     }
 
-    fn summary(&self) -> Result<(), String> {
+    fn summary(&self) -> Result<(), TestError> {
         println!("\nphase                         time  result");
         let mut total = Duration::ZERO;
         for p in &self.0 {
@@ -80,11 +113,11 @@ impl Phases {
             println!("{:<26} {:>7.1}s  {verdict}", p.name, p.took.as_secs_f64());
         }
         println!("{:<26} {:>7.1}s", "total", total.as_secs_f64());
-        let failed: Vec<&str> = self.0.iter().filter(|p| !p.ok).map(|p| p.name).collect();
+        let failed: Vec<&'static str> = self.0.iter().filter(|p| !p.ok).map(|p| p.name).collect();
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(format!("failed phases: {}", failed.join(", ")))
+            Err(TestError::Phases { phases: failed })
         }
     }
 }
@@ -129,18 +162,10 @@ fn print_slowest(junit: &std::path::Path, n: usize) {
 const SPEC_FILE: &str = "tests/tests/scheduler_lifecycle.rs";
 
 /// `rustfmt --check` over every target of the workspace but [`SPEC_FILE`].
-fn fmt_check() -> Result<(), String> {
+fn fmt_check() -> Result<(), TestError> {
     let mut c = cargo();
     c.args(["metadata", "--no-deps", "--format-version", "1"]);
-    let out = c.output().map_err(|e| format!("cargo metadata: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo metadata: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let meta = json_of(&mut c, "cargo metadata")?;
     let spec = workspace().join(SPEC_FILE);
     let spec = spec.canonicalize().unwrap_or(spec);
     let mut roots: Vec<String> = meta["packages"]
@@ -155,7 +180,13 @@ fn fmt_check() -> Result<(), String> {
     roots.dedup();
     let mut c = Command::new("rustfmt");
     c.args(["--edition", "2024", "--check"]).args(&roots);
-    status(c)
+    Ok(status(&mut c)?)
+}
+
+/// What `cmd` (shown as `command`) prints on stdout, as JSON.
+fn json_of(cmd: &mut Command, command: &'static str) -> Result<serde_json::Value, TestError> {
+    let out = output(cmd, command)?;
+    serde_json::from_slice(&out.stdout).map_err(|source| TestError::Json { command, source })
 }
 
 pub(crate) fn cargo() -> Command {
@@ -163,18 +194,6 @@ pub(crate) fn cargo() -> Command {
     // Run from the workspace root whatever the caller's directory.
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     c
-}
-
-pub(crate) fn status(mut cmd: Command) -> Result<(), String> {
-    let shown = format!("{cmd:?}");
-    let st = cmd
-        .status()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} exited with {st}"))
-    }
 }
 
 /// Set-up and kernel fetch, shared by `test` and `demo`; false if either failed.
@@ -198,7 +217,7 @@ fn kernel_phases(phases: &mut Phases, args: &TestCmd) {
     }
 }
 
-pub fn run_test(args: &TestCmd) -> Result<(), String> {
+pub fn run_test(args: &TestCmd) -> Result<(), TestError> {
     let mut phases = Phases::default();
     if prepare(&mut phases, args.no_setup, args.offline) {
         phases.run("fmt check", fmt_check);
@@ -212,18 +231,18 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                 "-D",
                 "warnings",
             ]);
-            status(c)
+            status(&mut c)
         });
         phases.run("docs", || {
             let mut c = cargo();
             c.args(["doc", "--workspace", "--no-deps"])
                 .env("RUSTDOCFLAGS", "-D warnings");
-            status(c)
+            status(&mut c)
         });
         phases.run("doctests", || {
             let mut c = cargo();
             c.args(["test", "--workspace", "--doc"]);
-            status(c)
+            status(&mut c)
         });
         // The book's code is compiled by the doctests (ktstr-docs) and its links
         // checked by ktstr-docs' tests in every run; --full also proves mdBook
@@ -233,7 +252,7 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
             phases.run("book (mdbook build docs)", || {
                 let mut c = Command::new("mdbook");
                 c.arg("build").arg(workspace().join("docs"));
-                status(c)
+                status(&mut c)
             });
         }
         // Every test once, each in its own process: the guest-init hook and
@@ -268,7 +287,7 @@ pub fn run_test(args: &TestCmd) -> Result<(), String> {
                     .env("KTSTR_FULL", "1")
                     .env("KTSTR_RESULTS", &results);
             }
-            status(c)
+            status(&mut c)
         });
         if args.full {
             crate::schedulers::print_results(&results);
@@ -300,21 +319,10 @@ fn print_left_out() {
     let mut c = cargo();
     c.args(["nextest", "list", "--workspace", "--message-format", "json"])
         .stderr(std::process::Stdio::null());
-    let listed = c
-        .output()
-        .map_err(|e| e.to_string())
-        .and_then(|o| {
-            if o.status.success() {
-                Ok(o.stdout)
-            } else {
-                Err(format!("cargo nextest list exited with {}", o.status))
-            }
-        })
-        .and_then(|out| serde_json::from_slice(&out).map_err(|e| e.to_string()));
-    let listed: serde_json::Value = match listed {
+    let listed = match json_of(&mut c, "cargo nextest list") {
         Ok(v) => v,
         Err(e) => {
-            println!("(the tests left out could not be listed: {e})");
+            println!("(the tests left out could not be listed: {})", report(&e));
             return;
         }
     };
@@ -412,7 +420,7 @@ fn full_reasons_in(text: &str, out: &mut std::collections::BTreeMap<String, Stri
     }
 }
 
-pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
+pub fn run_demo(args: &DemoCmd) -> Result<(), TestError> {
     let mut phases = Phases::default();
     let results = std::env::temp_dir().join(format!("ktstr-demo-{}.jsonl", std::process::id()));
     if prepare(&mut phases, args.no_setup, args.offline) {
@@ -430,7 +438,7 @@ pub fn run_demo(args: &DemoCmd) -> Result<(), String> {
                 "2",
             ])
             .env("KTSTR_RESULTS", &results);
-            status(c)
+            status(&mut c)
         });
         print_verdict_table(&results);
         let _ = std::fs::remove_file(&results);

@@ -10,11 +10,20 @@ pub(super) struct TopologyRun {
     pub(super) topology: String,
     pub(super) report: Report,
     /// The guest command's exit status, or why the VM did not say.
-    pub(super) exit: Result<i32, String>,
+    pub(super) exit: Result<i32, GuestDied>,
     /// Console lines with a kernel warning.
     pub(super) alarms: Vec<String>,
     pub(super) wall: Duration,
     pub(super) slot_wait: Duration,
+}
+
+/// Why a topology's VM gave no exit status: the guest died.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the guest died: {reason}")]
+pub(super) struct GuestDied {
+    /// How it ended, in the VMM's words (a timeout, a panic and its
+    /// console lines, ...).
+    pub(super) reason: String,
 }
 
 /// How one test ended.
@@ -221,7 +230,7 @@ pub(super) fn problems(run: &TopologyRun, expected: Option<&[String]>) -> Vec<St
     }
     let (passed, failed, skipped) = run.report.counts();
     match (run.report.totals, &run.exit) {
-        (_, Err(why)) => out.push(why.clone()),
+        (_, Err(why)) => out.push(why.to_string()),
         (None, Ok(rc)) => out.push(format!(
             "the runner printed no RESULTS (exit status {rc}): it died or never started"
         )),
@@ -321,7 +330,7 @@ Failed tests:
   - total_bw
 ";
 
-    fn run_of(text: &str, exit: Result<i32, String>) -> TopologyRun {
+    fn run_of(text: &str, exit: Result<i32, GuestDied>) -> TopologyRun {
         TopologyRun {
             topology: "1n2l2c1t".into(),
             report: parse(text),
@@ -391,7 +400,12 @@ Failed tests:
     fn a_runner_that_died_mid_test_names_the_test_and_what_never_ran() {
         let text = "===== START =====\nTEST: a\nOUTPUT:\nok 1 a # \n=====  END  =====\n\
                     ===== START =====\nTEST: reload_loop\nOUTPUT:\nloading\n";
-        let run = run_of(text, Err("the guest died: timeout".into()));
+        let run = run_of(
+            text,
+            Err(GuestDied {
+                reason: "timeout".into(),
+            }),
+        );
         let expected = ["a", "reload_loop", "z"].map(String::from);
         assert_eq!(
             problems(&run, Some(&expected)),

@@ -11,6 +11,84 @@ use ktstr_kernel::debian::{self, PrivateApt};
 use ktstr_kernel::{Kernel, KernelSource, KernelVersion};
 
 use super::prefix;
+use crate::error::{CommandError, FileError, output};
+
+/// What getting the selftest runner (source, build, cache) failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A kernel release that does not name its line.
+    #[error("kernel release {release:?} does not start with a version")]
+    NotAVersion {
+        /// The release.
+        release: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ktstr::config::ConfigError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// `--offline` and no runner cached.
+    #[error(
+        "--offline: no sched_ext selftest runner is cached for {release} (in {}); run once \
+         without --offline",
+        dir.display()
+    )]
+    NoCachedRunner {
+        /// The kernel release.
+        release: String,
+        /// The runners' directory.
+        dir: PathBuf,
+    },
+    /// Debian has no source package for the kernel's line.
+    #[error(
+        "kernel {release}: Debian has no {package} in {} (the selftests are built from it); it \
+         has {}: pick a kernel of one of those lines with sched_ext (e.g. --kernel {})",
+        suites.join(", "),
+        if have.is_empty() { "no linux-source package".to_string() } else { have.join(", ") },
+        have.last().and_then(|p| p.strip_prefix("linux-source-")).unwrap_or("7.3")
+    )]
+    NoSource {
+        /// The kernel release.
+        release: String,
+        /// The package it needs.
+        package: String,
+        /// The suites searched.
+        suites: Vec<String>,
+        /// The `linux-source-X.Y` packages they have.
+        have: Vec<String>,
+    },
+    /// The private apt state, the mirror or a download failed.
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// `make` of the selftests failed.
+    #[error(
+        "building the sched_ext selftests failed ({status}); the end of {}:\n{tail}",
+        log.display()
+    )]
+    Build {
+        /// How make exited.
+        status: std::process::ExitStatus,
+        /// The build's log.
+        log: PathBuf,
+        /// Its last lines (the compiler's words).
+        tail: String,
+    },
+    /// A build tool is not installed.
+    #[error("{tool} is missing ({package}): run `cargo xtask setup`")]
+    ToolMissing {
+        /// The tool.
+        tool: String,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
+    /// The linker finds no libzstd.so.
+    #[error(
+        "the selftests link -lzstd and the linker finds no libzstd.so (libzstd-dev): run \
+         `cargo xtask setup`"
+    )]
+    NoLibzstd,
+}
 
 /// The selftests' directory in the kernel tree.
 const SELFTESTS: &str = "tools/testing/selftests/sched_ext";
@@ -31,9 +109,10 @@ const SOURCE_PARTS: [&str; 5] = [
 const CLANG: &str = "clang-19";
 
 /// Debian's source package of a kernel release's line: `linux-source-7.3`.
-fn source_package(release: &str) -> Result<String, String> {
-    let v = KernelVersion::of_release(release)
-        .ok_or_else(|| format!("kernel release {release:?} does not start with a version"))?;
+fn source_package(release: &str) -> Result<String, SourceError> {
+    let v = KernelVersion::of_release(release).ok_or_else(|| SourceError::NotAVersion {
+        release: release.to_string(),
+    })?;
     Ok(format!("linux-source-{}.{}", v.major, v.minor))
 }
 
@@ -56,10 +135,10 @@ pub(super) struct Store {
 }
 
 impl Store {
-    pub(super) fn open(dir: &Path) -> Result<Self, String> {
+    pub(super) fn open(dir: &Path) -> Result<Self, FileError> {
         for sub in ["src", "runner", "build", "logs"] {
             let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            std::fs::create_dir_all(&p).map_err(FileError::at("creating", &p))?;
         }
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -68,11 +147,10 @@ impl Store {
 
     /// Held while sources are unpacked and runners built, so two commands
     /// do not build into the same place.
-    fn lock(&self) -> Result<std::fs::File, String> {
+    fn lock(&self) -> Result<std::fs::File, FileError> {
         let p = self.dir.join(".lock");
-        let f = std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        f.lock()
-            .map_err(|e| format!("locking {}: {e}", p.display()))?;
+        let f = std::fs::File::create(&p).map_err(FileError::at("creating", &p))?;
+        f.lock().map_err(FileError::at("locking", &p))?;
         Ok(f)
     }
 
@@ -84,23 +162,22 @@ impl Store {
         release: &str,
         offline: bool,
         rebuild: bool,
-    ) -> Result<Runner, String> {
+    ) -> Result<Runner, SourceError> {
         let package = source_package(release)?;
         let _lock = self.lock()?;
         if offline {
             return self.cached_runner(release, &package).ok_or_else(|| {
-                format!(
-                    "--offline: no sched_ext selftest runner is cached for {release} (in {}); \
-                     run once without --offline",
-                    self.dir.join("runner").display()
-                )
+                SourceError::NoCachedRunner {
+                    release: release.to_string(),
+                    dir: self.dir.join("runner"),
+                }
             });
         }
         let apt = open_apt()?;
         if !apt.has_package(&package) {
             return Err(no_source(&apt, &package, release));
         }
-        let version = apt.version(&package).map_err(|e| e.to_string())?;
+        let version = apt.version(&package)?;
         if let Some(KernelSource::Package {
             version: kernel_version,
             ..
@@ -160,7 +237,7 @@ impl Store {
         apt: &PrivateApt,
         package: &str,
         version: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, SourceError> {
         let dir = self.dir.join("src").join(format!("{package}_{version}"));
         if dir.is_dir() {
             return Ok(dir.join(package));
@@ -172,15 +249,15 @@ impl Store {
         )?;
         prefix(&format!("downloading {package} {version}"));
         let t0 = Instant::now();
-        let deb = apt.download(package, &tmp.0).map_err(|e| e.to_string())?;
+        let deb = apt.download(package, &tmp.0)?;
         let unpacked = tmp.0.join("deb");
-        run_tool(
+        output(
             Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
             "dpkg-deb -x",
         )?;
         let tarball = unpacked.join(format!("usr/src/{package}.tar.xz"));
         let tree = tmp.0.join("tree");
-        std::fs::create_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        std::fs::create_dir_all(&tree).map_err(FileError::at("creating", &tree))?;
         prefix(&format!(
             "unpacking {} of {}",
             SOURCE_PARTS.join(", "),
@@ -189,8 +266,8 @@ impl Store {
         let mut tar = Command::new("tar");
         tar.arg("-xf").arg(&tarball).arg("-C").arg(&tree);
         tar.args(SOURCE_PARTS.iter().map(|p| format!("{package}/{p}")));
-        run_tool(&mut tar, "tar -x")?;
-        std::fs::rename(&tree, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        output(&mut tar, "tar -x")?;
+        std::fs::rename(&tree, &dir).map_err(FileError::between("renaming", &tree, &dir))?;
         prefix(&format!(
             "{package} {version} unpacked in {:.1}s into {}",
             t0.elapsed().as_secs_f64(),
@@ -201,7 +278,13 @@ impl Store {
 
     /// Builds the selftests of `tree` against `vmlinux`'s BTF and caches the
     /// runner in `into`.
-    fn build(&self, tree: &Path, vmlinux: &Path, into: &Path, sha: &str) -> Result<(), String> {
+    fn build(
+        &self,
+        tree: &Path,
+        vmlinux: &Path,
+        into: &Path,
+        sha: &str,
+    ) -> Result<(), SourceError> {
         let llvm_strip = build_tools()?;
         let out = self.dir.join("build").join(format!(
             "{}-{}",
@@ -212,13 +295,12 @@ impl Store {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         ));
         let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        std::fs::create_dir_all(&out).map_err(FileError::at("creating", &out))?;
         let log_path = out.join("build.log");
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path).map_err(FileError::at("creating", &log_path))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+            .map_err(FileError::at("duplicating the handle of", &log_path))?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         prefix(&format!(
             "building {SELFTESTS} with {jobs} jobs (log: {})",
@@ -236,30 +318,34 @@ impl Store {
             .stdout(log)
             .stderr(log2)
             .status()
-            .map_err(|e| format!("cannot run make: {e}"))?;
+            .map_err(|source| CommandError::Spawn {
+                command: "make".into(),
+                source,
+            })?;
         if !status.success() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!(
-                "building the sched_ext selftests failed ({status}); the end of {}:\n{}",
-                log_path.display(),
-                tail.join("\n")
-            ));
+            return Err(SourceError::Build {
+                status,
+                log: log_path,
+                tail: tail.join("\n"),
+            });
         }
         let built = out.join("runner");
-        std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
+        std::fs::create_dir_all(into).map_err(FileError::at("creating", into))?;
         let tmp = into.join(".runner.tmp");
-        std::fs::copy(&built, &tmp).map_err(|e| format!("{}: {e}", built.display()))?;
-        std::fs::rename(&tmp, into.join("runner"))
-            .map_err(|e| format!("{}: {e}", into.display()))?;
+        std::fs::copy(&built, &tmp).map_err(FileError::between("copying", &built, &tmp))?;
+        let runner = into.join("runner");
+        std::fs::rename(&tmp, &runner).map_err(FileError::between("renaming", &tmp, &runner))?;
         let meta = serde_json::json!({
             "vmlinux": vmlinux.display().to_string(),
             "vmlinux_sha256": sha,
             "build_s": t0.elapsed().as_secs_f64(),
         });
-        std::fs::write(into.join("build.json"), meta.to_string())
-            .map_err(|e| format!("{}: {e}", into.display()))?;
+        let meta_path = into.join("build.json");
+        std::fs::write(&meta_path, meta.to_string())
+            .map_err(FileError::at("writing", &meta_path))?;
         let _ = std::fs::remove_dir_all(&out);
         prefix(&format!(
             "built the runner in {:.1}s",
@@ -284,9 +370,9 @@ fn built_for(dir: &Path) -> Option<String> {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(path: PathBuf) -> Result<Self, String> {
+    fn new(path: PathBuf) -> Result<Self, FileError> {
         let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::create_dir_all(&path).map_err(FileError::at("creating", &path))?;
         Ok(Scratch(path))
     }
 }
@@ -297,36 +383,23 @@ impl Drop for Scratch {
     }
 }
 
-fn run_tool(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Checks what the build needs besides the source, and returns the
 /// llvm-strip to use.
-fn build_tools() -> Result<PathBuf, String> {
-    let setup = "run `cargo xtask setup`";
+fn build_tools() -> Result<PathBuf, SourceError> {
     for (tool, package) in [(CLANG, CLANG), ("make", "make"), ("gcc", "gcc")] {
         if Command::new(tool).arg("--version").output().is_err() {
-            return Err(format!("{tool} is missing ({package}): {setup}"));
+            return Err(SourceError::ToolMissing {
+                tool: tool.to_string(),
+                package,
+            });
         }
     }
     let llvm_strip = PathBuf::from("/usr/bin/llvm-strip");
     if !llvm_strip.is_file() {
-        return Err(format!(
-            "{} is missing (Debian's llvm): {setup}",
-            llvm_strip.display()
-        ));
+        return Err(SourceError::ToolMissing {
+            tool: llvm_strip.display().to_string(),
+            package: "Debian's llvm",
+        });
     }
     // The Makefile links -lzstd: the linker needs libzstd.so (libzstd-dev).
     let found = Command::new("gcc")
@@ -335,40 +408,36 @@ fn build_tools() -> Result<PathBuf, String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     if !Path::new(&found).is_absolute() {
-        return Err(format!(
-            "the selftests link -lzstd and the linker finds no libzstd.so (libzstd-dev): {setup}"
-        ));
+        return Err(SourceError::NoLibzstd);
     }
     Ok(llvm_strip)
 }
 
 /// The private apt state of the kernel fetch (`<cache root>/apt`), its lists
 /// refreshed.
-fn open_apt() -> Result<PrivateApt, String> {
+fn open_apt() -> Result<PrivateApt, SourceError> {
     let host = crate::host()?;
     let env = host.kernel_cmd_env();
-    let codename = debian::os_codename().map_err(|e| e.to_string())?;
-    let mirror =
-        debian::debian_mirror(&debian::system_sources(), &codename).map_err(|e| e.to_string())?;
+    let codename = debian::os_codename()?;
+    let mirror = debian::debian_mirror(&debian::system_sources(), &codename)?;
     let suites = env
         .suites
         .clone()
         .unwrap_or_else(|| debian::kernel_suites(&codename));
-    let apt =
-        PrivateApt::new(&host.cache_root.join("apt"), mirror, suites).map_err(|e| e.to_string())?;
+    let apt = PrivateApt::new(&host.cache_root.join("apt"), mirror, suites)?;
     prefix(&format!(
         "refreshing package lists of {} from {}",
         apt.suites().join(", "),
         apt.mirror_uri()
     ));
-    apt.update().map_err(|e| e.to_string())?;
+    apt.update()?;
     Ok(apt)
 }
 
 /// The error for a line without its source package, naming the
 /// `linux-source-X.Y` packages the archive has (one per line of the cloud
 /// kernels it offers).
-fn no_source(apt: &PrivateApt, package: &str, release: &str) -> String {
+fn no_source(apt: &PrivateApt, package: &str, release: &str) -> SourceError {
     let mut lines: Vec<(u32, u32)> = apt
         .candidates()
         .unwrap_or_default()
@@ -383,19 +452,12 @@ fn no_source(apt: &PrivateApt, package: &str, release: &str) -> String {
         .map(|(a, b)| format!("linux-source-{a}.{b}"))
         .filter(|p| apt.has_package(p))
         .collect();
-    format!(
-        "kernel {release}: Debian has no {package} in {} (the selftests are built from it); it \
-         has {}: pick a kernel of one of those lines with sched_ext (e.g. --kernel {})",
-        apt.suites().join(", "),
-        if have.is_empty() {
-            "no linux-source package".to_string()
-        } else {
-            have.join(", ")
-        },
-        have.last()
-            .and_then(|p| p.strip_prefix("linux-source-"))
-            .unwrap_or("7.3")
-    )
+    SourceError::NoSource {
+        release: release.to_string(),
+        package: package.to_string(),
+        suites: apt.suites().to_vec(),
+        have,
+    }
 }
 
 /// The tests the runner has (`runner -l`, run on the host: it only lists),
@@ -422,12 +484,12 @@ mod tests {
     #[test]
     fn the_source_package_is_the_kernel_line() {
         assert_eq!(
-            source_package("7.3.4+deb13-cloud-amd64").as_deref(),
-            Ok("linux-source-7.3")
+            source_package("7.3.4+deb13-cloud-amd64").expect("versioned"),
+            "linux-source-7.3"
         );
         assert_eq!(
-            source_package("6.18.15+deb13-cloud-amd64").as_deref(),
-            Ok("linux-source-6.18")
+            source_package("6.18.15+deb13-cloud-amd64").expect("versioned"),
+            "linux-source-6.18"
         );
         assert!(source_package("custom").is_err());
     }
