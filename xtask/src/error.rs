@@ -130,19 +130,12 @@ pub(crate) enum KernelCmdError {
     /// The host configuration (the environment) is unusable.
     #[error(transparent)]
     Config(#[from] ktstr::config::ConfigError),
-    /// The command's own error, as it words it.
-    // String: ktstr_kernel::cli returns its errors as text (its typing is
-    // issue 29's work in facade/kernel); hold its error type as the #[source]
-    // here once it has one.
-    #[error("{0}")]
-    Cli(String),
-}
-
-impl KernelCmdError {
-    /// For `map_err`: the error of a `ktstr_kernel::cli` function.
-    pub(crate) fn cli(e: impl std::fmt::Display) -> Self {
-        KernelCmdError::Cli(e.to_string())
-    }
+    /// A `cargo xtask kernel` command failed.
+    #[error(transparent)]
+    Cmd(#[from] ktstr_kernel::cli::KernelCmdError),
+    /// A kernel could not be resolved or fetched.
+    #[error(transparent)]
+    Kernel(#[from] ktstr_kernel::KernelError),
 }
 
 /// `e` and its causes, `outer: cause: cause`, as `main` prints an error. A

@@ -87,7 +87,7 @@ pub(crate) fn fetch_lines(lines: &[&str], offline: bool) -> Result<Vec<LineKerne
         .map_err(KernelCmdError::from)?
         .kernel_cmd_env();
     let resolved = ktstr_kernel::cli::resolve_kernels(&specs, false, offline, "kernel", &env)
-        .map_err(KernelCmdError::cli)?;
+        .map_err(KernelCmdError::from)?;
     Ok(resolved
         .into_iter()
         .map(|r| {

@@ -338,7 +338,7 @@ fn resolve_kernel(spec: Option<&KernelSpec>, offline: bool) -> Result<Kernel, Ks
                 "kselftest",
                 &host.kernel_cmd_env(),
             )
-            .map_err(KernelCmdError::cli)?;
+            .map_err(KernelCmdError::from)?;
             match resolved.as_slice() {
                 [one] => Ok(one.kernel.clone()),
                 many => Err(KselftestError::SeveralKernels {

@@ -177,7 +177,7 @@ fn run(cmd: Cmd) -> Result<(), XtaskError> {
         }
         Cmd::Kernel(k) => {
             let env = kernel_env()?;
-            k.run("kernel", &env).map_err(KernelCmdError::cli)?;
+            k.run("kernel", &env).map_err(KernelCmdError::from)?;
         }
         Cmd::Test(t) => test::run_test(&t)?,
         Cmd::Demo(d) => test::run_demo(&d)?,
@@ -201,7 +201,7 @@ fn run(cmd: Cmd) -> Result<(), XtaskError> {
 
 /// Fetches (or finds cached) the newest sched_ext kernel and says which.
 pub(crate) fn kernel_fetch(offline: bool) -> Result<ktstr_kernel::CachedKernel, KernelCmdError> {
-    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?).map_err(KernelCmdError::cli)
+    ktstr_kernel::cli::kernel_fetch(offline, "kernel", &kernel_env()?).map_err(KernelCmdError::from)
 }
 
 /// The host configuration (the environment, read once).
