@@ -63,9 +63,43 @@ pub enum RunError {
         /// The test's `probes` key.
         names: String,
         /// Why.
-        source: crate::runner::ProbePlanError,
+        source: ProbePlanError,
     },
     /// No registered test has this name.
     #[error("no #[ktstr_test] named {0:?} in this binary")]
     NoSuchTest(String),
+}
+
+/// Why the kernel or the scheduler could not be read for probes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourcesError {
+    /// The vmlinux could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The vmlinux.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Its BTF could not be found or parsed.
+    #[error("{}: {source}", path.display())]
+    Btf {
+        /// The vmlinux.
+        path: std::path::PathBuf,
+        /// The error.
+        source: ktstr_btf::BtfError,
+    },
+}
+
+/// Why a test's probes could not be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbePlanError {
+    /// The kernel could not be read.
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
+    /// The plan could not be made (an unknown function, too many).
+    #[error(transparent)]
+    Plan(#[from] ktstr_probe::ProbeError),
 }

@@ -124,6 +124,7 @@ mod error;
 mod guest;
 mod kfuncs;
 pub mod monitor;
+mod outcome;
 mod registry;
 pub mod results;
 mod runner;
@@ -137,8 +138,7 @@ mod verdict;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::RunError;
-pub use runner::{ProbePlanError, SourcesError};
+pub use error::{ProbePlanError, RunError, SourcesError};
 pub use schedulers::{ARCHIVE_ROOT_ENV, INSTALLED_DIR, SchedulerSetupError};
 
 /// Verdicts of test bodies and checks.

@@ -25,8 +25,9 @@ use ktstr_record::{
 use ktstr_topology::Topology;
 
 use crate::config::HostConfig;
+pub use crate::monitor::StepStart;
+use crate::outcome::Outcome;
 use crate::registry::TestEntry;
-use crate::verdict::Outcome;
 
 /// The durations of a run's phases.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,24 +46,6 @@ pub(crate) struct Phases {
     pub(crate) start: Option<ktstr_record::Start>,
     /// The guest's `CLOCK_REALTIME` minus the host's as init started, seconds.
     pub(crate) clock_skew: Option<f64>,
-}
-
-/// The start of one scenario step (`execute_steps`), as the host read it
-/// from the channel: in the record's `steps` and [`VmResult::steps`](crate::monitor::VmResult::steps).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct StepStart {
-    /// The step's index, from 0.
-    pub index: u32,
-    /// When the host read it, from the VM's boot: the clock of the monitor's
-    /// samples and snapshots (`Sample::elapsed`), within one poll (20 ms)
-    /// of the guest's sending it.
-    pub at: Duration,
-    /// The guest's uptime at the step's start (the guest's clock, which
-    /// under instruction counting runs at its own pace).
-    pub guest_uptime: Duration,
-    /// A short label of each op the step applies (`add cg_0 (2 workers)`).
-    pub ops: Vec<String>,
 }
 
 /// Everything one record is made of.

@@ -7,22 +7,12 @@ use ktstr_vmm::EndReason;
 
 pub mod monitor;
 mod report;
+pub use crate::outcome::{Kind, Outcome};
 pub use monitor::{MonitorFindings, MonitorInput, judge_monitor};
 pub use report::{MissingKfuncs, PostVm, ProbesError, Reached, RunReport, judge, render};
 
 /// Console lines quoted in a failure.
 const QUOTED_LINES: usize = 30;
-
-/// The outcome of one test VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The test passed (or failed as `expect_err` wanted).
-    Pass(String),
-    /// The test failed.
-    Fail(String),
-    /// The verdict depends on timing the VM could not provide.
-    Inconclusive(String),
-}
 
 /// What the test expects of itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,18 +82,6 @@ pub fn quote(lines: &[String]) -> String {
     }
     let start = lines.len().saturating_sub(QUOTED_LINES);
     format!("last console lines:\n    {}", lines[start..].join("\n    "))
-}
-
-/// Whether a run passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// It passed (or failed as `expect_err` wanted).
-    Pass,
-    /// It failed.
-    Fail,
-    /// Its verdict depends on timing the VM could not provide, and the test
-    /// or the run accepts that.
-    Inconclusive,
 }
 
 /// What decided a run's verdict first: how far the run got and what the
@@ -391,33 +369,6 @@ pub fn judge_vm(obs: &Observed, exp: &Expectation<'static>) -> Outcome {
     r.reached = Reached::Ended(Box::new(obs.clone()));
     let v = judge(&r);
     Outcome::of(v.kind, cause_text(Some(obs), exp, &v.cause))
-}
-
-impl Outcome {
-    /// The outcome of `kind`, with `text`.
-    pub fn of(kind: Kind, text: String) -> Outcome {
-        match kind {
-            Kind::Pass => Outcome::Pass(text),
-            Kind::Fail => Outcome::Fail(text),
-            Kind::Inconclusive => Outcome::Inconclusive(text),
-        }
-    }
-
-    /// Its kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Outcome::Pass(_) => Kind::Pass,
-            Outcome::Fail(_) => Kind::Fail,
-            Outcome::Inconclusive(_) => Kind::Inconclusive,
-        }
-    }
-
-    /// Its text.
-    pub fn text(&self) -> &str {
-        match self {
-            Outcome::Pass(t) | Outcome::Fail(t) | Outcome::Inconclusive(t) => t,
-        }
-    }
 }
 
 /// What follows a failure text when a scheduler died: the kernel's own

@@ -31,7 +31,7 @@ pub use ktstr_vmm::EndReason;
 pub use series::{SampleSeries, Series};
 pub(crate) use session::{Finished, Plan, Session};
 
-use crate::verdict::{Outcome, PostVm};
+use crate::outcome::Outcome;
 
 /// A `post_vm` check: runs on the host after the VM, its error fails the test.
 pub type PostVmFn = fn(&VmResult) -> anyhow::Result<()>;
@@ -512,6 +512,24 @@ impl MonitorLog {
     }
 }
 
+/// The start of one scenario step (`execute_steps`), as the host read it
+/// from the channel: in the record's `steps` and [`VmResult::steps`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StepStart {
+    /// The step's index, from 0.
+    pub index: u32,
+    /// When the host read it, from the VM's boot: the clock of the monitor's
+    /// samples and snapshots (`Sample::elapsed`), within one poll (20 ms)
+    /// of the guest's sending it.
+    pub at: Duration,
+    /// The guest's uptime at the step's start (the guest's clock, which
+    /// under instruction counting runs at its own pace).
+    pub guest_uptime: Duration,
+    /// A short label of each op the step applies (`add cg_0 (2 workers)`).
+    pub ops: Vec<String>,
+}
+
 /// What the host knows of one finished VM: what `post_vm` checks.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -538,7 +556,7 @@ pub struct VmResult {
     pub console: Vec<String>,
     /// The scenario's steps as they started, on the samples' clock (none
     /// but for `execute_steps` bodies).
-    pub steps: Vec<crate::results::StepStart>,
+    pub steps: Vec<StepStart>,
     /// What the test's on-request probes (`probes = [..]`) saw: each
     /// call decoded (`calls_of("enqueue_task_scx")`) and the printed block;
     /// `None` without the key.
@@ -564,51 +582,6 @@ impl VmResult {
             self.monitor.clone(),
         )
         .with_monitor_samples()
-    }
-}
-
-/// What `post_vm` reads of one VM.
-pub(crate) fn vm_result(
-    test: &'static str,
-    observed: &crate::verdict::Observed,
-    outcome: Outcome,
-    finished: Finished,
-    steps: &[crate::results::StepStart],
-    probes: Option<ktstr_probe::ProbeReport>,
-) -> VmResult {
-    VmResult {
-        test,
-        snapshot_bridge: finished.bridge,
-        monitor: finished.log,
-        periodic_target: finished.periodic_target,
-        periodic_fired: finished.periodic_fired,
-        end: observed.end.clone(),
-        guest_passed: observed.verdict.as_ref().map(|(v, _)| v.is_pass()),
-        outcome,
-        scheduler_died: observed.scheduler_death.clone(),
-        console: observed.console.clone(),
-        steps: steps.to_vec(),
-        probes,
-        dump: finished.dump,
-    }
-}
-
-/// Runs the test's `post_vm` check on `result`: what it said, a panic
-/// caught and named.
-pub(crate) fn run_post_vm(result: &VmResult, post_vm: Option<PostVmFn>) -> PostVm {
-    let Some(check) = post_vm else {
-        return PostVm::NotRun;
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(result))) {
-        Ok(Ok(())) => PostVm::Passed,
-        Ok(Err(e)) => PostVm::Failed(format!("{e:#}")),
-        Err(p) => PostVm::Panicked(
-            p.downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("(non-string payload)")
-                .to_string(),
-        ),
     }
 }
 

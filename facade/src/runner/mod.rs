@@ -5,7 +5,6 @@
 mod prepare;
 pub(crate) use prepare::vm_spec_of;
 mod probes;
-pub use probes::{ProbePlanError, SourcesError};
 mod repro;
 mod restore;
 mod watch;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::HostConfig;
 use crate::error::RunError;
 use crate::registry::TestEntry;
-use crate::verdict::{self, Expectation, Observed, Reached, RunReport};
+use crate::verdict::{self, Expectation, Observed, PostVm, Reached, RunReport};
 
 use watch::Limits;
 pub(crate) use watch::Watched;
@@ -364,7 +363,7 @@ fn run_in(
     report.reached = Reached::Ended(observed.clone());
     // The host's own checks of what the monitor saw (post_vm), over the
     // verdict so far.
-    let result = crate::monitor::vm_result(
+    let result = vm_result(
         entry.name,
         &observed,
         report.outcome(),
@@ -376,7 +375,7 @@ fn run_in(
             .and_then(|p| p.as_ref().ok())
             .cloned(),
     );
-    report.post_vm = crate::monitor::run_post_vm(&result, cfg.post_vm);
+    report.post_vm = run_post_vm(&result, cfg.post_vm);
     report.monitor_tail = result.monitor.tail_text(3);
     report.dump_text = result.dump.as_ref().map(ToString::to_string);
     let failed = verdict::judge(report).kind == verdict::Kind::Fail;
@@ -414,4 +413,52 @@ fn run_in(
         report.repro = Some(block);
     }
     Ok(())
+}
+
+/// What `post_vm` reads of one VM.
+fn vm_result(
+    test: &'static str,
+    observed: &Observed,
+    outcome: verdict::Outcome,
+    finished: crate::monitor::Finished,
+    steps: &[crate::monitor::StepStart],
+    probes: Option<ktstr_probe::ProbeReport>,
+) -> crate::monitor::VmResult {
+    crate::monitor::VmResult {
+        test,
+        snapshot_bridge: finished.bridge,
+        monitor: finished.log,
+        periodic_target: finished.periodic_target,
+        periodic_fired: finished.periodic_fired,
+        end: observed.end.clone(),
+        guest_passed: observed.verdict.as_ref().map(|(v, _)| v.is_pass()),
+        outcome,
+        scheduler_died: observed.scheduler_death.clone(),
+        console: observed.console.clone(),
+        steps: steps.to_vec(),
+        probes,
+        dump: finished.dump,
+    }
+}
+
+/// Runs the test's `post_vm` check on `result`: what it said, a panic
+/// caught and named.
+fn run_post_vm(
+    result: &crate::monitor::VmResult,
+    post_vm: Option<crate::monitor::PostVmFn>,
+) -> PostVm {
+    let Some(check) = post_vm else {
+        return PostVm::NotRun;
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(result))) {
+        Ok(Ok(())) => PostVm::Passed,
+        Ok(Err(e)) => PostVm::Failed(format!("{e:#}")),
+        Err(p) => PostVm::Panicked(
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string payload)")
+                .to_string(),
+        ),
+    }
 }

@@ -4,47 +4,13 @@
 //! and handed to `post_vm` (`VmResult::probes`). A test without the key
 //! builds, installs and prints nothing.
 
-use ktstr_btf::{Btf, BtfError};
-use ktstr_probe::{Plan, ProbeError, ProbeReport, View, bpf_obj, guest::Capture};
+use ktstr_btf::Btf;
+use ktstr_probe::{Plan, ProbeReport, View, bpf_obj, guest::Capture};
 
 use super::prepare::Resolved;
-use crate::error::RunError;
+use crate::error::{ProbePlanError, RunError, SourcesError};
 use crate::registry::TestEntry;
 use crate::verdict::ProbesError;
-
-/// Why the kernel or the scheduler could not be read for probes.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourcesError {
-    /// The vmlinux could not be read.
-    #[error("{}: {source}", path.display())]
-    Read {
-        /// The vmlinux.
-        path: std::path::PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Its BTF could not be found or parsed.
-    #[error("{}: {source}", path.display())]
-    Btf {
-        /// The vmlinux.
-        path: std::path::PathBuf,
-        /// The error.
-        source: BtfError,
-    },
-}
-
-/// Why a test's probes could not be planned.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProbePlanError {
-    /// The kernel could not be read.
-    #[error(transparent)]
-    Sources(#[from] SourcesError),
-    /// The plan could not be made (an unknown function, too many).
-    #[error(transparent)]
-    Plan(#[from] ProbeError),
-}
 
 /// What decoding needs of the kernel and the scheduler, read once.
 pub(crate) struct Sources {
@@ -110,16 +76,32 @@ impl Sources {
         match self.kernel_dir.as_deref() {
             Some(dir) => match ktstr_kernel::lines::LineIndex::load(dir) {
                 Ok(Some(index)) => Locations::Index(index),
-                Ok(None) => Locations::None(
-                    "the kernel's debug info is not cached (`cargo xtask kernel fetch` \
-                     downloads it for a Debian kernel)"
-                        .into(),
-                ),
-                Err(e) => Locations::None(e.to_string()),
+                Ok(None) => Locations::None(Unlocated::NoDebugInfo),
+                Err(e) => Locations::None(Unlocated::Index(e.to_string())),
             },
-            None => Locations::None("the kernel is not in the cache".into()),
+            None => Locations::None(Unlocated::NotCached),
         }
     }
+}
+
+/// Why a kernel function has no `file:line`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Unlocated {
+    /// The function is not in the index.
+    #[error("not in the kernel's debug info (an assembly or generated function)")]
+    NotInDebugInfo,
+    /// The kernel has no index.
+    #[error(
+        "the kernel's debug info is not cached (`cargo xtask kernel fetch` downloads it for a \
+         Debian kernel)"
+    )]
+    NoDebugInfo,
+    /// The index could not be read (its error).
+    #[error("{0}")]
+    Index(String),
+    /// The kernel is not a cache entry.
+    #[error("the kernel is not in the cache")]
+    NotCached,
 }
 
 /// Where kernel functions are in the source, as far as known.
@@ -127,17 +109,15 @@ pub(crate) enum Locations {
     /// The cached kernel's index.
     Index(ktstr_kernel::lines::LineIndex),
     /// None, and why.
-    None(String),
+    None(Unlocated),
 }
 
 impl Locations {
     /// `file:line` of `func`, or why it is unknown (the text the report
     /// prints in its place).
-    pub(crate) fn locate(&self, func: &str) -> Result<String, String> {
+    pub(crate) fn locate(&self, func: &str) -> Result<String, Unlocated> {
         match self {
-            Locations::Index(i) => i.locate(func).ok_or_else(|| {
-                "not in the kernel's debug info (an assembly or generated function)".to_string()
-            }),
+            Locations::Index(i) => i.locate(func).ok_or(Unlocated::NotInDebugInfo),
             Locations::None(why) => Err(why.clone()),
         }
     }

@@ -48,7 +48,7 @@ pub(crate) fn wanted(host: &HostConfig, entry: &TestEntry, obs: &Observed) -> bo
 enum ReproError {
     /// The kernel could not be read.
     #[error(transparent)]
-    Sources(#[from] super::SourcesError),
+    Sources(#[from] crate::error::SourcesError),
     /// No plan for this crash.
     #[error(transparent)]
     Plan(#[from] ktstr_probe::ProbeError),
