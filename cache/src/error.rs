@@ -30,6 +30,13 @@ impl CacheError {
         }
     }
 
+    /// What was being done ("create", "lock", "rename into place", ...).
+    pub fn op(&self) -> &'static str {
+        match self {
+            CacheError::Io { op, .. } => op,
+        }
+    }
+
     /// The operating system's error, for callers whose own error type wraps one.
     pub fn into_io(self) -> std::io::Error {
         match self {
