@@ -461,11 +461,8 @@ pub fn vmlinux_for_tests(
         ),
         None => None,
     };
-    let root = match (cache_root, home) {
-        (Some(c), _) => c.to_path_buf(),
-        (None, Some(h)) => h.join(".cache/ktstr"),
-        (None, None) => return Err("neither KTSTR_CACHE_DIR nor HOME is set".into()),
-    };
+    let root = ktstr_cache::root_from(cache_root, None, home)
+        .ok_or("neither KTSTR_CACHE_DIR nor HOME is set")?;
     resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
         .map(|k| k.vmlinux)
         .map_err(|e| {
