@@ -21,25 +21,32 @@
 //!   environment: the caller passes the values.
 //!
 //! ```
-//! use ktstr_cache::{Key, Lock, Policy, Staging, evict, touch, Candidate};
+//! use std::time::SystemTime;
+//! use ktstr_cache::{Candidate, Key, Lock, Policy, Staging, disk_bytes, evict, touch};
 //! # fn main() -> Result<(), ktstr_cache::CacheError> {
 //! # let tmp = tempfile::tempdir().expect("tempdir");
 //! let dir = tmp.path().join("things");
-//! let key = Key::of(b"what the entry is of");
-//! // Make the entry under a lock, publish it whole.
-//! let lock = Lock::open(&dir.join(format!("{key}.lock")))?;
+//! let key = Key::of(b"what the entry is made from");
+//! let lock_of = |name: &str| dir.join(format!("{name}.lock"));
+//!
+//! // Make the entry under its lock and publish it whole.
+//! let lock = Lock::open(&lock_of(&key.hex()))?;
 //! lock.exclusive()?;
 //! let staging = Staging::dir(&dir)?;
 //! std::fs::write(staging.path().join("data"), b"bytes").expect("write");
 //! let entry = dir.join(key.hex());
 //! staging.publish(&entry)?;
 //! touch(&entry.join("used"));
-//! lock.shared()?;
-//! // Later: trim the cache to 0 bytes; the entry in use stays.
-//! let candidates = vec![Candidate::new(key.hex(), ktstr_cache::disk_bytes(&entry), std::time::SystemTime::UNIX_EPOCH)];
-//! let gone = evict(&Policy::new(0), candidates, |name| {
-//!     let other = Lock::open(&dir.join(format!("{name}.lock")))?;
-//!     Ok::<_, ktstr_cache::CacheError>(other.try_exclusive()?)
+//! lock.shared()?; // in use from now on
+//!
+//! // Trim the cache to nothing: an entry whose lock is held stays.
+//! let all = vec![Candidate::new(key.hex(), disk_bytes(&entry), SystemTime::UNIX_EPOCH)];
+//! let gone = evict(&Policy::new(0), all, |name: &String| {
+//!     let other = Lock::open(&lock_of(name))?;
+//!     Ok::<_, ktstr_cache::CacheError>(other.try_exclusive()? && {
+//!         ktstr_cache::remove_entry(&dir.join(name))?;
+//!         true
+//!     })
 //! })?;
 //! assert!(gone.is_empty() && entry.join("data").is_file());
 //! # Ok(())
