@@ -446,12 +446,14 @@ pub fn resolve(spec: Option<&KernelSpec>, cache: &KernelCache) -> Result<Kernel,
 
 /// The vmlinux the project's real-kernel tests use, resolved like a run's:
 /// `ktstr_kernel` (the `KTSTR_KERNEL` value: a path or a cached version),
-/// else the newest cached release, in the cache below `cache_root` (the
-/// `KTSTR_CACHE_DIR` value, else `home/.cache/ktstr`). The caller reads the
-/// environment; the error names the command that fetches a kernel.
+/// else the newest cached release, in the cache below the root a run uses
+/// ([`ktstr_cache::root_from`] of the `KTSTR_CACHE_DIR`, `XDG_CACHE_HOME`
+/// and `HOME` values). The caller reads the environment; the error names the
+/// command that fetches a kernel.
 pub fn vmlinux_for_tests(
     ktstr_kernel: Option<&str>,
     cache_root: Option<&Path>,
+    xdg_cache_home: Option<&Path>,
     home: Option<&Path>,
 ) -> Result<PathBuf, String> {
     let spec = match ktstr_kernel.filter(|v| !v.is_empty()) {
@@ -461,8 +463,8 @@ pub fn vmlinux_for_tests(
         ),
         None => None,
     };
-    let root = ktstr_cache::root_from(cache_root, None, home)
-        .ok_or("neither KTSTR_CACHE_DIR nor HOME is set")?;
+    let root = ktstr_cache::root_from(cache_root, xdg_cache_home, home)
+        .ok_or("none of KTSTR_CACHE_DIR, XDG_CACHE_HOME and HOME is set")?;
     resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
         .map(|k| k.vmlinux)
         .map_err(|e| {
