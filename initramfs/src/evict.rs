@@ -61,17 +61,14 @@ pub(crate) fn evict(
     }
     let keep = keep.file_name().map(|n| n.to_string_lossy().into_owned());
     let policy = Policy::new(cap).with_grace(IN_USE).at(now);
-    let gone = ktstr_cache::evict(&policy, bases, |name| {
+    let Ok(gone) = ktstr_cache::evict(&policy, bases, |name| {
         if keep.as_deref() == Some(name.as_str()) || fs::remove_file(dir.join(name)).is_err() {
             return Ok::<_, std::convert::Infallible>(false);
         }
         crate::cache::remove_slots(run, name);
         Ok(true)
     });
-    let gone: Vec<PathBuf> = match gone {
-        Ok(gone) => gone.into_iter().map(|c| dir.join(c.item)).collect(),
-        Err(never) => match never {},
-    };
+    let gone: Vec<PathBuf> = gone.into_iter().map(|c| dir.join(c.item)).collect();
     if !gone.is_empty() {
         remove_orphan_manifests(dir);
     }
