@@ -203,4 +203,40 @@ mod tests {
         assert_eq!(std::fs::read(dest.join("data")).expect("read"), body);
         assert_eq!(names(tmp.path()), ["entry"]);
     }
+
+    /// The same as processes: this test binary, run again as two children
+    /// that publish the same key into one directory.
+    #[test]
+    fn processes_publishing_the_same_key_agree() {
+        const CHILD: &str = "KTSTR_CACHE_TEST_PUBLISH_DIR";
+        let body = vec![9u8; 1 << 20];
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let dir = std::path::PathBuf::from(dir);
+            for _ in 0..20 {
+                let s = Staging::dir(&dir).expect("staging");
+                std::fs::write(s.path().join("data"), &body).expect("write");
+                s.publish(&dir.join("entry")).expect("publish");
+            }
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let exe = std::env::current_exe().expect("test binary");
+        let name = "publish::tests::processes_publishing_the_same_key_agree";
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", name, "--test-threads=1"])
+                    .env(CHILD, tmp.path())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().expect("wait").success(), "a child failed");
+        }
+        let data = std::fs::read(tmp.path().join("entry/data")).expect("read");
+        assert_eq!(data, body);
+        assert_eq!(names(tmp.path()), ["entry"]);
+    }
 }

@@ -181,7 +181,8 @@ impl KernelCache {
         ktstr_cache::last_used(&[&k.dir.join(LAST_USED), &k.dir.join("metadata.json")])
     }
 
-    /// The bytes `k` takes on disk (every file of its directory).
+    /// The bytes `k` takes on disk (the allocated blocks of every file of its
+    /// directory).
     pub fn disk_bytes(&self, k: &CachedKernel) -> u64 {
         ktstr_cache::disk_bytes(&k.dir)
     }
