@@ -183,12 +183,13 @@ impl HostConfig {
                 })
                 .transpose()
         };
-        let cache_root = match (set("KTSTR_CACHE_DIR"), set("XDG_CACHE_HOME"), set("HOME")) {
-            (Some(d), _, _) => PathBuf::from(d),
-            (None, Some(x), _) => PathBuf::from(x).join("ktstr"),
-            (None, None, Some(h)) => PathBuf::from(h).join(".cache/ktstr"),
-            (None, None, None) => std::env::temp_dir().join("ktstr-cache"),
-        };
+        let path = |k: &str| set(k).map(PathBuf::from);
+        let cache_root = ktstr_cache::root_from(
+            path("KTSTR_CACHE_DIR").as_deref(),
+            path("XDG_CACHE_HOME").as_deref(),
+            path("HOME").as_deref(),
+        )
+        .unwrap_or_else(|| std::env::temp_dir().join("ktstr-cache"));
         let backend = match text("KTSTR_BACKEND")? {
             Some(v) => v.parse().map_err(|_| ConfigError {
                 var: "KTSTR_BACKEND",

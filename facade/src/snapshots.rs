@@ -10,15 +10,49 @@
 //! the snapshot, the others wait and restore it), a restore shares it, and
 //! eviction only removes an entry whose lock it can take at once.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use ktstr_cache::{CacheError, Candidate, Lock, Policy, Staging};
 
 /// Left-overs of a creation that crashed are removed after this long.
 const STALE: Duration = Duration::from_secs(3600);
+
+/// What went wrong storing or finding a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SnapshotError {
+    /// The entry's lock or directory could not be used.
+    #[error("snapshot {key} could not be stored in the cache")]
+    Store {
+        /// The entry's key (hex).
+        key: String,
+        /// What the cache could not do.
+        #[source]
+        source: CacheError,
+    },
+    /// The entry's `manifest.json` could not be written.
+    #[error("writing the manifest of snapshot {key} failed")]
+    Manifest {
+        /// The entry's key (hex).
+        key: String,
+        /// The operating system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// For callers that still report errors as text: the message and its causes.
+impl From<SnapshotError> for String {
+    fn from(e: SnapshotError) -> String {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text += &format!(": {c}");
+            cause = c.source();
+        }
+        text
+    }
+}
 
 /// What a snapshot is of: everything that changes the guest booted to the
 /// agent. Its SHA-256 names the entry.
@@ -34,10 +68,7 @@ impl Key {
     /// The key over `parts` (a JSON object; its serialization is the hash's input).
     pub(crate) fn of(parts: serde_json::Value) -> Self {
         let bytes = serde_json::to_vec(&parts).expect("JSON serializes");
-        let hex = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = ktstr_cache::Key::of(&bytes).hex();
         Key { parts, hex }
     }
 }
@@ -46,7 +77,7 @@ impl Key {
 #[derive(Debug)]
 pub(crate) struct Entry {
     dir: PathBuf,
-    _lock: File,
+    _lock: Lock,
 }
 
 impl Entry {
@@ -63,45 +94,6 @@ pub(crate) struct Cache {
     cap: u64,
 }
 
-/// `flock` on `file`, shared or exclusive; waits when `wait`, else answers
-/// false when another process holds it.
-fn lock(file: &File, exclusive: bool, wait: bool) -> std::io::Result<bool> {
-    use std::fs::TryLockError;
-    if wait {
-        loop {
-            match if exclusive {
-                file.lock()
-            } else {
-                file.lock_shared()
-            } {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r.map(|()| true),
-            }
-        }
-    }
-    let tried = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match tried {
-        Ok(()) => Ok(true),
-        Err(TryLockError::WouldBlock) => Ok(false),
-        Err(TryLockError::Error(e)) => Err(e),
-    }
-}
-
-/// Bytes `path` takes on disk (a directory: its files').
-fn disk_bytes(path: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    rd.flatten()
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512)
-        .sum()
-}
-
 impl Cache {
     /// The cache in `dir` (created on first use), capped at `cap_mib` MiB.
     pub(crate) fn new(dir: PathBuf, cap_mib: u64) -> Self {
@@ -115,17 +107,8 @@ impl Cache {
         self.dir.join(&key.hex)
     }
 
-    fn open_lock(&self, key: &Key) -> Result<File, String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
-        let path = self.dir.join(format!("{}.lock", key.hex));
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.lock"))
     }
 
     fn complete(&self, key: &Key) -> bool {
@@ -135,126 +118,92 @@ impl Cache {
 
     /// The entry of `key`, made by `create` when there is none: `create`
     /// gets an empty directory to write `image` in (other files it leaves
-    /// there stay) and answers why it could not. True with the entry when this call made it.
-    pub(crate) fn get_or_create(
+    /// there stay) and answers why it could not, in the caller's own error
+    /// type. True with the entry when this call made it.
+    pub(crate) fn get_or_create<E: From<SnapshotError>>(
         &self,
         key: &Key,
-        create: impl FnOnce(&Path) -> Result<(), String>,
-    ) -> Result<(Entry, bool), String> {
-        let file = self.open_lock(key)?;
-        let locking = |e: std::io::Error| format!("locking snapshot {}: {e}", key.hex);
-        lock(&file, false, true).map_err(locking)?;
+        create: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(Entry, bool), E> {
+        let store = |source| SnapshotError::Store {
+            key: key.hex.clone(),
+            source,
+        };
+        let lock = Lock::open(&self.lock_path(&key.hex)).map_err(store)?;
+        lock.shared().map_err(store)?;
         if self.complete(key) {
-            return Ok((self.entry(key, file), false));
+            return Ok((self.entry(key, lock), false));
         }
         // Converting the shared lock to an exclusive one waits for whoever
         // is making the snapshot.
-        lock(&file, true, true).map_err(locking)?;
+        lock.exclusive().map_err(store)?;
         if self.complete(key) {
-            lock(&file, false, true).map_err(locking)?;
-            return Ok((self.entry(key, file), false));
+            lock.shared().map_err(store)?;
+            return Ok((self.entry(key, lock), false));
         }
-        let tmp = self
-            .dir
-            .join(format!("{}.tmp-{}", key.hex, std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        let made = create(&tmp).and_then(|()| {
-            let manifest = serde_json::to_vec_pretty(&key.parts).expect("JSON serializes");
-            std::fs::write(tmp.join("manifest.json"), manifest)
-                .map_err(|e| format!("writing the manifest: {e}"))?;
-            let final_dir = self.entry_dir(key);
-            let _ = std::fs::remove_dir_all(&final_dir);
-            std::fs::rename(&tmp, &final_dir)
-                .map_err(|e| format!("renaming {} into place: {e}", tmp.display()))
-        });
-        if let Err(e) = made {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        lock(&file, false, true).map_err(locking)?;
-        let entry = self.entry(key, file);
+        // Dropped on an early return, the staging directory goes with what
+        // `create` wrote.
+        let staging = Staging::dir(&self.dir).map_err(store)?;
+        create(staging.path())?;
+        let manifest = serde_json::to_vec_pretty(&key.parts).expect("JSON serializes");
+        std::fs::write(staging.path().join("manifest.json"), manifest).map_err(|source| {
+            SnapshotError::Manifest {
+                key: key.hex.clone(),
+                source,
+            }
+        })?;
+        staging.publish(&self.entry_dir(key)).map_err(store)?;
+        lock.shared().map_err(store)?;
+        let entry = self.entry(key, lock);
         self.evict(key);
         Ok((entry, true))
     }
 
-    fn entry(&self, key: &Key, lock: File) -> Entry {
+    fn entry(&self, key: &Key, lock: Lock) -> Entry {
         let dir = self.entry_dir(key);
         // The last use, for eviction.
-        if let Ok(f) = File::create(dir.join("used")) {
-            let _ = f.set_modified(SystemTime::now());
-        }
+        ktstr_cache::touch(&dir.join("used"));
         Entry { dir, _lock: lock }
     }
 
     /// Removes the entry of `key` (an image that failed to restore). Other
     /// processes restoring it hold the files open, or fail and boot cold.
     pub(crate) fn remove(&self, key: &Key) {
-        let dir = self.entry_dir(key);
-        let gone = self
-            .dir
-            .join(format!("{}.gone-{}", key.hex, std::process::id()));
-        if std::fs::rename(&dir, &gone).is_ok() {
-            let _ = std::fs::remove_dir_all(&gone);
-        }
+        let _ = ktstr_cache::remove_entry(&self.entry_dir(key));
     }
 
     /// Removes the least recently used entries (never `keep`, never one in
     /// use) until the cache fits its cap, and left-overs of crashed creations.
     fn evict(&self, keep: &Key) {
+        ktstr_cache::clean_stale(&self.dir, STALE);
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
         let mut entries = Vec::new();
-        let mut total = 0u64;
         for e in rd.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if !path.is_dir() {
+            // Being made or removed (named so by this or an older version).
+            if !path.is_dir() || name.starts_with('.') || name.contains(".tmp-") {
                 continue;
             }
-            if name.contains(".tmp-") || name.contains(".gone-") {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE);
-                if old {
-                    let _ = std::fs::remove_dir_all(&path);
-                }
-                continue;
-            }
-            let bytes = disk_bytes(&path);
-            total += bytes;
-            if name == keep.hex {
-                continue;
-            }
-            let used = std::fs::metadata(path.join("used"))
-                .or_else(|_| e.metadata())
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            entries.push((used, name, bytes));
+            let used = ktstr_cache::last_used(&[&path.join("used"), &path]);
+            entries.push(Candidate::new(name, ktstr_cache::disk_bytes(&path), used));
         }
-        entries.sort();
-        for (_, name, bytes) in entries {
-            if total <= self.cap {
-                break;
+        // Best effort: a cache over its cap still works.
+        let _ = ktstr_cache::evict(&Policy::new(self.cap), entries, |name| {
+            if *name == keep.hex {
+                return Ok(false);
             }
-            let lock_path = self.dir.join(format!("{name}.lock"));
-            let Ok(file) = File::open(&lock_path) else {
-                continue;
+            // The lock file stays: a process may be waiting on it.
+            let Some(lock) = Lock::open_existing(&self.lock_path(name))? else {
+                return Ok(false);
             };
-            if lock(&file, true, false).unwrap_or(false) {
-                let key = Key {
-                    parts: serde_json::Value::Null,
-                    hex: name,
-                };
-                // The lock file stays: a process may be waiting on it.
-                self.remove(&key);
-                total = total.saturating_sub(bytes);
+            if !lock.try_exclusive()? {
+                return Ok(false);
             }
-        }
+            Ok::<_, CacheError>(ktstr_cache::remove_entry(&self.dir.join(name)).is_ok())
+        });
     }
 }
 
@@ -288,7 +237,9 @@ mod tests {
         assert!(e.image().is_file());
         drop(e);
         let (e, made) = cache
-            .get_or_create(&key(1), |_| panic!("must not make it twice"))
+            .get_or_create(&key(1), |_| -> Result<(), String> {
+                panic!("must not make it twice")
+            })
             .expect("found");
         assert!(!made);
         let manifest =
@@ -297,7 +248,9 @@ mod tests {
         drop(e);
         // A failed creation leaves nothing and says why.
         let err = cache
-            .get_or_create(&key(2), |_| Err("the agent never answered".into()))
+            .get_or_create(&key(2), |_| {
+                Err::<(), String>("the agent never answered".into())
+            })
             .expect_err("fails");
         assert!(err.contains("never answered"));
         assert!(!cache.complete(&key(2)));
@@ -323,7 +276,7 @@ mod tests {
         assert!(cache.complete(&key(2)));
         // An entry in use is never evicted.
         let (held, _) = cache
-            .get_or_create(&key(2), |_| unreachable!())
+            .get_or_create(&key(2), |_| -> Result<(), String> { unreachable!() })
             .expect("found");
         let (e, _) = cache
             .get_or_create(&key(3), |d| fill(d, 600 << 10))

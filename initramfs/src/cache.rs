@@ -22,13 +22,12 @@
 
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-
-use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use ktstr_cache::{CacheError, KeyHasher, Lock, Staging, temp_name};
 
 use crate::closure::{Found, LoaderConfig, closure, merge};
 use crate::cpio::{Archive, Extent};
@@ -227,54 +226,27 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Feeds what [`Hash`] writes into SHA-256: unlike std's `DefaultHasher`,
-/// whose algorithm may change between Rust releases, the digest of the same
-/// bytes is the same forever, so a cache survives a toolchain update.
-struct Sha256Hasher(Sha256);
-
-impl Hasher for Sha256Hasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    /// Unused: keys take the whole digest ([`key`]).
-    fn finish(&self) -> u64 {
-        let d = self.0.clone().finalize();
-        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-    }
-}
-
 /// A 128-bit key over `value`: the first half of the SHA-256 of what its
-/// [`Hash`] writes, after the cache format. A cache key, not a security
-/// boundary: the cache directory is the user's own.
+/// [`Hash`] writes, after the cache format ([`ktstr_cache::Key`]).
 fn key(value: &impl Hash) -> String {
-    let mut h = Sha256Hasher(Sha256::new());
+    let mut h = KeyHasher::new();
     FORMAT.hash(&mut h);
     value.hash(&mut h);
-    hex(&h.0.finalize()[..16])
+    h.key().short_hex()
 }
 
-/// A unique name for a temporary file of this process.
-fn temp_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+/// A failure of the shared cache mechanism, as this crate reports I/O.
+pub(crate) fn cache_io(e: CacheError) -> InitramfsError {
+    InitramfsError::Io {
+        path: e.path().to_path_buf(),
+        op: e.op(),
+        source: e.into_io(),
+    }
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(temp_name(".tmp-"));
-    fs::write(&tmp, bytes).map_err(io(&tmp, "write"))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io(path, "rename")(e)
-    })
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    ktstr_cache::publish_bytes(path, bytes).map_err(cache_io)
 }
 
 /// The on-disk cache of base archives.
@@ -319,7 +291,7 @@ impl Cache {
         if let Some(m) = &old
             && let Some(base) = self.reuse(m, &manifest_path, spec.compression)?
         {
-            crate::evict::touch(&base.path);
+            ktstr_cache::touch(&base.path);
             return Ok(base);
         }
         let base = self.build(spec, &request, &manifest_path)?;
@@ -380,7 +352,7 @@ impl Cache {
             for (i, s) in changed {
                 fresh.files[i].stamp = s;
             }
-            write_atomic(&self.dir, manifest_path, fresh.encode().as_bytes())?;
+            write_atomic(manifest_path, fresh.encode().as_bytes())?;
         }
         Ok(Some(Base {
             path,
@@ -397,40 +369,36 @@ impl Cache {
             .map(|(_, p)| (p.to_owned(), Stamp::of(p)))
             .collect();
         let name = format!("base-{}.cpio", key(&(request, &stamps_before)));
-        let tmp = self.dir.join(temp_name(".tmp-"));
+        let staging = Staging::file(&self.dir).map_err(cache_io)?;
+        let tmp = staging.path();
         let written = (|| {
-            let file = File::create(&tmp).map_err(io(&tmp, "create"))?;
+            let file = File::create(tmp).map_err(io(tmp, "create"))?;
             let mut w = BufWriter::with_capacity(1 << 16, file);
             match spec.compression {
                 Compression::None => {
                     let layout = archive.write_layout(&mut w)?;
-                    w.flush().map_err(io(&tmp, "write"))?;
+                    w.flush().map_err(io(tmp, "write"))?;
                     Ok(layout)
                 }
                 #[cfg(feature = "lz4")]
                 Compression::Lz4 => {
-                    let mut z = crate::compress::Lz4Legacy::new(w).map_err(io(&tmp, "write"))?;
+                    let mut z = crate::compress::Lz4Legacy::new(w).map_err(io(tmp, "write"))?;
                     let (_, mut extents) = archive.write_layout(&mut z)?;
-                    let w = z.finish().map_err(io(&tmp, "write"))?;
-                    let len = w.get_ref().metadata().map_err(io(&tmp, "stat"))?.len();
+                    let w = z.finish().map_err(io(tmp, "write"))?;
+                    let len = w.get_ref().metadata().map_err(io(tmp, "stat"))?.len();
                     extents.iter_mut().for_each(|e| e.offset = NO_OFFSET);
                     Ok((len, extents))
                 }
             }
         })();
-        let (len, extents) = match written {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        // On an error, dropping the staging removes what was written.
+        let (len, extents) = written?;
         let manifest = manifest_for(&name, len, &extents, &stamps_before);
         let path = self.dir.join(&name);
-        fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
+        staging.publish(&path).map_err(cache_io)?;
         // A file that changed while it was copied is packed, but not trusted for reuse.
         if let Some(manifest) = manifest {
-            write_atomic(&self.dir, manifest_path, manifest.encode().as_bytes())?;
+            write_atomic(manifest_path, manifest.encode().as_bytes())?;
         }
         Ok(Base {
             path,
@@ -440,33 +408,11 @@ impl Cache {
         })
     }
 
-    /// Remove what crashed processes left behind: temporary files older than
-    /// an hour and initrds of processes that no longer exist.
+    /// Remove what crashed processes left behind: temporary files of
+    /// processes that no longer run or older than an hour.
     fn sweep(&self) {
-        let now = SystemTime::now();
-        let old = |p: &Path| {
-            fs::metadata(p)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE))
-        };
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") && old(&e.path()) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        if let Ok(entries) = fs::read_dir(self.dir.join("run")) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix("initrd-")
-                    .and_then(|r| r.split('-').next());
-                if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
+        ktstr_cache::clean_stale(&self.dir, STALE);
+        ktstr_cache::clean_stale(&self.dir.join("run"), STALE);
     }
 }
 
@@ -623,11 +569,11 @@ impl Base {
             .mode(0o600)
             .open(path)
             .map_err(io(path, "open"))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(path, "lock")(e)),
+        let lock = Lock::from_file(file, path);
+        if !lock.try_exclusive().map_err(cache_io)? {
+            return Ok(None);
         }
+        let file = lock.file();
         // The path must still name the file we locked (a sweep may have
         // unlinked it between open and lock): otherwise try the next slot.
         let ours = file.metadata().map_err(io(path, "stat"))?;
@@ -638,7 +584,7 @@ impl Base {
         // A slot is filled front to back, so a length of at least the base's
         // means the base is all there (a crash mid-copy leaves it shorter).
         if ours.len() < self.len {
-            let mut out = &file;
+            let mut out = file;
             out.set_len(0).map_err(io(path, "truncate"))?;
             let mut base = File::open(&self.path).map_err(io(&self.path, "open"))?;
             let copied = std::io::copy(&mut base, &mut out).map_err(io(path, "copy"))?;
@@ -656,7 +602,7 @@ impl Base {
         Ok(Some(InitrdFile {
             path: path.to_owned(),
             len,
-            slot: Some(file),
+            slot: Some(lock),
         }))
     }
 
@@ -665,7 +611,7 @@ impl Base {
     /// of the base every time.
     pub fn copy_with_overlay(&self, overlay: &[u8], dir: &Path) -> Result<InitrdFile> {
         let overlay = &*self.overlay_bytes(overlay)?;
-        let path = dir.join(temp_name("initrd-"));
+        let path = dir.join(temp_name(".tmp-"));
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -698,7 +644,7 @@ pub struct InitrdFile {
     path: PathBuf,
     len: u64,
     /// The locked slot, or `None` for a private copy.
-    slot: Option<File>,
+    slot: Option<Lock>,
 }
 
 impl InitrdFile {

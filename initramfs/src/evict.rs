@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use std::os::unix::fs::MetadataExt;
+use ktstr_cache::{Candidate, Policy};
 
 /// Default cap on the cache's disk use: room for the bases of a few
 /// workspaces' test binaries and their slots.
@@ -24,28 +24,6 @@ pub const DEFAULT_CAP_BYTES: u64 = 4 << 30;
 
 /// Archives used this recently are kept whatever the cap says.
 pub(crate) const IN_USE: Duration = Duration::from_secs(600);
-
-/// One base archive with everything that belongs to it.
-#[derive(Debug)]
-struct Entry {
-    name: String,
-    last_use: SystemTime,
-    /// Bytes on disk of the archive and its slots.
-    bytes: u64,
-}
-
-/// Disk use of a file: allocated blocks, not its apparent length (slots and
-/// archives are dense, but a truncated slot is not).
-fn disk_bytes(md: &fs::Metadata) -> u64 {
-    md.blocks() * 512
-}
-
-/// Mark `archive` as just used.
-pub(crate) fn touch(archive: &Path) {
-    if let Ok(f) = fs::OpenOptions::new().write(true).open(archive) {
-        let _ = f.set_modified(SystemTime::now());
-    }
-}
 
 /// Remove least recently used archives in `dir` (and their slots in `run` and
 /// their manifests) until the cache takes at most `cap` bytes, never `keep`
@@ -60,18 +38,15 @@ pub(crate) fn evict(
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut bases: Vec<Entry> = Vec::new();
+    let mut bases: Vec<Candidate<String>> = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !(name.starts_with("base-") && name.ends_with(".cpio")) {
             continue;
         }
-        let Ok(md) = e.metadata() else { continue };
-        bases.push(Entry {
-            last_use: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            bytes: disk_bytes(&md),
-            name,
-        });
+        let path = e.path();
+        let used = ktstr_cache::last_used(&[&path]);
+        bases.push(Candidate::new(name, ktstr_cache::disk_bytes(&path), used));
     }
     if let Ok(slots) = fs::read_dir(run) {
         for s in slots.flatten() {
@@ -79,36 +54,21 @@ pub(crate) fn evict(
             let Some((archive, _)) = name.rsplit_once(".slot") else {
                 continue;
             };
-            if let (Some(b), Ok(md)) = (bases.iter_mut().find(|b| b.name == archive), s.metadata())
-            {
-                b.bytes += disk_bytes(&md);
+            if let Some(b) = bases.iter_mut().find(|b| b.item == archive) {
+                b.bytes += ktstr_cache::disk_bytes(&s.path());
             }
         }
     }
-    let mut total: u64 = bases.iter().map(|b| b.bytes).sum();
-    if total <= cap {
-        return Vec::new();
-    }
-    bases.sort_by_key(|b| b.last_use);
     let keep = keep.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut gone = Vec::new();
-    for b in bases {
-        if total <= cap {
-            break;
+    let policy = Policy::new(cap).with_grace(IN_USE).at(now);
+    let Ok(gone) = ktstr_cache::evict(&policy, bases, |name| {
+        if keep.as_deref() == Some(name.as_str()) || fs::remove_file(dir.join(name)).is_err() {
+            return Ok::<_, std::convert::Infallible>(false);
         }
-        let recent = now
-            .duration_since(b.last_use)
-            .map_or(true, |age| age < IN_USE);
-        if recent || keep.as_deref() == Some(b.name.as_str()) {
-            continue;
-        }
-        let path = dir.join(&b.name);
-        if fs::remove_file(&path).is_ok() {
-            crate::cache::remove_slots(run, &b.name);
-            total = total.saturating_sub(b.bytes);
-            gone.push(path);
-        }
-    }
+        crate::cache::remove_slots(run, name);
+        Ok(true)
+    });
+    let gone: Vec<PathBuf> = gone.into_iter().map(|c| dir.join(c.item)).collect();
     if !gone.is_empty() {
         remove_orphan_manifests(dir);
     }

@@ -65,6 +65,7 @@ fn kernel() -> PathBuf {
     ktstr_kernel::vmlinux_for_tests(
         std::env::var("KTSTR_KERNEL").ok().as_deref(),
         var("KTSTR_CACHE_DIR").as_deref(),
+        var("XDG_CACHE_HOME").as_deref(),
         var("HOME").as_deref(),
     )
     .unwrap_or_else(|e| panic!("{e}"))

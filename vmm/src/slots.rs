@@ -7,11 +7,13 @@
 //! single-threaded TCG VM one, whatever its vCPUs), choosing any free slots;
 //! when too few are free it waits on a busy one while holding the acquisition
 //! lock, so requests are served in turn and two VMs never deadlock. The
-//! kernel drops a dead process's locks.
+//! kernel drops a dead process's locks. The locks are the caches' own
+//! ([`ktstr_cache::Lock`]).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use ktstr_cache::{CacheError, Lock};
 
 /// The slots of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +26,7 @@ pub struct HostSlots {
 #[derive(Debug)]
 pub struct SlotGuard {
     /// Kept only for their locks, which closing releases.
-    held: Vec<File>,
+    held: Vec<Lock>,
     waited: Duration,
 }
 
@@ -37,16 +39,6 @@ impl SlotGuard {
     /// How long taking them waited.
     pub fn waited(&self) -> Duration {
         self.waited
-    }
-}
-
-/// Takes `f`'s exclusive lock if it is free (std's `File::try_lock`, the
-/// lock the other caches of ktstr use: `flock` on Linux).
-fn try_lock(f: &File) -> std::io::Result<bool> {
-    match f.try_lock() {
-        Ok(()) => Ok(true),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -76,12 +68,8 @@ impl HostSlots {
         self.cores
     }
 
-    fn open(&self, name: &str) -> std::io::Result<File> {
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(name))
+    fn open(&self, name: &str) -> std::io::Result<Lock> {
+        Lock::open(&self.dir.join(name)).map_err(CacheError::into_io)
     }
 
     /// Blocks until `threads` slots (capped at the host's cores) are free,
@@ -92,15 +80,15 @@ impl HostSlots {
         std::fs::create_dir_all(&self.dir)?;
         // One acquirer at a time: whoever waits for a busy slot holds this.
         let turn = self.open("acquire.lock")?;
-        turn.lock()?;
-        let slots: Vec<File> = (0..self.cores)
+        turn.exclusive().map_err(CacheError::into_io)?;
+        let slots: Vec<Lock> = (0..self.cores)
             .map(|i| self.open(&format!("slot-{i}.lock")))
             .collect::<std::io::Result<_>>()?;
         let mut mine = vec![false; self.cores];
         let mut held = 0;
         loop {
             for (i, f) in slots.iter().enumerate() {
-                if held < want && !mine[i] && try_lock(f)? {
+                if held < want && !mine[i] && f.try_exclusive().map_err(CacheError::into_io)? {
                     mine[i] = true;
                     held += 1;
                 }
@@ -110,7 +98,7 @@ impl HostSlots {
             }
             // Too few free: wait for the first busy one.
             let busy = mine.iter().position(|m| !m).expect("fewer held than exist");
-            slots[busy].lock()?;
+            slots[busy].exclusive().map_err(CacheError::into_io)?;
             mine[busy] = true;
             held += 1;
         }
@@ -208,7 +196,7 @@ impl<B: crate::Backend> Slotted<B> {
 struct SlottedMachine {
     /// Dropped first: the VM ends before its slots are released.
     inner: Box<dyn crate::Machine>,
-    _guard: Vec<File>,
+    _guard: Vec<Lock>,
     waited: Duration,
 }
 
@@ -261,11 +249,7 @@ mod tests {
     use super::*;
 
     fn busy(dir: &Path, i: usize) -> bool {
-        let f = File::options()
-            .write(true)
-            .open(dir.join(format!("slot-{i}.lock")))
-            .expect("open");
-        !try_lock(&f).expect("try_lock")
+        Lock::is_held(&dir.join(format!("slot-{i}.lock")))
     }
 
     #[test]

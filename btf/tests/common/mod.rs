@@ -23,7 +23,7 @@ pub const STRUCTS: [&str; 10] = [
 ];
 
 /// The vmlinux ELF to test against: `$KTSTR_KERNEL` (a path, or a version of a cached
-/// kernel), else the newest cached release under `${KTSTR_CACHE_DIR:-$HOME/.cache/ktstr}`.
+/// kernel), else the newest cached release under the cache root (as for a run).
 /// Panics — the test fails, it never skips — with the command that fetches one.
 pub fn kernel_vmlinux() -> PathBuf {
     let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
@@ -31,6 +31,7 @@ pub fn kernel_vmlinux() -> PathBuf {
     ktstr_kernel::vmlinux_for_tests(
         spec.as_deref(),
         var("KTSTR_CACHE_DIR").as_deref(),
+        var("XDG_CACHE_HOME").as_deref(),
         var("HOME").as_deref(),
     )
     .unwrap_or_else(|e| panic!("{e}"))

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ktstr_cache::{Candidate, Key, Policy};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[cfg(feature = "fetch")]
 use crate::KernelError;
@@ -83,6 +83,8 @@ impl KernelMetadata {
 
 /// The file whose modification time says when a cached kernel was last used.
 const LAST_USED: &str = ".last-used";
+/// Kernels used this recently are never evicted: a test may be about to boot one.
+const IN_USE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A kernel in the cache.
 #[derive(Debug, Clone)]
@@ -171,50 +173,24 @@ impl KernelCache {
     /// Marks `k` as used now (the least recently used go first when the
     /// cache is trimmed). Best effort: a read-only cache still boots.
     pub fn touch(&self, k: &CachedKernel) {
-        let p = k.dir.join(LAST_USED);
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        ktstr_cache::touch(&k.dir.join(LAST_USED));
     }
 
     /// When `k` was last booted or fetched.
     pub fn last_used(&self, k: &CachedKernel) -> std::time::SystemTime {
-        let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        mtime(k.dir.join(LAST_USED))
-            .or_else(|| mtime(k.dir.join("metadata.json")))
-            .unwrap_or(std::time::UNIX_EPOCH)
+        ktstr_cache::last_used(&[&k.dir.join(LAST_USED), &k.dir.join("metadata.json")])
     }
 
-    /// The bytes `k` takes on disk (every file of its directory).
+    /// The bytes `k` takes on disk (the allocated blocks of every file of its
+    /// directory).
     pub fn disk_bytes(&self, k: &CachedKernel) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(rd) = std::fs::read_dir(p) else {
-                return 0;
-            };
-            rd.flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk(&e.path()),
-                    Ok(_) => e.metadata().map_or(0, |m| m.len()),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&k.dir)
+        ktstr_cache::disk_bytes(&k.dir)
     }
 
     /// Removes `k`: renamed out of the way first, so no reader ever finds
     /// half an entry.
     pub fn remove(&self, k: &CachedKernel) -> std::io::Result<()> {
-        let gone = self.dir.join(format!(
-            ".removed-{}-{}",
-            std::process::id(),
-            k.metadata.release
-        ));
-        std::fs::rename(&k.dir, &gone)?;
-        std::fs::remove_dir_all(&gone)
+        ktstr_cache::remove_entry(&k.dir).map_err(ktstr_cache::CacheError::into_io)
     }
 
     /// Keeps the `keep` most recently used kernels and removes the others;
@@ -233,67 +209,38 @@ impl KernelCache {
     /// `cap` bytes, never one named in `keep` nor one used in the last ten
     /// minutes (a test may be about to boot it); returns the removed ones.
     pub fn evict(&self, cap: u64, keep: &[&str]) -> std::io::Result<Vec<CachedKernel>> {
-        let mut list: Vec<(CachedKernel, u64)> = self
+        let list = self
             .list()
             .into_iter()
             .map(|k| {
-                let b = self.disk_bytes(&k);
-                (k, b)
+                let (bytes, used) = (self.disk_bytes(&k), self.last_used(&k));
+                Candidate::new(k, bytes, used)
             })
             .collect();
-        let mut total: u64 = list.iter().map(|(_, b)| b).sum();
-        list.sort_by_key(|(k, _)| self.last_used(k));
-        let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
-        let mut gone = Vec::new();
-        for (k, bytes) in list {
-            if total <= cap {
-                break;
+        let policy = Policy::new(cap).with_grace(IN_USE);
+        let gone = ktstr_cache::evict(&policy, list, |k: &CachedKernel| {
+            if keep.contains(&k.metadata.release.as_str()) {
+                return Ok(false);
             }
-            if keep.contains(&k.metadata.release.as_str()) || self.last_used(&k) > recent {
-                continue;
-            }
-            self.remove(&k)?;
-            total -= bytes;
-            gone.push(k);
-        }
-        Ok(gone)
+            self.remove(k).map(|()| true)
+        })?;
+        Ok(gone.into_iter().map(|c| c.item).collect())
     }
 
     /// Removes scratch directories of processes that died before they
-    /// could (an interrupted fetch): `.tmp-<pid>-*` and `.removed-<pid>-*`.
+    /// could (an interrupted fetch): `.tmp-<pid>-*`, `.gone-<pid>-*` and
+    /// the older `.removed-<pid>-*`. A live process's stay however old: a
+    /// kernel build may hold one for hours.
     pub fn remove_stale_scratch(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix(".tmp-")
-                .or_else(|| name.strip_prefix(".removed-"))
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+        ktstr_cache::clean_stale(&self.dir, std::time::Duration::MAX);
     }
 
     /// A fresh scratch directory inside the cache, removed on drop; renaming
     /// it into place makes a new entry appear atomically.
     #[cfg(feature = "fetch")]
     pub(crate) fn scratch(&self) -> Result<Scratch, KernelError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| KernelError::io(&self.dir, e))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let p = self
-            .dir
-            .join(format!(".tmp-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&p).map_err(|e| KernelError::io(&p, e))?;
-        Ok(Scratch(p))
+        let staging = ktstr_cache::Staging::dir(&self.dir).map_err(cache_io)?;
+        Ok(Scratch(staging.path().to_path_buf(), staging))
     }
 
     #[cfg(feature = "fetch")]
@@ -378,10 +325,7 @@ impl KernelCache {
         let p = tmp.0.join("metadata.json");
         std::fs::write(&p, json).map_err(|e| KernelError::io(&p, e))?;
         let dest = self.dir.join(name);
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).map_err(|e| KernelError::io(&dest, e))?;
-        }
-        std::fs::rename(&tmp.0, &dest).map_err(|e| KernelError::io(&dest, e))?;
+        tmp.1.publish(&dest).map_err(cache_io)?;
         Ok(CachedKernel {
             dir: dest,
             metadata,
@@ -433,39 +377,26 @@ impl KernelCache {
     }
 }
 
-/// A directory removed when dropped.
+/// A scratch directory (its path, and the staging that removes it when
+/// dropped unless it is published).
 #[cfg(feature = "fetch")]
-pub(crate) struct Scratch(pub(crate) PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf, ktstr_cache::Staging);
 
+/// A failure of the shared cache mechanism, as this crate reports I/O.
 #[cfg(feature = "fetch")]
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn cache_io(e: ktstr_cache::CacheError) -> KernelError {
+    let path = e.path().to_path_buf();
+    KernelError::io(&path, e.into_io())
 }
 
 /// The SHA-256 of the file at `path`, in hex, read in pieces (results
 /// records name the kernel and scheduler binaries by it).
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Key::of_reader(std::fs::File::open(path)?)?.hex())
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Key::of(bytes).hex()
 }
 
 /// The current time as RFC 3339 UTC, without a calendar crate.

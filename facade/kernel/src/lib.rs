@@ -470,8 +470,8 @@ pub enum TestKernelError {
         /// What is wrong with it.
         why: SpecError,
     },
-    /// Neither `KTSTR_CACHE_DIR` nor `HOME` locates the cache.
-    #[error("neither KTSTR_CACHE_DIR nor HOME is set")]
+    /// None of `KTSTR_CACHE_DIR`, `XDG_CACHE_HOME` and `HOME` locates the cache.
+    #[error("none of KTSTR_CACHE_DIR, XDG_CACHE_HOME and HOME is set")]
     NoCacheRoot,
     /// The spec (or the cache) gives no kernel.
     #[error(
@@ -486,12 +486,14 @@ pub enum TestKernelError {
 
 /// The vmlinux the project's real-kernel tests use, resolved like a run's:
 /// `ktstr_kernel` (the `KTSTR_KERNEL` value: a path or a cached version),
-/// else the newest cached release, in the cache below `cache_root` (the
-/// `KTSTR_CACHE_DIR` value, else `home/.cache/ktstr`). The caller reads the
-/// environment; the error names the command that fetches a kernel.
+/// else the newest cached release, in the cache below the root a run uses
+/// ([`ktstr_cache::root_from`] of the `KTSTR_CACHE_DIR`, `XDG_CACHE_HOME`
+/// and `HOME` values). The caller reads the environment; the error names the
+/// command that fetches a kernel.
 pub fn vmlinux_for_tests(
     ktstr_kernel: Option<&str>,
     cache_root: Option<&Path>,
+    xdg_cache_home: Option<&Path>,
     home: Option<&Path>,
 ) -> Result<PathBuf, TestKernelError> {
     let spec = match ktstr_kernel.filter(|v| !v.is_empty()) {
@@ -501,11 +503,8 @@ pub fn vmlinux_for_tests(
         ),
         None => None,
     };
-    let root = match (cache_root, home) {
-        (Some(c), _) => c.to_path_buf(),
-        (None, Some(h)) => h.join(".cache/ktstr"),
-        (None, None) => return Err(TestKernelError::NoCacheRoot),
-    };
+    let root = ktstr_cache::root_from(cache_root, xdg_cache_home, home)
+        .ok_or(TestKernelError::NoCacheRoot)?;
     resolve(spec.as_ref(), &KernelCache::new(root.join("kernels")))
         .map(|k| k.vmlinux)
         .map_err(|why| TestKernelError::NoKernel { why })

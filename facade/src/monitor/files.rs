@@ -31,11 +31,11 @@ pub(crate) fn load(vmlinux: &Path, cache_root: &Path) -> Result<Arc<KernelFiles>
     };
     let btf = ktstr_guest_mem::image::read_btf(vmlinux).map_err(|e| unavailable("the BTF", e))?;
     let beside = vmlinux.with_file_name(CACHE_NAME);
-    let syms = match KernelSymbols::load_or_build(vmlinux, &beside) {
+    let syms = match load_or_build(vmlinux, &beside) {
         Err(ktstr_guest_mem::Error::Io { .. }) => {
             let dir = cache_root.join("kallsyms");
             let _ = std::fs::create_dir_all(&dir);
-            KernelSymbols::load_or_build(vmlinux, &dir.join(fallback_name(vmlinux)))
+            load_or_build(vmlinux, &dir.join(fallback_name(vmlinux)))
         }
         other => other,
     }
@@ -43,6 +43,19 @@ pub(crate) fn load(vmlinux: &Path, cache_root: &Path) -> Result<Arc<KernelFiles>
     let files = Arc::new(KernelFiles { syms, btf });
     loaded.push((vmlinux.to_path_buf(), files.clone()));
     Ok(files)
+}
+
+/// The symbols of `vmlinux` cached at `cache`, decoded under the entry's lock
+/// (`<cache>.lock`, the cache mechanism's): the test processes nextest starts
+/// at once decode an image once and the others wait, then read the file. A
+/// directory where no lock file can be made is tried without one.
+fn load_or_build(vmlinux: &Path, cache: &Path) -> ktstr_guest_mem::Result<KernelSymbols> {
+    let lock = ktstr_cache::Lock::open(&cache.with_extension("ktstr.lock")).ok();
+    if let Some(lock) = &lock {
+        // Best effort: unlocked, two processes may decode the same image.
+        let _ = lock.exclusive();
+    }
+    KernelSymbols::load_or_build(vmlinux, cache)
 }
 
 /// A cache file name unique to the image's path.

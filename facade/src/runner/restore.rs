@@ -153,7 +153,7 @@ fn restored(
         let t0 = Instant::now();
         let waited = make(host, backend, prepared, &spec, dir)?;
         made = Some((t0.elapsed() - waited, waited));
-        Ok(())
+        Ok::<(), String>(())
     })?;
     // QEMU wants an `-initrd` on restore too, but reads it only at boot:
     // the migrated guest has long unpacked its own. This test's initrd

@@ -61,6 +61,7 @@ pub fn kernel() -> std::path::PathBuf {
     ktstr_kernel::vmlinux_for_tests(
         spec.as_deref(),
         var("KTSTR_CACHE_DIR").as_deref(),
+        var("XDG_CACHE_HOME").as_deref(),
         var("HOME").as_deref(),
     )
     .unwrap_or_else(|e| panic!("{e}"))

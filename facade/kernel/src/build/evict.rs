@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use ktstr_cache::{Candidate, Lock, Policy};
+
 use crate::KernelCache;
 
 /// The file whose mtime says when an entry was last built from.
@@ -37,29 +39,7 @@ pub(crate) fn entry_of(root: &Path, out: &Path) -> PathBuf {
 
 /// Marks `entry` used now.
 pub(crate) fn touch(entry: &Path) {
-    let _ = std::fs::write(entry.join(LAST_USED), b"");
-}
-
-/// Disk taken under `dir`, not following symlinks.
-fn disk_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            total += m.blocks() * 512;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    total
+    ktstr_cache::touch(&entry.join(LAST_USED));
 }
 
 /// The source trees and build directories under the cache root of `kernels`.
@@ -75,14 +55,10 @@ pub fn source_entries(kernels: &KernelCache) -> Vec<SourceEntry> {
             if !dir.is_dir() || e.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let last_used = std::fs::metadata(dir.join(LAST_USED))
-                .or_else(|_| std::fs::metadata(&dir))
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(SourceEntry {
-                bytes: disk_bytes(&dir),
+                bytes: ktstr_cache::disk_bytes(&dir),
+                last_used: ktstr_cache::last_used(&[&dir.join(LAST_USED), &dir]),
                 dir,
-                last_used,
             });
         }
     }
@@ -100,44 +76,27 @@ fn locked(entry: &Path) -> bool {
                 .map(|e| e.path().join(".ktstr-lock")),
         );
     }
-    locks
-        .iter()
-        .filter_map(|p| std::fs::File::open(p).ok())
-        .any(|f| f.try_lock().is_err())
+    locks.iter().any(|p| Lock::is_held(p))
 }
 
 /// Removes the least recently used entries until the rest take at most `cap` bytes;
 /// returns the removed ones. An entry is renamed aside first, so an interrupted removal
 /// never leaves a half tree under its name.
 pub fn evict_sources(kernels: &KernelCache, cap: u64) -> std::io::Result<Vec<SourceEntry>> {
-    let mut entries = source_entries(kernels);
-    let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
-    entries.sort_by_key(|e| e.last_used);
-    let recent = SystemTime::now() - RECENT;
-    let mut gone = Vec::new();
-    for e in entries {
-        if total <= cap {
-            break;
+    let entries = source_entries(kernels)
+        .into_iter()
+        .map(|e| Candidate::new(e.clone(), e.bytes, e.last_used))
+        .collect();
+    let policy = Policy::new(cap).with_grace(RECENT);
+    let gone = ktstr_cache::evict(&policy, entries, |e: &SourceEntry| {
+        if locked(&e.dir) {
+            return Ok(false);
         }
-        if e.last_used > recent || locked(&e.dir) {
-            continue;
-        }
-        let name = e
-            .dir
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let aside = e.dir.with_file_name(format!(
-            ".removed-{}-{}",
-            std::process::id(),
-            name.to_string_lossy()
-        ));
-        std::fs::rename(&e.dir, &aside)?;
-        std::fs::remove_dir_all(&aside)?;
-        total -= e.bytes;
-        gone.push(e);
-    }
-    Ok(gone)
+        ktstr_cache::remove_entry(&e.dir)
+            .map(|()| true)
+            .map_err(ktstr_cache::CacheError::into_io)
+    })?;
+    Ok(gone.into_iter().map(|c| c.item).collect())
 }
 
 #[cfg(test)]
