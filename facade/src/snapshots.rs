@@ -42,18 +42,6 @@ pub(crate) enum SnapshotError {
 }
 
 /// For callers that still report errors as text: the message and its causes.
-impl From<SnapshotError> for String {
-    fn from(e: SnapshotError) -> String {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text += &format!(": {c}");
-            cause = c.source();
-        }
-        text
-    }
-}
-
 /// What a snapshot is of: everything that changes the guest booted to the
 /// agent. Its SHA-256 names the entry.
 #[derive(Debug, Clone)]
@@ -215,8 +203,19 @@ mod tests {
         Key::of(serde_json::json!({ "n": n }))
     }
 
-    fn fill(dir: &Path, bytes: usize) -> Result<(), String> {
-        std::fs::write(dir.join("image"), vec![1u8; bytes]).map_err(|e| e.to_string())
+    /// A creator's error in these tests: its own, or the cache's.
+    #[derive(Debug, thiserror::Error)]
+    enum MadeError {
+        #[error("writing the image: {0}")]
+        Io(#[from] std::io::Error),
+        #[error("{0}")]
+        Said(&'static str),
+        #[error(transparent)]
+        Cache(#[from] SnapshotError),
+    }
+
+    fn fill(dir: &Path, bytes: usize) -> Result<(), MadeError> {
+        Ok(std::fs::write(dir.join("image"), vec![1u8; bytes])?)
     }
 
     #[test]
@@ -237,7 +236,7 @@ mod tests {
         assert!(e.image().is_file());
         drop(e);
         let (e, made) = cache
-            .get_or_create(&key(1), |_| -> Result<(), String> {
+            .get_or_create(&key(1), |_| -> Result<(), MadeError> {
                 panic!("must not make it twice")
             })
             .expect("found");
@@ -249,10 +248,10 @@ mod tests {
         // A failed creation leaves nothing and says why.
         let err = cache
             .get_or_create(&key(2), |_| {
-                Err::<(), String>("the agent never answered".into())
+                Err::<(), MadeError>(MadeError::Said("the agent never answered"))
             })
             .expect_err("fails");
-        assert!(err.contains("never answered"));
+        assert!(err.to_string().contains("never answered"));
         assert!(!cache.complete(&key(2)));
         // A removed entry is made again.
         cache.remove(&key(1));
@@ -276,7 +275,7 @@ mod tests {
         assert!(cache.complete(&key(2)));
         // An entry in use is never evicted.
         let (held, _) = cache
-            .get_or_create(&key(2), |_| -> Result<(), String> { unreachable!() })
+            .get_or_create(&key(2), |_| -> Result<(), MadeError> { unreachable!() })
             .expect("found");
         let (e, _) = cache
             .get_or_create(&key(3), |d| fill(d, 600 << 10))

@@ -55,6 +55,8 @@ pub struct DeclaredScheduler {
     /// The declared binary: a name, or a path.
     pub binary: String,
     /// Where it resolves on this host now, or why it does not.
+    // String both ways: this is data, listed as JSON for another process
+    // (`cargo ktstr archive`), which prints the reason; not an error path.
     pub resolved: Result<String, String>,
     /// The host files it declares (`files`), with their guest paths.
     pub files: Vec<(String, String)>,

@@ -11,7 +11,7 @@ use ktstr_vmm::{Backend, Machine, VmSpec};
 use super::prepare::Prepared;
 use crate::channel::HostChannel;
 use crate::config::HostConfig;
-use crate::snapshots::{Cache, Key};
+use crate::snapshots::{Cache, Key, SnapshotError};
 
 /// Bytes of the payload region a restored guest gets its overlay in (the
 /// overlay is the configuration and the schedulers' files: small).
@@ -118,24 +118,86 @@ fn key(prepared: &Prepared, spec: &VmSpec, backend_id: &str, kaslr_slot: Option<
     }))
 }
 
+/// Why a test boots cold instead of restoring.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    /// The backend cannot save machines.
+    #[error("the {backend} backend cannot save and restore machines")]
+    CannotSave {
+        /// The backend.
+        backend: String,
+    },
+    /// The test's overlay is too large for the payload region.
+    #[error(
+        "the test's overlay ({bytes} bytes: configuration and schedulers' files) does not fit \
+         the {PAYLOAD_BYTES}-byte payload region"
+    )]
+    TooLarge {
+        /// The overlay's size.
+        bytes: usize,
+    },
+    /// The kernel's random source failed.
+    #[error("getrandom: {0}")]
+    Random(std::io::Error),
+    /// The snapshot cache failed.
+    #[error(transparent)]
+    Cache(#[from] SnapshotError),
+    /// The agent's initramfs could not be written.
+    #[error("writing the agent initramfs: {0}")]
+    AgentInitramfs(#[from] ktstr_initramfs::InitramfsError),
+    /// The agent's VM could not boot or be followed.
+    #[error("booting the agent: {0}")]
+    AgentBoot(ktstr_vmm::VmmError),
+    /// The agent's VM ended before the agent was ready.
+    #[error("the agent's VM ended before it was ready ({end}); console: {console}")]
+    AgentEnded {
+        /// How it ended.
+        end: ktstr_vmm::EndReason,
+        /// Its console, joined.
+        console: String,
+    },
+    /// The agent was not ready in time.
+    #[error("the agent was not ready within {limit:?} (KTSTR_BOOT_TIMEOUT_S); console: {console}")]
+    AgentLate {
+        /// The boot limit.
+        limit: Duration,
+        /// The console's last lines, joined.
+        console: String,
+    },
+    /// The agent is of another version than the host.
+    #[error("the agent speaks version {agent}, the host {AGENT_VERSION}")]
+    AgentVersion {
+        /// The agent's version.
+        agent: u32,
+    },
+    /// The agent's machine could not be saved.
+    #[error("saving the agent: {0}")]
+    Save(ktstr_vmm::VmmError),
+    /// The snapshot could not be restored; it was deleted.
+    #[error("restoring snapshot {key} failed, the image is deleted: {source}")]
+    Restore {
+        /// The snapshot's key.
+        key: String,
+        /// The backend's error.
+        source: ktstr_vmm::VmmError,
+    },
+}
+
 fn restored(
     host: &HostConfig,
     backend: &dyn Backend,
     prepared: &Prepared,
-) -> Result<Started, String> {
-    let id = backend.snapshot_id().ok_or_else(|| {
-        format!(
-            "the {} backend cannot save and restore machines",
-            backend.name()
-        )
-    })?;
+) -> Result<Started, RestoreError> {
+    let id = backend
+        .snapshot_id()
+        .ok_or_else(|| RestoreError::CannotSave {
+            backend: backend.name(),
+        })?;
     let payload = encode_payload(&prepared.overlay);
     if payload.len() as u64 > PAYLOAD_BYTES {
-        return Err(format!(
-            "the test's overlay ({} bytes: configuration and schedulers' files) does not fit \
-             the {PAYLOAD_BYTES}-byte payload region",
-            prepared.overlay.len()
-        ));
+        return Err(RestoreError::TooLarge {
+            bytes: prepared.overlay.len(),
+        });
     }
     let mut spec = prepared.spec.clone();
     spec.payload_bytes = PAYLOAD_BYTES;
@@ -153,7 +215,7 @@ fn restored(
         let t0 = Instant::now();
         let waited = make(host, backend, prepared, &spec, dir)?;
         made = Some((t0.elapsed() - waited, waited));
-        Ok::<(), String>(())
+        Ok::<(), RestoreError>(())
     })?;
     // QEMU wants an `-initrd` on restore too, but reads it only at boot:
     // the migrated guest has long unpacked its own. This test's initrd
@@ -164,10 +226,10 @@ fn restored(
         Err(e) => {
             drop(entry);
             cache.remove(&key);
-            return Err(format!(
-                "restoring snapshot {} failed, the image is deleted: {e}",
-                key.hex
-            ));
+            return Err(RestoreError::Restore {
+                key: key.hex.clone(),
+                source: e,
+            });
         }
     };
     drop(entry);
@@ -180,18 +242,18 @@ fn restored(
 }
 
 /// `N` bytes from the kernel's random source.
-fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], RestoreError> {
     let mut random = [0u8; N];
     // SAFETY: getrandom writes at most random.len() bytes into random.
     let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
     if n != random.len() as isize {
-        return Err(format!("getrandom: {}", std::io::Error::last_os_error()));
+        return Err(RestoreError::Random(std::io::Error::last_os_error()));
     }
     Ok(random)
 }
 
 /// The host's half of the hand-off: its time and fresh random bytes.
-fn hand_off(vm: &dyn Machine) -> Result<(), String> {
+fn hand_off(vm: &dyn Machine) -> Result<(), RestoreError> {
     let random = random_bytes::<64>()?;
     let realtime_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -216,20 +278,15 @@ fn make(
     prepared: &Prepared,
     spec: &VmSpec,
     dir: &std::path::Path,
-) -> Result<Duration, String> {
+) -> Result<Duration, RestoreError> {
     let mut marker = ktstr_initramfs::Archive::new();
-    marker
-        .add_bytes(AGENT_MARKER, 0o644, Vec::new())
-        .map_err(|e| e.to_string())?;
-    let marker = marker.to_vec().map_err(|e| e.to_string())?;
+    marker.add_bytes(AGENT_MARKER, 0o644, Vec::new())?;
+    let marker = marker.to_vec()?;
     // Removed when this returns: the saved machine needs it no more.
-    let initrd = prepared
-        .base
-        .copy_with_overlay(&marker, dir)
-        .map_err(|e| format!("writing the agent initramfs: {e}"))?;
+    let initrd = prepared.base.copy_with_overlay(&marker, dir)?;
     let mut spec = spec.clone();
     spec.initrd = Some(initrd.path().to_path_buf());
-    let booting = |e: ktstr_vmm::VmmError| format!("booting the agent: {e}");
+    let booting = RestoreError::AgentBoot;
     let mut vm = backend.boot(&spec).map_err(booting)?;
     let waited = vm.slot_wait();
     let console = vm.take_console();
@@ -253,29 +310,25 @@ fn make(
             break v;
         }
         if let Some(end) = vm.try_wait().map_err(booting)? {
-            return Err(format!(
-                "the agent's VM ended before it was ready ({end}); console: {}",
-                lines.join(" | ")
-            ));
+            return Err(RestoreError::AgentEnded {
+                end,
+                console: lines.join(" | "),
+            });
         }
         if Instant::now() >= deadline {
             vm.kill();
             let tail = lines.len().saturating_sub(20);
-            return Err(format!(
-                "the agent was not ready within {:?} (KTSTR_BOOT_TIMEOUT_S); console: {}",
-                host.boot_timeout,
-                lines[tail..].join(" | ")
-            ));
+            return Err(RestoreError::AgentLate {
+                limit: host.boot_timeout,
+                console: lines[tail..].join(" | "),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     if ready != AGENT_VERSION {
         vm.kill();
-        return Err(format!(
-            "the agent speaks version {ready}, the host {AGENT_VERSION}"
-        ));
+        return Err(RestoreError::AgentVersion { agent: ready });
     }
-    vm.save(&dir.join("image"))
-        .map_err(|e| format!("saving the agent: {e}"))?;
+    vm.save(&dir.join("image")).map_err(RestoreError::Save)?;
     Ok(waited)
 }
