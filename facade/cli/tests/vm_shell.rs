@@ -84,9 +84,11 @@ fn vm_kernel_panic_is_named_with_its_lines() {
         stderr.contains("Call Trace"),
         "the panic's lines are printed: {stderr}"
     );
+    // Named at the panic, not at the 120 s timeout: well under it. (Not a
+    // speed goal: a boot under TCG on a loaded 2-core host took 17 s here.)
     assert!(
-        took < Duration::from_secs(15),
-        "panic took {took:?} to surface"
+        took < Duration::from_secs(60),
+        "panic took {took:?} to surface: was it found at the 120 s timeout?"
     );
 }
 
