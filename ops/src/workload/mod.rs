@@ -35,7 +35,7 @@ mod trace;
 mod work;
 
 pub use latency::LatencySummary;
-pub use procfs::{SchedStat, parse_cache_size, parse_nr_migrations, read_nr_migrations};
+pub(crate) use procfs::{SchedStat, read_nr_migrations};
 pub use report::{WorkerReport, WorkerSpec};
 pub use trace::PlacementTrace;
 pub use work::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType};
