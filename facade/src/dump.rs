@@ -18,7 +18,7 @@ pub(crate) fn limits() -> ktstr_guest_mem::DumpLimits {
 /// Why the guest asked for the dump (its request is `ktstr:dump` or `ktstr:dump:<why>`);
 /// `None` for any other snapshot.
 pub(crate) fn request_reason(name: &str) -> Option<String> {
-    let rest = name.strip_prefix(ktstr_ops::snapshot::DUMP_SNAPSHOT)?;
+    let rest = name.strip_prefix(ktstr_ops::DUMP_SNAPSHOT)?;
     Some(match rest.strip_prefix(':') {
         Some(why) if !why.is_empty() => why.to_string(),
         _ => "requested".to_string(),
@@ -137,7 +137,7 @@ pub(crate) fn unreadable(reason: &str, t: Duration, why: &str) -> SchedulerDump 
 }
 
 /// The guest's report of its scheduler's programs, as the record's figures.
-pub(crate) fn prog_stats(infos: &[ktstr_ops::scheduler::ProgInfo]) -> Vec<ProgStats> {
+pub(crate) fn prog_stats(infos: &[ktstr_ops::ProgInfo]) -> Vec<ProgStats> {
     let mut out: Vec<ProgStats> = infos
         .iter()
         .map(|p| ProgStats {
@@ -224,7 +224,7 @@ mod tests {
              "jited_bytes": 600, "load_time_ns": 1_000_000, "states": 70, "peak_states": 30,
              "verification_ns": 1_250_000},
         ]);
-        let infos: Vec<ktstr_ops::scheduler::ProgInfo> =
+        let infos: Vec<ktstr_ops::ProgInfo> =
             serde_json::from_value(report).expect("the guest's form");
         let s = prog_stats(&infos);
         assert_eq!((s[1].name.as_str(), s[1].verified_insns), ("a", 900));

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ktstr_ops::runtime::GuestConfig;
-use ktstr_ops::scheduler::Supervisor;
+use ktstr_ops::GuestConfig;
+use ktstr_ops::Supervisor;
 
 use crate::registry;
 use crate::scenario::Ctx;
@@ -38,24 +38,24 @@ pub fn guest_ctor() {
     }
     // Booted to become a snapshot: wait for a restore's hand-off, then exec
     // /init, which comes back here as the test's init.
-    if ktstr_ops::runtime::is_agent() {
-        ktstr_ops::runtime::run_as_agent();
+    if ktstr_ops::is_agent() {
+        ktstr_ops::run_as_agent();
     }
-    if !ktstr_ops::runtime::is_guest_init() {
+    if !ktstr_ops::is_guest_init() {
         return;
     }
-    ktstr_ops::runtime::run_as_init(&|name| {
+    ktstr_ops::run_as_init(&|name| {
         let entry = registry::find(name)?;
         // In an auto-repro probe VM: the probes go in before the scheduler
         // starts, and their records go to the host when the run ends (also
         // when the scheduler dies before the body).
         if let Some(cap) = probe_plan().map(|plan| ktstr_probe::guest::install(&plan)) {
-            ktstr_ops::runtime::on_run_end(Box::new(move |cfg| {
+            ktstr_ops::on_run_end(Box::new(move |cfg| {
                 let mut cap = cap.clone();
                 ktstr_probe::guest::collect(&mut cap);
                 let data = serde_json::to_value(&cap).unwrap_or_default();
                 let msg = ktstr_ops::channel::Message::ProbeRecords(data);
-                if !ktstr_ops::runtime::send_from_body(cfg, &msg) {
+                if !ktstr_ops::send_from_body(cfg, &msg) {
                     eprintln!("ktstr-init: could not send the probe records to the host");
                 }
             }));

@@ -143,17 +143,18 @@ pub use schedulers::{ARCHIVE_ROOT_ENV, INSTALLED_DIR, SchedulerSetupError};
 
 /// Verdicts of test bodies and checks.
 pub mod assert {
-    pub use ktstr_ops::assert::{AssertResult, Detail};
+    pub use ktstr_ops::{AssertResult, Detail};
 }
 
 /// Scenarios: the context a body gets, cgroups, workers, checks and ops.
 /// Chosen items, not a glob: a new public item of the guest crate does not
 /// become ktstr's API unless it is added here.
 pub mod scenario {
-    pub use ktstr_ops::scenario::{
+    pub use ktstr_ops::checks::{ThresholdOverrides, Thresholds};
+    pub use ktstr_ops::{
         CgroupDef, Ctx, CustomStep, CustomWork, HoldSpec, Op, Phase, RR_TURN, SchedPolicy, Step,
-        ThresholdOverrides, Thresholds, WorkType, WorkerReport, checks, execute_defs,
-        execute_steps, expect_scx_bpf_error_contains, judge, ops, run_defs, scenarios,
+        WorkType, WorkerReport, checks, execute_defs, execute_steps, expect_scx_bpf_error_contains,
+        judge, ops, run_defs, scenarios,
     };
 }
 
@@ -161,12 +162,12 @@ pub mod scenario {
 /// step form is `Op::capture_snapshot`): returns once the host paused every
 /// vCPU, read the guest and resumed it.
 pub mod snapshot {
-    pub use ktstr_ops::snapshot::{SnapshotError, capture};
+    pub use ktstr_ops::{SnapshotError, capture};
 }
 
 /// Scheduler processes in the guest: errors a body can downcast to.
 pub mod scheduler {
-    pub use ktstr_ops::scheduler::{
+    pub use ktstr_ops::{
         ExitKind, KillSchedulerError, SchedulerDied, SpawnSchedulerError, Supervisor,
     };
 }
@@ -208,7 +209,7 @@ pub use ktstr_macros::ktstr_test;
 /// Declared topologies: what `Ctx::topology` is, presets, and Linux's view
 /// of a CPU.
 pub mod topology {
-    pub use ktstr_ops::sysfs::sysfs_view;
+    pub use ktstr_ops::sysfs_view;
     pub use ktstr_topology::{
         CpuLocation, LinuxCpuIds, PRESETS, Preset, SYSFS_SCRIPT, SysfsCpu, SysfsNode, SysfsView,
         Topology, TopologyError, cpu_list, format_cpu_list, parse_cpu_list, preset,

@@ -1,7 +1,7 @@
 //! The tests of this binary: what `#[ktstr_test]` registers, gathered at
 //! link time, and their declared configuration.
 
-pub use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
+pub use ktstr_ops::{Scheduler, SchedulerSpec};
 
 use crate::assert::AssertResult;
 use crate::scenario::Ctx;
@@ -71,7 +71,7 @@ pub struct TestConfig {
     pub post_vm: Option<crate::monitor::PostVmFn>,
     /// The host monitor's checks (`monitor = MonitorChecks::INHERIT...`),
     /// over the scheduler's, over the defaults.
-    pub monitor: ktstr_ops::scheduler::MonitorChecks,
+    pub monitor: ktstr_ops::MonitorChecks,
 }
 
 impl TestConfig {
@@ -109,7 +109,7 @@ impl TestConfig {
             cleanup_budget_ms: 5000,
             num_snapshots: 0,
             post_vm: None,
-            monitor: ktstr_ops::scheduler::MonitorChecks::INHERIT,
+            monitor: ktstr_ops::MonitorChecks::INHERIT,
         }
     };
 }

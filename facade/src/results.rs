@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ktstr_ops::assert::AssertResult;
+use ktstr_ops::AssertResult;
 use ktstr_record::{
     CheckRecord, GroupPlacement, HostFacts, KernelRecord, MonitorSummary, PhaseSeconds, RunRecord,
     SchedulerRecord, StepRecord, Verdict, WorkerRecord,

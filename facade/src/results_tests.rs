@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use ktstr_ops::assert::{AssertResult, Figure};
-use ktstr_ops::workload::{LatencySummary, WorkType, WorkerReport};
+use ktstr_ops::{AssertResult, Figure};
+use ktstr_ops::{LatencySummary, WorkType, WorkerReport};
 
 use serde_json::{Value, json};
 
@@ -88,7 +88,7 @@ fn key_figures_come_from_the_workers_and_the_fairness_check() {
 #[test]
 fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
     let mut w = worker(3, 77, 1500, 12);
-    w.policy = ktstr_ops::workload::SchedPolicy::Fifo(50);
+    w.policy = ktstr_ops::SchedPolicy::Fifo(50);
     w.nice = -5;
     w.pid = 120;
     w.cpu_time = Duration::from_nanos(1_234_567_891);
@@ -110,7 +110,7 @@ fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
     w.changes_own_weight = true;
     w.noise = true;
     w.exited_cleanly = false;
-    w.trace = Some(ktstr_ops::workload::PlacementTrace {
+    w.trace = Some(ktstr_ops::PlacementTrace {
         bin: Duration::from_millis(50),
         cpu: vec![Some(0), None, Some(1)],
         rounds: vec![10, 0, 7],

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ktstr_initramfs::{Archive, BaseSpec, InitramfsError};
-use ktstr_ops::scheduler::{
+use ktstr_ops::{
     BOOT_SCHED_ARGS, BOOT_SCHEDULER, Scheduler, SchedulerSpec, VerifierOffsets,
     attach_timeout_path, staged_paths,
 };
@@ -232,7 +232,7 @@ pub fn check_btf_has_sched_ext(
 }
 
 /// Where `bpf_vlog_finalize(&env->log, ...)` finds the verifier's figures of a program
-/// (see `ktstr_ops::scheduler::VerifierOffsets`), from the kernel's BTF.
+/// (see `ktstr_ops::VerifierOffsets`), from the kernel's BTF.
 pub fn verifier_offsets(btf: &ktstr_btf::Btf) -> Option<VerifierOffsets> {
     btf.find_kind("bpf_vlog_finalize", ktstr_btf::Kind::Func)?;
     let env = |m: &str| {

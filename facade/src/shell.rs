@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ktstr_initramfs::{Archive, BaseSpec, Cache, InitrdFile};
 use ktstr_ops::channel::{self, ChannelError, Message, Reader};
-use ktstr_ops::runtime::{SHELL_CONFIG_PATH, ShellConfig};
+use ktstr_ops::{SHELL_CONFIG_PATH, ShellConfig};
 use ktstr_topology::Topology;
 use ktstr_vmm::{Console, ConsoleEvent, ConsoleMode, EndReason, Machine, ReservedRegion};
 
@@ -103,8 +103,8 @@ pub struct ShellOptions {
 /// in a shell VM's PID 1 it runs the agent and never returns; elsewhere it
 /// returns at once.
 pub fn agent_main() {
-    if ktstr_ops::runtime::is_shell_agent() {
-        ktstr_ops::runtime::run_shell_agent();
+    if ktstr_ops::is_shell_agent() {
+        ktstr_ops::run_shell_agent();
     }
 }
 
@@ -209,7 +209,7 @@ impl ShellVm {
         overlay.add_bytes(SHELL_CONFIG_PATH, 0o644, json)?;
         // As in tests: /boot/config-$(uname -r) for schedulers with __kconfig externs.
         if let Some(kconfig) = kernel.config.as_ref().filter(|c| c.is_file()) {
-            overlay.add_file(ktstr_ops::runtime::KERNEL_CONFIG_PATH, 0o644, kconfig)?;
+            overlay.add_file(ktstr_ops::KERNEL_CONFIG_PATH, 0o644, kconfig)?;
         }
         let initrd = base.with_overlay(&overlay.to_vec()?)?;
         // As for tests: KTSTR_KASLR=1 boots the bzImage randomized, and the

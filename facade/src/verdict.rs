@@ -1,8 +1,8 @@
 //! The verdict: what the guest said and what the host saw, judged. Pure:
 //! no I/O, every combination unit-tested.
 
-use ktstr_ops::assert::AssertResult;
-use ktstr_ops::scheduler::{ErrorKind, SchedulerDied};
+use ktstr_ops::AssertResult;
+use ktstr_ops::{ErrorKind, SchedulerDied};
 use ktstr_vmm::EndReason;
 
 pub mod monitor;

@@ -16,9 +16,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ktstr_ops::scenario::scenarios::{self, Hog};
-use ktstr_ops::scenario::{CgroupDef, Ctx, execute_defs};
-use ktstr_ops::workload::WorkType;
+use ktstr_ops::WorkType;
+use ktstr_ops::scenarios::{self, Hog};
+use ktstr_ops::{CgroupDef, Ctx, execute_defs};
 use ktstr_topology::Topology;
 
 fn main() -> anyhow::Result<()> {
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Every work type, a cpuset on CPU 0 and a nested cgroup confined to the last
 /// CPU: what cannot be tried on a cgroup v1 build host.
-fn mixed(ctx: &Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
+fn mixed(ctx: &Ctx) -> anyhow::Result<ktstr_ops::AssertResult> {
     let last = ctx.topology.nr_cpus() - 1;
     let sleep_wake = WorkType::SleepWake {
         run: Duration::from_millis(2),
@@ -100,7 +100,7 @@ fn uptime() -> String {
 fn topology_from_sysfs() -> anyhow::Result<Topology> {
     let cpu_dir = std::path::Path::new("/sys/devices/system/cpu");
     let online = std::fs::read_to_string(cpu_dir.join("online")).context("cpu/online")?;
-    let cpus: ktstr_ops::cgroup::CpuSet = online.parse()?;
+    let cpus: ktstr_ops::CpuSet = online.parse()?;
     let nodes = std::fs::read_dir("/sys/devices/system/node")
         .map(|d| {
             d.filter_map(Result::ok)
@@ -120,7 +120,7 @@ fn topology_from_sysfs() -> anyhow::Result<Topology> {
     }
     let siblings = std::fs::read_to_string(cpu_dir.join("cpu0/topology/thread_siblings_list"))
         .unwrap_or_else(|_| "0".to_string());
-    let threads = siblings.parse::<ktstr_ops::cgroup::CpuSet>()?.len().max(1) as u32;
+    let threads = siblings.parse::<ktstr_ops::CpuSet>()?.len().max(1) as u32;
     let llcs = llcs.len().max(1) as u32;
     let cores = (cpus.len() as u32 / (llcs * threads)).max(1);
     Ok(Topology::new(nodes, llcs, cores, threads)?)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{ChannelMem, Message, Writer};
 
 /// How long a step waits for the host to answer a snapshot request.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a request looks for the host's answer.
 const POLL: Duration = Duration::from_millis(20);
@@ -44,7 +44,7 @@ pub enum SnapshotError {
 }
 
 /// The guest's end of snapshot requests.
-pub trait SnapshotLink: Send + Sync {
+pub(crate) trait SnapshotLink: Send + Sync {
     /// Asks for the snapshot `name`; returns once the host answered, with
     /// how long that took.
     fn request(&self, name: &str, timeout: Duration) -> Result<Duration, SnapshotError>;
@@ -65,7 +65,7 @@ pub trait SnapshotLink: Send + Sync {
 /// serialized: one outstanding request at a time. The writer is locked only
 /// to write, so a notice goes out while a request waits for its answer.
 #[derive(Debug)]
-pub struct ChannelLink<M: ChannelMem> {
+pub(crate) struct ChannelLink<M: ChannelMem> {
     writer: Mutex<Writer<M>>,
     /// The last request's `seq`; held for a whole request.
     last: Mutex<u64>,
@@ -73,7 +73,7 @@ pub struct ChannelLink<M: ChannelMem> {
 
 impl<M: ChannelMem> ChannelLink<M> {
     /// A link sending through `writer`.
-    pub fn new(writer: Writer<M>) -> Self {
+    pub(crate) fn new(writer: Writer<M>) -> Self {
         ChannelLink {
             writer: Mutex::new(writer),
             last: Mutex::new(0),
@@ -139,7 +139,7 @@ impl<M: ChannelMem + Send> ChannelLink<M> {
 static LINK: OnceLock<Box<dyn SnapshotLink>> = OnceLock::new();
 
 /// Installs the process's link to the host; false if one was installed already.
-pub fn install(link: Box<dyn SnapshotLink>) -> bool {
+pub(crate) fn install(link: Box<dyn SnapshotLink>) -> bool {
     LINK.set(link).is_ok()
 }
 
@@ -149,7 +149,7 @@ pub fn install(link: Box<dyn SnapshotLink>) -> bool {
 /// guest, not the host: under instruction counting the guest's clock does not
 /// follow the host's (it ran 1.6 times as fast here), so a host-paced schedule
 /// fired after the body had ended.
-pub fn pace_periodic(n: u32, duration: Duration, stop: &std::sync::atomic::AtomicBool) {
+pub(crate) fn pace_periodic(n: u32, duration: Duration, stop: &std::sync::atomic::AtomicBool) {
     use std::sync::atomic::Ordering;
     let Some(link) = LINK.get() else { return };
     let t0 = Instant::now();
@@ -170,7 +170,7 @@ pub fn pace_periodic(n: u32, duration: Duration, stop: &std::sync::atomic::Atomi
 /// Tells the host that step `index` starts now (its guest uptime and ops'
 /// labels): the step boundaries of the host's reports. False outside a
 /// ktstr VM or when the channel stayed full; the step goes on either way.
-pub fn step_started(index: u32, ops: Vec<String>) -> bool {
+pub(crate) fn step_started(index: u32, ops: Vec<String>) -> bool {
     let msg = Message::StepStarted {
         index,
         uptime_ms: crate::runtime::uptime_ms(),
@@ -184,7 +184,7 @@ pub fn step_started(index: u32, ops: Vec<String>) -> bool {
 pub const DUMP_SNAPSHOT: &str = "ktstr:dump";
 
 /// Asks the host for the snapshot `name` and waits for it (at most
-/// [`ANSWER_TIMEOUT`]); returns how long the round trip took.
+/// `ANSWER_TIMEOUT`, 30 s); returns how long the round trip took.
 pub fn capture(name: &str) -> Result<Duration, SnapshotError> {
     match LINK.get() {
         Some(l) => l.request(name, ANSWER_TIMEOUT),

@@ -16,9 +16,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ktstr_ops::cgroup::{Cgroup, cgroup2_mount};
 use ktstr_ops::checks;
-use ktstr_ops::workload::{WorkType, WorkerReport, WorkerSpec, Workload};
+use ktstr_ops::{Cgroup, cgroup2_mount};
+use ktstr_ops::{WorkType, WorkerReport, WorkerSpec, Workload};
 
 const WINDOW: Duration = Duration::from_millis(300);
 const WORKERS: usize = 2;

@@ -9,11 +9,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ktstr_ops::assert::AssertResult;
-use ktstr_ops::cgroup::cgroup2_mount;
+use ktstr_ops::AssertResult;
+use ktstr_ops::cgroup2_mount;
 use ktstr_ops::checks::{self, Thresholds};
-use ktstr_ops::scenario::ops::{HoldSpec, Op, Step, execute_steps};
-use ktstr_ops::scenario::{CgroupDef, Ctx, WorkType, scenarios};
+use ktstr_ops::ops::{HoldSpec, Op, Step, execute_steps};
+use ktstr_ops::{CgroupDef, Ctx, WorkType, scenarios};
 
 fn root(name: &str) -> PathBuf {
     cgroup2_mount()

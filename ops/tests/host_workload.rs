@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ktstr_ops::cgroup::{Cgroup, CgroupError, cgroup2_mount};
 use ktstr_ops::checks::{self, Thresholds};
-use ktstr_ops::scenario::{CgroupDef, Ctx, execute_defs, run_defs};
-use ktstr_ops::workload::{SchedPolicy, WorkType, WorkerSpec, Workload, WorkloadError};
+use ktstr_ops::{Cgroup, CgroupError, cgroup2_mount};
+use ktstr_ops::{CgroupDef, Ctx, execute_defs, run_defs};
+use ktstr_ops::{SchedPolicy, WorkType, WorkerSpec, Workload, WorkloadError};
 
 fn cgroup2() -> PathBuf {
     cgroup2_mount().expect(

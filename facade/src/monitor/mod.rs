@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
-pub use ktstr_ops::scheduler::{MonitorChecks, Setting, Sustained};
+pub use ktstr_ops::{MonitorChecks, Setting, Sustained};
 /// The failure dump's types, as `VmResult::dump` holds them.
 pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
 pub use ktstr_vmm::EndReason;
@@ -551,7 +551,7 @@ pub struct VmResult {
     /// The judged outcome before `post_vm`.
     pub outcome: Outcome,
     /// A scheduler death the guest reported: which exit, its reason and message.
-    pub scheduler_died: Option<ktstr_ops::scheduler::SchedulerDied>,
+    pub scheduler_died: Option<ktstr_ops::SchedulerDied>,
     /// The console's last lines.
     pub console: Vec<String>,
     /// The scenario's steps as they started, on the samples' clock (none

@@ -36,7 +36,7 @@ fn monitor_findings(
         .monitor
         .over(
             cfg.scheduler
-                .map_or(ktstr_ops::scheduler::MonitorChecks::INHERIT, |s| s.monitor),
+                .map_or(ktstr_ops::MonitorChecks::INHERIT, |s| s.monitor),
         )
         .resolved();
     let mut samples = finished.bridge.ordered_with_stats().snapshots;
@@ -54,7 +54,7 @@ fn monitor_findings(
             window: finished.window,
             llc_of: &llc_of,
             timing_reliable: prepared.timing_reliable,
-            turn_allowance: ktstr_ops::scenario::RR_TURN * turns,
+            turn_allowance: ktstr_ops::RR_TURN * turns,
         },
         &checks,
     )
@@ -154,9 +154,7 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
 /// The kfuncs `resolved`'s scheduler calls that its kernel lacks, when the
 /// scheduler died at start-up (its own log often says only "Invalid argument").
 fn missing_kfuncs(obs: &Observed, resolved: &prepare::Resolved) -> Option<verdict::MissingKfuncs> {
-    let died_at_startup = obs
-        .error_kinds
-        .contains(&ktstr_ops::scheduler::ErrorKind::StartupDied);
+    let died_at_startup = obs.error_kinds.contains(&ktstr_ops::ErrorKind::StartupDied);
     let (s, binary) = resolved.boot.as_ref().filter(|_| died_at_startup)?;
     let vmlinux = std::fs::read(&resolved.kernel.vmlinux).ok()?;
     let btf = ktstr_btf::Btf::parse(ktstr_btf::elf::btf_section(&vmlinux).ok()?).ok()?;

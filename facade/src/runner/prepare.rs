@@ -3,9 +3,7 @@
 
 use ktstr_initramfs::{Archive, BaseSpec, InitrdFile};
 use ktstr_ops::channel;
-use ktstr_ops::runtime::{
-    CONFIG_PATH, GuestConfig, INIT_ENVIRONMENT, KERNEL_CONFIG_PATH, TopologyData,
-};
+use ktstr_ops::{CONFIG_PATH, GuestConfig, INIT_ENVIRONMENT, KERNEL_CONFIG_PATH, TopologyData};
 use ktstr_topology::Topology;
 use ktstr_vmm::{Backend, ReservedRegion, VmSpec};
 

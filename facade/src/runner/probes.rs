@@ -175,8 +175,8 @@ mod tests {
     use super::*;
 
     fn entry(probes: &'static [&'static str]) -> TestEntry {
-        fn body(_: &crate::scenario::Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
-            Ok(ktstr_ops::assert::AssertResult::pass())
+        fn body(_: &crate::scenario::Ctx) -> anyhow::Result<ktstr_ops::AssertResult> {
+            Ok(ktstr_ops::AssertResult::pass())
         }
         TestEntry {
             name: "t",

@@ -24,7 +24,7 @@ fn kernel_exit(console: &[String]) -> Option<(String, Option<String>)> {
             None => l.as_str(),
         })
         .collect();
-    ktstr_ops::scheduler::parse_exit(texts)
+    ktstr_ops::parse_exit(texts)
 }
 
 /// Whether a failure reruns in a probe VM (the caller knows it failed): a
@@ -38,9 +38,8 @@ pub(crate) fn wanted(host: &HostConfig, entry: &TestEntry, obs: &Observed) -> bo
         && host.auto_repro
         && !cfg.expect_err
         && cfg.scheduler.is_some_and(|s| s.is_sched_ext())
-        && kernel_exit(&obs.console).is_some_and(|(reason, _)| {
-            ktstr_ops::scheduler::ExitKind::from_reason(&reason).is_error()
-        })
+        && kernel_exit(&obs.console)
+            .is_some_and(|(reason, _)| ktstr_ops::ExitKind::from_reason(&reason).is_error())
 }
 
 /// Why auto-repro could not run its probe VM.
@@ -143,7 +142,7 @@ fn probe_vm(
         }
     };
     match kernel_exit(&obs2.console) {
-        Some((r, m)) if ktstr_ops::scheduler::ExitKind::from_reason(&r).is_error() => {
+        Some((r, m)) if ktstr_ops::ExitKind::from_reason(&r).is_error() => {
             let _ = writeln!(
                 out,
                 "  the repro failed again: {r}{}",
@@ -196,7 +195,7 @@ fn probe_vm(
 mod tests {
     use super::*;
     use crate::registry::{Scheduler, SchedulerSpec, TestConfig};
-    use ktstr_ops::assert::AssertResult;
+    use ktstr_ops::AssertResult;
     use ktstr_vmm::EndReason;
 
     const SCHED: Scheduler = Scheduler::named("s").binary(SchedulerSpec::Discover("scx-ktstr"));

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ktstr_ops::channel::{self, HandOff, Message, Reader};
-use ktstr_ops::runtime::{AGENT_MARKER, AGENT_VERSION, TopologyData, encode_payload};
+use ktstr_ops::{AGENT_MARKER, AGENT_VERSION, TopologyData, encode_payload};
 use ktstr_vmm::{Backend, Machine, VmSpec};
 
 use super::prepare::Prepared;

@@ -28,7 +28,7 @@ pub(crate) struct Times {
     /// seconds (within one poll of the guest's reading).
     pub(crate) clock_skew: Option<f64>,
     /// The guest's report of its scheduler's BPF programs (the verifier's figures).
-    pub(crate) bpf_progs: Option<Vec<ktstr_ops::scheduler::ProgInfo>>,
+    pub(crate) bpf_progs: Option<Vec<ktstr_ops::ProgInfo>>,
 }
 
 /// How one boot went.
@@ -54,11 +54,11 @@ pub(crate) struct Limits {
 /// What the host learned from the channel.
 #[derive(Debug, Default)]
 struct Seen {
-    verdict: Option<(ktstr_ops::assert::AssertResult, Option<String>)>,
-    error_kinds: Vec<ktstr_ops::scheduler::ErrorKind>,
+    verdict: Option<(ktstr_ops::AssertResult, Option<String>)>,
+    error_kinds: Vec<ktstr_ops::ErrorKind>,
     verdict_at: Option<Instant>,
     guest_errors: Vec<String>,
-    death: Option<ktstr_ops::scheduler::SchedulerDied>,
+    death: Option<ktstr_ops::SchedulerDied>,
     times: Times,
     body_started: bool,
     probe: Option<serde_json::Value>,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ktstr_ops::scheduler::MonitorChecks;
+use ktstr_ops::MonitorChecks;
 
 use crate::monitor::{MonitorError, Sample};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ktstr_ops::scheduler::MonitorChecks;
+use ktstr_ops::MonitorChecks;
 
 use super::*;
 use crate::monitor::{CpuSample, DsqSample, SampleKind};

@@ -3,7 +3,7 @@
 
 use super::report::{MissingKfuncs, PostVm, ProbesError, Reached, RunReport, judge};
 use super::*;
-use ktstr_ops::scheduler::{ErrorKind, ExitKind};
+use ktstr_ops::{ErrorKind, ExitKind};
 
 fn exp(expect_err: bool) -> Expectation<'static> {
     Expectation {

@@ -12,12 +12,12 @@ use std::str::FromStr;
 /// empty set.
 ///
 /// ```
-/// use ktstr_ops::cgroup::CpuSet;
+/// use ktstr_ops::CpuSet;
 ///
 /// let set: CpuSet = "0-2,5".parse()?;
 /// assert_eq!(set.iter().collect::<Vec<_>>(), [0, 1, 2, 5]);
 /// assert_eq!(set.to_string(), "0-2,5");
-/// # Ok::<(), ktstr_ops::cgroup::CpuSetParseError>(())
+/// # Ok::<(), ktstr_ops::CpuSetParseError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]

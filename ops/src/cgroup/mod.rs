@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The default cgroup root of a test, under the guest's cgroup2 mount.
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/ktstr";
+pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup/ktstr";
 
 /// A cgroup operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,7 @@ const PAYLOAD_DEVICE: (&str, &str) = ("0x1af4", "0x1110");
 const PAYLOAD_MAGIC: u64 = u64::from_le_bytes(*b"KTSTRPL1");
 /// Bytes before the payload's data: magic u64, version u32, crc32 u32 of
 /// the data, data length u64, reserved u64.
-pub const PAYLOAD_HEADER: usize = 32;
+pub(crate) const PAYLOAD_HEADER: usize = 32;
 
 /// How long the agent sleeps between looks at the channel's `go` word.
 const POLL: Duration = Duration::from_millis(1);
@@ -45,7 +45,7 @@ const POLL: Duration = Duration::from_millis(1);
 /// What is wrong with a payload region or the overlay archive in it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PayloadError {
+pub(crate) enum PayloadError {
     /// The region cannot hold the header.
     #[error("payload region of {0} bytes")]
     RegionTooSmall(usize),
@@ -177,7 +177,7 @@ pub fn encode_payload(overlay: &[u8]) -> Vec<u8> {
 }
 
 /// The overlay archive in a payload region, checked.
-pub fn decode_payload(region: &[u8]) -> Result<&[u8], PayloadError> {
+pub(crate) fn decode_payload(region: &[u8]) -> Result<&[u8], PayloadError> {
     let word = |at: usize, n: usize| -> u64 {
         let mut b = [0u8; 8];
         b[..n].copy_from_slice(&region[at..at + n]);

@@ -15,10 +15,7 @@ mod agent;
 mod shell;
 pub(crate) mod system;
 
-pub use agent::{
-    AGENT_MARKER, AGENT_VERSION, PAYLOAD_HEADER, PayloadError, decode_payload, encode_payload,
-    is_agent, run_as_agent,
-};
+pub use agent::{AGENT_MARKER, AGENT_VERSION, encode_payload, is_agent, run_as_agent};
 pub use shell::{SHELL_CONFIG_PATH, ShellConfig, is_shell_agent, run_shell_agent};
 pub(crate) use system::uptime_ms;
 use system::{DevMem, console, power_off, setup_mounts};
@@ -123,10 +120,10 @@ impl TopologyData {
 /// A test body as the runtime sees it: the facade builds the scenario
 /// context from the config and the run's scheduler supervisor, and calls the
 /// user's function.
-pub type Body<'a> = &'a dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>;
+pub(crate) type Body<'a> = &'a dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>;
 
 /// An owned [`Body`], as the test lookup returns it.
-pub type BoxedBody = Box<dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>>;
+pub(crate) type BoxedBody = Box<dyn Fn(&GuestConfig, &Supervisor) -> anyhow::Result<AssertResult>>;
 
 /// True in the guest's init process of a ktstr VM (PID 1 with the test
 /// configuration present; a test binary run as PID 1 in a container is not).
@@ -139,11 +136,11 @@ pub fn is_guest_init() -> bool {
 /// What runs in the body's process when the run ends, however it ended
 /// (after the body, or after the boot scheduler failed to start), before
 /// the verdict goes out. Set once, in PID 1 before the body's process forks.
-pub type EndHook = Box<dyn Fn(&GuestConfig) + Send + Sync>;
+pub(crate) type EndHook = Box<dyn Fn(&GuestConfig) + Send + Sync>;
 static END_HOOK: std::sync::OnceLock<EndHook> = std::sync::OnceLock::new();
 
-/// Registers the [`EndHook`] (the facade's guest entry reports auto-repro's
-/// probe records from it). False when one is registered already.
+/// Registers the hook run once the run ends, with the guest's configuration
+/// (the facade's guest entry reports auto-repro's probe records from it). False when one is registered already.
 pub fn on_run_end(hook: EndHook) -> bool {
     END_HOOK.set(hook).is_ok()
 }

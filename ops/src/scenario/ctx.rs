@@ -27,7 +27,7 @@ pub(crate) const CONTROLLERS: [&str; 2] = ["cpuset", "cpu"];
 /// ```
 /// use std::time::Duration;
 /// use ktstr_ops::checks::Thresholds;
-/// use ktstr_ops::scenario::Ctx;
+/// use ktstr_ops::Ctx;
 ///
 /// let topo = "1n1l2c1t".parse()?;
 /// let ctx = Ctx::new(topo, Duration::from_secs(5))
@@ -63,7 +63,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// A context for `topology` and `duration`, with the cgroup root
-    /// [`DEFAULT_ROOT`], default thresholds and reliable timing.
+    /// `/sys/fs/cgroup/ktstr`, default thresholds and reliable timing.
     pub fn new(topology: Topology, duration: Duration) -> Self {
         Ctx {
             topology,

@@ -2,9 +2,9 @@
 //! duration, judge what they got.
 //!
 //! ```no_run
-//! use ktstr_ops::assert::AssertResult;
-//! use ktstr_ops::scenario::{CgroupDef, Ctx, execute_defs};
-//! use ktstr_ops::workload::WorkType;
+//! use ktstr_ops::AssertResult;
+//! use ktstr_ops::{CgroupDef, Ctx, execute_defs};
+//! use ktstr_ops::WorkType;
 //!
 //! fn two_groups(ctx: &Ctx) -> anyhow::Result<AssertResult> {
 //!     execute_defs(ctx, [
@@ -23,8 +23,8 @@ pub mod ops;
 pub mod scenarios;
 mod steps;
 
-pub use crate::checks::{self, ThresholdOverrides, Thresholds};
-pub use crate::workload::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType, WorkerReport};
+use crate::checks;
+use crate::workload::{SchedPolicy, WorkType, WorkerReport};
 pub use ctx::{Ctx, RR_TURN};
 pub use ops::{HoldSpec, Op, Step, execute_steps};
 

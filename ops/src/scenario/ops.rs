@@ -5,9 +5,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use ktstr_ops::scenario::CgroupDef;
-//! use ktstr_ops::scenario::ops::{HoldSpec, Op, Step, execute_steps};
-//! # fn body(ctx: &ktstr_ops::scenario::Ctx) -> anyhow::Result<ktstr_ops::assert::AssertResult> {
+//! use ktstr_ops::CgroupDef;
+//! use ktstr_ops::ops::{HoldSpec, Op, Step, execute_steps};
+//! # fn body(ctx: &ktstr_ops::Ctx) -> anyhow::Result<ktstr_ops::AssertResult> {
 //! let steps = vec![
 //!     Step::new(vec![Op::add_cgroup(CgroupDef::named("cg_0").workers(2))], HoldSpec::frac(0.5)),
 //!     Step::new(vec![Op::set_cpuset("cg_0", [0])], HoldSpec::frac(0.5)),

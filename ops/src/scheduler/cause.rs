@@ -5,7 +5,7 @@
 const VERIFIER_LINES: usize = 8;
 
 /// The likely cause of a load failure, when the scheduler's output shows one.
-pub fn likely_cause(log: &str) -> Option<String> {
+pub(crate) fn likely_cause(log: &str) -> Option<String> {
     let lines: Vec<&str> = log.lines().collect();
     let has = |needle: &str| lines.iter().position(|l| l.contains(needle));
     if has("failed to open system Kconfig").is_some() {

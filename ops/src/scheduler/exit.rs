@@ -101,7 +101,7 @@ pub fn parse_exit<'a>(
 /// The backtrace the kernel logs after the last sched_ext error exit
 /// (`   scx_bpf_error_bstr+0x60/0xa0` records), innermost first. At the
 /// default log level they reach the kernel log but not the console.
-pub fn parse_backtrace<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn parse_backtrace<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut frames = Vec::new();
     let mut after_exit = false;
     for text in records {
@@ -132,7 +132,7 @@ fn is_frame(text: &str) -> bool {
 }
 
 /// The kernel log's backtrace of the last sched_ext exit ([`parse_backtrace`]).
-pub fn kernel_backtrace() -> Vec<String> {
+pub(crate) fn kernel_backtrace() -> Vec<String> {
     let records = kmsg_records();
     parse_backtrace(records.iter().map(String::as_str))
 }
@@ -161,7 +161,7 @@ fn kmsg_records() -> Vec<String> {
 /// The kernel's record of the last sched_ext exit: waits until the kernel
 /// has written it (it does so while disabling the scheduler, so it comes
 /// within milliseconds of the state change), at most `timeout`.
-pub fn kernel_exit(timeout: Duration) -> Option<(String, Option<String>)> {
+pub(crate) fn kernel_exit(timeout: Duration) -> Option<(String, Option<String>)> {
     let t0 = Instant::now();
     loop {
         let records = kmsg_records();

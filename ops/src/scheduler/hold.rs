@@ -52,7 +52,7 @@ pub struct ProgInfo {
 
 /// The largest id of a map and of a program loaded now: objects loaded later have larger
 /// ids (the kernel hands them out in increasing order).
-pub fn last_ids() -> (u32, u32) {
+pub(super) fn last_ids() -> (u32, u32) {
     let last = |cmd| {
         let mut id = 0;
         let mut n = 0;
@@ -70,8 +70,9 @@ pub fn last_ids() -> (u32, u32) {
 
 /// The maps and programs of one scheduler, held open.
 #[derive(Debug, Default)]
-pub struct Held {
-    maps: Vec<OwnedFd>,
+pub(crate) struct Held {
+    /// Never read: held so the maps outlive the scheduler (closed on drop).
+    _maps: Vec<OwnedFd>,
     progs: Vec<OwnedFd>,
     verifier: Vec<super::VerifierRecord>,
 }
@@ -79,7 +80,7 @@ pub struct Held {
 impl Held {
     /// Opens every map and program whose id is above `after` (`last_ids` before the
     /// scheduler was spawned). What cannot be opened (freed meanwhile) is skipped.
-    pub fn take(after: (u32, u32)) -> Held {
+    pub(crate) fn take(after: (u32, u32)) -> Held {
         let open = |next_cmd, fd_cmd, mut id: u32| {
             let mut fds = Vec::new();
             while fds.len() < MAX_HELD {
@@ -94,25 +95,20 @@ impl Held {
             fds
         };
         Held {
-            maps: open(BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID, after.0),
+            _maps: open(BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID, after.0),
             progs: open(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, after.1),
             verifier: Vec::new(),
         }
     }
 
     /// With the verifier probe's records of the loads (see the `verifier_probe` module).
-    pub fn with_verifier(mut self, records: Vec<super::VerifierRecord>) -> Held {
+    pub(crate) fn with_verifier(mut self, records: Vec<super::VerifierRecord>) -> Held {
         self.verifier = records;
         self
     }
 
-    /// Maps held.
-    pub fn maps(&self) -> usize {
-        self.maps.len()
-    }
-
     /// The held programs, as the kernel describes them.
-    pub fn progs(&self) -> Vec<ProgInfo> {
+    pub(crate) fn progs(&self) -> Vec<ProgInfo> {
         let mut infos: Vec<ProgInfo> = self.progs.iter().filter_map(prog_info).collect();
         for p in &mut infos {
             if let Some(r) = super::verifier_probe::last_by_name(&self.verifier, &p.name) {

@@ -18,12 +18,15 @@ use std::time::Duration;
 
 use crate::checks::{ThresholdOverrides, Thresholds};
 
-pub use cause::likely_cause;
-pub use exit::{ExitKind, kernel_backtrace, kernel_exit, parse_backtrace, parse_exit};
-pub use hold::{Held, ProgInfo};
+pub(crate) use cause::likely_cause;
+pub use exit::{ExitKind, parse_exit};
+pub(crate) use exit::{kernel_backtrace, kernel_exit};
+pub(crate) use hold::Held;
+pub use hold::ProgInfo;
 pub use monitor_checks::{MonitorChecks, Setting, Sustained};
-pub use supervisor::{Supervisor, scx_attached};
-pub use verifier_probe::{VerifierOffsets, VerifierProbe, VerifierProbeError, VerifierRecord};
+pub use supervisor::Supervisor;
+pub use verifier_probe::VerifierOffsets;
+pub(crate) use verifier_probe::{VerifierProbe, VerifierRecord};
 
 /// Where a scheduler's binary comes from (resolved on the host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +90,7 @@ impl Scheduler {
     /// ```
     /// use std::time::Duration;
     /// use ktstr_ops::checks::ThresholdOverrides;
-    /// use ktstr_ops::scheduler::{Scheduler, SchedulerSpec};
+    /// use ktstr_ops::{Scheduler, SchedulerSpec};
     ///
     /// // A scheduler with long slices: allow a worst gap of 2 s instead of 1 s.
     /// const LONG_SLICES: Scheduler = Scheduler::named("long_slices")
@@ -148,9 +151,9 @@ pub const BOOT_SCHEDULER: &str = "/scheduler";
 /// Guest path of the boot scheduler's arguments.
 pub const BOOT_SCHED_ARGS: &str = "/sched_args";
 /// Guest path of the boot scheduler's log.
-pub const BOOT_SCHED_LOG: &str = "/tmp/sched.log";
+pub(crate) const BOOT_SCHED_LOG: &str = "/tmp/sched.log";
 /// Guest directory of staged schedulers.
-pub const STAGING_DIR: &str = "/staging/schedulers";
+pub(crate) const STAGING_DIR: &str = "/staging/schedulers";
 
 /// Guest paths of the staged scheduler `name`: binary, arguments, log.
 pub fn staged_paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -204,7 +207,7 @@ pub enum SpawnSchedulerError {
         status: String,
         /// The end of its log.
         log: String,
-        /// What its output says went wrong ([`likely_cause`]).
+        /// What its output says went wrong (`likely_cause` reads it from the log).
         cause: Option<String>,
     },
     /// It runs but sched_ext never became enabled with it.
@@ -283,7 +286,7 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// The kinds of the typed errors in `e`'s chain.
-pub fn error_kinds(e: &anyhow::Error) -> Vec<ErrorKind> {
+pub(crate) fn error_kinds(e: &anyhow::Error) -> Vec<ErrorKind> {
     let mut kinds = Vec::new();
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SpawnSchedulerError>() {

@@ -47,7 +47,7 @@ pub struct Sustained {
 /// from guest memory (see the `ktstr` README, "Monitor checks").
 ///
 /// ```
-/// use ktstr_ops::scheduler::{MonitorChecks, Scheduler, SchedulerSpec};
+/// use ktstr_ops::{MonitorChecks, Scheduler, SchedulerSpec};
 /// // A scheduler that keeps one global queue: its DSQ may be deep, but never
 /// // deeper than 64 tasks for more than a second.
 /// const GLOBAL: Scheduler = Scheduler::named("global")

@@ -114,7 +114,7 @@ fn read_args(path: &Path) -> Vec<String> {
 }
 
 /// Whether sched_ext runs a BPF scheduler now.
-pub fn scx_attached() -> bool {
+pub(crate) fn scx_attached() -> bool {
     read_trim(SCX_STATE) == "enabled" && !read_trim(SCX_OPS).is_empty()
 }
 

@@ -39,7 +39,7 @@ pub struct VerifierOffsets {
 
 /// What the verifier counted for one program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifierRecord {
+pub(crate) struct VerifierRecord {
     /// The program's name (at most 15 bytes).
     pub name: String,
     /// Instructions processed.
@@ -71,7 +71,7 @@ fn at(off: i64, arg: &str) -> String {
 
 impl VerifierOffsets {
     /// The kprobe's definition (a line of `dynamic_events`).
-    pub fn kprobe(&self) -> String {
+    pub(crate) fn kprobe(&self) -> String {
         let prog = at(self.prog, "$arg1");
         let aux = at(i64::from(self.prog_aux), &prog);
         let name = at(i64::from(self.aux_name), &aux);
@@ -88,7 +88,7 @@ impl VerifierOffsets {
 /// Why the verifier's kprobe could not be installed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum VerifierProbeError {
+pub(crate) enum VerifierProbeError {
     /// The kernel has no kprobe events.
     #[error(
         "no {TRACEFS}/dynamic_events: the kernel lacks tracefs or kprobe events \
@@ -123,7 +123,7 @@ pub enum VerifierProbeError {
 
 /// The probe, installed.
 #[derive(Debug)]
-pub struct VerifierProbe {
+pub(crate) struct VerifierProbe {
     _priv: (),
 }
 
@@ -141,7 +141,7 @@ fn write(path: &str, text: &str) -> Result<(), VerifierProbeError> {
 impl VerifierProbe {
     /// Defines the kprobe (once per boot: a second call finds it defined) and starts
     /// recording into a fresh buffer.
-    pub fn install(offsets: &VerifierOffsets) -> Result<VerifierProbe, VerifierProbeError> {
+    pub(crate) fn install(offsets: &VerifierOffsets) -> Result<VerifierProbe, VerifierProbeError> {
         mount_tracefs()?;
         let instance = tracefs(INSTANCE);
         if !instance.exists() {
@@ -174,7 +174,7 @@ impl VerifierProbe {
     }
 
     /// Reads what was recorded since [`VerifierProbe::install`], oldest first.
-    pub fn finish(self) -> Vec<VerifierRecord> {
+    pub(crate) fn finish(self) -> Vec<VerifierRecord> {
         // Bytes, not a string: a BTF load's record reads its "name" through a pointer that
         // is not one, and when that reads at all it yields arbitrary bytes.
         std::fs::read(tracefs(&format!("{INSTANCE}/trace")))
@@ -216,7 +216,10 @@ fn parse_line(line: &str) -> Option<VerifierRecord> {
 }
 
 /// The last record of the program `name` (the load the scheduler kept).
-pub fn last_by_name<'a>(records: &'a [VerifierRecord], name: &str) -> Option<&'a VerifierRecord> {
+pub(super) fn last_by_name<'a>(
+    records: &'a [VerifierRecord],
+    name: &str,
+) -> Option<&'a VerifierRecord> {
     records
         .iter()
         .rev()

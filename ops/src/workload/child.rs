@@ -166,37 +166,37 @@ pub(crate) struct Env<'a> {
 
 impl Env<'_> {
     /// Whether the workload was stopped.
-    pub fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.header.stop.load(Ordering::Acquire) != 0
     }
 
     /// Whether the phase is over (stopped, or past its end).
-    pub fn over(&self) -> bool {
+    pub(super) fn over(&self) -> bool {
         self.stopped() || now_ns() >= self.until
     }
 
     /// Adds `n` units of progress.
-    pub fn progress(&self, n: u64) {
+    pub(super) fn progress(&self, n: u64) {
         self.slot.progress.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records a wake-up latency of `ns`.
-    pub fn latency(&self, ns: u64) {
+    pub(super) fn latency(&self, ns: u64) {
         self.slot.latency.record(ns);
     }
 
     /// Records a wake-up latency from `stamp` (ns) to now.
-    pub fn latency_since(&self, stamp: u64) {
+    pub(super) fn latency_since(&self, stamp: u64) {
         self.latency(now_ns().saturating_sub(stamp));
     }
 
     /// Counts a failed system call.
-    pub fn failed(&self) {
+    pub(super) fn failed(&self) {
         self.slot.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the CPU the caller runs on (helpers call it in their loops).
-    pub fn note_cpu(&self) {
+    pub(super) fn note_cpu(&self) {
         if let Some(c) = sys::current_cpu() {
             self.slot.saw_cpu(c);
         }
@@ -337,7 +337,7 @@ pub(crate) struct Crew {
 
 impl Crew {
     /// A crew without helpers yet; `None` when the mapping fails.
-    pub fn new() -> Option<Crew> {
+    pub(super) fn new() -> Option<Crew> {
         let p = sys::map_anon(size_of::<Scratch>(), true)?;
         Some(Crew {
             scratch: NonNull::new(p.cast())?,
@@ -347,7 +347,7 @@ impl Crew {
     }
 
     /// The shared scratch.
-    pub fn scratch(&self) -> &Scratch {
+    pub(super) fn scratch(&self) -> &Scratch {
         // SAFETY: the mapping is page-aligned, at least size_of::<Scratch>()
         // long, zero-filled (a valid Scratch: all atomics) and unmapped only in
         // Drop, after which no reference is used.
@@ -356,7 +356,7 @@ impl Crew {
 
     /// Forks helper number `self.n`, which runs `f(env, scratch, index)` and
     /// exits. False when the crew is full or `fork` failed.
-    pub fn spawn(&mut self, env: &Env<'_>, f: &dyn Fn(&Env<'_>, &Scratch, usize)) -> bool {
+    pub(super) fn spawn(&mut self, env: &Env<'_>, f: &dyn Fn(&Env<'_>, &Scratch, usize)) -> bool {
         if self.n >= MAX_HELPERS {
             return false;
         }

@@ -111,7 +111,7 @@ pub(crate) struct Histogram {
 
 impl Histogram {
     /// Records one latency (async-signal-safe: atomics only).
-    pub fn record(&self, ns: u64) {
+    pub(super) fn record(&self, ns: u64) {
         self.buckets[bucket_of(ns)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
@@ -119,7 +119,7 @@ impl Histogram {
     }
 
     /// What was recorded so far.
-    pub fn summary(&self) -> Option<LatencySummary> {
+    pub(super) fn summary(&self) -> Option<LatencySummary> {
         let counts: Vec<u64> = self
             .buckets
             .iter()

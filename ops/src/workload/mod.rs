@@ -35,7 +35,7 @@ mod trace;
 mod work;
 
 pub use latency::LatencySummary;
-pub use procfs::{SchedStat, parse_cache_size, parse_nr_migrations, read_nr_migrations};
+pub(crate) use procfs::{SchedStat, read_nr_migrations};
 pub use report::{WorkerReport, WorkerSpec};
 pub use trace::PlacementTrace;
 pub use work::{CustomStep, CustomWork, Phase, SchedPolicy, WorkType};
@@ -298,7 +298,7 @@ impl Workload {
     }
 
     /// The pids of the workers labelled `group`, in spawn order.
-    pub fn pids_of(&self, group: &str) -> Vec<u32> {
+    pub(crate) fn pids_of(&self, group: &str) -> Vec<u32> {
         self.workers
             .iter()
             .filter(|w| w.spec.group == group)
@@ -308,7 +308,7 @@ impl Workload {
 
     /// Adds `cpus` to what the reports say the cpusets of the workers labelled
     /// `group` allowed: for scenarios that change a cpuset mid-run.
-    pub fn widen_cpuset(&mut self, group: &str, cpus: &CpuSet) {
+    pub(crate) fn widen_cpuset(&mut self, group: &str, cpus: &CpuSet) {
         for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
             let mut all = w.cpuset.take().unwrap_or_default();
             for c in cpus.iter() {
@@ -320,7 +320,7 @@ impl Workload {
 
     /// Says the workers labelled `group` now live in `cg` (moved by the
     /// caller): its CPUs join their cpuset, its weight replaces theirs.
-    pub fn moved_to(&mut self, group: &str, cg: &Cgroup) {
+    pub(crate) fn moved_to(&mut self, group: &str, cg: &Cgroup) {
         let (cpus, weight) = cgroup_facts(Some(cg));
         if let Some(cpus) = cpus {
             self.widen_cpuset(group, &cpus);
@@ -334,7 +334,7 @@ impl Workload {
     /// and forgets the CPUs they were seen on so far, so that from here on
     /// [`WorkerReport::cpus`] shows only where they ran under the new cpuset.
     /// Call it once the kernel had time to move them (their next iteration).
-    pub fn restrict_cpuset(&mut self, group: &str, cpus: &CpuSet) {
+    pub(crate) fn restrict_cpuset(&mut self, group: &str, cpus: &CpuSet) {
         for (i, w) in self.workers.iter_mut().enumerate() {
             if w.spec.group == group {
                 w.cpuset = Some(cpus.clone());
@@ -348,7 +348,7 @@ impl Workload {
     /// parent; their reports then hold them to that mask. The CPUs they were
     /// seen on so far are forgotten once the caller says they moved
     /// ([`Workload::forget_cpus`]).
-    pub fn set_affinity(&mut self, group: &str, cpus: &CpuSet) -> std::io::Result<()> {
+    pub(crate) fn set_affinity(&mut self, group: &str, cpus: &CpuSet) -> std::io::Result<()> {
         let mask = cpu_set(cpus);
         for w in self.workers.iter_mut().filter(|w| w.spec.group == group) {
             let pid = w.pid;
@@ -369,7 +369,7 @@ impl Workload {
     }
 
     /// Forgets the CPUs the workers labelled `group` were seen on so far.
-    pub fn forget_cpus(&mut self, group: &str) {
+    pub(crate) fn forget_cpus(&mut self, group: &str) {
         for (i, w) in self.workers.iter().enumerate() {
             if w.spec.group == group {
                 self.shared.slot(i).forget_cpus();
@@ -378,7 +378,7 @@ impl Workload {
     }
 
     /// The groups of the workers, in spawn order, without repeats.
-    pub fn groups(&self) -> Vec<String> {
+    pub(crate) fn groups(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for w in &self.workers {
             if !out.contains(&w.spec.group) {

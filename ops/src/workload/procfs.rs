@@ -3,7 +3,7 @@
 
 /// The three fields of `/proc/<pid>/schedstat` (`Documentation/scheduler/sched-stats.rst`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SchedStat {
+pub(crate) struct SchedStat {
     /// Time spent on a CPU (`se.sum_exec_runtime`), ns.
     pub cpu_ns: u64,
     /// Time spent runnable but waiting on a run queue, ns.
@@ -14,7 +14,7 @@ pub struct SchedStat {
 
 impl SchedStat {
     /// Parses `"<cpu_ns> <run_delay_ns> <runs>\n"`.
-    pub fn parse(text: &str) -> Option<SchedStat> {
+    pub(crate) fn parse(text: &str) -> Option<SchedStat> {
         let mut it = text.split_whitespace().map(|f| f.parse::<u64>().ok());
         let s = SchedStat {
             cpu_ns: it.next()??,
@@ -25,13 +25,13 @@ impl SchedStat {
     }
 
     /// Reads `/proc/<pid>/schedstat`; `None` when the task is gone or the file odd.
-    pub fn read(pid: u32) -> Option<SchedStat> {
+    pub(crate) fn read(pid: u32) -> Option<SchedStat> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
         Self::parse(&text)
     }
 
     /// The growth from `earlier` to `self`, saturating.
-    pub fn since(&self, earlier: &SchedStat) -> SchedStat {
+    pub(crate) fn since(&self, earlier: &SchedStat) -> SchedStat {
         SchedStat {
             cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
             run_delay_ns: self.run_delay_ns.saturating_sub(earlier.run_delay_ns),
@@ -41,7 +41,7 @@ impl SchedStat {
 }
 
 /// Parses `se.nr_migrations` out of `/proc/<pid>/sched`.
-pub fn parse_nr_migrations(text: &str) -> Option<u64> {
+pub(crate) fn parse_nr_migrations(text: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
         if key.trim() != "se.nr_migrations" {
@@ -52,13 +52,13 @@ pub fn parse_nr_migrations(text: &str) -> Option<u64> {
 }
 
 /// Reads the migration count of `pid`; `None` without `/proc/<pid>/sched`.
-pub fn read_nr_migrations(pid: u32) -> Option<u64> {
+pub(crate) fn read_nr_migrations(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
     parse_nr_migrations(&text)
 }
 
 /// Parses a sysfs cache size (`cache/index3/size`: `"32768K"`, `"16M"`) into bytes.
-pub fn parse_cache_size(text: &str) -> Option<usize> {
+pub(crate) fn parse_cache_size(text: &str) -> Option<usize> {
     let t = text.trim();
     let (num, mult) = match t.as_bytes().last()? {
         b'K' => (&t[..t.len() - 1], 1 << 10),

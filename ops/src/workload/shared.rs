@@ -90,7 +90,7 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     /// Maps a zeroed region for `n` workers.
-    pub fn new(n: usize) -> std::io::Result<Shared> {
+    pub(super) fn new(n: usize) -> std::io::Result<Shared> {
         let len = size_of::<Header>() + n.max(1) * size_of::<Slot>();
         // SAFETY: an anonymous mapping at a kernel-chosen address touches no
         // existing memory; the result is checked against MAP_FAILED.
@@ -113,14 +113,14 @@ impl Shared {
         Ok(Shared { ptr, len, n })
     }
 
-    pub fn header(&self) -> &Header {
+    pub(super) fn header(&self) -> &Header {
         // SAFETY: the mapping is page-aligned (so aligned for Header), at least
         // size_of::<Header>() long, zero-filled by the kernel (a valid Header:
         // all atomics), and lives as long as `self`.
         unsafe { &*self.ptr.as_ptr().cast::<Header>() }
     }
 
-    pub fn slot(&self, i: usize) -> &Slot {
+    pub(super) fn slot(&self, i: usize) -> &Slot {
         assert!(i < self.n, "slot {i} of {}", self.n);
         // SAFETY: Header is 16 bytes and Slot's alignment is 8, so the slot array
         // starting right after the header is aligned; i < n keeps it inside the
@@ -188,21 +188,21 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 
 impl Slot {
     /// Records that this task (worker or helper) runs on `cpu`.
-    pub fn saw_cpu(&self, cpu: usize) {
+    pub(super) fn saw_cpu(&self, cpu: usize) {
         if let Some(word) = self.cpus.get(cpu / 64) {
             word.fetch_or(1 << (cpu % 64), Ordering::Relaxed);
         }
     }
 
     /// Clears the CPUs recorded so far.
-    pub fn forget_cpus(&self) {
+    pub(super) fn forget_cpus(&self) {
         for word in &self.cpus {
             word.store(0, Ordering::Relaxed);
         }
     }
 
     /// The CPUs recorded in the slot.
-    pub fn cpu_list(&self) -> Vec<u32> {
+    pub(super) fn cpu_list(&self) -> Vec<u32> {
         let mut out = Vec::new();
         for (w, word) in self.cpus.iter().enumerate() {
             let bits = word.load(Ordering::Relaxed);

@@ -49,7 +49,7 @@ fn merge(a: u64, b: u64) -> u64 {
 
 impl SharedTrace {
     /// What the worker recorded, trimmed after the last bin it was seen in.
-    pub fn read(&self) -> Option<PlacementTrace> {
+    pub(super) fn read(&self) -> Option<PlacementTrace> {
         let bin_ns = self.bin_ns.load(Ordering::Relaxed);
         if bin_ns == 0 {
             return None;
@@ -86,7 +86,7 @@ pub(crate) struct Tracer {
 
 impl Tracer {
     /// A tracer whose bins count from `origin` (CLOCK_MONOTONIC ns).
-    pub fn new(origin: u64) -> Self {
+    pub(super) fn new(origin: u64) -> Self {
         Tracer {
             origin,
             bin_ns: FIRST_BIN_NS,
@@ -98,7 +98,7 @@ impl Tracer {
     }
 
     /// One round of the loop at `now`, seen on `cpu`.
-    pub fn round(&mut self, shared: &SharedTrace, now: u64, cpu: Option<usize>) {
+    pub(super) fn round(&mut self, shared: &SharedTrace, now: u64, cpu: Option<usize>) {
         if shared.bin_ns.load(Ordering::Relaxed) == 0 {
             shared.bin_ns.store(self.bin_ns, Ordering::Relaxed);
         }
@@ -125,7 +125,7 @@ impl Tracer {
 
     /// Writes the current bin (merged with what the bin already holds: after
     /// a widening, its first half).
-    pub fn flush(&mut self, shared: &SharedTrace) {
+    pub(super) fn flush(&mut self, shared: &SharedTrace) {
         if self.rounds == 0 {
             return;
         }
