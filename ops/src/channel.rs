@@ -13,7 +13,7 @@
 //! 0x010  head    u64  bytes ever written to the data ring (guest)
 //! 0x018  tail    u64  bytes ever consumed from it (host)
 //! 0x020  dropped u64  frames the guest dropped because the ring was full
-//! 0x028  signals u64  host -> guest signal bits
+//! 0x028  (reserved, zero)
 //! 0x030  acked   u64  host -> guest: the highest request `seq` the host answered
 //! 0x038  go      u64  host -> restored agent: the hand-off below is written
 //! 0x040  time    u64  host's CLOCK_REALTIME at the hand-off, ns since the epoch
@@ -39,6 +39,9 @@ const OFF_SIZE: u64 = 0x08;
 const OFF_HEAD: u64 = 0x10;
 const OFF_TAIL: u64 = 0x18;
 const OFF_DROPPED: u64 = 0x20;
+/// Reserved: once host -> guest signal bits, which no guest code read (the
+/// host killed the VM right after raising them). Kept zero so the layout
+/// stays that of `KTSTRCH1`.
 const OFF_SIGNALS: u64 = 0x28;
 const OFF_ACKED: u64 = 0x30;
 const OFF_GO: u64 = 0x38;
@@ -49,10 +52,7 @@ const GO: u64 = u64::from_le_bytes(*b"KTSTRGO1");
 const DATA: u64 = 0x1000;
 const FRAME_HEADER: u64 = 16;
 /// Largest payload of one frame.
-pub const MAX_PAYLOAD: u64 = 1 << 20;
-
-/// Host -> guest signal: stop the test now (the host's watchdog is about to fire).
-pub const SIGNAL_STOP: u64 = 1 << 0;
+pub(crate) const MAX_PAYLOAD: u64 = 1 << 20;
 
 /// Byte access to the channel region, offsets relative to its start.
 ///
@@ -179,7 +179,7 @@ pub enum ChannelError {
 
 /// CRC-32 (IEEE 802.3, reflected 0xEDB88320), one table lookup per byte:
 /// a restored guest checks megabytes of payload with it under TCG.
-pub fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];
         let mut i = 0;
@@ -236,7 +236,7 @@ fn padded(n: u64) -> u64 {
 
 /// The guest's end: appends messages.
 #[derive(Debug)]
-pub struct Writer<M: ChannelMem> {
+pub(crate) struct Writer<M: ChannelMem> {
     mem: M,
     cap: u64,
 }
@@ -301,11 +301,6 @@ impl<M: ChannelMem> Writer<M> {
         ring_copy_in(&self.mem, self.cap, head, &frame);
         self.mem.store_u64(OFF_HEAD, head + frame_len);
         true
-    }
-
-    /// The host's signal bits.
-    pub fn signals(&self) -> u64 {
-        self.mem.load_u64(OFF_SIGNALS)
     }
 
     /// The highest request `seq` the host has answered
@@ -398,12 +393,6 @@ impl<M: ChannelMem> Reader<M> {
         self.mem.load_u64(OFF_DROPPED)
     }
 
-    /// Raises host -> guest signal bits.
-    pub fn signal(&self, bits: u64) {
-        let v = self.mem.load_u64(OFF_SIGNALS);
-        self.mem.store_u64(OFF_SIGNALS, v | bits);
-    }
-
     /// Hands `h` to a restored agent waiting in [`Writer::hand_off`]. The
     /// region is marked uninitialized first: the agent's earlier messages
     /// were read before the save, and the init it starts initializes the
@@ -487,8 +476,6 @@ mod tests {
         };
         assert!(w.send(&v, Duration::ZERO));
         assert_eq!(r.poll().expect("poll"), vec![v]);
-        r.signal(SIGNAL_STOP);
-        assert_eq!(w.signals(), SIGNAL_STOP);
         // Snapshot requests are answered through the acked word, which only rises.
         let req = Message::SnapshotRequest {
             name: "spinners".into(),

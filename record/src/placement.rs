@@ -1,5 +1,5 @@
 //! Where a run's workers lived, by topology: the form the guest's
-//! `ktstr_ops::workload::PlacementTrace` and `ktstr_ops::checks::GroupPlacement`
+//! `ktstr_ops::PlacementTrace` and `ktstr_ops::checks::GroupPlacement`
 //! serialize to (mirrored, like the reports, so readers need no guest code).
 
 use std::fmt;

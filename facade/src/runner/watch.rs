@@ -171,7 +171,6 @@ pub(crate) fn watch(
         if now >= watchdog {
             // The hung VM's scheduler, before it goes.
             monitor.take_dump(vm, "the watchdog (the VM hung)");
-            reader.signal(channel::SIGNAL_STOP);
             vm.kill();
             break EndReason::Timeout;
         }
