@@ -3,7 +3,7 @@
 //!
 //! The guest writes (through `/dev/mem`), the host reads (through its mapping
 //! of guest RAM) while the guest runs and after it ends. This module is the
-//! one definition of the wire format: the guest's [`Writer`] and the host's
+//! one definition of the wire format: the guest's `Writer` and the host's
 //! [`Reader`] share it, each over its own [`ChannelMem`].
 //!
 //! Layout (all integers little-endian):
@@ -393,7 +393,7 @@ impl<M: ChannelMem> Reader<M> {
         self.mem.load_u64(OFF_DROPPED)
     }
 
-    /// Hands `h` to a restored agent waiting in [`Writer::hand_off`]. The
+    /// Hands `h` to a restored agent waiting in `Writer::hand_off`. The
     /// region is marked uninitialized first: the agent's earlier messages
     /// were read before the save, and the init it starts initializes the
     /// region anew.
