@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ktstr_ops::AssertResult;
 use ktstr_record::{
-    CheckRecord, GroupPlacement, HostFacts, KernelRecord, MonitorSummary, PhaseSeconds, RunRecord,
-    SchedulerRecord, StepRecord, Verdict, WorkerRecord,
+    CheckRecord, GroupPlacement, HostFacts, KernelRecord, PhaseSeconds, RunRecord, SchedulerRecord,
+    StepRecord, Verdict, WorkerRecord,
 };
 use ktstr_topology::Topology;
 
@@ -48,30 +47,17 @@ pub(crate) struct Phases {
     pub(crate) clock_skew: Option<f64>,
 }
 
-/// Everything one record is made of.
+/// Everything one record is made of: the run's report and what names it.
 #[derive(Debug)]
 pub(crate) struct Facts<'a> {
     pub(crate) run: &'a str,
     pub(crate) entry: &'a TestEntry,
     /// The gauntlet preset the test ran on, if a variant.
     pub(crate) preset: Option<&'a str>,
-    pub(crate) topology: String,
-    pub(crate) backend: String,
-    pub(crate) kernel: Option<&'a ktstr_kernel::Kernel>,
-    /// Name, host binary and arguments of the booted scheduler.
-    pub(crate) scheduler: Option<&'a (String, PathBuf, Vec<String>)>,
+    /// The judged verdict's kind and text.
     pub(crate) outcome: &'a Outcome,
-    /// The guest's own verdict, when it sent one.
-    pub(crate) verdict: Option<&'a AssertResult>,
-    /// What the monitor read, when it ran.
-    pub(crate) monitor: Option<MonitorSummary>,
-    /// The scenario's steps as they started (none: not a step scenario).
-    pub(crate) steps: &'a [StepStart],
-    /// The failure dump, when one was read.
-    pub(crate) dump: Option<ktstr_record::SchedulerDump>,
-    /// The verifier's figures of the scheduler's programs.
-    pub(crate) bpf_progs: Vec<ktstr_record::ProgStats>,
-    pub(crate) phases: Phases,
+    /// Everything observed of the run.
+    pub(crate) report: &'a crate::verdict::RunReport,
 }
 
 /// The name libtest gives `entry` (its path without the crate).
@@ -108,20 +94,22 @@ fn mirror<T: serde::Serialize, R: serde::de::DeserializeOwned>(what: &str, v: &T
 
 /// The record of one test run (pure: no I/O but what `facts` holds).
 pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
+    let r = f.report;
     let (verdict, text) = match f.outcome {
         Outcome::Pass(d) => (Verdict::Pass, d),
         Outcome::Fail(d) => (Verdict::Fail, d),
         Outcome::Inconclusive(d) => (Verdict::Inconclusive, d),
     };
-    let checks: Vec<CheckRecord> = f
-        .verdict
+    let guest = r
+        .observed()
+        .and_then(|o| o.verdict.as_ref().map(|(v, _)| v));
+    let checks: Vec<CheckRecord> = guest
         .map(|v| v.details())
         .unwrap_or_default()
         .iter()
         .filter_map(|d| mirror("check detail", d))
         .collect();
-    let workers: Vec<WorkerRecord> = f
-        .verdict
+    let workers: Vec<WorkerRecord> = guest
         .map(|v| v.workers())
         .unwrap_or_default()
         .iter()
@@ -129,25 +117,30 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         .collect();
     // The typed kernel identity (`ktstr_kernel::KernelId`), with the path
     // booted, the `sha256` older readers take, and the label tables show.
-    let kernel = f
+    let kernel = r
         .kernel
+        .as_ref()
         .map(|k| KernelRecord::new(k.id_hashed(hash_of), k.vmlinux.display().to_string()));
-    let scheduler = f.scheduler.map(|(name, bin, args)| SchedulerRecord {
-        name: name.clone(),
-        binary: bin.display().to_string(),
-        sha256: hash_of(bin),
-        args: args.clone(),
-    });
+    let scheduler = r
+        .scheduler
+        .as_ref()
+        .map(|(name, bin, args)| SchedulerRecord {
+            name: name.clone(),
+            binary: bin.display().to_string(),
+            sha256: hash_of(bin),
+            args: args.clone(),
+        });
     // Each cgroup's placement by the declared topology, from the workers'
     // traces (a topology that does not parse has none to give).
-    let placement: Vec<GroupPlacement> = match (f.verdict, f.topology.parse::<Topology>()) {
+    let topology = r.topology.clone().unwrap_or_default();
+    let placement: Vec<GroupPlacement> = match (guest, topology.parse::<Topology>()) {
         (Some(v), Ok(topo)) => ktstr_ops::checks::placement(v.workers(), &topo)
             .iter()
             .filter_map(|g| mirror("placement summary", g))
             .collect(),
         _ => Vec::new(),
     };
-    let p = &f.phases;
+    let p = &r.phases;
     let figures = ktstr_record::key_figures(&workers, &checks);
     RunRecord {
         schema: ktstr_record::SCHEMA,
@@ -155,9 +148,10 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         test: f.entry.name.to_string(),
         variant: f.preset.map(|p| variant_name(f.entry.name, p)),
         preset: f.preset.map(str::to_string),
-        topology: f.topology.clone(),
-        backend: f.backend.clone(),
+        topology,
+        backend: r.backend.clone().unwrap_or_default(),
         kernel,
+        booted_release: r.observed().and_then(|o| o.booted_release.clone()),
         scheduler,
         verdict,
         expect_err: f.entry.config.expect_err,
@@ -167,10 +161,10 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         checks,
         workers,
         placement,
-        monitor: f.monitor.clone(),
+        monitor: r.monitor_summary.clone(),
         // `t`: seconds from the boot, as the monitor's series and
         // `verdict_t`; `guest_s`: the guest's uptime.
-        steps: f
+        steps: r
             .steps
             .iter()
             .map(|s| StepRecord {
@@ -191,8 +185,8 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         start: p.start,
         guest_clock_skew_s: p.clock_skew,
         verdict_t: secs(p.verdict_at),
-        dump: f.dump.clone(),
-        bpf_progs: f.bpf_progs.clone(),
+        dump: r.dump.clone(),
+        bpf_progs: r.bpf_progs.clone(),
         host,
         figures,
     }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::registry::TestConfig;
+use crate::verdict::RunReport;
 
 fn worker(i: usize, progress: u64, wall_ms: u64, gap_ms: u64) -> WorkerReport {
     let mut w = WorkerReport::new(i, "cg", &WorkType::Spin);
@@ -30,22 +31,33 @@ fn entry() -> TestEntry {
     }
 }
 
-fn facts<'a>(e: &'a TestEntry, outcome: &'a Outcome, v: &'a AssertResult) -> Facts<'a> {
+/// The report of a run that ended with the guest's verdict `v`.
+fn report(v: &AssertResult) -> RunReport {
+    let mut obs = crate::verdict::Observed::ended(ktstr_vmm::EndReason::PowerOff);
+    obs.verdict = Some((v.clone(), None));
+    let mut r = RunReport::new(
+        "examples::steady",
+        crate::verdict::Expectation {
+            expect_err: false,
+            expect_err_matching: None,
+            expect_err_text: None,
+            allow_inconclusive: false,
+            watchdog_timeout_s: 65,
+        },
+    );
+    r.reached = crate::verdict::Reached::Ended(Box::new(obs));
+    r.topology = Some("1n1l2c1t".into());
+    r.backend = Some("qemu".into());
+    r
+}
+
+fn facts<'a>(e: &'a TestEntry, outcome: &'a Outcome, r: &'a RunReport) -> Facts<'a> {
     Facts {
         run: "r1",
         entry: e,
         preset: None,
-        topology: "1n1l2c1t".into(),
-        backend: "qemu".into(),
-        kernel: None,
-        scheduler: None,
         outcome,
-        verdict: Some(v),
-        monitor: None,
-        steps: &[],
-        dump: None,
-        bpf_progs: Vec::new(),
-        phases: Phases::default(),
+        report: r,
     }
 }
 
@@ -64,7 +76,7 @@ fn key_figures_come_from_the_workers_and_the_fairness_check() {
         .note_with("fairness", "spread 12%", Figure::new(12.0, 25.0, "%"))
         .with_workers([w1, worker(1, 3000, 2000, 70)]);
     let (e, outcome) = (entry(), Outcome::Pass("pass".into()));
-    let f = run_record(&facts(&e, &outcome, &v), HostFacts::default()).figures;
+    let f = run_record(&facts(&e, &outcome, &report(&v)), HostFacts::default()).figures;
     // (1000/2 + 3000/2) / 2 workers.
     assert_eq!(f["work_per_worker_per_s"], 1000.0);
     // (1 s of 2 + 0 of 2) / 2.
@@ -76,7 +88,7 @@ fn key_figures_come_from_the_workers_and_the_fairness_check() {
     // Nothing measured: no figure at all, not zeros.
     let none = AssertResult::pass();
     assert!(
-        run_record(&facts(&e, &outcome, &none), HostFacts::default())
+        run_record(&facts(&e, &outcome, &report(&none)), HostFacts::default())
             .figures
             .is_empty()
     );
@@ -119,7 +131,7 @@ fn the_records_mirrors_hold_every_field_of_the_guests_reports() {
         .note("ops", "step 0")
         .with_workers([w]);
     let (e, outcome) = (entry(), Outcome::Fail("gap".into()));
-    let r = run_record(&facts(&e, &outcome, &v), HostFacts::default());
+    let r = run_record(&facts(&e, &outcome, &report(&v)), HostFacts::default());
     assert_eq!(
         serde_json::to_value(&r.workers).expect("record"),
         serde_json::to_value(v.workers()).expect("guest"),
@@ -151,32 +163,30 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     let v = AssertResult::fail_with("max_gap", "gap 900 ms", Figure::new(900.0, 500.0, "ms"))
         .with_workers([worker(0, 10, 1000, 900)]);
     let outcome = Outcome::Fail("max_gap: gap 900 ms\nmore".into());
-    let sched = ("scx_x".to_string(), PathBuf::from("/no/such/bin"), vec![]);
+    let mut rep = report(&v);
+    rep.topology = Some("1n3l2c1t".into());
+    rep.scheduler = Some(("scx_x".to_string(), PathBuf::from("/no/such/bin"), vec![]));
+    rep.steps = vec![StepStart {
+        index: 0,
+        at: Duration::from_millis(7250),
+        guest_uptime: Duration::from_millis(9100),
+        ops: vec!["add cg_0 (2 workers)".into()],
+    }];
+    rep.phases = Phases {
+        total: Duration::from_secs(12),
+        body: Some(Duration::from_secs(5)),
+        verdict_at: Some(Duration::from_millis(11500)),
+        ..Phases::default()
+    };
+    if let crate::verdict::Reached::Ended(obs) = &mut rep.reached {
+        obs.booted_release = Some("7.3.4+deb13-cloud-amd64".into());
+    }
     let facts = Facts {
         run: "r1",
         entry: &e,
         preset: Some("llc3"),
-        topology: "1n3l2c1t".into(),
-        backend: "qemu".into(),
-        kernel: None,
-        scheduler: Some(&sched),
         outcome: &outcome,
-        verdict: Some(&v),
-        monitor: None,
-        steps: &[StepStart {
-            index: 0,
-            at: Duration::from_millis(7250),
-            guest_uptime: Duration::from_millis(9100),
-            ops: vec!["add cg_0 (2 workers)".into()],
-        }],
-        dump: None,
-        bpf_progs: Vec::new(),
-        phases: Phases {
-            total: Duration::from_secs(12),
-            body: Some(Duration::from_secs(5)),
-            verdict_at: Some(Duration::from_millis(11500)),
-            ..Phases::default()
-        },
+        report: &rep,
     };
     let rec = run_record(
         &facts,
@@ -210,6 +220,8 @@ fn a_record_holds_the_verdict_checks_workers_and_phases() {
     assert_eq!(r["scheduler"]["name"], "scx_x");
     assert_eq!(r["scheduler"]["sha256"], Value::Null);
     assert_eq!(r["host"]["cpus"], json!(2));
+    // What the guest said it booted, beside the kernel the run resolved.
+    assert_eq!(r["booted_release"], "7.3.4+deb13-cloud-amd64");
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub struct Observed {
     pub body_started: bool,
     /// An auto-repro probe VM's records, as the guest reported them.
     pub probe: Option<serde_json::Value>,
+    /// The release of the kernel the guest booted (`uname -r`), as it said.
+    pub booted_release: Option<String>,
     /// What the monitor's checks found in the samples of the body.
     pub monitor: MonitorFindings,
 }
@@ -70,6 +72,7 @@ impl Observed {
             console: Vec::new(),
             body_started: false,
             probe: None,
+            booted_release: None,
             monitor: MonitorFindings::default(),
         }
     }
@@ -161,6 +164,14 @@ pub enum Finding {
     /// A scheduler that died at start-up runs on a kernel that lacks kfuncs
     /// its BPF objects call.
     MissingKfuncs(MissingKfuncs),
+    /// The guest booted another kernel than the one the run resolved (and
+    /// records): its verdict is not of the kernel asked for.
+    WrongKernel {
+        /// The release of the kernel the run resolved.
+        resolved: String,
+        /// The release the guest reported.
+        booted: String,
+    },
 }
 
 /// The verdict of one run: typed; text is made from it only for display

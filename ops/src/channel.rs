@@ -85,6 +85,10 @@ pub enum Message {
         /// from the host's.
         #[serde(default)]
         realtime_ns: u64,
+        /// The guest kernel's release (`uname -r`; empty: not known), which
+        /// the host holds against the kernel it meant to boot.
+        #[serde(default)]
+        release: String,
     },
     /// The body started.
     BodyStarted,

@@ -37,6 +37,11 @@ pub struct RunRecord {
     pub backend: String,
     /// The kernel booted, when the run got that far.
     pub kernel: Option<KernelRecord>,
+    /// The release the guest itself reported (`uname -r`) when its init
+    /// started; a run whose guest booted another release than `kernel`'s
+    /// fails. Records written before it read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_release: Option<String>,
     /// The scheduler started, `None` for the kernel's own (EEVDF).
     pub scheduler: Option<SchedulerRecord>,
     /// The verdict.
@@ -103,6 +108,7 @@ impl RunRecord {
             topology: String::new(),
             backend: String::new(),
             kernel: None,
+            booted_release: None,
             scheduler: None,
             verdict,
             expect_err: false,

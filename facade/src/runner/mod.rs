@@ -107,47 +107,36 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
             return report;
         }
     };
-    let mut facts = RunFacts::default();
-    if let Err(e) = run_in(host, entry, opts, shape.as_ref(), &mut facts, &mut report) {
+    if let Err(e) = run_in(host, entry, opts, shape.as_ref(), &mut report) {
         report.reached = Reached::NotRun(e.to_string());
     }
     let outcome = report.outcome();
-    let topology = match (&facts.topology, shape) {
-        (Some(t), _) => t.clone(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => {
-            let c = &entry.config;
-            format!("{}n{}l{}c{}t", c.numa_nodes, c.llcs, c.cores, c.threads)
-        }
-    };
+    // A run that ended before its VM was prepared records the declared shape.
+    if report.topology.is_none() {
+        report.topology = Some(shape.map_or_else(
+            || {
+                let c = &entry.config;
+                format!("{}n{}l{}c{}t", c.numa_nodes, c.llcs, c.cores, c.threads)
+            },
+            |t| t.to_string(),
+        ));
+    }
     let run = crate::results::run_id(host);
+    report.phases.total = t0.elapsed();
     let record = crate::results::Facts {
         run: &run,
         entry,
         preset: opts.preset,
-        topology,
-        backend: facts.backend.clone().unwrap_or_default(),
-        kernel: facts.kernel.as_ref(),
-        scheduler: facts.scheduler.as_ref(),
         outcome: &outcome,
-        verdict: report
-            .observed()
-            .and_then(|o| o.verdict.as_ref().map(|(v, _)| v)),
-        monitor: facts.monitor.take(),
-        steps: &facts.steps,
-        dump: facts.dump.take(),
-        bpf_progs: std::mem::take(&mut facts.bpf_progs),
-        phases: crate::results::Phases {
-            total: t0.elapsed(),
-            ..facts.phases
-        },
+        report: &report,
     };
     crate::results::record(host, &record);
-    let p = &record.phases;
-    report.overhead = p
+    let p = &report.phases;
+    let overhead = p
         .total
         .checked_sub(p.body.unwrap_or_default())
         .and_then(|d| d.checked_sub(p.slot_wait));
+    report.overhead = overhead;
     report
 }
 
@@ -169,20 +158,6 @@ fn missing_kfuncs(obs: &Observed, resolved: &prepare::Resolved) -> Option<verdic
             .unwrap_or_else(|| "this kernel".into()),
         kfuncs,
     })
-}
-
-/// What a run learned on its way for its record (as far as it got).
-#[derive(Debug, Default)]
-struct RunFacts {
-    topology: Option<String>,
-    backend: Option<String>,
-    kernel: Option<ktstr_kernel::Kernel>,
-    scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
-    monitor: Option<ktstr_record::MonitorSummary>,
-    steps: Vec<crate::results::StepStart>,
-    phases: crate::results::Phases,
-    dump: Option<ktstr_record::SchedulerDump>,
-    bpf_progs: Vec<ktstr_record::ProgStats>,
 }
 
 /// Extra boot-to-init and watchdog time for a randomized (bzImage) boot:
@@ -273,15 +248,13 @@ pub(crate) fn boot_once(
 }
 
 /// The collector: runs `entry`'s VM (and, after a scheduler crash,
-/// auto-repro's probe VM) and fills `report` and `facts` with what it
-/// observed. Judging is left to [`verdict::judge`]; `Err` is a run that
+/// auto-repro's probe VM) and fills `report` with what it observed. Judging is left to [`verdict::judge`]; `Err` is a run that
 /// could not go on.
 fn run_in(
     host: &HostConfig,
     entry: &TestEntry,
     opts: &RunOptions<'_>,
     shape: Option<&ktstr_topology::Topology>,
-    facts: &mut RunFacts,
     report: &mut RunReport,
 ) -> Result<(), RunError> {
     let t0 = Instant::now();
@@ -290,10 +263,10 @@ fn run_in(
         backend: "selection".into(),
         source,
     })?;
-    facts.backend = Some(backend.name());
+    report.backend = Some(backend.name());
     // The kernel and the schedulers, once for the VM, the probes and repro.
     let resolved = prepare::resolve(host, entry, opts.kernel)?;
-    facts.kernel = Some(resolved.kernel.clone());
+    report.kernel = Some(resolved.kernel.clone());
     // Probes on request: checked before any VM boots; none without the key.
     let mut sources = None;
     let on_request = probes::plan(entry, &resolved, &mut sources)?;
@@ -313,13 +286,13 @@ fn run_in(
     )?;
     report.slot_wait += booted.slot_wait;
     report.start = Some(booted.start.as_str());
-    facts.scheduler = booted.prepared.scheduler.take();
+    report.scheduler = booted.prepared.scheduler.take();
     let topo = booted.prepared.topology.to_string();
-    facts.topology = Some(topo.clone());
+    report.topology = Some(topo.clone());
     let (slot_wait, initramfs) = (booted.slot_wait, booted.initramfs);
-    facts.phases.initramfs = initramfs;
-    facts.phases.slot_wait = slot_wait;
-    facts.phases.start = Some(booted.start.record());
+    report.phases.initramfs = initramfs;
+    report.phases.slot_wait = slot_wait;
+    report.phases.start = Some(booted.start.record());
     let (mut observed, times) = match booted.watched {
         Watched::Done(observed, times) => (observed, times),
         // No retry: a guest that never reaches init is a failure to look at
@@ -329,25 +302,25 @@ fn run_in(
             return Ok(());
         }
     };
-    facts.phases.boot_to_init = times.boot_to_init;
-    facts.phases.body = times.body;
-    facts.phases.teardown = times.teardown;
-    facts.steps = times.steps.clone();
-    facts.phases.verdict_at = times.verdict_at;
-    facts.phases.clock_skew = times.clock_skew;
+    report.phases.boot_to_init = times.boot_to_init;
+    report.phases.body = times.body;
+    report.phases.teardown = times.teardown;
+    report.steps = times.steps.clone();
+    report.phases.verdict_at = times.verdict_at;
+    report.phases.clock_skew = times.clock_skew;
     report.clock_skew_s = times.clock_skew;
     // The monitor's checks over the body's samples join the verdict.
     let finished = booted.monitor.finish();
     observed.monitor = monitor_findings(entry, &booted.prepared, &finished);
-    facts.monitor = Some(crate::monitor::summary_record(&finished.log));
-    facts.dump = finished.dump.clone();
-    facts.bpf_progs = times
+    report.monitor_summary = Some(crate::monitor::summary_record(&finished.log));
+    report.dump = finished.dump.clone();
+    report.bpf_progs = times
         .bpf_progs
         .as_ref()
         .map(|p| crate::dump::prog_stats(p))
         .unwrap_or_default();
-    if (cfg.dump || host.dump) && !facts.bpf_progs.is_empty() {
-        let text = crate::dump::progs_text(entry.name, &facts.bpf_progs);
+    if (cfg.dump || host.dump) && !report.bpf_progs.is_empty() {
+        let text = crate::dump::progs_text(entry.name, &report.bpf_progs);
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
     report.probes = on_request

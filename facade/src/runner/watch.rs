@@ -62,6 +62,8 @@ struct Seen {
     times: Times,
     body_started: bool,
     probe: Option<serde_json::Value>,
+    /// The guest kernel's release, from its hello.
+    release: Option<String>,
 }
 
 impl Seen {
@@ -71,8 +73,13 @@ impl Seen {
     fn absorb(&mut self, msgs: Vec<Message>, read_at: Duration) {
         for m in msgs {
             match m {
-                Message::Hello { realtime_ns, .. } => {
+                Message::Hello {
+                    realtime_ns,
+                    release,
+                    ..
+                } => {
                     self.times.boot_to_init = Some(read_at);
+                    self.release = Some(release).filter(|r| !r.is_empty());
                     let host = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64());
@@ -203,6 +210,7 @@ pub(crate) fn watch(
         console: lines,
         body_started: seen.body_started,
         probe: seen.probe,
+        booted_release: seen.release,
         monitor: crate::verdict::MonitorFindings::default(),
     };
     Ok(Watched::Done(Box::new(observed), seen.times))

@@ -99,6 +99,26 @@ pub struct RunReport {
     pub clock_skew_s: Option<f64>,
     /// The run's wall time minus the body and the wait for host slots.
     pub overhead: Option<Duration>,
+    /// The backend that ran the VM, once chosen.
+    pub backend: Option<String>,
+    /// The kernel the run resolved and booted (its identity goes into the
+    /// record; [`judge`] holds the guest's own release against it).
+    pub kernel: Option<ktstr_kernel::Kernel>,
+    /// The VM's topology (the declared one when the run ended before its VM
+    /// was prepared).
+    pub topology: Option<String>,
+    /// Name, host binary and arguments of the booted scheduler.
+    pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
+    /// What the monitor read, summed up for the record.
+    pub(crate) monitor_summary: Option<ktstr_record::MonitorSummary>,
+    /// The scenario's steps as they started.
+    pub(crate) steps: Vec<crate::monitor::StepStart>,
+    /// The test VM's phases.
+    pub(crate) phases: crate::results::Phases,
+    /// The failure dump, when one was read.
+    pub(crate) dump: Option<ktstr_record::SchedulerDump>,
+    /// The verifier's figures of the scheduler's programs.
+    pub(crate) bpf_progs: Vec<ktstr_record::ProgStats>,
 }
 
 impl RunReport {
@@ -119,6 +139,15 @@ impl RunReport {
             start: None,
             clock_skew_s: None,
             overhead: None,
+            backend: None,
+            kernel: None,
+            topology: None,
+            scheduler: None,
+            monitor_summary: None,
+            steps: Vec::new(),
+            phases: crate::results::Phases::default(),
+            dump: None,
+            bpf_progs: Vec::new(),
         }
     }
 
@@ -157,7 +186,16 @@ pub fn judge(r: &RunReport) -> Verdict {
         Reached::Ended(obs) => super::judge_observed(obs, &r.expectation),
     };
     let mut findings = Vec::new();
-    if let Reached::Ended(_) = r.reached {
+    if let Reached::Ended(obs) = &r.reached {
+        let resolved = r.kernel.as_ref().and_then(|k| k.release.as_deref());
+        if let (Some(resolved), Some(booted)) = (resolved, obs.booted_release.as_deref())
+            && resolved != booted
+        {
+            findings.push(Finding::WrongKernel {
+                resolved: resolved.to_string(),
+                booted: booted.to_string(),
+            });
+        }
         if let Some(p) = probes_problem(r.probes.as_ref()) {
             findings.push(Finding::ProbesFailed(p));
         }
@@ -224,6 +262,10 @@ pub fn render(r: &RunReport, verdict: &Verdict) -> Outcome {
                 let problem = match f {
                     Finding::PostVmFailed(e) => format!("post_vm check failed: {e}"),
                     Finding::PostVmPanicked(m) => format!("post_vm check panicked: {m}"),
+                    Finding::WrongKernel { resolved, booted } => format!(
+                        "the guest booted kernel {booted}, not {resolved}, the kernel this run \
+                         resolved and records: the verdict is not of the kernel asked for"
+                    ),
                     Finding::ProbesFailed(_) | Finding::MissingKfuncs(_) => continue,
                 };
                 (kind, text) = overturn(kind, text, &problem);

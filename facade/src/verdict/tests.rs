@@ -516,3 +516,58 @@ fn missing_kfuncs_explain_a_failure_only() {
     let v = judge(&r);
     assert_eq!((v.kind, v.findings.len()), (Kind::Pass, 0));
 }
+
+/// The kernel a report resolved, by its release.
+fn kernel_of(release: &str) -> ktstr_kernel::Kernel {
+    ktstr_kernel::Kernel {
+        vmlinux: "/k/vmlinux".into(),
+        bz_image: None,
+        config: None,
+        release: Some(release.into()),
+        vmlinux_sha256: None,
+        source: None,
+        config_from: None,
+        origin: ktstr_kernel::KernelOrigin::Explicit,
+    }
+}
+
+#[test]
+fn a_guest_on_another_kernel_than_resolved_fails_whatever_it_said() {
+    let booted = |release: Option<&str>, v: AssertResult| {
+        let mut obs = powered_off(v, None);
+        obs.booted_release = release.map(str::to_string);
+        let mut r = ended(obs, exp(false));
+        r.kernel = Some(kernel_of("7.3.4+deb13-cloud-amd64"));
+        r
+    };
+    let r = booted(Some("6.18.15+deb13-cloud-amd64"), AssertResult::pass());
+    let v = judge(&r);
+    assert_eq!(v.kind, Kind::Fail);
+    assert_eq!(
+        v.findings,
+        vec![Finding::WrongKernel {
+            resolved: "7.3.4+deb13-cloud-amd64".into(),
+            booted: "6.18.15+deb13-cloud-amd64".into(),
+        }]
+    );
+    let t = r.outcome();
+    assert_eq!(t.kind(), Kind::Fail);
+    assert!(
+        t.text().starts_with(
+            "the guest booted kernel 6.18.15+deb13-cloud-amd64, not 7.3.4+deb13-cloud-amd64"
+        ),
+        "{t:?}"
+    );
+    // An expected failure on the wrong kernel is not the expected one.
+    let mut r = booted(
+        Some("6.18.15+deb13-cloud-amd64"),
+        AssertResult::fail("fairness", "spread 40%"),
+    );
+    r.expectation = exp(true);
+    assert_eq!(judge(&r).kind, Kind::Fail);
+    // The same release, or a guest that did not say: the guest's verdict.
+    let r = booted(Some("7.3.4+deb13-cloud-amd64"), AssertResult::pass());
+    assert_eq!((judge(&r).kind, judge(&r).findings.len()), (Kind::Pass, 0));
+    let r = booted(None, AssertResult::pass());
+    assert_eq!(judge(&r).kind, Kind::Pass);
+}

@@ -408,6 +408,7 @@ pub fn run_as_init(lookup: &dyn Fn(&str) -> Option<BoxedBody>) -> ! {
         &Message::Hello {
             uptime_ms: uptime_ms(),
             realtime_ns: system::realtime_ns(),
+            release: system::release(),
             test: cfg.test.clone(),
         },
         Duration::from_secs(1),

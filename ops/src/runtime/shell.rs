@@ -70,6 +70,7 @@ pub fn run_shell_agent() -> ! {
         &Message::Hello {
             uptime_ms: uptime_ms(),
             realtime_ns: super::system::realtime_ns(),
+            release: super::system::release(),
             test: "shell".into(),
         },
         Duration::from_secs(1),
