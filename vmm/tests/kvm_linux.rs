@@ -619,6 +619,14 @@ fn kvm_linux_more_on_the_own_vmm() {
 /// default.
 const STRESS_DEFAULT: &str = "30,1n1l2c1t+1n1l2c2t+1n2l1c2t+2n2l1c1t+1n3l1c1t";
 
+/// Shell lines that print the own VMM's diagnostic bundles, which it writes
+/// to the L1's `/tmp` (lost when the L1 powers off), to the console, each
+/// line prefixed with `KTSTR-BUNDLE`; they keep the exit status of the
+/// command before them.
+const SHOW_DIAG_BUNDLES: &str = r#"rc=$?
+for f in /tmp/ktstr-vmm-diag/*.txt; do [ -f "$f" ] && sed "s|^|KTSTR-BUNDLE $f: |" "$f"; done
+(exit $rc)"#;
+
 /// Boots shapes again and again on the own VMM and counts the boots that
 /// stalled or did not power off, each dumped (see `linux_stress`):
 /// `KTSTR_STRESS=N,SHAPE[+SHAPE...][,extra cmdline]`, by default the shapes
@@ -650,9 +658,10 @@ fn kvm_linux_boot_stress() {
         kernel_dir: kernel.parent().expect("the kernel's directory"),
         files: vec![(exe, "/test".into())],
         script: format!(
-            "mount -t debugfs none /sys/kernel/debug\nKTSTR_STRESS_JIFFIES={:#x} KTSTR_STRESS={} /test --include-ignored --exact kvm_linux_boot_stress --nocapture --test-threads=1 2>&1",
+            "mount -t debugfs none /sys/kernel/debug\nKTSTR_STRESS_JIFFIES={:#x} KTSTR_STRESS={} /test --include-ignored --exact kvm_linux_boot_stress --nocapture --test-threads=1 2>&1\n{}",
             linux_stress::jiffies_phys().expect("jiffies_64 in the kernel's kallsyms.ktstr"),
-            nested::shell_quote(&arg)
+            nested::shell_quote(&arg),
+            SHOW_DIAG_BUNDLES,
         ),
         timeout: Duration::from_secs(60 + 120 * n as u64),
         single_thread: std::env::var("KTSTR_STRESS_L1").is_ok_and(|v| v == "single"),
