@@ -340,7 +340,7 @@ fn kernel_dir() -> PathBuf {
         .to_path_buf()
 }
 
-#[ignore = "full: the suite's tests on the own VMM in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
+#[ignore = "full: 13 of ktstr's own tests and 2 shell checks on the own VMM in a nested-SVM L1 (minutes); run with cargo xtask test --full"]
 #[test]
 fn ktstr_tests_on_the_own_vmm() {
     let start = Instant::now();

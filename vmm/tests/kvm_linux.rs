@@ -10,8 +10,9 @@
 //! L1 guest that QEMU's TCG gives an emulated AMD SVM (see `nested/`), where
 //! this same binary runs the set on the own VMM. `kvm_linux_on_the_own_vmm`
 //! runs the boots, register reads, pause/resume and three small topology
-//! shapes; `kvm_linux_more_on_the_own_vmm` the rest. Both run under `--full`
-//! only: the nested emulation itself fails now and then (see the README).
+//! shapes, in the default suite (about a minute in a one-vCPU L1);
+//! `kvm_linux_more_on_the_own_vmm` the rest, under `--full` (its 6- and
+//! 8-vCPU shapes and console soak take minutes more in the L1).
 //! Either prints one line per check naming the backend that ran it, and fails
 //! if any check failed, did not run, or ran on anything but the own KVM VMM.
 //! A binary built on one host runs correctly on another: nothing is decided
@@ -599,8 +600,7 @@ fn run_set(set: Set) {
 
 /// The own KVM VMM boots Linux (vmlinux and bzImage), its registers read
 /// back, it keeps ticking across pause/resume, and Linux sees the declared
-/// topology on three small shapes (the short set, about 50 s in the L1).
-#[ignore = "full: Linux on the own VMM in a nested-SVM L1, whose emulation now and then loses a guest's memory (vmm/README.md); run with cargo xtask test --full"]
+/// topology on three small shapes (the short set, about 55 s in the L1).
 #[test]
 fn kvm_linux_on_the_own_vmm() {
     run_set(Set::Core);
@@ -609,7 +609,7 @@ fn kvm_linux_on_the_own_vmm() {
 /// Userland's console output arrives whole, a guest panic ends the VM as a
 /// panic and a reboot as a reset, and Linux sees the declared topology on
 /// 6- and 8-vCPU shapes (see `Set::More`).
-#[ignore = "full: Linux on the own VMM in a nested-SVM L1, whose emulation now and then loses a guest's memory (vmm/README.md); run with cargo xtask test --full"]
+#[ignore = "full: 6- and 8-vCPU Linux shapes, a console soak, a panic and a reboot on the own VMM in a nested-SVM L1 (minutes); run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_more_on_the_own_vmm() {
     run_set(Set::More);
@@ -632,7 +632,7 @@ for f in /tmp/ktstr-vmm-diag/*.txt; do [ -f "$f" ] && sed "s|^|KTSTR-BUNDLE $f: 
 /// `KTSTR_STRESS=N,SHAPE[+SHAPE...][,extra cmdline]`, by default the shapes
 /// of the short set, 30 boots. Nested under QEMU TCG where the host has
 /// no vmx/svm; `KTSTR_STRESS_L1=single` runs that L1 on one host thread.
-#[ignore = "full: 30 Linux boots in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
+#[ignore = "full: 30 Linux boots in a nested-SVM L1 (a soak); run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_boot_stress() {
     let arg = std::env::var("KTSTR_STRESS").unwrap_or_else(|_| STRESS_DEFAULT.into());
@@ -681,7 +681,7 @@ fn kvm_linux_boot_stress() {
 /// its libraries and firmware packed into the L1's root), directly on a host
 /// with vmx/svm. Prints one line per boot and the medians; fails if a boot
 /// did not reach init or power off.
-#[ignore = "full: a boot benchmark in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
+#[ignore = "full: a boot benchmark in a nested-SVM L1; run with cargo xtask test --full"]
 #[test]
 fn kvm_vs_qemu_kvm_boot_to_init() {
     let (problems, lines) = if ktstr_vmm::hardware_virtualization() {

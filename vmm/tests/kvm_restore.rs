@@ -12,8 +12,8 @@
 //!
 //! Linux needs hardware virtualization: on a host without it the test boots
 //! one L1 guest on QEMU TCG with an emulated AMD SVM (`nested/`) and runs
-//! this same entry inside it. `cargo xtask test --full` only (minutes; the
-//! nested emulation fails now and then on its own, see vmm/README.md).
+//! this same entry inside it (about a minute in a one-vCPU L1; in the
+//! default suite).
 #![cfg(target_arch = "x86_64")]
 
 mod common;
@@ -246,7 +246,6 @@ fn l1_problems(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-#[ignore = "full: Linux saved and restored in a nested-SVM L1, whose emulation now and then loses a guest's memory; run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_save_and_restore_many() {
     let problems = if ktstr_vmm::hardware_virtualization() {
