@@ -12,7 +12,7 @@
 //! runs the boots, register reads, pause/resume and three small topology
 //! shapes, in the default suite (about a minute in a one-vCPU L1);
 //! `kvm_linux_more_on_the_own_vmm` the rest, under `--full` (its 6- and
-//! 8-vCPU shapes and console soak take minutes more in the L1).
+//! 8-vCPU shapes and console soak, about a minute more in the L1).
 //! Either prints one line per check naming the backend that ran it, and fails
 //! if any check failed, did not run, or ran on anything but the own KVM VMM.
 //! A binary built on one host runs correctly on another: nothing is decided
@@ -609,7 +609,7 @@ fn kvm_linux_on_the_own_vmm() {
 /// Userland's console output arrives whole, a guest panic ends the VM as a
 /// panic and a reboot as a reset, and Linux sees the declared topology on
 /// 6- and 8-vCPU shapes (see `Set::More`).
-#[ignore = "full: 6- and 8-vCPU Linux shapes, a console soak, a panic and a reboot on the own VMM in a nested-SVM L1 (minutes); run with cargo xtask test --full"]
+#[ignore = "full: 6- and 8-vCPU Linux shapes, a console soak, a panic and a reboot on the own VMM in a nested-SVM L1 (about a minute more; CI keeps the short set); run with cargo xtask test --full"]
 #[test]
 fn kvm_linux_more_on_the_own_vmm() {
     run_set(Set::More);
