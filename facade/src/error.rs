@@ -103,3 +103,44 @@ pub enum ProbePlanError {
     #[error(transparent)]
     Plan(#[from] ktstr_probe::ProbeError),
 }
+
+/// `e`'s text with every cause in its chain that the text does not already
+/// hold (an error that names only "copy failed" at the top still tells the
+/// operating system's answer, e.g. "No space left on device").
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_errors_text_holds_its_causes_once() {
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = RunError::Initramfs(ktstr_initramfs::InitramfsError::Io {
+            path: "/t/deps/x".into(),
+            op: "copy",
+            source: full,
+        });
+        let t = error_text(&e);
+        assert_eq!(
+            t,
+            format!(
+                "building the guest initramfs: /t/deps/x: copy failed: {}",
+                std::io::Error::from_raw_os_error(28)
+            )
+        );
+        assert!(t.contains("No space left on device"), "{t}");
+    }
+}

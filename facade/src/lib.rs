@@ -138,7 +138,7 @@ mod verdict;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::{ProbePlanError, RunError, SourcesError};
+pub use error::{ProbePlanError, RunError, SourcesError, error_text};
 pub use schedulers::{ARCHIVE_ROOT_ENV, INSTALLED_DIR, SchedulerSetupError};
 
 /// Verdicts of test bodies and checks.

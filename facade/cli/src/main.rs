@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
     };
     res.unwrap_or_else(|e| {
-        eprintln!("ktstr: error: {e}");
+        eprintln!("ktstr: error: {}", ktstr::error_text(&e));
         ExitCode::FAILURE
     })
 }

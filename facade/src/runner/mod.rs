@@ -92,7 +92,7 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
         Ok(h) => h,
         Err(e) => {
             let mut report = RunReport::new(entry.name, expectation(entry, None));
-            report.reached = Reached::NotRun(RunError::from(e).to_string());
+            report.reached = Reached::NotRun(crate::error::error_text(&RunError::from(e)));
             return report;
         }
     };
@@ -108,7 +108,7 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
         }
     };
     if let Err(e) = run_in(host, entry, opts, shape.as_ref(), &mut report) {
-        report.reached = Reached::NotRun(e.to_string());
+        report.reached = Reached::NotRun(crate::error::error_text(&e));
     }
     let outcome = report.outcome();
     // A run that ended before its VM was prepared records the declared shape.
