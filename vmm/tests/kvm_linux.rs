@@ -571,6 +571,7 @@ fn run_set(set: Set) {
             timeout: Duration::from_secs(300),
             single_thread: false,
             kvm_amd_params: String::new(),
+            memory_mib: nested::L1_MEMORY_MIB,
         };
         let out = nested::run_in_l1_logged(&run);
         let results = out
@@ -666,6 +667,7 @@ fn kvm_linux_boot_stress() {
         timeout: Duration::from_secs(60 + 120 * n as u64),
         single_thread: std::env::var("KTSTR_STRESS_L1").is_ok_and(|v| v == "single"),
         kvm_amd_params: std::env::var("KTSTR_STRESS_KVM_AMD").unwrap_or_default(),
+        memory_mib: nested::L1_MEMORY_MIB,
     };
     let out = nested::run_in_l1_logged(&run);
     let summary = out
@@ -699,6 +701,7 @@ fn kvm_vs_qemu_kvm_boot_to_init() {
             timeout: Duration::from_secs(420),
             single_thread: false,
             kvm_amd_params: String::new(),
+            memory_mib: nested::L1_MEMORY_MIB,
         };
         let out = nested::run_in_l1_logged(&run);
         let ok = out

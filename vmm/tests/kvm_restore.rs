@@ -262,6 +262,7 @@ fn kvm_linux_save_and_restore_many() {
             timeout: Duration::from_secs(600),
             single_thread: false,
             kvm_amd_params: String::new(),
+            memory_mib: nested::L1_MEMORY_MIB,
         };
         let out = nested::run_in_l1_logged(&run);
         for l in out.lines.iter().filter(|l| l.contains(REPORT)) {

@@ -2,7 +2,7 @@
 //! on hosts that have none: how the own KVM VMM boots real Linux here.
 //!
 //! QEMU's TCG emulates AMD SVM with nested paging (`-cpu EPYC,+svm,+npt`):
-//! the L1 guest (the cached kernel, one vCPU, 3 GiB) loads `irqbypass.ko`,
+//! the L1 guest (the cached kernel, one vCPU, 3 GiB unless a run asks more) loads `irqbypass.ko`,
 //! `kvm.ko` and `kvm-amd.ko` (kept beside the kernel by `cargo xtask kernel
 //! fetch`) and gets a working `/dev/kvm` with `svm` in its CPU flags. Its
 //! root is a cpio of busybox, the test binary with its shared libraries, the
@@ -47,7 +47,13 @@ pub struct L1Run<'a> {
     pub single_thread: bool,
     /// Parameters for `kvm-amd.ko` (e.g. `npt=0`), empty for its defaults.
     pub kvm_amd_params: String,
+    /// The L1's memory, which also holds its root (a RAM disk): the test
+    /// binaries, and what they build and cache there.
+    pub memory_mib: u32,
 }
+
+/// The L1's memory unless a run needs more room.
+pub const L1_MEMORY_MIB: u32 = 3072;
 
 /// How the L1 went: every console line, and how it ended.
 pub struct L1Outcome {
@@ -271,7 +277,7 @@ pub fn run_in_l1(run: &L1Run<'_>, mut on_line: impl FnMut(&str)) -> L1Outcome {
     let topology = format!("1n1l{l1_cpus}c1t")
         .parse::<ktstr_topology::Topology>()
         .expect("topology")
-        .with_memory_mib(3072)
+        .with_memory_mib(u64::from(run.memory_mib))
         .expect("memory");
     let mut spec = VmSpec::new(run.kernel_dir.join("vmlinux"), topology);
     spec.initrd = Some(initrd);
