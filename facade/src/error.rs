@@ -107,7 +107,7 @@ pub enum ProbePlanError {
 /// `e`'s text with every cause in its chain that the text does not already
 /// hold (an error that names only "copy failed" at the top still tells the
 /// operating system's answer, e.g. "No space left on device").
-pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_text(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -138,22 +138,9 @@ pub(crate) enum KernelCmdError {
     Kernel(#[from] ktstr_kernel::KernelError),
 }
 
-/// `e` and its causes, `outer: cause: cause`, as `main` prints an error. A
-/// cause whose text the message already holds (errors of other crates that
-/// print their source too) is not repeated.
-pub(crate) fn report(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
+/// `e` and its causes, `outer: cause: cause`, as `main` prints an error,
+/// each cause once: the facade's own rule.
+pub(crate) use ktstr::error_text as report;
 
 #[cfg(test)]
 mod tests {
