@@ -211,7 +211,7 @@ fn restored_kaslr_tests_pick_among_saved_slides() {
     SLIDES.lock().unwrap_or_else(|p| p.into_inner()).clear();
     for i in 0..8 {
         match run_test_started("kaslr::kaslr_fixture_boot", true) {
-            (Outcome::Pass(_), s) if s.start == Some("restored") => {}
+            (Outcome::Pass(_), s) if s.start() == Some("restored") => {}
             other => panic!("restored randomized test {}: {other:?}", i + 1),
         }
     }

@@ -72,7 +72,7 @@ fn fixture_quiet_kernel_log(_ctx: &Ctx) -> Result<AssertResult> {
 
 fn restored(name: &str) -> (String, RunReport) {
     let (outcome, info) = run_test_started(&format!("restore::{name}"), true);
-    assert_eq!(info.start, Some("restored"), "{name}: {outcome:?}");
+    assert_eq!(info.start(), Some("restored"), "{name}: {outcome:?}");
     match outcome {
         Outcome::Pass(text) => (text, info),
         other => panic!("{name} must pass restored, got {other:?}"),
@@ -100,7 +100,7 @@ fn restored_tests_draw_different_random_bytes() {
 fn a_restored_guest_keeps_the_hosts_time() {
     let (_, info) = restored("fixture_urandom");
     let skew = info
-        .clock_skew_s
+        .clock_skew_s()
         .expect("the guest's init stamps its clock");
     assert!(
         skew.abs() < 1.0,
@@ -123,7 +123,7 @@ fn fifty_restores_in_a_row_stay_quiet() {
     let t0 = std::time::Instant::now();
     for i in 0..50 {
         let (outcome, info) = run_test_started("restore::fixture_quiet_kernel_log", true);
-        assert_eq!(info.start, Some("restored"), "restore {i}: {outcome:?}");
+        assert_eq!(info.start(), Some("restored"), "restore {i}: {outcome:?}");
         assert!(
             matches!(outcome, Outcome::Pass(_)),
             "restore {i}: {outcome:?}"
@@ -175,8 +175,8 @@ fn restore_vs_cold_test_overhead_bench() {
         let (outcome, info) = run_test_started(&format!("restore::{name}"), restore);
         assert!(matches!(outcome, Outcome::Pass(_)), "{name}: {outcome:?}");
         let want = if restore { "restored" } else { "cold" };
-        assert_eq!(info.start, Some(want), "{name}");
-        info.overhead
+        assert_eq!(info.start(), Some(want), "{name}");
+        info.overhead()
             .expect("a finished run has an overhead")
             .as_secs_f64()
     };
@@ -238,7 +238,7 @@ fn own_snapshots() -> Vec<std::path::PathBuf> {
 fn a_damaged_snapshot_is_deleted_and_the_test_boots_cold() {
     let name = "restore::fixture_own_snapshot";
     let (outcome, info) = run_test_started(name, true);
-    assert_eq!(info.start, Some("restored"), "{outcome:?}");
+    assert_eq!(info.start(), Some("restored"), "{outcome:?}");
     let entries = own_snapshots();
     assert!(
         !entries.is_empty(),
@@ -249,12 +249,16 @@ fn a_damaged_snapshot_is_deleted_and_the_test_boots_cold() {
     }
     let (outcome, info) = run_test_started(name, true);
     assert!(matches!(outcome, Outcome::Pass(_)), "{outcome:?}");
-    assert_eq!(info.start, Some("cold"), "a damaged image must not restore");
+    assert_eq!(
+        info.start(),
+        Some("cold"),
+        "a damaged image must not restore"
+    );
     assert!(
         own_snapshots().is_empty(),
         "the damaged snapshot is deleted: {:?}",
         own_snapshots()
     );
     let (outcome, info) = run_test_started(name, true);
-    assert_eq!(info.start, Some("restored"), "made anew: {outcome:?}");
+    assert_eq!(info.start(), Some("restored"), "made anew: {outcome:?}");
 }

@@ -131,12 +131,6 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
         report: &report,
     };
     crate::results::record(host, &record);
-    let p = &report.phases;
-    let overhead = p
-        .total
-        .checked_sub(p.body.unwrap_or_default())
-        .and_then(|d| d.checked_sub(p.slot_wait));
-    report.overhead = overhead;
     report
 }
 
@@ -285,7 +279,6 @@ fn run_in(
         restore,
     )?;
     report.slot_wait += booted.slot_wait;
-    report.start = Some(booted.start.as_str());
     report.scheduler = booted.prepared.scheduler.take();
     let topo = booted.prepared.topology.to_string();
     report.topology = Some(topo.clone());
@@ -308,7 +301,6 @@ fn run_in(
     report.steps = times.steps.clone();
     report.phases.verdict_at = times.verdict_at;
     report.phases.clock_skew = times.clock_skew;
-    report.clock_skew_s = times.clock_skew;
     // The monitor's checks over the body's samples join the verdict.
     let finished = booted.monitor.finish();
     observed.monitor = monitor_findings(entry, &booted.prepared, &finished);

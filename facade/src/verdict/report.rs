@@ -93,12 +93,6 @@ pub struct RunReport {
     pub boots: u32,
     /// Time the VMs waited for host slots.
     pub slot_wait: Duration,
-    /// How the test's VM started: `"cold"` or `"restored"`.
-    pub start: Option<&'static str>,
-    /// The guest's clock minus the host's as init started, in seconds.
-    pub clock_skew_s: Option<f64>,
-    /// The run's wall time minus the body and the wait for host slots.
-    pub overhead: Option<Duration>,
     /// The backend that ran the VM, once chosen.
     pub backend: Option<String>,
     /// The kernel the run resolved and booted (its identity goes into the
@@ -136,9 +130,6 @@ impl RunReport {
             dump_text: None,
             boots: 0,
             slot_wait: Duration::ZERO,
-            start: None,
-            clock_skew_s: None,
-            overhead: None,
             backend: None,
             kernel: None,
             topology: None,
@@ -149,6 +140,27 @@ impl RunReport {
             dump: None,
             bpf_progs: Vec::new(),
         }
+    }
+
+    /// How the test's VM started: `"cold"` or `"restored"` (`None`: it did
+    /// not start).
+    pub fn start(&self) -> Option<&'static str> {
+        self.phases.start.map(ktstr_record::Start::as_str)
+    }
+
+    /// The guest's clock minus the host's as init started, in seconds.
+    pub fn clock_skew_s(&self) -> Option<f64> {
+        self.phases.clock_skew
+    }
+
+    /// The run's wall time minus the body and the test VM's wait for host
+    /// slots (`None` until the run has ended).
+    pub fn overhead(&self) -> Option<Duration> {
+        let p = &self.phases;
+        (!p.total.is_zero())
+            .then_some(p.total)?
+            .checked_sub(p.body.unwrap_or_default())?
+            .checked_sub(p.slot_wait)
     }
 
     /// What the VM said, if it reached its end.
