@@ -357,6 +357,20 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// A vmlinux known only by its path: nothing else is known of it yet.
+    pub fn at(vmlinux: PathBuf, origin: KernelOrigin) -> Kernel {
+        Kernel {
+            vmlinux,
+            bz_image: None,
+            config: None,
+            release: None,
+            vmlinux_sha256: None,
+            source: None,
+            config_from: None,
+            origin,
+        }
+    }
+
     /// The kernel as a cache entry describes it.
     pub fn of_cached(k: &CachedKernel, origin: KernelOrigin) -> Kernel {
         Kernel {
@@ -559,16 +573,7 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
     })?;
     if image::is_elf(&bytes) {
         image::inspect_vmlinux(&bytes)?;
-        return Ok(Kernel {
-            vmlinux: p.to_path_buf(),
-            bz_image: None,
-            config: None,
-            release: None,
-            vmlinux_sha256: None,
-            source: None,
-            config_from: None,
-            origin,
-        });
+        return Ok(Kernel::at(p.to_path_buf(), origin));
     }
     if image::is_bzimage(&bytes) {
         // Extracted once per distinct image, keyed by content.

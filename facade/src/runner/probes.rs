@@ -192,16 +192,10 @@ mod tests {
     fn without_the_key_nothing_is_read_or_planned() {
         // A kernel that does not exist: only a test with probes looks at it.
         let resolved = Resolved {
-            kernel: ktstr_kernel::Kernel {
-                vmlinux: "/nonexistent/vmlinux".into(),
-                bz_image: None,
-                config: None,
-                release: None,
-                vmlinux_sha256: None,
-                source: None,
-                config_from: None,
-                origin: ktstr_kernel::KernelOrigin::Explicit,
-            },
+            kernel: ktstr_kernel::Kernel::at(
+                "/nonexistent/vmlinux".into(),
+                ktstr_kernel::KernelOrigin::Explicit,
+            ),
             boot: None,
             staged: Vec::new(),
         };

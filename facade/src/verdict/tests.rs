@@ -520,14 +520,8 @@ fn missing_kfuncs_explain_a_failure_only() {
 /// The kernel a report resolved, by its release.
 fn kernel_of(release: &str) -> ktstr_kernel::Kernel {
     ktstr_kernel::Kernel {
-        vmlinux: "/k/vmlinux".into(),
-        bz_image: None,
-        config: None,
         release: Some(release.into()),
-        vmlinux_sha256: None,
-        source: None,
-        config_from: None,
-        origin: ktstr_kernel::KernelOrigin::Explicit,
+        ..ktstr_kernel::Kernel::at("/k/vmlinux".into(), ktstr_kernel::KernelOrigin::Explicit)
     }
 }
 
