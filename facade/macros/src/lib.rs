@@ -23,6 +23,16 @@ struct Config {
     fields: std::collections::BTreeMap<&'static str, proc_macro2::TokenStream>,
 }
 
+impl Config {
+    /// `expect_err` on, with `field` (`expect_err_matching`: a kind;
+    /// `expect_err_text`: a substring) set to `m`.
+    fn expect_failure(&mut self, field: &'static str, m: String) {
+        self.fields.insert("expect_err", quote! { true });
+        self.fields
+            .insert(field, quote! { ::core::option::Option::Some(#m) });
+    }
+}
+
 fn int<T: std::str::FromStr>(nv: &MetaNameValue) -> syn::Result<T>
 where
     T::Err: std::fmt::Display,
@@ -134,14 +144,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                 }
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
-                }) if !s.value().is_empty() => {
-                    let m = s.value();
-                    c.fields.insert("expect_err", quote! { true });
-                    c.fields.insert(
-                        "expect_err_matching",
-                        quote! { ::core::option::Option::Some(#m) },
-                    );
-                }
+                }) if !s.value().is_empty() => c.expect_failure("expect_err_matching", s.value()),
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
@@ -155,14 +158,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
             "expect_err_text" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
-                }) if !s.value().is_empty() => {
-                    let m = s.value();
-                    c.fields.insert("expect_err", quote! { true });
-                    c.fields.insert(
-                        "expect_err_text",
-                        quote! { ::core::option::Option::Some(#m) },
-                    );
-                }
+                }) if !s.value().is_empty() => c.expect_failure("expect_err_text", s.value()),
                 other => {
                     return Err(syn::Error::new_spanned(
                         other,
