@@ -62,12 +62,12 @@ impl Lock {
 
     /// Waits for and takes the lock shared (converting an exclusive one).
     pub fn shared(&self) -> Result<()> {
-        retry(|| self.file.lock_shared()).map_err(io(&self.path, "lock shared"))
+        again_on_eintr(|| self.file.lock_shared()).map_err(io(&self.path, "lock shared"))
     }
 
     /// Waits for and takes the lock exclusively (converting a shared one).
     pub fn exclusive(&self) -> Result<()> {
-        retry(|| self.file.lock()).map_err(io(&self.path, "lock"))
+        again_on_eintr(|| self.file.lock()).map_err(io(&self.path, "lock"))
     }
 
     /// Takes the lock shared if no one holds it exclusively; false otherwise.
@@ -95,8 +95,9 @@ impl Lock {
     }
 }
 
-/// A waiting lock call, repeated when a signal interrupts it.
-fn retry(mut f: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+/// A waiting lock call, made again when a signal interrupts it (EINTR is
+/// the call's own protocol, not a failure).
+fn again_on_eintr(mut f: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
     loop {
         match f() {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
