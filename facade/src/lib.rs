@@ -125,6 +125,7 @@ mod guest;
 mod kfuncs;
 pub mod monitor;
 mod outcome;
+pub mod recording;
 mod registry;
 pub mod results;
 mod runner;

@@ -45,6 +45,10 @@ pub struct TestConfig {
     /// at a random place (`kaslr`, default false: the ELF vmlinux at its link
     /// address; `KTSTR_KASLR=1` turns it on for every test of a run).
     pub kaslr: bool,
+    /// Record the VM's run so that, when the test fails, `cargo ktstr
+    /// replay` repeats it instruction for instruction (`record`, default
+    /// false; `KTSTR_RECORD=1` records every test of a run).
+    pub record: bool,
     /// The scheduler the VM boots with (`scheduler`, default: EEVDF).
     pub scheduler: Option<Scheduler>,
     /// Schedulers packed for lifecycle ops (`staged_schedulers = [..]`).
@@ -101,6 +105,7 @@ impl TestConfig {
             expect_err_text: None,
             allow_inconclusive: false,
             kaslr: false,
+            record: false,
             scheduler: None,
             staged_schedulers: &[],
             auto_repro: true,

@@ -152,6 +152,10 @@ pub(crate) fn run_record(f: &Facts<'_>, host: HostFacts) -> RunRecord {
         backend: r.backend.clone().unwrap_or_default(),
         kernel,
         booted_release: r.observed().and_then(|o| o.booted_release.clone()),
+        recording: r
+            .recording
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned()),
         scheduler,
         verdict,
         expect_err: f.entry.config.expect_err,

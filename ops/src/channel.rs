@@ -335,12 +335,31 @@ fn read_hand_off(mem: &dyn ChannelMem) -> Option<HandOff> {
 #[derive(Debug)]
 pub struct Reader<M: ChannelMem> {
     mem: M,
+    /// A watching reader's own position in the ring (`None`: the reader
+    /// consumes, through the region's `tail` word).
+    watched_to: Option<u64>,
 }
 
 impl<M: ChannelMem> Reader<M> {
-    /// A reader over the region.
+    /// A reader over the region that consumes what it reads: the guest
+    /// reuses the room.
     pub fn new(mem: M) -> Self {
-        Reader { mem }
+        Reader {
+            mem,
+            watched_to: None,
+        }
+    }
+
+    /// A reader that never writes the region: it keeps its position to
+    /// itself and does not answer requests ([`Reader::ack`] does nothing). A
+    /// deterministic guest must not see when the host read it; the ring
+    /// fills instead, after which the guest drops frames (counted), the
+    /// same in every run.
+    pub fn watching(mem: M) -> Self {
+        Reader {
+            mem,
+            watched_to: Some(0),
+        }
     }
 
     /// Every complete message written since the last call.
@@ -357,7 +376,10 @@ impl<M: ChannelMem> Reader<M> {
                 what: format!("region size {size} is smaller than its header"),
             })?;
         let head = self.mem.load_u64(OFF_HEAD);
-        let mut tail = self.mem.load_u64(OFF_TAIL);
+        let mut tail = match self.watched_to {
+            Some(t) => t,
+            None => self.mem.load_u64(OFF_TAIL),
+        };
         let corrupt = |offset: u64, what: String| ChannelError::Corrupt { offset, what };
         if head < tail || head - tail > cap {
             return Err(corrupt(
@@ -387,7 +409,10 @@ impl<M: ChannelMem> Reader<M> {
                 .map_err(|e| corrupt(tail, format!("undecodable message: {e}")))?;
             out.push(msg);
             tail += frame_len;
-            self.mem.store_u64(OFF_TAIL, tail);
+            match &mut self.watched_to {
+                Some(t) => *t = tail,
+                None => self.mem.store_u64(OFF_TAIL, tail),
+            }
         }
         Ok(out)
     }
@@ -411,7 +436,10 @@ impl<M: ChannelMem> Reader<M> {
     /// Tells the guest that its request `seq` (and every earlier one) is
     /// answered. Never lowers the word.
     pub fn ack(&self, seq: u64) {
-        if self.mem.load_u64(OFF_MAGIC) == MAGIC && seq > self.mem.load_u64(OFF_ACKED) {
+        if self.watched_to.is_none()
+            && self.mem.load_u64(OFF_MAGIC) == MAGIC
+            && seq > self.mem.load_u64(OFF_ACKED)
+        {
             self.mem.store_u64(OFF_ACKED, seq);
         }
     }
@@ -505,6 +533,25 @@ mod tests {
         let w = Writer::init(&buf, 0x1000 + 512);
         assert!(w.send(&Message::BodyStarted, Duration::ZERO));
         assert_eq!(r.poll().expect("poll"), vec![Message::BodyStarted]);
+    }
+
+    #[test]
+    fn a_watching_reader_reads_everything_and_writes_nothing() {
+        let buf = Buf(Mutex::new(vec![0; 0x1000 + 2048]));
+        let w = Writer::init(&buf, 0x1000 + 2048);
+        let mut r = Reader::watching(&buf);
+        let mut seen = Vec::new();
+        // More than the ring holds: the guest drops once it is full.
+        for i in 0..40u64 {
+            w.send(&Message::Log(format!("{i:0>100}")), Duration::ZERO);
+            seen.extend(r.poll().expect("poll"));
+        }
+        assert!(!seen.is_empty());
+        r.ack(5);
+        assert_eq!((&buf).load_u64(OFF_TAIL), 0);
+        assert_eq!((&buf).load_u64(OFF_ACKED), 0);
+        assert_eq!(seen.len() as u64 + r.dropped(), 40);
+        assert!(r.dropped() > 0);
     }
 
     #[test]

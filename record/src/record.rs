@@ -42,6 +42,10 @@ pub struct RunRecord {
     /// fails. Records written before it read as `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booted_release: Option<String>,
+    /// The recording of a failing recorded run (`cargo ktstr replay` takes
+    /// it): a directory beside this record. Records without one read `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     /// The scheduler started, `None` for the kernel's own (EEVDF).
     pub scheduler: Option<SchedulerRecord>,
     /// The verdict.
@@ -109,6 +113,7 @@ impl RunRecord {
             backend: String::new(),
             kernel: None,
             booted_release: None,
+            recording: None,
             scheduler: None,
             verdict,
             expect_err: false,

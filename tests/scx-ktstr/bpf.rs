@@ -79,6 +79,7 @@ struct Layout {
     nr_dispatched: usize,
     nr_select_cpu: usize,
     mark: usize,
+    race_ns: usize,
     ctl: usize,
     exit_rec: usize,
     timeout_ms: usize,
@@ -258,6 +259,13 @@ impl Bss<'_> {
             .store(cpus.len().min(PIN_MAX) as u32, Ordering::Release);
     }
 
+    /// Arms the planted race: two CPUs enqueueing within `ns` of each
+    /// other make the scheduler error out.
+    pub fn set_race_ns(&self, ns: u64) {
+        self.atomic_u64(self.layout.race_ns)
+            .store(ns, Ordering::Release);
+    }
+
     /// Writes `ktstr_mark`, which nothing else reads or writes.
     pub fn set_mark(&self, v: u64) {
         self.atomic_u64(self.layout.mark)
@@ -370,6 +378,7 @@ fn layout(open: &OpenObject) -> Result<Layout> {
         nr_dispatched: var("nr_dispatched", 8)?,
         nr_select_cpu: var("nr_select_cpu", 8)?,
         mark: var("ktstr_mark", 8)?,
+        race_ns: var("ktstr_race_ns", 8)?,
         ctl: var("ktstr_ctl", CTL_SIZE)?,
         exit_rec: var("ktstr_exit_rec", size_of::<RawExitRec>())?,
         timeout_ms: timeout_ms.context("struct sched_ext_ops has no timeout_ms")?,

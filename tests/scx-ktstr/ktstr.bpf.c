@@ -261,6 +261,44 @@ s32 KTSTR_OP(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu,
 	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 }
 
+/*
+ * A planted race (--race-window-ns N, written after attaching): a shared slot
+ * that ktstr_enqueue updates without a lock, remembering which CPU enqueued
+ * last and when. Two CPUs enqueueing within N ns of each other "corrupt" it,
+ * and the scheduler errors out. Whether that happens depends on when the
+ * CPUs run, not on a count: some runs crash and others do not, the kind of
+ * failure a recording keeps (README: record and replay).
+ */
+u64 ktstr_race_ns;
+static u64 race_last_ns;
+static s64 race_last_cpu = -1;
+static char race_fmt[] = "scx-ktstr: planted race: cpus %llu and %llu enqueued %llu ns apart";
+
+static void race_check(void)
+{
+	unsigned long long data[3];
+	u64 window = ktstr_race_ns, now, last;
+	s64 cpu, last_cpu;
+
+	if (!window)
+		return;
+	now = bpf_ktime_get_ns();
+	cpu = bpf_get_smp_processor_id();
+	last = race_last_ns;
+	last_cpu = race_last_cpu;
+	race_last_ns = now;
+	race_last_cpu = cpu;
+	if (last_cpu < 0 || last_cpu == cpu || now < last || now - last >= window)
+		return;
+	data[0] = last_cpu;
+	data[1] = cpu;
+	data[2] = now - last;
+	if (bpf_ksym_exists(scx_bpf_error_bstr))
+		scx_bpf_error_bstr(race_fmt, data, sizeof(data));
+	else
+		ktstr_dsq = KTSTR_NO_DSQ;
+}
+
 void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	u64 slice = SCX_SLICE_DFL;
@@ -307,6 +345,7 @@ void KTSTR_OP(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	 */
 	nr_enqueued += *(volatile u64 *)(unsigned long)pid;
 #endif
+	race_check();
 	if (ktstr_ctl.unfair)
 		slice = (p->pid & 1) ? 8000000ULL : 2000000ULL;
 	if (pin >= 0) {

@@ -36,6 +36,9 @@ const DETACH_WAIT: Duration = Duration::from_secs(5);
 /// The kernel's ceiling on `sched_ext_ops.timeout_ms` (SCX_WATCHDOG_MAX_TIMEOUT,
 /// kernel/sched/ext_internal.h).
 const MAX_TIMEOUT_MS: u32 = 30_000;
+/// When `--race-window-ns` arms the planted race: after the burst of
+/// enqueues that attaching causes, which fired it in every run.
+const RACE_ARMED_AFTER: Duration = Duration::from_secs(1);
 /// `enum scx_exit_kind`: kinds from this value on are errors (SCX_EXIT_ERROR).
 const SCX_EXIT_ERROR: i32 = 1024;
 
@@ -87,6 +90,13 @@ struct Args {
     #[argh(switch)]
     arena: bool,
 
+    /// plant a race: the scheduler errors out when two CPUs enqueue within
+    /// NS nanoseconds of each other (armed one second after attaching, when
+    /// the start-up burst is over); whether it does depends on timing, so
+    /// some runs crash and others do not
+    #[argh(option, arg_name = "NS")]
+    race_window_ns: Option<u64>,
+
     /// write VALUE into the BPF global `ktstr_mark` once, after attaching
     /// (never printed: the host's monitor reads it from guest memory)
     #[argh(option, arg_name = "VALUE")]
@@ -124,6 +134,7 @@ struct Config {
     fail_init: bool,
     variant: bpf::Variant,
     mark: Option<u64>,
+    race_ns: Option<u64>,
     pin_by_pid: Vec<u32>,
     timeout_ms: u32,
     stats_interval: Option<Duration>,
@@ -155,6 +166,7 @@ impl Config {
                 _ => bail!("--planted-complexity, --planted-reject and --arena exclude each other"),
             },
             mark: args.mark,
+            race_ns: args.race_window_ns.filter(|n| *n > 0),
             pin_by_pid: pin_list(args.pin_by_pid.as_deref())?,
             timeout_ms: args.timeout_ms,
             stats_interval: (args.stats_interval_ms > 0)
@@ -310,6 +322,7 @@ fn run(config: &Config) -> Result<ExitCode> {
     let mut next_stats = config.stats_interval.map(|i| start + i);
     let mut stall = config.stall_after;
     let mut crash = config.crash_after;
+    let mut race = config.race_ns.map(|ns| (RACE_ARMED_AFTER, ns));
     let end = loop {
         if TERMINATE.load(Ordering::Relaxed) {
             break End::Signal;
@@ -322,6 +335,14 @@ fn run(config: &Config) -> Result<ExitCode> {
             stall = None;
             bss.request_stall();
             println!("scx-ktstr: stall requested");
+        }
+        if let Some((at, ns)) = race.filter(|(at, _)| elapsed >= *at) {
+            race = None;
+            bss.set_race_ns(ns);
+            println!(
+                "scx-ktstr: race armed window_ns={ns} after {:.1}s",
+                at.as_secs_f64()
+            );
         }
         if crash.is_some_and(|at| elapsed >= at) {
             crash = None;
@@ -406,6 +427,7 @@ mod tests {
                 fail_init: false,
                 variant: bpf::Variant::Plain,
                 mark: None,
+                race_ns: None,
                 pin_by_pid: Vec::new(),
                 timeout_ms: 3000,
                 stats_interval: Some(Duration::from_secs(1)),
@@ -446,6 +468,7 @@ mod tests {
                 fail_init: false,
                 variant: bpf::Variant::Plain,
                 mark: Some(77),
+                race_ns: None,
                 pin_by_pid: vec![0, 0],
                 timeout_ms: 5000,
                 stats_interval: None,

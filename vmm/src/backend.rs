@@ -150,6 +150,11 @@ pub trait Backend {
     fn snapshot_id(&self) -> Option<String> {
         None
     }
+    /// The program that runs the VMs, when it is another process (QEMU's
+    /// binary): what a recording names and checks before a replay.
+    fn program(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// How many host threads a VM of `spec` can keep busy: one per vCPU
     /// unless the backend runs them otherwise.
     fn host_threads(&self, spec: &VmSpec) -> usize {

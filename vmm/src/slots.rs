@@ -151,6 +151,10 @@ impl<B: crate::Backend> crate::Backend for Slotted<B> {
         self.inner.snapshot_id()
     }
 
+    fn program(&self) -> Option<std::path::PathBuf> {
+        self.inner.program()
+    }
+
     fn timing_reliable(&self, spec: &crate::VmSpec) -> bool {
         self.inner.timing_reliable(spec)
     }

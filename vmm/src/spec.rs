@@ -86,6 +86,25 @@ pub struct VmSpec {
     /// guest only reads it: a page it wrote before the save would be in the
     /// image and would overwrite the host's payload on every restore.
     pub payload_bytes: u64,
+    /// Run the guest as a pure function of its inputs, so that a second run
+    /// with the same spec repeats it instruction for instruction (record and
+    /// replay, docs/design/record-replay.md). Only QEMU's instruction-counting
+    /// TCG ([`TcgMode::InstructionCount`]) can; other backends refuse it.
+    pub deterministic: Option<Deterministic>,
+}
+
+/// The inputs a deterministic guest would otherwise take from the host at
+/// run time: its entropy and its wall clock. A recording keeps them; its
+/// replay passes them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deterministic {
+    /// Seeds every random number QEMU hands the guest (`-seed`: the boot
+    /// protocol's RNG seed among them). A new one per recorded run varies
+    /// the guest's choices, and with them the interleavings a run explores.
+    pub seed: u64,
+    /// The guest's wall clock at power-on, `YYYY-MM-DDTHH:MM:SS` UTC; from
+    /// then on it advances with the instruction count (`-rtc clock=vm`).
+    pub rtc_base: String,
 }
 
 /// PCI vendor and device ID of the payload region's device (QEMU's
@@ -108,6 +127,7 @@ impl VmSpec {
             host_threads: None,
             tcg: TcgMode::Auto,
             payload_bytes: 0,
+            deterministic: None,
         }
     }
 

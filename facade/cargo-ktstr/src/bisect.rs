@@ -147,6 +147,7 @@ pub fn bisect(c: &BisectCmd) -> Result<Done, CmdError> {
         host_cpus: None,
         monitor_hz: None,
         dump: false,
+        record: false,
     };
     let nextest = !c.no_nextest && cargo::has_nextest();
     let mut table: Vec<(String, Option<Verdict>)> = Vec::new();

@@ -78,6 +78,21 @@ pub enum CmdError {
     /// The host configuration (the `KTSTR_*` environment) is not valid.
     #[error(transparent)]
     Config(#[from] ktstr::config::ConfigError),
+    /// A recording could not be read or replayed.
+    #[error(transparent)]
+    Recording(#[from] ktstr::recording::RecordingError),
+    /// `replay RUN/TEST` names no recording.
+    #[error(
+        "{given}: no recording there (looked for {}); a failing test's recording is kept when \
+         the run was recorded (cargo ktstr test --record); `cargo ktstr replay --list` lists them",
+        looked.display()
+    )]
+    NoRecording {
+        /// The argument.
+        given: String,
+        /// The directory looked for.
+        looked: PathBuf,
+    },
     /// Resolving, fetching or building a kernel failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),

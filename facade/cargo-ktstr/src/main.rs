@@ -20,6 +20,7 @@ mod junit_schema;
 mod merge;
 mod placement;
 mod portable;
+mod replay;
 mod report;
 mod runs;
 mod select;
@@ -59,6 +60,7 @@ enum Cmd {
     Topo(ktstr_cli::TopoCmd),
     Probe(ktstr_cli::ProbeCmd),
     Verifier(verifier::VerifierCmd),
+    Replay(replay::ReplayCmd),
 }
 
 /// Run the package's tests (nextest when installed, else cargo test); each
@@ -98,6 +100,10 @@ pub struct TestCmd {
     /// print the scheduler's state dump after passing tests too (failing ones
     /// always get it)
     dump: bool,
+    #[argh(switch)]
+    /// record every test's VM (QEMU TCG, booted cold) and keep the failing
+    /// tests' recordings for `cargo ktstr replay`
+    record: bool,
     #[argh(option)]
     /// VM backend: kvm, qemu or auto (default auto)
     backend: Option<String>,
@@ -500,6 +506,7 @@ fn main() -> ExitCode {
             cmd: StatsSub::Compare(c),
         }) => runs::stats_compare(&c),
         Cmd::Report(c) => runs::report(&c),
+        Cmd::Replay(c) => replay::run(&c),
         Cmd::Merge(c) => merge::run(&c),
         Cmd::Archive(c) => portable::archive(&c),
         Cmd::Run(c) => portable::run(&c),

@@ -516,6 +516,7 @@ pub fn run(c: &RunArchiveCmd) -> Result<Done, CmdError> {
         host_cpus: c.host_cpus,
         monitor_hz: None,
         dump: false,
+        record: false,
     };
     let kdir = absolute(&unpacked.join(&kernel.dir))?;
     let mut env: RunEnv = knobs.env(&store_abs, &run, Some(&archive::kernel_path(&kdir)))?;

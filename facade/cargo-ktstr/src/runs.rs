@@ -34,6 +34,8 @@ pub(crate) struct Knobs<'a> {
     pub(crate) monitor_hz: Option<u32>,
     /// Print the scheduler's state dump after passing tests too.
     pub(crate) dump: bool,
+    /// Record every test's VM; failing tests keep their recordings.
+    pub(crate) record: bool,
 }
 
 impl Knobs<'_> {
@@ -62,6 +64,9 @@ impl Knobs<'_> {
         }
         if self.dump {
             e.set("KTSTR_DUMP", "1");
+        }
+        if self.record {
+            e.set("KTSTR_RECORD", "1");
         }
         if let Some(b) = self.backend {
             if !matches!(b, "kvm" | "qemu" | "auto") {
@@ -232,6 +237,7 @@ pub fn test(c: &TestCmd) -> Result<Done, CmdError> {
         host_cpus: c.host_cpus,
         monitor_hz: c.monitor_hz,
         dump: c.dump,
+        record: c.record,
     };
     let budget = c
         .budget
@@ -516,6 +522,7 @@ pub fn gauntlet(c: &GauntletCmd) -> Result<Done, CmdError> {
         host_cpus: None,
         monitor_hz: None,
         dump: false,
+        record: false,
     };
     let kernels = kernels(&c.kernel, c.all_releases, c.kconfig.as_deref())?;
     let many = kernels.len() > 1;
@@ -698,6 +705,7 @@ pub fn stats_compare(c: &CompareCmd) -> Result<Done, CmdError> {
             host_cpus: None,
             monitor_hz: None,
             dump: false,
+            record: false,
         };
         let nextest = !c.no_nextest && cargo::has_nextest();
         // Alternate A and B so a drift of the host weighs on both alike.

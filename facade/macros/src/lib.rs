@@ -273,6 +273,17 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     return Err(syn::Error::new_spanned(other, "kaslr takes true or false"));
                 }
             },
+            "record" => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => {
+                    let v = b.value;
+                    c.fields.insert("record", quote! { #v });
+                }
+                other => {
+                    return Err(syn::Error::new_spanned(other, "record takes true or false"));
+                }
+            },
             "harness_fixture" => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Bool(b), ..
@@ -290,7 +301,7 @@ fn parse_config(args: Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Confi
                     format!(
                         "unknown ktstr_test key `{k}` (known: numa_nodes, llcs, cores, threads, \
                          memory_mib, duration_s, watchdog_timeout_s, expect_err, \
-                         expect_err_text, allow_inconclusive, kaslr, scheduler, staged_schedulers, auto_repro, dump, probes, \
+                         expect_err_text, allow_inconclusive, kaslr, record, scheduler, staged_schedulers, auto_repro, dump, probes, \
                          cleanup_budget_ms, num_snapshots, post_vm, monitor, harness_fixture, \
                          min_cpus, max_cpus, requires_smt, min_numa_nodes, min_llcs, gauntlet)"
                     ),

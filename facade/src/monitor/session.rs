@@ -42,6 +42,10 @@ pub(crate) struct Plan {
     /// CPUs the VM has: a guest whose `nr_cpu_ids` is still above it (its
     /// boot-time `NR_CPUS`) has not counted its CPUs yet, and is not read.
     pub(crate) nr_cpus: u32,
+    /// The VM is recorded: never pause it or read its registers (either
+    /// would change when its vCPUs switch, and the replay would not repeat
+    /// it). Snapshots and dumps are read while it runs, less consistent.
+    pub(crate) record: bool,
 }
 
 /// A failure dump as read by the thread, or why it could not be.
@@ -149,7 +153,8 @@ impl Session {
     /// kernel is not located, hands the thread vCPU 0's registers (read
     /// through the backend) every [`REGISTERS_EVERY`].
     pub(crate) fn tick(&mut self, vm: &mut dyn Machine) {
-        if self.placed.load(Ordering::Relaxed)
+        if self.plan.record
+            || self.placed.load(Ordering::Relaxed)
             || self
                 .registers_at
                 .is_some_and(|t| t.elapsed() < REGISTERS_EVERY)
@@ -214,7 +219,8 @@ impl Session {
             return;
         }
         let t0 = Instant::now();
-        if let Err(e) = vm.pause() {
+        let pause = !self.plan.record;
+        if pause && let Err(e) = vm.pause() {
             self.snapshots
                 .push(failed(MonitorError::Unavailable(format!(
                     "pausing the VM: {e}"
@@ -231,14 +237,14 @@ impl Session {
         } else {
             None
         };
-        let resumed = vm.resume();
+        let resumed = if pause { vm.resume() } else { Ok(()) };
         let paused = t0.elapsed();
         let mut s = got.unwrap_or_else(|| {
             failed(MonitorError::Unavailable(format!(
                 "no snapshot read within {SNAPSHOT_READ_LIMIT:?}"
             )))
         });
-        s.paused = Some(paused);
+        s.paused = pause.then_some(paused);
         if let Err(e) = resumed {
             s.cpus = Err(MonitorError::Unavailable(format!(
                 "resuming the VM after the snapshot: {e}"
@@ -263,7 +269,8 @@ impl Session {
             ));
             return;
         }
-        if let Err(e) = vm.pause() {
+        let pause = !self.plan.record;
+        if pause && let Err(e) = vm.pause() {
             self.dump = Some(crate::dump::unreadable(
                 reason,
                 t,
@@ -277,7 +284,9 @@ impl Session {
         } else {
             None
         };
-        let _ = vm.resume();
+        if pause {
+            let _ = vm.resume();
+        }
         self.dump = Some(match got {
             Some(Ok(d)) => crate::dump::to_record(&d, reason, t),
             Some(Err(e)) => crate::dump::unreadable(reason, t, &e.to_string()),

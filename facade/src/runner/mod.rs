@@ -70,6 +70,9 @@ pub struct RunOptions<'a> {
     /// Restore from a snapshot (`true`) or boot cold (`false`), whatever
     /// the host configuration says (tests of the restore path itself).
     pub restore: Option<bool>,
+    /// Record the VM (`true`) or not (`false`), whatever the host
+    /// configuration and the test say.
+    pub record: Option<bool>,
 }
 
 /// What the test expects of itself, under the run's configuration.
@@ -121,6 +124,24 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
             |t| t.to_string(),
         ));
     }
+    // A recording is kept for a failure only: a passing run needs no replay.
+    if let Some(dir) = report.recording.take() {
+        if verdict::judge(&report).kind == verdict::Kind::Fail {
+            let size = crate::recording::load(&dir).map_or(0, |m| m.size_bytes);
+            let _ = std::io::stderr().write_all(
+                format!(
+                    "ktstr: {}: failed; its recording ({:.1} MB) is kept: cargo ktstr replay {}\n",
+                    entry.name,
+                    size as f64 / 1e6,
+                    dir.display()
+                )
+                .as_bytes(),
+            );
+            report.recording = Some(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
     let run = crate::results::run_id(host);
     report.phases.total = t0.elapsed();
     let record = crate::results::Facts {
@@ -169,6 +190,16 @@ pub(crate) struct Booted {
     pub(crate) start: restore::Start,
     /// What the VM was booted from: kernel, scheduler, topology, spec.
     pub(crate) prepared: prepare::Prepared,
+    /// A recorded VM's tape, and how long it ran.
+    pub(crate) tape: Option<(crate::recording::Tape, Duration)>,
+}
+
+/// How a VM starts: from a snapshot when it can (`restore`), recorded
+/// (`record`, which boots it: a restored guest does not repeat its run).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartMode {
+    pub(crate) restore: bool,
+    pub(crate) record: bool,
 }
 
 /// Prepares, boots and watches one VM of `entry` over what was resolved
@@ -181,11 +212,14 @@ pub(crate) fn boot_once(
     shape: Option<&ktstr_topology::Topology>,
     backend: &dyn ktstr_vmm::Backend,
     probe_plan: Option<&[u8]>,
-    restore: bool,
+    how: StartMode,
 ) -> Result<Booted, RunError> {
+    let StartMode { restore, record } = how;
     let t0 = Instant::now();
     let cfg = &entry.config;
-    let prepared = prepare::prepare(host, entry, resolved, shape, backend, probe_plan)?;
+    let prepared = prepare::prepare(host, entry, resolved, shape, backend, probe_plan, record)?;
+    // A recording boots: a restored guest does not repeat its run.
+    let restore = restore && !record;
     let initramfs = t0.elapsed();
     // A randomized boot first runs the bzImage's firmware path and
     // decompressor, which under TCG costs seconds more (README: KASLR).
@@ -225,12 +259,16 @@ pub(crate) fn boot_once(
             hz: host.monitor_hz,
             num_snapshots: cfg.num_snapshots,
             nr_cpus: prepared.topology.nr_cpus(),
+            record: prepared.record,
         },
         vm.memory().clone(),
         boot_at,
     );
-    let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor).map_err(backend_err)?;
+    let mut tape = prepared.record.then(crate::recording::Tape::default);
+    let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor, tape.as_mut())
+        .map_err(backend_err)?;
     drop(vm);
+    let ran = boot_at.elapsed();
     Ok(Booted {
         watched,
         monitor,
@@ -238,6 +276,7 @@ pub(crate) fn boot_once(
         initramfs,
         start: started.start,
         prepared,
+        tape: tape.map(|t| (t, ran)),
     })
 }
 
@@ -269,6 +308,7 @@ fn run_in(
         .map(|plan| serde_json::to_vec(plan).expect("a probe plan serializes"));
     report.boots += 1;
     let restore = opts.restore.unwrap_or(host.restore);
+    let record = opts.record.unwrap_or(host.record || cfg.record);
     let mut booted = boot_once(
         host,
         entry,
@@ -276,7 +316,7 @@ fn run_in(
         shape,
         backend.as_ref(),
         plan_json.as_deref(),
-        restore,
+        StartMode { restore, record },
     )?;
     report.slot_wait += booted.slot_wait;
     report.scheduler = booted.prepared.scheduler.take();
@@ -286,6 +326,22 @@ fn run_in(
     report.phases.initramfs = initramfs;
     report.phases.slot_wait = slot_wait;
     report.phases.start = Some(booted.start.record());
+    if let Some((tape, ran)) = booted.tape.take() {
+        let end = match &booted.watched {
+            Watched::Done(o, _) => o.end.clone(),
+            Watched::NoInit { .. } => ktstr_vmm::EndReason::Killed,
+        };
+        let src = crate::recording::Source {
+            test: entry.name,
+            run: &crate::results::run_id(host),
+            spec: &booted.prepared.spec,
+            kernel_release: resolved.kernel.release.clone(),
+            backend: backend.as_ref(),
+            end: &end,
+            wall: ran,
+        };
+        report.recording = keep_recording(host, entry.name, opts.preset, &src, &tape);
+    }
     let (mut observed, times) = match booted.watched {
         Watched::Done(observed, times) => (observed, times),
         // No retry: a guest that never reaches init is a failure to look at
@@ -376,6 +432,46 @@ fn run_in(
         report.repro = Some(block);
     }
     Ok(())
+}
+
+/// Writes a recorded VM's recording into the results store, beside the
+/// test's record; says where (or why not) on stderr.
+fn keep_recording(
+    host: &HostConfig,
+    test: &str,
+    preset: Option<&str>,
+    src: &crate::recording::Source<'_>,
+    tape: &crate::recording::Tape,
+) -> Option<std::path::PathBuf> {
+    let say = |s: String| {
+        let _ = std::io::stderr().write_all(
+            format!(
+                "ktstr: {test}: {s}
+"
+            )
+            .as_bytes(),
+        );
+    };
+    let Some(store) = crate::results::store_dir(host) else {
+        say("not recorded: no results store (set KTSTR_RESULTS_DIR)".into());
+        return None;
+    };
+    let dir = crate::recording::dir_in(
+        &store,
+        src.run,
+        &crate::results::record_file_name(test, preset),
+    );
+    match crate::recording::write(&dir, src, tape) {
+        Ok(_) => Some(dir),
+        Err(e) => {
+            say(format!(
+                "the recording could not be kept: {}",
+                crate::error_text(&e)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            None
+        }
+    }
 }
 
 /// What `post_vm` reads of one VM.

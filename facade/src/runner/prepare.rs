@@ -55,6 +55,25 @@ pub(crate) fn vm_spec_of(
     Ok(spec)
 }
 
+/// A recorded VM's seed and clock: a new seed per run, so that recorded runs
+/// of one test differ as runs do (each is repeatable by its own seed), and
+/// the guest's clock starting at the host's wall clock.
+fn deterministic_inputs() -> ktstr_vmm::Deterministic {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // RandomState is seeded from the OS's entropy per process; the time and
+    // the pid tell apart the runs of one process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    ktstr_vmm::Deterministic {
+        seed: h.finish() >> 1,
+        rtc_base: crate::results::utc_datetime(now.as_secs()),
+    }
+}
+
 /// A test VM ready to boot.
 pub(crate) struct Prepared {
     pub(crate) spec: VmSpec,
@@ -65,6 +84,8 @@ pub(crate) struct Prepared {
     pub(crate) scheduler: Option<(String, std::path::PathBuf, Vec<String>)>,
     /// Booted from the bzImage with KASLR on (else the vmlinux, `nokaslr`).
     pub(crate) kaslr: bool,
+    /// Run deterministically and recorded ([`crate::recording`]).
+    pub(crate) record: bool,
     /// Whether the backend vouches for the guest's timing (as the guest was told).
     pub(crate) timing_reliable: bool,
     /// vCPUs sharing one host thread (as the guest was told).
@@ -149,6 +170,7 @@ pub(crate) fn prepare(
     preset: Option<&Topology>,
     backend: &dyn Backend,
     probe_plan: Option<&[u8]>,
+    record: bool,
 ) -> Result<Prepared, RunError> {
     let cfg = &entry.config;
     let topology = topology_of(entry, preset)?;
@@ -209,6 +231,7 @@ pub(crate) fn prepare(
         cleanup_budget_ms: cfg.cleanup_budget_ms,
         dump: cfg.dump || host.dump,
         verifier_offsets,
+        record,
     };
     let json = serde_json::to_vec(&guest_cfg).expect("the guest config serializes");
     overlay.add_bytes(CONFIG_PATH, 0o644, json)?;
@@ -232,6 +255,9 @@ pub(crate) fn prepare(
         std::process::id(),
         entry.name.replace("::", "-")
     );
+    if record {
+        spec.deterministic = Some(deterministic_inputs());
+    }
     let scheduler = boot.map(|(s, p)| {
         let args = s.sched_args.iter().map(|a| a.to_string());
         (
@@ -246,6 +272,7 @@ pub(crate) fn prepare(
         kernel,
         scheduler,
         kaslr,
+        record,
         timing_reliable: guest_cfg.timing_reliable,
         vcpus_per_thread: guest_cfg.vcpus_per_thread,
         _initrd: initrd,

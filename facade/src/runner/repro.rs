@@ -109,7 +109,18 @@ fn probe_vm(
 
     let t0 = Instant::now();
     // The probe VM starts as the test's VM did.
-    let booted = boot_once(host, entry, resolved, shape, backend, Some(&json), restore)?;
+    let booted = boot_once(
+        host,
+        entry,
+        resolved,
+        shape,
+        backend,
+        Some(&json),
+        super::StartMode {
+            restore,
+            record: false,
+        },
+    )?;
     let wall = t0.elapsed();
     let slot_wait = booted.slot_wait;
     *waited = slot_wait;

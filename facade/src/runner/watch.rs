@@ -122,18 +122,34 @@ impl Seen {
     }
 }
 
-/// Follows `vm` until it ends, killing it at the limits.
+/// Follows `vm` until it ends, killing it at the limits. With a `tape`
+/// (a recorded VM) every console line and message goes on it, and the
+/// channel is only watched: the host writes nothing into the guest.
 pub(crate) fn watch(
     vm: &mut dyn Machine,
     boot_at: Instant,
     limits: Limits,
     monitor: &mut crate::monitor::Session,
+    mut tape: Option<&mut crate::recording::Tape>,
 ) -> Result<Watched, VmmError> {
     let console = vm.take_console();
-    let mut reader = Reader::new(HostChannel {
+    let mem = HostChannel {
         mem: vm.memory().clone(),
         base: channel::CHANNEL_GPA,
-    });
+    };
+    let mut reader = if tape.is_some() {
+        Reader::watching(mem)
+    } else {
+        Reader::new(mem)
+    };
+    let taped = |tape: &mut Option<&mut crate::recording::Tape>, msgs: &[Message]| {
+        if let Some(t) = tape {
+            t.messages.extend(
+                msgs.iter()
+                    .map(|m| serde_json::to_string(m).unwrap_or_default()),
+            );
+        }
+    };
     let watchdog = boot_at + limits.watchdog;
     // A stall before init is judged here only when it comes before the watchdog.
     let init_deadline = Some(boot_at + limits.boot_to_init).filter(|d| *d < watchdog);
@@ -146,6 +162,9 @@ pub(crate) fn watch(
                 if limits.echo_console {
                     eprintln!("console: {l}");
                 }
+                if let Some(t) = tape.as_mut() {
+                    t.console.push(l.clone());
+                }
                 lines.push(l);
                 if lines.len() > KEPT_LINES {
                     lines.drain(..KEPT_LINES / 2);
@@ -154,6 +173,7 @@ pub(crate) fn watch(
         }
         match reader.poll() {
             Ok(msgs) => {
+                taped(&mut tape, &msgs);
                 let read_at = boot_at.elapsed();
                 for m in &msgs {
                     monitor.observe(m, vm, &reader);
@@ -192,10 +212,14 @@ pub(crate) fn watch(
     };
     // The mapping outlives the VM: collect what the guest wrote last.
     if let Ok(msgs) = reader.poll() {
+        taped(&mut tape, &msgs);
         seen.absorb(msgs, boot_at.elapsed());
     }
     if let Some(c) = &console {
         while let Some(l) = c.next_line(Duration::from_millis(50)) {
+            if let Some(t) = tape.as_mut() {
+                t.console.push(l.clone());
+            }
             lines.push(l);
         }
     }

@@ -113,6 +113,9 @@ pub struct RunReport {
     pub(crate) dump: Option<ktstr_record::SchedulerDump>,
     /// The verifier's figures of the scheduler's programs.
     pub(crate) bpf_progs: Vec<ktstr_record::ProgStats>,
+    /// The recording of the test's VM (`record`): kept when the test fails,
+    /// deleted when it passes.
+    pub recording: Option<std::path::PathBuf>,
 }
 
 impl RunReport {
@@ -139,6 +142,7 @@ impl RunReport {
             phases: crate::results::Phases::default(),
             dump: None,
             bpf_progs: Vec::new(),
+            recording: None,
         }
     }
 

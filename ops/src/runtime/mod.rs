@@ -66,6 +66,11 @@ pub struct GuestConfig {
     /// the programs' states go unread).
     #[serde(default)]
     pub verifier_offsets: Option<crate::scheduler::VerifierOffsets>,
+    /// The run is recorded: the host neither pauses the guest nor answers
+    /// it, so nothing here waits for the host (snapshot requests are sent
+    /// and not waited on) and the run repeats in a replay.
+    #[serde(default)]
+    pub record: bool,
 }
 
 fn one() -> u32 {
@@ -227,7 +232,7 @@ fn run_body(cfg: &GuestConfig, body: Body<'_>, ch: &Writer<DevMem>) {
     if let Ok(m) = DevMem::map(cfg.channel_gpa, cfg.channel_size)
         && let Some(w) = Writer::attach(m)
     {
-        crate::snapshot::install(Box::new(crate::snapshot::ChannelLink::new(w)));
+        crate::snapshot::install(Box::new(crate::snapshot::ChannelLink::new(w, !cfg.record)));
     }
     ch.send(&Message::BodyStarted, Duration::from_secs(1));
     let t0 = Instant::now();

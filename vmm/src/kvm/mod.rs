@@ -156,6 +156,7 @@ impl KvmBackend {
     /// Boots `spec` and returns the concrete machine, which also offers COM2 and
     /// register reads.
     pub fn boot_vm(&self, spec: &VmSpec) -> Result<KvmVm, VmmError> {
+        refuse_deterministic(spec)?;
         KvmVm::build(spec, self.huge_pages, None)
     }
 
@@ -168,7 +169,20 @@ impl KvmBackend {
         image: &std::path::Path,
         payload: &[u8],
     ) -> Result<KvmVm, VmmError> {
+        refuse_deterministic(spec)?;
         KvmVm::build(spec, self.huge_pages, Some((image, payload)))
+    }
+}
+
+/// A KVM guest runs at host speed: no second run repeats its timing.
+fn refuse_deterministic(spec: &VmSpec) -> Result<(), VmmError> {
+    match spec.deterministic {
+        None => Ok(()),
+        Some(_) => Err(VmmError::Unsupported(
+            "a deterministic (recorded or replayed) run needs QEMU's instruction-counting TCG \
+             (KTSTR_BACKEND=qemu); the own KVM VMM runs the guest at host speed"
+                .into(),
+        )),
     }
 }
 

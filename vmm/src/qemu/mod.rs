@@ -160,6 +160,10 @@ impl Backend for QemuBackend {
         ))
     }
 
+    fn program(&self) -> Option<std::path::PathBuf> {
+        Some(self.binary.clone())
+    }
+
     fn host_threads(&self, spec: &VmSpec) -> usize {
         match (self.accel, spec.resolved_tcg()) {
             // Single-threaded TCG runs every vCPU on one thread.
@@ -221,6 +225,9 @@ impl QemuBackend {
     /// waiting for a migration stream with the vCPUs stopped.
     fn start(&self, spec: &VmSpec, restoring: Option<&[u8]>) -> Result<QemuMachine, VmmError> {
         spec.check_files()?;
+        if spec.deterministic.is_some() {
+            args::check_deterministic(spec, self.accel, self.nested_svm, restoring.is_some())?;
+        }
         let ram = GuestRam::new(&spec.node_memory_bytes())?;
         let payload = match spec.payload_bytes {
             0 => None,

@@ -1,0 +1,355 @@
+//! The replay side: run a recording's inputs again and compare what the host
+//! sees with what it saw.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ktstr_ops::channel::{self, ChannelError, Reader};
+use ktstr_vmm::{ConsoleEvent, EndReason, ReservedRegion, VmSpec};
+
+use super::write::{end_name, lines_bytes};
+use super::{Manifest, RecordingError, check_own};
+use crate::channel::HostChannel;
+
+/// The replay's console, written beside the recorded one for `cmp`.
+pub const REPLAY_CONSOLE: &str = "replay-console.txt";
+/// The replay's messages, beside the recorded ones.
+pub const REPLAY_MESSAGES: &str = "replay-messages.jsonl";
+
+/// The first point where a replay did not repeat its recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Divergence {
+    /// Console line `line` (from 1) differs; `None`: that side has no such line.
+    Console {
+        /// Line number, from 1.
+        line: usize,
+        /// The recorded line.
+        recorded: Option<String>,
+        /// The replayed line.
+        replayed: Option<String>,
+    },
+    /// Channel message `index` (from 1) differs.
+    Message {
+        /// Message number, from 1.
+        index: usize,
+        /// The recorded message (JSON).
+        recorded: Option<String>,
+        /// The replayed message (JSON).
+        replayed: Option<String>,
+    },
+    /// The VM ended otherwise.
+    End {
+        /// How the recorded VM ended.
+        recorded: String,
+        /// How the replayed one did.
+        replayed: String,
+    },
+}
+
+/// The guest clock of a console line (`[   12.345678] …`), when it has one.
+fn stamp(line: Option<&String>) -> String {
+    line.and_then(|l| {
+        let l = l.trim_start();
+        let rest = l.strip_prefix('[')?;
+        let end = rest.find(']')?;
+        Some(format!(" at guest time {}s", rest[..end].trim()))
+    })
+    .unwrap_or_default()
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |s: &Option<String>| s.clone().unwrap_or_else(|| "(nothing)".into());
+        match self {
+            Divergence::Console {
+                line,
+                recorded,
+                replayed,
+            } => write!(
+                f,
+                "console line {line}{} differs:\n  recorded: {}\n  replayed: {}",
+                stamp(recorded.as_ref().or(replayed.as_ref())),
+                side(recorded),
+                side(replayed)
+            ),
+            Divergence::Message {
+                index,
+                recorded,
+                replayed,
+            } => write!(
+                f,
+                "channel message {index} differs:\n  recorded: {}\n  replayed: {}",
+                side(recorded),
+                side(replayed)
+            ),
+            Divergence::End { recorded, replayed } => {
+                write!(
+                    f,
+                    "the VM ended otherwise: recorded {recorded}, replayed {replayed}"
+                )
+            }
+        }
+    }
+}
+
+/// What one replay did.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The recording's manifest.
+    pub manifest: Manifest,
+    /// Console lines of the replay.
+    pub console_lines: usize,
+    /// Channel messages of the replay.
+    pub messages: usize,
+    /// How the replayed VM ended.
+    pub end: String,
+    /// The kernel's scheduler-exit line in the replay.
+    pub scheduler_exit: Option<String>,
+    /// The first difference from the recording; `None`: it repeated.
+    pub divergence: Option<Divergence>,
+    /// Wall seconds the replay's VM ran.
+    pub wall_s: f64,
+}
+
+impl std::fmt::Display for Replayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.manifest;
+        match &self.divergence {
+            None => {
+                writeln!(
+                    f,
+                    "replay of {} ({}): identical: console {} lines ({} bytes, SHA-256 {}), {} \
+                     channel messages, end {}",
+                    m.test,
+                    m.run,
+                    self.console_lines,
+                    m.console.bytes,
+                    &m.console.sha256[..16],
+                    self.messages,
+                    self.end
+                )?;
+                if let Some(x) = &self.scheduler_exit {
+                    writeln!(
+                        f,
+                        "  scheduler exit, same line and guest clock: {}",
+                        x.trim()
+                    )?;
+                }
+            }
+            Some(d) => writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?,
+        }
+        write!(
+            f,
+            "  recorded in {:.1}s, replayed in {:.1}s ({:.2}x)",
+            m.wall_s,
+            self.wall_s,
+            self.wall_s / m.wall_s.max(1e-3)
+        )
+    }
+}
+
+/// The VM a manifest describes, with the recording's initramfs at `initrd`.
+fn spec_of(m: &Manifest, initrd: &Path) -> Result<VmSpec, RecordingError> {
+    let bad = |why: String| RecordingError::Manifest {
+        path: initrd.with_file_name(super::MANIFEST),
+        why,
+    };
+    let topology = m
+        .topology
+        .parse::<ktstr_topology::Topology>()
+        .and_then(|t| t.with_memory_mib(m.memory_mib))
+        .map_err(|e| bad(format!("topology {}: {e}", m.topology)))?;
+    let mut spec = VmSpec::new(&m.kernel.path, topology);
+    if spec.node_memory_bytes() != m.node_memory {
+        return Err(bad(format!(
+            "its nodes' memory {:?} is not what {} with {} MiB gives ({:?})",
+            m.node_memory,
+            m.topology,
+            m.memory_mib,
+            spec.node_memory_bytes()
+        )));
+    }
+    spec.initrd = Some(initrd.to_path_buf());
+    spec.cmdline = m.cmdline.clone();
+    spec.reserved = m
+        .reserved
+        .iter()
+        .map(|&(gpa, size)| ReservedRegion { gpa, size })
+        .collect();
+    spec.name = format!("ktstr-replay-{}", std::process::id());
+    spec.tcg = ktstr_vmm::TcgMode::InstructionCount;
+    spec.deterministic = Some(ktstr_vmm::Deterministic {
+        seed: m.seed,
+        rtc_base: m.rtc_base.clone(),
+    });
+    Ok(spec)
+}
+
+/// Checks what the replay runs against what was recorded: QEMU, the kernel.
+pub(super) fn check_inputs(
+    m: &Manifest,
+    backend: &dyn ktstr_vmm::Backend,
+) -> Result<(), RecordingError> {
+    let Some(program) = backend.program() else {
+        return Err(RecordingError::Mismatch {
+            what: "VM backend",
+            recorded: m.qemu_id.clone(),
+            here: backend.name(),
+            fix: "replay with QEMU (KTSTR_BACKEND=qemu)",
+        });
+    };
+    let qemu = super::write::digest_once(&program)?;
+    if qemu.sha256 != m.qemu.sha256 {
+        return Err(RecordingError::Mismatch {
+            what: "QEMU binary",
+            recorded: format!(
+                "{} ({}, SHA-256 {})",
+                m.qemu_id,
+                m.qemu.path,
+                &m.qemu.sha256[..16]
+            ),
+            here: format!(
+                "{} ({}, SHA-256 {})",
+                backend.snapshot_id().unwrap_or_else(|| backend.name()),
+                qemu.path,
+                &qemu.sha256[..16]
+            ),
+            fix: "replay where the recording's QEMU is (KTSTR_QEMU names it), or record the run again",
+        });
+    }
+    let kernel = Path::new(&m.kernel.path);
+    let here = if kernel.is_file() {
+        super::write::digest_once(kernel)?.sha256
+    } else {
+        "nothing (the file is gone)".into()
+    };
+    if here != m.kernel.sha256 {
+        return Err(RecordingError::Mismatch {
+            what: "kernel",
+            recorded: format!(
+                "{} ({}, SHA-256 {})",
+                m.kernel_release.as_deref().unwrap_or("release unknown"),
+                m.kernel.path,
+                &m.kernel.sha256[..16]
+            ),
+            here: format!(
+                "{} with SHA-256 {}",
+                m.kernel.path,
+                &here[..here.len().min(16)]
+            ),
+            fix: "put the recorded kernel back (cargo ktstr kernel fetch RELEASE) or record again",
+        });
+    }
+    Ok(())
+}
+
+/// The first index where `a` and `b` differ, with both sides there.
+fn first_difference(a: &[String], b: &[String]) -> Option<(usize, Option<String>, Option<String>)> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .find(|&i| a.get(i) != b.get(i))
+        .map(|i| (i + 1, a.get(i).cloned(), b.get(i).cloned()))
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>, RecordingError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RecordingError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// Runs the recording in `dir` again and compares: the same console line
+/// for line, the same channel messages, the same end. Refuses a recording
+/// that is damaged or whose QEMU or kernel this host does not have.
+pub fn replay(dir: &Path) -> Result<Replayed, RecordingError> {
+    let manifest = super::load(dir)?;
+    let initrd = check_own(dir, &manifest.initrd)?;
+    let recorded_console = read_lines(&check_own(dir, &manifest.console)?)?;
+    let recorded_messages = read_lines(&check_own(dir, &manifest.messages)?)?;
+    let host = crate::config::HostConfig::global()?;
+    let backend = host.backend()?;
+    check_inputs(&manifest, backend.as_ref())?;
+    let spec = spec_of(&manifest, &initrd)?;
+    let t0 = Instant::now();
+    let mut vm = backend.boot(&spec)?;
+    let console = vm.take_console();
+    let mut reader = Reader::watching(HostChannel {
+        mem: vm.memory().clone(),
+        base: channel::CHANNEL_GPA,
+    });
+    // The recorded run's time and then some: a replay on a slower or busier
+    // host takes longer in wall time, never in guest time.
+    let deadline = t0 + Duration::from_secs_f64(manifest.wall_s * 4.0 + 120.0);
+    let (mut lines, mut messages) = (Vec::new(), Vec::new());
+    let poll = |reader: &mut Reader<HostChannel>, messages: &mut Vec<String>| match reader.poll() {
+        Ok(msgs) => messages.extend(
+            msgs.iter()
+                .map(|m| serde_json::to_string(m).unwrap_or_default()),
+        ),
+        Err(ChannelError::NotInitialized) => {}
+        Err(e) => messages.push(format!("(channel fault: {e})")),
+    };
+    let end = loop {
+        if let Some(c) = &console {
+            while let ConsoleEvent::Line(l) = c.recv(Duration::ZERO) {
+                lines.push(l);
+            }
+        }
+        poll(&mut reader, &mut messages);
+        if let Some(end) = vm.try_wait()? {
+            break end;
+        }
+        if Instant::now() >= deadline {
+            vm.kill();
+            break EndReason::Timeout;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    poll(&mut reader, &mut messages);
+    if let Some(c) = &console {
+        while let Some(l) = c.next_line(Duration::from_millis(50)) {
+            lines.push(l);
+        }
+    }
+    drop(vm);
+    let wall_s = t0.elapsed().as_secs_f64();
+    let write = |name: &str, l: &[String]| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines_bytes(l))
+            .map_err(|source| RecordingError::File { path, source })
+    };
+    write(REPLAY_CONSOLE, &lines)?;
+    write(REPLAY_MESSAGES, &messages)?;
+    let end = end_name(&end);
+    let divergence = first_difference(&recorded_console, &lines)
+        .map(|(line, recorded, replayed)| Divergence::Console {
+            line,
+            recorded,
+            replayed,
+        })
+        .or_else(|| {
+            first_difference(&recorded_messages, &messages).map(|(index, recorded, replayed)| {
+                Divergence::Message {
+                    index,
+                    recorded,
+                    replayed,
+                }
+            })
+        })
+        .or_else(|| {
+            (end != manifest.end).then(|| Divergence::End {
+                recorded: manifest.end.clone(),
+                replayed: end.clone(),
+            })
+        });
+    Ok(Replayed {
+        console_lines: lines.len(),
+        messages: messages.len(),
+        scheduler_exit: super::scheduler_exit(&lines),
+        end,
+        divergence,
+        wall_s,
+        manifest,
+    })
+}
