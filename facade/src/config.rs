@@ -16,7 +16,7 @@
 //! | `KTSTR_SLOT_DIR` | the host-wide VM slot locks | `/tmp/ktstr-slots-<uid>` |
 //! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (instruction counting: one host thread, fixed guest clock rate) |
 //! | `KTSTR_KASLR` | `1`: boot every test's kernel from its bzImage with KASLR on (randomized), `0`: the ELF vmlinux at its link address | `0` (faster boot; see the README's KASLR section) |
-//! | `KTSTR_RECORD` | `1`: record every test's VM so a failing run can be replayed (`cargo ktstr test --record`; boots cold, QEMU TCG only); a passing test's recording is deleted | `0` |
+//! | `KTSTR_RECORD` | `1`: record every test's VM so a failing run can be replayed (`cargo ktstr test --record`; boots cold, QEMU TCG only); a passing test's recording is deleted; `all`: passing tests keep theirs too | `0` |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |
@@ -84,6 +84,8 @@ pub struct HostConfig {
     /// Record every test's VM for replay (`KTSTR_RECORD=1`, `cargo ktstr
     /// test --record`; a test can ask alone with `record = true`).
     pub record: bool,
+    /// Keep passing tests' recordings too (`KTSTR_RECORD=all`).
+    pub keep_recordings: bool,
     /// How long a guest may take from boot to the harness's init.
     pub boot_timeout: Duration,
     /// Echo guest consoles to stderr.
@@ -231,14 +233,18 @@ impl HostConfig {
                 });
             }
         };
-        let record = match text("KTSTR_RECORD")?.as_deref().map(str::trim) {
-            None | Some("" | "0") => false,
-            Some("1") => true,
+        let (record, keep_recordings) = match text("KTSTR_RECORD")?.as_deref().map(str::trim) {
+            None | Some("" | "0") => (false, false),
+            Some("1") => (true, false),
+            Some("all") => (true, true),
             Some(other) => {
                 return Err(ConfigError {
                     var: "KTSTR_RECORD",
                     value: other.into(),
-                    why: "expected `1` (record every test's VM for replay) or `0`".into(),
+                    why:
+                        "expected `1` (record every test's VM, keep the failing ones' recordings), \
+                          `all` (keep every recording) or `0`"
+                            .into(),
                 });
             }
         };
@@ -247,6 +253,7 @@ impl HostConfig {
             tcg,
             kaslr,
             record,
+            keep_recordings,
             slot_dir: set("KTSTR_SLOT_DIR")
                 .map_or_else(ktstr_vmm::HostSlots::default_dir, PathBuf::from),
             kernel: match set("KTSTR_KERNEL").map(OsString::into_string) {

@@ -141,3 +141,109 @@ fn recorded_races_replay_to_the_same_exit() {
         assert_replays(dir);
     }
 }
+
+/// The examples' steady test (tests/tests/examples.rs), here so that this
+/// binary can run it with and without recording.
+#[ktstr_test(
+    harness_fixture = true,
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 5
+)]
+fn fixture_cost_steady(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `cargo xtask bench record`: what recording costs. Paired runs of the
+/// examples' steady test (KTSTR_BENCH_RUNS pairs, default 5), alternating:
+/// recorded, booted cold without recording, and restored (the default);
+/// medians of the test's wall time and their ratios, the recording's size
+/// per guest second, and a replay's speed against its recorded run.
+#[ignore = "full: a benchmark (cargo xtask bench record)"]
+#[test]
+fn record_cost_bench() {
+    let runs: usize = std::env::var("KTSTR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let test = "record_replay::fixture_cost_steady";
+    let run = |record: bool, restore: bool| {
+        let report = ktstr::test_support::run(
+            test,
+            &RunOptions {
+                record: Some(record),
+                restore: Some(restore),
+                ..RunOptions::default()
+            },
+        );
+        assert!(
+            matches!(report.outcome(), Outcome::Pass(_)),
+            "{:?}",
+            report.outcome()
+        );
+        report
+    };
+    // Warm-up: the initramfs cache and the restore snapshot.
+    run(false, true);
+    let (mut rec, mut cold, mut restored, mut sizes, mut replays) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..runs {
+        let r = run(true, false);
+        let wall = r.total().as_secs_f64();
+        rec.push(wall);
+        let c = run(false, false).total().as_secs_f64();
+        cold.push(c);
+        let s = run(false, true).total().as_secs_f64();
+        restored.push(s);
+        println!(
+            "bench record: run {}: recorded {wall:.2}s, cold {c:.2}s, restored {s:.2}s",
+            i + 1
+        );
+        // A passing run keeps its recording only under KTSTR_RECORD=all.
+        if let Some(dir) = r.recording.clone() {
+            let m = ktstr::recording::load(&dir).expect("manifest");
+            let console =
+                std::fs::read_to_string(dir.join(ktstr::recording::CONSOLE)).expect("console");
+            // The guest clock of the last stamped console line.
+            let guest_s = console
+                .lines()
+                .rev()
+                .filter_map(|l| l.trim_start().strip_prefix('['))
+                .find_map(|l| l.split(']').next()?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            let own = m.console.bytes + m.messages.bytes;
+            sizes.push((m.size_bytes, own, guest_s));
+            if i == 0 {
+                let replayed = assert_replays(&dir);
+                replays.push(replayed.wall_s / m.wall_s);
+            }
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+    let (mr, mc, ms) = (median(rec), median(cold), median(restored));
+    println!(
+        "bench record: median recorded {mr:.2}s, cold {mc:.2}s, restored {ms:.2}s; \
+         recorded/cold {:.3}, recorded/restored {:.3} (goal <= 1.15)",
+        mr / mc,
+        mr / ms
+    );
+    for (total, own, guest_s) in &sizes {
+        println!(
+            "bench record: recording {:.1} MB ({:.1} MB initramfs), console and messages {} bytes \
+             over {guest_s:.1} guest seconds: {:.0} bytes per guest second",
+            *total as f64 / 1e6,
+            (total - own) as f64 / 1e6,
+            own,
+            *own as f64 / guest_s.max(1e-3)
+        );
+    }
+    for r in &replays {
+        println!("bench record: replay took {r:.2}x the recorded run's wall time");
+    }
+}

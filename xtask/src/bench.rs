@@ -19,8 +19,8 @@ pub enum BenchError {
     KernelBuild(#[from] crate::bench_kernel::KernelBuildBenchError),
     #[error(transparent)]
     Command(#[from] CommandError),
-    /// A restore benchmark's test failed.
-    #[error("the restore benchmark {test} failed")]
+    /// A benchmark test (restore, record) failed.
+    #[error("the benchmark {test} failed")]
     Restore {
         /// The test.
         test: &'static str,
@@ -56,6 +56,7 @@ enum Which {
     Monitor(crate::bench_monitor::MonitorBench),
     MonitorOnce(crate::bench_monitor::MonitorOnce),
     Restore(RestoreBench),
+    Record(RecordBench),
     KernelBuild(crate::bench_kernel::KernelBuildBench),
 }
 
@@ -68,6 +69,17 @@ enum Which {
 #[argh(subcommand, name = "restore")]
 struct RestoreBench {
     /// timed cold boots and restores of each shape
+    #[argh(option, default = "5")]
+    runs: usize,
+}
+
+/// Record and replay (tests/tests/record_replay.rs): the examples' steady
+/// test recorded against booted cold and restored, alternating; medians and
+/// ratios, the recording's size per guest second, a replay's speed.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "record")]
+struct RecordBench {
+    /// timed runs of each side
     #[argh(option, default = "5")]
     runs: usize,
 }
@@ -88,6 +100,20 @@ pub fn run(cmd: &BenchCmd) -> Result<(), BenchError> {
         Which::Monitor(b) => Ok(crate::bench_monitor::run(b)?),
         Which::MonitorOnce(b) => Ok(crate::bench_monitor::once(b)?),
         Which::Restore(b) => restore(b),
+        Which::Record(b) => status(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(workspace())
+                .args(["test", "-q", "-p", "ktstr-tests", "--test", "record_replay"])
+                .args(["record_cost_bench", "--", "--include-ignored", "--exact"])
+                .arg("--nocapture")
+                // Passing runs keep their recordings, to be measured.
+                .env("KTSTR_RECORD", "all")
+                .env("KTSTR_BENCH_RUNS", b.runs.to_string()),
+        )
+        .map_err(|source| BenchError::Restore {
+            test: "record_cost_bench",
+            source,
+        }),
         Which::KernelBuild(b) => Ok(crate::bench_kernel::run(b)?),
     }
 }

@@ -124,9 +124,13 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
             |t| t.to_string(),
         ));
     }
-    // A recording is kept for a failure only: a passing run needs no replay.
+    // A recording is kept for a failure only (or when every one is asked
+    // for, KTSTR_RECORD=all): a passing run needs no replay.
     if let Some(dir) = report.recording.take() {
-        if verdict::judge(&report).kind == verdict::Kind::Fail {
+        let failed = verdict::judge(&report).kind == verdict::Kind::Fail;
+        if host.keep_recordings && !failed {
+            report.recording = Some(dir);
+        } else if failed {
             let size = crate::recording::load(&dir).map_or(0, |m| m.size_bytes);
             let _ = std::io::stderr().write_all(
                 format!(

@@ -146,6 +146,11 @@ impl RunReport {
         }
     }
 
+    /// The test's wall time, from the run's start to its record.
+    pub fn total(&self) -> Duration {
+        self.phases.total
+    }
+
     /// How the test's VM started: `"cold"` or `"restored"` (`None`: it did
     /// not start).
     pub fn start(&self) -> Option<&'static str> {
