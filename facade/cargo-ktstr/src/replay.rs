@@ -70,10 +70,6 @@ fn dir_names(test: &str) -> [String; 2] {
 }
 
 fn resolve(store: &Path, target: &str) -> Result<PathBuf, CmdError> {
-    let direct = Path::new(target);
-    if direct.join(ktstr::recording::MANIFEST).is_file() {
-        return Ok(direct.to_path_buf());
-    }
     let not_found = |looked: PathBuf| CmdError::NoRecording {
         given: target.to_string(),
         looked,
@@ -101,10 +97,12 @@ fn resolve(store: &Path, target: &str) -> Result<PathBuf, CmdError> {
 
 /// The command.
 pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
-    let store = store_dir(c.store.as_deref())?;
+    // Only a name needs the store (and so a cargo package to find it in).
+    let store = || store_dir(c.store.as_deref());
     let target = match (&c.target, c.list) {
         (Some(t), false) => t,
         _ => {
+            let store = store()?;
             let all = recordings(&store);
             if all.is_empty() {
                 println!(
@@ -134,7 +132,12 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
             return Ok(Done::Ok);
         }
     };
-    let dir = resolve(&store, target)?;
+    let direct = Path::new(target);
+    let dir = if direct.join(ktstr::recording::MANIFEST).is_file() {
+        direct.to_path_buf()
+    } else {
+        resolve(&store()?, target)?
+    };
     eprintln!("cargo ktstr: replaying {}", dir.display());
     let replayed = ktstr::recording::replay(&dir)?;
     println!("{replayed}");

@@ -105,14 +105,13 @@ pub(crate) fn write(dir: &Path, src: &Source<'_>, tape: &Tape) -> Result<Manifes
             why: "the VM booted no initramfs".into(),
         })?;
     let initrd_dst = dir.join(INITRD);
-    // A hard link where the initramfs is on the same file system (it is
-    // deleted after the run, the link keeps it), else a copy.
-    if std::fs::hard_link(initrd_src, &initrd_dst).is_err() {
-        std::fs::copy(initrd_src, &initrd_dst).map_err(|source| RecordingError::File {
-            path: initrd_dst.clone(),
-            source,
-        })?;
-    }
+    // A copy, never a hard link: the initramfs cache rewrites a test's
+    // archive in place for its next run (a linked recording changed under
+    // its manifest, measured).
+    std::fs::copy(initrd_src, &initrd_dst).map_err(|source| RecordingError::File {
+        path: initrd_dst.clone(),
+        source,
+    })?;
     let mut initrd = digest(&initrd_dst)?;
     initrd.path = INITRD.into();
     write_file(&dir.join(CONSOLE), &lines_bytes(&tape.console))?;
