@@ -28,6 +28,9 @@ pub mod monitor {}
 #[doc = include_str!("src/auto-repro.md")]
 pub mod auto_repro {}
 
+#[doc = include_str!("src/record-replay.md")]
+pub mod record_replay {}
+
 #[doc = include_str!("src/real-schedulers.md")]
 pub mod real_schedulers {}
 
