@@ -4,6 +4,8 @@
 
 use ktstr::prelude::*;
 use ktstr::test_support::{Outcome, RunOptions};
+#[path = "common/bench.rs"]
+mod bench;
 
 const CRASHES: Scheduler = Scheduler::named("scx_ktstr_crash")
     .binary(SchedulerSpec::Discover("scx-ktstr"))
@@ -155,11 +157,6 @@ fn fixture_cost_steady(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// `cargo xtask bench record`: what recording costs. Paired runs of the
 /// examples' steady test (KTSTR_BENCH_RUNS pairs, default 5), alternating:
 /// recorded, booted cold without recording, and restored (the default);
@@ -168,10 +165,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[ignore = "full: a benchmark (cargo xtask bench record)"]
 #[test]
 fn record_cost_bench() {
-    let runs: usize = std::env::var("KTSTR_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let runs = bench::runs(5);
     let test = "record_replay::fixture_cost_steady";
     let run = |record: bool, restore: bool| {
         let report = ktstr::test_support::run(
@@ -226,7 +220,11 @@ fn record_cost_bench() {
             std::fs::remove_dir_all(&dir).ok();
         }
     }
-    let (mr, mc, ms) = (median(rec), median(cold), median(restored));
+    let (mr, mc, ms) = (
+        bench::median(rec),
+        bench::median(cold),
+        bench::median(restored),
+    );
     println!(
         "bench record: median recorded {mr:.2}s, cold {mc:.2}s, restored {ms:.2}s; \
          recorded/cold {:.3}, recorded/restored {:.3} (goal <= 1.15)",

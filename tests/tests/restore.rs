@@ -5,6 +5,8 @@
 
 use ktstr::prelude::*;
 use ktstr::test_support::{Outcome, RunReport};
+#[path = "common/bench.rs"]
+mod bench;
 mod common;
 use common::run_test_started;
 
@@ -154,11 +156,6 @@ fn fixture_trivial_1n2l2c2t(_ctx: &Ctx) -> Result<AssertResult> {
     Ok(AssertResult::pass())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The per-test overhead (wall minus body minus the wait for host slots) of
 /// a trivial test, booted cold against restored, on two shapes, runs
 /// alternating; medians and ratio. `cargo xtask bench restore` runs it
@@ -166,11 +163,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[ignore = "full: a benchmark of cold boots and restores (cargo xtask bench restore); run with cargo xtask test --full"]
 #[test]
 fn restore_vs_cold_test_overhead_bench() {
-    let runs: usize = std::env::var("KTSTR_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let runs = bench::runs(3);
     let overhead = |name: &str, restore: bool| -> f64 {
         let (outcome, info) = run_test_started(&format!("restore::{name}"), restore);
         assert!(matches!(outcome, Outcome::Pass(_)), "{name}: {outcome:?}");
@@ -194,7 +187,7 @@ fn restore_vs_cold_test_overhead_bench() {
             "{topo}: first restore (snapshot made if missing) {first:.2}s; cold {cold:.2?}; \
              restored {restored:.2?}"
         );
-        table.push((topo, median(cold), median(restored)));
+        table.push((topo, bench::median(cold), bench::median(restored)));
     }
     eprintln!("per-test overhead (wall - body - slot wait), medians of {runs}:");
     eprintln!("shape       cold boot   restored   ratio");

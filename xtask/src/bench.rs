@@ -21,7 +21,7 @@ pub enum BenchError {
     Command(#[from] CommandError),
     /// A benchmark test (restore, record) failed.
     #[error("the benchmark {test} failed")]
-    Restore {
+    Test {
         /// The test.
         test: &'static str,
         #[source]
@@ -100,26 +100,18 @@ pub fn run(cmd: &BenchCmd) -> Result<(), BenchError> {
         Which::Monitor(b) => Ok(crate::bench_monitor::run(b)?),
         Which::MonitorOnce(b) => Ok(crate::bench_monitor::once(b)?),
         Which::Restore(b) => restore(b),
-        Which::Record(b) => status(
-            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .current_dir(workspace())
-                .args(["test", "-q", "-p", "ktstr-tests", "--test", "record_replay"])
-                .args(["record_cost_bench", "--", "--include-ignored", "--exact"])
-                .arg("--nocapture")
-                // Passing runs keep their recordings, to be measured.
-                .env("KTSTR_RECORD", "all")
-                .env("KTSTR_BENCH_RUNS", b.runs.to_string()),
-        )
-        .map_err(|source| BenchError::Restore {
-            test: "record_cost_bench",
-            source,
-        }),
+        // Passing runs keep their recordings, to be measured.
+        Which::Record(b) => bench_test(
+            ("ktstr-tests", "record_replay", "record_cost_bench"),
+            b.runs,
+            &[("KTSTR_RECORD", "all")],
+        ),
         Which::KernelBuild(b) => Ok(crate::bench_kernel::run(b)?),
     }
 }
 
 fn restore(b: &RestoreBench) -> Result<(), BenchError> {
-    for (package, target, test) in [
+    for test in [
         ("ktstr-vmm", "qemu_restore", "restore_vs_cold_boot_bench"),
         (
             "ktstr-tests",
@@ -127,17 +119,27 @@ fn restore(b: &RestoreBench) -> Result<(), BenchError> {
             "restore_vs_cold_test_overhead_bench",
         ),
     ] {
-        status(
-            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .current_dir(workspace())
-                .args(["test", "-q", "-p", package, "--test", target])
-                // Both are `--full` tests, `#[ignore]`d in the default run.
-                .args([test, "--", "--include-ignored", "--exact", "--nocapture"])
-                .env("KTSTR_BENCH_RUNS", b.runs.to_string()),
-        )
-        .map_err(|source| BenchError::Restore { test, source })?;
+        bench_test(test, b.runs, &[])?;
     }
     Ok(())
+}
+
+/// Runs the benchmark test `(package, target, test)`, a `--full` test
+/// (`#[ignore]`d in the default run), with `KTSTR_BENCH_RUNS` and `env`.
+fn bench_test(
+    (package, target, test): (&str, &str, &'static str),
+    runs: usize,
+    env: &[(&str, &str)],
+) -> Result<(), BenchError> {
+    status(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace())
+            .args(["test", "-q", "-p", package, "--test", target])
+            .args([test, "--", "--include-ignored", "--exact", "--nocapture"])
+            .env("KTSTR_BENCH_RUNS", runs.to_string())
+            .envs(env.iter().copied()),
+    )
+    .map_err(|source| BenchError::Test { test, source })
 }
 
 fn workspace() -> PathBuf {

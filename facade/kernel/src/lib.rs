@@ -591,14 +591,8 @@ fn from_path(p: &Path, origin: KernelOrigin, cache: &KernelCache) -> Result<Kern
             })?;
         }
         return Ok(Kernel {
-            vmlinux,
             bz_image: Some(p.to_path_buf()),
-            config: None,
-            release: None,
-            vmlinux_sha256: None,
-            source: None,
-            config_from: None,
-            origin,
+            ..Kernel::at(vmlinux, origin)
         });
     }
     Err(bad("neither an ELF vmlinux nor an x86 bzImage"))

@@ -124,28 +124,6 @@ pub fn run(entry: &TestEntry, opts: &RunOptions<'_>) -> RunReport {
             |t| t.to_string(),
         ));
     }
-    // A recording is kept for a failure only (or when every one is asked
-    // for, KTSTR_RECORD=all): a passing run needs no replay.
-    if let Some(dir) = report.recording.take() {
-        let failed = verdict::judge(&report).kind == verdict::Kind::Fail;
-        if host.keep_recordings && !failed {
-            report.recording = Some(dir);
-        } else if failed {
-            let size = crate::recording::load(&dir).map_or(0, |m| m.size_bytes);
-            let _ = std::io::stderr().write_all(
-                format!(
-                    "ktstr: {}: failed; its recording ({:.1} MB) is kept: cargo ktstr replay {}\n",
-                    entry.name,
-                    size as f64 / 1e6,
-                    dir.display()
-                )
-                .as_bytes(),
-            );
-            report.recording = Some(dir);
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
     let run = crate::results::run_id(host);
     report.phases.total = t0.elapsed();
     let record = crate::results::Facts {
@@ -330,28 +308,31 @@ fn run_in(
     report.phases.initramfs = initramfs;
     report.phases.slot_wait = slot_wait;
     report.phases.start = Some(booted.start.record());
-    if let Some((tape, ran)) = booted.tape.take() {
-        let end = match &booted.watched {
-            Watched::Done(o, _) => o.end.clone(),
-            Watched::NoInit { .. } => ktstr_vmm::EndReason::Killed,
+    // A recorded VM's recording is written only where it is kept: for a
+    // failure, or for every run under KTSTR_RECORD=all.
+    let run_id = crate::results::run_id(host);
+    let keep =
+        |prepared: &prepare::Prepared, (tape, ran): (crate::recording::Tape, Duration), end| {
+            let src = crate::recording::Source {
+                test: entry.name,
+                run: &run_id,
+                spec: &prepared.spec,
+                kernel_release: resolved.kernel.release.clone(),
+                backend: backend.as_ref(),
+                end: &end,
+                wall: ran,
+            };
+            keep_recording(host, opts.preset, &src, &tape)
         };
-        let src = crate::recording::Source {
-            test: entry.name,
-            run: &crate::results::run_id(host),
-            spec: &booted.prepared.spec,
-            kernel_release: resolved.kernel.release.clone(),
-            backend: backend.as_ref(),
-            end: &end,
-            wall: ran,
-        };
-        report.recording = keep_recording(host, entry.name, opts.preset, &src, &tape);
-    }
+    let tape = booted.tape.take();
     let (mut observed, times) = match booted.watched {
         Watched::Done(observed, times) => (observed, times),
         // No retry: a guest that never reaches init is a failure to look at
         // (the kernel's or the VMM's), not noise to boot past.
         Watched::NoInit { after, console } => {
             report.reached = Reached::NoInit { after, console };
+            report.recording =
+                tape.and_then(|t| keep(&booted.prepared, t, ktstr_vmm::EndReason::Killed));
             return Ok(());
         }
     };
@@ -402,6 +383,9 @@ fn run_in(
     report.monitor_tail = result.monitor.tail_text(3);
     report.dump_text = result.dump.as_ref().map(ToString::to_string);
     let failed = verdict::judge(report).kind == verdict::Kind::Fail;
+    if failed || host.keep_recordings {
+        report.recording = tape.and_then(|t| keep(&booted.prepared, t, observed.end.clone()));
+    }
     if let Some(d) = report.dump_text.as_ref().filter(|_| !failed) {
         // The scheduler's own state after a pass, when asked for.
         let _ = std::io::stderr().write_all(format!("{}:\n{d}\n", entry.name).as_bytes());
@@ -442,19 +426,12 @@ fn run_in(
 /// test's record; says where (or why not) on stderr.
 fn keep_recording(
     host: &HostConfig,
-    test: &str,
     preset: Option<&str>,
     src: &crate::recording::Source<'_>,
     tape: &crate::recording::Tape,
 ) -> Option<std::path::PathBuf> {
     let say = |s: String| {
-        let _ = std::io::stderr().write_all(
-            format!(
-                "ktstr: {test}: {s}
-"
-            )
-            .as_bytes(),
-        );
+        let _ = std::io::stderr().write_all(format!("ktstr: {}: {s}\n", src.test).as_bytes());
     };
     let Some(store) = crate::results::store_dir(host) else {
         say("not recorded: no results store (set KTSTR_RESULTS_DIR)".into());
@@ -463,10 +440,17 @@ fn keep_recording(
     let dir = crate::recording::dir_in(
         &store,
         src.run,
-        &crate::results::record_file_name(test, preset),
+        &crate::results::record_file_name(src.test, preset),
     );
     match crate::recording::write(&dir, src, tape) {
-        Ok(_) => Some(dir),
+        Ok(m) => {
+            say(format!(
+                "its recording ({:.1} MB) is kept: cargo ktstr replay {}",
+                m.size_bytes as f64 / 1e6,
+                dir.display()
+            ));
+            Some(dir)
+        }
         Err(e) => {
             say(format!(
                 "the recording could not be kept: {}",
