@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Records of this schema written before the series and the kernel
 /// placement existed read them as empty.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MonitorSummary {
     /// Samples per second it aimed at.
     pub hz: u32,
@@ -41,6 +41,10 @@ pub struct MonitorSample {
     pub deepest_dsq: Option<u32>,
     /// The sched_ext scheduler attached, if any.
     pub scheduler: Option<String>,
+    /// The guest's clock when read, seconds: the largest `rq->clock` of
+    /// any CPU (what a replay's `--at` asks by). Older records lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_s: Option<f64>,
 }
 
 /// Where the monitor found the guest kernel.

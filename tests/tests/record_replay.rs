@@ -84,6 +84,109 @@ fn a_recorded_crash_is_kept_and_replays_identically() {
     assert!(m.message_count > 3 && m.console_lines > 3, "{m:?}");
     let replayed = assert_replays(&dir);
     assert_eq!(replayed.scheduler_exit.as_deref(), Some(exit.as_str()));
+    questions_agree_with_the_live_monitor(&report, &dir);
+}
+
+/// A tick of the guest (HZ=250): how far a live sample's read may trail
+/// the guest clock it read.
+const TICK_NS: u64 = 4_000_000;
+/// Moments asked after each live sample's clock, over a tick.
+const DRIFT_STEPS: u64 = 40;
+
+/// Three moments the live monitor sampled while the scheduler ran, asked of
+/// two replays: both answer the same, and each live sample's runnable tasks
+/// per CPU are what the replay read at its guest clock, or within one
+/// sample's drift after it (the live read runs beside the guest, unpaused:
+/// the replay's series over the next tick is searched for it).
+fn questions_agree_with_the_live_monitor(
+    report: &ktstr::test_support::RunReport,
+    dir: &std::path::Path,
+) {
+    use ktstr::monitor::Moment;
+    let live: Vec<_> = report
+        .monitor_summary()
+        .expect("the monitor's summary")
+        .series
+        .iter()
+        .filter(|s| s.scheduler.is_some())
+        .filter_map(|s| Some(((s.guest_s? * 1e9).round() as u64, s.nr_running.clone()?)))
+        .collect();
+    assert!(
+        live.len() >= 3,
+        "too few live samples under the scheduler: {live:?}"
+    );
+    let picked: Vec<_> = [1, 2, 3]
+        .map(|q| live[q * (live.len() - 1) / 4].clone())
+        .into();
+    let moments: Vec<Moment> = picked
+        .iter()
+        .flat_map(|(g, _)| {
+            (0..=DRIFT_STEPS).map(move |i| Moment::GuestNs(g + i * TICK_NS / DRIFT_STEPS))
+        })
+        .collect();
+    let ask = || {
+        let r = ktstr::recording::replay_asking(dir, &moments).expect("the replay");
+        assert!(r.divergence.is_none(), "{r}");
+        let g = r.gate.expect("the gate ran");
+        assert!(g.failed.is_none() && g.unreached.is_empty(), "{g:?}");
+        g.answers
+    };
+    let (a, b) = (ask(), ask());
+    assert_eq!(a.len(), moments.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (
+                x.asked,
+                x.instructions,
+                x.guest_ns,
+                &x.sample.cpus,
+                &x.sample.dsqs,
+                &x.sample.globals
+            ),
+            (
+                y.asked,
+                y.instructions,
+                y.guest_ns,
+                &y.sample.cpus,
+                &y.sample.dsqs,
+                &y.sample.globals
+            ),
+            "two replays answered {} differently",
+            x.asked
+        );
+    }
+    let nr = |x: &ktstr::monitor::Answer| -> Vec<Option<u32>> {
+        let cpus = x.sample.cpus.as_ref().expect("runqueues read");
+        cpus.iter().map(|c| c.nr_running).collect()
+    };
+    for (g, want) in &picked {
+        let window: Vec<_> = a
+            .iter()
+            .filter(|x| matches!(x.asked, Moment::GuestNs(t) if t >= *g && t <= g + TICK_NS))
+            .collect();
+        let at = window.first().expect("the moment itself");
+        println!("{}", at.text(ktstr::monitor::Show::default()));
+        println!(
+            "  live sample at guest {:.6}s: nr_running {want:?}; replay at {}: {:?}",
+            *g as f64 / 1e9,
+            at.asked,
+            nr(at)
+        );
+        let found = window.iter().find(|x| nr(x) == *want);
+        let found = found.unwrap_or_else(|| {
+            panic!(
+                "no replayed moment within a tick of guest {g} ns read nr_running {want:?}: {:?}",
+                window
+                    .iter()
+                    .map(|x| (x.guest_ns, nr(x)))
+                    .collect::<Vec<_>>()
+            )
+        });
+        println!(
+            "  agrees at {} (guest clock {:?} ns)",
+            found.asked, found.guest_ns
+        );
+    }
 }
 
 #[test]

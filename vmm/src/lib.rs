@@ -77,7 +77,9 @@ pub use kvm::{
 pub use memory::{GuestRam, RamRegion, pc_ram_layout};
 pub use qemu::QemuBackend;
 pub use slots::{HostSlots, SlotGuard, Slotted};
-pub use spec::{ConsoleMode, Deterministic, PAYLOAD_PCI_ID, ReservedRegion, TcgMode, VmSpec};
+pub use spec::{
+    ConsoleMode, Deterministic, PAYLOAD_PCI_ID, ReservedRegion, TcgGate, TcgMode, VmSpec,
+};
 
 /// Guest physical memory as the host sees it (vm-memory's mmap-backed collection).
 pub use vm_memory::GuestMemoryMmap;

@@ -105,6 +105,24 @@ pub struct Deterministic {
     /// The guest's wall clock at power-on, `YYYY-MM-DDTHH:MM:SS` UTC; from
     /// then on it advances with the instruction count (`-rtc clock=vm`).
     pub rtc_base: String,
+    /// Stops the machine at instruction counts a host process asks for, to
+    /// read its memory at exact points (a replay's questions); `None`: runs
+    /// free. Stopping there does not change the run (see [`TcgGate`]).
+    pub gate: Option<TcgGate>,
+}
+
+/// QEMU loads the ktstr-qemu-gate TCG plugin (`-plugin`): at each
+/// translated block's entry it counts instructions, and at counts the host
+/// names it blocks the one vCPU thread and asks the host over `socket`
+/// (protocol in the plugin crate's documentation). A blocked thread is a
+/// stopped machine no vCPU kick interrupted, so the run goes on exactly as
+/// it would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcgGate {
+    /// `libktstr_qemu_gate.so`.
+    pub plugin: PathBuf,
+    /// The Unix stream socket the host listens on before QEMU starts.
+    pub socket: PathBuf,
 }
 
 /// PCI vendor and device ID of the payload region's device (QEMU's

@@ -128,7 +128,10 @@ pub enum CmdError {
         /// The path given.
         path: PathBuf,
     },
-    /// `--backend` of no backend.
+    /// A replay's `--at`, `--every`, `--from`, `--to` or `--show` is malformed.
+    #[error("cargo ktstr replay: {0}")]
+    ReplayOption(String),
+    /// `--backend` names no backend.
     #[error("--backend {backend}: expected kvm, qemu or auto")]
     BadBackend {
         /// The backend as given.

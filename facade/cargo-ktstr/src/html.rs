@@ -447,6 +447,7 @@ mod tests {
             nr_running: Some(nr.into_iter().map(Some).collect()),
             deepest_dsq: Some(dsq),
             scheduler: None,
+            guest_s: None,
         };
         let step = |index: u32, t: f64, guest_s: f64, op: &str| StepRecord {
             index,

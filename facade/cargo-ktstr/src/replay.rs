@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
+use ktstr::monitor::{Answer, Moment, Show, parse_guest_time};
+use ktstr_record::MonitorSample;
+
 use crate::Done;
 use crate::error::CmdError;
 use crate::runs::store_dir;
@@ -12,7 +15,9 @@ use crate::runs::store_dir;
 /// Replay a failing test's recording (kept by `cargo ktstr test --record`):
 /// the same kernel, initramfs, seed and clock, run again; says whether the
 /// console, the channel's messages and the end repeated, or where they
-/// first differed. Exit status 1 when they differed.
+/// first differed. Exit status 1 when they differed. With --at or --every,
+/// the replay stops at those guest times and prints what the monitor reads
+/// there (runqueues, DSQs, BPF globals) without changing the run.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "replay")]
 pub struct ReplayCmd {
@@ -26,6 +31,128 @@ pub struct ReplayCmd {
     #[argh(option)]
     /// the results store (default: <target dir>/ktstr)
     store: Option<PathBuf>,
+    #[argh(option)]
+    /// a moment to read the guest at: a guest time (4.25s, 4250ms; the
+    /// console's clock) or an instruction count (123456789insn); repeatable
+    at: Vec<String>,
+    #[argh(option)]
+    /// read the guest every DURATION of guest time (10ms) from --from to --to,
+    /// and write the series for the HTML report and trace.json
+    every: Option<String>,
+    #[argh(option)]
+    /// where --every starts (default 0s)
+    from: Option<String>,
+    #[argh(option)]
+    /// where --every stops (default: the recording's last console line)
+    to: Option<String>,
+    #[argh(option, default = "String::from(\"all\")")]
+    /// what to print at each moment: rq, dsq, bpf, comma-separated (default
+    /// all)
+    show: String,
+}
+
+/// Most moments one replay reads (`--every` over a long span).
+const MAX_MOMENTS: u64 = 100_000;
+
+/// The moments the options ask for, in guest order.
+fn moments(c: &ReplayCmd, dir: &Path) -> Result<Vec<Moment>, CmdError> {
+    let bad = CmdError::ReplayOption;
+    let mut out: Vec<Moment> =
+        c.at.iter()
+            .map(|a| a.parse::<Moment>().map_err(bad))
+            .collect::<Result<_, _>>()?;
+    let Some(every) = &c.every else {
+        if c.from.is_some() || c.to.is_some() {
+            return Err(bad("--from and --to go with --every".into()));
+        }
+        return Ok(out);
+    };
+    let every = parse_guest_time(every).map_err(bad)?;
+    if every == 0 {
+        return Err(bad("--every must be above zero".into()));
+    }
+    let from = c
+        .from
+        .as_deref()
+        .map(parse_guest_time)
+        .transpose()
+        .map_err(bad)?
+        .unwrap_or(0);
+    let to = match c.to.as_deref() {
+        Some(t) => parse_guest_time(t).map_err(bad)?,
+        None => last_stamp(dir).ok_or_else(|| {
+            bad("the recording's console has no timestamp to end --every at; give --to".into())
+        })?,
+    };
+    if to < from {
+        return Err(bad("--to is before --from".into()));
+    }
+    let n = (to - from) / every + 1;
+    if n > MAX_MOMENTS {
+        return Err(bad(format!(
+            "--every {every} ns from {from} to {to} ns is {n} moments, more than {MAX_MOMENTS}"
+        )));
+    }
+    out.extend((0..n).map(|i| Moment::GuestNs(from + i * every)));
+    Ok(out)
+}
+
+/// The guest clock of the recording's last timestamped console line, ns.
+fn last_stamp(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(ktstr::recording::CONSOLE)).ok()?;
+    text.lines().rev().find_map(|l| {
+        let rest = l.trim_start().strip_prefix('[')?;
+        let secs: f64 = rest[..rest.find(']')?].trim().parse().ok()?;
+        Some((secs * 1e9) as u64)
+    })
+}
+
+/// Writes the `--every` series beside the recording: `replay-series.json`
+/// (the samples as a run record's monitor series, on the guest clock) and,
+/// when the test's run record is beside the recording, `replay-trace.json`
+/// and `replay-report.html` drawn from a copy of it with that series.
+fn write_series(dir: &Path, answers: &[Answer]) -> Result<Vec<PathBuf>, CmdError> {
+    let series: Vec<MonitorSample> = answers
+        .iter()
+        .filter(|a| matches!(a.asked, Moment::GuestNs(_)))
+        // A replay's sample is timed by the guest clock (its `elapsed`).
+        .map(|a| a.sample.series_point())
+        .collect();
+    let io = |path: &Path, e: std::io::Error| CmdError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let path = dir.join("replay-series.json");
+    let json = serde_json::to_string_pretty(&series).unwrap_or_default();
+    std::fs::write(&path, json).map_err(|e| io(&path, e))?;
+    let mut written = vec![path];
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name
+        .strip_suffix(ktstr::recording::DIR_SUFFIX)
+        .unwrap_or(&name);
+    // `<stem>.N.rr` belongs to `<stem>.json` too.
+    let base = stem
+        .rsplit_once('.')
+        .filter(|(_, n)| n.parse::<u32>().is_ok())
+        .map_or(stem, |(b, _)| b);
+    let record = dir.with_file_name(format!("{base}.json"));
+    if let Ok(mut rec) = ktstr_record::read_file(&record) {
+        let m = rec.monitor.get_or_insert_with(Default::default);
+        m.samples = series.len() as u64;
+        m.series = series;
+        let recs = [rec];
+        let trace = dir.join("replay-trace.json");
+        let t = serde_json::to_string(&crate::report::trace(&recs)).unwrap_or_default();
+        std::fs::write(&trace, t).map_err(|e| io(&trace, e))?;
+        let html = dir.join("replay-report.html");
+        std::fs::write(
+            &html,
+            crate::html::html(&format!("replay of {stem}"), &recs),
+        )
+        .map_err(|e| io(&html, e))?;
+        written.extend([trace, html]);
+    }
+    Ok(written)
 }
 
 /// Every recording in the store, oldest run first: (run, directory).
@@ -138,8 +265,23 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
     } else {
         resolve(&store()?, target)?
     };
+    let moments = moments(c, &dir)?;
+    let show: Show = c
+        .show
+        .parse()
+        .map_err(|e| CmdError::ReplayOption(format!("--show: {e}")))?;
     eprintln!("cargo ktstr: replaying {}", dir.display());
-    let replayed = ktstr::recording::replay(&dir)?;
+    let replayed = ktstr::recording::replay_asking(&dir, &moments)?;
+    if let Some(g) = &replayed.gate {
+        for a in &g.answers {
+            println!("{}", a.text(show));
+        }
+        if c.every.is_some() {
+            for p in write_series(&dir, &g.answers)? {
+                println!("wrote {}", p.display());
+            }
+        }
+    }
     println!("{replayed}");
     println!(
         "  compare: cmp {0}/{1} {0}/{2}",

@@ -373,6 +373,7 @@ mod tests {
             nr_running: nr,
             deepest_dsq: dsq,
             scheduler: sched.map(str::to_string),
+            guest_s: None,
         }
     }
 

@@ -15,6 +15,7 @@
 
 mod bridge;
 mod files;
+mod gate;
 mod locate;
 mod sampler;
 mod series;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
+pub use gate::{Answer, GateEnd, Moment, Show, parse_guest_time};
+pub(crate) use gate::{GatePlan, serve as serve_gate};
 pub use ktstr_ops::{MonitorChecks, Setting, Sustained};
 /// The failure dump's types, as `VmResult::dump` holds them.
 pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
@@ -84,6 +87,9 @@ pub enum SampleKind {
     Periodic,
     /// An `Op::capture_snapshot(name)` step, guest paused.
     Named(String),
+    /// A replay's question, read with the machine stopped after this many
+    /// guest instructions (its `elapsed` is the guest clock).
+    Replay(u64),
 }
 
 impl std::fmt::Display for SampleKind {
@@ -92,6 +98,7 @@ impl std::fmt::Display for SampleKind {
             SampleKind::Monitor => f.write_str("monitor"),
             SampleKind::Periodic => f.write_str("periodic"),
             SampleKind::Named(n) => write!(f, "snapshot {n:?}"),
+            SampleKind::Replay(n) => write!(f, "replay, instruction {n}"),
         }
     }
 }
@@ -306,6 +313,32 @@ impl Sample {
                 .ok_or_else(|| MonitorError::Missing(format!("no event counter {name}"))),
             Err(e) => Err(e.clone()),
         }
+    }
+
+    /// The sample as a point of a record's monitor series (`t`: its
+    /// `elapsed`).
+    pub fn series_point(&self) -> ktstr_record::MonitorSample {
+        ktstr_record::MonitorSample {
+            t: self.elapsed.as_secs_f64(),
+            nr_running: self
+                .cpus
+                .as_ref()
+                .ok()
+                .map(|c| c.iter().map(|c| c.nr_running).collect()),
+            deepest_dsq: self.deepest_dsq().map(|d| d.nr),
+            scheduler: self.scheduler.as_ref().ok().cloned().flatten(),
+            guest_s: self.guest_ns().map(|ns| ns as f64 / 1e9),
+        }
+    }
+
+    /// The guest's clock when read: the largest `rq->clock` of any CPU.
+    pub fn guest_ns(&self) -> Option<u64> {
+        self.cpus
+            .as_ref()
+            .ok()?
+            .iter()
+            .filter_map(|c| c.clock)
+            .max()
     }
 
     /// The deepest DSQ the scheduler created (`None`: none read).
@@ -603,16 +636,7 @@ pub(crate) fn summary_record(log: &MonitorLog) -> ktstr_record::MonitorSummary {
     // CPU's nr_running, the deepest DSQ and the attached scheduler.
     let series = samples
         .iter()
-        .map(|s| ktstr_record::MonitorSample {
-            t: s.elapsed.as_secs_f64(),
-            nr_running: s
-                .cpus
-                .as_ref()
-                .ok()
-                .map(|c| c.iter().map(|c| c.nr_running).collect()),
-            deepest_dsq: s.deepest_dsq().map(|d| d.nr),
-            scheduler: s.scheduler.as_ref().ok().cloned().flatten(),
-        })
+        .map(Sample::series_point)
         .collect();
     ktstr_record::MonitorSummary {
         hz: log.hz(),

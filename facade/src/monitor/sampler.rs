@@ -142,6 +142,16 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
         }
     }
 
+    /// The guest clock: the largest `rq->clock` of any CPU (what the
+    /// samples' series are timed by), `None` before the runqueues read.
+    pub(crate) fn guest_clock(&mut self) -> Option<u64> {
+        self.k.forget_translations();
+        let n = self.nr_cpus().ok()?;
+        (0..n)
+            .filter_map(|cpu| self.k.rq_sample(cpu).ok()?.clock)
+            .max()
+    }
+
     /// One full read of the guest, stamped `kind` at `elapsed`.
     pub(crate) fn sample(&mut self, kind: SampleKind, elapsed: Duration) -> Sample {
         let t0 = Instant::now();

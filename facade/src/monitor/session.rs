@@ -457,7 +457,7 @@ fn ready<'k>(
 }
 
 /// A sample that could not be read, for `e`.
-fn failed_sample(kind: SampleKind, elapsed: Duration, e: &MonitorError) -> Sample {
+pub(super) fn failed_sample(kind: SampleKind, elapsed: Duration, e: &MonitorError) -> Sample {
     Sample {
         kind,
         elapsed,

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use replay::{Divergence, REPLAY_CONSOLE, REPLAY_MESSAGES, Replayed, replay};
+pub use replay::{
+    Divergence, REPLAY_CONSOLE, REPLAY_MESSAGES, Replayed, gate_plugin, replay, replay_asking,
+};
 pub(crate) use write::{Source, Tape, write};
 
 /// The version of [`Manifest`]'s layout; another one is refused by name.
@@ -148,6 +150,24 @@ pub enum RecordingError {
         /// What differs.
         why: String,
     },
+    /// Questions need the gate plugin, which is not built.
+    #[error(
+        "reading a replay's guest needs the ktstr-qemu-gate QEMU plugin: build it with \
+         `cargo build -p ktstr-qemu-gate` (cargo xtask setup does) or point KTSTR_QEMU_GATE at \
+         libktstr_qemu_gate.so (looked for {})",
+        looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoGate {
+        /// Where it was looked for.
+        looked: Vec<PathBuf>,
+    },
+    /// The recording booted a randomized kernel, which the replay's reader
+    /// cannot place without reading vCPU registers.
+    #[error(
+        "the recording booted a randomized (KASLR) kernel: its guest memory can only be read in \
+         a replay of a nokaslr boot; record without KTSTR_KASLR"
+    )]
+    Randomized,
     /// The VM could not run.
     #[error("the replay's VM: {0}")]
     Vm(#[from] ktstr_vmm::VmmError),

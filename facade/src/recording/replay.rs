@@ -1,7 +1,10 @@
 //! The replay side: run a recording's inputs again and compare what the host
 //! sees with what it saw.
 
-use std::path::Path;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ktstr_ops::channel::{self, ChannelError, Reader};
@@ -10,6 +13,7 @@ use ktstr_vmm::{ConsoleEvent, EndReason, ReservedRegion, VmSpec};
 use super::write::{end_name, lines_bytes};
 use super::{Manifest, RecordingError, check_own};
 use crate::channel::HostChannel;
+use crate::monitor::{GateEnd, GatePlan, Moment};
 
 /// The replay's console, written beside the recorded one for `cmp`.
 pub const REPLAY_CONSOLE: &str = "replay-console.txt";
@@ -109,6 +113,9 @@ pub struct Replayed {
     pub divergence: Option<Divergence>,
     /// Wall seconds the replay's VM ran.
     pub wall_s: f64,
+    /// What the gate plugin saw, when the replay ran through it
+    /// ([`replay_asking`]): the answers and the instruction count at the end.
+    pub gate: Option<GateEnd>,
 }
 
 impl std::fmt::Display for Replayed {
@@ -137,6 +144,23 @@ impl std::fmt::Display for Replayed {
                 }
             }
             Some(d) => writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?,
+        }
+        if let Some(g) = &self.gate {
+            writeln!(
+                f,
+                "  {} answers, {} stops of the machine to read it",
+                g.answers.len(),
+                g.stops
+            )?;
+            for m in &g.unreached {
+                writeln!(f, "  {m}: the run ended before it")?;
+            }
+            if let Some(e) = g.failed.as_ref() {
+                writeln!(f, "  the gate failed: {e}")?;
+            }
+            if let Some(e) = g.unreadable.as_ref() {
+                writeln!(f, "  the guest could not be read: {e}")?;
+            }
         }
         write!(
             f,
@@ -181,6 +205,7 @@ fn spec_of(m: &Manifest, initrd: &Path) -> Result<VmSpec, RecordingError> {
     spec.deterministic = Some(ktstr_vmm::Deterministic {
         seed: m.seed,
         rtc_base: m.rtc_base.clone(),
+        gate: None,
     });
     Ok(spec)
 }
@@ -263,6 +288,69 @@ fn read_lines(path: &Path) -> Result<Vec<String>, RecordingError> {
 /// for line, the same channel messages, the same end. Refuses a recording
 /// that is damaged or whose QEMU or kernel this host does not have.
 pub fn replay(dir: &Path) -> Result<Replayed, RecordingError> {
+    replay_asking(dir, &[])
+}
+
+/// The ktstr-qemu-gate plugin: `KTSTR_QEMU_GATE`, else beside the running
+/// program in its cargo target directory (`target/<profile>/` or its
+/// `deps/`, where cargo builds it as a dependency of ktstr).
+pub fn gate_plugin() -> Result<PathBuf, RecordingError> {
+    if let Some(p) = std::env::var_os("KTSTR_QEMU_GATE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RecordingError::NoGate { looked: vec![p] })
+        };
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let looked: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .flat_map(|d| [d.join(GATE_FILE), d.join("deps").join(GATE_FILE)])
+        .collect();
+    looked
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(RecordingError::NoGate { looked })
+}
+
+/// The plugin's file name as cargo builds it.
+const GATE_FILE: &str = "libktstr_qemu_gate.so";
+
+/// A Unix socket path for one replay's gate, removed when dropped.
+struct GateSocket(PathBuf);
+
+impl GateSocket {
+    fn bind() -> Result<(GateSocket, UnixListener), RecordingError> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ktstr-gate-{}-{}.sock",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|source| RecordingError::File {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((GateSocket(path), listener))
+    }
+}
+
+impl Drop for GateSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Like [`replay`], and reads the guest at each of `moments` with the
+/// machine stopped there by the gate plugin ([`gate_plugin`]); the answers
+/// are in [`Replayed::gate`]. The stops do not change the run: the
+/// comparison with the recording still holds the replay to it.
+pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, RecordingError> {
     let manifest = super::load(dir)?;
     let initrd = check_own(dir, &manifest.initrd)?;
     let recorded_console = read_lines(&check_own(dir, &manifest.console)?)?;
@@ -270,9 +358,38 @@ pub fn replay(dir: &Path) -> Result<Replayed, RecordingError> {
     let host = crate::config::HostConfig::global()?;
     let backend = host.backend()?;
     check_inputs(&manifest, backend.as_ref())?;
-    let spec = spec_of(&manifest, &initrd)?;
+    let mut spec = spec_of(&manifest, &initrd)?;
+    let gated = if moments.is_empty() {
+        None
+    } else {
+        if !manifest.cmdline.split_whitespace().any(|w| w == "nokaslr") {
+            return Err(RecordingError::Randomized);
+        }
+        let (socket, listener) = GateSocket::bind()?;
+        if let Some(d) = spec.deterministic.as_mut() {
+            d.gate = Some(ktstr_vmm::TcgGate {
+                plugin: gate_plugin()?,
+                socket: socket.0.clone(),
+            });
+        }
+        let plan = GatePlan {
+            vmlinux: PathBuf::from(&manifest.kernel.path),
+            cache_root: host.cache_root.clone(),
+            nr_cpus: spec.topology.nr_cpus(),
+            moments: moments.to_vec(),
+        };
+        Some((socket, listener, plan))
+    };
     let t0 = Instant::now();
     let mut vm = backend.boot(&spec)?;
+    let quit = Arc::new(AtomicBool::new(false));
+    let gate = gated.map(|(socket, listener, plan)| {
+        let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
+        let thread = std::thread::Builder::new()
+            .name("ktstr-gate".into())
+            .spawn(move || crate::monitor::serve_gate(&plan, &listener, &mem, &quit));
+        (socket, thread)
+    });
     let console = vm.take_console();
     let mut reader = Reader::watching(HostChannel {
         mem: vm.memory().clone(),
@@ -306,6 +423,21 @@ pub fn replay(dir: &Path) -> Result<Replayed, RecordingError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    quit.store(true, Ordering::Relaxed);
+    let gate = gate.map(|(socket, thread)| {
+        let end = match thread {
+            Ok(t) => t.join().unwrap_or_else(|_| GateEnd {
+                failed: Some("the gate's thread panicked".into()),
+                ..GateEnd::default()
+            }),
+            Err(e) => GateEnd {
+                failed: Some(format!("starting the gate's thread: {e}")),
+                ..GateEnd::default()
+            },
+        };
+        drop(socket);
+        end
+    });
     poll(&mut reader, &mut messages);
     if let Some(c) = &console {
         while let Some(l) = c.next_line(Duration::from_millis(50)) {
@@ -351,5 +483,6 @@ pub fn replay(dir: &Path) -> Result<Replayed, RecordingError> {
         divergence,
         wall_s,
         manifest,
+        gate,
     })
 }

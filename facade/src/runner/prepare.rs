@@ -71,6 +71,7 @@ fn deterministic_inputs() -> ktstr_vmm::Deterministic {
     ktstr_vmm::Deterministic {
         seed: h.finish() >> 1,
         rtc_base: crate::results::utc_datetime(now.as_secs()),
+        gate: None,
     }
 }
 

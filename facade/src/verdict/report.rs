@@ -146,6 +146,12 @@ impl RunReport {
         }
     }
 
+    /// What the monitor read, as the run's record keeps it (its series has
+    /// each sample's guest clock and per-CPU `nr_running`).
+    pub fn monitor_summary(&self) -> Option<&ktstr_record::MonitorSummary> {
+        self.monitor_summary.as_ref()
+    }
+
     /// The test's wall time, from the run's start to its record.
     pub fn total(&self) -> Duration {
         self.phases.total

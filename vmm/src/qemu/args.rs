@@ -41,6 +41,17 @@ pub(crate) fn check_deterministic(
         Some("only instruction-counting TCG (TcgMode::InstructionCount) repeats a run")
     } else if restoring {
         Some("a restored guest does not repeat its run; boot it")
+    } else if spec
+        .deterministic
+        .as_ref()
+        .and_then(|d| d.gate.as_ref())
+        .is_some_and(|g| {
+            [&g.plugin, &g.socket]
+                .iter()
+                .any(|p| p.to_string_lossy().contains(','))
+        })
+    {
+        Some("the gate plugin's or socket's path has a comma, which QEMU's -plugin cannot take")
     } else {
         None
     };
@@ -142,6 +153,12 @@ pub(crate) fn qemu_args(
                 "-seed",
                 &d.seed.to_string(),
             ]),
+        }
+        if let Some(g) = spec.deterministic.as_ref().and_then(|d| d.gate.as_ref()) {
+            push(&[
+                "-plugin",
+                &format!("file={},sock={}", g.plugin.display(), g.socket.display()),
+            ]);
         }
     }
     push(&[
@@ -255,6 +272,7 @@ mod tests {
         spec.deterministic = Some(crate::Deterministic {
             seed: 42,
             rtc_base: "2026-12-07T17:00:00".into(),
+            gate: None,
         });
         let fds = PassedFds {
             node_memory: vec![10],
@@ -276,6 +294,34 @@ mod tests {
         }
         spec.tcg = TcgMode::Multi;
         assert!(check_deterministic(&spec, Accel::Tcg, false, false).is_err());
+    }
+
+    #[test]
+    fn a_gated_guest_loads_the_plugin_with_its_socket() {
+        let mut spec = VmSpec::new("/k", "1n1l2c1t".parse().expect("topology"));
+        let gate = |plugin: &str| crate::TcgGate {
+            plugin: plugin.into(),
+            socket: "/tmp/g.sock".into(),
+        };
+        spec.deterministic = Some(crate::Deterministic {
+            seed: 1,
+            rtc_base: "2026-12-07T17:00:00".into(),
+            gate: Some(gate("/t/libktstr_qemu_gate.so")),
+        });
+        let fds = PassedFds {
+            node_memory: vec![10],
+            qmp: 3,
+            payload: None,
+        };
+        let a = qemu_args(&spec, Accel::Tcg, false, &fds);
+        assert_eq!(
+            value_of(&a, "-plugin"),
+            ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock"]
+        );
+        assert!(check_deterministic(&spec, Accel::Tcg, false, false).is_ok());
+        spec.deterministic.as_mut().expect("set").gate = Some(gate("/a,b/gate.so"));
+        let e = check_deterministic(&spec, Accel::Tcg, false, false).expect_err("comma");
+        assert!(e.to_string().contains("comma"), "{e}");
     }
 
     #[test]
