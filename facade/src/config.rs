@@ -17,6 +17,7 @@
 //! | `KTSTR_TCG` | `auto`, `multi`, `single` or `icount`: how QEMU's software CPU runs vCPUs | `auto` (instruction counting: one host thread, fixed guest clock rate) |
 //! | `KTSTR_KASLR` | `1`: boot every test's kernel from its bzImage with KASLR on (randomized), `0`: the ELF vmlinux at its link address | `0` (faster boot; see the README's KASLR section) |
 //! | `KTSTR_RECORD` | `1`: record every test's VM so a failing run can be replayed (`cargo ktstr test --record`; boots cold, QEMU TCG only); a passing test's recording is deleted; `all`: passing tests keep theirs too | `0` |
+//! | `KTSTR_QEMU_GATE` | the ktstr-qemu-gate QEMU plugin a replay's questions load (`ktstr::recording::replay_asking`) | `libktstr_qemu_gate.so` beside the running program (`target/<profile>/`, its `deps/`) |
 //! | `KTSTR_BOOT_TIMEOUT_S` | boot-to-init limit, seconds | 45 |
 //! | `KTSTR_VERBOSE` | echo guest consoles (`1`) | off |
 //! | `KTSTR_ALLOW_INCONCLUSIVE` | `1`: an inconclusive verdict does not fail the test | off |

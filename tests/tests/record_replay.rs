@@ -84,7 +84,81 @@ fn a_recorded_crash_is_kept_and_replays_identically() {
     assert!(m.message_count > 3 && m.console_lines > 3, "{m:?}");
     let replayed = assert_replays(&dir);
     assert_eq!(replayed.scheduler_exit.as_deref(), Some(exit.as_str()));
-    questions_agree_with_the_live_monitor(&report, &dir);
+    let moment = questions_agree_with_the_live_monitor(&report, &dir);
+    gdb_takes_the_replay_at_the_same_place(&dir, moment);
+}
+
+/// One packet of gdb's remote protocol, sent, and the stub's answer.
+fn rsp(stream: &mut std::net::TcpStream, data: &str) -> String {
+    use std::io::{Read, Write};
+    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    stream
+        .write_all(format!("${data}#{sum:02x}").as_bytes())
+        .expect("send to the stub");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    // Skip the ack ('+'), read up to '#', then the two checksum digits.
+    loop {
+        stream.read_exact(&mut byte).expect("the stub answers");
+        match byte[0] {
+            b'+' if got.is_empty() => {}
+            b'$' if got.is_empty() => got.push(b'$'),
+            b'#' => break,
+            b => got.push(b),
+        }
+    }
+    let mut sum = [0u8; 2];
+    stream.read_exact(&mut sum).expect("checksum");
+    stream.write_all(b"+").expect("ack");
+    String::from_utf8_lossy(&got[1..]).into_owned()
+}
+
+/// Two replays handed to a gdb client at the same moment: each stops the
+/// machine at the same instruction pointer after the same instruction
+/// count, and ends when the client leaves.
+fn gdb_takes_the_replay_at_the_same_place(dir: &std::path::Path, at: ktstr::monitor::Moment) {
+    let handed = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let dir = dir.to_path_buf();
+        let replay = std::thread::spawn(move || {
+            ktstr::recording::replay_with(
+                &dir,
+                &[],
+                Some(ktstr::recording::GdbHold { at, listener }),
+            )
+        });
+        // The listener queues the connection until the replay reaches the
+        // moment and accepts it.
+        let mut gdb = std::net::TcpStream::connect(addr).expect("connect like gdb");
+        let stop = rsp(&mut gdb, "?");
+        assert!(
+            stop.starts_with('T') || stop.starts_with('S'),
+            "stop reply {stop:?}"
+        );
+        let regs = rsp(&mut gdb, "g");
+        // x86-64 'g': rax rbx rcx rdx rsi rdi rbp rsp r8..r15, then rip,
+        // each 8 bytes little-endian in hex.
+        let rip_hex = regs.get(16 * 16..17 * 16).expect("rip in the 'g' reply");
+        let rip = u64::from_le_bytes(
+            (0..8)
+                .map(|i| u8::from_str_radix(&rip_hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect::<Vec<u8>>()
+                .try_into()
+                .expect("8 bytes"),
+        );
+        drop(gdb);
+        let r = replay
+            .join()
+            .expect("the replay thread")
+            .expect("the replay");
+        println!("{r}");
+        println!("  gdb saw rip {rip:#x}, stop {stop:?}");
+        (r.gdb_at.expect("handed to gdb"), rip)
+    };
+    let (first, second) = (handed(), handed());
+    assert!(first.1 != 0, "no instruction pointer");
+    assert_eq!(first, second, "two replays handed gdb different places");
 }
 
 /// A tick of the guest (HZ=250): how far a live sample's read may trail
@@ -101,7 +175,7 @@ const DRIFT_STEPS: u64 = 40;
 fn questions_agree_with_the_live_monitor(
     report: &ktstr::test_support::RunReport,
     dir: &std::path::Path,
-) {
+) -> ktstr::monitor::Moment {
     use ktstr::monitor::Moment;
     let live: Vec<_> = report
         .monitor_summary()
@@ -187,6 +261,7 @@ fn questions_agree_with_the_live_monitor(
             found.asked, found.guest_ns
         );
     }
+    Moment::GuestNs(picked[1].0)
 }
 
 #[test]

@@ -123,6 +123,9 @@ pub struct TcgGate {
     pub plugin: PathBuf,
     /// The Unix stream socket the host listens on before QEMU starts.
     pub socket: PathBuf,
+    /// QEMU's gdb stub on this Unix socket (`-gdb unix:…,server=on,wait=off`),
+    /// for a debugger the host hands the stopped machine to; `None`: none.
+    pub gdb: Option<PathBuf>,
 }
 
 /// PCI vendor and device ID of the payload region's device (QEMU's

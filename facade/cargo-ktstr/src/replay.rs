@@ -45,6 +45,13 @@ pub struct ReplayCmd {
     #[argh(option)]
     /// where --every stops (default: the recording's last console line)
     to: Option<String>,
+    #[argh(switch)]
+    /// run to the one --at moment, then hand the stopped machine to gdb
+    /// (prints the gdb command; forward execution only)
+    gdb: bool,
+    #[argh(option, default = "0")]
+    /// the loopback TCP port gdb connects to with --gdb (default: a free one)
+    gdb_port: u16,
     #[argh(option, default = "String::from(\"all\")")]
     /// what to print at each moment: rq, dsq, bpf, comma-separated (default
     /// all)
@@ -265,13 +272,28 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
     } else {
         resolve(&store()?, target)?
     };
-    let moments = moments(c, &dir)?;
+    let mut moments = moments(c, &dir)?;
+    let gdb = if c.gdb {
+        if moments.len() != 1 || c.every.is_some() {
+            return Err(CmdError::ReplayOption(
+                "--gdb takes the replay to one moment: give one --at (and no --every)".into(),
+            ));
+        }
+        let listener = std::net::TcpListener::bind(("127.0.0.1", c.gdb_port))
+            .map_err(|e| CmdError::ReplayOption(format!("--gdb-port {}: {e}", c.gdb_port)))?;
+        Some(ktstr::recording::GdbHold {
+            at: moments.remove(0),
+            listener,
+        })
+    } else {
+        None
+    };
     let show: Show = c
         .show
         .parse()
         .map_err(|e| CmdError::ReplayOption(format!("--show: {e}")))?;
     eprintln!("cargo ktstr: replaying {}", dir.display());
-    let replayed = ktstr::recording::replay_asking(&dir, &moments)?;
+    let replayed = ktstr::recording::replay_with(&dir, &moments, gdb)?;
     if let Some(g) = &replayed.gate {
         for a in &g.answers {
             println!("{}", a.text(show));
@@ -289,8 +311,8 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
         ktstr::recording::CONSOLE,
         ktstr::recording::REPLAY_CONSOLE
     );
-    Ok(match &replayed.divergence {
-        None => Done::Ok,
-        Some(d) => Done::Failed(format!("the replay diverged: {d}")),
+    Ok(match (&replayed.divergence, replayed.gdb_at) {
+        (_, Some(_)) | (None, None) => Done::Ok,
+        (Some(d), None) => Done::Failed(format!("the replay diverged: {d}")),
     })
 }

@@ -280,10 +280,28 @@ pub struct GateEnd {
     pub instructions: Option<u64>,
     /// Stops the plugin made.
     pub stops: u64,
+    /// The instruction count where the machine was handed to a debugger.
+    pub held_at: Option<u64>,
     /// Why the monitor could not read the guest, if it never could.
     pub unreadable: Option<MonitorError>,
     /// A protocol or connection failure.
     pub failed: Option<String>,
+}
+
+/// A moment where the replay is handed to someone else (a debugger): at
+/// its stop, `then` runs with the stop's instruction count while the
+/// machine stays stopped, and from then on the gate lets it run free.
+pub(crate) struct Hold {
+    pub(crate) at: Moment,
+    pub(crate) then: Box<dyn FnOnce(u64) + Send>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the host side needs to read the replayed kernel.
@@ -334,6 +352,7 @@ fn accept(listener: &UnixListener, quit: &AtomicBool) -> Result<UnixStream, Stri
 /// each moment of `plan`. `quit` tells it QEMU ended without connecting.
 pub(crate) fn serve(
     plan: &GatePlan,
+    mut hold: Option<Hold>,
     listener: &UnixListener,
     mem: &GuestMemoryMmap,
     quit: &Arc<AtomicBool>,
@@ -405,7 +424,12 @@ pub(crate) fn serve(
                 {
                     sampler = Some(Sampler::new(k).with_max_cpus(plan.nr_cpus));
                 }
-                let next = step(&mut sampler, &mut pending, (asked, count), &mut end.answers);
+                let mut next = step(&mut sampler, &mut pending, (asked, count), &mut end.answers);
+                if let Some(h) = hold.take_if(|h| end.answers.iter().any(|a| a.asked == h.at)) {
+                    (h.then)(count);
+                    end.held_at = Some(count);
+                    next = None;
+                }
                 let reply = match next {
                     Some(n) => {
                         asked = n;

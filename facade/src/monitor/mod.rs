@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
+pub(crate) use files::load as kernel_files;
 pub use gate::{Answer, GateEnd, Moment, Show, parse_guest_time};
-pub(crate) use gate::{GatePlan, serve as serve_gate};
+pub(crate) use gate::{GatePlan, Hold, serve as serve_gate};
 pub use ktstr_ops::{MonitorChecks, Setting, Sustained};
 /// The failure dump's types, as `VmResult::dump` holds them.
 pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};
@@ -634,10 +635,7 @@ pub(crate) fn summary_record(log: &MonitorLog) -> ktstr_record::MonitorSummary {
         .map(|d| d.as_secs_f64() * 1e3);
     // The time series, for reports: per sample its time from boot, each
     // CPU's nr_running, the deepest DSQ and the attached scheduler.
-    let series = samples
-        .iter()
-        .map(Sample::series_point)
-        .collect();
+    let series = samples.iter().map(Sample::series_point).collect();
     ktstr_record::MonitorSummary {
         hz: log.hz(),
         samples: samples.len() as u64,

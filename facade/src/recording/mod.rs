@@ -10,6 +10,7 @@
 //! into shared guest RAM. The measurements behind this design are in
 //! docs/design/record-replay.md.
 
+mod gdb;
 mod replay;
 mod write;
 
@@ -17,8 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use gdb::GdbHold;
 pub use replay::{
     Divergence, REPLAY_CONSOLE, REPLAY_MESSAGES, Replayed, gate_plugin, replay, replay_asking,
+    replay_with,
 };
 pub(crate) use write::{Source, Tape, write};
 
@@ -168,6 +171,14 @@ pub enum RecordingError {
          a replay of a nokaslr boot; record without KTSTR_KASLR"
     )]
     Randomized,
+    /// The kernel's symbols could not be read for gdb.
+    #[error("the kernel's symbols for gdb, from {}: {why}", vmlinux.display())]
+    Symbols {
+        /// The recording's kernel.
+        vmlinux: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The VM could not run.
     #[error("the replay's VM: {0}")]
     Vm(#[from] ktstr_vmm::VmmError),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ktstr_ops::channel::{self, ChannelError, Reader};
 use ktstr_vmm::{ConsoleEvent, EndReason, ReservedRegion, VmSpec};
 
+use super::gdb::GdbHold;
 use super::write::{end_name, lines_bytes};
 use super::{Manifest, RecordingError, check_own};
 use crate::channel::HostChannel;
@@ -116,13 +117,22 @@ pub struct Replayed {
     /// What the gate plugin saw, when the replay ran through it
     /// ([`replay_asking`]): the answers and the instruction count at the end.
     pub gate: Option<GateEnd>,
+    /// The instruction count where the replay was handed to gdb: from there
+    /// on it is not compared with the recording ([`replay_with`]).
+    pub gdb_at: Option<u64>,
 }
 
 impl std::fmt::Display for Replayed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.manifest;
-        match &self.divergence {
-            None => {
+        match (&self.divergence, self.gdb_at) {
+            (_, Some(n)) => writeln!(
+                f,
+                "replay of {} ({}): handed to gdb after {n} guest instructions; what ran under \
+                 gdb is not compared with the recording ({} console lines, end {})",
+                m.test, m.run, self.console_lines, self.end
+            )?,
+            (None, None) => {
                 writeln!(
                     f,
                     "replay of {} ({}): identical: console {} lines ({} bytes, SHA-256 {}), {} \
@@ -143,7 +153,7 @@ impl std::fmt::Display for Replayed {
                     )?;
                 }
             }
-            Some(d) => writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?,
+            (Some(d), None) => writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?,
         }
         if let Some(g) = &self.gate {
             writeln!(
@@ -324,19 +334,26 @@ const GATE_FILE: &str = "libktstr_qemu_gate.so";
 struct GateSocket(PathBuf);
 
 impl GateSocket {
-    fn bind() -> Result<(GateSocket, UnixListener), RecordingError> {
+    /// A new path for a socket another process listens on (QEMU's gdb stub).
+    fn bind_path(what: &str) -> Result<GateSocket, RecordingError> {
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
-            "ktstr-gate-{}-{}.sock",
+            "ktstr-{what}-{}-{}.sock",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|source| RecordingError::File {
-            path: path.clone(),
+        Ok(GateSocket(path))
+    }
+
+    /// A socket this process listens on.
+    fn bind() -> Result<(GateSocket, UnixListener), RecordingError> {
+        let socket = GateSocket::bind_path("gate")?;
+        let listener = UnixListener::bind(&socket.0).map_err(|source| RecordingError::File {
+            path: socket.0.clone(),
             source,
         })?;
-        Ok((GateSocket(path), listener))
+        Ok((socket, listener))
     }
 }
 
@@ -351,6 +368,18 @@ impl Drop for GateSocket {
 /// are in [`Replayed::gate`]. The stops do not change the run: the
 /// comparison with the recording still holds the replay to it.
 pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, RecordingError> {
+    replay_with(dir, moments, None)
+}
+
+/// Like [`replay_asking`], and with `gdb`, hands the replay to gdb at its
+/// moment ([`GdbHold`]): the machine stays stopped there until gdb attaches
+/// to the listener, then gdb drives it; the replay ends when gdb leaves.
+/// What ran under gdb is not held to the recording ([`Replayed::gdb_at`]).
+pub fn replay_with(
+    dir: &Path,
+    moments: &[Moment],
+    gdb: Option<GdbHold>,
+) -> Result<Replayed, RecordingError> {
     let manifest = super::load(dir)?;
     let initrd = check_own(dir, &manifest.initrd)?;
     let recorded_console = read_lines(&check_own(dir, &manifest.console)?)?;
@@ -359,6 +388,10 @@ pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, Recordi
     let backend = host.backend()?;
     check_inputs(&manifest, backend.as_ref())?;
     let mut spec = spec_of(&manifest, &initrd)?;
+    let mut moments = moments.to_vec();
+    moments.extend(gdb.as_ref().map(|g| g.at));
+    let gone = Arc::new(AtomicBool::new(false));
+    let under_gdb = gdb.is_some();
     let gated = if moments.is_empty() {
         None
     } else {
@@ -366,28 +399,46 @@ pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, Recordi
             return Err(RecordingError::Randomized);
         }
         let (socket, listener) = GateSocket::bind()?;
+        let stub = match &gdb {
+            Some(_) => Some(GateSocket::bind_path("gdb")?),
+            None => None,
+        };
         if let Some(d) = spec.deterministic.as_mut() {
             d.gate = Some(ktstr_vmm::TcgGate {
                 plugin: gate_plugin()?,
                 socket: socket.0.clone(),
+                gdb: stub.as_ref().map(|s| s.0.clone()),
             });
         }
+        let vmlinux = PathBuf::from(&manifest.kernel.path);
+        let hold = match gdb.zip(stub.as_ref()) {
+            Some((g, stub)) => {
+                let symbols = super::gdb::write_symbol_file(dir, &vmlinux, &host.cache_root)?;
+                Some(super::gdb::hold(
+                    g,
+                    stub.0.clone(),
+                    symbols,
+                    Arc::clone(&gone),
+                ))
+            }
+            None => None,
+        };
         let plan = GatePlan {
-            vmlinux: PathBuf::from(&manifest.kernel.path),
+            vmlinux,
             cache_root: host.cache_root.clone(),
             nr_cpus: spec.topology.nr_cpus(),
-            moments: moments.to_vec(),
+            moments,
         };
-        Some((socket, listener, plan))
+        Some(((socket, stub), listener, plan, hold))
     };
     let t0 = Instant::now();
     let mut vm = backend.boot(&spec)?;
     let quit = Arc::new(AtomicBool::new(false));
-    let gate = gated.map(|(socket, listener, plan)| {
+    let gate = gated.map(|(socket, listener, plan, hold)| {
         let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
         let thread = std::thread::Builder::new()
             .name("ktstr-gate".into())
-            .spawn(move || crate::monitor::serve_gate(&plan, &listener, &mem, &quit));
+            .spawn(move || crate::monitor::serve_gate(&plan, hold, &listener, &mem, &quit));
         (socket, thread)
     });
     let console = vm.take_console();
@@ -417,7 +468,13 @@ pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, Recordi
         if let Some(end) = vm.try_wait()? {
             break end;
         }
-        if Instant::now() >= deadline {
+        if gone.load(Ordering::Relaxed) {
+            // gdb left (or never came): the run is gdb's, not the recording's.
+            vm.kill();
+            break EndReason::Killed;
+        }
+        // Under gdb a person takes their time: no deadline.
+        if !under_gdb && Instant::now() >= deadline {
             vm.kill();
             break EndReason::Timeout;
         }
@@ -480,6 +537,7 @@ pub fn replay_asking(dir: &Path, moments: &[Moment]) -> Result<Replayed, Recordi
         messages: messages.len(),
         scheduler_exit: super::scheduler_exit(&lines),
         end,
+        gdb_at: gate.as_ref().and_then(|g| g.held_at),
         divergence,
         wall_s,
         manifest,

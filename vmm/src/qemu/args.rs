@@ -46,12 +46,13 @@ pub(crate) fn check_deterministic(
         .as_ref()
         .and_then(|d| d.gate.as_ref())
         .is_some_and(|g| {
-            [&g.plugin, &g.socket]
+            [Some(&g.plugin), Some(&g.socket), g.gdb.as_ref()]
                 .iter()
+                .flatten()
                 .any(|p| p.to_string_lossy().contains(','))
         })
     {
-        Some("the gate plugin's or socket's path has a comma, which QEMU's -plugin cannot take")
+        Some("the gate plugin's or a socket's path has a comma, which QEMU's -plugin cannot take")
     } else {
         None
     };
@@ -159,6 +160,12 @@ pub(crate) fn qemu_args(
                 "-plugin",
                 &format!("file={},sock={}", g.plugin.display(), g.socket.display()),
             ]);
+            if let Some(gdb) = &g.gdb {
+                push(&[
+                    "-gdb",
+                    &format!("unix:{},server=on,wait=off", gdb.display()),
+                ]);
+            }
         }
     }
     push(&[
@@ -302,6 +309,7 @@ mod tests {
         let gate = |plugin: &str| crate::TcgGate {
             plugin: plugin.into(),
             socket: "/tmp/g.sock".into(),
+            gdb: Some("/tmp/gdb.sock".into()),
         };
         spec.deterministic = Some(crate::Deterministic {
             seed: 1,
@@ -317,6 +325,10 @@ mod tests {
         assert_eq!(
             value_of(&a, "-plugin"),
             ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock"]
+        );
+        assert_eq!(
+            value_of(&a, "-gdb"),
+            ["unix:/tmp/gdb.sock,server=on,wait=off"]
         );
         assert!(check_deterministic(&spec, Accel::Tcg, false, false).is_ok());
         spec.deterministic.as_mut().expect("set").gate = Some(gate("/a,b/gate.so"));
