@@ -391,10 +391,14 @@ fn record_cost_bench() {
                 .unwrap_or(0.0);
             let own = m.console.bytes + m.messages.bytes;
             sizes.push((m.size_bytes, own, guest_s));
-            if i == 0 {
-                let replayed = assert_replays(&dir);
-                replays.push(replayed.wall_s / m.wall_s);
-            }
+            // A plain replay, and one asked about a moment a second before
+            // the last console line (the gate plugin stops it there).
+            let replayed = assert_replays(&dir);
+            let moment = ktstr::monitor::Moment::GuestNs(((guest_s - 1.0).max(0.5) * 1e9) as u64);
+            let asked = ktstr::recording::replay_asking(&dir, &[moment]).expect("the replay");
+            assert!(asked.divergence.is_none(), "{asked}");
+            let stops = asked.gate.as_ref().map_or(0, |g| g.stops);
+            replays.push((replayed.wall_s / m.wall_s, asked.wall_s / m.wall_s, stops));
             std::fs::remove_dir_all(&dir).ok();
         }
     }
@@ -419,7 +423,19 @@ fn record_cost_bench() {
             *own as f64 / guest_s.max(1e-3)
         );
     }
-    for r in &replays {
-        println!("bench record: replay took {r:.2}x the recorded run's wall time");
+    for (plain, asked, stops) in &replays {
+        println!(
+            "bench record: a replay took {plain:.2}x the recorded run's wall time; asked one \
+             moment, {asked:.2}x ({stops} stops)"
+        );
+    }
+    if !replays.is_empty() {
+        let plain = bench::median(replays.iter().map(|r| r.0).collect());
+        let asked = bench::median(replays.iter().map(|r| r.1).collect());
+        println!(
+            "bench record: median replay {plain:.2}x, asked one moment {asked:.2}x the recorded \
+             run; the question costs {:.2}x a plain replay",
+            asked / plain
+        );
     }
 }

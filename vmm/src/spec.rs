@@ -123,6 +123,9 @@ pub struct TcgGate {
     pub plugin: PathBuf,
     /// The Unix stream socket the host listens on before QEMU starts.
     pub socket: PathBuf,
+    /// The plugin's first stop: at the first block entry after this many
+    /// instructions (the host loads what it reads the guest with meanwhile).
+    pub first_stop: u64,
     /// QEMU's gdb stub on this Unix socket (`-gdb unix:…,server=on,wait=off`),
     /// for a debugger the host hands the stopped machine to; `None`: none.
     pub gdb: Option<PathBuf>,

@@ -401,8 +401,8 @@ pub(crate) fn serve(
         }
     };
     let mut out = out;
-    // The count the last answer asked for (the plugin's first stop: 0).
-    let mut asked = 0;
+    // The count the last answer asked for (the first: the plugin's argument).
+    let mut asked = first_stop(&plan.moments);
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let mut words = line.split_whitespace();
@@ -453,6 +453,23 @@ pub(crate) fn serve(
     }
     end.unreached = pending;
     end
+}
+
+/// Instructions QEMU runs before the gate's first stop when no count is
+/// asked earlier (~1 s of busy guest, before any kernel can be read): the
+/// host loads the kernel's symbols and BTF meanwhile.
+const FIRST_STOP: u64 = 1 << 28;
+
+/// Where the plugin first stops for `moments`: [`FIRST_STOP`], or the
+/// earliest instruction count asked when that comes first.
+pub(crate) fn first_stop(moments: &[Moment]) -> u64 {
+    moments
+        .iter()
+        .filter_map(|m| match *m {
+            Moment::Instructions(n) => Some(n),
+            Moment::GuestNs(_) => None,
+        })
+        .fold(FIRST_STOP, u64::min)
 }
 
 /// Whether a time moment may be answered at a stop: only at stops made
@@ -559,6 +576,14 @@ mod tests {
                 .expect_err("refused")
                 .contains("instruction count")
         );
+    }
+
+    #[test]
+    fn the_first_stop_leaves_the_boot_alone_unless_a_count_is_asked_earlier() {
+        assert_eq!(first_stop(&[Moment::GuestNs(5)]), FIRST_STOP);
+        assert!(on_grid(FIRST_STOP));
+        let early = [Moment::Instructions(10), Moment::GuestNs(1)];
+        assert_eq!(first_stop(&early), 10);
     }
 
     #[test]

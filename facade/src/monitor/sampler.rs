@@ -147,8 +147,9 @@ impl<'k, M: GuestMemory + ?Sized> Sampler<'k, M> {
     pub(crate) fn guest_clock(&mut self) -> Option<u64> {
         self.k.forget_translations();
         let n = self.nr_cpus().ok()?;
+        // Only the one field: a replay reads this at every stop.
         (0..n)
-            .filter_map(|cpu| self.k.rq_sample(cpu).ok()?.clock)
+            .filter_map(|cpu| self.k.rq(cpu).ok()?.get("clock").ok()??.u64().ok())
             .max()
     }
 

@@ -407,6 +407,7 @@ pub fn replay_with(
             d.gate = Some(ktstr_vmm::TcgGate {
                 plugin: gate_plugin()?,
                 socket: socket.0.clone(),
+                first_stop: crate::monitor::first_stop(&moments),
                 gdb: stub.as_ref().map(|s| s.0.clone()),
             });
         }

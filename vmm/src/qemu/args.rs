@@ -158,7 +158,12 @@ pub(crate) fn qemu_args(
         if let Some(g) = spec.deterministic.as_ref().and_then(|d| d.gate.as_ref()) {
             push(&[
                 "-plugin",
-                &format!("file={},sock={}", g.plugin.display(), g.socket.display()),
+                &format!(
+                    "file={},sock={},first={}",
+                    g.plugin.display(),
+                    g.socket.display(),
+                    g.first_stop
+                ),
             ]);
             if let Some(gdb) = &g.gdb {
                 push(&[
@@ -309,6 +314,7 @@ mod tests {
         let gate = |plugin: &str| crate::TcgGate {
             plugin: plugin.into(),
             socket: "/tmp/g.sock".into(),
+            first_stop: 8192,
             gdb: Some("/tmp/gdb.sock".into()),
         };
         spec.deterministic = Some(crate::Deterministic {
@@ -324,7 +330,7 @@ mod tests {
         let a = qemu_args(&spec, Accel::Tcg, false, &fds);
         assert_eq!(
             value_of(&a, "-plugin"),
-            ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock"]
+            ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock,first=8192"]
         );
         assert_eq!(
             value_of(&a, "-gdb"),
