@@ -125,12 +125,21 @@ const SCHEDSTAT_NAMES: [&str; 7] = [
     post_vm = schedstats_agree,
 )]
 fn fixture_monitor_checks_pass(_ctx: &Ctx) -> Result<AssertResult> {
+    let t0 = Instant::now();
     let a = proc_schedstat()?;
-    ktstr::snapshot::capture("schedstat_a")?;
+    let wait_a = ktstr::snapshot::capture("schedstat_a")?;
     spin_pinned(&[2, 2], Duration::from_secs(4));
-    ktstr::snapshot::capture("schedstat_b")?;
+    let wait_b = ktstr::snapshot::capture("schedstat_b")?;
     let b = proc_schedstat()?;
-    let mut r = AssertResult::pass();
+    // The guest's window (read to read) holds the host's (pause to pause)
+    // and exceeds it by at most the two requests' round trips: how long the
+    // host took to answer, which the guest measures.
+    let window = t0.elapsed().as_secs_f64();
+    let outside = (wait_a + wait_b).as_secs_f64();
+    let mut r = AssertResult::pass().note(
+        "capture",
+        format!("outside_pct={:.3}", outside / window * 100.0),
+    );
     for ((cpu, x), (_, y)) in a.iter().zip(&b) {
         let d: Vec<String> = SCHEDSTAT_NAMES
             .iter()
@@ -143,8 +152,11 @@ fn fixture_monitor_checks_pass(_ctx: &Ctx) -> Result<AssertResult> {
 }
 
 /// The host's schedstat deltas between the two snapshots agree with the
-/// guest's `/proc/schedstat` deltas over the same window within 5%, for every
-/// counter that moved at least 100 on a CPU.
+/// guest's `/proc/schedstat` deltas over the same window within 5%, plus the
+/// share of the guest's window the host's does not cover (the guest reads
+/// before its first request and after its second is answered: the two round
+/// trips, which depend on how fast the host answered), for every counter
+/// that moved at least 100 on a CPU.
 fn schedstats_agree(result: &VmResult) -> anyhow::Result<()> {
     let text = match &result.outcome {
         Outcome::Pass(t) => t,
@@ -159,6 +171,13 @@ fn schedstats_agree(result: &VmResult) -> anyhow::Result<()> {
             .named("schedstat_b")
             .context("no snapshot schedstat_b")?,
     );
+    // What the guest's window may hold beyond the host's, in percent.
+    let outside: f64 = text
+        .lines()
+        .find_map(|l| l.split("[capture] outside_pct=").nth(1))
+        .context("the fixture's share of its window outside the host's")?
+        .trim()
+        .parse()?;
     let mut compared = Vec::new();
     for line in text.lines().filter_map(|l| l.split("[schedstat] ").nth(1)) {
         let mut f = line.split_whitespace();
@@ -195,9 +214,12 @@ fn schedstats_agree(result: &VmResult) -> anyhow::Result<()> {
             compared.push(format!(
                 "cpu{cpu} {name} guest {guest} host {host} ({off:.2}%)"
             ));
+            // Beyond 5%, a counter may differ by the events of the part of
+            // the guest's window the host's does not cover.
             ensure!(
-                off <= 5.0,
-                "schedstat disagrees over 5%: {}",
+                off <= 5.0 + outside,
+                "schedstat disagrees over 5% + {outside:.2}% (the guest's window beyond the \
+                 host's): {}",
                 compared.join("; ")
             );
         }
@@ -210,7 +232,10 @@ fn schedstats_agree(result: &VmResult) -> anyhow::Result<()> {
             == 2,
         "sched_count not compared on both CPUs: {compared:?}"
     );
-    println!("schedstats host vs guest: {}", compared.join("; "));
+    println!(
+        "schedstats host vs guest (the guest's window {outside:.2}% longer at most): {}",
+        compared.join("; ")
+    );
     Ok(())
 }
 

@@ -155,9 +155,10 @@ pub enum RecordingError {
     },
     /// Questions need the gate plugin, which is not built.
     #[error(
-        "reading a replay's guest needs the ktstr-qemu-gate QEMU plugin: build it with \
-         `cargo build -p ktstr-qemu-gate` (cargo xtask setup does) or point KTSTR_QEMU_GATE at \
-         libktstr_qemu_gate.so (looked for {})",
+        "reading a replay's guest needs the ktstr-qemu-gate QEMU plugin, which cargo builds \
+         beside ktstr (target/<profile>/deps/libktstr_qemu_gate.so); build it there \
+         (`cargo build -p ktstr-qemu-gate` in ktstr's workspace) and point KTSTR_QEMU_GATE at it \
+         (looked for {})",
         looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     NoGate {
