@@ -114,10 +114,20 @@ fn last_stamp(dir: &Path) -> Option<u64> {
     })
 }
 
+/// The record's time (seconds from the VM's boot, host clock) of guest
+/// time `g`, from the live samples' (guest, host) pairs: the nearest one on
+/// the guest clock, plus the rest on the guest's; `g` itself without any.
+fn host_time(live: &[(f64, f64)], g: f64) -> f64 {
+    live.iter()
+        .min_by(|a, b| (a.0 - g).abs().total_cmp(&(b.0 - g).abs()))
+        .map_or(g, |(lg, lt)| lt + (g - lg))
+}
+
 /// Writes the `--every` series beside the recording: `replay-series.json`
 /// (the samples as a run record's monitor series, on the guest clock) and,
-/// when the test's run record is beside the recording, `replay-trace.json`
-/// and `replay-report.html` drawn from a copy of it with that series.
+/// when the run's record is beside the recording, `replay-trace.json` and
+/// `replay-report.html` drawn from a copy of it with that series (moved to
+/// the record's clock).
 fn write_series(dir: &Path, answers: &[Answer]) -> Result<Vec<PathBuf>, CmdError> {
     let series: Vec<MonitorSample> = answers
         .iter()
@@ -143,10 +153,35 @@ fn write_series(dir: &Path, answers: &[Answer]) -> Result<Vec<PathBuf>, CmdError
         .filter(|(_, n)| n.parse::<u32>().is_ok())
         .map_or(stem, |(b, _)| b);
     let record = dir.with_file_name(format!("{base}.json"));
-    if let Ok(mut rec) = ktstr_record::read_file(&record) {
+    // Only the record of this very run: a test run N times in one process
+    // keeps N recordings but one record, the last run's.
+    let own = ktstr_record::read_file(&record).ok().filter(|r| {
+        r.recording
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .is_some_and(|f| f == dir.file_name().unwrap_or_default())
+    });
+    if let Some(mut rec) = own {
+        // The record's times are from the VM's boot on the host's clock,
+        // which runs at another pace than the guest's under instruction
+        // counting; the live samples carry both, so each replayed point
+        // takes the host time of the live sample nearest on the guest clock.
+        let live: Vec<(f64, f64)> = rec
+            .monitor
+            .iter()
+            .flat_map(|m| &m.series)
+            .filter_map(|s| Some((s.guest_s?, s.t)))
+            .collect();
+        let host_t = |g: f64| host_time(&live, g);
         let m = rec.monitor.get_or_insert_with(Default::default);
         m.samples = series.len() as u64;
-        m.series = series;
+        m.series = series
+            .into_iter()
+            .map(|p| MonitorSample {
+                t: host_t(p.guest_s.unwrap_or(p.t)),
+                ..p
+            })
+            .collect();
         let recs = [rec];
         let trace = dir.join("replay-trace.json");
         let t = serde_json::to_string(&crate::report::trace(&recs)).unwrap_or_default();
@@ -315,4 +350,19 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
         (_, Some(_)) | (None, None) => Done::Ok,
         (Some(d), None) => Done::Failed(format!("the replay diverged: {d}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_time;
+
+    #[test]
+    fn a_replayed_time_lands_beside_the_live_sample_nearest_on_the_guest_clock() {
+        // The host's clock ran 1 s ahead early on and 3 s behind later.
+        let live = [(10.0, 11.0), (20.0, 17.0), (30.0, 27.0)];
+        assert_eq!(host_time(&live, 10.5), 11.5);
+        assert_eq!(host_time(&live, 21.0), 18.0);
+        assert_eq!(host_time(&live, 40.0), 37.0);
+        assert_eq!(host_time(&[], 5.0), 5.0);
+    }
 }
