@@ -154,7 +154,7 @@ fn gdb_takes_the_replay_at_the_same_place(dir: &std::path::Path, at: ktstr::moni
             .expect("the replay");
         println!("{r}");
         println!("  gdb saw rip {rip:#x}, stop {stop:?}");
-        (r.gdb_at.expect("handed to gdb"), rip)
+        (r.gdb_at().expect("handed to gdb"), rip)
     };
     let (first, second) = (handed(), handed());
     assert!(first.1 != 0, "no instruction pointer");
@@ -386,8 +386,7 @@ fn record_cost_bench() {
             let guest_s = console
                 .lines()
                 .rev()
-                .filter_map(|l| l.trim_start().strip_prefix('['))
-                .find_map(|l| l.split(']').next()?.trim().parse::<f64>().ok())
+                .find_map(ktstr::recording::console_clock)
                 .unwrap_or(0.0);
             let own = m.console.bytes + m.messages.bytes;
             sizes.push((m.size_bytes, own, guest_s));

@@ -107,11 +107,11 @@ fn moments(c: &ReplayCmd, dir: &Path) -> Result<Vec<Moment>, CmdError> {
 /// The guest clock of the recording's last timestamped console line, ns.
 fn last_stamp(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join(ktstr::recording::CONSOLE)).ok()?;
-    text.lines().rev().find_map(|l| {
-        let rest = l.trim_start().strip_prefix('[')?;
-        let secs: f64 = rest[..rest.find(']')?].trim().parse().ok()?;
-        Some((secs * 1e9) as u64)
-    })
+    let secs = text
+        .lines()
+        .rev()
+        .find_map(ktstr::recording::console_clock)?;
+    Some((secs * 1e9) as u64)
 }
 
 /// The record's time (seconds from the VM's boot, host clock) of guest
@@ -346,7 +346,7 @@ pub fn run(c: &ReplayCmd) -> Result<Done, CmdError> {
         ktstr::recording::CONSOLE,
         ktstr::recording::REPLAY_CONSOLE
     );
-    Ok(match (&replayed.divergence, replayed.gdb_at) {
+    Ok(match (&replayed.divergence, replayed.gdb_at()) {
         (_, Some(_)) | (None, None) => Done::Ok,
         (Some(d), None) => Done::Failed(format!("the replay diverged: {d}")),
     })

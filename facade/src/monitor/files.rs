@@ -16,6 +16,26 @@ pub(crate) struct KernelFiles {
     pub(crate) btf: Vec<u8>,
 }
 
+impl KernelFiles {
+    /// The image's BTF, parsed, and its banner's signature (what recognizes
+    /// the booted kernel in guest memory).
+    pub(crate) fn parts(
+        &self,
+        vmlinux: &Path,
+    ) -> Result<(ktstr_btf::Btf<'_>, ktstr_guest_mem::kaslr::Signature), MonitorError> {
+        let btf = ktstr_btf::Btf::parse(&self.btf)
+            .map_err(|e| MonitorError::Unavailable(format!("the kernel's BTF: {e}")))?;
+        let sig =
+            ktstr_guest_mem::kaslr::Signature::from_image(vmlinux, &self.syms).map_err(|e| {
+                MonitorError::Unavailable(format!(
+                    "the banner of {} (to recognize the booted kernel): {e}",
+                    vmlinux.display()
+                ))
+            })?;
+        Ok((btf, sig))
+    }
+}
+
 /// Name of the symbol cache beside a `vmlinux`.
 const CACHE_NAME: &str = "kallsyms.ktstr";
 

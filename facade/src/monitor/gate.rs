@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ktstr_btf::Btf;
-use ktstr_guest_mem::kaslr::Signature;
 use ktstr_vmm::GuestMemoryMmap;
 
 use super::locate::Locator;
@@ -163,6 +161,12 @@ impl std::str::FromStr for Show {
     }
 }
 
+/// `sep` and "oldest wait N ms", or nothing without a wait.
+fn wait_text(ns: Option<u64>, sep: &str) -> String {
+    ns.map(|w| format!("{sep}oldest wait {:.3}ms", w as f64 / 1e6))
+        .unwrap_or_default()
+}
+
 fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
@@ -196,9 +200,7 @@ impl Answer {
                             or_dash(c.curr_pid),
                             c.curr_comm.as_deref().unwrap_or("-"),
                             or_dash(c.nr_switches),
-                            c.oldest_wait_ns
-                                .map(|w| format!(" oldest wait {:.3}ms", w as f64 / 1e6))
-                                .unwrap_or_default()
+                            wait_text(c.oldest_wait_ns, " ")
                         ));
                     }
                 }
@@ -214,9 +216,7 @@ impl Answer {
                             "\n  dsq {:#x}: {} tasks{}",
                             d.id,
                             d.nr,
-                            d.oldest_wait_ns
-                                .map(|w| format!(", oldest wait {:.3}ms", w as f64 / 1e6))
-                                .unwrap_or_default()
+                            wait_text(d.oldest_wait_ns, ", ")
                         ));
                     }
                 }
@@ -274,10 +274,6 @@ pub struct GateEnd {
     pub answers: Vec<Answer>,
     /// Moments the run ended before.
     pub unreached: Vec<Moment>,
-    /// Guest instructions when QEMU exited (the plugin's count). Not a
-    /// figure of the run: the vCPUs go on after the guest asked to power
-    /// off, until QEMU's main loop stops them.
-    pub instructions: Option<u64>,
     /// Stops the plugin made.
     pub stops: u64,
     /// The instruction count where the machine was handed to a debugger.
@@ -366,24 +362,20 @@ pub(crate) fn serve(
         }
     };
     let files = super::files::load(&plan.vmlinux, &plan.cache_root);
-    let btf = files.as_ref().map_err(Clone::clone).and_then(|f| {
-        Btf::parse(&f.btf).map_err(|e| MonitorError::Unavailable(format!("the kernel's BTF: {e}")))
-    });
-    let sig = files.as_ref().map_err(Clone::clone).and_then(|f| {
-        Signature::from_image(&plan.vmlinux, &f.syms).map_err(|e| {
-            MonitorError::Unavailable(format!("the banner of {}: {e}", plan.vmlinux.display()))
-        })
-    });
-    let mut locator = match (&files, &btf, &sig) {
-        (Ok(f), Ok(b), Ok(s)) => Some(Locator::new(
+    let parts = files
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|f| f.parts(&plan.vmlinux));
+    let mut locator = match (&files, &parts) {
+        (Ok(f), Ok((btf, sig))) => Some(Locator::new(
             mem,
             &f.syms,
-            b,
-            s.clone(),
+            btf,
+            sig.clone(),
             false,
             plan.nr_cpus,
         )),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        (Err(e), _) | (_, Err(e)) => {
             end.unreadable = Some(e.clone());
             None
         }
@@ -412,10 +404,9 @@ pub(crate) fn serve(
         );
         match (word, count) {
             ("hello", _) => continue,
-            ("end", Some(c)) => {
-                end.instructions = Some(c);
-                break;
-            }
+            // QEMU is exiting. Its count is not a figure of the run: the
+            // vCPUs go on after the guest asks to power off.
+            ("end", _) => break,
             ("stop", Some(count)) => {
                 end.stops += 1;
                 if sampler.is_none()

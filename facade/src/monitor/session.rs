@@ -9,8 +9,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ktstr_btf::Btf;
-use ktstr_guest_mem::kaslr::Signature;
 use ktstr_ops::channel::{ChannelMem, Message, Reader};
 use ktstr_vmm::{GuestMemoryMmap, Machine, VcpuRegs, VmmError};
 
@@ -350,22 +348,9 @@ fn sampling_thread(
         Ok(f) => f,
         Err(e) => return answer_errors(e, rx),
     };
-    let btf = match Btf::parse(&files.btf) {
-        Ok(b) => b,
-        Err(e) => {
-            let e = MonitorError::Unavailable(format!("the kernel's BTF: {e}"));
-            return answer_errors(e, rx);
-        }
-    };
-    let sig = match Signature::from_image(&plan.vmlinux, &files.syms) {
-        Ok(s) => s,
-        Err(e) => {
-            let e = MonitorError::Unavailable(format!(
-                "the banner of {} (to recognize the booted kernel): {e}",
-                plan.vmlinux.display()
-            ));
-            return answer_errors(e, rx);
-        }
+    let (btf, sig) = match files.parts(&plan.vmlinux) {
+        Ok(p) => p,
+        Err(e) => return answer_errors(e, rx),
     };
     let mut locator = Locator::new(mem, &files.syms, &btf, sig, plan.kaslr, plan.nr_cpus);
     let mut sampler: Option<Sampler<'_, GuestMemoryMmap>> = None;

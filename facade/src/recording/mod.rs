@@ -204,6 +204,14 @@ pub(crate) fn digest(path: &Path) -> Result<InputFile, RecordingError> {
     })
 }
 
+/// The guest clock a console line carries, seconds: the kernel's printk
+/// timestamp (`[    6.619106] …`), which a recorded run's instruction count
+/// drives; `None` for a line without one.
+pub fn console_clock(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    rest[..rest.find(']')?].trim().parse().ok()
+}
+
 /// The kernel's line where the scheduler was disabled
 /// (`sched_ext: BPF scheduler "x" disabled (…)`), if the console has one.
 pub(crate) fn scheduler_exit(console: &[String]) -> Option<String> {

@@ -53,13 +53,9 @@ pub enum Divergence {
 
 /// The guest clock of a console line (`[   12.345678] …`), when it has one.
 fn stamp(line: Option<&String>) -> String {
-    line.and_then(|l| {
-        let l = l.trim_start();
-        let rest = l.strip_prefix('[')?;
-        let end = rest.find(']')?;
-        Some(format!(" at guest time {}s", rest[..end].trim()))
-    })
-    .unwrap_or_default()
+    line.and_then(|l| super::console_clock(l))
+        .map(|secs| format!(" at guest time {secs:.6}s"))
+        .unwrap_or_default()
 }
 
 impl std::fmt::Display for Divergence {
@@ -115,17 +111,22 @@ pub struct Replayed {
     /// Wall seconds the replay's VM ran.
     pub wall_s: f64,
     /// What the gate plugin saw, when the replay ran through it
-    /// ([`replay_asking`]): the answers and the instruction count at the end.
+    /// ([`replay_asking`]): the answers, the stops, where gdb took over.
     pub gate: Option<GateEnd>,
+}
+
+impl Replayed {
     /// The instruction count where the replay was handed to gdb: from there
     /// on it is not compared with the recording ([`replay_with`]).
-    pub gdb_at: Option<u64>,
+    pub fn gdb_at(&self) -> Option<u64> {
+        self.gate.as_ref()?.held_at
+    }
 }
 
 impl std::fmt::Display for Replayed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.manifest;
-        match (&self.divergence, self.gdb_at) {
+        match (&self.divergence, self.gdb_at()) {
             (_, Some(n)) => writeln!(
                 f,
                 "replay of {} ({}): handed to gdb after {n} guest instructions; what ran under \
@@ -538,7 +539,6 @@ pub fn replay_with(
         messages: messages.len(),
         scheduler_exit: super::scheduler_exit(&lines),
         end,
-        gdb_at: gate.as_ref().and_then(|g| g.held_at),
         divergence,
         wall_s,
         manifest,

@@ -107,6 +107,14 @@ fn the_exit_line_is_the_kernels_disable_line() {
     assert_eq!(scheduler_exit(&lines[..1]), None);
 }
 
+#[test]
+fn a_console_lines_clock_is_its_kernel_timestamp() {
+    assert_eq!(console_clock("[    6.619106] sched_ext: x"), Some(6.619106));
+    assert_eq!(console_clock("  [12.5] y"), Some(12.5));
+    assert_eq!(console_clock("scx-ktstr: attached"), None);
+    assert_eq!(console_clock("[ x ] y"), None);
+}
+
 /// A backend whose program is a given file; it boots nothing.
 struct Fake(Option<PathBuf>);
 
