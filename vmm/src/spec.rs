@@ -106,8 +106,9 @@ pub struct Deterministic {
     /// then on it advances with the instruction count (`-rtc clock=vm`).
     pub rtc_base: String,
     /// Stops the machine at instruction counts a host process asks for, to
-    /// read its memory at exact points (a replay's questions); `None`: runs
-    /// free. Stopping there does not change the run (see [`TcgGate`]).
+    /// read its memory at exact points (a replay's questions), and tells it
+    /// the counts at which marked instructions first ran; `None`: no plugin.
+    /// Neither changes the run (see [`TcgGate`]).
     pub gate: Option<TcgGate>,
 }
 
@@ -124,8 +125,13 @@ pub struct TcgGate {
     /// The Unix stream socket the host listens on before QEMU starts.
     pub socket: PathBuf,
     /// The plugin's first stop: at the first block entry after this many
-    /// instructions (the host loads what it reads the guest with meanwhile).
-    pub first_stop: u64,
+    /// instructions (the host loads what it reads the guest with meanwhile);
+    /// `None`: it never stops, it only marks.
+    pub first_stop: Option<u64>,
+    /// Guest virtual addresses of instructions whose first execution the
+    /// plugin reports with the instruction count before it (`mark I C`):
+    /// a kernel function's entry, in a recording and its replay.
+    pub marks: Vec<u64>,
     /// QEMU's gdb stub on this Unix socket (`-gdb unix:…,server=on,wait=off`),
     /// for a debugger the host hands the stopped machine to; `None`: none.
     pub gdb: Option<PathBuf>,

@@ -278,10 +278,23 @@ pub struct GateEnd {
     pub stops: u64,
     /// The instruction count where the machine was handed to a debugger.
     pub held_at: Option<u64>,
+    /// The plugin's marks that ran: `(index of the mark, instruction count
+    /// before it)`, in the order they ran.
+    pub marks: Vec<(usize, u64)>,
     /// Why the monitor could not read the guest, if it never could.
     pub unreadable: Option<MonitorError>,
     /// A protocol or connection failure.
     pub failed: Option<String>,
+}
+
+impl GateEnd {
+    /// The end of a gate that failed before it served: `why`.
+    fn failed(why: String) -> GateEnd {
+        GateEnd {
+            failed: Some(why),
+            ..GateEnd::default()
+        }
+    }
 }
 
 /// A moment where the replay is handed to someone else (a debugger): at
@@ -353,14 +366,11 @@ pub(crate) fn serve(
     mem: &GuestMemoryMmap,
     quit: &Arc<AtomicBool>,
 ) -> GateEnd {
-    let mut end = GateEnd::default();
     let stream = match accept(listener, quit) {
         Ok(s) => s,
-        Err(e) => {
-            end.failed = Some(e);
-            return end;
-        }
+        Err(e) => return GateEnd::failed(e),
     };
+    let mut end = GateEnd::default();
     let files = super::files::load(&plan.vmlinux, &plan.cache_root);
     let parts = files
         .as_ref()
@@ -404,6 +414,11 @@ pub(crate) fn serve(
         );
         match (word, count) {
             ("hello", _) => continue,
+            ("mark", Some(index)) => {
+                if let Some(c) = words.next().and_then(|c| c.parse::<u64>().ok()) {
+                    end.marks.push((index as usize, c));
+                }
+            }
             // QEMU is exiting. Its count is not a figure of the run: the
             // vCPUs go on after the guest asks to power off.
             ("end", _) => break,
@@ -443,6 +458,41 @@ pub(crate) fn serve(
         end.unreadable = locator.map(|l| l.why());
     }
     end.unreached = pending;
+    end
+}
+
+/// The host side of a plugin that only marks (no `first=`): accepts its
+/// connection on `listener` and collects its `mark` lines until QEMU exits.
+/// `quit` tells it QEMU ended without connecting.
+pub(crate) fn collect_marks(listener: &UnixListener, quit: &AtomicBool) -> GateEnd {
+    let stream = match accept(listener, quit) {
+        Ok(s) => s,
+        Err(e) => return GateEnd::failed(e),
+    };
+    let mut end = GateEnd::default();
+    let mut out = stream.try_clone().ok();
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["hello", ..] => {}
+            // Not asked for; never leave the machine stopped.
+            ["stop", ..] => {
+                if let Some(o) = out.as_mut() {
+                    let _ = o.write_all(b"free\n");
+                }
+            }
+            ["end", ..] => break,
+            ["mark", i, c] => match (i.parse::<usize>(), c.parse::<u64>()) {
+                (Ok(i), Ok(c)) => end.marks.push((i, c)),
+                _ => end.failed = Some(format!("the gate plugin said {line:?}")),
+            },
+            _ => {
+                end.failed = Some(format!("the gate plugin said {line:?}"));
+                break;
+            }
+        }
+    }
     end
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use bridge::{BridgeStats, DrainedSnapshots, SnapshotBridge};
 pub(crate) use files::load as kernel_files;
 pub use gate::{Answer, GateEnd, Moment, Show, parse_guest_time};
-pub(crate) use gate::{GatePlan, Hold, first_stop, serve as serve_gate};
+pub(crate) use gate::{GatePlan, Hold, collect_marks, first_stop, serve as serve_gate};
 pub use ktstr_ops::{MonitorChecks, Setting, Sustained};
 /// The failure dump's types, as `VmResult::dump` holds them.
 pub use ktstr_record::{DumpDsq, DumpEntry, DumpMap, DumpSection, DumpVar, SchedulerDump};

@@ -11,6 +11,7 @@
 //! docs/design/record-replay.md.
 
 mod gdb;
+mod marks;
 mod replay;
 mod write;
 
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use gdb::GdbHold;
+pub use marks::Mark;
+pub(crate) use marks::Marking;
 pub use replay::{
     Divergence, REPLAY_CONSOLE, REPLAY_MESSAGES, Replayed, gate_plugin, replay, replay_asking,
     replay_with,
@@ -100,6 +103,14 @@ pub struct Manifest {
     /// its timestamp: the guest clock there, which under `-icount shift=2`
     /// advances 4 ns per instruction executed (and jumps over idle time).
     pub scheduler_exit: Option<String>,
+    /// Guest instructions (all vCPUs) before each marked kernel function
+    /// first ran: the scheduler's exit, its disabling, a panic, the power
+    /// off. Empty in a recording made without them ([`Manifest::marks_missing`]).
+    #[serde(default)]
+    pub marks: Vec<Mark>,
+    /// Why the run was recorded without instruction counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marks_missing: Option<String>,
     /// Wall seconds the recorded VM ran, boot to end.
     pub wall_s: f64,
     /// Bytes of the recording's own files (the kernel is not copied).
@@ -172,6 +183,16 @@ pub enum RecordingError {
          a replay of a nokaslr boot; record without KTSTR_KASLR"
     )]
     Randomized,
+    /// The replay ran, but the plugin's instruction counts could not be
+    /// read: the replay cannot be compared with its recording's counts.
+    #[error(
+        "the replay's instruction counts could not be read ({why}): it cannot be compared with \
+         the recording's; see the lines above, or replay again"
+    )]
+    Uncounted {
+        /// What failed.
+        why: String,
+    },
     /// The kernel's symbols could not be read for gdb.
     #[error("the kernel's symbols for gdb, from {}: {why}", vmlinux.display())]
     Symbols {

@@ -1,16 +1,16 @@
 //! The replay side: run a recording's inputs again and compare what the host
 //! sees with what it saw.
 
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ktstr_ops::channel::{self, ChannelError, Reader};
 use ktstr_vmm::{ConsoleEvent, EndReason, ReservedRegion, VmSpec};
 
 use super::gdb::GdbHold;
+use super::marks::{GateSocket, Mark};
 use super::write::{end_name, lines_bytes};
 use super::{Manifest, RecordingError, check_own};
 use crate::channel::HostChannel;
@@ -41,6 +41,14 @@ pub enum Divergence {
         recorded: Option<String>,
         /// The replayed message (JSON).
         replayed: Option<String>,
+    },
+    /// A marked kernel function first ran at another instruction count
+    /// (or ran in one and not the other), with console and messages alike.
+    Mark {
+        /// The recording's mark.
+        recorded: Mark,
+        /// The replay's.
+        replayed: Mark,
     },
     /// The VM ended otherwise.
     End {
@@ -83,6 +91,11 @@ impl std::fmt::Display for Divergence {
                 side(recorded),
                 side(replayed)
             ),
+            Divergence::Mark { recorded, replayed } => write!(
+                f,
+                "the same console and messages, but another instruction count:\n  recorded: \
+                 {recorded}\n  replayed: {replayed}"
+            ),
             Divergence::End { recorded, replayed } => {
                 write!(
                     f,
@@ -106,6 +119,9 @@ pub struct Replayed {
     pub end: String,
     /// The kernel's scheduler-exit line in the replay.
     pub scheduler_exit: Option<String>,
+    /// The recording's marks with the replay's counts (empty: the recording
+    /// has none, or the replay went to gdb).
+    pub marks: Vec<Mark>,
     /// The first difference from the recording; `None`: it repeated.
     pub divergence: Option<Divergence>,
     /// Wall seconds the replay's VM ran.
@@ -153,8 +169,33 @@ impl std::fmt::Display for Replayed {
                         x.trim()
                     )?;
                 }
+                let mut counted = self.marks.iter().filter(|m| m.count.is_some()).peekable();
+                if counted.peek().is_some() {
+                    writeln!(
+                        f,
+                        "  same instruction counts (all vCPUs, before the function ran):"
+                    )?;
+                    for k in counted {
+                        writeln!(f, "    {k}")?;
+                    }
+                } else if let Some(why) = &m.marks_missing {
+                    writeln!(f, "  no instruction counts were recorded: {why}")?;
+                }
             }
-            (Some(d), None) => writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?,
+            (Some(d), None) => {
+                writeln!(f, "replay of {} ({}): DIVERGED: {d}", m.test, m.run)?;
+                let count = |c: Option<u64>| c.map_or("never".to_string(), |c| c.to_string());
+                for (a, b) in m.marks.iter().zip(&self.marks) {
+                    writeln!(
+                        f,
+                        "  {} ({}): recorded at instruction {}, replayed at {}",
+                        a.what,
+                        a.symbol,
+                        count(a.count),
+                        count(b.count)
+                    )?;
+                }
+            }
         }
         if let Some(g) = &self.gate {
             writeln!(
@@ -331,39 +372,6 @@ pub fn gate_plugin() -> Result<PathBuf, RecordingError> {
 /// The plugin's file name as cargo builds it.
 const GATE_FILE: &str = "libktstr_qemu_gate.so";
 
-/// A Unix socket path for one replay's gate, removed when dropped.
-struct GateSocket(PathBuf);
-
-impl GateSocket {
-    /// A new path for a socket another process listens on (QEMU's gdb stub).
-    fn bind_path(what: &str) -> Result<GateSocket, RecordingError> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ktstr-{what}-{}-{}.sock",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&path);
-        Ok(GateSocket(path))
-    }
-
-    /// A socket this process listens on.
-    fn bind() -> Result<(GateSocket, UnixListener), RecordingError> {
-        let socket = GateSocket::bind_path("gate")?;
-        let listener = UnixListener::bind(&socket.0).map_err(|source| RecordingError::File {
-            path: socket.0.clone(),
-            source,
-        })?;
-        Ok((socket, listener))
-    }
-}
-
-impl Drop for GateSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Like [`replay`], and reads the guest at each of `moments` with the
 /// machine stopped there by the gate plugin ([`gate_plugin`]); the answers
 /// are in [`Replayed::gate`]. The stops do not change the run: the
@@ -393,6 +401,24 @@ pub fn replay_with(
     moments.extend(gdb.as_ref().map(|g| g.at));
     let gone = Arc::new(AtomicBool::new(false));
     let under_gdb = gdb.is_some();
+    let questioned = !moments.is_empty();
+    let marks: Vec<u64> = manifest.marks.iter().map(|m| m.address).collect();
+    // Only marks: the plugin never stops, the host only listens.
+    let marking = if moments.is_empty() && !marks.is_empty() {
+        let (socket, listener) = GateSocket::bind()?;
+        if let Some(d) = spec.deterministic.as_mut() {
+            d.gate = Some(ktstr_vmm::TcgGate {
+                plugin: gate_plugin()?,
+                socket: socket.0.clone(),
+                first_stop: None,
+                marks: marks.clone(),
+                gdb: None,
+            });
+        }
+        Some((socket, listener))
+    } else {
+        None
+    };
     let gated = if moments.is_empty() {
         None
     } else {
@@ -400,15 +426,13 @@ pub fn replay_with(
             return Err(RecordingError::Randomized);
         }
         let (socket, listener) = GateSocket::bind()?;
-        let stub = match &gdb {
-            Some(_) => Some(GateSocket::bind_path("gdb")?),
-            None => None,
-        };
+        let stub = gdb.as_ref().map(|_| GateSocket::bind_path("gdb"));
         if let Some(d) = spec.deterministic.as_mut() {
             d.gate = Some(ktstr_vmm::TcgGate {
                 plugin: gate_plugin()?,
                 socket: socket.0.clone(),
-                first_stop: crate::monitor::first_stop(&moments),
+                first_stop: Some(crate::monitor::first_stop(&moments)),
+                marks,
                 gdb: stub.as_ref().map(|s| s.0.clone()),
             });
         }
@@ -436,13 +460,23 @@ pub fn replay_with(
     let t0 = Instant::now();
     let mut vm = backend.boot(&spec)?;
     let quit = Arc::new(AtomicBool::new(false));
-    let gate = gated.map(|(socket, listener, plan, hold)| {
-        let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
-        let thread = std::thread::Builder::new()
-            .name("ktstr-gate".into())
-            .spawn(move || crate::monitor::serve_gate(&plan, hold, &listener, &mem, &quit));
-        (socket, thread)
-    });
+    let gate = gated
+        .map(|(socket, listener, plan, hold)| {
+            let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
+            let thread = std::thread::Builder::new()
+                .name("ktstr-gate".into())
+                .spawn(move || crate::monitor::serve_gate(&plan, hold, &listener, &mem, &quit));
+            (socket, thread)
+        })
+        .or_else(|| {
+            marking.map(|(socket, listener)| {
+                let quit = Arc::clone(&quit);
+                let thread = std::thread::Builder::new()
+                    .name("ktstr-marks".into())
+                    .spawn(move || crate::monitor::collect_marks(&listener, &quit));
+                ((socket, None), thread)
+            })
+        });
     let console = vm.take_console();
     let mut reader = Reader::watching(HostChannel {
         mem: vm.memory().clone(),
@@ -513,6 +547,24 @@ pub fn replay_with(
     write(REPLAY_CONSOLE, &lines)?;
     write(REPLAY_MESSAGES, &messages)?;
     let end = end_name(&end);
+    // The replay's counts; none after gdb took over (it is not compared).
+    if let Some(why) = gate
+        .as_ref()
+        .filter(|_| !manifest.marks.is_empty())
+        .and_then(|g| g.failed.clone())
+    {
+        return Err(RecordingError::Uncounted { why });
+    }
+    let (marks, gate) = match gate {
+        Some(g) if !questioned => (g.marks, None),
+        Some(g) => (g.marks.clone(), Some(g)),
+        None => (Vec::new(), None),
+    };
+    let marks = if under_gdb || manifest.marks.is_empty() {
+        Vec::new()
+    } else {
+        super::marks::counted(&manifest.marks, &marks)
+    };
     let divergence = first_difference(&recorded_console, &lines)
         .map(|(line, recorded, replayed)| Divergence::Console {
             line,
@@ -533,11 +585,16 @@ pub fn replay_with(
                 recorded: manifest.end.clone(),
                 replayed: end.clone(),
             })
+        })
+        .or_else(|| {
+            super::marks::first_difference(&manifest.marks, &marks)
+                .map(|(recorded, replayed)| Divergence::Mark { recorded, replayed })
         });
     Ok(Replayed {
         console_lines: lines.len(),
         messages: messages.len(),
         scheduler_exit: super::scheduler_exit(&lines),
+        marks,
         end,
         divergence,
         wall_s,

@@ -36,6 +36,8 @@ fn fake(dir: &Path) -> Manifest {
         message_count: 1,
         end: "PowerOff".into(),
         scheduler_exit: None,
+        marks: Vec::new(),
+        marks_missing: Some("not counted".into()),
         wall_s: 1.0,
         size_bytes: 0,
     };
@@ -95,6 +97,43 @@ fn a_truncated_or_foreign_manifest_is_refused() {
     let e = load(&d.join("nowhere")).expect_err("missing");
     assert!(e.to_string().contains("recording.json"), "{e}");
     std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_recording_made_before_marks_loads_without_them() {
+    let d = scratch("unmarked");
+    fake(&d);
+    let path = d.join(MANIFEST);
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let o = v.as_object_mut().expect("object");
+    o.remove("marks");
+    o.remove("marks_missing");
+    std::fs::write(&path, serde_json::to_vec(&v).expect("json")).expect("write");
+    let m = load(&d).expect("an older recording loads");
+    assert!(m.marks.is_empty() && m.marks_missing.is_none());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_count_divergence_names_the_function_and_both_counts() {
+    let mark = |count| Mark {
+        what: "scheduler exit requested".into(),
+        symbol: "scx_claim_exit".into(),
+        address: 0xffff_ffff_813e_b870,
+        count,
+    };
+    let d = Divergence::Mark {
+        recorded: mark(Some(1340082593)),
+        replayed: mark(None),
+    };
+    let text = d.to_string();
+    assert!(
+        text.contains(
+            "recorded: scheduler exit requested (scx_claim_exit) at instruction 1340082593"
+        ) && text.contains("replayed: scheduler exit requested (scx_claim_exit) never ran"),
+        "{text}"
+    );
 }
 
 #[test]

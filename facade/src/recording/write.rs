@@ -11,12 +11,25 @@ use super::{
 };
 
 /// Everything the host read of a recorded VM, in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tape {
     /// Every console line.
     pub(crate) console: Vec<String>,
     /// Every channel message, as JSON.
     pub(crate) messages: Vec<String>,
+    /// The marked kernel functions' instruction counts, or why there are
+    /// none.
+    pub(crate) marks: Result<Vec<super::Mark>, String>,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Tape {
+            console: Vec::new(),
+            messages: Vec::new(),
+            marks: Err("not counted".into()),
+        }
+    }
 }
 
 /// What a recording is written from.
@@ -151,6 +164,8 @@ pub(crate) fn write(dir: &Path, src: &Source<'_>, tape: &Tape) -> Result<Manifes
         messages,
         end: end_name(src.end),
         scheduler_exit: super::scheduler_exit(&tape.console),
+        marks: tape.marks.clone().unwrap_or_default(),
+        marks_missing: tape.marks.clone().err(),
         wall_s: src.wall.as_secs_f64(),
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| RecordingError::Manifest {

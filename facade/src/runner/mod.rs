@@ -199,9 +199,28 @@ pub(crate) fn boot_once(
     let StartMode { restore, record } = how;
     let t0 = Instant::now();
     let cfg = &entry.config;
-    let prepared = prepare::prepare(host, entry, resolved, shape, backend, probe_plan, record)?;
+    let mut prepared = prepare::prepare(host, entry, resolved, shape, backend, probe_plan, record)?;
     // A recording boots: a restored guest does not repeat its run.
     let restore = restore && !record;
+    // A recording counts the instructions before the kernel's scheduler
+    // exit, panic and power off (the gate plugin's marks): a replay must
+    // repeat them to the instruction.
+    let mut marking = match (record, prepared.kaslr) {
+        (false, _) => None,
+        (true, true) => Some(Err(
+            "a KASLR boot's addresses are not known before it".into()
+        )),
+        (true, false) => Some(
+            crate::recording::Marking::new(&prepared.kernel.vmlinux, &host.cache_root).map(
+                |(marking, gate)| {
+                    if let Some(d) = prepared.spec.deterministic.as_mut() {
+                        d.gate = Some(gate);
+                    }
+                    marking
+                },
+            ),
+        ),
+    };
     let initramfs = t0.elapsed();
     // A randomized boot first runs the bzImage's firmware path and
     // decompressor, which under TCG costs seconds more (README: KASLR).
@@ -247,9 +266,15 @@ pub(crate) fn boot_once(
         boot_at,
     );
     let mut tape = prepared.record.then(crate::recording::Tape::default);
+    if let Some(Ok(m)) = marking.as_mut() {
+        m.start();
+    }
     let watched = watch::watch(vm.as_mut(), boot_at, limits, &mut monitor, tape.as_mut())
         .map_err(backend_err)?;
     drop(vm);
+    if let (Some(t), Some(m)) = (tape.as_mut(), marking) {
+        t.marks = m.and_then(crate::recording::Marking::finish);
+    }
     let ran = boot_at.elapsed();
     Ok(Booted {
         watched,

@@ -11,8 +11,14 @@
 //! point fixed by the instruction count, without a kick, and letting it go
 //! resumes exactly where it was.
 //!
-//! Loaded as `-plugin file=libktstr_qemu_gate.so,sock=PATH[,first=N]`: at
-//! load it connects to the Unix stream socket `PATH`, where the host
+//! It also marks instructions: with `mark=ADDR` (a guest virtual address,
+//! hex; repeatable) it tells the host the count at which the instruction at
+//! `ADDR` first ran, an exact figure of the run that a recording keeps and
+//! its replay must repeat (the entry of the kernel's scheduler-exit
+//! function, for one).
+//!
+//! Loaded as `-plugin file=libktstr_qemu_gate.so,sock=PATH[,first=N][,mark=ADDR…]`:
+//! at load it connects to the Unix stream socket `PATH`, where the host
 //! listens. The protocol is one ASCII line per message:
 //!
 //! | from | line | meaning |
@@ -21,16 +27,22 @@
 //! | plugin | `stop C` | the machine is stopped: `C` guest instructions ran (all vCPUs, whole blocks) |
 //! | host | `run N` | go on; stop again at the first block entry with count >= `N` |
 //! | host | `free` | go on, never stop again |
+//! | plugin | `mark I C` | the instruction of the `I`th `mark=` (from 0) ran for the first time after `C` instructions; no answer |
 //! | plugin | `end C` | QEMU is exiting after `C` instructions |
 //!
-//! The first stop comes at count >= `first` (default 0: the first block).
-//! If the host goes away, the plugin frees the machine.
+//! The first stop comes at count >= `first`; without `first` the plugin
+//! never stops (it only marks). If the host goes away, the plugin frees
+//! the machine.
 //!
 //! Counts are whole translated blocks entered, as QEMU's instruction-count
 //! clock runs them; the same run gives the same counts, which is all the
-//! host relies on. Only the API of QEMU 10 and later is used (plugin API
+//! host relies on. A mark's count is exact to the instruction: the
+//! instructions before it in its block are added to the block's entry count.
+//! Only the API of QEMU 10 and later is used (plugin API
 //! version 4: `qemu_plugin_register_vcpu_tb_trans_cb`,
 //! `qemu_plugin_register_vcpu_tb_exec_cb`, `qemu_plugin_tb_n_insns`,
+//! `qemu_plugin_tb_get_insn`, `qemu_plugin_insn_vaddr`,
+//! `qemu_plugin_register_vcpu_insn_exec_cb`,
 //! `qemu_plugin_register_atexit_cb`), looked up in QEMU at load time so that
 //! building needs no QEMU headers or libraries.
 
@@ -49,6 +61,12 @@ struct Tb {
     _opaque: [u8; 0],
 }
 
+/// `struct qemu_plugin_insn`, opaque.
+#[repr(C)]
+struct Insn {
+    _opaque: [u8; 0],
+}
+
 /// `enum qemu_plugin_cb_flags`: `QEMU_PLUGIN_CB_NO_REGS`.
 const CB_NO_REGS: c_int = 0;
 
@@ -64,12 +82,18 @@ struct Api {
     register_tb_trans: RegisterTbTrans,
     register_tb_exec: RegisterTbExec,
     tb_n_insns: TbNInsns,
+    tb_get_insn: TbGetInsn,
+    insn_vaddr: InsnVaddr,
+    register_insn_exec: RegisterInsnExec,
     register_atexit: RegisterAtexit,
 }
 
 type RegisterTbTrans = unsafe extern "C" fn(PluginId, TbTransCb);
 type RegisterTbExec = unsafe extern "C" fn(*mut Tb, VcpuUdataCb, c_int, *mut c_void);
 type TbNInsns = unsafe extern "C" fn(*const Tb) -> usize;
+type TbGetInsn = unsafe extern "C" fn(*const Tb, usize) -> *mut Insn;
+type InsnVaddr = unsafe extern "C" fn(*const Insn) -> u64;
+type RegisterInsnExec = unsafe extern "C" fn(*mut Insn, VcpuUdataCb, c_int, *mut c_void);
 type RegisterAtexit = unsafe extern "C" fn(PluginId, UdataCb, *mut c_void);
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -94,6 +118,9 @@ impl Api {
         let trans = symbol(c"qemu_plugin_register_vcpu_tb_trans_cb")?;
         let exec = symbol(c"qemu_plugin_register_vcpu_tb_exec_cb")?;
         let n = symbol(c"qemu_plugin_tb_n_insns")?;
+        let get_insn = symbol(c"qemu_plugin_tb_get_insn")?;
+        let vaddr = symbol(c"qemu_plugin_insn_vaddr")?;
+        let insn_exec = symbol(c"qemu_plugin_register_vcpu_insn_exec_cb")?;
         let atexit = symbol(c"qemu_plugin_register_atexit_cb")?;
         // SAFETY: each pointer is the QEMU function of that name, whose C
         // signature is the one the field declares (plugin API version 4).
@@ -102,6 +129,9 @@ impl Api {
                 register_tb_trans: std::mem::transmute::<*mut c_void, RegisterTbTrans>(trans),
                 register_tb_exec: std::mem::transmute::<*mut c_void, RegisterTbExec>(exec),
                 tb_n_insns: std::mem::transmute::<*mut c_void, TbNInsns>(n),
+                tb_get_insn: std::mem::transmute::<*mut c_void, TbGetInsn>(get_insn),
+                insn_vaddr: std::mem::transmute::<*mut c_void, InsnVaddr>(vaddr),
+                register_insn_exec: std::mem::transmute::<*mut c_void, RegisterInsnExec>(insn_exec),
                 register_atexit: std::mem::transmute::<*mut c_void, RegisterAtexit>(atexit),
             })
         }
@@ -125,6 +155,13 @@ struct Gate {
 }
 
 static GATE: Mutex<Option<Gate>> = Mutex::new(None);
+
+/// The addresses `mark=` names, in argument order.
+static MARKS: OnceLock<Vec<u64>> = OnceLock::new();
+/// Which marks were reported (bit `I`: mark `I`); at most [`MAX_MARKS`].
+static MARKED: AtomicU64 = AtomicU64::new(0);
+/// How many `mark=` arguments the plugin takes.
+const MAX_MARKS: usize = 16;
 
 fn gate() -> std::sync::MutexGuard<'static, Option<Gate>> {
     GATE.lock()
@@ -174,14 +211,83 @@ extern "C" fn block_entered(_vcpu: u32, insns: *mut c_void) {
     COUNT.store(before.wrapping_add(insns as u64), Ordering::Relaxed);
 }
 
-/// At each block's translation: count it at each entry.
+/// Reports mark `index` at `count`, the first time only.
+fn mark(index: usize, count: u64) {
+    let bit = 1u64 << index;
+    if MARKED.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        return;
+    }
+    if let Some(g) = gate().as_mut() {
+        // No answer is awaited: a host that is gone is found at the next stop.
+        let _ = g
+            .out
+            .write_all(format!("mark {index} {count}\n").as_bytes());
+    }
+}
+
+/// Packs what a marked instruction's callback needs into its user data:
+/// the mark's index and how many instructions of its block come at and
+/// after it (the block's entry count includes them).
+fn mark_data(index: usize, from_end: usize) -> *mut c_void {
+    ((index << 32) | (from_end & 0xffff_ffff)) as *mut c_void
+}
+
+/// At a marked instruction, in the vCPU thread, after its block's entry
+/// was counted ([`block_entered`] runs first: it is the block's own
+/// callback, and the instruction is not the block's first).
+extern "C" fn insn_marked(_vcpu: u32, data: *mut c_void) {
+    let d = data as usize;
+    let count = COUNT.load(Ordering::Relaxed) - (d & 0xffff_ffff) as u64;
+    mark(d >> 32, count);
+}
+
+/// The entry of a block whose first instruction is marked.
+extern "C" fn block_marked(vcpu: u32, data: *mut c_void) {
+    let d = data as usize;
+    let before = COUNT.load(Ordering::Relaxed);
+    block_entered(vcpu, (d & 0xffff_ffff) as *mut c_void);
+    // Stopped or not, the instruction runs after `before` instructions.
+    mark(d >> 32, before);
+}
+
+/// At each block's translation: count it at each entry; report the
+/// instructions `mark=` names.
 extern "C" fn block_translated(_id: PluginId, tb: *mut Tb) {
     let Some(api) = API.get() else { return };
     // SAFETY: `tb` is the block QEMU is translating, valid during this call.
     let n = unsafe { (api.tb_n_insns)(tb) };
+    let marks = MARKS.get().map_or(&[][..], Vec::as_slice);
+    let mut first_marked = None;
+    for i in 0..if marks.is_empty() { 0 } else { n } {
+        // SAFETY: `i` < the block's instruction count; the instruction
+        // handle is valid during this translation.
+        let insn = unsafe { (api.tb_get_insn)(tb, i) };
+        // SAFETY: as above.
+        let vaddr = unsafe { (api.insn_vaddr)(insn) };
+        let Some(index) = marks.iter().position(|&m| m == vaddr) else {
+            continue;
+        };
+        if i == 0 {
+            first_marked = Some(index);
+        } else {
+            // SAFETY: as above; the callback is this library's, the user
+            // data a packed integer.
+            unsafe {
+                (api.register_insn_exec)(insn, insn_marked, CB_NO_REGS, mark_data(index, n - i))
+            };
+        }
+    }
     // SAFETY: as above; the callback and its user data (the block's
-    // instruction count as a pointer-sized integer) outlive the block.
-    unsafe { (api.register_tb_exec)(tb, block_entered, CB_NO_REGS, n as *mut c_void) };
+    // instruction count, and a mark, as a pointer-sized integer) outlive
+    // the block.
+    unsafe {
+        match first_marked {
+            Some(index) => {
+                (api.register_tb_exec)(tb, block_marked, CB_NO_REGS, mark_data(index, n))
+            }
+            None => (api.register_tb_exec)(tb, block_entered, CB_NO_REGS, n as *mut c_void),
+        }
+    }
 }
 
 extern "C" fn exiting(_id: PluginId, _data: *mut c_void) {
@@ -193,21 +299,50 @@ extern "C" fn exiting(_id: PluginId, _data: *mut c_void) {
     *guard = None;
 }
 
-/// `sock=PATH` and `first=N` from QEMU's `key=value` arguments.
-fn parse(args: &[String]) -> Result<(String, u64), String> {
-    let (mut sock, mut first) = (None, 0);
+/// What QEMU's `key=value` arguments ask of the plugin.
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    /// `sock=PATH`.
+    sock: String,
+    /// `first=N`; `None`: never stop.
+    first: Option<u64>,
+    /// `mark=ADDR`, hex, in order.
+    marks: Vec<u64>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let (mut sock, mut first, mut marks) = (None, None, Vec::new());
     for a in args {
         match a.split_once('=') {
             Some(("sock", v)) => sock = Some(v.to_string()),
             Some(("first", v)) => {
-                first = v
-                    .parse()
-                    .map_err(|_| format!("first={v}: not an instruction count"))?
+                first = Some(
+                    v.parse()
+                        .map_err(|_| format!("first={v}: not an instruction count"))?,
+                )
             }
-            _ => return Err(format!("unknown argument {a:?} (sock=PATH, first=N)")),
+            Some(("mark", v)) => {
+                if marks.len() == MAX_MARKS {
+                    return Err(format!("more than {MAX_MARKS} mark= arguments"));
+                }
+                let hex = v.strip_prefix("0x").unwrap_or(v);
+                marks.push(
+                    u64::from_str_radix(hex, 16)
+                        .map_err(|_| format!("mark={v}: not a hex address"))?,
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "unknown argument {a:?} (sock=PATH, first=N, mark=ADDR)"
+                ));
+            }
         }
     }
-    Ok((sock.ok_or("no sock=PATH argument")?, first))
+    Ok(Args {
+        sock: sock.ok_or("no sock=PATH argument")?,
+        first,
+        marks,
+    })
 }
 
 /// QEMU's entry point: connect to the host, register the callbacks.
@@ -237,7 +372,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
             return -1;
         }
     };
-    let (sock, first) = match parse(&args) {
+    let Args { sock, first, marks } = match parse(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ktstr-qemu-gate: {e}");
@@ -264,7 +399,8 @@ pub unsafe extern "C" fn qemu_plugin_install(
         return -1;
     }
     *gate() = Some(g);
-    NEXT.store(first, Ordering::Relaxed);
+    NEXT.store(first.unwrap_or(u64::MAX), Ordering::Relaxed);
+    let _ = MARKS.set(marks);
     // SAFETY: `id` is this plugin's handle; the callbacks are `extern "C"`
     // functions of this library, which QEMU keeps loaded until it exits.
     unsafe {
@@ -276,13 +412,31 @@ pub unsafe extern "C" fn qemu_plugin_install(
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{Args, mark_data, parse};
 
     #[test]
-    fn arguments_name_the_socket_and_the_first_stop() {
+    fn arguments_name_the_socket_the_first_stop_and_the_marks() {
         let a = |v: &[&str]| parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(a(&["sock=/tmp/g", "first=5"]), Ok(("/tmp/g".into(), 5)));
-        assert_eq!(a(&["sock=/tmp/g"]), Ok(("/tmp/g".into(), 0)));
+        let args = |first, marks: &[u64]| Args {
+            sock: "/tmp/g".into(),
+            first,
+            marks: marks.to_vec(),
+        };
+        assert_eq!(a(&["sock=/tmp/g", "first=5"]), Ok(args(Some(5), &[])));
+        assert_eq!(a(&["sock=/tmp/g"]), Ok(args(None, &[])));
+        assert_eq!(
+            a(&["sock=/tmp/g", "mark=0xffffffff8120afb0", "mark=10"]),
+            Ok(args(None, &[0xffff_ffff_8120_afb0, 0x10]))
+        );
+        assert!(
+            a(&["sock=/g", "mark=zz"])
+                .expect_err("refused")
+                .contains("mark=zz")
+        );
+        let many: Vec<String> = std::iter::once("sock=/g".to_string())
+            .chain((0..17).map(|i| format!("mark={i:x}")))
+            .collect();
+        assert!(parse(&many).expect_err("refused").contains("more than 16"));
         assert!(a(&["first=5"]).expect_err("refused").contains("sock=PATH"));
         assert!(
             a(&["sock=/g", "first=x"])
@@ -294,5 +448,11 @@ mod tests {
                 .expect_err("refused")
                 .contains("size=1")
         );
+    }
+
+    #[test]
+    fn a_marks_user_data_holds_its_index_and_its_place_from_the_blocks_end() {
+        let d = mark_data(15, 3) as usize;
+        assert_eq!((d >> 32, d & 0xffff_ffff), (15, 3));
     }
 }

@@ -156,15 +156,14 @@ pub(crate) fn qemu_args(
             ]),
         }
         if let Some(g) = spec.deterministic.as_ref().and_then(|d| d.gate.as_ref()) {
-            push(&[
-                "-plugin",
-                &format!(
-                    "file={},sock={},first={}",
-                    g.plugin.display(),
-                    g.socket.display(),
-                    g.first_stop
-                ),
-            ]);
+            let mut plugin = format!("file={},sock={}", g.plugin.display(), g.socket.display());
+            if let Some(n) = g.first_stop {
+                plugin.push_str(&format!(",first={n}"));
+            }
+            for m in &g.marks {
+                plugin.push_str(&format!(",mark={m:#x}"));
+            }
+            push(&["-plugin", &plugin]);
             if let Some(gdb) = &g.gdb {
                 push(&[
                     "-gdb",
@@ -314,7 +313,8 @@ mod tests {
         let gate = |plugin: &str| crate::TcgGate {
             plugin: plugin.into(),
             socket: "/tmp/g.sock".into(),
-            first_stop: 8192,
+            first_stop: Some(8192),
+            marks: vec![0xffff_ffff_8120_afb0],
             gdb: Some("/tmp/gdb.sock".into()),
         };
         spec.deterministic = Some(crate::Deterministic {
@@ -330,7 +330,7 @@ mod tests {
         let a = qemu_args(&spec, Accel::Tcg, false, &fds);
         assert_eq!(
             value_of(&a, "-plugin"),
-            ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock,first=8192"]
+            ["file=/t/libktstr_qemu_gate.so,sock=/tmp/g.sock,first=8192,mark=0xffffffff8120afb0"]
         );
         assert_eq!(
             value_of(&a, "-gdb"),
