@@ -407,22 +407,13 @@ pub(crate) fn serve(
     let mut asked = first_stop(&plan.moments);
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        let mut words = line.split_whitespace();
-        let (word, count) = (
-            words.next().unwrap_or(""),
-            words.next().and_then(|c| c.parse::<u64>().ok()),
-        );
-        match (word, count) {
-            ("hello", _) => continue,
-            ("mark", Some(index)) => {
-                if let Some(c) = words.next().and_then(|c| c.parse::<u64>().ok()) {
-                    end.marks.push((index as usize, c));
-                }
-            }
+        match said(&line) {
+            Said::Hello => continue,
+            Said::Mark(index, count) => end.marks.push((index, count)),
             // QEMU is exiting. Its count is not a figure of the run: the
             // vCPUs go on after the guest asks to power off.
-            ("end", _) => break,
-            ("stop", Some(count)) => {
+            Said::End => break,
+            Said::Stop(count) => {
                 end.stops += 1;
                 if sampler.is_none()
                     && let Some(l) = locator.as_mut()
@@ -447,7 +438,7 @@ pub(crate) fn serve(
                     break;
                 }
             }
-            _ => {
+            Said::Other => {
                 end.failed = Some(format!("the gate plugin said {line:?}"));
                 let _ = out.write_all(b"free\n");
                 break;
@@ -459,6 +450,35 @@ pub(crate) fn serve(
     }
     end.unreached = pending;
     end
+}
+
+/// One line of the plugin's (the protocol in the ktstr-qemu-gate crate).
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    /// `hello 1`.
+    Hello,
+    /// `stop C`: stopped after `C` instructions, awaiting an answer.
+    Stop(u64),
+    /// `mark I C`: mark `I` first ran after `C` instructions.
+    Mark(usize, u64),
+    /// `end C`: QEMU is exiting.
+    End,
+    /// Anything else: the protocol broke.
+    Other,
+}
+
+fn said(line: &str) -> Said {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["hello", ..] => Said::Hello,
+        ["end", ..] => Said::End,
+        ["stop", c] => c.parse().map_or(Said::Other, Said::Stop),
+        ["mark", i, c] => match (i.parse(), c.parse()) {
+            (Ok(i), Ok(c)) => Said::Mark(i, c),
+            _ => Said::Other,
+        },
+        _ => Said::Other,
+    }
 }
 
 /// The host side of a plugin that only marks (no `first=`): accepts its
@@ -473,21 +493,17 @@ pub(crate) fn collect_marks(listener: &UnixListener, quit: &AtomicBool) -> GateE
     let mut out = stream.try_clone().ok();
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["hello", ..] => {}
+        match said(&line) {
+            Said::Hello => {}
             // Not asked for; never leave the machine stopped.
-            ["stop", ..] => {
+            Said::Stop(_) => {
                 if let Some(o) = out.as_mut() {
                     let _ = o.write_all(b"free\n");
                 }
             }
-            ["end", ..] => break,
-            ["mark", i, c] => match (i.parse::<usize>(), c.parse::<u64>()) {
-                (Ok(i), Ok(c)) => end.marks.push((i, c)),
-                _ => end.failed = Some(format!("the gate plugin said {line:?}")),
-            },
-            _ => {
+            Said::End => break,
+            Said::Mark(index, count) => end.marks.push((index, count)),
+            Said::Other => {
                 end.failed = Some(format!("the gate plugin said {line:?}"));
                 break;
             }
@@ -600,6 +616,17 @@ fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plugins_lines_are_read_by_one_parser() {
+        assert_eq!(said("hello 1"), Said::Hello);
+        assert_eq!(said("stop 8192"), Said::Stop(8192));
+        assert_eq!(said("mark 2 1335378435"), Said::Mark(2, 1335378435));
+        assert_eq!(said("end 99"), Said::End);
+        for bad in ["stop", "stop x", "mark 1", "mark a 5", "run 5", ""] {
+            assert_eq!(said(bad), Said::Other, "{bad:?}");
+        }
+    }
 
     #[test]
     fn moments_parse_from_times_and_counts() {

@@ -410,43 +410,41 @@ pub fn replay_with(
     let under_gdb = gdb.is_some();
     let questioned = !moments.is_empty();
     let marks: Vec<u64> = manifest.marks.iter().map(|m| m.address).collect();
-    // Only marks: the plugin never stops, the host only listens.
-    let marking = if moments.is_empty() && !marks.is_empty() {
-        let (socket, listener) = GateSocket::bind()?;
-        if let Some(d) = spec.deterministic.as_mut() {
-            d.gate = Some(ktstr_vmm::TcgGate {
-                plugin: gate_plugin()?,
-                socket: socket.0.clone(),
-                first_stop: None,
-                marks: marks.clone(),
-                gdb: None,
-            });
-        }
-        Some((socket, listener))
-    } else {
+    // Questions need the kernel placed; marks alone need nothing read.
+    let plan = if moments.is_empty() {
         None
+    } else if !manifest.cmdline.split_whitespace().any(|w| w == "nokaslr") {
+        return Err(RecordingError::Randomized);
+    } else {
+        Some(GatePlan {
+            vmlinux: PathBuf::from(&manifest.kernel.path),
+            cache_root: host.cache_root.clone(),
+            nr_cpus: spec.topology.nr_cpus(),
+            moments,
+        })
     };
-    let gated = if moments.is_empty() {
+    // One plugin load for both: it stops for the questions (if any) and
+    // counts the marks (if the recording has them).
+    let gated = if plan.is_none() && marks.is_empty() {
         None
     } else {
-        if !manifest.cmdline.split_whitespace().any(|w| w == "nokaslr") {
-            return Err(RecordingError::Randomized);
-        }
         let (socket, listener) = GateSocket::bind()?;
         let stub = gdb.as_ref().map(|_| GateSocket::bind_path("gdb"));
         if let Some(d) = spec.deterministic.as_mut() {
             d.gate = Some(ktstr_vmm::TcgGate {
                 plugin: gate_plugin()?,
                 socket: socket.0.clone(),
-                first_stop: Some(crate::monitor::first_stop(&moments)),
+                first_stop: plan
+                    .as_ref()
+                    .map(|p| crate::monitor::first_stop(&p.moments)),
                 marks,
                 gdb: stub.as_ref().map(|s| s.0.clone()),
             });
         }
-        let vmlinux = PathBuf::from(&manifest.kernel.path);
         let hold = match gdb.zip(stub.as_ref()) {
             Some((g, stub)) => {
-                let symbols = super::gdb::write_symbol_file(dir, &vmlinux, &host.cache_root)?;
+                let vmlinux = Path::new(&manifest.kernel.path);
+                let symbols = super::gdb::write_symbol_file(dir, vmlinux, &host.cache_root)?;
                 Some(super::gdb::hold(
                     g,
                     stub.0.clone(),
@@ -456,34 +454,22 @@ pub fn replay_with(
             }
             None => None,
         };
-        let plan = GatePlan {
-            vmlinux,
-            cache_root: host.cache_root.clone(),
-            nr_cpus: spec.topology.nr_cpus(),
-            moments,
-        };
         Some(((socket, stub), listener, plan, hold))
     };
     let t0 = Instant::now();
     let mut vm = backend.boot(&spec)?;
     let quit = Arc::new(AtomicBool::new(false));
-    let gate = gated
-        .map(|(socket, listener, plan, hold)| {
-            let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
-            let thread = std::thread::Builder::new()
+    let gate = gated.map(|(socket, listener, plan, hold)| {
+        let (mem, quit) = (vm.memory().clone(), Arc::clone(&quit));
+        let thread =
+            std::thread::Builder::new()
                 .name("ktstr-gate".into())
-                .spawn(move || crate::monitor::serve_gate(&plan, hold, &listener, &mem, &quit));
-            (socket, thread)
-        })
-        .or_else(|| {
-            marking.map(|(socket, listener)| {
-                let quit = Arc::clone(&quit);
-                let thread = std::thread::Builder::new()
-                    .name("ktstr-marks".into())
-                    .spawn(move || crate::monitor::collect_marks(&listener, &quit));
-                ((socket, None), thread)
-            })
-        });
+                .spawn(move || match plan {
+                    Some(plan) => crate::monitor::serve_gate(&plan, hold, &listener, &mem, &quit),
+                    None => crate::monitor::collect_marks(&listener, &quit),
+                });
+        (socket, thread)
+    });
     let console = vm.take_console();
     let mut reader = Reader::watching(HostChannel {
         mem: vm.memory().clone(),
